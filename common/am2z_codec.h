@@ -1,0 +1,174 @@
+/*  am2z_codec.h — the am2z wire protocol, version 1 (docs/PROTOCOL.md).
+
+    Every message is three ZeroMQ frames (after the ROUTER identity, when
+    there is one):
+
+        frame 1  "AM2Z/1"         protocol signature and version
+        frame 2  command          ASCII name, e.g. "SUBMIT"
+        frame 3  body             one msgpack map
+
+    The body's fields depend on the command (see the table in am2z_codec.c
+    and docs/PROTOCOL.md). Decoding validates everything that came from a
+    peer: signature, command name, that the body is exactly one msgpack map,
+    each known field's type and length, required fields, id and name
+    formats, and the body size limit. Unknown keys are ignored (forward
+    compatible within version 1). Any violation is AM2Z_EPROTO with a
+    message naming the command and the field — never a crash or an assert.
+
+    Ownership: an am2z_msg_t owns every pointer in it; am2z_msg_clear()
+    frees them. Encoding borrows the message.
+
+    Thread safety: reentrant; no shared state.
+*/
+#ifndef AM2Z_CODEC_H_INCLUDED
+#define AM2Z_CODEC_H_INCLUDED
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "am2z_error.h"
+#include "am2z_mpcheck.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define AM2Z_PROTOCOL "AM2Z/1"
+
+typedef enum {
+    AM2Z_CMD_INVALID = 0,
+    /* client -> broker */
+    AM2Z_CMD_SUBMIT,        /* run a processor in a session */
+    AM2Z_CMD_FETCH,         /* (re)fetch a job's result by id */
+    AM2Z_CMD_QUERY,         /* stats, queues, sessions, processors, state */
+    AM2Z_CMD_STOP_SESSION,  /* cancel a session's work, drop its state */
+    /* broker -> client */
+    AM2Z_CMD_ACCEPTED,      /* a SUBMIT is durable; here is its job id */
+    AM2Z_CMD_RESULT,        /* a job's final outcome */
+    AM2Z_CMD_REPLY,         /* answer to QUERY / STOP_SESSION */
+    AM2Z_CMD_ERROR,         /* a request was refused */
+    /* both ways, broker <-> client and broker <-> worker */
+    AM2Z_CMD_EVENT,         /* lifecycle or custom event */
+    AM2Z_CMD_HEARTBEAT,     /* liveness */
+    AM2Z_CMD_DISCONNECT,    /* orderly goodbye */
+    /* worker -> broker */
+    AM2Z_CMD_READY,         /* register processors and initial credit */
+    AM2Z_CMD_CREDIT,        /* more free slots for a processor */
+    AM2Z_CMD_DONE,          /* a leased job finished (success or failure) */
+    /* broker -> worker */
+    AM2Z_CMD_JOB,           /* a lease: run this job */
+    AM2Z_CMD_CANCEL,        /* set the cancellation flag of a running job */
+    AM2Z_CMD_COUNT_
+} am2z_cmd_t;
+
+/*  Wire name of a command ("SUBMIT"); "INVALID" when out of range. */
+const char *am2z_cmd_name(am2z_cmd_t cmd);
+
+/*  Looks a wire name up. Returns AM2Z_CMD_INVALID for an unknown name. */
+am2z_cmd_t am2z_cmd_parse(const char *name, size_t len);
+
+/*  Retry policy as announced by a worker for a processor. */
+typedef struct {
+    uint32_t max_attempts;        /* total attempts including the first; 0 = default */
+    bool exponential;             /* false: fixed delay */
+    uint64_t delay_ms;            /* first (or every) delay */
+    double multiplier;            /* exponential factor (>= 1) */
+    uint64_t max_delay_ms;        /* cap on one delay; 0 = none */
+    double jitter;                /* 0..1, fraction of the delay randomised */
+    uint32_t retry_categories;    /* bit (1 << am2z_category_t) per retryable
+                                     category; 0 = the category defaults */
+} am2z_retry_policy_t;
+
+/*  One processor a worker serves (READY.processors[]). Strings owned. */
+typedef struct {
+    char *name;                   /* valid name (am2z_name_valid) */
+    char *description;            /* may be NULL */
+    uint32_t concurrency;         /* slots = initial credit, >= 1 */
+    uint64_t timeout_ms;          /* 0 = none */
+    int64_t priority;             /* default job priority */
+    am2z_retry_policy_t retry;
+} am2z_proc_desc_t;
+
+/*  A decoded or to-be-encoded message: one struct for every command; the
+    command's table says which fields are present, required, and checked.
+    Absent strings/bytes are NULL; absent numbers are 0 and absent bools
+    false. All pointers are owned (am2z_msg_clear frees them). */
+typedef struct {
+    am2z_cmd_t cmd;
+    uint64_t req;                 /* client correlation id, echoed back */
+    char *job;                    /* job id */
+    char *processor;              /* processor or composite name */
+    char *session;                /* session id */
+    char *worker;                 /* worker instance id (READY) */
+    char *what;                   /* QUERY: stats|queues|session-stats|sessions|processors|state */
+    char *name;                   /* EVENT name */
+    char *idem_key;               /* SUBMIT idempotency key */
+    uint8_t *state;               /* msgpack map: input or resulting state */
+    size_t state_size;
+    uint8_t *data;                /* msgpack object: event data, REPLY body, DONE changes */
+    size_t data_size;
+    am2z_error_t *error;          /* RESULT / DONE failure, ERROR reason */
+    bool success;                 /* RESULT / DONE */
+    bool keep_state;              /* STOP_SESSION */
+    uint32_t attempt;             /* JOB / DONE / RESULT / EVENT: 1-based */
+    uint32_t call_depth;          /* SUBMIT / JOB: nesting of ctx call() */
+    int64_t priority;             /* SUBMIT / JOB */
+    uint64_t timeout_ms;          /* SUBMIT: job timeout; JOB: lease length */
+    uint64_t delay_ms;            /* SUBMIT */
+    uint64_t exec_us;             /* RESULT / DONE: processor run time */
+    uint64_t started_at_ms;       /* RESULT / DONE: wall clock at start */
+    uint64_t ts_ms;               /* EVENT: wall clock */
+    uint64_t seq;                 /* EVENT: per-job sequence number */
+    uint64_t credit;              /* CREDIT: slots returned */
+    am2z_proc_desc_t *procs;      /* READY: processors served */
+    size_t nprocs;
+} am2z_msg_t;
+
+/*  Limits enforced by decode besides the body size. */
+#define AM2Z_CODEC_MAX_PROCS   1024   /* READY.processors entries */
+#define AM2Z_CODEC_MAX_TEXT    4096   /* description, error message, code */
+#define AM2Z_CODEC_MAX_DEPTH   64     /* msgpack nesting in any body */
+
+/*  Initialise to all-absent. */
+void am2z_msg_init(am2z_msg_t *msg, am2z_cmd_t cmd);
+
+/*  Frees everything the message owns and re-initialises it to INVALID.
+    NULL-safe. */
+void am2z_msg_clear(am2z_msg_t *msg);
+
+/*  Encodes the body of msg (msg->cmd selects the fields). Caller owns
+    *body (free()). Returns AM2Z_OK, AM2Z_EINVAL (a required field absent or
+    invalid — encoding refuses what decoding would refuse) or AM2Z_ENOMEM. */
+int am2z_msg_encode(const am2z_msg_t *msg, uint8_t **body, size_t *size);
+
+/*  Decodes a body for command `cmd` into *msg (which is initialised first).
+    Returns AM2Z_OK, AM2Z_EPROTO (err, when given, names the problem: e.g.
+    "SUBMIT: field 'session' must be a string of 1..128 valid characters")
+    or AM2Z_ENOMEM. On failure *msg holds nothing to free. */
+int am2z_msg_decode(am2z_cmd_t cmd, const uint8_t *body, size_t size,
+                    size_t max_size, am2z_msg_t *msg,
+                    char *err, size_t err_size);
+
+/*  Decodes the three frames (signature, command, body) as received after
+    any ROUTER identity. Checks the signature ("unsupported protocol
+    'X'"), the command ("unknown command 'X'") and the body as above.
+    Returns AM2Z_OK, AM2Z_EPROTO (err explains) or AM2Z_ENOMEM. */
+int am2z_frames_decode(const uint8_t *sig, size_t sig_size,
+                       const uint8_t *cmd, size_t cmd_size,
+                       const uint8_t *body, size_t body_size,
+                       size_t max_size, am2z_msg_t *msg,
+                       char *err, size_t err_size);
+
+/*  Wire form of an error value:
+        {kind, category, severity, retryable, code, message, details?, ts}
+    encode: caller owns *data. decode: validates like a message body; caller
+    owns *out. Used inside bodies and by the client to report errors. */
+int am2z_error_encode(const am2z_error_t *error, uint8_t **data, size_t *size);
+int am2z_error_decode(const uint8_t *data, size_t size, am2z_error_t **out,
+                      char *err, size_t err_size);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

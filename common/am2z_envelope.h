@@ -1,0 +1,64 @@
+/*  am2z_envelope.h — versioned records sealed with SHA-256.
+
+    Every record the broker stores (session states, job records, results) is
+    wrapped in an envelope, itself one msgpack map:
+
+        { "format":  "am2z.envelope/1",
+          "version": uint,        record version (a state's metadata.version)
+          "sha256":  bin 32,      SHA-256 (OpenSSL EVP) of the exact payload bytes
+          "created": uint ms,     when the record was first written
+          "updated": uint ms,     when this version was written
+          "payload": bin }        the record bytes
+
+    Decoding verifies everything: an envelope that is not exactly this map,
+    has another format, a hash of another length, or a hash that does not
+    match the payload is AM2Z_EINTEGRITY — never returned as data.
+
+    Thread safety: reentrant; no shared state.
+*/
+#ifndef AM2Z_ENVELOPE_H_INCLUDED
+#define AM2Z_ENVELOPE_H_INCLUDED
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define AM2Z_ENVELOPE_FORMAT "am2z.envelope/1"
+#define AM2Z_SHA256_LEN 32
+
+/*  A decoded envelope. payload points into the bytes that were decoded:
+    borrowed, valid as long as those bytes are. */
+typedef struct {
+    uint64_t version;
+    uint64_t created_ms;
+    uint64_t updated_ms;
+    uint8_t sha256[AM2Z_SHA256_LEN];
+    const uint8_t *payload;
+    size_t payload_size;
+} am2z_envelope_t;
+
+/*  SHA-256 of data[0..size) into out. Returns AM2Z_OK or AM2Z_ECRYPTO. */
+int am2z_sha256(const uint8_t *data, size_t size, uint8_t out[AM2Z_SHA256_LEN]);
+
+/*  Lowercase hex of a digest into out (2 * AM2Z_SHA256_LEN + 1 bytes). */
+void am2z_sha256_hex(const uint8_t digest[AM2Z_SHA256_LEN],
+                     char out[2 * AM2Z_SHA256_LEN + 1]);
+
+/*  Seals payload into a new envelope. Caller owns *out (free()). Returns
+    AM2Z_OK, AM2Z_ECRYPTO or AM2Z_ENOMEM. */
+int am2z_envelope_encode(uint64_t version, uint64_t created_ms,
+                         uint64_t updated_ms, const uint8_t *payload,
+                         size_t payload_size, uint8_t **out, size_t *out_size);
+
+/*  Decodes and verifies. On AM2Z_OK *env describes the envelope, its payload
+    borrowed from data. Returns AM2Z_EINTEGRITY for any malformed envelope or
+    hash mismatch, AM2Z_ECRYPTO if OpenSSL fails. */
+int am2z_envelope_decode(const uint8_t *data, size_t size, am2z_envelope_t *env);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,208 @@
+/*  am2z_store.h — the broker's LMDB store.
+
+    One LMDB environment per broker in cfg->data_dir (created if missing),
+    with named databases:
+
+        sessions   session id -> envelope(state bytes)       sealed
+        jobs       job id     -> envelope(job record)        sealed
+        results    job id     -> envelope(result)            sealed
+        dlq        job id     -> envelope(dead letter)       sealed
+        runs       run id     -> envelope(workflow run)      sealed
+        ready      index key  -> small value                 raw (indexes)
+        delayed    index key  -> small value                 raw (indexes)
+        meta       name       -> value                       raw
+
+    Sealed databases hold envelopes (am2z_envelope.h): every read verifies the
+    SHA-256 and reports AM2Z_EINTEGRITY instead of returning bad bytes. Raw
+    databases hold the broker's own small index entries.
+
+    Writes happen in batches: one LMDB write transaction that gathers the
+    changes of one loop turn (group commit). Each operation in a batch
+    reports its own outcome at once (a CAS conflict fails that operation
+    only); am2z_store_commit() makes them all durable together. If LMDB
+    reports the map or disk full, the batch is poisoned: every later
+    operation and the commit return AM2Z_ERESOURCE and nothing of it is
+    written. Nothing crashes.
+
+    Durability: AM2Z_DURABILITY_SYNC fsyncs in every commit (default);
+    AM2Z_DURABILITY_PERIODIC commits without fsync and am2z_store_flush_due()
+    fsyncs at most flush_interval_ms later — a power loss or kernel crash can
+    lose commits of that last interval (a process crash loses nothing: the
+    data is in the OS page cache).
+
+    Thread safety: NOT thread-safe. A store belongs to the one thread that
+    opened it (the broker's store thread); no txn or env crosses threads.
+    Never use a store across fork().
+*/
+#ifndef AM2Z_STORE_H_INCLUDED
+#define AM2Z_STORE_H_INCLUDED
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "am2z_config.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct am2z_store_t am2z_store_t;
+typedef struct am2z_store_batch_t am2z_store_batch_t;
+
+typedef enum {
+    AM2Z_DB_SESSIONS = 0,
+    AM2Z_DB_JOBS,
+    AM2Z_DB_RESULTS,
+    AM2Z_DB_DLQ,
+    AM2Z_DB_RUNS,
+    AM2Z_DB_READY,       /* raw */
+    AM2Z_DB_DELAYED,     /* raw */
+    AM2Z_DB_META,        /* raw */
+    AM2Z_DB_COUNT_
+} am2z_db_t;
+
+/*  True for the databases whose values are envelopes. */
+bool am2z_db_sealed(am2z_db_t db);
+const char *am2z_db_name(am2z_db_t db);
+
+/*  A record read back from a sealed database. data is owned by the caller
+    (free() it, or am2z_record_clear()). */
+typedef struct {
+    uint64_t version;
+    uint64_t created_ms;
+    uint64_t updated_ms;
+    uint8_t *data;
+    size_t size;
+} am2z_record_t;
+
+void am2z_record_clear(am2z_record_t *rec);
+
+typedef struct {
+    uint64_t sessions;          /* entries in sessions */
+    uint64_t jobs;              /* entries in jobs */
+    uint64_t entries[AM2Z_DB_COUNT_];  /* entries per database */
+    uint64_t map_size;          /* configured map size, bytes */
+    uint64_t used_bytes;        /* pages in use * page size */
+} am2z_store_stats_t;
+
+/*  Opens (creating when needed) the environment in cfg->data_dir with
+    cfg->map_size, cfg->durability, cfg->flush_interval_ms,
+    cfg->max_state_size and cfg->max_sessions. Returns AM2Z_OK,
+    AM2Z_EIO (cannot create/open: err names path and reason), AM2Z_ERESOURCE
+    (map size too small for the existing data) or AM2Z_ENOMEM. err may be NULL. */
+int am2z_store_open(const am2z_config_t *cfg, am2z_store_t **out,
+                    char *err, size_t err_size);
+
+/*  Commits nothing pending (an open batch is aborted), fsyncs, closes.
+    NULL-safe, idempotent. */
+void am2z_store_destroy(am2z_store_t **self_p);
+
+/* ---------------------------------------------------------------------------
+   Batches (group commit). At most one batch is open at a time.
+   ------------------------------------------------------------------------ */
+
+/*  Returns AM2Z_OK, AM2Z_ESTATE (a batch is already open), AM2Z_EIO. */
+int am2z_store_begin(am2z_store_t *self, am2z_store_batch_t **out);
+
+/*  Commits and frees the batch, nulling *batch_p. Returns AM2Z_OK,
+    AM2Z_ERESOURCE (map/disk full: nothing written), AM2Z_EIO. After any
+    return the batch is gone. */
+int am2z_store_commit(am2z_store_batch_t **batch_p);
+
+/*  Discards the batch. NULL-safe, idempotent. */
+void am2z_store_abort(am2z_store_batch_t **batch_p);
+
+/*  Session state, compare-and-set on version.
+    expected_version: the version the writer read; 0 means "the session must
+    not exist yet". The stored version must equal it, else AM2Z_ECONFLICT.
+    new_version must be greater than expected_version (else AM2Z_EINVAL).
+    Returns AM2Z_OK, AM2Z_ECONFLICT, AM2Z_EINVAL (bad session id),
+    AM2Z_ERESOURCE (payload > max_state_size, sessions >= max_sessions for
+    a new one, map full), AM2Z_EINTEGRITY (stored envelope corrupt). */
+int am2z_batch_put_state(am2z_store_batch_t *batch, const char *session_id,
+                         uint64_t expected_version, uint64_t new_version,
+                         const uint8_t *state, size_t state_size,
+                         uint64_t now_ms);
+
+/*  Returns AM2Z_OK or AM2Z_ENOTFOUND. */
+int am2z_batch_delete_state(am2z_store_batch_t *batch, const char *session_id);
+
+/*  Generic sealed records (jobs, results, dlq, runs): unconditional write of
+    an envelope with the given version. Returns AM2Z_OK, AM2Z_EINVAL (raw db
+    or empty key), AM2Z_ERESOURCE. */
+int am2z_batch_put_record(am2z_store_batch_t *batch, am2z_db_t db,
+                          const void *key, size_t key_size, uint64_t version,
+                          const uint8_t *data, size_t size, uint64_t now_ms);
+
+/*  Raw index entries. Returns AM2Z_OK, AM2Z_EINVAL (sealed db), AM2Z_ERESOURCE. */
+int am2z_batch_put_raw(am2z_store_batch_t *batch, am2z_db_t db,
+                       const void *key, size_t key_size,
+                       const void *value, size_t value_size);
+
+/*  Deletes a key from any database. Returns AM2Z_OK or AM2Z_ENOTFOUND. */
+int am2z_batch_del(am2z_store_batch_t *batch, am2z_db_t db,
+                   const void *key, size_t key_size);
+
+/*  Reads inside the batch see its own uncommitted writes. Same contracts as
+    the store-level getters below. */
+int am2z_batch_get_state(am2z_store_batch_t *batch, const char *session_id,
+                         am2z_record_t *rec);
+int am2z_batch_get_record(am2z_store_batch_t *batch, am2z_db_t db,
+                          const void *key, size_t key_size, am2z_record_t *rec);
+
+/* ---------------------------------------------------------------------------
+   Single operations (each its own batch) and reads.
+   ------------------------------------------------------------------------ */
+
+/*  One-shot CAS write: begin + put_state + commit. */
+int am2z_store_put_state(am2z_store_t *self, const char *session_id,
+                         uint64_t expected_version, uint64_t new_version,
+                         const uint8_t *state, size_t state_size,
+                         uint64_t now_ms);
+
+/*  Returns AM2Z_OK or AM2Z_ENOTFOUND. */
+int am2z_store_delete_state(am2z_store_t *self, const char *session_id);
+
+/*  Reads and verifies a session's state. Returns AM2Z_OK (rec filled, caller
+    owns rec->data), AM2Z_ENOTFOUND, AM2Z_EINTEGRITY, AM2Z_EINVAL. */
+int am2z_store_get_state(am2z_store_t *self, const char *session_id,
+                         am2z_record_t *rec);
+
+/*  Reads and verifies a sealed record. Same returns as get_state. */
+int am2z_store_get_record(am2z_store_t *self, am2z_db_t db,
+                          const void *key, size_t key_size, am2z_record_t *rec);
+
+/*  Reads a raw entry; caller owns *value (free()). AM2Z_OK / AM2Z_ENOTFOUND. */
+int am2z_store_get_raw(am2z_store_t *self, am2z_db_t db, const void *key,
+                       size_t key_size, void **value, size_t *value_size);
+
+/*  Calls fn for every key of db in key order, starting at the first key >=
+    (start, start_size) (NULL = from the beginning). The key and value are
+    borrowed for the call only (values of sealed dbs are the raw envelopes,
+    not verified: use get_record for the payload). fn returns 0 to go on,
+    non-zero to stop (that value is returned). Returns AM2Z_OK or an error. */
+typedef int (am2z_store_each_fn)(const void *key, size_t key_size,
+                                 const void *value, size_t value_size, void *arg);
+int am2z_store_each(am2z_store_t *self, am2z_db_t db, const void *start,
+                    size_t start_size, am2z_store_each_fn *fn, void *arg);
+
+/*  Calls fn(session_id, arg) for every stored session in id order.
+    fn returns 0 to go on. Returns AM2Z_OK, or fn's non-zero value. */
+typedef int (am2z_store_session_fn)(const char *session_id, void *arg);
+int am2z_store_list_sessions(am2z_store_t *self, am2z_store_session_fn *fn,
+                             void *arg);
+
+/*  Durability. flush fsyncs now (no-op when nothing is pending).
+    flush_due fsyncs only when periodic mode has unsynced commits older than
+    flush_interval_ms, and returns the ms until it next needs calling
+    (UINT64_MAX when nothing is pending) through *next_ms (may be NULL). */
+int am2z_store_flush(am2z_store_t *self);
+int am2z_store_flush_due(am2z_store_t *self, uint64_t now_ms, uint64_t *next_ms);
+
+int am2z_store_stats(am2z_store_t *self, am2z_store_stats_t *stats);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,59 @@
+/*  am2z_testutil.c — see am2z_testutil.h. */
+#include "am2z_testutil.h"
+
+#include <errno.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int
+s_rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st; (void)flag; (void)ftw;
+    remove(path);
+    return 0;
+}
+
+void
+am2z_test_rmtree(const char *path)
+{
+    nftw(path, s_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+void
+am2z_test_tmpdir(const char *tag, char *out, size_t out_size)
+{
+    const char *base = getenv("AM2Z_TEST_TMP");
+    if (!base || !*base)
+        base = "/tmp";
+    mkdir(base, 0755);
+    int n = snprintf(out, out_size, "%s/%s-%d-XXXXXX", base, tag, (int)getpid());
+    ck_assert_int_lt(n, (int)out_size);
+    ck_assert_msg(mkdtemp(out) != NULL, "mkdtemp(%s): %s", out, strerror(errno));
+}
+
+int
+am2z_test_run(Suite *suite)
+{
+    SRunner *runner = srunner_create(suite);
+    srunner_run_all(runner, CK_NORMAL);
+    int failed = srunner_ntests_failed(runner);
+    srunner_free(runner);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+void
+am2z_test_random_bytes(uint64_t *seed, uint8_t *out, size_t size)
+{
+    uint64_t x = *seed ? *seed : 0x9e3779b97f4a7c15ull;
+    for (size_t i = 0; i < size; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out[i] = (uint8_t)(x >> 24);
+    }
+    *seed = x;
+}
