@@ -32,6 +32,7 @@ static const char *const s_strerror[AM2Z_ERR_LAST + 1] = {
     [-AM2Z_ECRYPTO]     = "cryptographic library error",
     [-AM2Z_ESTATE]      = "object is in the wrong state for this call",
     [-AM2Z_ENETWORK]    = "network error",
+    [-AM2Z_EFAILED]     = "processor failed",
 };
 
 const char *

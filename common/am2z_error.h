@@ -45,7 +45,8 @@ enum {
     AM2Z_ECRYPTO    = -12,  /* OpenSSL failed */
     AM2Z_ESTATE     = -13,  /* object is in the wrong state for this call */
     AM2Z_ENETWORK   = -14,  /* transport failure (socket, connect, bind) */
-    AM2Z_ERR_LAST   =  14
+    AM2Z_EFAILED    = -15,  /* a processor failed (see the result's error) */
+    AM2Z_ERR_LAST   =  15
 };
 
 /*  Returns a static, human-readable description of `code` (never NULL).

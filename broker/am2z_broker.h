@@ -1,0 +1,79 @@
+/*  am2z_broker.h — the broker: routes jobs per session from clients to
+    workers, and keeps every accepted job and each session's state in LMDB.
+
+    One loop thread owns the frontend (ROUTER, clients), the backend
+    (ROUTER, workers), the events PUB socket and the LMDB store. A loop turn
+    drains what the sockets have (bounded), applies it in one store batch,
+    commits once (group commit), and only then sends what depends on
+    durability: ACCEPTED for new jobs, RESULT for finished ones. This is the
+    "store thread" of DESIGN.md: no LMDB txn or env ever crosses a thread.
+
+    Scheduling: a job is queued in its session's lane; jobs of one session
+    run one at a time in submission order. A processor's ready ring holds the
+    sessions whose next job is for that processor; dispatch takes sessions
+    from the ring in turn (fair across sessions) against worker credit.
+
+    Thread safety: a broker is driven by one thread. am2z_broker_actor runs
+    it as a CZMQ actor for the embedded runtime; send "$TERM" to stop.
+*/
+#ifndef AM2Z_BROKER_H_INCLUDED
+#define AM2Z_BROKER_H_INCLUDED
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "am2z_config.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define AM2Z_ENDPOINT_MAX 256
+
+typedef struct {
+    am2z_config_t common;                  /* store, limits, logging */
+    char frontend[AM2Z_ENDPOINT_MAX];      /* clients bind here */
+    char backend[AM2Z_ENDPOINT_MAX];       /* workers bind here */
+    char events[AM2Z_ENDPOINT_MAX];        /* PUB; "" = no PUB socket */
+    uint64_t heartbeat_ms;                 /* heartbeat interval to workers */
+    uint64_t liveness;                     /* missed heartbeats = dead worker */
+} am2z_broker_config_t;
+
+/*  The broker's configuration table (common entries + endpoints), for
+    am2z_cfg_load and --help. */
+extern const am2z_cfg_def_t am2z_broker_config_table[];
+
+/*  Fills cfg with the table's defaults. */
+void am2z_broker_config_defaults(am2z_broker_config_t *cfg);
+
+typedef struct am2z_broker_t am2z_broker_t;
+
+/*  Opens the store and binds the sockets. Returns AM2Z_OK, AM2Z_EIO (store),
+    AM2Z_ENETWORK (bind failed: err names the endpoint and reason),
+    AM2Z_ECONFIG. err may be NULL. */
+int am2z_broker_new(const am2z_broker_config_t *cfg, am2z_broker_t **out,
+                    char *err, size_t err_size);
+
+/*  Flushes the store, closes sockets and store. NULL-safe, idempotent. */
+void am2z_broker_destroy(am2z_broker_t **self_p);
+
+/*  The endpoint actually bound (a "tcp://127.0.0.1:*" config resolves to the
+    ephemeral port). Borrowed until destroy. which: 0 frontend, 1 backend,
+    2 events. */
+const char *am2z_broker_endpoint(const am2z_broker_t *self, int which);
+
+/*  Runs the loop on the calling thread until *stop_flag becomes non-zero
+    (a signal handler's flag; checked at least every 100 ms). Returns AM2Z_OK
+    after an orderly stop (store flushed). */
+int am2z_broker_run(am2z_broker_t *self, volatile int *stop_flag);
+
+/*  CZMQ actor body: args is a const am2z_broker_config_t *. Signals 0 on the
+    pipe when bound (then answers "ENDPOINTS" with three frames), -1 if it
+    could not start; stops on "$TERM". */
+void am2z_broker_actor(void *pipe, void *args);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

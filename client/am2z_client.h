@@ -1,0 +1,244 @@
+/*  am2z_client.h — libam2z: run processors through an am2z broker.
+
+    A client is one DEALER connection to a broker's frontend. It submits jobs
+    (SUBMIT -> ACCEPTED once the job is durable in the broker's LMDB), and
+    collects their results (RESULT), whichever worker on whichever host ran
+    them. Events of the client's own jobs arrive on the same connection, in
+    order, before that job's result.
+
+    Results and failures: transport problems (broker unreachable, wait timed
+    out, refused request) are the return code; a processor failure is a
+    *successful call* whose result has success == false and an error.
+
+    Sessions: each session has its own state, stored by the broker and
+    versioned. Jobs of one session run one at a time, in submission order;
+    different sessions run in parallel. A job submitted with a state runs on
+    that state's user keys, rebased onto the session's stored version; a job
+    submitted without one continues from the stored state (or a fresh
+    version-1 state for a new session). Each successful job stores
+    version = previous + 1, so a session's version never goes backwards.
+
+    Thread safety: a client is used by one thread at a time. Use one client
+    per thread; they are cheap (one socket).
+*/
+#ifndef AM2Z_CLIENT_H_INCLUDED
+#define AM2Z_CLIENT_H_INCLUDED
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "am2z_clock.h"
+#include "am2z_error.h"
+#include "am2z_state.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*  Default endpoints of am2z-broker (documented in the README). */
+#define AM2Z_DEFAULT_FRONTEND "tcp://127.0.0.1:7770"
+#define AM2Z_DEFAULT_EVENTS   "tcp://127.0.0.1:7772"
+
+typedef struct am2z_client_t am2z_client_t;
+
+/*  A job's final outcome. Every pointer is owned by the result. */
+typedef struct {
+    bool success;
+    char job_id[AM2Z_JOB_ID_MAX + 1];            /* = execution id */
+    char processor[AM2Z_NAME_MAX + 1];
+    char session_id[AM2Z_SESSION_ID_MAX + 1];
+    am2z_state_t *state;          /* resulting state; NULL on failure */
+    am2z_error_t *error;          /* NULL on success */
+    uint32_t attempt;             /* attempts made (1-based) */
+    uint64_t exec_us;             /* processor run time, µs (>= 1 when it ran) */
+    uint64_t started_at_ms;       /* wall clock when the last attempt started */
+} am2z_result_t;
+
+/*  NULL-safe, idempotent. */
+void am2z_result_destroy(am2z_result_t **self_p);
+
+/*  Per-job options. Zeroed (or NULL) = processor defaults. */
+typedef struct {
+    int64_t priority;             /* used when has_priority */
+    bool has_priority;
+    uint64_t timeout_ms;          /* job timeout; 0 = processor's */
+    uint64_t delay_ms;            /* not dispatched before now + delay */
+    const char *idempotency_key;  /* NULL = none */
+} am2z_submit_opts_t;
+
+/* ---------------------------------------------------------------------------
+   Connection
+   ------------------------------------------------------------------------ */
+
+/*  Connects to a broker frontend (NULL = AM2Z_DEFAULT_FRONTEND). ZeroMQ
+    connects lazily: an absent broker shows up as AM2Z_ETIMEOUT on the first
+    call. Returns AM2Z_OK, AM2Z_EINVAL (bad endpoint), AM2Z_ENETWORK, ENOMEM. */
+int am2z_client_connect(const char *endpoint, am2z_client_t **out);
+
+/*  Disconnects and frees. NULL-safe, idempotent. */
+void am2z_client_destroy(am2z_client_t **self_p);
+
+/*  Default wait for synchronous calls (ms; 0 = wait forever). Initially
+    30000. */
+void am2z_client_set_timeout(am2z_client_t *self, uint64_t timeout_ms);
+
+/*  Text of the last refusal or transport failure ("" if none). Borrowed
+    until the next call on this client. */
+const char *am2z_client_last_error(const am2z_client_t *self);
+
+/* ---------------------------------------------------------------------------
+   Executing
+   ------------------------------------------------------------------------ */
+
+/*  Runs `processor` in `session_id` on `state` (NULL: continue from the
+    session's stored state) and waits for the result. session_id NULL: the
+    state's metadata.sessionId (state must then be given). opts may be NULL.
+    Returns AM2Z_OK (*out set; check (*out)->success), AM2Z_EINVAL,
+    AM2Z_ETIMEOUT (no result within the client's timeout; the job goes on
+    and can be fetched by id — *out NULL), AM2Z_ENETWORK, AM2Z_EPROTO
+    (refused; am2z_client_last_error says why). */
+int am2z_client_execute(am2z_client_t *self, const char *processor,
+                        const am2z_state_t *state, const char *session_id,
+                        const am2z_submit_opts_t *opts, am2z_result_t **out);
+
+/*  AM2Z's executeInSession: same as execute with the session named first. */
+int am2z_client_execute_in_session(am2z_client_t *self, const char *session_id,
+                                   const char *processor,
+                                   const am2z_state_t *state,
+                                   am2z_result_t **out);
+
+/*  Runs processor once per state (all submitted before any is awaited) and
+    fills results[i] for states[i]; a failed job is a failed result, not an
+    error. states[i] may be NULL (continue from stored state). Returns
+    AM2Z_OK when every result arrived, else the first transport error
+    (results that did arrive are set, the others NULL). */
+int am2z_client_execute_many(am2z_client_t *self, const char *processor,
+                             const am2z_state_t *const *states, size_t count,
+                             const char *session_id, am2z_result_t **results);
+
+/*  Asynchronous: submits and returns once the broker has made the job
+    durable; job_id receives its id. Returns as execute, minus results. */
+int am2z_client_submit(am2z_client_t *self, const char *processor,
+                       const am2z_state_t *state, const char *session_id,
+                       const am2z_submit_opts_t *opts,
+                       char job_id[AM2Z_JOB_ID_MAX + 1]);
+
+/*  Waits up to timeout_ms (0 = the client's default) for a job this client
+    submitted, or fetches any job's stored result by id from the broker
+    (store-and-collect: works after a reconnect). Returns AM2Z_OK,
+    AM2Z_ETIMEOUT (not finished yet), AM2Z_ENOTFOUND (unknown job id). */
+int am2z_client_wait(am2z_client_t *self, const char *job_id,
+                     uint64_t timeout_ms, am2z_result_t **out);
+
+/*  Non-blocking: AM2Z_OK with *out when the result is here, AM2Z_ETIMEOUT
+    when not yet. */
+int am2z_client_poll(am2z_client_t *self, const char *job_id,
+                     am2z_result_t **out);
+
+/* ---------------------------------------------------------------------------
+   Sessions and introspection
+   ------------------------------------------------------------------------ */
+
+/*  Cancels the session's queued and running jobs and deletes its state
+    (unless keep_state). Unknown session: AM2Z_OK. */
+int am2z_client_stop_session(am2z_client_t *self, const char *session_id,
+                             bool keep_state);
+
+/*  The session's stored state. AM2Z_OK, AM2Z_ENOTFOUND, AM2Z_ETIMEOUT. */
+int am2z_client_get_state(am2z_client_t *self, const char *session_id,
+                          am2z_state_t **out);
+
+typedef struct {
+    uint64_t waiting;             /* queued, due, not running */
+    uint64_t active;              /* leased to a worker */
+    uint64_t completed;
+    uint64_t failed;
+    uint64_t delayed;             /* queued, not yet due */
+    uint64_t paused;
+} am2z_queue_stats_t;
+
+/*  A list of named queue stats (processors). */
+typedef struct {
+    size_t count;
+    char **names;                 /* owned */
+    am2z_queue_stats_t *stats;    /* owned; stats[i] belongs to names[i] */
+} am2z_queue_list_t;
+void am2z_queue_list_destroy(am2z_queue_list_t **self_p);
+
+typedef struct {
+    uint64_t uptime_ms;
+    uint64_t processors;          /* registered processor names */
+    uint64_t workers;             /* connected workers */
+    uint64_t sessions;            /* active sessions */
+    uint64_t running;
+    uint64_t waiting;
+    uint64_t completed;
+    uint64_t failed;
+} am2z_stats_t;
+
+/*  A list of strings (processor names, session ids). */
+typedef struct {
+    size_t count;
+    char **items;                 /* owned */
+} am2z_strlist_t;
+void am2z_strlist_destroy(am2z_strlist_t **self_p);
+
+int am2z_client_get_stats(am2z_client_t *self, am2z_stats_t *out);
+int am2z_client_get_queue_stats(am2z_client_t *self, am2z_queue_list_t **out);
+/*  Per-session stats keyed by processor name. */
+int am2z_client_get_session_stats(am2z_client_t *self, const char *session_id,
+                                  am2z_queue_list_t **out);
+int am2z_client_get_active_sessions(am2z_client_t *self, am2z_strlist_t **out);
+int am2z_client_list_processors(am2z_client_t *self, am2z_strlist_t **out);
+/*  *registered set; AM2Z_OK or a transport error. */
+int am2z_client_is_processor_registered(am2z_client_t *self, const char *name,
+                                        bool *registered);
+
+/*  Raw query (what: stats|queues|session-stats|sessions|processors|state|job):
+    the broker's REPLY body as msgpack, caller owns *data (free()). The CLI
+    turns it into JSON. */
+int am2z_client_query(am2z_client_t *self, const char *what,
+                      const char *session_id, uint8_t **data, size_t *size);
+
+/* ---------------------------------------------------------------------------
+   Events
+   ------------------------------------------------------------------------ */
+
+/*  An event. Strings and data borrowed for the callback only. */
+typedef struct {
+    const char *name;             /* e.g. "processor:job:completed" */
+    const char *job_id;           /* may be "" */
+    const char *session_id;       /* may be "" */
+    const char *processor;        /* may be "" */
+    uint32_t attempt;
+    uint64_t ts_ms;
+    uint64_t seq;                 /* per-job order */
+    const uint8_t *data;          /* one msgpack object, or NULL */
+    size_t data_size;
+} am2z_event_t;
+
+typedef void (am2z_event_fn)(const am2z_event_t *event, void *arg);
+
+/*  Calls fn for each event of this client's own jobs whose name starts with
+    prefix ("" = all), on the calling thread while the client waits. At most
+    16 subscriptions. Returns AM2Z_OK, AM2Z_ERESOURCE. */
+int am2z_client_on_event(am2z_client_t *self, const char *prefix,
+                         am2z_event_fn *fn, void *arg);
+
+/*  The broker-wide feed (PUB). Sessions filter: NULL = all sessions. */
+typedef struct am2z_events_t am2z_events_t;
+
+/*  Subscribes to endpoint (NULL = AM2Z_DEFAULT_EVENTS) with a name prefix
+    ("" = everything). Returns AM2Z_OK, AM2Z_EINVAL, AM2Z_ENETWORK. */
+int am2z_events_subscribe(const char *endpoint, const char *prefix,
+                          const char *session_id, am2z_events_t **out);
+/*  Waits up to timeout_ms for one event and calls fn. AM2Z_OK, AM2Z_ETIMEOUT. */
+int am2z_events_next(am2z_events_t *self, uint64_t timeout_ms,
+                     am2z_event_fn *fn, void *arg);
+void am2z_events_destroy(am2z_events_t **self_p);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
