@@ -1,0 +1,2033 @@
+/*  am2z_broker.c — the broker: loop, sockets, handlers, queries, lifecycle.
+
+    One loop turn:
+      1. poll frontend, backend (and the actor pipe), bounded by the next timer;
+      2. stage last turn's leftovers in the batch (failures found at dispatch,
+         attempt counters of fresh leases, records to clean up);
+      3. drain up to S_DRAIN_MAX messages; each handler changes memory and
+         stages its writes in the one batch, and records an effect for what
+         must wait for durability (ACCEPTED, RESULT, the STOP reply);
+      4. commit once (group commit);
+      5. apply effects: on success send them; on failure refuse the submits
+         (ERROR naming the resource) and fail the completions (ResourceError);
+      6. answer queries and fetches (after the commit, so they see it);
+      7. dispatch against worker credit;
+      8. timers: heartbeats, worker expiry, delayed jobs, store flush.
+*/
+#include "am2z_broker_int.h"
+#include "am2z_jobrec.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#define S_DRAIN_MAX 512
+#define S_MAX_FRAMES 5
+#define S_POLL_MAX_MS 100
+#define S_HWM 100000
+#define S_BROKER_WORKER "broker"  /* RESULT.worker of jobs that never ran */
+
+/* ---------------------------------------------------------------------------
+   Configuration
+   ------------------------------------------------------------------------ */
+
+const am2z_cfg_def_t am2z_broker_config_table[] = {
+    AM2Z_CONFIG_COMMON_ENTRIES(am2z_broker_config_t, common.),
+    { "frontend", AM2Z_CFG_STRING, offsetof(am2z_broker_config_t, frontend),
+      AM2Z_ENDPOINT_MAX, "tcp://127.0.0.1:7770", 0, 0, NULL,
+      "endpoint clients connect to (ROUTER)" },
+    { "backend", AM2Z_CFG_STRING, offsetof(am2z_broker_config_t, backend),
+      AM2Z_ENDPOINT_MAX, "tcp://127.0.0.1:7771", 0, 0, NULL,
+      "endpoint workers connect to (ROUTER)" },
+    { "events", AM2Z_CFG_STRING, offsetof(am2z_broker_config_t, events),
+      AM2Z_ENDPOINT_MAX, "tcp://127.0.0.1:7772", 0, 0, NULL,
+      "event feed (PUB); empty for none" },
+    { "heartbeat", AM2Z_CFG_MS, offsetof(am2z_broker_config_t, heartbeat_ms), 0,
+      "1000ms", 10, 600000, NULL, "heartbeat interval to workers" },
+    { "liveness", AM2Z_CFG_UINT, offsetof(am2z_broker_config_t, liveness), 0,
+      "5", 1, 1000, NULL, "missed heartbeats before a worker is dead" },
+    { .name = NULL }
+};
+
+void
+am2z_broker_config_defaults(am2z_broker_config_t *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    am2z_cfg_defaults(am2z_broker_config_table, cfg, NULL, 0);
+}
+
+/* ---------------------------------------------------------------------------
+   Sending
+   ------------------------------------------------------------------------ */
+
+/*  Sends [ident?][prefix?]["AM2Z/1"][cmd][body]. Never blocks: a ROUTER
+    drops messages to vanished peers or full pipes, a PUB drops for slow
+    subscribers. */
+static void
+s_send_frames(void *sock, const uint8_t *ident, size_t ident_size,
+              const char *prefix, am2z_cmd_t cmd, const uint8_t *body, size_t size)
+{
+    const char *name = am2z_cmd_name(cmd);
+    if (ident && zmq_send(sock, ident, ident_size, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+        return;
+    if (prefix && zmq_send(sock, prefix, strlen(prefix), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+        return;
+    if (zmq_send(sock, AM2Z_PROTOCOL, strlen(AM2Z_PROTOCOL), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+        return;
+    if (zmq_send(sock, name, strlen(name), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+        return;
+    zmq_send(sock, body, size, ZMQ_DONTWAIT);
+}
+
+static void
+s_send_msg(am2z_broker_t *self, void *sock, const uint8_t *ident, size_t ident_size,
+           const char *prefix, const am2z_msg_t *msg)
+{
+    uint8_t *body = NULL;
+    size_t size = 0;
+    int rc = am2z_msg_encode(msg, &body, &size);
+    if (rc != AM2Z_OK) {
+        AM2Z_LOG(self->log, AM2Z_LOG_ERROR, S_COMPONENT, "cannot encode message",
+                 AM2Z_KS("cmd", am2z_cmd_name(msg->cmd)), AM2Z_KS("error", am2z_strerror(rc)));
+        return;
+    }
+    s_send_frames(sock, ident, ident_size, prefix, msg->cmd, body, size);
+    free(body);
+}
+
+static void
+s_send_client(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
+{
+    if (!peer->ident_size)
+        return;
+    msg->req = peer->req;
+    s_send_msg(self, self->fe, peer->ident, peer->ident_size, NULL, msg);
+}
+
+void
+am2zb_send_worker(am2z_broker_t *self, const worker_t *worker, am2z_msg_t *msg)
+{
+    s_send_msg(self, self->be, worker->ident, worker->ident_size, NULL, msg);
+}
+
+/*  ERROR {req, error} to a client; takes *error_p. */
+static void
+s_send_error(am2z_broker_t *self, const peer_t *peer, am2z_error_t **error_p)
+{
+    am2z_msg_t msg;
+    am2z_msg_init(&msg, AM2Z_CMD_ERROR);
+    msg.error = *error_p ? *error_p : am2z_error_new(AM2Z_CAT_EXECUTION, "INTERNAL", "out of memory");
+    *error_p = NULL;
+    if (msg.error)
+        s_send_client(self, peer, &msg);
+    am2z_msg_clear(&msg);
+}
+
+static void
+s_send_error_fmt(am2z_broker_t *self, const peer_t *peer, am2z_category_t cat,
+                 const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+static void
+s_send_error_fmt(am2z_broker_t *self, const peer_t *peer, am2z_category_t cat,
+                 const char *code, const char *fmt, ...)
+{
+    char text[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    am2z_error_t *error = am2z_error_new(cat, code, "%s", text);
+    s_send_error(self, peer, &error);
+}
+
+/*  REPLY {req, data} with data taken from *data_p. */
+static void
+s_send_reply(am2z_broker_t *self, const peer_t *peer, uint8_t **data_p, size_t size)
+{
+    am2z_msg_t msg;
+    am2z_msg_init(&msg, AM2Z_CMD_REPLY);
+    msg.data = *data_p;
+    msg.data_size = size;
+    msg.success = true;
+    *data_p = NULL;
+    s_send_client(self, peer, &msg);
+    am2z_msg_clear(&msg);
+}
+
+/*  Publishes an EVENT on PUB and, when a job is given, to its submitter. */
+static void
+s_event(am2z_broker_t *self, job_t *job, const char *name, const char *session,
+        const char *proc, const uint8_t *data, size_t data_size)
+{
+    am2z_msg_t msg;
+    am2z_msg_init(&msg, AM2Z_CMD_EVENT);
+    msg.name = (char *)name;
+    msg.session = (char *)session;
+    msg.processor = (char *)proc;
+    msg.data = (uint8_t *)data;
+    msg.data_size = data_size;
+    msg.ts_ms = am2z_clock_wall_ms();
+    if (job) {
+        msg.job = job->id;
+        msg.seq = ++job->event_seq;
+        msg.attempt = job->attempt;
+    }
+    uint8_t *body = NULL;
+    size_t size = 0;
+    int rc = am2z_msg_encode(&msg, &body, &size);
+    if (rc == AM2Z_OK) {
+        if (self->pub)
+            s_send_frames(self->pub, NULL, 0, name, AM2Z_CMD_EVENT, body, size);
+        if (job && job->client.ident_size) {
+            /* EVENT has no req: the job id correlates */
+            s_send_frames(self->fe, job->client.ident, job->client.ident_size, NULL,
+                          AM2Z_CMD_EVENT, body, size);
+        }
+        free(body);
+    } else {
+        AM2Z_LOG(self->log, AM2Z_LOG_WARN, S_COMPONENT, "cannot encode event",
+                 AM2Z_KS("name", name), AM2Z_KS("error", am2z_strerror(rc)));
+    }
+    /* borrowed pointers: nothing to clear */
+}
+
+void
+am2zb_job_event(am2z_broker_t *self, job_t *job, const char *name,
+                const uint8_t *data, size_t data_size)
+{
+    s_event(self, job, name, job->session_id, job->proc->name, data, data_size);
+}
+
+/*  Builds a one-level map {k1: v1, ...} of (key, type, value) triples:
+    type 's' string, 'u' uint, 'b' bool, 'r' raw msgpack (ptr, size). */
+static int
+s_map(uint8_t **out, size_t *size, uint32_t n, ...)
+{
+    am2z_bw_t *w = am2z_bw_new();
+    if (!w)
+        return AM2Z_ENOMEM;
+    va_list ap;
+    va_start(ap, n);
+    am2z_bw_map(w, n);
+    for (uint32_t i = 0; i < n; i++) {
+        am2z_bw_str(w, va_arg(ap, const char *));
+        int type = va_arg(ap, int);
+        if (type == 's') {
+            am2z_bw_str(w, va_arg(ap, const char *));
+        } else if (type == 'u') {
+            am2z_bw_uint(w, va_arg(ap, uint64_t));
+        } else if (type == 'b') {
+            am2z_bw_bool(w, va_arg(ap, int) != 0);
+        } else {
+            const uint8_t *raw = va_arg(ap, const uint8_t *);
+            size_t raw_size = va_arg(ap, size_t);
+            am2z_bw_raw(w, raw, raw_size);
+        }
+    }
+    va_end(ap);
+    int rc = am2z_bw_take(w, out, size);
+    am2z_bw_destroy(&w);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------
+   Store helpers
+   ------------------------------------------------------------------------ */
+
+/*  This turn's batch, opened on first use. NULL when it cannot be opened
+    (the turn then fails like a failed commit). */
+static am2z_store_batch_t *
+s_batch(am2z_broker_t *self)
+{
+    if (!self->batch && self->batch_rc == AM2Z_OK) {
+        int rc = am2z_store_begin(self->store, &self->batch);
+        if (rc != AM2Z_OK) {
+            self->batch = NULL;
+            self->batch_rc = rc;
+            AM2Z_LOG(self->log, AM2Z_LOG_ERROR, S_COMPONENT, "cannot begin store batch",
+                     AM2Z_KS("error", am2z_strerror(rc)));
+        }
+    }
+    return self->batch;
+}
+
+static int
+s_put_job_record(am2z_broker_t *self, const job_t *job)
+{
+    am2z_store_batch_t *batch = s_batch(self);
+    if (!batch)
+        return self->batch_rc;
+    am2z_jobrec_t rec = {
+        .proc = job->proc->name, .session = job->session_id,
+        .state = job->state, .state_size = job->state_size,
+        .prio = job->prio, .timeout_ms = job->timeout_ms, .delay_ms = job->delay_ms,
+        .depth = job->depth, .created_ms = job->created_ms, .seq = job->seq,
+        .attempt = job->attempt,
+    };
+    uint8_t *data = NULL;
+    size_t size = 0;
+    int rc = am2z_jobrec_encode(&rec, &data, &size);
+    if (rc == AM2Z_OK) {
+        rc = am2z_batch_put_record(batch, AM2Z_DB_JOBS, job->id, strlen(job->id),
+                                   job->attempt, data, size, am2z_clock_wall_ms());
+        free(data);
+    }
+    return rc;
+}
+
+static am2z_error_t *
+s_resource_error(am2z_broker_t *self)
+{
+    am2z_store_stats_t st;
+    memset(&st, 0, sizeof st);
+    am2z_store_stats(self->store, &st);
+    return am2z_error_resource("lmdb map (map-size)", st.map_size, st.used_bytes);
+}
+
+static am2z_error_t *
+s_error_from_rc(int rc, const char *what)
+{
+    switch (rc) {
+    case AM2Z_ECONFLICT:
+        return am2z_error_new(AM2Z_CAT_CONFLICT, "STATE_CONFLICT",
+                              "%s: stored state changed (version conflict)", what);
+    case AM2Z_ERESOURCE:
+        return am2z_error_new(AM2Z_CAT_RESOURCE, "RESOURCE_LIMIT",
+                              "%s: a store limit was hit (state size, sessions or map size)", what);
+    case AM2Z_EINTEGRITY:
+        return am2z_error_new(AM2Z_CAT_INTEGRITY, "INTEGRITY_ERROR",
+                              "%s: stored record failed its SHA-256 check", what);
+    default:
+        return am2z_error_new(AM2Z_CAT_EXECUTION, "STORE_ERROR", "%s: %s", what,
+                              am2z_strerror(rc));
+    }
+}
+
+/* ---------------------------------------------------------------------------
+   Finishing jobs
+   ------------------------------------------------------------------------ */
+
+static void
+s_effect_free(void **item)
+{
+    effect_t *eff = *item;
+    if (!eff)
+        return;
+    am2z_msg_clear(&eff->result);
+    free(eff->worker);
+    free(eff->session);
+    if (eff->kind == EFF_FINISH)
+        am2zb_job_destroy(&eff->job);
+    free(eff);
+    *item = NULL;
+}
+
+/*  Takes the job out of every table (unless it is a shadow), records its
+    final outcome in the batch (result put, job record delete) and queues a
+    FINISH effect owning it. Takes *state_p and *error_p. */
+static void
+s_finish(am2z_broker_t *self, job_t *job, bool ok, uint8_t **state_p, size_t state_size,
+         am2z_error_t **error_p, uint64_t exec_us, uint64_t started_ms,
+         const char *worker_id)
+{
+    session_t *session = job->session;
+    if (session) {
+        am2zb_lane_remove(session, job);
+        if (session->active == job)
+            session->active = NULL;
+    }
+    if (zhashx_lookup(self->jobs, job->id) == job)
+        zhashx_delete(self->jobs, job->id);
+    job->session = NULL;
+    job->worker = NULL;
+
+    effect_t *eff = calloc(1, sizeof *eff);
+    if (!eff) {
+        am2zb_job_destroy(&job);
+        return;
+    }
+    eff->kind = EFF_FINISH;
+    eff->job = job;
+    am2z_msg_t *r = &eff->result;
+    am2z_msg_init(r, AM2Z_CMD_RESULT);
+    r->job = strdup(job->id);
+    r->processor = strdup(job->proc->name);
+    r->session = strdup(job->session_id);
+    r->worker = strdup(worker_id ? worker_id : S_BROKER_WORKER);
+    r->success = ok;
+    r->attempt = job->attempt;
+    r->exec_us = exec_us;
+    r->started_at_ms = started_ms;
+    if (ok && state_p && *state_p) {
+        r->state = *state_p;
+        r->state_size = state_size;
+        *state_p = NULL;
+    }
+    if (!ok) {
+        r->error = error_p && *error_p ? *error_p
+                   : am2z_error_execution(job->proc->name, job->id, "unknown failure");
+        if (error_p)
+            *error_p = NULL;
+    }
+
+    am2z_store_batch_t *batch = s_batch(self);
+    if (batch) {
+        uint8_t *body = NULL;
+        size_t size = 0;
+        int rc = am2z_msg_encode(r, &body, &size);
+        if (rc == AM2Z_OK) {
+            uint64_t now = am2z_clock_wall_ms();
+            rc = am2z_batch_put_record(batch, AM2Z_DB_RESULTS, job->id, strlen(job->id),
+                                       job->attempt, body, size, now);
+            free(body);
+        }
+        if (rc != AM2Z_OK)
+            AM2Z_LOG(self->log, AM2Z_LOG_ERROR, S_COMPONENT, "cannot store result",
+                     AM2Z_KS("job", job->id), AM2Z_KS("error", am2z_strerror(rc)));
+        am2z_batch_del(batch, AM2Z_DB_JOBS, job->id, strlen(job->id));  /* ENOTFOUND ok */
+    }
+    zlistx_add_end(self->effects, eff);
+    if (session)
+        am2zb_session_kick(self, session, am2z_clock_wall_ms());
+}
+
+static am2z_error_t *
+s_stopped_error(const char *session)
+{
+    am2z_error_t *e = am2z_error_new(AM2Z_CAT_EXECUTION, "SESSION_STOPPED",
+                                     "session %s was stopped", session);
+    if (e)
+        am2z_error_set_retryable(e, false);
+    return e;
+}
+
+/*  Copies what the caller side of a job needs (ids, recipients) into a new
+    job that a FINISH effect can own, while the original stays leased until
+    its worker answers. Fetchers move to the copy. */
+static job_t *
+s_job_shadow(job_t *job)
+{
+    job_t *shadow = am2zb_job_new();
+    if (!shadow)
+        return NULL;
+    memcpy(shadow->id, job->id, sizeof shadow->id);
+    shadow->proc = job->proc;
+    shadow->session_id = strdup(job->session_id);
+    if (!shadow->session_id) {
+        am2zb_job_destroy(&shadow);
+        return NULL;
+    }
+    shadow->attempt = job->attempt;
+    shadow->event_seq = job->event_seq;
+    shadow->accepted = job->accepted;
+    shadow->client = job->client;
+    shadow->fetchers = job->fetchers;
+    shadow->nfetchers = job->nfetchers;
+    job->fetchers = NULL;
+    job->nfetchers = 0;
+    job->client.ident_size = 0;
+    return shadow;
+}
+
+/* ---------------------------------------------------------------------------
+   Frontend handlers
+   ------------------------------------------------------------------------ */
+
+static void
+s_make_job_id(am2z_broker_t *self, char out[AM2Z_ID_LEN + 1])
+{
+    uint64_t ms = am2z_clock_wall_ms();
+    if (ms < self->last_id_ms)
+        ms = self->last_id_ms;
+    self->last_id_ms = ms;
+    snprintf(out, AM2Z_ID_LEN + 1, "%012" PRIx64 "%08" PRIx32 "%012" PRIx64,
+             (uint64_t)(ms & 0xffffffffffffULL), self->tag,
+             (uint64_t)(self->id_counter++ & 0xffffffffffffULL));
+}
+
+static void
+s_unknown_processor(am2z_broker_t *self, const peer_t *peer, const char *name)
+{
+    size_t n = zhashx_size(self->procs), k = 0;
+    const char **names = calloc(n ? n : 1, sizeof *names);
+    if (names) {
+        for (proc_t *p = zhashx_first(self->procs); p; p = zhashx_next(self->procs))
+            if (p->registered)
+                names[k++] = p->name;
+    }
+    am2z_error_t *error = am2z_error_processor_not_found(name, names, k);
+    free(names);
+    s_send_error(self, peer, &error);
+}
+
+static void
+s_on_submit(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
+{
+    const char *name = msg->processor ? msg->processor : "";
+    proc_t *proc = am2zb_proc_get(self, name, false);
+    if (!proc || !proc->registered) {
+        s_unknown_processor(self, peer, name);
+        return;
+    }
+    if (!msg->session || !am2z_session_id_valid(msg->session, strlen(msg->session))) {
+        am2z_error_t *e = am2z_error_validation("session", msg->session, "invalid session id");
+        s_send_error(self, peer, &e);
+        return;
+    }
+    if (msg->state) {
+        if (msg->state_size > self->cfg.common.max_state_size) {
+            am2z_error_t *e = am2z_error_resource("max-state-size", self->cfg.common.max_state_size,
+                                                  msg->state_size);
+            s_send_error(self, peer, &e);
+            return;
+        }
+        if (!am2z_bmsg_is_map(msg->state, msg->state_size)) {
+            am2z_error_t *e = am2z_error_validation("state", NULL, "state must be one msgpack map");
+            s_send_error(self, peer, &e);
+            return;
+        }
+    }
+    am2z_store_batch_t *batch = s_batch(self);
+    if (!batch) {
+        am2z_error_t *e = s_resource_error(self);
+        s_send_error(self, peer, &e);
+        return;
+    }
+    job_t *job = am2zb_job_new();
+    effect_t *eff = calloc(1, sizeof *eff);
+    if (!job || !(job->session_id = strdup(msg->session)) || !eff) {
+        am2zb_job_destroy(&job);
+        free(eff);
+        s_send_error_fmt(self, peer, AM2Z_CAT_RESOURCE, "OUT_OF_MEMORY", "broker out of memory");
+        return;
+    }
+    uint64_t now = am2z_clock_wall_ms();
+    s_make_job_id(self, job->id);
+    job->proc = proc;
+    job->state = msg->state;
+    job->state_size = msg->state_size;
+    msg->state = NULL;
+    job->prio = msg->priority ? msg->priority : proc->priority;
+    job->timeout_ms = msg->timeout_ms ? msg->timeout_ms : proc->timeout_ms;
+    job->delay_ms = msg->delay_ms;
+    job->depth = msg->call_depth;
+    job->created_ms = now;
+    job->not_before_ms = now + msg->delay_ms;
+    job->seq = ++self->seq;
+    job->client = *peer;
+
+    int rc = s_put_job_record(self, job);
+    if (rc != AM2Z_OK) {
+        AM2Z_LOG(self->log, AM2Z_LOG_WARN, S_COMPONENT, "cannot store job",
+                 AM2Z_KS("session", job->session_id), AM2Z_KS("error", am2z_strerror(rc)));
+        am2z_error_t *e = rc == AM2Z_ERESOURCE ? s_resource_error(self)
+                                               : s_error_from_rc(rc, "submit");
+        s_send_error(self, peer, &e);
+        am2zb_job_destroy(&job);
+        free(eff);
+        return;
+    }
+    session_t *session = am2zb_session_get(self, job->session_id, false);
+    bool created = false;
+    if (!session) {
+        am2z_record_t rec;
+        memset(&rec, 0, sizeof rec);
+        created = am2z_batch_get_state(batch, job->session_id, &rec) == AM2Z_ENOTFOUND;
+        am2z_record_clear(&rec);
+        session = am2zb_session_get(self, job->session_id, true);
+    }
+    if (!session) {
+        am2z_batch_del(batch, AM2Z_DB_JOBS, job->id, strlen(job->id));
+        am2zb_job_destroy(&job);
+        free(eff);
+        s_send_error_fmt(self, peer, AM2Z_CAT_RESOURCE, "OUT_OF_MEMORY", "broker out of memory");
+        return;
+    }
+    zhashx_insert(self->jobs, job->id, job);
+    am2zb_lane_push(session, job, false);
+    am2zb_session_kick(self, session, now);
+    eff->kind = EFF_SUBMIT;
+    eff->job = job;
+    eff->created = created;
+    zlistx_add_end(self->effects, eff);
+    AM2Z_LOG(self->log, AM2Z_LOG_DEBUG, S_COMPONENT, "job submitted",
+             AM2Z_KS("job", job->id), AM2Z_KS("proc", proc->name),
+             AM2Z_KS("session", job->session_id));
+}
+
+static void
+s_on_stop_session(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
+{
+    if (!msg->session || !am2z_session_id_valid(msg->session, strlen(msg->session))) {
+        am2z_error_t *e = am2z_error_validation("session", msg->session, "invalid session id");
+        s_send_error(self, peer, &e);
+        return;
+    }
+    am2z_store_batch_t *batch = s_batch(self);
+    if (!batch) {
+        am2z_error_t *e = s_resource_error(self);
+        s_send_error(self, peer, &e);
+        return;
+    }
+    if (!msg->keep_state)
+        am2z_batch_delete_state(batch, msg->session);   /* ENOTFOUND is fine */
+
+    session_t *session = am2zb_session_get(self, msg->session, false);
+    size_t cancelled = 0;
+    if (session) {
+        am2zb_session_unready(self, session);
+        job_t *job;
+        while ((job = zlistx_first(session->lane))) {
+            am2z_error_t *e = s_stopped_error(session->id);
+            s_finish(self, job, false, NULL, 0, &e, 0, 0, NULL);
+            cancelled++;
+        }
+        job_t *active = session->active;
+        if (active && active->status == JOB_FAILING) {
+            am2z_error_t *e = s_stopped_error(session->id);
+            s_finish(self, active, false, NULL, 0, &e, 0, 0, NULL);
+            cancelled++;
+        } else if (active) {
+            /* leased: CANCEL it; its outcome will be discarded; the caller
+               gets the stop failure now, through a shadow of the job */
+            am2z_msg_t cancel;
+            am2z_msg_init(&cancel, AM2Z_CMD_CANCEL);
+            cancel.job = active->id;
+            cancel.attempt = active->attempt;
+            if (active->worker)
+                am2zb_send_worker(self, active->worker, &cancel);
+            cancel.job = NULL;
+            am2z_msg_clear(&cancel);
+            job_t *shadow = s_job_shadow(active);
+            active->stopped = true;
+            active->session = NULL;
+            session->active = NULL;
+            if (shadow) {
+                am2z_error_t *e = s_stopped_error(session->id);
+                s_finish(self, shadow, false, NULL, 0, &e, 0, 0,
+                         active->worker ? active->worker->id : NULL);
+            }
+            cancelled++;
+        }
+        am2zb_session_remove(self, session);
+    }
+    effect_t *eff = calloc(1, sizeof *eff);
+    if (eff && (eff->session = strdup(msg->session))) {
+        eff->kind = EFF_STOP;
+        eff->peer = *peer;
+        eff->keep = msg->keep_state;
+        zlistx_add_end(self->effects, eff);
+    } else {
+        free(eff);
+    }
+    AM2Z_LOG(self->log, AM2Z_LOG_INFO, S_COMPONENT, "session stopped",
+             AM2Z_KS("session", msg->session), AM2Z_KB("keep", msg->keep_state),
+             AM2Z_KU("cancelled", cancelled));
+}
+
+static void
+s_defer(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
+{
+    deferred_t *d = calloc(1, sizeof *d);
+    if (!d) {
+        s_send_error_fmt(self, peer, AM2Z_CAT_RESOURCE, "OUT_OF_MEMORY", "broker out of memory");
+        return;
+    }
+    d->peer = *peer;
+    d->msg = *msg;                 /* takes ownership */
+    am2z_msg_init(msg, AM2Z_CMD_INVALID);
+    zlistx_add_end(self->deferred, d);
+}
+
+static void
+s_on_frontend(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
+{
+    switch (msg->cmd) {
+    case AM2Z_CMD_SUBMIT:       s_on_submit(self, peer, msg); break;
+    case AM2Z_CMD_STOP_SESSION: s_on_stop_session(self, peer, msg); break;
+    case AM2Z_CMD_FETCH:
+    case AM2Z_CMD_QUERY:        s_defer(self, peer, msg); break;
+    case AM2Z_CMD_HEARTBEAT:
+    case AM2Z_CMD_DISCONNECT:   break;
+    default:
+        s_send_error_fmt(self, peer, AM2Z_CAT_PROTOCOL, "PROTOCOL_ERROR",
+                         "command %s is not accepted on the frontend",
+                         am2z_cmd_name(msg->cmd));
+        break;
+    }
+}
+
+/* ---------------------------------------------------------------------------
+   Backend handlers
+   ------------------------------------------------------------------------ */
+
+static void
+s_send_disconnect(am2z_broker_t *self, const uint8_t *ident, size_t size)
+{
+    am2z_msg_t msg;
+    am2z_msg_init(&msg, AM2Z_CMD_DISCONNECT);
+    s_send_msg(self, self->be, ident, size, NULL, &msg);
+    am2z_msg_clear(&msg);
+}
+
+static void
+s_on_ready(am2z_broker_t *self, const uint8_t *ident, size_t ident_size, am2z_msg_t *msg)
+{
+    if (!msg->worker || !msg->nprocs) {
+        AM2Z_LOG(self->log, AM2Z_LOG_WARN, S_COMPONENT, "READY without worker id or processors");
+        return;
+    }
+    /* re-registration replaces: same connection or same worker id */
+    worker_t *old = am2zb_worker_by_ident(self, ident, ident_size);
+    if (old)
+        am2zb_worker_forget(self, old, "re-registered");
+    for (size_t i = 0; i < self->nworkers; i++) {
+        if (strcmp(self->workers[i]->id, msg->worker) == 0) {
+            am2zb_worker_forget(self, self->workers[i], "re-registered on a new connection");
+            break;
+        }
+    }
+    worker_t *worker = am2zb_worker_add(self, ident, ident_size, msg->worker);
+    if (!worker)
+        return;
+    worker->procs = calloc(msg->nprocs, sizeof *worker->procs);
+    if (!worker->procs) {
+        am2zb_worker_forget(self, worker, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < msg->nprocs; i++) {
+        const am2z_proc_desc_t *d = &msg->procs[i];
+        if (!d->name)
+            continue;
+        proc_t *proc = am2zb_proc_get(self, d->name, true);
+        if (!proc)
+            continue;
+        if (am2zb_worker_proc(worker, proc))
+            continue;             /* listed twice */
+        if (!proc->registered || !proc->description) {
+            free(proc->description);
+            proc->description = d->description ? strdup(d->description) : NULL;
+        }
+        if (!proc->registered) {
+            proc->timeout_ms = d->timeout_ms;
+            proc->priority = d->priority;
+            proc->retry = d->retry;
+        }
+        proc->registered = true;
+        wproc_t *wp = &worker->procs[worker->nprocs++];
+        wp->proc = proc;
+        wp->concurrency = d->concurrency ? d->concurrency : 1;
+        wp->credit = wp->concurrency;
+    }
+    AM2Z_LOG(self->log, AM2Z_LOG_INFO, S_COMPONENT, "worker ready",
+             AM2Z_KS("worker", worker->id), AM2Z_KU("processors", worker->nprocs));
+}
+
+static uint64_t
+s_backoff_ms(const am2z_retry_policy_t *p, uint32_t attempt)
+{
+    double delay = (double)p->delay_ms;
+    if (p->exponential && p->multiplier > 1.0)
+        for (uint32_t i = 1; i < attempt && delay < 1e12; i++)
+            delay *= p->multiplier;
+    if (p->max_delay_ms && delay > (double)p->max_delay_ms)
+        delay = (double)p->max_delay_ms;
+    if (p->jitter > 0 && p->jitter <= 1) {
+        double r = (double)(am2z_clock_mono_us() % 1000) / 1000.0;
+        delay -= delay * p->jitter * r;
+    }
+    return delay < 0 ? 0 : (uint64_t)delay;
+}
+
+static void
+s_failed_event(am2z_broker_t *self, job_t *job, const am2z_error_t *error)
+{
+    uint8_t *err = NULL, *data = NULL;
+    size_t err_size = 0, size = 0;
+    if (error && am2z_error_encode(error, &err, &err_size) != AM2Z_OK)
+        err = NULL;
+    if (s_map(&data, &size, 2, "error", 'r', (const uint8_t *)err, err ? err_size : (size_t)0,
+              "attempt", 'u', (uint64_t)job->attempt) == AM2Z_OK)
+        am2zb_job_event(self, job, "processor:job:failed", data, size);
+    free(err);
+    free(data);
+}
+
+static void
+s_on_done(am2z_broker_t *self, worker_t *worker, am2z_msg_t *msg)
+{
+    job_t *job = msg->job ? zhashx_lookup(self->jobs, msg->job) : NULL;
+    if (!job || job->status != JOB_ACTIVE || job->worker != worker
+        || job->attempt != msg->attempt) {
+        AM2Z_LOG(self->log, AM2Z_LOG_WARN, S_COMPONENT, "stale lease: DONE dropped",
+                 AM2Z_KS("job", msg->job), AM2Z_KU("attempt", msg->attempt),
+                 AM2Z_KS("worker", worker->id));
+        return;
+    }
+    wproc_t *wp = am2zb_worker_proc(worker, job->proc);
+    if (wp)
+        wp->credit++;
+    if (job->stopped) {
+        zhashx_delete(self->jobs, job->id);   /* outcome discarded */
+        am2zb_job_destroy(&job);
+        return;
+    }
+    bool ok = msg->success;
+    am2z_error_t *error = NULL;
+    uint64_t new_version = 0;
+    if (ok) {
+        am2z_state_t *st = NULL;
+        if (!msg->state || am2z_state_decode(msg->state, msg->state_size, &st) != AM2Z_OK) {
+            error = am2z_error_new(AM2Z_CAT_PROTOCOL, "INVALID_STATE",
+                                   "DONE.state is missing or not a valid state");
+        } else if (strcmp(am2z_state_session_id(st), job->session_id) != 0) {
+            error = am2z_error_new(AM2Z_CAT_PROTOCOL, "INVALID_STATE",
+                                   "DONE.state names session '%s', expected '%s'",
+                                   am2z_state_session_id(st), job->session_id);
+        } else if (am2z_state_version(st) != job->input_version + 1) {
+            error = am2z_error_new(AM2Z_CAT_PROTOCOL, "INVALID_STATE",
+                                   "DONE.state has version %" PRIu64 ", expected %" PRIu64,
+                                   am2z_state_version(st), job->input_version + 1);
+        } else {
+            new_version = am2z_state_version(st);
+        }
+        am2z_state_destroy(&st);
+        if (!error) {
+            am2z_store_batch_t *batch = s_batch(self);
+            int rc = batch ? am2z_batch_put_state(batch, job->session_id, job->expected_version,
+                                                  new_version, msg->state, msg->state_size,
+                                                  am2z_clock_wall_ms())
+                           : self->batch_rc;
+            if (rc != AM2Z_OK)
+                error = s_error_from_rc(rc, "saving state");
+        }
+        if (error) {
+            ok = false;
+            AM2Z_LOG(self->log, AM2Z_LOG_WARN, S_COMPONENT, "job result refused",
+                     AM2Z_KS("job", job->id), AM2Z_KS("reason", error ? error->message : "?"));
+        }
+    } else {
+        error = msg->error;
+        msg->error = NULL;
+        if (!error)
+            error = am2z_error_execution(job->proc->name, job->id, "failed without an error");
+        uint32_t max = job->proc->retry.max_attempts ? job->proc->retry.max_attempts : 1;
+        bool allowed = error && error->retryable;
+        if (allowed && job->proc->retry.retry_categories)
+            allowed = (job->proc->retry.retry_categories >> error->category) & 1;
+        if (allowed && job->attempt < max && job->session) {
+            /* retry: back to the front of its lane after the backoff */
+            s_failed_event(self, job, error);
+            am2z_error_destroy(&error);
+            session_t *session = job->session;
+            session->active = NULL;
+            job->worker = NULL;
+            job->not_before_ms = am2z_clock_wall_ms()
+                                 + s_backoff_ms(&job->proc->retry, job->attempt);
+            am2zb_lane_push(session, job, true);
+            am2zb_session_kick(self, session, am2z_clock_wall_ms());
+            return;
+        }
+    }
+    s_finish(self, job, ok, &msg->state, msg->state_size, &error, msg->exec_us,
+             msg->started_at_ms, worker->id);
+    am2z_error_destroy(&error);
+}
+
+static void
+s_on_worker_event(am2z_broker_t *self, worker_t *worker, am2z_msg_t *msg)
+{
+    job_t *job = msg->job ? zhashx_lookup(self->jobs, msg->job) : NULL;
+    if (!job || job->worker != worker || job->status != JOB_ACTIVE || job->stopped
+        || !msg->name || !am2z_name_valid(msg->name, strlen(msg->name))) {
+        AM2Z_LOG(self->log, AM2Z_LOG_DEBUG, S_COMPONENT, "worker event dropped",
+                 AM2Z_KS("job", msg->job), AM2Z_KS("name", msg->name));
+        return;
+    }
+    am2zb_job_event(self, job, msg->name, msg->data, msg->data_size);
+}
+
+static void
+s_on_backend(am2z_broker_t *self, const uint8_t *ident, size_t ident_size, am2z_msg_t *msg)
+{
+    if (msg->cmd == AM2Z_CMD_READY) {
+        s_on_ready(self, ident, ident_size, msg);
+        return;
+    }
+    worker_t *worker = am2zb_worker_by_ident(self, ident, ident_size);
+    if (!worker) {
+        if (msg->cmd != AM2Z_CMD_DISCONNECT)
+            s_send_disconnect(self, ident, ident_size);
+        return;
+    }
+    worker->last_seen_us = am2z_clock_mono_us();
+    switch (msg->cmd) {
+    case AM2Z_CMD_HEARTBEAT:
+        break;
+    case AM2Z_CMD_DISCONNECT:
+        am2zb_worker_forget(self, worker, "disconnected");
+        break;
+    case AM2Z_CMD_CREDIT: {
+        proc_t *proc = msg->processor ? am2zb_proc_get(self, msg->processor, false) : NULL;
+        wproc_t *wp = proc ? am2zb_worker_proc(worker, proc) : NULL;
+        if (wp)
+            wp->credit += msg->credit;
+        else
+            AM2Z_LOG(self->log, AM2Z_LOG_WARN, S_COMPONENT, "CREDIT for a processor not served",
+                     AM2Z_KS("worker", worker->id), AM2Z_KS("proc", msg->processor));
+        break;
+    }
+    case AM2Z_CMD_DONE:
+        s_on_done(self, worker, msg);
+        break;
+    case AM2Z_CMD_EVENT:
+        s_on_worker_event(self, worker, msg);
+        break;
+    default:
+        AM2Z_LOG(self->log, AM2Z_LOG_WARN, S_COMPONENT, "unexpected command from worker",
+                 AM2Z_KS("worker", worker->id), AM2Z_KS("cmd", am2z_cmd_name(msg->cmd)));
+        break;
+    }
+}
+
+/* ---------------------------------------------------------------------------
+   Receiving
+   ------------------------------------------------------------------------ */
+
+/*  Receives one whole message without blocking. Returns the number of
+    frames kept (at most S_MAX_FRAMES; *too_many set when more came), or 0
+    when nothing was waiting. */
+static int
+s_recv(void *sock, zmq_msg_t *frames, bool *too_many)
+{
+    int n = 0;
+    *too_many = false;
+    while (true) {
+        zmq_msg_t part;
+        zmq_msg_init(&part);
+        if (zmq_msg_recv(&part, sock, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&part);
+            return n;
+        }
+        int more = zmq_msg_more(&part);
+        if (n < S_MAX_FRAMES) {
+            zmq_msg_init(&frames[n]);
+            zmq_msg_move(&frames[n], &part);
+            n++;
+        } else {
+            *too_many = true;
+        }
+        zmq_msg_close(&part);
+        if (!more)
+            return n;
+    }
+}
+
+static void
+s_close_frames(zmq_msg_t *frames, int n)
+{
+    for (int i = 0; i < n; i++)
+        zmq_msg_close(&frames[i]);
+}
+
+/*  Receives and handles one message from `sock`. Returns false when there
+    was nothing to read. */
+static bool
+s_recv_one(am2z_broker_t *self, void *sock, bool frontend)
+{
+    zmq_msg_t frames[S_MAX_FRAMES];
+    bool too_many = false;
+    int n = s_recv(sock, frames, &too_many);
+    if (n == 0)
+        return false;
+    peer_t peer;
+    memset(&peer, 0, sizeof peer);
+    size_t ident_size = zmq_msg_size(&frames[0]);
+    if (ident_size > S_IDENT_MAX)
+        ident_size = S_IDENT_MAX;
+    memcpy(peer.ident, zmq_msg_data(&frames[0]), ident_size);
+    peer.ident_size = ident_size;
+
+    char err[256] = "";
+    am2z_msg_t msg;
+    am2z_msg_init(&msg, AM2Z_CMD_INVALID);
+    int rc;
+    if (n != 4 || too_many) {
+        rc = AM2Z_EPROTO;
+        snprintf(err, sizeof err, "expected 3 frames (signature, command, body), got %d",
+                 too_many ? n : n - 1);
+    } else {
+        rc = am2z_frames_decode(zmq_msg_data(&frames[1]), zmq_msg_size(&frames[1]),
+                                zmq_msg_data(&frames[2]), zmq_msg_size(&frames[2]),
+                                zmq_msg_data(&frames[3]), zmq_msg_size(&frames[3]),
+                                self->cfg.common.max_frame_size, &msg, err, sizeof err);
+    }
+    if (rc != AM2Z_OK) {
+        if (frontend) {
+            if (n == 4)
+                peer.req = am2z_bmsg_peek_req(zmq_msg_data(&frames[3]), zmq_msg_size(&frames[3]));
+            AM2Z_LOG(self->log, AM2Z_LOG_DEBUG, S_COMPONENT, "bad client message",
+                     AM2Z_KS("error", err));
+            s_send_error_fmt(self, &peer, AM2Z_CAT_PROTOCOL, "PROTOCOL_ERROR", "%s",
+                             err[0] ? err : am2z_strerror(rc));
+        } else {
+            AM2Z_LOG(self->log, AM2Z_LOG_WARN, S_COMPONENT, "bad worker message dropped",
+                     AM2Z_KS("error", err[0] ? err : am2z_strerror(rc)));
+        }
+        s_close_frames(frames, n);
+        return true;
+    }
+    s_close_frames(frames, n);
+    if (frontend) {
+        peer.req = msg.req;
+        s_on_frontend(self, &peer, &msg);
+    } else {
+        s_on_backend(self, peer.ident, peer.ident_size, &msg);
+    }
+    am2z_msg_clear(&msg);
+    return true;
+}
+
+/* ---------------------------------------------------------------------------
+   After the commit: effects, queries, fetches
+   ------------------------------------------------------------------------ */
+
+static void
+s_count(am2z_broker_t *self, const job_t *job, bool ok)
+{
+    counts_t *global = &job->proc->counts;
+    session_t *session = am2zb_session_get(self, job->session_id, false);
+    counts_t *local = session ? am2zb_session_counts(session, job->proc->name) : NULL;
+    if (ok) {
+        self->completed++;
+        global->completed++;
+        if (local)
+            local->completed++;
+    } else {
+        self->failed++;
+        global->failed++;
+        if (local)
+            local->failed++;
+    }
+}
+
+static void
+s_apply_finish(am2z_broker_t *self, effect_t *eff, bool durable)
+{
+    job_t *job = eff->job;
+    am2z_msg_t *r = &eff->result;
+    if (!durable) {
+        /* the outcome could not be stored: the caller gets a ResourceError
+           and the job record is deleted next turn */
+        r->success = false;
+        free(r->state);
+        r->state = NULL;
+        r->state_size = 0;
+        am2z_error_destroy(&r->error);
+        r->error = s_resource_error(self);
+        char *id = strdup(job->id);
+        if (id)
+            zlistx_add_end(self->cleanup, id);
+    }
+    if (r->success) {
+        am2z_state_t *st = NULL;
+        uint64_t version = 0;
+        if (r->state && am2z_state_decode(r->state, r->state_size, &st) == AM2Z_OK)
+            version = am2z_state_version(st);
+        am2z_state_destroy(&st);
+        uint8_t *data = NULL;
+        size_t size = 0;
+        if (s_map(&data, &size, 2, "executionTime", 'u', r->exec_us,
+                  "version", 'u', version) == AM2Z_OK)
+            am2zb_job_event(self, job, "processor:job:completed", data, size);
+        free(data);
+    } else {
+        s_failed_event(self, job, r->error);
+    }
+    s_send_client(self, &job->client, r);
+    for (size_t i = 0; i < job->nfetchers; i++)
+        s_send_client(self, &job->fetchers[i], r);
+    s_count(self, job, r->success);
+    AM2Z_LOG(self->log, AM2Z_LOG_DEBUG, S_COMPONENT, "job finished",
+             AM2Z_KS("job", job->id), AM2Z_KB("ok", r->success),
+             AM2Z_KU("attempt", job->attempt));
+}
+
+static void
+s_apply_effects(am2z_broker_t *self, bool durable)
+{
+    uint64_t now = am2z_clock_wall_ms();
+    effect_t *eff;
+    while ((eff = zlistx_first(self->effects))) {
+        zlistx_detach_cur(self->effects);
+        if (eff->kind == EFF_SUBMIT) {
+            job_t *job = eff->job;
+            if (durable) {
+                job->accepted = true;
+                am2z_msg_t acc;
+                am2z_msg_init(&acc, AM2Z_CMD_ACCEPTED);
+                acc.job = job->id;
+                acc.session = job->session_id;
+                s_send_client(self, &job->client, &acc);
+                if (eff->created) {
+                    uint8_t *data = NULL;
+                    size_t size = 0;
+                    if (s_map(&data, &size, 1, "session", 's', job->session_id) == AM2Z_OK)
+                        am2zb_job_event(self, job, "session:created", data, size);
+                    free(data);
+                }
+                eff->job = NULL;
+            } else {
+                am2z_error_t *e = s_resource_error(self);
+                peer_t peer = job->client;
+                s_send_error(self, &peer, &e);
+                if (job->lane_handle && job->session) {
+                    session_t *session = job->session;
+                    am2zb_lane_remove(session, job);
+                    zhashx_delete(self->jobs, job->id);
+                    am2zb_job_destroy(&job);
+                    am2zb_session_kick(self, session, now);
+                }
+                /* else a STOP of the same turn owns it */
+                eff->job = NULL;
+            }
+        } else if (eff->kind == EFF_FINISH) {
+            s_apply_finish(self, eff, durable);
+        } else {
+            if (durable) {
+                uint8_t *data = NULL;
+                size_t size = 0;
+                if (s_map(&data, &size, 2, "session", 's', eff->session,
+                          "keepState", 'b', (int)eff->keep) == AM2Z_OK)
+                    s_event(self, NULL, "session:cleanup", eff->session, NULL, data, size);
+                free(data);
+                if (s_map(&data, &size, 1, "ok", 'b', 1) == AM2Z_OK)
+                    s_send_reply(self, &eff->peer, &data, size);
+                free(data);
+            } else {
+                am2z_error_t *e = s_resource_error(self);
+                s_send_error(self, &eff->peer, &e);
+            }
+        }
+        void *item = eff;
+        s_effect_free(&item);
+    }
+}
+
+static int
+s_strcmp(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
+/*  Collects session ids that have queued, running or stored state. */
+static int
+s_collect_session(const char *id, void *arg)
+{
+    zhashx_t *set = arg;
+    zhashx_insert(set, id, (void *)1);
+    return 0;
+}
+
+static zhashx_t *
+s_active_sessions(am2z_broker_t *self)
+{
+    zhashx_t *set = zhashx_new();
+    if (!set)
+        return NULL;
+    am2z_store_list_sessions(self->store, s_collect_session, set);
+    for (session_t *s = zhashx_first(self->sessions); s; s = zhashx_next(self->sessions))
+        if (s->active || zlistx_size(s->lane))
+            zhashx_insert(set, s->id, (void *)1);
+    return set;
+}
+
+typedef struct {
+    uint64_t waiting, active, delayed;
+} qcount_t;
+
+/*  Waiting/active/delayed of one processor, optionally one session only. */
+static qcount_t
+s_queue_count(am2z_broker_t *self, const proc_t *proc, const char *session, uint64_t now)
+{
+    qcount_t q = { 0, 0, 0 };
+    for (job_t *job = zhashx_first(self->jobs); job; job = zhashx_next(self->jobs)) {
+        if (job->proc != proc || job->stopped)
+            continue;
+        if (session && strcmp(job->session_id, session) != 0)
+            continue;
+        if (job->status == JOB_WAITING) {
+            if (job->not_before_ms > now)
+                q.delayed++;
+            else
+                q.waiting++;
+        } else {
+            q.active++;
+        }
+    }
+    return q;
+}
+
+static void
+s_write_queues(am2z_broker_t *self, am2z_bw_t *w, const char *session_id)
+{
+    uint64_t now = am2z_clock_wall_ms();
+    session_t *session = session_id ? am2zb_session_get(self, session_id, false) : NULL;
+    am2z_bw_map(w, (uint32_t)zhashx_size(self->procs));
+    for (proc_t *p = zhashx_first(self->procs); p; p = zhashx_next(self->procs)) {
+        /* zhashx cursor: s_queue_count iterates jobs, not procs */
+        qcount_t q = s_queue_count(self, p, session_id, now);
+        counts_t c = { 0, 0 };
+        if (!session_id)
+            c = p->counts;
+        else if (session) {
+            counts_t *sc = zhashx_lookup(session->stats, p->name);
+            if (sc)
+                c = *sc;
+        }
+        am2z_bw_str(w, p->name);
+        am2z_bw_map(w, 6);
+        am2z_bw_str(w, "waiting");   am2z_bw_uint(w, q.waiting);
+        am2z_bw_str(w, "active");    am2z_bw_uint(w, q.active);
+        am2z_bw_str(w, "completed"); am2z_bw_uint(w, c.completed);
+        am2z_bw_str(w, "failed");    am2z_bw_uint(w, c.failed);
+        am2z_bw_str(w, "delayed");   am2z_bw_uint(w, q.delayed);
+        am2z_bw_str(w, "paused");    am2z_bw_uint(w, 0);
+    }
+}
+
+static void
+s_query_job(am2z_broker_t *self, const peer_t *peer, const char *id, am2z_bw_t *w)
+{
+    job_t *job = zhashx_lookup(self->jobs, id);
+    if (job && !job->stopped) {
+        am2z_bw_map(w, 5);
+        am2z_bw_str(w, "job");     am2z_bw_str(w, job->id);
+        am2z_bw_str(w, "proc");    am2z_bw_str(w, job->proc->name);
+        am2z_bw_str(w, "session"); am2z_bw_str(w, job->session_id);
+        am2z_bw_str(w, "status");
+        am2z_bw_str(w, job->status == JOB_WAITING ? "waiting" : "active");
+        am2z_bw_str(w, "attempt"); am2z_bw_uint(w, job->attempt);
+        return;
+    }
+    am2z_record_t rec;
+    memset(&rec, 0, sizeof rec);
+    int rc = am2z_store_get_record(self->store, AM2Z_DB_RESULTS, id, strlen(id), &rec);
+    am2z_msg_t r;
+    am2z_msg_init(&r, AM2Z_CMD_INVALID);
+    if (rc == AM2Z_OK)
+        rc = am2z_msg_decode(AM2Z_CMD_RESULT, rec.data, rec.size, rec.size + 1, &r, NULL, 0);
+    am2z_record_clear(&rec);
+    if (rc != AM2Z_OK) {
+        if (rc == AM2Z_ENOTFOUND)
+            s_send_error_fmt(self, peer, AM2Z_CAT_NOT_FOUND, "NOT_FOUND", "no job %s", id);
+        else
+            s_send_error_fmt(self, peer, AM2Z_CAT_INTEGRITY, "INTEGRITY_ERROR",
+                             "result of job %s is unreadable: %s", id, am2z_strerror(rc));
+        return;
+    }
+    am2z_bw_map(w, 5);
+    am2z_bw_str(w, "job");     am2z_bw_str(w, id);
+    am2z_bw_str(w, "proc");    am2z_bw_str(w, r.processor);
+    am2z_bw_str(w, "session"); am2z_bw_str(w, r.session);
+    am2z_bw_str(w, "status");  am2z_bw_str(w, r.success ? "completed" : "failed");
+    am2z_bw_str(w, "attempt"); am2z_bw_uint(w, r.attempt);
+    am2z_msg_clear(&r);
+}
+
+static void
+s_on_query(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
+{
+    const char *what = msg->what ? msg->what : "";
+    am2z_bw_t *w = am2z_bw_new();
+    if (!w) {
+        s_send_error_fmt(self, peer, AM2Z_CAT_RESOURCE, "OUT_OF_MEMORY", "broker out of memory");
+        return;
+    }
+    bool answered = false;       /* an ERROR was sent instead */
+    if (strcmp(what, "stats") == 0) {
+        uint64_t running = 0, waiting = 0;
+        for (job_t *j = zhashx_first(self->jobs); j; j = zhashx_next(self->jobs)) {
+            if (j->stopped)
+                continue;
+            if (j->status == JOB_WAITING)
+                waiting++;
+            else
+                running++;
+        }
+        zhashx_t *set = s_active_sessions(self);
+        am2z_bw_map(w, 8);
+        am2z_bw_str(w, "uptimeMs");   am2z_bw_uint(w, (am2z_clock_mono_us() - self->started_us) / 1000);
+        am2z_bw_str(w, "processors"); am2z_bw_uint(w, zhashx_size(self->procs));
+        am2z_bw_str(w, "workers");    am2z_bw_uint(w, self->nworkers);
+        am2z_bw_str(w, "sessions");   am2z_bw_uint(w, set ? zhashx_size(set) : 0);
+        am2z_bw_str(w, "running");    am2z_bw_uint(w, running);
+        am2z_bw_str(w, "waiting");    am2z_bw_uint(w, waiting);
+        am2z_bw_str(w, "completed");  am2z_bw_uint(w, self->completed);
+        am2z_bw_str(w, "failed");     am2z_bw_uint(w, self->failed);
+        zhashx_destroy(&set);
+    } else if (strcmp(what, "queues") == 0) {
+        s_write_queues(self, w, NULL);
+    } else if (strcmp(what, "session-stats") == 0 || strcmp(what, "state") == 0) {
+        if (!msg->session) {
+            s_send_error_fmt(self, peer, AM2Z_CAT_VALIDATION, "VALIDATION_ERROR",
+                             "QUERY %s needs a session", what);
+            answered = true;
+        } else if (what[1] == 'e') {
+            s_write_queues(self, w, msg->session);
+        } else {
+            am2z_record_t rec;
+            memset(&rec, 0, sizeof rec);
+            int rc = am2z_store_get_state(self->store, msg->session, &rec);
+            if (rc == AM2Z_OK) {
+                am2z_bw_raw(w, rec.data, rec.size);
+            } else if (rc == AM2Z_ENOTFOUND || rc == AM2Z_EINVAL) {
+                s_send_error_fmt(self, peer, AM2Z_CAT_NOT_FOUND, "NOT_FOUND",
+                                 "no state for session %s", msg->session);
+                answered = true;
+            } else {
+                am2z_error_t *e = s_error_from_rc(rc, "reading state");
+                s_send_error(self, peer, &e);
+                answered = true;
+            }
+            am2z_record_clear(&rec);
+        }
+    } else if (strcmp(what, "sessions") == 0) {
+        zhashx_t *set = s_active_sessions(self);
+        zlistx_t *keys = set ? zhashx_keys(set) : NULL;
+        if (keys)
+            zlistx_set_comparator(keys, s_strcmp);
+        if (keys)
+            zlistx_sort(keys);
+        am2z_bw_array(w, keys ? (uint32_t)zlistx_size(keys) : 0);
+        for (const char *k = keys ? zlistx_first(keys) : NULL; k; k = zlistx_next(keys))
+            am2z_bw_str(w, k);
+        zlistx_destroy(&keys);
+        zhashx_destroy(&set);
+    } else if (strcmp(what, "processors") == 0) {
+        am2z_bw_array(w, (uint32_t)zhashx_size(self->procs));
+        for (proc_t *p = zhashx_first(self->procs); p; p = zhashx_next(self->procs)) {
+            uint64_t workers = 0, slots = 0;
+            for (size_t i = 0; i < self->nworkers; i++) {
+                wproc_t *wp = am2zb_worker_proc(self->workers[i], p);
+                if (wp) {
+                    workers++;
+                    slots += wp->concurrency;
+                }
+            }
+            am2z_bw_map(w, 6);
+            am2z_bw_str(w, "name");        am2z_bw_str(w, p->name);
+            am2z_bw_str(w, "description"); am2z_bw_str(w, p->description ? p->description : "");
+            am2z_bw_str(w, "workers");     am2z_bw_uint(w, workers);
+            am2z_bw_str(w, "slots");       am2z_bw_uint(w, slots);
+            am2z_bw_str(w, "timeout");     am2z_bw_uint(w, p->timeout_ms);
+            am2z_bw_str(w, "priority");    am2z_bw_int(w, p->priority);
+        }
+    } else if (strcmp(what, "job") == 0) {
+        if (!msg->job) {
+            s_send_error_fmt(self, peer, AM2Z_CAT_VALIDATION, "VALIDATION_ERROR",
+                             "QUERY job needs a job id");
+            answered = true;
+        } else {
+            am2z_bw_t *probe = w;
+            s_query_job(self, peer, msg->job, probe);
+            /* s_query_job sent an ERROR when it wrote nothing */
+            uint8_t *tmp = NULL;
+            size_t size = 0;
+            if (am2z_bw_take(w, &tmp, &size) == AM2Z_OK && size > 0)
+                s_send_reply(self, peer, &tmp, size);
+            free(tmp);
+            answered = true;
+        }
+    } else {
+        s_send_error_fmt(self, peer, AM2Z_CAT_VALIDATION, "VALIDATION_ERROR",
+                         "unknown query '%s' (stats, queues, session-stats, sessions, "
+                         "processors, state, job)", what);
+        answered = true;
+    }
+    if (!answered) {
+        uint8_t *data = NULL;
+        size_t size = 0;
+        if (am2z_bw_take(w, &data, &size) == AM2Z_OK)
+            s_send_reply(self, peer, &data, size);
+        free(data);
+    }
+    am2z_bw_destroy(&w);
+}
+
+static void
+s_on_fetch(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
+{
+    job_t *job = msg->job ? zhashx_lookup(self->jobs, msg->job) : NULL;
+    if (job && !job->stopped) {
+        uint8_t *data = NULL;
+        size_t size = 0;
+        if (s_map(&data, &size, 1, "status", 's',
+                  job->status == JOB_WAITING ? "waiting" : "active") == AM2Z_OK)
+            s_send_reply(self, peer, &data, size);
+        free(data);
+        am2zb_job_add_fetcher(job, peer);
+        return;
+    }
+    am2z_record_t rec;
+    memset(&rec, 0, sizeof rec);
+    int rc = msg->job ? am2z_store_get_record(self->store, AM2Z_DB_RESULTS, msg->job,
+                                              strlen(msg->job), &rec)
+                      : AM2Z_ENOTFOUND;
+    am2z_msg_t r;
+    am2z_msg_init(&r, AM2Z_CMD_INVALID);
+    if (rc == AM2Z_OK)
+        rc = am2z_msg_decode(AM2Z_CMD_RESULT, rec.data, rec.size, rec.size + 1, &r, NULL, 0);
+    am2z_record_clear(&rec);
+    if (rc == AM2Z_OK)
+        s_send_client(self, peer, &r);
+    else if (rc == AM2Z_ENOTFOUND)
+        s_send_error_fmt(self, peer, AM2Z_CAT_NOT_FOUND, "NOT_FOUND", "no job %s",
+                         msg->job ? msg->job : "");
+    else
+        s_send_error_fmt(self, peer, AM2Z_CAT_INTEGRITY, "INTEGRITY_ERROR",
+                         "result of job %s is unreadable: %s", msg->job, am2z_strerror(rc));
+    am2z_msg_clear(&r);
+}
+
+static void
+s_run_deferred(am2z_broker_t *self)
+{
+    deferred_t *d;
+    while ((d = zlistx_first(self->deferred))) {
+        zlistx_detach_cur(self->deferred);
+        if (d->msg.cmd == AM2Z_CMD_FETCH)
+            s_on_fetch(self, &d->peer, &d->msg);
+        else
+            s_on_query(self, &d->peer, &d->msg);
+        am2z_msg_clear(&d->msg);
+        free(d);
+    }
+}
+
+/* ---------------------------------------------------------------------------
+   Dispatch
+   ------------------------------------------------------------------------ */
+
+/*  The input state of a job, per BEHAVIOUR.md "Sessions, state and ordering".
+    Sets job->input_version / expected_version. Caller owns *out. */
+static int
+s_resolve_input(am2z_broker_t *self, job_t *job, am2z_state_t **out)
+{
+    *out = NULL;
+    uint64_t now = am2z_clock_wall_ms();
+    am2z_record_t rec;
+    memset(&rec, 0, sizeof rec);
+    am2z_state_t *stored = NULL;
+    uint64_t stored_version = 0;
+    int rc = am2z_store_get_state(self->store, job->session_id, &rec);
+    if (rc == AM2Z_OK) {
+        stored_version = rec.version;
+        rc = am2z_state_decode(rec.data, rec.size, &stored);
+        am2z_record_clear(&rec);
+        if (rc != AM2Z_OK)
+            return AM2Z_EINTEGRITY;
+    } else if (rc != AM2Z_ENOTFOUND) {
+        return rc;
+    }
+    if (job->state) {
+        uint64_t version = 1, created = now;
+        am2z_state_t *sub = NULL, *base = NULL;
+        if (am2z_state_decode(job->state, job->state_size, &sub) == AM2Z_OK) {
+            version = am2z_state_version(sub);
+            created = am2z_state_created_at(sub);
+        }
+        am2z_state_destroy(&sub);
+        if (stored) {
+            version = am2z_state_version(stored);
+            created = am2z_state_created_at(stored);
+        }
+        rc = am2z_state_from_map(job->session_id, job->state, job->state_size, now, &base);
+        if (rc == AM2Z_OK)
+            rc = am2z_state_with_metadata(base, job->session_id, version, created, now, out);
+        am2z_state_destroy(&base);
+        am2z_state_destroy(&stored);
+    } else if (stored) {
+        *out = stored;
+        rc = AM2Z_OK;
+    } else {
+        rc = am2z_state_new(job->session_id, now, out);
+    }
+    if (rc != AM2Z_OK)
+        return rc;
+    job->input_version = am2z_state_version(*out);
+    job->expected_version = stored_version;
+    return AM2Z_OK;
+}
+
+static void
+s_lease(am2z_broker_t *self, worker_t *worker, session_t *session, job_t *job)
+{
+    am2zb_lane_remove(session, job);
+    session->active = job;
+    am2z_state_t *input = NULL;
+    int rc = s_resolve_input(self, job, &input);
+    if (rc != AM2Z_OK) {
+        /* fail it in the next turn's batch; the session stays blocked */
+        job->status = JOB_FAILING;
+        failure_t *f = calloc(1, sizeof *f);
+        if (f) {
+            memcpy(f->id, job->id, sizeof f->id);
+            f->error = s_error_from_rc(rc, "reading session state");
+            zlistx_add_end(self->failures, f);
+        }
+        AM2Z_LOG(self->log, AM2Z_LOG_ERROR, S_COMPONENT, "cannot resolve input state",
+                 AM2Z_KS("job", job->id), AM2Z_KS("session", job->session_id),
+                 AM2Z_KS("error", am2z_strerror(rc)));
+        return;
+    }
+    wproc_t *wp = am2zb_worker_proc(worker, job->proc);
+    wp->credit--;
+    job->attempt++;
+    job->status = JOB_ACTIVE;
+    job->worker = worker;
+
+    am2z_msg_t msg;
+    am2z_msg_init(&msg, AM2Z_CMD_JOB);
+    msg.job = job->id;
+    msg.attempt = job->attempt;
+    msg.processor = job->proc->name;
+    msg.session = job->session_id;
+    msg.state = (uint8_t *)am2z_state_data(input);
+    msg.state_size = am2z_state_size(input);
+    msg.timeout_ms = job->timeout_ms;
+    msg.call_depth = job->depth;
+    msg.priority = job->prio;
+    am2zb_send_worker(self, worker, &msg);
+    am2z_state_destroy(&input);        /* msg only borrowed */
+
+    uint8_t *data = NULL;
+    size_t size = 0;
+    if (s_map(&data, &size, 1, "worker", 's', worker->id) == AM2Z_OK)
+        am2zb_job_event(self, job, "processor:active", data, size);
+    free(data);
+    char *id = strdup(job->id);
+    if (id)
+        zlistx_add_end(self->dirty, id);
+}
+
+static void
+s_dispatch(am2z_broker_t *self)
+{
+    if (!self->nworkers)
+        return;
+    uint64_t now = am2z_clock_wall_ms();
+    for (proc_t *proc = zhashx_first(self->procs); proc; proc = zhashx_next(self->procs)) {
+        while (zlistx_size(proc->ring) > 0) {
+            worker_t *worker = am2zb_pick_worker(self, proc);
+            if (!worker)
+                break;
+            session_t *session = zlistx_first(proc->ring);
+            am2zb_session_unready(self, session);
+            job_t *job = zlistx_first(session->lane);
+            if (session->active || !job)
+                continue;
+            if (job->proc != proc || job->not_before_ms > now || !job->accepted) {
+                am2zb_session_kick(self, session, now);
+                if (session->ring_proc == proc)
+                    break;         /* not dispatchable now: do not spin */
+                continue;
+            }
+            s_lease(self, worker, session, job);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------
+   Loop
+   ------------------------------------------------------------------------ */
+
+static void
+s_str_free(void **item)
+{
+    free(*item);
+    *item = NULL;
+}
+
+/*  Stages what earlier turns left for this batch. */
+static void
+s_stage_leftovers(am2z_broker_t *self)
+{
+    failure_t *f;
+    while ((f = zlistx_first(self->failures))) {
+        zlistx_detach_cur(self->failures);
+        job_t *job = zhashx_lookup(self->jobs, f->id);
+        if (job && job->status == JOB_FAILING && job->session)
+            s_finish(self, job, false, NULL, 0, &f->error, 0, 0, NULL);
+        am2z_error_destroy(&f->error);
+        free(f);
+    }
+    char *id;
+    while ((id = zlistx_first(self->dirty))) {
+        zlistx_detach_cur(self->dirty);
+        job_t *job = zhashx_lookup(self->jobs, id);
+        if (job && job->accepted && !job->stopped)
+            s_put_job_record(self, job);
+        free(id);
+    }
+    while ((id = zlistx_first(self->cleanup))) {
+        zlistx_detach_cur(self->cleanup);
+        am2z_store_batch_t *batch = s_batch(self);
+        if (batch)
+            am2z_batch_del(batch, AM2Z_DB_JOBS, id, strlen(id));
+        free(id);
+    }
+}
+
+static void
+s_timers(am2z_broker_t *self, uint64_t *next_ms)
+{
+    uint64_t now_us = am2z_clock_mono_us();
+    uint64_t hb_us = self->cfg.heartbeat_ms * 1000;
+    if (now_us >= self->next_heartbeat_us) {
+        am2z_msg_t hb;
+        am2z_msg_init(&hb, AM2Z_CMD_HEARTBEAT);
+        for (size_t i = 0; i < self->nworkers; i++)
+            am2zb_send_worker(self, self->workers[i], &hb);
+        am2z_msg_clear(&hb);
+        self->next_heartbeat_us = now_us + hb_us;
+    }
+    uint64_t dead_us = hb_us * self->cfg.liveness;
+    for (size_t i = self->nworkers; i-- > 0;) {
+        worker_t *w = self->workers[i];
+        if (now_us - w->last_seen_us > dead_us)
+            am2zb_worker_forget(self, w, "missed heartbeats");
+    }
+    uint64_t wall = am2z_clock_wall_ms();
+    uint64_t due = UINT64_MAX;
+    am2zb_delayed_due(self, wall, &due);
+    uint64_t next = (self->next_heartbeat_us - now_us) / 1000 + 1;
+    if (due != UINT64_MAX)
+        next = due > wall ? (due - wall < next ? due - wall : next) : 0;
+    uint64_t flush_next = UINT64_MAX;
+    am2z_store_flush_due(self->store, wall, &flush_next);
+    if (flush_next < next)
+        next = flush_next;
+    *next_ms = next;
+}
+
+/*  Handles one pipe command. Returns false on $TERM. */
+static bool
+s_on_pipe(am2z_broker_t *self, zsock_t *pipe)
+{
+    char *cmd = zstr_recv(pipe);
+    if (!cmd)
+        return false;              /* interrupted */
+    bool go_on = true;
+    if (streq(cmd, "$TERM"))
+        go_on = false;
+    else if (streq(cmd, "ENDPOINTS"))
+        zstr_sendx(pipe, self->endpoint[0], self->endpoint[1], self->endpoint[2], NULL);
+    else
+        AM2Z_LOG(self->log, AM2Z_LOG_WARN, S_COMPONENT, "unknown pipe command",
+                 AM2Z_KS("cmd", cmd));
+    zstr_free(&cmd);
+    return go_on;
+}
+
+static void
+s_turn(am2z_broker_t *self, zsock_t *pipe, uint64_t timeout_ms)
+{
+    zmq_pollitem_t items[3] = {
+        { self->fe, 0, ZMQ_POLLIN, 0 },
+        { self->be, 0, ZMQ_POLLIN, 0 },
+        { pipe ? zsock_resolve(pipe) : NULL, 0, ZMQ_POLLIN, 0 },
+    };
+    if (timeout_ms > S_POLL_MAX_MS)
+        timeout_ms = S_POLL_MAX_MS;
+    int rc = zmq_poll(items, pipe ? 3 : 2, (long)timeout_ms);
+    if (rc < 0 && zmq_errno() == ETERM) {
+        self->stopping = true;
+        return;
+    }
+    if (pipe && (items[2].revents & ZMQ_POLLIN) && !s_on_pipe(self, pipe))
+        self->stopping = true;
+
+    self->batch = NULL;
+    self->batch_rc = AM2Z_OK;
+    s_stage_leftovers(self);
+    for (int n = 0; n < S_DRAIN_MAX;) {
+        bool got = false;
+        if (s_recv_one(self, self->fe, true)) {
+            got = true;
+            n++;
+        }
+        if (s_recv_one(self, self->be, false)) {
+            got = true;
+            n++;
+        }
+        if (!got)
+            break;
+    }
+    bool durable = true;
+    if (self->batch) {
+        int crc = am2z_store_commit(&self->batch);
+        if (crc != AM2Z_OK) {
+            durable = false;
+            AM2Z_LOG(self->log, AM2Z_LOG_ERROR, S_COMPONENT, "store commit failed",
+                     AM2Z_KS("error", am2z_strerror(crc)),
+                     AM2Z_KU("effects", zlistx_size(self->effects)));
+        }
+    } else if (self->batch_rc != AM2Z_OK) {
+        durable = false;
+    }
+    self->batch = NULL;
+    s_apply_effects(self, durable);
+    s_run_deferred(self);
+    s_dispatch(self);
+}
+
+static int
+s_loop(am2z_broker_t *self, volatile int *stop_flag, zsock_t *pipe)
+{
+    uint64_t next_ms = 0;
+    while (!self->stopping && !(stop_flag && *stop_flag)) {
+        s_turn(self, pipe, next_ms);
+        s_timers(self, &next_ms);
+        if (zlistx_size(self->failures) || zlistx_size(self->dirty)
+            || zlistx_size(self->cleanup))
+            next_ms = next_ms > 10 ? 10 : next_ms;
+    }
+    am2z_store_flush(self->store);
+    AM2Z_LOG(self->log, AM2Z_LOG_INFO, S_COMPONENT, "stopped");
+    return AM2Z_OK;
+}
+
+int
+am2z_broker_run(am2z_broker_t *self, volatile int *stop_flag)
+{
+    if (!self)
+        return AM2Z_EINVAL;
+    return s_loop(self, stop_flag, NULL);
+}
+
+/* ---------------------------------------------------------------------------
+   Lifecycle
+   ------------------------------------------------------------------------ */
+
+static int
+s_bind(am2z_broker_t *self, int type, const char *endpoint, zsock_t **out, int which,
+       char *err, size_t err_size)
+{
+    zsock_t *sock = zsock_new(type);
+    if (!sock) {
+        snprintf(err, err_size, "cannot create socket for %s", endpoint);
+        return AM2Z_ENETWORK;
+    }
+    uint64_t max = self->cfg.common.max_frame_size + 1024;
+    zsock_set_maxmsgsize(sock, max > INT32_MAX ? INT32_MAX : (int)max);
+    zsock_set_linger(sock, 0);
+    zsock_set_sndhwm(sock, S_HWM);
+    zsock_set_rcvhwm(sock, S_HWM);
+    if (type == ZMQ_ROUTER)
+        zsock_set_router_mandatory(sock, 0);
+    if (zsock_bind(sock, "%s", endpoint) < 0) {
+        snprintf(err, err_size, "cannot bind %s: %s", endpoint, zmq_strerror(zmq_errno()));
+        zsock_destroy(&sock);
+        return AM2Z_ENETWORK;
+    }
+    const char *bound = zsock_endpoint(sock);
+    snprintf(self->endpoint[which], AM2Z_ENDPOINT_MAX, "%s", bound ? bound : endpoint);
+    *out = sock;
+    return AM2Z_OK;
+}
+
+typedef struct {
+    zlistx_t *keys;
+} reload_t;
+
+static int
+s_collect_key(const void *key, size_t key_size, const void *value, size_t value_size,
+              void *arg)
+{
+    (void)value;
+    (void)value_size;
+    reload_t *r = arg;
+    if (key_size == AM2Z_ID_LEN && am2z_job_id_valid(key, key_size)) {
+        char *id = strndup(key, key_size);
+        if (id)
+            zlistx_add_end(r->keys, id);
+    }
+    return 0;
+}
+
+/*  Reloads pending jobs, in key (= submission) order, into their lanes. */
+static int
+s_reload(am2z_broker_t *self)
+{
+    reload_t r = { zlistx_new() };
+    if (!r.keys)
+        return AM2Z_ENOMEM;
+    zlistx_set_destructor(r.keys, s_str_free);
+    int rc = am2z_store_each(self->store, AM2Z_DB_JOBS, NULL, 0, s_collect_key, &r);
+    size_t loaded = 0, bad = 0;
+    uint64_t now = am2z_clock_wall_ms();
+    for (char *id = zlistx_first(r.keys); id && rc == AM2Z_OK; id = zlistx_next(r.keys)) {
+        am2z_record_t rec;
+        memset(&rec, 0, sizeof rec);
+        am2z_jobrec_t jr;
+        memset(&jr, 0, sizeof jr);
+        int grc = am2z_store_get_record(self->store, AM2Z_DB_JOBS, id, strlen(id), &rec);
+        if (grc == AM2Z_OK)
+            grc = am2z_jobrec_decode(rec.data, rec.size, &jr);
+        am2z_record_clear(&rec);
+        if (grc != AM2Z_OK) {
+            AM2Z_LOG(self->log, AM2Z_LOG_ERROR, S_COMPONENT, "unreadable job record skipped",
+                     AM2Z_KS("job", id), AM2Z_KS("error", am2z_strerror(grc)));
+            bad++;
+            continue;
+        }
+        job_t *job = am2zb_job_new();
+        proc_t *proc = am2zb_proc_get(self, jr.proc, true);
+        session_t *session = am2zb_session_get(self, jr.session, true);
+        if (!job || !proc || !session) {
+            am2zb_job_destroy(&job);
+            am2z_jobrec_clear(&jr);
+            rc = AM2Z_ENOMEM;
+            break;
+        }
+        snprintf(job->id, sizeof job->id, "%s", id);
+        job->proc = proc;
+        job->session_id = jr.session;
+        jr.session = NULL;
+        job->state = jr.state;
+        job->state_size = jr.state_size;
+        jr.state = NULL;
+        job->prio = jr.prio;
+        job->timeout_ms = jr.timeout_ms;
+        job->delay_ms = jr.delay_ms;
+        job->depth = jr.depth;
+        job->created_ms = jr.created_ms;
+        job->not_before_ms = jr.created_ms + jr.delay_ms;
+        job->seq = jr.seq;
+        job->attempt = jr.attempt;
+        job->accepted = true;
+        if (jr.seq > self->seq)
+            self->seq = jr.seq;
+        am2z_jobrec_clear(&jr);
+        zhashx_insert(self->jobs, job->id, job);
+        am2zb_lane_push(session, job, false);
+        loaded++;
+    }
+    for (session_t *s = zhashx_first(self->sessions); s; s = zhashx_next(self->sessions))
+        am2zb_session_kick(self, s, now);
+    zlistx_destroy(&r.keys);
+    if (loaded || bad)
+        AM2Z_LOG(self->log, AM2Z_LOG_INFO, S_COMPONENT, "pending jobs reloaded",
+                 AM2Z_KU("jobs", loaded), AM2Z_KU("unreadable", bad));
+    return rc;
+}
+
+static void
+s_session_free(void **item)
+{
+    session_t *s = *item;
+    if (!s)
+        return;
+    zlistx_destroy(&s->lane);
+    zhashx_destroy(&s->stats);
+    free(s->id);
+    free(s);
+    *item = NULL;
+}
+
+static void
+s_proc_free(void **item)
+{
+    proc_t *p = *item;
+    if (!p)
+        return;
+    zlistx_destroy(&p->ring);
+    free(p->name);
+    free(p->description);
+    free(p);
+    *item = NULL;
+}
+
+static void
+s_deferred_free(void **item)
+{
+    deferred_t *d = *item;
+    if (d) {
+        am2z_msg_clear(&d->msg);
+        free(d);
+    }
+    *item = NULL;
+}
+
+static void
+s_failure_free(void **item)
+{
+    failure_t *f = *item;
+    if (f) {
+        am2z_error_destroy(&f->error);
+        free(f);
+    }
+    *item = NULL;
+}
+
+int
+am2z_broker_new(const am2z_broker_config_t *cfg, am2z_broker_t **out,
+                char *err, size_t err_size)
+{
+    char scratch[256];
+    if (!err || !err_size) {
+        err = scratch;
+        err_size = sizeof scratch;
+    }
+    err[0] = '\0';
+    if (!cfg || !out) {
+        snprintf(err, err_size, "no configuration");
+        return AM2Z_EINVAL;
+    }
+    *out = NULL;
+    if (!cfg->frontend[0] || !cfg->backend[0] || !cfg->heartbeat_ms || !cfg->liveness) {
+        snprintf(err, err_size, "frontend, backend, heartbeat and liveness must be set");
+        return AM2Z_ECONFIG;
+    }
+    am2z_broker_t *self = calloc(1, sizeof *self);
+    if (!self) {
+        snprintf(err, err_size, "out of memory");
+        return AM2Z_ENOMEM;
+    }
+    self->cfg = *cfg;
+    self->started_ms = am2z_clock_wall_ms();
+    self->started_us = am2z_clock_mono_us();
+    self->log = am2z_log_new((am2z_log_level_t)cfg->common.log_level,
+                             (am2z_log_format_t)cfg->common.log_format, NULL);
+    int rc = AM2Z_ENOMEM;
+    self->jobs = zhashx_new();
+    self->sessions = zhashx_new();
+    self->procs = zhashx_new();
+    self->workers_by_key = zhashx_new();
+    self->delayed = zlistx_new();
+    self->effects = zlistx_new();
+    self->deferred = zlistx_new();
+    self->failures = zlistx_new();
+    self->dirty = zlistx_new();
+    self->cleanup = zlistx_new();
+    if (!self->jobs || !self->sessions || !self->procs || !self->workers_by_key
+        || !self->delayed || !self->effects || !self->deferred || !self->failures
+        || !self->dirty || !self->cleanup) {
+        snprintf(err, err_size, "out of memory");
+        goto fail;
+    }
+    /* jobs: no destructor; a finished job moves to its effect */
+    zhashx_set_destructor(self->sessions, s_session_free);
+    zhashx_set_destructor(self->procs, s_proc_free);
+    zlistx_set_destructor(self->effects, s_effect_free);
+    zlistx_set_destructor(self->deferred, s_deferred_free);
+    zlistx_set_destructor(self->failures, s_failure_free);
+    zlistx_set_destructor(self->dirty, s_str_free);
+    zlistx_set_destructor(self->cleanup, s_str_free);
+
+    char idbuf[AM2Z_ID_LEN + 1];
+    rc = am2z_id_new(idbuf);
+    if (rc != AM2Z_OK) {
+        snprintf(err, err_size, "cannot read random bytes for the job id tag");
+        goto fail;
+    }
+    char tag[9];
+    memcpy(tag, idbuf + 12, 8);
+    tag[8] = '\0';
+    self->tag = (uint32_t)strtoul(tag, NULL, 16);
+
+    rc = am2z_store_open(&cfg->common, &self->store, err, err_size);
+    if (rc != AM2Z_OK)
+        goto fail;
+    rc = s_reload(self);
+    if (rc != AM2Z_OK) {
+        snprintf(err, err_size, "cannot reload pending jobs: %s", am2z_strerror(rc));
+        goto fail;
+    }
+    rc = s_bind(self, ZMQ_ROUTER, cfg->frontend, &self->frontend, 0, err, err_size);
+    if (rc == AM2Z_OK)
+        rc = s_bind(self, ZMQ_ROUTER, cfg->backend, &self->backend, 1, err, err_size);
+    if (rc == AM2Z_OK && cfg->events[0])
+        rc = s_bind(self, ZMQ_PUB, cfg->events, &self->events, 2, err, err_size);
+    if (rc != AM2Z_OK)
+        goto fail;
+    self->fe = zsock_resolve(self->frontend);
+    self->be = zsock_resolve(self->backend);
+    self->pub = self->events ? zsock_resolve(self->events) : NULL;
+    self->next_heartbeat_us = am2z_clock_mono_us() + cfg->heartbeat_ms * 1000;
+    AM2Z_LOG(self->log, AM2Z_LOG_INFO, S_COMPONENT, "started",
+             AM2Z_KS("frontend", self->endpoint[0]), AM2Z_KS("backend", self->endpoint[1]),
+             AM2Z_KS("events", self->endpoint[2]), AM2Z_KS("data_dir", cfg->common.data_dir),
+             AM2Z_KU("pending", zhashx_size(self->jobs)));
+    *out = self;
+    return AM2Z_OK;
+fail:
+    AM2Z_LOG(self->log, AM2Z_LOG_ERROR, S_COMPONENT, "cannot start", AM2Z_KS("reason", err));
+    am2z_broker_destroy(&self);
+    return rc;
+}
+
+void
+am2z_broker_destroy(am2z_broker_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    am2z_broker_t *self = *self_p;
+    am2z_store_abort(&self->batch);
+    zsock_destroy(&self->frontend);
+    zsock_destroy(&self->backend);
+    zsock_destroy(&self->events);
+    if (self->store)
+        am2z_store_flush(self->store);
+    am2z_store_destroy(&self->store);
+    while (self->nworkers)
+        am2zb_worker_forget(self, self->workers[self->nworkers - 1], "broker stopping");
+    free(self->workers);
+    zlistx_destroy(&self->effects);
+    zlistx_destroy(&self->deferred);
+    zlistx_destroy(&self->failures);
+    zlistx_destroy(&self->dirty);
+    zlistx_destroy(&self->cleanup);
+    /* rings and lanes hold borrowed pointers: free sessions and procs after
+       jobs, each container without walking the others */
+    zlistx_destroy(&self->delayed);
+    if (self->jobs) {
+        for (job_t *job = zhashx_first(self->jobs); job; job = zhashx_next(self->jobs))
+            am2zb_job_destroy(&job);
+    }
+    zhashx_destroy(&self->jobs);
+    zhashx_destroy(&self->sessions);
+    zhashx_destroy(&self->procs);
+    zhashx_destroy(&self->workers_by_key);
+    am2z_log_destroy(&self->log);
+    free(self);
+    *self_p = NULL;
+}
+
+const char *
+am2z_broker_endpoint(const am2z_broker_t *self, int which)
+{
+    if (!self || which < 0 || which > 2)
+        return NULL;
+    return self->endpoint[which];
+}
+
+void
+am2z_broker_actor(void *pipe_, void *args)
+{
+    zsock_t *pipe = pipe_;
+    am2z_broker_t *self = NULL;
+    char err[256];
+    if (am2z_broker_new(args, &self, err, sizeof err) != AM2Z_OK) {
+        zsock_signal(pipe, (byte)-1);
+        return;
+    }
+    zsock_signal(pipe, 0);
+    s_loop(self, NULL, pipe);
+    am2z_broker_destroy(&self);
+}

@@ -1,0 +1,209 @@
+/*  am2z_broker_int.h — the broker's private data model, shared by
+    am2z_broker.c (loop, I/O, handlers) and am2z_sched.c (lanes, rings,
+    workers, dispatch). Everything here belongs to the broker's loop thread.
+
+    Invariants (between loop turns):
+    - Every job_t in self->jobs is either WAITING (in its session's lane),
+      ACTIVE (leased: session->active == job, job->worker set), or FAILING
+      (session->active == job, a failure waits in self->failures).
+      A stopped job (job->stopped) is ACTIVE with session == NULL: its
+      outcome is discarded when its worker answers or dies.
+    - A job owned by an effect (this turn's finished jobs) is in no table and
+      has session == NULL.
+    - A session is in at most one place: one processor ring (its lane head is
+      due and it has no active job), or self->delayed (head not yet due), or
+      neither.
+    - proc_t and worker credit entries live until the broker is destroyed /
+      the worker is forgotten; sessions until STOP_SESSION or destroy.
+*/
+#ifndef AM2Z_BROKER_INT_H_INCLUDED
+#define AM2Z_BROKER_INT_H_INCLUDED
+
+#include <czmq.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "am2z_broker.h"
+#include "am2z_clock.h"
+#include "am2z_codec.h"
+#include "am2z_error.h"
+#include "am2z_log.h"
+#include "am2z_state.h"
+#include "am2z_store.h"
+
+#define S_IDENT_MAX 256           /* ZeroMQ routing ids are at most 255 bytes */
+#define S_COMPONENT "broker"
+
+typedef struct proc_s proc_t;
+typedef struct session_s session_t;
+typedef struct worker_s worker_t;
+typedef struct job_s job_t;
+
+/*  A peer address on the frontend: routing id + request correlation id. */
+typedef struct {
+    uint8_t ident[S_IDENT_MAX];
+    size_t ident_size;            /* 0 = nobody (reloaded job) */
+    uint64_t req;
+} peer_t;
+
+typedef enum { JOB_WAITING = 0, JOB_ACTIVE, JOB_FAILING } job_status_t;
+
+struct job_s {
+    char id[AM2Z_ID_LEN + 1];
+    proc_t *proc;                 /* borrowed: procs live until destroy */
+    char *session_id;             /* owned */
+    session_t *session;           /* borrowed; NULL when stopped or detached */
+    uint8_t *state;               /* owned submitted state, NULL = none */
+    size_t state_size;
+    int64_t prio;
+    uint64_t timeout_ms;
+    uint64_t delay_ms;
+    uint32_t depth;
+    uint64_t created_ms;
+    uint64_t seq;                 /* submission order */
+    uint64_t not_before_ms;       /* not dispatched before (delay, backoff) */
+    uint32_t attempt;             /* leases granted so far */
+    job_status_t status;
+    bool accepted;                /* its record is committed */
+    bool stopped;                 /* session stopped while leased */
+    worker_t *worker;             /* lease holder when ACTIVE */
+    uint64_t input_version;       /* metadata.version of the dispatched input */
+    uint64_t expected_version;    /* stored version at dispatch (0 = none) */
+    uint64_t event_seq;           /* last EVENT seq sent for this job */
+    peer_t client;                /* the submitter */
+    peer_t *fetchers;             /* owned array: FETCH callers waiting */
+    size_t nfetchers;
+    void *lane_handle;            /* zlistx handle in session->lane */
+};
+
+typedef struct {
+    uint64_t completed;
+    uint64_t failed;
+} counts_t;
+
+struct session_s {
+    char *id;                     /* owned */
+    zlistx_t *lane;               /* job_t* in submission order (borrowed) */
+    job_t *active;                /* ACTIVE or FAILING job, borrowed */
+    proc_t *ring_proc;            /* whose ring holds us, or NULL */
+    void *ring_handle;            /* handle in ring_proc->ring */
+    void *delay_handle;           /* handle in broker->delayed */
+    zhashx_t *stats;              /* proc name -> counts_t* (owned) */
+};
+
+struct proc_s {
+    char *name;                   /* owned */
+    char *description;            /* owned, may be NULL */
+    uint64_t timeout_ms;
+    int64_t priority;
+    am2z_retry_policy_t retry;
+    bool registered;              /* some worker announced it since start */
+    zlistx_t *ring;               /* session_t* ready for this processor */
+    size_t rr;                    /* round-robin cursor into broker->workers */
+    counts_t counts;
+};
+
+typedef struct {
+    proc_t *proc;                 /* borrowed */
+    uint64_t credit;              /* free slots now */
+    uint32_t concurrency;         /* announced slots */
+} wproc_t;
+
+struct worker_s {
+    char *id;                     /* owned: READY.worker */
+    char key[2 * S_IDENT_MAX + 1];/* hex routing id: key in workers_by_key */
+    uint8_t ident[S_IDENT_MAX];
+    size_t ident_size;
+    wproc_t *procs;               /* owned array */
+    size_t nprocs;
+    uint64_t last_seen_us;        /* monotonic */
+};
+
+/*  What a turn's commit decides: the sends that wait for durability. */
+typedef enum { EFF_SUBMIT = 0, EFF_FINISH, EFF_STOP } effect_kind_t;
+
+typedef struct {
+    effect_kind_t kind;
+    job_t *job;                   /* SUBMIT: borrowed (in lane); FINISH: owned */
+    bool created;                 /* SUBMIT: first job of a new session */
+    am2z_msg_t result;            /* FINISH: the RESULT body (req 0), owned */
+    char *worker;                 /* FINISH: worker id for the event, owned */
+    peer_t peer;                  /* STOP: requester */
+    char *session;                /* STOP: session id, owned */
+    bool keep;                    /* STOP */
+} effect_t;
+
+/*  A query or fetch, answered after the turn's commit. */
+typedef struct {
+    peer_t peer;
+    am2z_msg_t msg;               /* owned */
+} deferred_t;
+
+/*  A job to fail in the next turn's batch (e.g. unreadable stored state). */
+typedef struct {
+    char id[AM2Z_ID_LEN + 1];
+    am2z_error_t *error;          /* owned */
+} failure_t;
+
+struct am2z_broker_t {
+    am2z_broker_config_t cfg;     /* copy */
+    am2z_log_t *log;              /* owned */
+    am2z_store_t *store;          /* owned */
+    zsock_t *frontend;            /* ROUTER, clients */
+    zsock_t *backend;             /* ROUTER, workers */
+    zsock_t *events;              /* PUB or NULL */
+    void *fe, *be, *pub;          /* raw libzmq handles of the above */
+    char endpoint[3][AM2Z_ENDPOINT_MAX];
+    zhashx_t *jobs;               /* id -> job_t* (owned) */
+    zhashx_t *sessions;           /* id -> session_t* (owned) */
+    zhashx_t *procs;              /* name -> proc_t* (owned) */
+    zhashx_t *workers_by_key;     /* hex ident -> worker_t* (borrowed) */
+    worker_t **workers;           /* owned array, registration order */
+    size_t nworkers;
+    size_t workers_cap;
+    zlistx_t *delayed;            /* session_t* whose head is not yet due */
+    zlistx_t *effects;            /* effect_t* of this turn (owned) */
+    zlistx_t *deferred;           /* deferred_t* of this turn (owned) */
+    zlistx_t *failures;           /* failure_t* for the next turn (owned) */
+    zlistx_t *dirty;              /* char* job ids whose record needs a rewrite */
+    zlistx_t *cleanup;            /* char* job ids whose record must go */
+    am2z_store_batch_t *batch;    /* this turn's batch, opened on demand */
+    int batch_rc;                 /* first failure to open it */
+    uint32_t tag;                 /* per-start random part of job ids */
+    uint64_t id_counter;
+    uint64_t last_id_ms;
+    uint64_t seq;                 /* submission counter */
+    uint64_t started_ms;
+    uint64_t started_us;
+    uint64_t next_heartbeat_us;
+    uint64_t completed, failed;   /* totals since start */
+    bool stopping;                /* $TERM or stop flag */
+};
+
+/* am2z_sched.c ------------------------------------------------------------ */
+job_t *am2zb_job_new(void);
+void am2zb_job_destroy(job_t **job_p);
+void am2zb_job_add_fetcher(job_t *job, const peer_t *peer);
+session_t *am2zb_session_get(am2z_broker_t *self, const char *id, bool create);
+void am2zb_session_remove(am2z_broker_t *self, session_t *session);
+counts_t *am2zb_session_counts(session_t *session, const char *proc);
+proc_t *am2zb_proc_get(am2z_broker_t *self, const char *name, bool create);
+void am2zb_session_unready(am2z_broker_t *self, session_t *session);
+void am2zb_session_kick(am2z_broker_t *self, session_t *session, uint64_t now_ms);
+void am2zb_lane_push(session_t *session, job_t *job, bool front);
+void am2zb_lane_remove(session_t *session, job_t *job);
+worker_t *am2zb_worker_by_ident(am2z_broker_t *self, const uint8_t *ident, size_t size);
+worker_t *am2zb_worker_add(am2z_broker_t *self, const uint8_t *ident, size_t size,
+                       const char *id);
+void am2zb_worker_forget(am2z_broker_t *self, worker_t *worker, const char *why);
+wproc_t *am2zb_worker_proc(worker_t *worker, const proc_t *proc);
+worker_t *am2zb_pick_worker(am2z_broker_t *self, proc_t *proc);
+void am2zb_delayed_due(am2z_broker_t *self, uint64_t now_ms, uint64_t *next_ms);
+void am2zb_ident_hex(const uint8_t *ident, size_t size, char *out);
+
+/* am2z_broker.c (used by am2z_sched.c) ------------------------------------ */
+void am2zb_send_worker(am2z_broker_t *self, const worker_t *worker, am2z_msg_t *msg);
+void am2zb_job_event(am2z_broker_t *self, job_t *job, const char *name,
+                 const uint8_t *data, size_t data_size);
+
+#endif

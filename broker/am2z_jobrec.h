@@ -1,0 +1,87 @@
+/*  am2z_jobrec.h — the broker's own msgpack: job records, reply/event
+    bodies, and lenient peeks at peer bytes. Private to broker/.
+
+    This is the only broker file that includes <msgpack.h> (STYLE.md §5):
+    the rest of the broker builds bodies through the small writer below and
+    reads records through am2z_jobrec_decode, which validates everything.
+
+    Thread safety: reentrant; a writer belongs to one thread.
+*/
+#ifndef AM2Z_JOBREC_H_INCLUDED
+#define AM2Z_JOBREC_H_INCLUDED
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---------------------------------------------------------------------------
+   Writer: builds one msgpack object step by step. Errors (out of memory) are
+   sticky and reported by am2z_bw_take.
+   ------------------------------------------------------------------------ */
+typedef struct am2z_bw_t am2z_bw_t;
+
+/*  Returns NULL only when out of memory. Caller owns it. */
+am2z_bw_t *am2z_bw_new(void);
+/*  NULL-safe, idempotent. */
+void am2z_bw_destroy(am2z_bw_t **self_p);
+
+void am2z_bw_map(am2z_bw_t *self, uint32_t count);
+void am2z_bw_array(am2z_bw_t *self, uint32_t count);
+/*  NULL s writes nil. */
+void am2z_bw_str(am2z_bw_t *self, const char *s);
+void am2z_bw_strn(am2z_bw_t *self, const char *s, size_t len);
+void am2z_bw_uint(am2z_bw_t *self, uint64_t value);
+void am2z_bw_int(am2z_bw_t *self, int64_t value);
+void am2z_bw_bool(am2z_bw_t *self, bool value);
+void am2z_bw_nil(am2z_bw_t *self);
+void am2z_bw_bin(am2z_bw_t *self, const uint8_t *data, size_t size);
+/*  Appends bytes that already are one encoded msgpack object (the caller
+    guarantees it, e.g. a state or an encoded error). NULL/0 writes nil. */
+void am2z_bw_raw(am2z_bw_t *self, const uint8_t *data, size_t size);
+
+/*  Hands the bytes over: caller owns *out (free()). The writer is emptied
+    and may be reused. Returns AM2Z_OK or AM2Z_ENOMEM. */
+int am2z_bw_take(am2z_bw_t *self, uint8_t **out, size_t *size);
+
+/* ---------------------------------------------------------------------------
+   Job record (value of AM2Z_DB_JOBS, inside the envelope):
+       { "proc": str, "session": str, "state"?: bin (msgpack map),
+         "prio": int, "timeout": uint, "delay": uint, "depth": uint,
+         "created": uint ms, "seq": uint, "attempt": uint }
+   ------------------------------------------------------------------------ */
+typedef struct {
+    char *proc;                   /* owned */
+    char *session;                /* owned */
+    uint8_t *state;               /* owned; NULL = none submitted */
+    size_t state_size;
+    int64_t prio;
+    uint64_t timeout_ms;
+    uint64_t delay_ms;
+    uint32_t depth;
+    uint64_t created_ms;
+    uint64_t seq;                 /* submission order */
+    uint32_t attempt;             /* leases granted so far */
+} am2z_jobrec_t;
+
+/*  Caller owns *out (free()). Returns AM2Z_OK, AM2Z_EINVAL, AM2Z_ENOMEM. */
+int am2z_jobrec_encode(const am2z_jobrec_t *rec, uint8_t **out, size_t *size);
+
+/*  Validates (am2z_msgpack_check, types, names) and copies. Returns AM2Z_OK,
+    AM2Z_EPROTO or AM2Z_ENOMEM; on failure *rec holds nothing to free. */
+int am2z_jobrec_decode(const uint8_t *data, size_t size, am2z_jobrec_t *rec);
+
+/*  Frees what rec owns and zeroes it. NULL-safe. */
+void am2z_jobrec_clear(am2z_jobrec_t *rec);
+
+/* ---------------------------------------------------------------------------
+   Peeks at peer bytes
+   ------------------------------------------------------------------------ */
+
+/*  The "req" field (positive integer) of a body that failed full decoding,
+    so the ERROR reply can still be correlated. 0 when there is none. */
+uint64_t am2z_bmsg_peek_req(const uint8_t *body, size_t size);
+
+/*  True when data[0..size) is exactly one well-formed msgpack map. */
+bool am2z_bmsg_is_map(const uint8_t *data, size_t size);
+
+#endif
