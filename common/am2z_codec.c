@@ -480,17 +480,6 @@ s_fail_type(s_diag_t *d, const s_field_t *f, const char *name)
     return s_fail(d, AM2Z_EPROTO, "field '%s' must be %s", name, expect);
 }
 
-/* ---------------------------------------------------------------------------
-   Walking validated bytes without allocating.
-   ------------------------------------------------------------------------ */
-static uint64_t
-s_be(const uint8_t *p, size_t n)
-{
-    uint64_t v = 0;
-    for (size_t i = 0; i < n; i++)
-        v = (v << 8) | p[i];
-    return v;
-}
 
 static bool
 s_is_map(uint8_t b)
@@ -530,7 +519,7 @@ s_container_header(const uint8_t *p, size_t size, size_t *pos, uint64_t *count)
         return false;
     if (size - *pos < n)
         return false;
-    *count = s_be(p + *pos, n);
+    *count = am2z_be_read(p + *pos, n);
     *pos += n;
     return true;
 }
@@ -586,7 +575,7 @@ s_skip(const uint8_t *p, size_t size, size_t *pos)
             if (hdr) {
                 if (size - i < hdr)
                     return false;
-                uint64_t n = s_be(p + i, hdr);
+                uint64_t n = am2z_be_read(p + i, hdr);
                 i += hdr;
                 if (container)
                     children = map ? 2 * n : n;

@@ -45,20 +45,6 @@ am2z_config_defaults(am2z_config_t *cfg)
 #define S_MIB ((uint64_t)1 << 20)
 #define S_GIB ((uint64_t)1 << 30)
 
-static void
-s_err(char *err, size_t err_size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void
-s_err(char *err, size_t err_size, const char *fmt, ...)
-{
-    if (!err || err_size == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_size, fmt, ap);
-    va_end(ap);
-}
 
 /*  True when name[0..len) spells def_name, '_' standing for '-'. Environment
     names are upper case, so they are compared with fold set. */
@@ -244,7 +230,7 @@ s_store(const am2z_cfg_def_t *def, void *target, const char *value,
     case AM2Z_CFG_STRING: {
         size_t n = strlen(value);
         if (n >= def->size) {
-            s_err(err, err_size, "%s: value is %zu bytes long; at most %zu allowed",
+            am2z_errbuf(err, err_size, "%s: value is %zu bytes long; at most %zu allowed",
                   origin, n, def->size - 1);
             return AM2Z_ECONFIG;
         }
@@ -257,19 +243,19 @@ s_store(const am2z_cfg_def_t *def, void *target, const char *value,
         uint64_t v = 0;
         int rc = s_parse_number(def->type, value, &v);
         if (rc == AM2Z_EINVAL) {
-            s_err(err, err_size, "%s: '%.80s' is not %s", origin, value,
+            am2z_errbuf(err, err_size, "%s: '%.80s' is not %s", origin, value,
                   s_kind_example(def->type));
             return AM2Z_ECONFIG;
         }
         if (rc == AM2Z_ERESOURCE) {
-            s_err(err, err_size, "%s: '%.80s' is too large", origin, value);
+            am2z_errbuf(err, err_size, "%s: '%.80s' is too large", origin, value);
             return AM2Z_ECONFIG;
         }
         if (s_has_bounds(def) && (v < def->min || v > def->max)) {
             char lo[32], hi[32];
             s_format_number(def->type, def->min, lo, sizeof lo);
             s_format_number(def->type, def->max, hi, sizeof hi);
-            s_err(err, err_size, "%s: '%.80s' is out of range (%s..%s)",
+            am2z_errbuf(err, err_size, "%s: '%.80s' is out of range (%s..%s)",
                   origin, value, lo, hi);
             return AM2Z_ECONFIG;
         }
@@ -279,7 +265,7 @@ s_store(const am2z_cfg_def_t *def, void *target, const char *value,
     case AM2Z_CFG_BOOL: {
         bool b;
         if (s_parse_bool(value, &b) != AM2Z_OK) {
-            s_err(err, err_size,
+            am2z_errbuf(err, err_size,
                   "%s: '%.80s' is not a boolean (true/false, yes/no, on/off, 1/0)",
                   origin, value);
             return AM2Z_ECONFIG;
@@ -299,11 +285,11 @@ s_store(const am2z_cfg_def_t *def, void *target, const char *value,
             snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "",
                      def->choices[i]);
         }
-        s_err(err, err_size, "%s: '%.80s' is not one of: %s", origin, value, list);
+        am2z_errbuf(err, err_size, "%s: '%.80s' is not one of: %s", origin, value, list);
         return AM2Z_ECONFIG;
     }
     }
-    s_err(err, err_size, "%s: setting has an unknown type %d", origin, (int)def->type);
+    am2z_errbuf(err, err_size, "%s: setting has an unknown type %d", origin, (int)def->type);
     return AM2Z_ECONFIG;
 }
 
@@ -318,29 +304,29 @@ s_check_def(const am2z_cfg_def_t *table, const am2z_cfg_def_t *def,
         name_ok = islower((unsigned char)def->name[i])
                || isdigit((unsigned char)def->name[i]) || def->name[i] == '-';
     if (!name_ok) {
-        s_err(err, err_size, "'%.80s': a setting name must be lower-case kebab-case", def->name);
+        am2z_errbuf(err, err_size, "'%.80s': a setting name must be lower-case kebab-case", def->name);
         return AM2Z_ECONFIG;
     }
     /* --config, --help and --no-X are taken by the argument parser. */
     if (strcmp(def->name, "config") == 0 || strcmp(def->name, "help") == 0
         || strncmp(def->name, "no-", 3) == 0) {
-        s_err(err, err_size, "%s: name is reserved", def->name);
+        am2z_errbuf(err, err_size, "%s: name is reserved", def->name);
         return AM2Z_ECONFIG;
     }
     if (s_find(table, def->name, len, false) != def) {
-        s_err(err, err_size, "%s: defined twice", def->name);
+        am2z_errbuf(err, err_size, "%s: defined twice", def->name);
         return AM2Z_ECONFIG;
     }
     if (def->type == AM2Z_CFG_STRING && def->size == 0) {
-        s_err(err, err_size, "%s: STRING setting with size 0", def->name);
+        am2z_errbuf(err, err_size, "%s: STRING setting with size 0", def->name);
         return AM2Z_ECONFIG;
     }
     if (def->type == AM2Z_CFG_ENUM && s_choice_count(def->choices) == 0) {
-        s_err(err, err_size, "%s: ENUM setting without choices", def->name);
+        am2z_errbuf(err, err_size, "%s: ENUM setting without choices", def->name);
         return AM2Z_ECONFIG;
     }
     if (s_has_bounds(def) && def->min > def->max) {
-        s_err(err, err_size, "%s: min is above max", def->name);
+        am2z_errbuf(err, err_size, "%s: min is above max", def->name);
         return AM2Z_ECONFIG;
     }
     return AM2Z_OK;
@@ -369,15 +355,15 @@ am2z_cfg_set(const am2z_cfg_def_t *table, void *target, const char *name,
              const char *value, const char *origin, char *err, size_t err_size)
 {
     if (!table || !target || !name || !value) {
-        s_err(err, err_size, "am2z_cfg_set: NULL argument");
+        am2z_errbuf(err, err_size, "am2z_cfg_set: NULL argument");
         return AM2Z_EINVAL;
     }
     const am2z_cfg_def_t *def = s_find(table, name, strlen(name), false);
     if (!def) {
         if (origin)
-            s_err(err, err_size, "%s: unknown setting '%.80s'", origin, name);
+            am2z_errbuf(err, err_size, "%s: unknown setting '%.80s'", origin, name);
         else
-            s_err(err, err_size, "unknown setting '%.80s'", name);
+            am2z_errbuf(err, err_size, "unknown setting '%.80s'", name);
         return AM2Z_ENOTFOUND;
     }
     return s_store(def, target, value, origin ? origin : def->name, err, err_size);
@@ -449,7 +435,7 @@ s_file_line(const am2z_cfg_def_t *table, void *target, const char *where,
         p++;
     size_t key_len = (size_t)(p - key);
     if (key_len == 0 || (*p != '\0' && *p != '=' && !s_is_blank(*p))) {
-        s_err(err, err_size, "%s: expected 'name = value'", where);
+        am2z_errbuf(err, err_size, "%s: expected 'name = value'", where);
         return AM2Z_ECONFIG;
     }
     p = s_skip_blank(p);
@@ -459,7 +445,7 @@ s_file_line(const am2z_cfg_def_t *table, void *target, const char *where,
 
     const am2z_cfg_def_t *def = s_find(table, key, key_len, false);
     if (!def) {
-        s_err(err, err_size, "%s: unknown setting '%.*s'", where, (int)key_len, key);
+        am2z_errbuf(err, err_size, "%s: unknown setting '%.*s'", where, (int)key_len, key);
         return AM2Z_ENOTFOUND;
     }
     char origin[AM2Z_CFG_ERR_MAX + S_NAME_MAX + 4];
@@ -469,13 +455,13 @@ s_file_line(const am2z_cfg_def_t *table, void *target, const char *where,
     if (*p == '"') {
         char *close = strchr(p + 1, '"');
         if (!close) {
-            s_err(err, err_size, "%s: unterminated quote", origin);
+            am2z_errbuf(err, err_size, "%s: unterminated quote", origin);
             return AM2Z_ECONFIG;
         }
         *close = '\0';
         char *rest = s_skip_blank(close + 1);
         if (*rest != '\0' && *rest != '#') {
-            s_err(err, err_size, "%s: unexpected text after the quoted value", origin);
+            am2z_errbuf(err, err_size, "%s: unexpected text after the quoted value", origin);
             return AM2Z_ECONFIG;
         }
         value = p + 1;
@@ -487,7 +473,7 @@ s_file_line(const am2z_cfg_def_t *table, void *target, const char *where,
             }
         s_trim_end(value);
         if (*value == '\0' && !has_eq) {
-            s_err(err, err_size, "%s: missing value", origin);
+            am2z_errbuf(err, err_size, "%s: missing value", origin);
             return AM2Z_ECONFIG;
         }
     }
@@ -500,7 +486,7 @@ am2z_cfg_load_file(const am2z_cfg_def_t *table, void *target,
 {
     FILE *file = fopen(path, "r");
     if (!file) {
-        s_err(err, err_size, "%s: cannot open: %s", path, strerror(errno));
+        am2z_errbuf(err, err_size, "%s: cannot open: %s", path, strerror(errno));
         return AM2Z_EIO;
     }
     char *line = NULL;
@@ -513,7 +499,7 @@ am2z_cfg_load_file(const am2z_cfg_def_t *table, void *target,
         char where[AM2Z_CFG_ERR_MAX];
         snprintf(where, sizeof where, "%s:%u", path, lineno);
         if (strlen(line) != (size_t)n) {
-            s_err(err, err_size, "%s: line contains a NUL byte", where);
+            am2z_errbuf(err, err_size, "%s: line contains a NUL byte", where);
             rc = AM2Z_ECONFIG;
             goto done;
         }
@@ -522,7 +508,7 @@ am2z_cfg_load_file(const am2z_cfg_def_t *table, void *target,
             goto done;
     }
     if (ferror(file)) {
-        s_err(err, err_size, "%s: read failed: %s", path, strerror(errno));
+        am2z_errbuf(err, err_size, "%s: read failed: %s", path, strerror(errno));
         rc = AM2Z_EIO;
     }
 done:
@@ -564,7 +550,7 @@ am2z_cfg_parse_args(const am2z_cfg_def_t *table, void *target,
             continue;
         }
         if (arg[1] != '-') {
-            s_err(err, err_size, "%.80s: unknown option (see --help)", arg);
+            am2z_errbuf(err, err_size, "%.80s: unknown option (see --help)", arg);
             return AM2Z_ENOTFOUND;
         }
         const char *name = arg + 2;
@@ -576,7 +562,7 @@ am2z_cfg_parse_args(const am2z_cfg_def_t *table, void *target,
 
         if (s_name_eq("config", name, len, false)) {
             if (!value && i + 1 >= argc) {
-                s_err(err, err_size, "%s: missing value", origin);
+                am2z_errbuf(err, err_size, "%s: missing value", origin);
                 return AM2Z_ECONFIG;
             }
             args->config = value ? value : argv[++i];
@@ -589,13 +575,13 @@ am2z_cfg_parse_args(const am2z_cfg_def_t *table, void *target,
             if (def && def->type != AM2Z_CFG_BOOL)
                 def = NULL;
             if (def && value) {
-                s_err(err, err_size, "%s: takes no value", origin);
+                am2z_errbuf(err, err_size, "%s: takes no value", origin);
                 return AM2Z_ECONFIG;
             }
             value = "false";
         }
         if (!def) {
-            s_err(err, err_size, "%s: unknown option (see --help)", origin);
+            am2z_errbuf(err, err_size, "%s: unknown option (see --help)", origin);
             return AM2Z_ENOTFOUND;
         }
         if (!value) {
@@ -604,7 +590,7 @@ am2z_cfg_parse_args(const am2z_cfg_def_t *table, void *target,
             } else if (i + 1 < argc) {
                 value = argv[++i];
             } else {
-                s_err(err, err_size, "%s: missing value", origin);
+                am2z_errbuf(err, err_size, "%s: missing value", origin);
                 return AM2Z_ECONFIG;
             }
         }

@@ -48,14 +48,6 @@ typedef struct {
     uint64_t count;     /* array elements or map pairs */
 } s_head_t;
 
-static uint64_t
-s_be(const uint8_t *p, size_t n)
-{
-    uint64_t v = 0;
-    for (size_t i = 0; i < n; i++)
-        v = (v << 8) | p[i];
-    return v;
-}
 
 /*  Reads the header at p[0..n). Returns 0, or -1 when the header or its
     payload does not fit in n bytes or the type byte is 0xc1. */
@@ -113,7 +105,7 @@ s_head(const uint8_t *p, size_t n, s_head_t *h)
         if (lenb) {
             if (n - 1 < lenb)
                 return -1;
-            uint64_t v = s_be(p + 1, lenb);
+            uint64_t v = am2z_be_read(p + 1, lenb);
             h->hdr += lenb;
             if (h->type == AM2Z_VT_ARRAY || h->type == AM2Z_VT_MAP)
                 h->count = v;

@@ -105,20 +105,6 @@ am2z_store_now_ms(void)
     return am2z_clock_mono_us() / 1000u;
 }
 
-static void
-s_err(char *err, size_t err_size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void
-s_err(char *err, size_t err_size, const char *fmt, ...)
-{
-    if (!err || err_size == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_size, fmt, ap);
-    va_end(ap);
-}
 
 /*  Maps an LMDB or errno code from a write to our band. */
 static int
@@ -176,11 +162,11 @@ am2z_store_open(const am2z_config_t *cfg, am2z_store_t **out,
         *out = NULL;
     if (!cfg || !out || cfg->data_dir[0] == '\0' || cfg->map_size == 0
         || memchr(cfg->data_dir, '\0', sizeof cfg->data_dir) == NULL) {
-        s_err(err, err_size, "store: data_dir and map_size are required");
+        am2z_errbuf(err, err_size, "store: data_dir and map_size are required");
         return AM2Z_EINVAL;
     }
     if (s_mkdir_p(cfg->data_dir) != 0) {
-        s_err(err, err_size, "store: cannot create %s: %s", cfg->data_dir,
+        am2z_errbuf(err, err_size, "store: cannot create %s: %s", cfg->data_dir,
               strerror(errno));
         return AM2Z_EIO;
     }
@@ -189,7 +175,7 @@ am2z_store_open(const am2z_config_t *cfg, am2z_store_t **out,
     MDB_txn *txn = NULL;
     am2z_store_t *self = calloc(1, sizeof *self);
     if (!self) {
-        s_err(err, err_size, "store: out of memory");
+        am2z_errbuf(err, err_size, "store: out of memory");
         return AM2Z_ENOMEM;
     }
     snprintf(self->path, sizeof self->path, "%s", cfg->data_dir);
@@ -211,18 +197,18 @@ am2z_store_open(const am2z_config_t *cfg, am2z_store_t **out,
     int mrc = mdb_env_create(&self->env);
     if (mrc != 0) {
         self->env = NULL;
-        s_err(err, err_size, "store: mdb_env_create: %s", mdb_strerror(mrc));
+        am2z_errbuf(err, err_size, "store: mdb_env_create: %s", mdb_strerror(mrc));
         rc = mrc == ENOMEM ? AM2Z_ENOMEM : AM2Z_EIO;
         goto fail;
     }
     if ((mrc = mdb_env_set_maxdbs(self->env, AM2Z_DB_COUNT_ + 2)) != 0
         || (mrc = mdb_env_set_mapsize(self->env, (size_t)self->map_size)) != 0) {
-        s_err(err, err_size, "store: %s: cannot configure environment: %s",
+        am2z_errbuf(err, err_size, "store: %s: cannot configure environment: %s",
               self->path, mdb_strerror(mrc));
         goto fail;
     }
     if ((mrc = mdb_env_open(self->env, self->path, flags, 0644)) != 0) {
-        s_err(err, err_size, "store: %s: cannot open LMDB environment: %s",
+        am2z_errbuf(err, err_size, "store: %s: cannot open LMDB environment: %s",
               self->path, mdb_strerror(mrc));
         rc = mrc == ENOMEM ? AM2Z_ENOMEM : AM2Z_EIO;
         goto fail;
@@ -236,7 +222,7 @@ am2z_store_open(const am2z_config_t *cfg, am2z_store_t **out,
     mdb_env_stat(self->env, &est);
     uint64_t used = ((uint64_t)info.me_last_pgno + 1) * est.ms_psize;
     if (used > self->map_size) {
-        s_err(err, err_size,
+        am2z_errbuf(err, err_size,
               "store: %s: existing data needs %llu bytes but map-size is %llu",
               self->path, (unsigned long long)used,
               (unsigned long long)self->map_size);
@@ -246,14 +232,14 @@ am2z_store_open(const am2z_config_t *cfg, am2z_store_t **out,
     self->max_key = (size_t)mdb_env_get_maxkeysize(self->env);
 
     if ((mrc = mdb_txn_begin(self->env, NULL, 0, &txn)) != 0) {
-        s_err(err, err_size, "store: %s: mdb_txn_begin: %s", self->path,
+        am2z_errbuf(err, err_size, "store: %s: mdb_txn_begin: %s", self->path,
               mdb_strerror(mrc));
         rc = s_write_error(mrc) == AM2Z_ERESOURCE ? AM2Z_ERESOURCE : AM2Z_EIO;
         goto fail;
     }
     for (int i = 0; i < AM2Z_DB_COUNT_; i++) {
         if ((mrc = mdb_dbi_open(txn, s_db_names[i], MDB_CREATE, &self->dbi[i])) != 0) {
-            s_err(err, err_size, "store: %s: cannot open database %s: %s",
+            am2z_errbuf(err, err_size, "store: %s: cannot open database %s: %s",
                   self->path, s_db_names[i], mdb_strerror(mrc));
             rc = s_write_error(mrc) == AM2Z_ERESOURCE ? AM2Z_ERESOURCE : AM2Z_EIO;
             goto fail;
@@ -262,7 +248,7 @@ am2z_store_open(const am2z_config_t *cfg, am2z_store_t **out,
     mrc = mdb_txn_commit(txn);
     txn = NULL;
     if (mrc != 0) {
-        s_err(err, err_size, "store: %s: cannot create databases: %s",
+        am2z_errbuf(err, err_size, "store: %s: cannot create databases: %s",
               self->path, mdb_strerror(mrc));
         rc = s_write_error(mrc) == AM2Z_ERESOURCE ? AM2Z_ERESOURCE : AM2Z_EIO;
         goto fail;
