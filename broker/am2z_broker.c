@@ -968,8 +968,9 @@ s_recv_one(am2z_broker_t *self, void *sock, bool frontend)
     }
     if (rc != AM2Z_OK) {
         if (frontend) {
-            if (n == 4)
-                peer.req = am2z_bmsg_peek_req(zmq_msg_data(&frames[3]), zmq_msg_size(&frames[3]));
+            if (n == 4 && !too_many)
+                am2z_body_peek_req(zmq_msg_data(&frames[3]), zmq_msg_size(&frames[3]),
+                                   self->cfg.common.max_frame_size, &peer.req);
             AM2Z_LOG(self->log, AM2Z_LOG_DEBUG, S_COMPONENT, "bad client message",
                      AM2Z_KS("error", err));
             s_send_error_fmt(self, &peer, AM2Z_CAT_PROTOCOL, "PROTOCOL_ERROR", "%s",
@@ -1609,7 +1610,7 @@ s_timers(am2z_broker_t *self, uint64_t *next_ms)
     if (due != UINT64_MAX)
         next = due > wall ? (due - wall < next ? due - wall : next) : 0;
     uint64_t flush_next = UINT64_MAX;
-    am2z_store_flush_due(self->store, wall, &flush_next);
+    am2z_store_flush_due(self->store, am2z_store_now_ms(), &flush_next);
     if (flush_next < next)
         next = flush_next;
     *next_ms = next;

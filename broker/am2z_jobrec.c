@@ -258,28 +258,6 @@ am2z_jobrec_clear(am2z_jobrec_t *rec)
    Peeks
    ------------------------------------------------------------------------ */
 
-uint64_t
-am2z_bmsg_peek_req(const uint8_t *body, size_t size)
-{
-    if (!body || am2z_msgpack_check(body, size, S_MAX_DEPTH) != AM2Z_OK)
-        return 0;
-    msgpack_unpacked up;
-    msgpack_unpacked_init(&up);
-    uint64_t req = 0;
-    if (msgpack_unpack_next(&up, (const char *)body, size, NULL) == MSGPACK_UNPACK_SUCCESS
-        && up.data.type == MSGPACK_OBJECT_MAP) {
-        for (uint32_t i = 0; i < up.data.via.map.size; i++) {
-            const msgpack_object_kv *kv = &up.data.via.map.ptr[i];
-            if (s_key_is(&kv->key, "req") && kv->val.type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
-                req = kv->val.via.u64;
-                break;
-            }
-        }
-    }
-    msgpack_unpacked_destroy(&up);
-    return req;
-}
-
 bool
 am2z_bmsg_is_map(const uint8_t *data, size_t size)
 {

@@ -77,10 +77,6 @@ void am2z_jobrec_clear(am2z_jobrec_t *rec);
    Peeks at peer bytes
    ------------------------------------------------------------------------ */
 
-/*  The "req" field (positive integer) of a body that failed full decoding,
-    so the ERROR reply can still be correlated. 0 when there is none. */
-uint64_t am2z_bmsg_peek_req(const uint8_t *body, size_t size);
-
 /*  True when data[0..size) is exactly one well-formed msgpack map. */
 bool am2z_bmsg_is_map(const uint8_t *data, size_t size);
 
