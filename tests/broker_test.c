@@ -1,0 +1,1004 @@
+/*  broker_test.c — Check suite "broker": a broker actor on 127.0.0.1
+    ephemeral ports and a temporary LMDB directory, driven by a hand-played
+    worker (DEALER: READY / JOB / DONE) and client (DEALER: SUBMIT / RESULT)
+    speaking the codec directly. Every wait is a bounded poll for the
+    message needed; "nothing arrives" checks wait a fixed short window.
+*/
+#include "am2z_broker.h"
+#include "am2z_clock.h"
+#include "am2z_codec.h"
+#include "am2z_log.h"
+#include "am2z_state.h"
+#include "am2z_testutil.h"
+
+#include <czmq.h>
+#include <msgpack.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define S_WAIT 3000               /* ms: for a message that must come */
+#define S_QUIET 300               /* ms: window in which nothing may come */
+#define S_MAXBODY (4u << 20)
+
+typedef struct {
+    char dir[512];
+    am2z_broker_config_t cfg;
+    zactor_t *actor;
+    char ep[3][AM2Z_ENDPOINT_MAX];
+} fixture_t;
+
+static void
+s_broker_start(fixture_t *fx, bool fresh)
+{
+    if (fresh) {
+        am2z_test_tmpdir("broker", fx->dir, sizeof fx->dir);
+        am2z_broker_config_defaults(&fx->cfg);
+        snprintf(fx->cfg.common.data_dir, sizeof fx->cfg.common.data_dir, "%s", fx->dir);
+        snprintf(fx->cfg.frontend, sizeof fx->cfg.frontend, "tcp://127.0.0.1:*");
+        snprintf(fx->cfg.backend, sizeof fx->cfg.backend, "tcp://127.0.0.1:*");
+        snprintf(fx->cfg.events, sizeof fx->cfg.events, "tcp://127.0.0.1:*");
+        fx->cfg.common.map_size = 64u << 20;
+        fx->cfg.common.log_level = AM2Z_LOG_ERROR;
+        fx->cfg.heartbeat_ms = 1000;   /* test workers are silent: 5 s grace */
+        fx->cfg.liveness = 5;
+    }
+    fx->actor = zactor_new((zactor_fn *)am2z_broker_actor, &fx->cfg);
+    ck_assert_ptr_nonnull(fx->actor);
+    zsock_set_rcvtimeo(fx->actor, S_WAIT);
+    ck_assert_int_eq(zstr_send(fx->actor, "ENDPOINTS"), 0);
+    zmsg_t *reply = zmsg_recv(fx->actor);
+    ck_assert_ptr_nonnull(reply);
+    ck_assert_int_eq(zmsg_size(reply), 3);
+    for (int i = 0; i < 3; i++) {
+        char *s = zmsg_popstr(reply);
+        snprintf(fx->ep[i], AM2Z_ENDPOINT_MAX, "%s", s);
+        free(s);
+    }
+    zmsg_destroy(&reply);
+    ck_assert_msg(strncmp(fx->ep[0], "tcp://127.0.0.1:", 16) == 0, "frontend %s", fx->ep[0]);
+}
+
+static void
+s_broker_stop(fixture_t *fx)
+{
+    zactor_destroy(&fx->actor);
+}
+
+/* ---------------------------------------------------------------------------
+   Wire helpers
+   ------------------------------------------------------------------------ */
+
+static void
+s_send(zsock_t *sock, const am2z_msg_t *msg)
+{
+    uint8_t *body = NULL;
+    size_t size = 0;
+    ck_assert_int_eq(am2z_msg_encode(msg, &body, &size), AM2Z_OK);
+    zmsg_t *zm = zmsg_new();
+    zmsg_addstr(zm, AM2Z_PROTOCOL);
+    zmsg_addstr(zm, am2z_cmd_name(msg->cmd));
+    zmsg_addmem(zm, body, size);
+    ck_assert_int_eq(zmsg_send(&zm, sock), 0);
+    free(body);
+}
+
+/*  Receives until a message of command `want` arrives or timeout_ms pass.
+    Names of EVENTs skipped on the way are appended to trace (comma
+    separated) when given. Returns true with *out filled (caller clears). */
+static bool
+s_recv(zsock_t *sock, am2z_cmd_t want, int timeout_ms, am2z_msg_t *out, char *trace,
+       size_t trace_size)
+{
+    int64_t deadline = zclock_mono() + timeout_ms;
+    while (true) {
+        int64_t left = deadline - zclock_mono();
+        if (left <= 0)
+            return false;
+        zsock_set_rcvtimeo(sock, (int)left);
+        zmsg_t *zm = zmsg_recv(sock);
+        if (!zm)
+            return false;
+        if (zmsg_size(zm) != 3) {
+            zmsg_destroy(&zm);
+            continue;
+        }
+        zframe_t *sig = zmsg_first(zm), *cmd = zmsg_next(zm), *body = zmsg_next(zm);
+        am2z_msg_t m;
+        int rc = am2z_frames_decode(zframe_data(sig), zframe_size(sig), zframe_data(cmd),
+                                    zframe_size(cmd), zframe_data(body), zframe_size(body),
+                                    S_MAXBODY, &m, NULL, 0);
+        zmsg_destroy(&zm);
+        if (rc != AM2Z_OK)
+            continue;
+        if (m.cmd == want) {
+            *out = m;
+            return true;
+        }
+        if (m.cmd == AM2Z_CMD_EVENT && trace && m.name) {
+            size_t len = strlen(trace);
+            snprintf(trace + len, trace_size - len, "%s%s", len ? "," : "", m.name);
+        }
+        am2z_msg_clear(&m);
+    }
+}
+
+static void
+s_expect(zsock_t *sock, am2z_cmd_t want, am2z_msg_t *out)
+{
+    ck_assert_msg(s_recv(sock, want, S_WAIT, out, NULL, 0), "no %s within %d ms",
+                  am2z_cmd_name(want), S_WAIT);
+}
+
+static void
+s_expect_none(zsock_t *sock, am2z_cmd_t cmd)
+{
+    am2z_msg_t m;
+    bool got = s_recv(sock, cmd, S_QUIET, &m, NULL, 0);
+    if (got)
+        am2z_msg_clear(&m);
+    ck_assert_msg(!got, "unexpected %s", am2z_cmd_name(cmd));
+}
+
+static zsock_t *
+s_worker(const fixture_t *fx, const char *id, const char *proc, uint32_t conc)
+{
+    zsock_t *w = zsock_new_dealer(fx->ep[1]);
+    ck_assert_ptr_nonnull(w);
+    am2z_proc_desc_t desc;
+    memset(&desc, 0, sizeof desc);
+    desc.name = (char *)proc;
+    desc.description = (char *)"test processor";
+    desc.concurrency = conc;
+    am2z_msg_t m;
+    am2z_msg_init(&m, AM2Z_CMD_READY);
+    m.worker = (char *)id;
+    m.procs = &desc;
+    m.nprocs = 1;
+    s_send(w, &m);
+    return w;
+}
+
+static zsock_t *
+s_client(const fixture_t *fx)
+{
+    zsock_t *c = zsock_new_dealer(fx->ep[0]);
+    ck_assert_ptr_nonnull(c);
+    return c;
+}
+
+static uint64_t s_req = 100;
+
+/*  QUERY and return its REPLY data (caller frees), or NULL on ERROR. */
+static uint8_t *
+s_query(zsock_t *client, const char *what, const char *session, const char *job,
+        size_t *size)
+{
+    am2z_msg_t m;
+    am2z_msg_init(&m, AM2Z_CMD_QUERY);
+    m.req = ++s_req;
+    m.what = (char *)what;
+    m.session = (char *)session;
+    m.job = (char *)job;
+    s_send(client, &m);
+    int64_t deadline = zclock_mono() + S_WAIT;
+    while (zclock_mono() < deadline) {
+        zsock_set_rcvtimeo(client, S_WAIT);
+        zmsg_t *zm = zmsg_recv(client);
+        ck_assert_ptr_nonnull(zm);
+        zframe_t *sig = zmsg_first(zm), *cmd = zmsg_next(zm), *body = zmsg_next(zm);
+        am2z_msg_t r;
+        int rc = am2z_frames_decode(zframe_data(sig), zframe_size(sig), zframe_data(cmd),
+                                    zframe_size(cmd), zframe_data(body), zframe_size(body),
+                                    S_MAXBODY, &r, NULL, 0);
+        zmsg_destroy(&zm);
+        if (rc != AM2Z_OK)
+            continue;
+        if ((r.cmd == AM2Z_CMD_REPLY || r.cmd == AM2Z_CMD_ERROR) && r.req == s_req) {
+            uint8_t *data = r.cmd == AM2Z_CMD_REPLY ? r.data : NULL;
+            *size = r.data_size;
+            r.data = NULL;
+            am2z_msg_clear(&r);
+            return data;
+        }
+        am2z_msg_clear(&r);
+    }
+    ck_abort_msg("no reply to QUERY %s", what);
+    return NULL;
+}
+
+/*  Waits until QUERY processors lists `proc` (READY was processed). */
+static void
+s_wait_known(zsock_t *client, const char *proc)
+{
+    for (int i = 0; i < 300; i++) {
+        size_t size = 0;
+        uint8_t *data = s_query(client, "processors", NULL, NULL, &size);
+        bool found = data && memmem(data, size, proc, strlen(proc)) != NULL;
+        free(data);
+        if (found)
+            return;
+        zclock_sleep(10);
+    }
+    ck_abort_msg("processor %s never registered", proc);
+}
+
+static uint64_t
+s_submit(zsock_t *client, const char *proc, const char *session)
+{
+    am2z_msg_t m;
+    am2z_msg_init(&m, AM2Z_CMD_SUBMIT);
+    m.req = ++s_req;
+    m.processor = (char *)proc;
+    m.session = (char *)session;
+    s_send(client, &m);
+    return m.req;
+}
+
+/*  Submits and waits for ACCEPTED; copies the job id out. */
+static void
+s_submit_ok(zsock_t *client, const char *proc, const char *session, char *job_id)
+{
+    uint64_t req = s_submit(client, proc, session);
+    am2z_msg_t acc;
+    s_expect(client, AM2Z_CMD_ACCEPTED, &acc);
+    ck_assert_uint_eq(acc.req, req);
+    ck_assert_uint_eq(strlen(acc.job), AM2Z_ID_LEN);
+    strcpy(job_id, acc.job);
+    am2z_msg_clear(&acc);
+}
+
+/*  Plays the processor: count = count + 1, and answers DONE. */
+static void
+s_done_inc(zsock_t *worker, const am2z_msg_t *job, uint32_t attempt)
+{
+    am2z_state_t *in = NULL, *out = NULL;
+    ck_assert_int_eq(am2z_state_decode(job->state, job->state_size, &in), AM2Z_OK);
+    int64_t n = 0;
+    am2z_state_get_int(in, "count", &n);
+    am2z_changes_t *ch = am2z_changes_new();
+    am2z_changes_set_int(ch, "count", n + 1);
+    ck_assert_int_eq(am2z_state_apply(in, ch, zclock_time(), 0, &out), AM2Z_OK);
+    am2z_msg_t d;
+    am2z_msg_init(&d, AM2Z_CMD_DONE);
+    d.job = job->job;
+    d.attempt = attempt;
+    d.success = true;
+    d.state = (uint8_t *)am2z_state_data(out);
+    d.state_size = am2z_state_size(out);
+    d.exec_us = 7;
+    d.started_at_ms = (uint64_t)zclock_time();
+    s_send(worker, &d);
+    am2z_changes_destroy(&ch);
+    am2z_state_destroy(&in);
+    am2z_state_destroy(&out);
+}
+
+static uint64_t
+s_state_version(const uint8_t *data, size_t size)
+{
+    am2z_state_t *st = NULL;
+    ck_assert_int_eq(am2z_state_decode(data, size, &st), AM2Z_OK);
+    uint64_t v = am2z_state_version(st);
+    am2z_state_destroy(&st);
+    return v;
+}
+
+static int64_t
+s_state_count(const uint8_t *data, size_t size)
+{
+    am2z_state_t *st = NULL;
+    ck_assert_int_eq(am2z_state_decode(data, size, &st), AM2Z_OK);
+    int64_t n = -1;
+    am2z_state_get_int(st, "count", &n);
+    am2z_state_destroy(&st);
+    return n;
+}
+
+/*  Reads map[k1][k2] (k2 may be NULL) as an unsigned integer. */
+static bool
+s_map_uint(const uint8_t *data, size_t size, const char *k1, const char *k2, uint64_t *out)
+{
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    bool found = false;
+    if (msgpack_unpack_next(&up, (const char *)data, size, NULL) == MSGPACK_UNPACK_SUCCESS) {
+        const msgpack_object *o = &up.data;
+        const char *keys[2] = { k1, k2 };
+        for (int level = 0; level < 2 && keys[level] && o; level++) {
+            const msgpack_object *next = NULL;
+            if (o->type == MSGPACK_OBJECT_MAP)
+                for (uint32_t i = 0; i < o->via.map.size; i++) {
+                    const msgpack_object *k = &o->via.map.ptr[i].key;
+                    if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == strlen(keys[level])
+                        && memcmp(k->via.str.ptr, keys[level], k->via.str.size) == 0)
+                        next = &o->via.map.ptr[i].val;
+                }
+            o = next;
+        }
+        if (o && o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+            *out = o->via.u64;
+            found = true;
+        }
+    }
+    msgpack_unpacked_destroy(&up);
+    return found;
+}
+
+/* ---------------------------------------------------------------------------
+   Tests
+   ------------------------------------------------------------------------ */
+
+START_TEST(test_broker_submit_is_accepted_and_dispatched)
+{
+    fixture_t fx;
+    s_broker_start(&fx, true);
+    zsock_t *w = s_worker(&fx, "w1", "inc", 1);
+    zsock_t *c = s_client(&fx);
+    s_wait_known(c, "inc");
+    char job[64];
+    s_submit_ok(c, "inc", "s1", job);
+    am2z_msg_t j;
+    s_expect(w, AM2Z_CMD_JOB, &j);
+    ck_assert_str_eq(j.job, job);
+    ck_assert_uint_eq(j.attempt, 1);
+    ck_assert_str_eq(j.processor, "inc");
+    ck_assert_str_eq(j.session, "s1");
+    ck_assert_uint_eq(s_state_version(j.state, j.state_size), 1);
+    am2z_msg_clear(&j);
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    s_broker_stop(&fx);
+}
+END_TEST
+
+START_TEST(test_broker_result_reaches_submitter_with_version_bump)
+{
+    fixture_t fx;
+    s_broker_start(&fx, true);
+    zsock_t *w = s_worker(&fx, "w1", "inc", 1);
+    zsock_t *c = s_client(&fx);
+    zsock_t *sub = zsock_new_sub(fx.ep[2], "");
+    s_wait_known(c, "inc");
+    uint64_t req = s_submit(c, "inc", "s1");
+    am2z_msg_t j, r, acc;
+    char trace[512] = "";
+    ck_assert(s_recv(c, AM2Z_CMD_ACCEPTED, S_WAIT, &acc, trace, sizeof trace));
+    s_expect(w, AM2Z_CMD_JOB, &j);
+    s_done_inc(w, &j, j.attempt);
+    ck_assert(s_recv(c, AM2Z_CMD_RESULT, S_WAIT, &r, trace, sizeof trace));
+    ck_assert_uint_eq(r.req, req);
+    ck_assert_str_eq(r.job, acc.job);
+    ck_assert(r.success);
+    ck_assert_uint_eq(r.attempt, 1);
+    ck_assert_str_eq(r.worker, "w1");
+    ck_assert_uint_eq(s_state_version(r.state, r.state_size), 2);
+    ck_assert_int_eq(s_state_count(r.state, r.state_size), 1);
+    /* events of the job, in order, before its RESULT */
+    ck_assert_str_eq(trace, "session:created,processor:active,processor:job:completed");
+    /* and on PUB, with the name as first frame */
+    zsock_set_rcvtimeo(sub, S_WAIT);
+    char *name = zstr_recv(sub);
+    ck_assert_ptr_nonnull(name);
+    ck_assert_str_eq(name, "session:created");
+    zstr_free(&name);
+    am2z_msg_clear(&acc);
+    am2z_msg_clear(&j);
+    am2z_msg_clear(&r);
+    zsock_destroy(&sub);
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    s_broker_stop(&fx);
+}
+END_TEST
+
+START_TEST(test_broker_state_persists_across_jobs_in_session)
+{
+    fixture_t fx;
+    s_broker_start(&fx, true);
+    zsock_t *w = s_worker(&fx, "w1", "inc", 1);
+    zsock_t *c = s_client(&fx);
+    s_wait_known(c, "inc");
+    for (int i = 1; i <= 3; i++) {
+        char job[64];
+        s_submit_ok(c, "inc", "s1", job);
+        am2z_msg_t j, r;
+        s_expect(w, AM2Z_CMD_JOB, &j);
+        ck_assert_uint_eq(s_state_version(j.state, j.state_size), (uint64_t)i);
+        ck_assert_int_eq(s_state_count(j.state, j.state_size), i == 1 ? -1 : i - 1);
+        s_done_inc(w, &j, j.attempt);
+        s_expect(c, AM2Z_CMD_RESULT, &r);
+        ck_assert(r.success);
+        ck_assert_uint_eq(s_state_version(r.state, r.state_size), (uint64_t)i + 1);
+        am2z_msg_clear(&j);
+        am2z_msg_clear(&r);
+    }
+    size_t size = 0;
+    uint8_t *state = s_query(c, "state", "s1", NULL, &size);
+    ck_assert_ptr_nonnull(state);
+    ck_assert_uint_eq(s_state_version(state, size), 4);
+    ck_assert_int_eq(s_state_count(state, size), 3);
+    free(state);
+    /* another session starts from scratch */
+    ck_assert_ptr_null(s_query(c, "state", "s2", NULL, &size));
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    s_broker_stop(&fx);
+}
+END_TEST
+
+START_TEST(test_broker_unknown_processor_lists_available)
+{
+    fixture_t fx;
+    s_broker_start(&fx, true);
+    zsock_t *w = s_worker(&fx, "w1", "inc", 1);
+    zsock_t *c = s_client(&fx);
+    s_wait_known(c, "inc");
+    uint64_t req = s_submit(c, "nope", "s1");
+    am2z_msg_t e;
+    s_expect(c, AM2Z_CMD_ERROR, &e);
+    ck_assert_uint_eq(e.req, req);
+    ck_assert_int_eq(e.error->kind, AM2Z_KIND_PROCESSOR_NOT_FOUND);
+    ck_assert_ptr_nonnull(e.error->details);
+    ck_assert_ptr_nonnull(memmem(e.error->details, e.error->details_size, "inc", 3));
+    am2z_msg_clear(&e);
+    s_expect_none(w, AM2Z_CMD_JOB);
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    s_broker_stop(&fx);
+}
+END_TEST
+
+START_TEST(test_broker_one_active_job_per_session)
+{
+    fixture_t fx;
+    s_broker_start(&fx, true);
+    zsock_t *w = s_worker(&fx, "w1", "inc", 4);
+    zsock_t *c = s_client(&fx);
+    s_wait_known(c, "inc");
+    char a1[64], a2[64], b1[64];
+    s_submit_ok(c, "inc", "A", a1);
+    s_submit_ok(c, "inc", "A", a2);
+    am2z_msg_t j1, j2, jb, r;
+    s_expect(w, AM2Z_CMD_JOB, &j1);
+    ck_assert_str_eq(j1.job, a1);
+    s_expect_none(w, AM2Z_CMD_JOB);          /* A's second job waits */
+    s_submit_ok(c, "inc", "B", b1);           /* another session runs meanwhile */
+    s_expect(w, AM2Z_CMD_JOB, &jb);
+    ck_assert_str_eq(jb.job, b1);
+    s_done_inc(w, &j1, 1);
+    s_expect(w, AM2Z_CMD_JOB, &j2);
+    ck_assert_str_eq(j2.job, a2);
+    ck_assert_uint_eq(s_state_version(j2.state, j2.state_size), 2);
+    s_expect(c, AM2Z_CMD_RESULT, &r);
+    ck_assert_str_eq(r.job, a1);
+    am2z_msg_clear(&r);
+    am2z_msg_clear(&j1);
+    am2z_msg_clear(&j2);
+    am2z_msg_clear(&jb);
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    s_broker_stop(&fx);
+}
+END_TEST
+
+START_TEST(test_broker_dispatch_only_against_credit)
+{
+    fixture_t fx;
+    s_broker_start(&fx, true);
+    zsock_t *w = s_worker(&fx, "w1", "inc", 1);
+    zsock_t *c = s_client(&fx);
+    s_wait_known(c, "inc");
+    char a[64], b[64], d[64];
+    s_submit_ok(c, "inc", "A", a);
+    s_submit_ok(c, "inc", "B", b);
+    s_submit_ok(c, "inc", "C", d);
+    am2z_msg_t j1, j2, j3;
+    s_expect(w, AM2Z_CMD_JOB, &j1);
+    s_expect_none(w, AM2Z_CMD_JOB);          /* one slot, one lease */
+    am2z_msg_t cr;
+    am2z_msg_init(&cr, AM2Z_CMD_CREDIT);
+    cr.processor = (char *)"inc";
+    cr.credit = 1;
+    s_send(w, &cr);                           /* an explicit slot */
+    s_expect(w, AM2Z_CMD_JOB, &j2);
+    s_expect_none(w, AM2Z_CMD_JOB);
+    s_done_inc(w, &j1, 1);                    /* DONE returns its slot */
+    s_expect(w, AM2Z_CMD_JOB, &j3);
+    ck_assert_str_ne(j1.job, j2.job);
+    ck_assert_str_ne(j2.job, j3.job);
+    am2z_msg_clear(&j1);
+    am2z_msg_clear(&j2);
+    am2z_msg_clear(&j3);
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    s_broker_stop(&fx);
+}
+END_TEST
+
+START_TEST(test_broker_stale_done_is_dropped)
+{
+    fixture_t fx;
+    s_broker_start(&fx, true);
+    zsock_t *w = s_worker(&fx, "w1", "inc", 1);
+    zsock_t *c = s_client(&fx);
+    s_wait_known(c, "inc");
+    char job[64];
+    s_submit_ok(c, "inc", "s1", job);
+    am2z_msg_t j, r, disc;
+    s_expect(w, AM2Z_CMD_JOB, &j);
+    s_done_inc(w, &j, 2);                     /* wrong attempt */
+    s_expect_none(c, AM2Z_CMD_RESULT);
+    zsock_t *intruder = zsock_new_dealer(fx.ep[1]);
+    s_done_inc(intruder, &j, 1);              /* not the lease holder */
+    s_expect(intruder, AM2Z_CMD_DISCONNECT, &disc);
+    am2z_msg_clear(&disc);
+    s_expect_none(c, AM2Z_CMD_RESULT);
+    s_done_inc(w, &j, 1);                     /* the real lease */
+    s_expect(c, AM2Z_CMD_RESULT, &r);
+    ck_assert(r.success);
+    ck_assert_uint_eq(s_state_version(r.state, r.state_size), 2);
+    am2z_msg_clear(&r);
+    s_done_inc(w, &j, 1);                     /* a duplicate */
+    s_expect_none(c, AM2Z_CMD_RESULT);
+    am2z_msg_clear(&j);
+    zsock_destroy(&intruder);
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    s_broker_stop(&fx);
+}
+END_TEST
+
+START_TEST(test_broker_rejects_malformed_frames_and_keeps_serving)
+{
+    fixture_t fx;
+    s_broker_start(&fx, true);
+    zsock_t *w = s_worker(&fx, "w1", "inc", 1);
+    zsock_t *c = s_client(&fx);
+    s_wait_known(c, "inc");
+    am2z_msg_t e;
+    /* too few frames */
+    zstr_sendx(c, "AM2Z/1", "SUBMIT", NULL);
+    s_expect(c, AM2Z_CMD_ERROR, &e);
+    ck_assert_int_eq(e.error->category, AM2Z_CAT_PROTOCOL);
+    am2z_msg_clear(&e);
+    /* wrong signature, unknown command, garbage body */
+    zstr_sendx(c, "AM2Z/9", "SUBMIT", "x", NULL);
+    s_expect(c, AM2Z_CMD_ERROR, &e);
+    ck_assert_ptr_nonnull(strstr(e.error->message, "protocol"));
+    am2z_msg_clear(&e);
+    zstr_sendx(c, "AM2Z/1", "FROB", "x", NULL);
+    s_expect(c, AM2Z_CMD_ERROR, &e);
+    am2z_msg_clear(&e);
+    uint64_t seed = 42;
+    uint8_t junk[300];
+    for (int i = 0; i < 20; i++) {
+        am2z_test_random_bytes(&seed, junk, sizeof junk);
+        zmsg_t *zm = zmsg_new();
+        zmsg_addstr(zm, "AM2Z/1");
+        zmsg_addstr(zm, i % 2 ? "SUBMIT" : "QUERY");
+        zmsg_addmem(zm, junk, (size_t)(i * 13 % 300) + 1);
+        zmsg_send(&zm, c);
+        s_expect(c, AM2Z_CMD_ERROR, &e);
+        am2z_msg_clear(&e);
+    }
+    /* a well-formed map with a wrong type: the ERROR still carries req */
+    {
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, 3);
+        msgpack_pack_str(&pk, 3); msgpack_pack_str_body(&pk, "req", 3);
+        msgpack_pack_uint64(&pk, 4242);
+        msgpack_pack_str(&pk, 4); msgpack_pack_str_body(&pk, "proc", 4);
+        msgpack_pack_int(&pk, 5);
+        msgpack_pack_str(&pk, 7); msgpack_pack_str_body(&pk, "session", 7);
+        msgpack_pack_str(&pk, 1); msgpack_pack_str_body(&pk, "s", 1);
+        zmsg_t *zm = zmsg_new();
+        zmsg_addstr(zm, "AM2Z/1");
+        zmsg_addstr(zm, "SUBMIT");
+        zmsg_addmem(zm, sb.data, sb.size);
+        zmsg_send(&zm, c);
+        s_expect(c, AM2Z_CMD_ERROR, &e);
+        ck_assert_uint_eq(e.req, 4242);
+        am2z_msg_clear(&e);
+        /* same junk from the worker: logged and dropped */
+        zm = zmsg_new();
+        zmsg_addstr(zm, "AM2Z/1");
+        zmsg_addstr(zm, "DONE");
+        zmsg_addmem(zm, sb.data, sb.size);
+        zmsg_send(&zm, w);
+        msgpack_sbuffer_destroy(&sb);
+    }
+    zstr_sendx(w, "garbage", NULL);
+    zstr_sendx(w, "AM2Z/1", "DONE", "\xc1", NULL);
+    /* a worker-only command on the frontend */
+    am2z_msg_t ready;
+    am2z_msg_init(&ready, AM2Z_CMD_HEARTBEAT);
+    s_send(c, &ready);
+    am2z_msg_t cr;
+    am2z_msg_init(&cr, AM2Z_CMD_CREDIT);
+    cr.processor = (char *)"inc";
+    cr.credit = 1;
+    s_send(c, &cr);
+    s_expect(c, AM2Z_CMD_ERROR, &e);
+    am2z_msg_clear(&e);
+    /* and it still serves */
+    char job[64];
+    s_submit_ok(c, "inc", "s1", job);
+    am2z_msg_t j, r;
+    s_expect(w, AM2Z_CMD_JOB, &j);
+    s_done_inc(w, &j, j.attempt);
+    s_expect(c, AM2Z_CMD_RESULT, &r);
+    ck_assert(r.success);
+    am2z_msg_clear(&j);
+    am2z_msg_clear(&r);
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    s_broker_stop(&fx);
+}
+END_TEST
+
+START_TEST(test_broker_invalid_done_state_fails_job_and_keeps_state)
+{
+    fixture_t fx;
+    s_broker_start(&fx, true);
+    zsock_t *w = s_worker(&fx, "w1", "inc", 1);
+    zsock_t *c = s_client(&fx);
+    s_wait_known(c, "inc");
+    char job[64];
+    s_submit_ok(c, "inc", "s1", job);
+    am2z_msg_t j, r;
+    s_expect(w, AM2Z_CMD_JOB, &j);
+    /* echo the input state: version not bumped */
+    am2z_msg_t d;
+    am2z_msg_init(&d, AM2Z_CMD_DONE);
+    d.job = j.job;
+    d.attempt = 1;
+    d.success = true;
+    d.state = j.state;
+    d.state_size = j.state_size;
+    s_send(w, &d);
+    s_expect(c, AM2Z_CMD_RESULT, &r);
+    ck_assert(!r.success);
+    ck_assert_str_eq(r.error->code, "INVALID_STATE");
+    am2z_msg_clear(&r);
+    am2z_msg_clear(&j);
+    size_t size = 0;
+    ck_assert_ptr_null(s_query(c, "state", "s1", NULL, &size));
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    s_broker_stop(&fx);
+}
+END_TEST
+
+START_TEST(test_broker_queries_report_counts)
+{
+    fixture_t fx;
+    s_broker_start(&fx, true);
+    zsock_t *w = s_worker(&fx, "w1", "inc", 1);
+    zsock_t *c = s_client(&fx);
+    s_wait_known(c, "inc");
+    char j1[64], j2[64], j3[64];
+    s_submit_ok(c, "inc", "A", j1);
+    am2z_msg_t j, r;
+    s_expect(w, AM2Z_CMD_JOB, &j);
+    s_done_inc(w, &j, 1);
+    s_expect(c, AM2Z_CMD_RESULT, &r);
+    am2z_msg_clear(&r);
+    am2z_msg_clear(&j);
+    s_submit_ok(c, "inc", "A", j2);           /* leased */
+    s_expect(w, AM2Z_CMD_JOB, &j);
+    s_submit_ok(c, "inc", "B", j3);           /* waits: no credit */
+
+    size_t size = 0;
+    uint64_t v = 0;
+    uint8_t *data = s_query(c, "stats", NULL, NULL, &size);
+    ck_assert_ptr_nonnull(data);
+    ck_assert(s_map_uint(data, size, "completed", NULL, &v)); ck_assert_uint_eq(v, 1);
+    ck_assert(s_map_uint(data, size, "running", NULL, &v));   ck_assert_uint_eq(v, 1);
+    ck_assert(s_map_uint(data, size, "waiting", NULL, &v));   ck_assert_uint_eq(v, 1);
+    ck_assert(s_map_uint(data, size, "workers", NULL, &v));   ck_assert_uint_eq(v, 1);
+    ck_assert(s_map_uint(data, size, "sessions", NULL, &v));  ck_assert_uint_eq(v, 2);
+    ck_assert(s_map_uint(data, size, "processors", NULL, &v)); ck_assert_uint_eq(v, 1);
+    free(data);
+    data = s_query(c, "queues", NULL, NULL, &size);
+    ck_assert(s_map_uint(data, size, "inc", "completed", &v)); ck_assert_uint_eq(v, 1);
+    ck_assert(s_map_uint(data, size, "inc", "active", &v));    ck_assert_uint_eq(v, 1);
+    ck_assert(s_map_uint(data, size, "inc", "waiting", &v));   ck_assert_uint_eq(v, 1);
+    ck_assert(s_map_uint(data, size, "inc", "failed", &v));    ck_assert_uint_eq(v, 0);
+    free(data);
+    data = s_query(c, "session-stats", "B", NULL, &size);
+    ck_assert(s_map_uint(data, size, "inc", "completed", &v)); ck_assert_uint_eq(v, 0);
+    ck_assert(s_map_uint(data, size, "inc", "waiting", &v));   ck_assert_uint_eq(v, 1);
+    free(data);
+    data = s_query(c, "job", NULL, j1, &size);
+    ck_assert_ptr_nonnull(memmem(data, size, "completed", 9));
+    free(data);
+    data = s_query(c, "job", NULL, j3, &size);
+    ck_assert_ptr_nonnull(memmem(data, size, "waiting", 7));
+    free(data);
+    data = s_query(c, "sessions", NULL, NULL, &size);
+    ck_assert_ptr_nonnull(memmem(data, size, "A", 1));
+    ck_assert_ptr_nonnull(memmem(data, size, "B", 1));
+    free(data);
+    data = s_query(c, "processors", NULL, NULL, &size);
+    ck_assert_ptr_nonnull(memmem(data, size, "test processor", 14));
+    free(data);
+    am2z_msg_clear(&j);
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    s_broker_stop(&fx);
+}
+END_TEST
+
+START_TEST(test_broker_stop_session_cancels_and_deletes_state)
+{
+    fixture_t fx;
+    s_broker_start(&fx, true);
+    zsock_t *w = s_worker(&fx, "w1", "inc", 1);
+    zsock_t *c = s_client(&fx);
+    s_wait_known(c, "inc");
+    char j1[64], j2[64], j3[64];
+    s_submit_ok(c, "inc", "S", j1);
+    am2z_msg_t j, r;
+    s_expect(w, AM2Z_CMD_JOB, &j);
+    s_done_inc(w, &j, 1);
+    s_expect(c, AM2Z_CMD_RESULT, &r);
+    am2z_msg_clear(&r);
+    am2z_msg_clear(&j);
+    s_submit_ok(c, "inc", "S", j2);            /* running */
+    s_expect(w, AM2Z_CMD_JOB, &j);
+    s_submit_ok(c, "inc", "S", j3);            /* queued */
+
+    am2z_msg_t stop;
+    am2z_msg_init(&stop, AM2Z_CMD_STOP_SESSION);
+    stop.req = ++s_req;
+    stop.session = (char *)"S";
+    s_send(c, &stop);
+    int failed = 0;
+    bool replied = false;
+    for (int i = 0; i < 3; i++) {
+        am2z_msg_t m;
+        int64_t deadline = zclock_mono() + S_WAIT;
+        bool got = false;
+        while (!got && zclock_mono() < deadline) {
+            if (s_recv(c, AM2Z_CMD_RESULT, 50, &m, NULL, 0)) {
+                ck_assert(!m.success);
+                ck_assert_str_eq(m.error->code, "SESSION_STOPPED");
+                failed++;
+                got = true;
+            }
+        }
+        if (!got)
+            break;
+        am2z_msg_clear(&m);
+        if (failed == 2)
+            break;
+    }
+    ck_assert_int_eq(failed, 2);
+    (void)replied;
+    am2z_msg_t cancel;
+    s_expect(w, AM2Z_CMD_CANCEL, &cancel);
+    ck_assert_str_eq(cancel.job, j2);
+    am2z_msg_clear(&cancel);
+    /* the cancelled job's outcome is discarded */
+    s_done_inc(w, &j, 1);
+    s_expect_none(c, AM2Z_CMD_RESULT);
+    size_t size = 0;
+    ck_assert_ptr_null(s_query(c, "state", "S", NULL, &size));
+    /* the session starts afresh */
+    char j4[64];
+    am2z_msg_clear(&j);
+    s_submit_ok(c, "inc", "S", j4);
+    s_expect(w, AM2Z_CMD_JOB, &j);
+    ck_assert_uint_eq(s_state_version(j.state, j.state_size), 1);
+    am2z_msg_clear(&j);
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    s_broker_stop(&fx);
+}
+END_TEST
+
+START_TEST(test_broker_fetch_returns_stored_result)
+{
+    fixture_t fx;
+    s_broker_start(&fx, true);
+    zsock_t *w = s_worker(&fx, "w1", "inc", 1);
+    zsock_t *c = s_client(&fx);
+    s_wait_known(c, "inc");
+    char j1[64];
+    s_submit_ok(c, "inc", "s1", j1);
+    am2z_msg_t j, r;
+    s_expect(w, AM2Z_CMD_JOB, &j);
+    /* a second client fetches while the job runs: status, then the RESULT */
+    zsock_t *c2 = s_client(&fx);
+    am2z_msg_t f;
+    am2z_msg_init(&f, AM2Z_CMD_FETCH);
+    f.req = 77;
+    f.job = j1;
+    s_send(c2, &f);
+    am2z_msg_t reply;
+    s_expect(c2, AM2Z_CMD_REPLY, &reply);
+    ck_assert_uint_eq(reply.req, 77);
+    ck_assert_ptr_nonnull(memmem(reply.data, reply.data_size, "active", 6));
+    am2z_msg_clear(&reply);
+    s_done_inc(w, &j, 1);
+    s_expect(c2, AM2Z_CMD_RESULT, &r);
+    ck_assert_uint_eq(r.req, 77);
+    ck_assert(r.success);
+    am2z_msg_clear(&r);
+    s_expect(c, AM2Z_CMD_RESULT, &r);
+    am2z_msg_clear(&r);
+    /* after the fact, from a new connection */
+    zsock_t *c3 = s_client(&fx);
+    f.req = 78;
+    s_send(c3, &f);
+    s_expect(c3, AM2Z_CMD_RESULT, &r);
+    ck_assert_uint_eq(r.req, 78);
+    ck_assert_str_eq(r.job, j1);
+    ck_assert(r.success);
+    ck_assert_uint_eq(s_state_version(r.state, r.state_size), 2);
+    am2z_msg_clear(&r);
+    /* unknown id */
+    f.req = 79;
+    f.job = (char *)"00000000000000000000000000000000";
+    s_send(c3, &f);
+    am2z_msg_t e;
+    s_expect(c3, AM2Z_CMD_ERROR, &e);
+    ck_assert_uint_eq(e.req, 79);
+    ck_assert_int_eq(e.error->category, AM2Z_CAT_NOT_FOUND);
+    am2z_msg_clear(&e);
+    am2z_msg_clear(&j);
+    zsock_destroy(&c2);
+    zsock_destroy(&c3);
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    s_broker_stop(&fx);
+}
+END_TEST
+
+START_TEST(test_broker_restart_reloads_pending_jobs)
+{
+    fixture_t fx;
+    s_broker_start(&fx, true);
+    zsock_t *w = s_worker(&fx, "w1", "inc", 1);
+    zsock_t *c = s_client(&fx);
+    s_wait_known(c, "inc");
+    char a[64], b[64];
+    s_submit_ok(c, "inc", "A", a);
+    s_submit_ok(c, "inc", "B", b);
+    am2z_msg_t j;
+    s_expect(w, AM2Z_CMD_JOB, &j);            /* A leased, B waits */
+    ck_assert_str_eq(j.job, a);
+    am2z_msg_clear(&j);
+    size_t size = 0;
+    free(s_query(c, "stats", NULL, NULL, &size));   /* a later turn has run */
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    s_broker_stop(&fx);
+
+    s_broker_start(&fx, false);
+    c = s_client(&fx);
+    uint8_t *data = s_query(c, "stats", NULL, NULL, &size);
+    uint64_t v = 0;
+    ck_assert(s_map_uint(data, size, "waiting", NULL, &v));
+    ck_assert_uint_eq(v, 2);
+    free(data);
+    w = s_worker(&fx, "w2", "inc", 2);
+    am2z_msg_t ja, jb, r;
+    s_expect(w, AM2Z_CMD_JOB, &ja);
+    s_expect(w, AM2Z_CMD_JOB, &jb);
+    if (strcmp(ja.job, a) != 0) {
+        am2z_msg_t t = ja;
+        ja = jb;
+        jb = t;
+    }
+    ck_assert_str_eq(ja.job, a);
+    ck_assert_uint_eq(ja.attempt, 2);        /* the lost lease counted */
+    ck_assert_str_eq(jb.job, b);
+    ck_assert_uint_eq(jb.attempt, 1);
+    s_done_inc(w, &ja, ja.attempt);
+    am2z_msg_t f;
+    am2z_msg_init(&f, AM2Z_CMD_FETCH);
+    f.req = 5;
+    f.job = a;
+    /* FETCH until the stored result is there */
+    bool done = false;
+    for (int i = 0; i < 100 && !done; i++) {
+        s_send(c, &f);
+        if (s_recv(c, AM2Z_CMD_RESULT, 50, &r, NULL, 0)) {
+            done = true;
+            ck_assert(r.success);
+            ck_assert_uint_eq(r.attempt, 2);
+            am2z_msg_clear(&r);
+        }
+    }
+    ck_assert(done);
+    am2z_msg_clear(&ja);
+    am2z_msg_clear(&jb);
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    s_broker_stop(&fx);
+}
+END_TEST
+
+START_TEST(test_broker_dead_worker_lease_returns)
+{
+    fixture_t fx;
+    am2z_test_tmpdir("broker", fx.dir, sizeof fx.dir);
+    am2z_broker_config_defaults(&fx.cfg);
+    snprintf(fx.cfg.common.data_dir, sizeof fx.cfg.common.data_dir, "%s", fx.dir);
+    snprintf(fx.cfg.frontend, sizeof fx.cfg.frontend, "tcp://127.0.0.1:*");
+    snprintf(fx.cfg.backend, sizeof fx.cfg.backend, "tcp://127.0.0.1:*");
+    snprintf(fx.cfg.events, sizeof fx.cfg.events, "tcp://127.0.0.1:*");
+    fx.cfg.common.map_size = 64u << 20;
+    fx.cfg.common.log_level = AM2Z_LOG_ERROR;
+    fx.cfg.heartbeat_ms = 100;
+    fx.cfg.liveness = 3;
+    s_broker_start(&fx, false);
+    zsock_t *w = s_worker(&fx, "w1", "inc", 1);
+    zsock_t *c = s_client(&fx);
+    s_wait_known(c, "inc");
+    char a[64];
+    s_submit_ok(c, "inc", "A", a);
+    am2z_msg_t j;
+    s_expect(w, AM2Z_CMD_JOB, &j);
+    am2z_msg_clear(&j);
+    zsock_destroy(&w);                        /* silent from now on */
+    zsock_t *w2 = s_worker(&fx, "w2", "inc", 1);
+    /* w2 heartbeats while w1's liveness (3 x 100 ms) runs out */
+    am2z_msg_t hb;
+    am2z_msg_init(&hb, AM2Z_CMD_HEARTBEAT);
+    bool got = false;
+    for (int i = 0; i < 40 && !got; i++) {
+        s_send(w2, &hb);
+        got = s_recv(w2, AM2Z_CMD_JOB, 50, &j, NULL, 0);
+    }
+    ck_assert(got);
+    ck_assert_str_eq(j.job, a);
+    ck_assert_uint_eq(j.attempt, 2);
+    s_done_inc(w2, &j, 2);
+    am2z_msg_t r;
+    s_expect(c, AM2Z_CMD_RESULT, &r);
+    ck_assert(r.success);
+    ck_assert_uint_eq(r.attempt, 2);
+    am2z_msg_clear(&r);
+    am2z_msg_clear(&j);
+    zsock_destroy(&w2);
+    zsock_destroy(&c);
+    s_broker_stop(&fx);
+}
+END_TEST
+
+static Suite *
+s_suite(void)
+{
+    Suite *s = suite_create("broker");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 20);
+    tcase_add_test(tc, test_broker_submit_is_accepted_and_dispatched);
+    tcase_add_test(tc, test_broker_result_reaches_submitter_with_version_bump);
+    tcase_add_test(tc, test_broker_state_persists_across_jobs_in_session);
+    tcase_add_test(tc, test_broker_unknown_processor_lists_available);
+    tcase_add_test(tc, test_broker_one_active_job_per_session);
+    tcase_add_test(tc, test_broker_dispatch_only_against_credit);
+    tcase_add_test(tc, test_broker_stale_done_is_dropped);
+    tcase_add_test(tc, test_broker_rejects_malformed_frames_and_keeps_serving);
+    tcase_add_test(tc, test_broker_invalid_done_state_fails_job_and_keeps_state);
+    tcase_add_test(tc, test_broker_queries_report_counts);
+    tcase_add_test(tc, test_broker_stop_session_cancels_and_deletes_state);
+    tcase_add_test(tc, test_broker_fetch_returns_stored_result);
+    tcase_add_test(tc, test_broker_restart_reloads_pending_jobs);
+    tcase_add_test(tc, test_broker_dead_worker_lease_returns);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int
+main(void)
+{
+    zsys_handler_set(NULL);
+    return am2z_test_run(s_suite());
+}
