@@ -7,6 +7,7 @@
 #include "am2z_broker.h"
 #include "am2z_clock.h"
 #include "am2z_codec.h"
+#include "am2z_envelope.h"
 #include "am2z_log.h"
 #include "am2z_state.h"
 #include "am2z_testutil.h"
@@ -1000,5 +1001,10 @@ int
 main(void)
 {
     zsys_handler_set(NULL);
+    /* OpenSSL initialised first on the broker thread keeps per-thread state
+       that a TLS destructor frees, racing the process exit (LSan noise):
+       initialise it here, on the main thread, once. */
+    uint8_t digest[AM2Z_SHA256_LEN];
+    am2z_sha256((const uint8_t *)"", 0, digest);
     return am2z_test_run(s_suite());
 }
