@@ -973,6 +973,86 @@ START_TEST(test_broker_dead_worker_lease_returns)
 }
 END_TEST
 
+START_TEST(test_broker_map_full_refuses_submits_and_keeps_serving)
+{
+    fixture_t fx;
+    am2z_test_tmpdir("broker", fx.dir, sizeof fx.dir);
+    am2z_broker_config_defaults(&fx.cfg);
+    snprintf(fx.cfg.common.data_dir, sizeof fx.cfg.common.data_dir, "%s", fx.dir);
+    snprintf(fx.cfg.frontend, sizeof fx.cfg.frontend, "tcp://127.0.0.1:*");
+    snprintf(fx.cfg.backend, sizeof fx.cfg.backend, "tcp://127.0.0.1:*");
+    snprintf(fx.cfg.events, sizeof fx.cfg.events, "tcp://127.0.0.1:*");
+    fx.cfg.common.map_size = 256u << 10;       /* 256 KiB: fills fast */
+    fx.cfg.common.log_level = AM2Z_LOG_OFF;
+    fx.cfg.heartbeat_ms = 1000;
+    fx.cfg.liveness = 5;
+    s_broker_start(&fx, false);
+    zsock_t *w = s_worker(&fx, "w1", "inc", 1);
+    zsock_t *c = s_client(&fx);
+    s_wait_known(c, "inc");
+    /* a 32 KiB user state per job */
+    static char big[32 * 1024];
+    memset(big, 'x', sizeof big - 1);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 1);
+    msgpack_pack_str(&pk, 4); msgpack_pack_str_body(&pk, "blob", 4);
+    msgpack_pack_str(&pk, sizeof big); msgpack_pack_str_body(&pk, big, sizeof big);
+    bool refused = false;
+    for (int i = 0; i < 64 && !refused; i++) {
+        am2z_msg_t m, r;
+        am2z_msg_init(&m, AM2Z_CMD_SUBMIT);
+        m.req = ++s_req;
+        m.processor = (char *)"inc";
+        m.session = (char *)"full";
+        m.state = (uint8_t *)sb.data;
+        m.state_size = sb.size;
+        s_send(c, &m);
+        int64_t deadline = zclock_mono() + S_WAIT;
+        bool answered = false;
+        while (!answered && zclock_mono() < deadline) {
+            zsock_set_rcvtimeo(c, S_WAIT);
+            zmsg_t *zm = zmsg_recv(c);
+            ck_assert_ptr_nonnull(zm);
+            zframe_t *f1 = zmsg_first(zm), *f2 = zmsg_next(zm), *f3 = zmsg_next(zm);
+            ck_assert_int_eq(am2z_frames_decode(zframe_data(f1), zframe_size(f1),
+                                                zframe_data(f2), zframe_size(f2),
+                                                zframe_data(f3), zframe_size(f3),
+                                                S_MAXBODY, &r, NULL, 0), AM2Z_OK);
+            zmsg_destroy(&zm);
+            if (r.cmd == AM2Z_CMD_ACCEPTED && r.req == m.req) {
+                answered = true;
+            } else if (r.cmd == AM2Z_CMD_ERROR && r.req == m.req) {
+                answered = refused = true;
+                ck_assert_int_eq(r.error->category, AM2Z_CAT_RESOURCE);
+            }
+            am2z_msg_clear(&r);
+        }
+        ck_assert(answered);
+    }
+    msgpack_sbuffer_destroy(&sb);
+    ck_assert_msg(refused, "the map never filled");
+    /* still alive: queries answer, the first job runs, its result arrives */
+    size_t size = 0;
+    uint8_t *data = s_query(c, "stats", NULL, NULL, &size);
+    ck_assert_ptr_nonnull(data);
+    free(data);
+    am2z_msg_t j, r;
+    s_expect(w, AM2Z_CMD_JOB, &j);
+    s_done_inc(w, &j, j.attempt);
+    s_expect(c, AM2Z_CMD_RESULT, &r);          /* ok, or a ResourceError */
+    if (!r.success)
+        ck_assert_int_eq(r.error->category, AM2Z_CAT_RESOURCE);
+    am2z_msg_clear(&r);
+    am2z_msg_clear(&j);
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    s_broker_stop(&fx);
+}
+END_TEST
+
 static Suite *
 s_suite(void)
 {
@@ -993,6 +1073,7 @@ s_suite(void)
     tcase_add_test(tc, test_broker_fetch_returns_stored_result);
     tcase_add_test(tc, test_broker_restart_reloads_pending_jobs);
     tcase_add_test(tc, test_broker_dead_worker_lease_returns);
+    tcase_add_test(tc, test_broker_map_full_refuses_submits_and_keeps_serving);
     suite_add_tcase(s, tc);
     return s;
 }
