@@ -10,9 +10,13 @@
 #include "am2z_envelope.h"
 #include "am2z_log.h"
 #include "am2z_state.h"
+#include "am2z_jobrec.h"
+#include "am2z_testproc.h"
 #include "am2z_testutil.h"
 
 #include <czmq.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1053,6 +1057,83 @@ START_TEST(test_broker_map_full_refuses_submits_and_keeps_serving)
 }
 END_TEST
 
+START_TEST(test_broker_jobrec_round_trips_and_refuses_garbage)
+{
+    uint8_t state[] = { 0x81, 0xa1, 'a', 0x01 };   /* {"a": 1} */
+    am2z_jobrec_t in = {
+        .proc = (char *)"inc", .session = (char *)"s-1", .state = state,
+        .state_size = sizeof state, .prio = -3, .timeout_ms = 500, .delay_ms = 20,
+        .depth = 2, .created_ms = 1700000000000ull, .seq = 9, .attempt = 4,
+    };
+    uint8_t *data = NULL;
+    size_t size = 0;
+    ck_assert_int_eq(am2z_jobrec_encode(&in, &data, &size), AM2Z_OK);
+    am2z_jobrec_t out;
+    ck_assert_int_eq(am2z_jobrec_decode(data, size, &out), AM2Z_OK);
+    ck_assert_str_eq(out.proc, "inc");
+    ck_assert_str_eq(out.session, "s-1");
+    ck_assert_uint_eq(out.state_size, sizeof state);
+    ck_assert_mem_eq(out.state, state, sizeof state);
+    ck_assert_int_eq(out.prio, -3);
+    ck_assert_uint_eq(out.timeout_ms, 500);
+    ck_assert_uint_eq(out.delay_ms, 20);
+    ck_assert_uint_eq(out.depth, 2);
+    ck_assert_uint_eq(out.created_ms, 1700000000000ull);
+    ck_assert_uint_eq(out.seq, 9);
+    ck_assert_uint_eq(out.attempt, 4);
+    am2z_jobrec_clear(&out);
+    /* every truncation and random garbage is refused, never crashes */
+    for (size_t n = 0; n < size; n++)
+        ck_assert_int_ne(am2z_jobrec_decode(data, n, &out), AM2Z_OK);
+    free(data);
+    uint64_t seed = 7;
+    uint8_t junk[200];
+    for (int i = 0; i < 2000; i++) {
+        am2z_test_random_bytes(&seed, junk, sizeof junk);
+        if (am2z_jobrec_decode(junk, (size_t)(i % 200) + 1, &out) == AM2Z_OK)
+            am2z_jobrec_clear(&out);
+    }
+    /* a map with a bad session id */
+    in.session = (char *)"bad session";
+    ck_assert_int_eq(am2z_jobrec_encode(&in, &data, &size), AM2Z_OK);
+    ck_assert_int_eq(am2z_jobrec_decode(data, size, &out), AM2Z_EPROTO);
+    free(data);
+}
+END_TEST
+
+START_TEST(test_broker_daemon_reports_ready_and_stops_on_sigterm)
+{
+    char dir[512];
+    am2z_test_tmpdir("broker-daemon", dir, sizeof dir);
+    char *argv[] = { AM2Z_BROKER_BIN, "--data-dir", dir,
+                     "--frontend", "tcp://127.0.0.1:*", "--backend", "tcp://127.0.0.1:*",
+                     "--events", "tcp://127.0.0.1:*", "--log-level", "warn", NULL };
+    am2z_testproc_t p;
+    ck_assert_int_eq(am2z_testproc_start(&p, argv), 0);
+    ck_assert_int_eq(am2z_testproc_wait_line(&p, "ready", 10000), 0);
+    char fe[256];
+    ck_assert_int_eq(am2z_testproc_field(&p, "frontend", fe, sizeof fe), 0);
+    ck_assert(strncmp(fe, "tcp://127.0.0.1:", 16) == 0);
+    zsock_t *c = zsock_new_dealer(fe);
+    size_t size = 0;
+    uint8_t *data = s_query(c, "stats", NULL, NULL, &size);
+    ck_assert_ptr_nonnull(data);
+    free(data);
+    zsock_destroy(&c);
+    int status = am2z_testproc_stop(&p, SIGTERM, 10000);
+    ck_assert(status != -1 && WIFEXITED(status));
+    ck_assert_int_eq(WEXITSTATUS(status), 0);
+
+    static char out[16384];
+    char *bad[] = { AM2Z_BROKER_BIN, "--map-size", "lots", NULL };
+    ck_assert_int_eq(am2z_testproc_run(bad, out, sizeof out, 10000), 2);
+    char *help[] = { AM2Z_BROKER_BIN, "--help", NULL };
+    ck_assert_int_eq(am2z_testproc_run(help, out, sizeof out, 10000), 0);
+    ck_assert_ptr_nonnull(strstr(out, "frontend"));
+    am2z_test_rmtree(dir);
+}
+END_TEST
+
 static Suite *
 s_suite(void)
 {
@@ -1074,6 +1155,8 @@ s_suite(void)
     tcase_add_test(tc, test_broker_restart_reloads_pending_jobs);
     tcase_add_test(tc, test_broker_dead_worker_lease_returns);
     tcase_add_test(tc, test_broker_map_full_refuses_submits_and_keeps_serving);
+    tcase_add_test(tc, test_broker_jobrec_round_trips_and_refuses_garbage);
+    tcase_add_test(tc, test_broker_daemon_reports_ready_and_stops_on_sigterm);
     suite_add_tcase(s, tc);
     return s;
 }
