@@ -762,6 +762,59 @@ START_TEST(test_client_stop_session)
 }
 END_TEST
 
+static void
+s_publish(zsock_t *pub, const char *name, const char *session)
+{
+    am2z_msg_t ev;
+    am2z_msg_init(&ev, AM2Z_CMD_EVENT);
+    ev.name = strdup(name);
+    ev.session = strdup(session);
+    ev.job = strdup("0123456789abcdef0123456789abcdef");
+    ev.processor = strdup("echo");
+    ev.seq = 1;
+    ev.attempt = 1;
+    uint8_t *body = NULL;
+    size_t size = 0;
+    ck_assert_int_eq(am2z_msg_encode(&ev, &body, &size), AM2Z_OK);
+    zmsg_t *m = zmsg_new();
+    zmsg_addstr(m, name);
+    zmsg_addstr(m, AM2Z_PROTOCOL);
+    zmsg_addstr(m, "EVENT");
+    zmsg_addmem(m, body, size);
+    zmsg_send(&m, pub);
+    free(body);
+    am2z_msg_clear(&ev);
+}
+
+START_TEST(test_client_events_feed_filters_by_prefix_and_session)
+{
+    zsock_t *pub = zsock_new(ZMQ_PUB);
+    int port = zsock_bind(pub, "tcp://127.0.0.1:*");
+    ck_assert_int_gt(port, 0);
+    char ep[64];
+    snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", port);
+    am2z_events_t *events = NULL;
+    ck_assert_int_eq(am2z_events_subscribe(ep, "processor:", "s1", &events), AM2Z_OK);
+    /* SUB joins asynchronously: publish until something arrives (bounded) */
+    s_seen_t seen = { 0 };
+    uint64_t deadline = am2z_clock_mono_us() + 10 * 1000000;
+    while (seen.count == 0 && am2z_clock_mono_us() < deadline) {
+        s_publish(pub, "session:created", "s1");          /* other prefix */
+        s_publish(pub, "processor:active", "s2");         /* other session */
+        s_publish(pub, "processor:job:completed", "s1");  /* wanted */
+        am2z_events_next(events, 50, s_record, &seen);
+    }
+    ck_assert_uint_ge(seen.count, 1);
+    for (size_t i = 0; i < seen.count; i++)
+        ck_assert_str_eq(seen.names[i], "processor:job:completed");
+    am2z_events_destroy(&events);
+    am2z_events_destroy(&events);
+    zsock_destroy(&pub);
+    ck_assert_int_eq(am2z_events_subscribe("nonsense://x", "", NULL, &events), AM2Z_EINVAL);
+    ck_assert_int_eq(am2z_events_subscribe(ep, "", "bad id/", &events), AM2Z_EINVAL);
+}
+END_TEST
+
 static Suite *
 s_suite(void)
 {
@@ -778,6 +831,7 @@ s_suite(void)
     tcase_add_test(tc, test_client_wait_times_out_without_broker);
     tcase_add_test(tc, test_client_queries_decode_replies);
     tcase_add_test(tc, test_client_stop_session);
+    tcase_add_test(tc, test_client_events_feed_filters_by_prefix_and_session);
     suite_add_tcase(s, tc);
     return s;
 }
