@@ -497,6 +497,7 @@ s_request_many(am2z_client_t *self, am2z_msg_t *reqs, size_t n, uint64_t deadlin
         am2z_msg_init(&answers[i], AM2Z_CMD_INVALID);
         answered[i] = false;
     }
+    long budget_ms = s_remaining_ms(deadline);   /* for the message */
     uint64_t lo = self->next_req + 1;
     self->next_req += n;
     self->await_lo = lo;
@@ -512,8 +513,8 @@ s_request_many(am2z_client_t *self, am2z_msg_t *reqs, size_t n, uint64_t deadlin
     while (rc == AM2Z_OK && self->nanswered < n) {
         rc = s_recv_one(self, deadline);
         if (rc == AM2Z_ETIMEOUT)
-            s_set_error(self, "no answer from the broker at %s within the timeout",
-                        self->endpoint);
+            s_set_error(self, "no answer from the broker at %s within %ld ms",
+                        self->endpoint, budget_ms);
     }
     self->await_lo = 0;
     self->await_n = 0;
