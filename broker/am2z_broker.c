@@ -2019,13 +2019,21 @@ am2z_broker_endpoint(const am2z_broker_t *self, int which)
 }
 
 void
-am2z_broker_actor(void *pipe_, void *args)
+am2z_broker_actor(zsock_t *pipe, void *args)
 {
-    zsock_t *pipe = pipe_;
     am2z_broker_t *self = NULL;
-    char err[256];
+    char err[256] = "";
     if (am2z_broker_new(args, &self, err, sizeof err) != AM2Z_OK) {
         zsock_signal(pipe, (byte)-1);
+        /* zactor_new swallows the status: tell whoever asks why, until $TERM */
+        char *cmd;
+        while ((cmd = zstr_recv(pipe)) != NULL) {
+            bool term = streq(cmd, "$TERM");
+            free(cmd);
+            if (term)
+                break;
+            zstr_sendx(pipe, "ERROR", err[0] ? err : "broker failed to start", NULL);
+        }
         return;
     }
     zsock_signal(pipe, 0);

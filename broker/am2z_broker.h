@@ -68,10 +68,14 @@ const char *am2z_broker_endpoint(const am2z_broker_t *self, int which);
     after an orderly stop (store flushed). */
 int am2z_broker_run(am2z_broker_t *self, volatile int *stop_flag);
 
-/*  CZMQ actor body: args is a const am2z_broker_config_t *. Signals 0 on the
-    pipe when bound (then answers "ENDPOINTS" with three frames), -1 if it
-    could not start; stops on "$TERM". */
-void am2z_broker_actor(void *pipe, void *args);
+/*  CZMQ actor body (a zactor_fn): zactor_new(am2z_broker_actor, &cfg) with
+    args a const am2z_broker_config_t *. Signals 0 on the pipe when bound,
+    then answers "ENDPOINTS" with three frames (frontend, backend, events);
+    stops on "$TERM". If it cannot start it signals -1 — which zactor_new
+    swallows — and answers every command but "$TERM" with two frames,
+    "ERROR" and the reason. */
+struct _zsock_t;
+void am2z_broker_actor(struct _zsock_t *pipe, void *args);
 
 #ifdef __cplusplus
 }

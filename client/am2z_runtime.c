@@ -37,6 +37,7 @@ struct am2z_runtime_t {
     am2z_worker_t *worker;        /* worker (own thread) while running */
     am2z_client_t *client;        /* client while running */
     unsigned starts;              /* distinguishes endpoints across restarts */
+    char error[256];              /* why the last start failed */
     bool running;
 };
 
@@ -103,7 +104,8 @@ am2z_runtime_register(am2z_runtime_t *self, const am2z_processor_def_t *def)
     three endpoints copied out, or AM2Z_ENETWORK when the broker failed to
     start (it answers with fewer frames, or not at all). */
 static int
-s_broker_endpoints(zactor_t *broker, char ep[3][AM2Z_ENDPOINT_MAX])
+s_broker_endpoints(zactor_t *broker, char ep[3][AM2Z_ENDPOINT_MAX],
+                   char *error, size_t error_size)
 {
     zsock_set_rcvtimeo(broker, 5000);
     if (zstr_send(broker, "ENDPOINTS") != 0)
@@ -111,6 +113,15 @@ s_broker_endpoints(zactor_t *broker, char ep[3][AM2Z_ENDPOINT_MAX])
     zmsg_t *reply = zmsg_recv(broker);
     if (!reply)
         return AM2Z_ENETWORK;
+    if (zmsg_size(reply) == 2) {
+        char *tag = zmsg_popstr(reply);
+        char *why = zmsg_popstr(reply);
+        snprintf(error, error_size, "broker: %s", why ? why : "failed to start");
+        free(tag);
+        free(why);
+        zmsg_destroy(&reply);
+        return AM2Z_EIO;
+    }
     int rc = zmsg_size(reply) == 3 ? AM2Z_OK : AM2Z_ENETWORK;
     for (int i = 0; rc == AM2Z_OK && i < 3; i++) {
         char *s = zmsg_popstr(reply);
@@ -158,6 +169,7 @@ am2z_runtime_start(am2z_runtime_t *self)
 
     am2z_broker_config_t cfg = self->cfg;
     self->starts++;
+    self->error[0] = '\0';
     snprintf(cfg.frontend, sizeof cfg.frontend, "inproc://am2z-rt-%p-%u-front",
              (void *)self, self->starts);
     snprintf(cfg.backend, sizeof cfg.backend, "inproc://am2z-rt-%p-%u-back",
@@ -171,7 +183,7 @@ am2z_runtime_start(am2z_runtime_t *self)
     self->broker = zactor_new(am2z_broker_actor, &cfg);
     if (!self->broker)
         goto fail;
-    rc = s_broker_endpoints(self->broker, ep);
+    rc = s_broker_endpoints(self->broker, ep, self->error, sizeof self->error);
     if (rc != AM2Z_OK)
         goto fail;
 
@@ -204,6 +216,8 @@ am2z_runtime_start(am2z_runtime_t *self)
     return AM2Z_OK;
 
 fail:
+    if (!self->error[0])
+        snprintf(self->error, sizeof self->error, "%s", am2z_strerror(rc));
     self->running = true;          /* let stop tear down what exists */
     am2z_runtime_stop(self);
     return rc;
@@ -221,6 +235,12 @@ am2z_runtime_stop(am2z_runtime_t *self)
     }
     zactor_destroy(&self->broker);
     self->running = false;
+}
+
+const char *
+am2z_runtime_last_error(const am2z_runtime_t *self)
+{
+    return self ? self->error : "";
 }
 
 am2z_client_t *

@@ -49,6 +49,10 @@ int am2z_runtime_start(am2z_runtime_t *self);
 /*  Stops client, worker, broker (store flushed). Not running: no-op. */
 void am2z_runtime_stop(am2z_runtime_t *self);
 
+/*  Why the last start failed ("" if it did not). Borrowed until the next
+    start or destroy. */
+const char *am2z_runtime_last_error(const am2z_runtime_t *self);
+
 /*  The runtime's client; borrowed, valid until stop. NULL when stopped. */
 am2z_client_t *am2z_runtime_client(am2z_runtime_t *self);
 

@@ -211,7 +211,8 @@ main(int argc, char **argv)
            "LMDB in %s)\n", opts.data_dir);
     int rc = am2z_runtime_start(rt);
     if (rc != AM2Z_OK) {
-        fprintf(stderr, "am2z-demo: cannot start the runtime: %s\n", am2z_strerror(rc));
+        fprintf(stderr, "am2z-demo: cannot start the runtime: %s\n",
+                am2z_runtime_last_error(rt));
         am2z_runtime_destroy(&rt);
         return 2;
     }

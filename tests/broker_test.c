@@ -48,7 +48,7 @@ s_broker_start(fixture_t *fx, bool fresh)
         fx->cfg.heartbeat_ms = 1000;   /* test workers are silent: 5 s grace */
         fx->cfg.liveness = 5;
     }
-    fx->actor = zactor_new((zactor_fn *)am2z_broker_actor, &fx->cfg);
+    fx->actor = zactor_new(am2z_broker_actor, &fx->cfg);
     ck_assert_ptr_nonnull(fx->actor);
     zsock_set_rcvtimeo(fx->actor, S_WAIT);
     ck_assert_int_eq(zstr_send(fx->actor, "ENDPOINTS"), 0);
