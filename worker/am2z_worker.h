@@ -110,12 +110,15 @@ typedef struct {
     uint32_t liveness;            /* missed heartbeats before the broker is dead */
     int log_level;                /* am2z_log_level_t */
     int log_format;               /* am2z_log_format_t */
+    uint64_t max_state_size;      /* largest next state a processor may
+                                     produce, bytes; 0 = 1 MiB */
 } am2z_worker_config_t;
 
 /*  Default backend endpoint of am2z-broker. */
 #define AM2Z_DEFAULT_BACKEND "tcp://127.0.0.1:7771"
 
-/*  Defaults: broker AM2Z_DEFAULT_BACKEND, heartbeat 1000 ms, liveness 5. */
+/*  Defaults: broker AM2Z_DEFAULT_BACKEND, heartbeat 1000 ms, liveness 5,
+    log info/text, max_state_size 1 MiB. */
 void am2z_worker_config_defaults(am2z_worker_config_t *cfg);
 
 /*  Creates a worker (not yet connected). cfg is copied. Returns NULL when out
