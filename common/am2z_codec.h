@@ -93,7 +93,10 @@ typedef struct {
 /*  A decoded or to-be-encoded message: one struct for every command; the
     command's table says which fields are present, required, and checked.
     Absent strings/bytes are NULL; absent numbers are 0 and absent bools
-    false. All pointers are owned (am2z_msg_clear frees them). */
+    false. All pointers are owned (am2z_msg_clear frees them).
+    Encoding writes an optional number only when it is non-zero and an
+    optional bool only when true (0 / false mean "absent"); required ones
+    are always written. Fields the command does not carry are ignored. */
 typedef struct {
     am2z_cmd_t cmd;
     uint64_t req;                 /* client correlation id, echoed back */
@@ -101,7 +104,7 @@ typedef struct {
     char *processor;              /* processor or composite name */
     char *session;                /* session id */
     char *worker;                 /* worker instance id (READY) */
-    char *what;                   /* QUERY: stats|queues|session-stats|sessions|processors|state */
+    char *what;                   /* QUERY: stats|queues|session-stats|sessions|processors|state|job */
     char *name;                   /* EVENT name */
     char *idem_key;               /* SUBMIT idempotency key */
     uint8_t *state;               /* msgpack map: input or resulting state */
@@ -139,13 +142,22 @@ void am2z_msg_clear(am2z_msg_t *msg);
 
 /*  Encodes the body of msg (msg->cmd selects the fields). Caller owns
     *body (free()). Returns AM2Z_OK, AM2Z_EINVAL (a required field absent or
-    invalid — encoding refuses what decoding would refuse) or AM2Z_ENOMEM. */
+    invalid — encoding refuses what decoding would refuse, including raw
+    state/data/details that are not well-formed msgpack of the right type,
+    text longer than AM2Z_CODEC_MAX_TEXT, and nesting deeper than
+    AM2Z_CODEC_MAX_DEPTH) or AM2Z_ENOMEM. Raw bytes are copied verbatim. */
 int am2z_msg_encode(const am2z_msg_t *msg, uint8_t **body, size_t *size);
 
 /*  Decodes a body for command `cmd` into *msg (which is initialised first).
     Returns AM2Z_OK, AM2Z_EPROTO (err, when given, names the problem: e.g.
     "SUBMIT: field 'session' must be a string of 1..128 valid characters")
-    or AM2Z_ENOMEM. On failure *msg holds nothing to free. */
+    or AM2Z_ENOMEM; AM2Z_EINVAL only when msg is NULL. On failure *msg
+    holds nothing to free (it is left as am2z_msg_init(msg, INVALID)).
+    max_size is a hard limit: a body of more bytes is refused before it is
+    parsed (there is no "unlimited"; pass the configured max-frame-size).
+    A duplicate known key, and nil where a typed value is expected, are
+    errors: an absent optional field is written by omitting its key.
+    Thread safety: reentrant. */
 int am2z_msg_decode(am2z_cmd_t cmd, const uint8_t *body, size_t size,
                     size_t max_size, am2z_msg_t *msg,
                     char *err, size_t err_size);
@@ -160,10 +172,20 @@ int am2z_frames_decode(const uint8_t *sig, size_t sig_size,
                        size_t max_size, am2z_msg_t *msg,
                        char *err, size_t err_size);
 
+/*  Best effort for error replies: reads the top-level "req" of a body that
+    am2z_msg_decode() refused, so the ERROR can still echo it. Returns
+    AM2Z_OK (*req set), AM2Z_ENOTFOUND (no unsigned "req" key) or
+    AM2Z_EPROTO (too big, not well-formed msgpack, or not a map). */
+int am2z_body_peek_req(const uint8_t *body, size_t size, size_t max_size,
+                       uint64_t *req);
+
 /*  Wire form of an error value:
         {kind, category, severity, retryable, code, message, details?, ts}
     encode: caller owns *data. decode: validates like a message body; caller
-    owns *out. Used inside bodies and by the client to report errors. */
+    owns *out. Used inside bodies and by the client to report errors.
+    On decode, category, code and message are required; kind defaults to
+    GENERIC, severity and retryable to the category's defaults, ts to 0.
+    Encode writes every field but details (when NULL) and ts (when 0). */
 int am2z_error_encode(const am2z_error_t *error, uint8_t **data, size_t *size);
 int am2z_error_decode(const uint8_t *data, size_t size, am2z_error_t **out,
                       char *err, size_t err_size);

@@ -64,8 +64,9 @@ int am2z_cfg_defaults(const am2z_cfg_def_t *table, void *target,
                       char *err, size_t err_size);
 
 /*  Parses `value` for the setting `name` (kebab or snake case) and stores it.
-    `origin` names the source for the error message ("--map-size",
-    "AM2Z_MAP_SIZE", "am2z.conf:12"). Returns AM2Z_OK, AM2Z_ENOTFOUND for an
+    `origin` starts the error message and should name the source and the
+    setting ("--map-size", "AM2Z_MAP_SIZE", "am2z.conf:12: map-size"); NULL
+    means the setting's name. Returns AM2Z_OK, AM2Z_ENOTFOUND for an
     unknown name, AM2Z_ECONFIG for a bad value; err explains either. */
 int am2z_cfg_set(const am2z_cfg_def_t *table, void *target, const char *name,
                  const char *value, const char *origin,
@@ -102,7 +103,9 @@ int am2z_cfg_parse_args(const am2z_cfg_def_t *table, void *target,
 
 /*  The whole sequence: defaults, file (--config or AM2Z_CONFIG in envp),
     environment, then flags — flags parsed once up front so --config is
-    known, and applied last so they win. Same returns as above. */
+    known, and applied last so they win. When --help is given it stops
+    after the flags (a broken file must not hide the help). Same returns
+    as above. */
 int am2z_cfg_load(const am2z_cfg_def_t *table, void *target,
                   int argc, char **argv, char *const *envp,
                   am2z_cfg_args_t *args, char *err, size_t err_size);

@@ -12,7 +12,10 @@
 
     Decoding verifies everything: an envelope that is not exactly this map,
     has another format, a hash of another length, or a hash that does not
-    match the payload is AM2Z_EINTEGRITY — never returned as data.
+    match the payload is AM2Z_EINTEGRITY — never returned as data. "Exactly"
+    is strict: the six keys each once, no other key (an unknown key is
+    AM2Z_EINTEGRITY, not ignored), str / unsigned int / bin encodings as
+    above, no trailing bytes.
 
     Thread safety: reentrant; no shared state.
 */
@@ -40,7 +43,8 @@ typedef struct {
     size_t payload_size;
 } am2z_envelope_t;
 
-/*  SHA-256 of data[0..size) into out. Returns AM2Z_OK or AM2Z_ECRYPTO. */
+/*  SHA-256 of data[0..size) into out (data may be NULL when size is 0).
+    Returns AM2Z_OK, AM2Z_EINVAL or AM2Z_ECRYPTO. */
 int am2z_sha256(const uint8_t *data, size_t size, uint8_t out[AM2Z_SHA256_LEN]);
 
 /*  Lowercase hex of a digest into out (2 * AM2Z_SHA256_LEN + 1 bytes). */
@@ -48,14 +52,16 @@ void am2z_sha256_hex(const uint8_t digest[AM2Z_SHA256_LEN],
                      char out[2 * AM2Z_SHA256_LEN + 1]);
 
 /*  Seals payload into a new envelope. Caller owns *out (free()). Returns
-    AM2Z_OK, AM2Z_ECRYPTO or AM2Z_ENOMEM. */
+    AM2Z_OK, AM2Z_ECRYPTO, AM2Z_ENOMEM or AM2Z_EINVAL (NULL out pointers,
+    NULL payload with a size, payload over 4 GiB - 1: msgpack's bin limit). */
 int am2z_envelope_encode(uint64_t version, uint64_t created_ms,
                          uint64_t updated_ms, const uint8_t *payload,
                          size_t payload_size, uint8_t **out, size_t *out_size);
 
 /*  Decodes and verifies. On AM2Z_OK *env describes the envelope, its payload
     borrowed from data. Returns AM2Z_EINTEGRITY for any malformed envelope or
-    hash mismatch, AM2Z_ECRYPTO if OpenSSL fails. */
+    hash mismatch, AM2Z_ECRYPTO if OpenSSL fails, AM2Z_EINVAL if env is
+    NULL. On error *env is zeroed. */
 int am2z_envelope_decode(const uint8_t *data, size_t size, am2z_envelope_t *env);
 
 #ifdef __cplusplus

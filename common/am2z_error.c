@@ -43,6 +43,17 @@ am2z_strerror(int code)
     return s_strerror[-code];
 }
 
+void
+am2z_errbuf(char *err, size_t err_size, const char *fmt, ...)
+{
+    if (!err || err_size == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, err_size, fmt, ap);
+    va_end(ap);
+}
+
 static const char *const s_category_names[AM2Z_CAT_COUNT_] = {
     "validation", "execution", "timeout", "resource", "network",
     "configuration", "business", "integrity", "conflict", "not_found",

@@ -53,6 +53,11 @@ enum {
     Unknown codes yield "unknown am2z error". */
 const char *am2z_strerror(int code);
 
+/*  printf into an optional caller buffer for error text: does nothing when
+    err is NULL or err_size is 0; always NUL-terminates otherwise. */
+void am2z_errbuf(char *err, size_t err_size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* ---------------------------------------------------------------------------
    Error taxonomy.
    ------------------------------------------------------------------------ */

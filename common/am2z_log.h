@@ -78,8 +78,10 @@ am2z_log_level_t am2z_log_level(const am2z_log_t *self);
 bool am2z_log_enabled(const am2z_log_t *self, am2z_log_level_t level);
 
 /*  Writes one line. Call through AM2Z_LOG so the level is checked first.
-    kvs may be NULL when kv_count is 0. Entries of type AM2Z_KV_NONE_ are
-    skipped. NULL string values print as null. */
+    kvs may be NULL when kv_count is 0. Entries of type AM2Z_KV_NONE_ or with a
+    NULL key are skipped. NULL string values print as null. In JSON a key
+    equal to a fixed field (ts, level, component, msg) is written as
+    "_<key>" so it cannot replace that field. */
 void am2z_log_emit(am2z_log_t *self, am2z_log_level_t level,
                    const char *component, const char *message,
                    const am2z_kv_t *kvs, size_t kv_count);

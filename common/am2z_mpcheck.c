@@ -13,9 +13,9 @@
 #include <stdbool.h>
 #include <string.h>
 
-/*  Reads a big-endian unsigned of n bytes at p. */
-static uint64_t
-s_be(const uint8_t *p, size_t n)
+
+uint64_t
+am2z_be_read(const uint8_t *p, size_t n)
 {
     uint64_t v = 0;
     for (size_t i = 0; i < n; i++)
@@ -92,7 +92,7 @@ am2z_msgpack_check(const uint8_t *data, size_t size, size_t max_depth)
             if (hdr) {
                 if (remain < hdr)
                     return AM2Z_EPROTO;
-                uint64_t n = s_be(data + pos, hdr);
+                uint64_t n = am2z_be_read(data + pos, hdr);
                 pos += hdr;
                 remain -= hdr;
                 if (container)

@@ -28,6 +28,10 @@ extern "C" {
     the reserved byte 0xc1, too deep, implausible length). */
 int am2z_msgpack_check(const uint8_t *data, size_t size, size_t max_depth);
 
+/*  Reads a big-endian unsigned integer of n (<= 8) bytes at p: msgpack's
+    length and number fields. */
+uint64_t am2z_be_read(const uint8_t *p, size_t n);
+
 #ifdef __cplusplus
 }
 #endif

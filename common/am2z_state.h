@@ -10,13 +10,28 @@
     number indexes an array when the value at that point is an array (reads
     only). Keys containing '.' cannot be addressed by path. Paths are 1..256
     bytes; empty segments ("a..b", ".a") are invalid. The top-level key
-    "metadata" is reserved: changes may not touch it.
+    "metadata" is reserved: changes may not touch it. Only string keys are
+    addressable; other keys are kept as they are. If a map holds a key twice,
+    reads see the first; set replaces the first; delete removes all.
+    A read whose path meets a scalar before its last segment is
+    AM2Z_ENOTFOUND.
 
     Changes are recorded into an am2z_changes_t (set / delete / append) and
     applied in the order they were recorded. Setting a path creates missing
-    intermediate maps; setting through a non-map value is AM2Z_ETYPE.
-    Deleting a missing path is not an error. Append adds one element to the
-    array at a path (creating the array when the path is missing).
+    intermediate maps; setting, deleting or appending through an existing
+    non-map value is AM2Z_ETYPE. Deleting a missing path (or below one) is
+    not an error. Append adds one element to the array at a path (creating
+    the array when the path is missing). Raw values are kept byte for byte.
+
+    Encoding: "metadata" first, then the user keys in order; a key a change
+    creates goes last. Unknown metadata fields are accepted on decode and
+    dropped when the metadata is rewritten (apply, with_metadata).
+
+    Depth: a state nests at most AM2Z_STATE_DEPTH_MAX containers (the top
+    map counts as one), the limit of msgpack-c's unpacker. Deeper bytes are
+    AM2Z_EPROTO on decode; a raw change value deeper than that is
+    AM2Z_EPROTO when recorded; an apply whose result would be deeper is
+    AM2Z_ERESOURCE.
 
     Every decode validates: a state whose bytes are not exactly one msgpack
     map with a well-formed metadata map is AM2Z_EPROTO.
@@ -36,6 +51,7 @@ extern "C" {
 #endif
 
 #define AM2Z_PATH_LEN_MAX 256
+#define AM2Z_STATE_DEPTH_MAX 32
 
 typedef struct am2z_state_t am2z_state_t;
 typedef struct am2z_changes_t am2z_changes_t;
@@ -70,13 +86,16 @@ int am2z_state_from_map(const char *session_id, const uint8_t *user_map,
                         size_t user_map_size, uint64_t now_ms,
                         am2z_state_t **out);
 
-/*  Decodes and validates encoded state bytes (copied). Returns AM2Z_OK,
-    AM2Z_EPROTO (not one map / metadata missing or mistyped) or AM2Z_ENOMEM. */
+/*  Decodes and validates encoded state bytes (copied as they are, so the
+    bytes of am2z_state_data() equal the input). Returns AM2Z_OK, AM2Z_EINVAL
+    (out is NULL), AM2Z_EPROTO (not one map / metadata missing, duplicated,
+    mistyped, version 0, invalid sessionId / too deep) or AM2Z_ENOMEM. */
 int am2z_state_decode(const uint8_t *data, size_t size, am2z_state_t **out);
 
 /*  Same state with metadata replaced: version, sessionId and timestamps set
     as given; user keys unchanged. Used by the broker to rebase a submitted
-    state onto the stored version. Returns AM2Z_OK, AM2Z_EINVAL, AM2Z_ENOMEM. */
+    state onto the stored version. Returns AM2Z_OK, AM2Z_EINVAL (bad session
+    id or version 0), AM2Z_ENOMEM. */
 int am2z_state_with_metadata(const am2z_state_t *self, const char *session_id,
                              uint64_t version, uint64_t created_at_ms,
                              uint64_t last_updated_ms, am2z_state_t **out);

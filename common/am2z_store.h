@@ -30,6 +30,10 @@
     lose commits of that last interval (a process crash loses nothing: the
     data is in the OS page cache).
 
+    Limits: max_state_size and max_sessions of 0 mean "no limit". Session
+    ids must pass am2z_session_id_valid() (else AM2Z_EINVAL); other keys are
+    1 .. 511 bytes (LMDB's key limit; else AM2Z_EINVAL).
+
     Thread safety: NOT thread-safe. A store belongs to the one thread that
     opened it (the broker's store thread); no txn or env crosses threads.
     Never use a store across fork().
@@ -84,13 +88,17 @@ typedef struct {
     uint64_t entries[AM2Z_DB_COUNT_];  /* entries per database */
     uint64_t map_size;          /* configured map size, bytes */
     uint64_t used_bytes;        /* pages in use * page size */
+    uint64_t unsynced_commits;  /* periodic mode: commits not yet fsynced */
+    uint64_t syncs;             /* fsyncs done by flush / flush_due so far */
 } am2z_store_stats_t;
 
 /*  Opens (creating when needed) the environment in cfg->data_dir with
     cfg->map_size, cfg->durability, cfg->flush_interval_ms,
     cfg->max_state_size and cfg->max_sessions. Returns AM2Z_OK,
     AM2Z_EIO (cannot create/open: err names path and reason), AM2Z_ERESOURCE
-    (map size too small for the existing data) or AM2Z_ENOMEM. err may be NULL. */
+    (map size too small for the existing data), AM2Z_EINVAL (NULL cfg/out,
+    empty data_dir, map_size 0) or AM2Z_ENOMEM. err may be NULL. map_size is
+    rounded up to a multiple of the OS page size. */
 int am2z_store_open(const am2z_config_t *cfg, am2z_store_t **out,
                     char *err, size_t err_size);
 
@@ -102,7 +110,13 @@ void am2z_store_destroy(am2z_store_t **self_p);
    Batches (group commit). At most one batch is open at a time.
    ------------------------------------------------------------------------ */
 
-/*  Returns AM2Z_OK, AM2Z_ESTATE (a batch is already open), AM2Z_EIO. */
+/*  Returns AM2Z_OK, AM2Z_ESTATE (a batch is already open), AM2Z_EIO.
+    *out is borrowed from the store: valid until commit or abort (which
+    null the caller's pointer) and never to be freed. Every batch_* call
+    returns AM2Z_ESTATE for a batch that is not open, and once the batch is
+    poisoned the poisoning code (AM2Z_ERESOURCE, or AM2Z_EIO for another
+    LMDB write failure). Argument errors (AM2Z_EINVAL) and per-operation
+    outcomes (AM2Z_ECONFLICT, AM2Z_ENOTFOUND, limits) do not poison. */
 int am2z_store_begin(am2z_store_t *self, am2z_store_batch_t **out);
 
 /*  Commits and frees the batch, nulling *batch_p. Returns AM2Z_OK,
@@ -125,12 +139,13 @@ int am2z_batch_put_state(am2z_store_batch_t *batch, const char *session_id,
                          const uint8_t *state, size_t state_size,
                          uint64_t now_ms);
 
-/*  Returns AM2Z_OK or AM2Z_ENOTFOUND. */
+/*  Returns AM2Z_OK, AM2Z_ENOTFOUND or AM2Z_EINVAL (bad session id). */
 int am2z_batch_delete_state(am2z_store_batch_t *batch, const char *session_id);
 
 /*  Generic sealed records (jobs, results, dlq, runs): unconditional write of
-    an envelope with the given version. Returns AM2Z_OK, AM2Z_EINVAL (raw db
-    or empty key), AM2Z_ERESOURCE. */
+    an envelope with the given version. Overwriting keeps the created time
+    of the old record (when it verifies). Returns AM2Z_OK, AM2Z_EINVAL (raw
+    db or bad key), AM2Z_ERESOURCE. */
 int am2z_batch_put_record(am2z_store_batch_t *batch, am2z_db_t db,
                           const void *key, size_t key_size, uint64_t version,
                           const uint8_t *data, size_t size, uint64_t now_ms);
@@ -181,7 +196,11 @@ int am2z_store_get_raw(am2z_store_t *self, am2z_db_t db, const void *key,
     (start, start_size) (NULL = from the beginning). The key and value are
     borrowed for the call only (values of sealed dbs are the raw envelopes,
     not verified: use get_record for the payload). fn returns 0 to go on,
-    non-zero to stop (that value is returned). Returns AM2Z_OK or an error. */
+    non-zero to stop (that value is returned, so fn should return a positive
+    value to tell its stop apart from an error). Returns AM2Z_OK, AM2Z_EINVAL
+    or AM2Z_EIO. The walk sees the last committed data (not an open batch);
+    fn may call the store's readers and batch functions, but writes it
+    commits are not guaranteed to be seen by this walk. */
 typedef int (am2z_store_each_fn)(const void *key, size_t key_size,
                                  const void *value, size_t value_size, void *arg);
 int am2z_store_each(am2z_store_t *self, am2z_db_t db, const void *start,
@@ -196,10 +215,18 @@ int am2z_store_list_sessions(am2z_store_t *self, am2z_store_session_fn *fn,
 /*  Durability. flush fsyncs now (no-op when nothing is pending).
     flush_due fsyncs only when periodic mode has unsynced commits older than
     flush_interval_ms, and returns the ms until it next needs calling
-    (UINT64_MAX when nothing is pending) through *next_ms (may be NULL). */
+    (UINT64_MAX when nothing is pending) through *next_ms (may be NULL).
+    now_ms is on the am2z_store_now_ms() clock (monotonic), which is what
+    commits are stamped with. Both return AM2Z_OK or AM2Z_EIO (fsync failed;
+    the commits stay pending and the next call retries). */
 int am2z_store_flush(am2z_store_t *self);
 int am2z_store_flush_due(am2z_store_t *self, uint64_t now_ms, uint64_t *next_ms);
 
+/*  Monotonic milliseconds (am2z_clock_mono_us() / 1000): the clock of
+    am2z_store_flush_due. */
+uint64_t am2z_store_now_ms(void);
+
+/*  Fills *stats from one read snapshot. Returns AM2Z_OK, AM2Z_EINVAL, AM2Z_EIO. */
 int am2z_store_stats(am2z_store_t *self, am2z_store_stats_t *stats);
 
 #ifdef __cplusplus

@@ -1,0 +1,190 @@
+/*  am2z_bench.c — am2z-bench: measures a running am2z broker + workers.
+
+    1. sequential round trip: `--rounds` executions of `increment`, one after
+       the other, in one session; prints p50 / p99 / min / max in µs.
+    2. pipelined throughput: `--jobs` submissions spread over `--sessions`
+       sessions (jobs of one session run one at a time, so in-flight work is
+       bounded by the session count), with at most `--window` unanswered
+       jobs; prints jobs/s from the first submit to the last result.
+
+    It is a client only: start am2z-broker and am2z-example-worker first
+    (bench/run-core.sh does). Not part of the test suite.
+*/
+#include "am2z_client.h"
+#include "am2z_config.h"
+
+#include <czmq.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    char broker[256];
+    uint64_t rounds;
+    uint64_t jobs;
+    uint64_t sessions;
+    uint64_t window;
+    uint64_t state_bytes;
+} s_opts_t;
+
+static const am2z_cfg_def_t s_table[] = {
+    { "broker", AM2Z_CFG_STRING, offsetof(s_opts_t, broker), 256, AM2Z_DEFAULT_FRONTEND,
+      0, 0, NULL, "broker frontend" },
+    { "rounds", AM2Z_CFG_UINT, offsetof(s_opts_t, rounds), 0, "2000", 0, 10000000, NULL,
+      "sequential round trips (0 = skip)" },
+    { "jobs", AM2Z_CFG_UINT, offsetof(s_opts_t, jobs), 0, "50000", 0, 100000000, NULL,
+      "pipelined jobs (0 = skip)" },
+    { "sessions", AM2Z_CFG_UINT, offsetof(s_opts_t, sessions), 0, "1000", 1, 10000000, NULL,
+      "sessions the pipelined jobs are spread over" },
+    { "window", AM2Z_CFG_UINT, offsetof(s_opts_t, window), 0, "2000", 1, 10000000, NULL,
+      "most unanswered pipelined jobs" },
+    { "state-bytes", AM2Z_CFG_SIZE, offsetof(s_opts_t, state_bytes), 0, "100", 0,
+      64 << 20, NULL, "approximate encoded size of the job state" },
+    { NULL }
+};
+
+static int
+s_cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/*  A state of about `bytes` encoded bytes: count plus a filler string. */
+static am2z_state_t *
+s_state(const char *session, uint64_t bytes)
+{
+    am2z_state_t *st = NULL, *next = NULL;
+    if (am2z_state_new(session, am2z_clock_wall_ms(), &st) != AM2Z_OK)
+        return NULL;
+    size_t base = am2z_state_size(st) + 16;
+    size_t fill = bytes > base ? bytes - base : 0;
+    char *pad = malloc(fill + 1);
+    memset(pad, 'x', fill);
+    pad[fill] = '\0';
+    am2z_changes_t *ch = am2z_changes_new();
+    am2z_changes_set_int(ch, "count", 0);
+    if (fill)
+        am2z_changes_set_str(ch, "pad", pad);
+    am2z_state_apply(st, ch, am2z_clock_wall_ms(), 0, &next);
+    am2z_changes_destroy(&ch);
+    am2z_state_destroy(&st);
+    free(pad);
+    return next;
+}
+
+static int
+s_round_trips(am2z_client_t *c, const s_opts_t *o)
+{
+    uint64_t *lat = calloc(o->rounds, sizeof *lat);
+    char session[64];
+    snprintf(session, sizeof session, "bench-rt-%d", (int)getpid());
+    am2z_state_t *st = s_state(session, o->state_bytes);
+    /* warm up: connection, session creation, page cache */
+    for (int i = 0; i < 50; i++) {
+        am2z_result_t *r = NULL;
+        if (am2z_client_execute(c, "increment", st, session, NULL, &r) != AM2Z_OK || !r->success) {
+            fprintf(stderr, "am2z-bench: warm-up failed: %s\n", am2z_client_last_error(c));
+            return -1;
+        }
+        am2z_result_destroy(&r);
+    }
+    for (uint64_t i = 0; i < o->rounds; i++) {
+        am2z_result_t *r = NULL;
+        uint64_t t0 = am2z_clock_mono_us();
+        int rc = am2z_client_execute(c, "increment", st, session, NULL, &r);
+        lat[i] = am2z_clock_mono_us() - t0;
+        if (rc != AM2Z_OK || !r->success) {
+            fprintf(stderr, "am2z-bench: round trip %llu failed\n", (unsigned long long)i);
+            return -1;
+        }
+        am2z_result_destroy(&r);
+    }
+    qsort(lat, o->rounds, sizeof *lat, s_cmp_u64);
+    printf("round_trip n=%llu p50_us=%llu p99_us=%llu min_us=%llu max_us=%llu\n",
+           (unsigned long long)o->rounds, (unsigned long long)lat[o->rounds / 2],
+           (unsigned long long)lat[o->rounds * 99 / 100],
+           (unsigned long long)lat[0], (unsigned long long)lat[o->rounds - 1]);
+    am2z_client_stop_session(c, session, false);
+    am2z_state_destroy(&st);
+    free(lat);
+    return 0;
+}
+
+static int
+s_throughput(am2z_client_t *c, const s_opts_t *o)
+{
+    am2z_state_t **states = calloc(o->sessions, sizeof *states);
+    char (*ids)[AM2Z_JOB_ID_MAX + 1] = calloc(o->jobs, sizeof *ids);
+    for (uint64_t s = 0; s < o->sessions; s++) {
+        char session[64];
+        snprintf(session, sizeof session, "bench-tp-%d-%llu", (int)getpid(), (unsigned long long)s);
+        states[s] = s_state(session, o->state_bytes);
+    }
+    uint64_t t0 = am2z_clock_mono_us();
+    uint64_t submitted = 0, done = 0, failed = 0;
+    while (done < o->jobs) {
+        while (submitted < o->jobs && submitted - done < o->window) {
+            const am2z_state_t *st = states[submitted % o->sessions];
+            if (am2z_client_submit(c, "increment", st, am2z_state_session_id(st), NULL,
+                                   ids[submitted]) != AM2Z_OK) {
+                fprintf(stderr, "am2z-bench: submit failed: %s\n", am2z_client_last_error(c));
+                return -1;
+            }
+            submitted++;
+        }
+        am2z_result_t *r = NULL;
+        if (am2z_client_wait(c, ids[done], 30000, &r) != AM2Z_OK) {
+            fprintf(stderr, "am2z-bench: no result for job %llu\n", (unsigned long long)done);
+            return -1;
+        }
+        failed += !r->success;
+        am2z_result_destroy(&r);
+        done++;
+    }
+    uint64_t us = am2z_clock_mono_us() - t0;
+    printf("throughput jobs=%llu sessions=%llu window=%llu seconds=%.3f jobs_per_s=%.0f failed=%llu\n",
+           (unsigned long long)o->jobs, (unsigned long long)o->sessions,
+           (unsigned long long)o->window, us / 1e6, o->jobs / (us / 1e6),
+           (unsigned long long)failed);
+    for (uint64_t s = 0; s < o->sessions; s++) {
+        am2z_client_stop_session(c, am2z_state_session_id(states[s]), false);
+        am2z_state_destroy(&states[s]);
+    }
+    free(states);
+    free(ids);
+    return failed ? -1 : 0;
+}
+
+int
+main(int argc, char **argv)
+{
+    s_opts_t o;
+    char err[AM2Z_CFG_ERR_MAX];
+    char *positional[argc > 0 ? argc : 1];
+    am2z_cfg_args_t args = { .positional = positional };
+    extern char **environ;
+    if (am2z_cfg_load(s_table, &o, argc, argv, environ, &args, err, sizeof err) != AM2Z_OK) {
+        fprintf(stderr, "am2z-bench: %s\n", err);
+        return 2;
+    }
+    if (args.help) {
+        printf("usage: am2z-bench [--broker EP] [--rounds N] [--jobs N] [--sessions N]\n\n");
+        am2z_cfg_print_help(s_table, stdout);
+        return 0;
+    }
+    zsys_handler_set(NULL);
+    am2z_client_t *c = NULL;
+    if (am2z_client_connect(o.broker, &c) != AM2Z_OK) {
+        fprintf(stderr, "am2z-bench: cannot connect to %s\n", o.broker);
+        return 2;
+    }
+    am2z_client_set_timeout(c, 30000);
+    int rc = 0;
+    if (o.rounds && s_round_trips(c, &o) != 0)
+        rc = 1;
+    if (rc == 0 && o.jobs && s_throughput(c, &o) != 0)
+        rc = 1;
+    am2z_client_destroy(&c);
+    return rc;
+}

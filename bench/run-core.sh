@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Starts am2z-broker and one am2z-example-worker on 127.0.0.1 (ephemeral
+# ports, a fresh data dir), runs am2z-bench against them, stops them.
+# Usage: bash bench/run-core.sh [sync|periodic] [am2z-bench flags...]
+# Needs a build in ./build (bash tests/run.sh or cmake --build build).
+set -euo pipefail
+src="$(cd "$(dirname "$0")/.." && pwd)"
+build="${BUILD_DIR:-$src/build}"
+mode="${1:-periodic}"; shift || true
+dir="$(mktemp -d)"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
+trap cleanup EXIT
+"$build/broker/am2z-broker" --data-dir "$dir/data" --durability "$mode" --log-level warn \
+  --frontend 'tcp://127.0.0.1:*' --backend 'tcp://127.0.0.1:*' --events 'tcp://127.0.0.1:*' >"$dir/broker.out" &
+pids+=($!)
+for _ in $(seq 100); do grep -q ready "$dir/broker.out" && break; sleep 0.1; done
+line="$(grep ready "$dir/broker.out")"
+field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$line"; }
+"$build/examples/am2z-example-worker" --broker "$(field backend)" --log-level warn >"$dir/worker.out" &
+pids+=($!)
+for _ in $(seq 100); do grep -q ready "$dir/worker.out" && break; sleep 0.1; done
+echo "durability=$mode cores=$(nproc) kernel=$(uname -r)"
+"$build/bench/am2z-bench" --broker "$(field frontend)" "$@"

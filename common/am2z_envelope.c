@@ -1,0 +1,343 @@
+/*  am2z_envelope.c — see am2z_envelope.h.
+
+    Encoding goes through msgpack-c's packer, writing into one buffer sized
+    up front (payload + a fixed bound on the map's overhead), so a 1 MiB
+    state costs one allocation and no realloc copies.
+
+    Decoding does not use msgpack_unpack: the envelope is a flat map of
+    scalars, and walking it by hand lets the payload slice point straight
+    into the caller's bytes (borrowed, no zone, no copy). am2z_msgpack_check
+    runs first, so every declared length is already known to fit; the
+    walker still bounds-checks each read because it is cheap and keeps this
+    file safe on its own.
+
+    Strictness: the map must hold exactly the six keys, each once, with
+    these encodings — format: str, version/created/updated: unsigned int
+    (positive fixint or uint8..uint64, which is what msgpack-c writes for a
+    uint64_t), sha256: bin of 32 bytes, payload: bin. Unknown keys, repeated
+    keys and other encodings are AM2Z_EINTEGRITY: a stored record that is
+    not what we wrote is corrupt, and tolerating variants would only hide it.
+*/
+#include "am2z_envelope.h"
+
+#include "am2z_error.h"
+#include "am2z_mpcheck.h"
+
+#include <msgpack.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+/*  Bytes the map adds around the payload: map header 1, keys 7+8+7+8+8+8,
+    format 16, version 9, sha256 2+32, created 9, updated 9, payload header 5
+    = 129 at most. Rounded up for headroom. */
+#define S_OVERHEAD_MAX 160
+
+int
+am2z_sha256(const uint8_t *data, size_t size, uint8_t out[AM2Z_SHA256_LEN])
+{
+    static const uint8_t empty[1] = { 0 };
+    unsigned int len = 0;
+    if (!out || (!data && size > 0))
+        return AM2Z_EINVAL;
+    if (!EVP_Digest(data ? data : empty, size, out, &len, EVP_sha256(), NULL)
+        || len != AM2Z_SHA256_LEN)
+        return AM2Z_ECRYPTO;
+    return AM2Z_OK;
+}
+
+void
+am2z_sha256_hex(const uint8_t digest[AM2Z_SHA256_LEN],
+                char out[2 * AM2Z_SHA256_LEN + 1])
+{
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < AM2Z_SHA256_LEN; i++) {
+        out[2 * i] = hex[digest[i] >> 4];
+        out[2 * i + 1] = hex[digest[i] & 0x0f];
+    }
+    out[2 * AM2Z_SHA256_LEN] = '\0';
+}
+
+/* ---------------------------------------------------------------------------
+   Encoding
+   ------------------------------------------------------------------------ */
+
+/*  A fixed-capacity sink for msgpack_packer: refuses to grow, so the size
+    bound above is checked rather than trusted. */
+typedef struct {
+    uint8_t *data;      /* owned until handed to the caller */
+    size_t size;        /* bytes written */
+    size_t capacity;    /* bytes allocated */
+} s_sink_t;
+
+static int
+s_sink_write(void *data, const char *buf, size_t len)
+{
+    s_sink_t *sink = data;
+    if (len > sink->capacity - sink->size)
+        return -1;
+    memcpy(sink->data + sink->size, buf, len);
+    sink->size += len;
+    return 0;
+}
+
+static int
+s_pack_key(msgpack_packer *pk, const char *key)
+{
+    size_t len = strlen(key);
+    if (msgpack_pack_str(pk, len) != 0)
+        return -1;
+    return msgpack_pack_str_body(pk, key, len);
+}
+
+int
+am2z_envelope_encode(uint64_t version, uint64_t created_ms,
+                     uint64_t updated_ms, const uint8_t *payload,
+                     size_t payload_size, uint8_t **out, size_t *out_size)
+{
+    if (out)
+        *out = NULL;
+    if (out_size)
+        *out_size = 0;
+    if (!out || !out_size || (!payload && payload_size > 0)
+        || payload_size > UINT32_MAX)
+        return AM2Z_EINVAL;
+
+    uint8_t digest[AM2Z_SHA256_LEN];
+    int rc = am2z_sha256(payload, payload_size, digest);
+    if (rc != AM2Z_OK)
+        return rc;
+
+    s_sink_t sink = { NULL, 0, payload_size + S_OVERHEAD_MAX };
+    sink.data = malloc(sink.capacity);
+    if (!sink.data)
+        return AM2Z_ENOMEM;
+
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sink, s_sink_write);
+    const size_t flen = strlen(AM2Z_ENVELOPE_FORMAT);
+    if (msgpack_pack_map(&pk, 6) != 0
+        || s_pack_key(&pk, "format") != 0
+        || msgpack_pack_str(&pk, flen) != 0
+        || msgpack_pack_str_body(&pk, AM2Z_ENVELOPE_FORMAT, flen) != 0
+        || s_pack_key(&pk, "version") != 0
+        || msgpack_pack_uint64(&pk, version) != 0
+        || s_pack_key(&pk, "sha256") != 0
+        || msgpack_pack_bin(&pk, AM2Z_SHA256_LEN) != 0
+        || msgpack_pack_bin_body(&pk, digest, AM2Z_SHA256_LEN) != 0
+        || s_pack_key(&pk, "created") != 0
+        || msgpack_pack_uint64(&pk, created_ms) != 0
+        || s_pack_key(&pk, "updated") != 0
+        || msgpack_pack_uint64(&pk, updated_ms) != 0
+        || s_pack_key(&pk, "payload") != 0
+        || msgpack_pack_bin(&pk, payload_size) != 0
+        || (payload_size > 0 && msgpack_pack_bin_body(&pk, payload, payload_size) != 0))
+        goto fail;      /* only the sink can fail: S_OVERHEAD_MAX is wrong */
+
+    *out = sink.data;
+    *out_size = sink.size;
+    return AM2Z_OK;
+
+fail:
+    free(sink.data);
+    return AM2Z_ENOMEM;
+}
+
+/* ---------------------------------------------------------------------------
+   Decoding
+   ------------------------------------------------------------------------ */
+
+typedef struct {
+    const uint8_t *data;
+    size_t size;
+    size_t pos;
+} s_reader_t;
+
+/*  Reads an n-byte big-endian unsigned; false when the bytes run out. */
+static bool
+s_read_be(s_reader_t *r, size_t n, uint64_t *v)
+{
+    if (n > r->size - r->pos)
+        return false;
+    uint64_t x = 0;
+    for (size_t i = 0; i < n; i++)
+        x = (x << 8) | r->data[r->pos + i];
+    r->pos += n;
+    *v = x;
+    return true;
+}
+
+static bool
+s_read_byte(s_reader_t *r, uint8_t *b)
+{
+    if (r->pos >= r->size)
+        return false;
+    *b = r->data[r->pos++];
+    return true;
+}
+
+/*  Takes len bytes as a borrowed slice. */
+static bool
+s_read_slice(s_reader_t *r, uint64_t len, const uint8_t **ptr)
+{
+    if (len > r->size - r->pos)
+        return false;
+    *ptr = r->data + r->pos;
+    r->pos += (size_t)len;
+    return true;
+}
+
+static bool
+s_read_str(s_reader_t *r, const uint8_t **ptr, size_t *len)
+{
+    uint8_t b;
+    uint64_t n;
+    if (!s_read_byte(r, &b))
+        return false;
+    if ((b & 0xe0) == 0xa0)
+        n = b & 0x1f;
+    else if (b == 0xd9 || b == 0xda || b == 0xdb) {
+        if (!s_read_be(r, (size_t)1 << (b - 0xd9), &n))
+            return false;
+    } else
+        return false;
+    *len = (size_t)n;
+    return s_read_slice(r, n, ptr);
+}
+
+static bool
+s_read_bin(s_reader_t *r, const uint8_t **ptr, size_t *len)
+{
+    uint8_t b;
+    uint64_t n;
+    if (!s_read_byte(r, &b) || b < 0xc4 || b > 0xc6)
+        return false;
+    if (!s_read_be(r, (size_t)1 << (b - 0xc4), &n))
+        return false;
+    *len = (size_t)n;
+    return s_read_slice(r, n, ptr);
+}
+
+static bool
+s_read_uint(s_reader_t *r, uint64_t *v)
+{
+    uint8_t b;
+    if (!s_read_byte(r, &b))
+        return false;
+    if (b <= 0x7f) {
+        *v = b;
+        return true;
+    }
+    if (b < 0xcc || b > 0xcf)
+        return false;
+    return s_read_be(r, (size_t)1 << (b - 0xcc), v);
+}
+
+static bool
+s_read_map_header(s_reader_t *r, uint64_t *count)
+{
+    uint8_t b;
+    if (!s_read_byte(r, &b))
+        return false;
+    if ((b & 0xf0) == 0x80) {
+        *count = b & 0x0f;
+        return true;
+    }
+    if (b == 0xde)
+        return s_read_be(r, 2, count);
+    if (b == 0xdf)
+        return s_read_be(r, 4, count);
+    return false;
+}
+
+static bool
+s_key_is(const uint8_t *key, size_t len, const char *name)
+{
+    return len == strlen(name) && memcmp(key, name, len) == 0;
+}
+
+enum {
+    S_F_FORMAT = 1 << 0,
+    S_F_VERSION = 1 << 1,
+    S_F_SHA = 1 << 2,
+    S_F_CREATED = 1 << 3,
+    S_F_UPDATED = 1 << 4,
+    S_F_PAYLOAD = 1 << 5,
+    S_F_ALL = (1 << 6) - 1
+};
+
+int
+am2z_envelope_decode(const uint8_t *data, size_t size, am2z_envelope_t *env)
+{
+    if (!env)
+        return AM2Z_EINVAL;
+    memset(env, 0, sizeof *env);
+    /*  Depth 1: a map of scalars. This also rejects trailing bytes. */
+    if (am2z_msgpack_check(data, size, 1) != AM2Z_OK)
+        return AM2Z_EINTEGRITY;
+
+    s_reader_t r = { data, size, 0 };
+    uint64_t count;
+    if (!s_read_map_header(&r, &count) || count != 6)
+        return AM2Z_EINTEGRITY;
+
+    unsigned seen = 0;
+    const uint8_t *format = NULL, *sha = NULL, *payload = NULL;
+    size_t format_len = 0, sha_len = 0, payload_len = 0;
+    am2z_envelope_t e = { 0 };
+    for (uint64_t i = 0; i < count; i++) {
+        const uint8_t *key;
+        size_t klen;
+        unsigned field;
+        bool ok;
+        if (!s_read_str(&r, &key, &klen))
+            return AM2Z_EINTEGRITY;
+        if (s_key_is(key, klen, "format")) {
+            field = S_F_FORMAT;
+            ok = s_read_str(&r, &format, &format_len);
+        } else if (s_key_is(key, klen, "version")) {
+            field = S_F_VERSION;
+            ok = s_read_uint(&r, &e.version);
+        } else if (s_key_is(key, klen, "sha256")) {
+            field = S_F_SHA;
+            ok = s_read_bin(&r, &sha, &sha_len);
+        } else if (s_key_is(key, klen, "created")) {
+            field = S_F_CREATED;
+            ok = s_read_uint(&r, &e.created_ms);
+        } else if (s_key_is(key, klen, "updated")) {
+            field = S_F_UPDATED;
+            ok = s_read_uint(&r, &e.updated_ms);
+        } else if (s_key_is(key, klen, "payload")) {
+            field = S_F_PAYLOAD;
+            ok = s_read_bin(&r, &payload, &payload_len);
+        } else
+            return AM2Z_EINTEGRITY;       /* unknown key */
+        if (!ok || (seen & field))
+            return AM2Z_EINTEGRITY;       /* wrong type or repeated key */
+        seen |= field;
+    }
+    /*  Six keys, each known and none repeated, so all six are present. */
+    if (seen != S_F_ALL)
+        return AM2Z_EINTEGRITY;
+    if (r.pos != size)
+        return AM2Z_EINTEGRITY;
+    if (!s_key_is(format, format_len, AM2Z_ENVELOPE_FORMAT))
+        return AM2Z_EINTEGRITY;
+    if (sha_len != AM2Z_SHA256_LEN)
+        return AM2Z_EINTEGRITY;
+
+    uint8_t digest[AM2Z_SHA256_LEN];
+    int rc = am2z_sha256(payload, payload_len, digest);
+    if (rc != AM2Z_OK)
+        return rc;
+    if (CRYPTO_memcmp(digest, sha, AM2Z_SHA256_LEN) != 0)
+        return AM2Z_EINTEGRITY;
+
+    memcpy(e.sha256, sha, AM2Z_SHA256_LEN);
+    e.payload = payload;
+    e.payload_size = payload_len;
+    *env = e;
+    return AM2Z_OK;
+}

@@ -1,0 +1,894 @@
+/*  am2z_store.c — see am2z_store.h.
+
+    LMDB choices and why:
+
+    - MDB_NOTLS: reader slots are tied to the txn, not the thread, so the
+      store thread can hold a cached read txn (reset between reads) and a
+      write txn at the same time, and am2z_store_each's callback may read
+      again while the outer cursor is live.
+    - Periodic durability opens the env with MDB_NOSYNC: commits reach the
+      OS page cache only, and am2z_store_flush_due() calls mdb_env_sync(1).
+      Without MDB_WRITEMAP a crash of the process itself loses nothing.
+    - One batch = one write txn, embedded in the store (no allocation per
+      loop turn; at most one batch is open, as LMDB allows one writer).
+    - A write that fails with MDB_MAP_FULL / MDB_TXN_FULL / ENOSPC leaves
+      the LMDB txn unusable (MDB_TXN_ERROR), so the batch aborts it at once
+      and remembers the error: every later operation and the commit return
+      it, and nothing of the batch reaches the disk.
+    - Reads outside a batch renew one cached read-only txn and reset it
+      when done, so a snapshot never outlives the call (it would pin pages
+      and make the file grow).
+*/
+#include "am2z_store.h"
+
+#include "am2z_clock.h"
+#include "am2z_envelope.h"
+#include "am2z_error.h"
+
+#include <errno.h>
+#include <lmdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static const char *const s_db_names[AM2Z_DB_COUNT_] = {
+    [AM2Z_DB_SESSIONS] = "sessions",
+    [AM2Z_DB_JOBS] = "jobs",
+    [AM2Z_DB_RESULTS] = "results",
+    [AM2Z_DB_DLQ] = "dlq",
+    [AM2Z_DB_RUNS] = "runs",
+    [AM2Z_DB_READY] = "ready",
+    [AM2Z_DB_DELAYED] = "delayed",
+    [AM2Z_DB_META] = "meta",
+};
+
+/*  Invariants: txn is NULL exactly when the batch is closed or poisoned;
+    poison != 0 only while the batch is open (it is the code every later
+    call returns). */
+struct am2z_store_batch_t {
+    am2z_store_t *store;     /* owner; the batch is embedded in it */
+    MDB_txn *txn;            /* the write txn, or NULL */
+    bool open;               /* between begin and commit/abort */
+    int poison;              /* AM2Z_ERESOURCE / AM2Z_EIO once a write failed */
+};
+
+/*  Invariants: rtxn, when not NULL, is a read-only txn that is reset
+    (holding no snapshot) unless rtxn_busy. unsynced_commits > 0 only in
+    periodic mode. */
+struct am2z_store_t {
+    MDB_env *env;                       /* owned */
+    MDB_dbi dbi[AM2Z_DB_COUNT_];        /* handles of the named databases */
+    char path[AM2Z_PATH_MAX];           /* data_dir, for messages */
+    uint64_t map_size;                  /* bytes actually configured */
+    int durability;                     /* am2z_durability_t */
+    uint64_t flush_interval_ms;         /* periodic: longest fsync delay */
+    uint64_t max_state_size;            /* 0 = unlimited */
+    uint64_t max_sessions;              /* 0 = unlimited */
+    size_t max_key;                     /* mdb_env_get_maxkeysize */
+    MDB_txn *rtxn;                      /* cached read txn, or NULL */
+    bool rtxn_busy;                     /* rtxn currently holds a snapshot */
+    am2z_store_batch_t batch;           /* the one batch */
+    uint64_t unsynced_commits;          /* commits not yet fsynced */
+    uint64_t unsynced_since_ms;         /* mono ms of the oldest of them */
+    uint64_t syncs;                     /* fsyncs done by flush / flush_due */
+};
+
+bool
+am2z_db_sealed(am2z_db_t db)
+{
+    return db >= AM2Z_DB_SESSIONS && db <= AM2Z_DB_RUNS;
+}
+
+const char *
+am2z_db_name(am2z_db_t db)
+{
+    if ((int)db < 0 || db >= AM2Z_DB_COUNT_)
+        return "unknown";
+    return s_db_names[db];
+}
+
+void
+am2z_record_clear(am2z_record_t *rec)
+{
+    if (!rec)
+        return;
+    free(rec->data);
+    memset(rec, 0, sizeof *rec);
+}
+
+uint64_t
+am2z_store_now_ms(void)
+{
+    return am2z_clock_mono_us() / 1000u;
+}
+
+
+/*  Maps an LMDB or errno code from a write to our band. */
+static int
+s_write_error(int rc)
+{
+    switch (rc) {
+    case MDB_MAP_FULL:
+    case MDB_TXN_FULL:
+    case MDB_PAGE_FULL:
+    case ENOSPC:
+    case EDQUOT:
+        return AM2Z_ERESOURCE;
+    case ENOMEM:
+        return AM2Z_ENOMEM;
+    default:
+        return AM2Z_EIO;
+    }
+}
+
+/*  mkdir -p: creates path and any missing parents. */
+static int
+s_mkdir_p(const char *path)
+{
+    char buf[AM2Z_PATH_MAX];
+    size_t len = strlen(path);
+    if (len == 0 || len >= sizeof buf) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(buf, path, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (buf[i] != '/' && buf[i] != '\0')
+            continue;
+        char saved = buf[i];
+        buf[i] = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return -1;
+        buf[i] = saved;
+    }
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return -1;
+    if (!S_ISDIR(st.st_mode)) {
+        errno = ENOTDIR;
+        return -1;
+    }
+    return 0;
+}
+
+int
+am2z_store_open(const am2z_config_t *cfg, am2z_store_t **out,
+                char *err, size_t err_size)
+{
+    if (out)
+        *out = NULL;
+    if (!cfg || !out || cfg->data_dir[0] == '\0' || cfg->map_size == 0
+        || memchr(cfg->data_dir, '\0', sizeof cfg->data_dir) == NULL) {
+        am2z_errbuf(err, err_size, "store: data_dir and map_size are required");
+        return AM2Z_EINVAL;
+    }
+    if (s_mkdir_p(cfg->data_dir) != 0) {
+        am2z_errbuf(err, err_size, "store: cannot create %s: %s", cfg->data_dir,
+              strerror(errno));
+        return AM2Z_EIO;
+    }
+
+    int rc = AM2Z_EIO;
+    MDB_txn *txn = NULL;
+    am2z_store_t *self = calloc(1, sizeof *self);
+    if (!self) {
+        am2z_errbuf(err, err_size, "store: out of memory");
+        return AM2Z_ENOMEM;
+    }
+    snprintf(self->path, sizeof self->path, "%s", cfg->data_dir);
+    self->durability = cfg->durability;
+    self->flush_interval_ms = cfg->flush_interval_ms;
+    self->max_state_size = cfg->max_state_size;
+    self->max_sessions = cfg->max_sessions;
+    self->batch.store = self;
+
+    /*  LMDB wants the map a multiple of the OS page size. */
+    long page = sysconf(_SC_PAGESIZE);
+    uint64_t psz = page > 0 ? (uint64_t)page : 4096u;
+    self->map_size = (cfg->map_size + psz - 1) / psz * psz;
+
+    unsigned flags = MDB_NOTLS;
+    if (cfg->durability == AM2Z_DURABILITY_PERIODIC)
+        flags |= MDB_NOSYNC;
+
+    int mrc = mdb_env_create(&self->env);
+    if (mrc != 0) {
+        self->env = NULL;
+        am2z_errbuf(err, err_size, "store: mdb_env_create: %s", mdb_strerror(mrc));
+        rc = mrc == ENOMEM ? AM2Z_ENOMEM : AM2Z_EIO;
+        goto fail;
+    }
+    if ((mrc = mdb_env_set_maxdbs(self->env, AM2Z_DB_COUNT_ + 2)) != 0
+        || (mrc = mdb_env_set_mapsize(self->env, (size_t)self->map_size)) != 0) {
+        am2z_errbuf(err, err_size, "store: %s: cannot configure environment: %s",
+              self->path, mdb_strerror(mrc));
+        goto fail;
+    }
+    if ((mrc = mdb_env_open(self->env, self->path, flags, 0644)) != 0) {
+        am2z_errbuf(err, err_size, "store: %s: cannot open LMDB environment: %s",
+              self->path, mdb_strerror(mrc));
+        rc = mrc == ENOMEM ? AM2Z_ENOMEM : AM2Z_EIO;
+        goto fail;
+    }
+
+    /*  LMDB silently grows the map to fit the data already in the file; a
+        configured size below that is a limit the operator should hear of. */
+    MDB_envinfo info;
+    MDB_stat est;
+    mdb_env_info(self->env, &info);
+    mdb_env_stat(self->env, &est);
+    uint64_t used = ((uint64_t)info.me_last_pgno + 1) * est.ms_psize;
+    if (used > self->map_size) {
+        am2z_errbuf(err, err_size,
+              "store: %s: existing data needs %llu bytes but map-size is %llu",
+              self->path, (unsigned long long)used,
+              (unsigned long long)self->map_size);
+        rc = AM2Z_ERESOURCE;
+        goto fail;
+    }
+    self->max_key = (size_t)mdb_env_get_maxkeysize(self->env);
+
+    if ((mrc = mdb_txn_begin(self->env, NULL, 0, &txn)) != 0) {
+        am2z_errbuf(err, err_size, "store: %s: mdb_txn_begin: %s", self->path,
+              mdb_strerror(mrc));
+        rc = s_write_error(mrc) == AM2Z_ERESOURCE ? AM2Z_ERESOURCE : AM2Z_EIO;
+        goto fail;
+    }
+    for (int i = 0; i < AM2Z_DB_COUNT_; i++) {
+        if ((mrc = mdb_dbi_open(txn, s_db_names[i], MDB_CREATE, &self->dbi[i])) != 0) {
+            am2z_errbuf(err, err_size, "store: %s: cannot open database %s: %s",
+                  self->path, s_db_names[i], mdb_strerror(mrc));
+            rc = s_write_error(mrc) == AM2Z_ERESOURCE ? AM2Z_ERESOURCE : AM2Z_EIO;
+            goto fail;
+        }
+    }
+    mrc = mdb_txn_commit(txn);
+    txn = NULL;
+    if (mrc != 0) {
+        am2z_errbuf(err, err_size, "store: %s: cannot create databases: %s",
+              self->path, mdb_strerror(mrc));
+        rc = s_write_error(mrc) == AM2Z_ERESOURCE ? AM2Z_ERESOURCE : AM2Z_EIO;
+        goto fail;
+    }
+    *out = self;
+    return AM2Z_OK;
+
+fail:
+    if (txn)
+        mdb_txn_abort(txn);
+    if (self->env)
+        mdb_env_close(self->env);
+    free(self);
+    return rc;
+}
+
+void
+am2z_store_destroy(am2z_store_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    am2z_store_t *self = *self_p;
+    am2z_store_batch_t *batch = self->batch.open ? &self->batch : NULL;
+    am2z_store_abort(&batch);
+    if (self->rtxn)
+        mdb_txn_abort(self->rtxn);
+    if (self->unsynced_commits > 0)
+        mdb_env_sync(self->env, 1);
+    mdb_env_close(self->env);
+    free(self);
+    *self_p = NULL;
+}
+
+/* ---------------------------------------------------------------------------
+   Keys and read txns
+   ------------------------------------------------------------------------ */
+
+static bool
+s_key_ok(const am2z_store_t *self, const void *key, size_t key_size)
+{
+    return key && key_size > 0 && key_size <= self->max_key;
+}
+
+static bool
+s_session_ok(const char *session_id)
+{
+    return session_id && am2z_session_id_valid(session_id, strlen(session_id));
+}
+
+static bool
+s_db_ok(am2z_db_t db)
+{
+    return (int)db >= 0 && db < AM2Z_DB_COUNT_;
+}
+
+/*  Starts a read txn: the cached one when idle, a fresh one when it is
+    busy (a read from inside an am2z_store_each callback). */
+static int
+s_read_begin(am2z_store_t *self, MDB_txn **txn)
+{
+    int rc;
+    if (self->rtxn && !self->rtxn_busy) {
+        rc = mdb_txn_renew(self->rtxn);
+        if (rc != 0) {
+            mdb_txn_abort(self->rtxn);
+            self->rtxn = NULL;
+            return AM2Z_EIO;
+        }
+        self->rtxn_busy = true;
+        *txn = self->rtxn;
+        return AM2Z_OK;
+    }
+    rc = mdb_txn_begin(self->env, NULL, MDB_RDONLY, txn);
+    if (rc != 0)
+        return rc == ENOMEM ? AM2Z_ENOMEM : AM2Z_EIO;
+    if (!self->rtxn) {
+        self->rtxn = *txn;
+        self->rtxn_busy = true;
+    }
+    return AM2Z_OK;
+}
+
+static void
+s_read_end(am2z_store_t *self, MDB_txn *txn)
+{
+    if (txn == self->rtxn) {
+        mdb_txn_reset(txn);
+        self->rtxn_busy = false;
+    } else {
+        mdb_txn_abort(txn);
+    }
+}
+
+/*  Verifies the envelope in val and copies it out into rec. */
+static int
+s_unseal(const MDB_val *val, am2z_record_t *rec)
+{
+    am2z_envelope_t env;
+    int rc = am2z_envelope_decode(val->mv_data, val->mv_size, &env);
+    if (rc != AM2Z_OK)
+        return rc;
+    /*  malloc(0) may return NULL; an empty payload still gets a buffer so
+        data == NULL never means success. */
+    uint8_t *copy = malloc(env.payload_size ? env.payload_size : 1);
+    if (!copy)
+        return AM2Z_ENOMEM;
+    if (env.payload_size)
+        memcpy(copy, env.payload, env.payload_size);
+    rec->version = env.version;
+    rec->created_ms = env.created_ms;
+    rec->updated_ms = env.updated_ms;
+    rec->data = copy;
+    rec->size = env.payload_size;
+    return AM2Z_OK;
+}
+
+static int
+s_get_sealed(am2z_store_t *self, MDB_txn *txn, am2z_db_t db,
+             const void *key, size_t key_size, am2z_record_t *rec)
+{
+    MDB_val k = { key_size, (void *)key }, v;
+    int mrc = mdb_get(txn, self->dbi[db], &k, &v);
+    if (mrc == MDB_NOTFOUND)
+        return AM2Z_ENOTFOUND;
+    if (mrc != 0)
+        return AM2Z_EIO;
+    return s_unseal(&v, rec);
+}
+
+/* ---------------------------------------------------------------------------
+   Batches
+   ------------------------------------------------------------------------ */
+
+int
+am2z_store_begin(am2z_store_t *self, am2z_store_batch_t **out)
+{
+    if (!self || !out)
+        return AM2Z_EINVAL;
+    *out = NULL;
+    if (self->batch.open)
+        return AM2Z_ESTATE;
+    int mrc = mdb_txn_begin(self->env, NULL, 0, &self->batch.txn);
+    if (mrc != 0) {
+        self->batch.txn = NULL;
+        return s_write_error(mrc) == AM2Z_ENOMEM ? AM2Z_ENOMEM : AM2Z_EIO;
+    }
+    self->batch.open = true;
+    self->batch.poison = 0;
+    *out = &self->batch;
+    return AM2Z_OK;
+}
+
+/*  Records a failed LMDB write: the txn is dead, so abort it now and make
+    every later call of this batch return the same code. */
+static int
+s_poison(am2z_store_batch_t *batch, int mrc)
+{
+    batch->poison = s_write_error(mrc);
+    if (batch->txn) {
+        mdb_txn_abort(batch->txn);
+        batch->txn = NULL;
+    }
+    return batch->poison;
+}
+
+/*  Common entry check of batch operations. */
+static int
+s_batch_usable(const am2z_store_batch_t *batch)
+{
+    if (!batch || !batch->open)
+        return AM2Z_ESTATE;
+    if (batch->poison)
+        return batch->poison;
+    return AM2Z_OK;
+}
+
+static void
+s_batch_close(am2z_store_batch_t *batch)
+{
+    batch->txn = NULL;
+    batch->open = false;
+    batch->poison = 0;
+}
+
+static void
+s_note_commit(am2z_store_t *self)
+{
+    if (self->durability != AM2Z_DURABILITY_PERIODIC)
+        return;
+    if (self->unsynced_commits++ == 0)
+        self->unsynced_since_ms = am2z_store_now_ms();
+}
+
+int
+am2z_store_commit(am2z_store_batch_t **batch_p)
+{
+    if (!batch_p || !*batch_p)
+        return AM2Z_EINVAL;
+    am2z_store_batch_t *batch = *batch_p;
+    *batch_p = NULL;
+    if (!batch->open)
+        return AM2Z_ESTATE;
+    int rc = batch->poison;
+    if (rc == AM2Z_OK) {
+        int mrc = mdb_txn_commit(batch->txn);   /* frees the txn either way */
+        if (mrc != 0)
+            rc = s_write_error(mrc) == AM2Z_ERESOURCE ? AM2Z_ERESOURCE : AM2Z_EIO;
+        else
+            s_note_commit(batch->store);
+    }
+    s_batch_close(batch);
+    return rc;
+}
+
+void
+am2z_store_abort(am2z_store_batch_t **batch_p)
+{
+    if (!batch_p || !*batch_p)
+        return;
+    am2z_store_batch_t *batch = *batch_p;
+    *batch_p = NULL;
+    if (!batch->open)
+        return;
+    if (batch->txn)
+        mdb_txn_abort(batch->txn);
+    s_batch_close(batch);
+}
+
+/*  Seals and writes one envelope under key. */
+static int
+s_put_sealed(am2z_store_batch_t *batch, am2z_db_t db, const void *key,
+             size_t key_size, uint64_t version, uint64_t created_ms,
+             uint64_t updated_ms, const uint8_t *data, size_t size)
+{
+    uint8_t *sealed = NULL;
+    size_t sealed_size = 0;
+    int rc = am2z_envelope_encode(version, created_ms, updated_ms, data, size,
+                                  &sealed, &sealed_size);
+    if (rc != AM2Z_OK)
+        return rc;
+    MDB_val k = { key_size, (void *)key };
+    MDB_val v = { sealed_size, sealed };
+    int mrc = mdb_put(batch->txn, batch->store->dbi[db], &k, &v, 0);
+    free(sealed);
+    return mrc == 0 ? AM2Z_OK : s_poison(batch, mrc);
+}
+
+int
+am2z_batch_put_state(am2z_store_batch_t *batch, const char *session_id,
+                     uint64_t expected_version, uint64_t new_version,
+                     const uint8_t *state, size_t state_size, uint64_t now_ms)
+{
+    int rc = s_batch_usable(batch);
+    if (rc != AM2Z_OK)
+        return rc;
+    am2z_store_t *self = batch->store;
+    if (!s_session_ok(session_id) || new_version <= expected_version
+        || (!state && state_size > 0))
+        return AM2Z_EINVAL;
+    if (self->max_state_size && state_size > self->max_state_size)
+        return AM2Z_ERESOURCE;
+
+    MDB_dbi dbi = self->dbi[AM2Z_DB_SESSIONS];
+    size_t klen = strlen(session_id);
+    MDB_val k = { klen, (void *)session_id }, v;
+    uint64_t created_ms = now_ms;
+    int mrc = mdb_get(batch->txn, dbi, &k, &v);
+    if (mrc == MDB_NOTFOUND) {
+        if (expected_version != 0)
+            return AM2Z_ECONFLICT;
+        if (self->max_sessions) {
+            MDB_stat st;
+            if ((mrc = mdb_stat(batch->txn, dbi, &st)) != 0)
+                return AM2Z_EIO;
+            if (st.ms_entries >= self->max_sessions)
+                return AM2Z_ERESOURCE;
+        }
+    } else if (mrc == 0) {
+        am2z_envelope_t env;
+        rc = am2z_envelope_decode(v.mv_data, v.mv_size, &env);
+        if (rc != AM2Z_OK)
+            return rc;
+        if (expected_version == 0 || env.version != expected_version)
+            return AM2Z_ECONFLICT;
+        created_ms = env.created_ms;
+    } else {
+        return AM2Z_EIO;
+    }
+    return s_put_sealed(batch, AM2Z_DB_SESSIONS, session_id, klen, new_version,
+                        created_ms, now_ms, state, state_size);
+}
+
+/*  Deletes key from db. */
+static int
+s_del(am2z_store_batch_t *batch, am2z_db_t db, const void *key, size_t key_size)
+{
+    MDB_val k = { key_size, (void *)key };
+    int mrc = mdb_del(batch->txn, batch->store->dbi[db], &k, NULL);
+    if (mrc == MDB_NOTFOUND)
+        return AM2Z_ENOTFOUND;
+    return mrc == 0 ? AM2Z_OK : s_poison(batch, mrc);
+}
+
+int
+am2z_batch_delete_state(am2z_store_batch_t *batch, const char *session_id)
+{
+    int rc = s_batch_usable(batch);
+    if (rc != AM2Z_OK)
+        return rc;
+    if (!s_session_ok(session_id))
+        return AM2Z_EINVAL;
+    return s_del(batch, AM2Z_DB_SESSIONS, session_id, strlen(session_id));
+}
+
+int
+am2z_batch_put_record(am2z_store_batch_t *batch, am2z_db_t db,
+                      const void *key, size_t key_size, uint64_t version,
+                      const uint8_t *data, size_t size, uint64_t now_ms)
+{
+    int rc = s_batch_usable(batch);
+    if (rc != AM2Z_OK)
+        return rc;
+    am2z_store_t *self = batch->store;
+    if (!s_db_ok(db) || !am2z_db_sealed(db) || !s_key_ok(self, key, key_size)
+        || (!data && size > 0))
+        return AM2Z_EINVAL;
+
+    /*  Keep the first write's creation time across overwrites; a corrupt
+        old value is simply replaced (this write is unconditional). */
+    uint64_t created_ms = now_ms;
+    MDB_val k = { key_size, (void *)key }, v;
+    if (mdb_get(batch->txn, self->dbi[db], &k, &v) == 0) {
+        am2z_envelope_t env;
+        if (am2z_envelope_decode(v.mv_data, v.mv_size, &env) == AM2Z_OK)
+            created_ms = env.created_ms;
+    }
+    return s_put_sealed(batch, db, key, key_size, version, created_ms, now_ms,
+                        data, size);
+}
+
+int
+am2z_batch_put_raw(am2z_store_batch_t *batch, am2z_db_t db,
+                   const void *key, size_t key_size,
+                   const void *value, size_t value_size)
+{
+    int rc = s_batch_usable(batch);
+    if (rc != AM2Z_OK)
+        return rc;
+    if (!s_db_ok(db) || am2z_db_sealed(db) || !s_key_ok(batch->store, key, key_size)
+        || (!value && value_size > 0))
+        return AM2Z_EINVAL;
+    MDB_val k = { key_size, (void *)key };
+    MDB_val v = { value_size, (void *)value };
+    int mrc = mdb_put(batch->txn, batch->store->dbi[db], &k, &v, 0);
+    return mrc == 0 ? AM2Z_OK : s_poison(batch, mrc);
+}
+
+int
+am2z_batch_del(am2z_store_batch_t *batch, am2z_db_t db,
+               const void *key, size_t key_size)
+{
+    int rc = s_batch_usable(batch);
+    if (rc != AM2Z_OK)
+        return rc;
+    if (!s_db_ok(db) || !s_key_ok(batch->store, key, key_size))
+        return AM2Z_EINVAL;
+    return s_del(batch, db, key, key_size);
+}
+
+int
+am2z_batch_get_state(am2z_store_batch_t *batch, const char *session_id,
+                     am2z_record_t *rec)
+{
+    if (rec)
+        memset(rec, 0, sizeof *rec);
+    int rc = s_batch_usable(batch);
+    if (rc != AM2Z_OK)
+        return rc;
+    if (!rec || !s_session_ok(session_id))
+        return AM2Z_EINVAL;
+    return s_get_sealed(batch->store, batch->txn, AM2Z_DB_SESSIONS, session_id,
+                        strlen(session_id), rec);
+}
+
+int
+am2z_batch_get_record(am2z_store_batch_t *batch, am2z_db_t db,
+                      const void *key, size_t key_size, am2z_record_t *rec)
+{
+    if (rec)
+        memset(rec, 0, sizeof *rec);
+    int rc = s_batch_usable(batch);
+    if (rc != AM2Z_OK)
+        return rc;
+    if (!rec || !s_db_ok(db) || !am2z_db_sealed(db)
+        || !s_key_ok(batch->store, key, key_size))
+        return AM2Z_EINVAL;
+    return s_get_sealed(batch->store, batch->txn, db, key, key_size, rec);
+}
+
+/* ---------------------------------------------------------------------------
+   Single operations and reads
+   ------------------------------------------------------------------------ */
+
+int
+am2z_store_put_state(am2z_store_t *self, const char *session_id,
+                     uint64_t expected_version, uint64_t new_version,
+                     const uint8_t *state, size_t state_size, uint64_t now_ms)
+{
+    am2z_store_batch_t *batch;
+    int rc = am2z_store_begin(self, &batch);
+    if (rc != AM2Z_OK)
+        return rc;
+    rc = am2z_batch_put_state(batch, session_id, expected_version, new_version,
+                              state, state_size, now_ms);
+    if (rc != AM2Z_OK) {
+        am2z_store_abort(&batch);
+        return rc;
+    }
+    return am2z_store_commit(&batch);
+}
+
+int
+am2z_store_delete_state(am2z_store_t *self, const char *session_id)
+{
+    am2z_store_batch_t *batch;
+    int rc = am2z_store_begin(self, &batch);
+    if (rc != AM2Z_OK)
+        return rc;
+    rc = am2z_batch_delete_state(batch, session_id);
+    if (rc != AM2Z_OK) {
+        am2z_store_abort(&batch);
+        return rc;
+    }
+    return am2z_store_commit(&batch);
+}
+
+int
+am2z_store_get_record(am2z_store_t *self, am2z_db_t db,
+                      const void *key, size_t key_size, am2z_record_t *rec)
+{
+    if (rec)
+        memset(rec, 0, sizeof *rec);
+    if (!self || !rec || !s_db_ok(db) || !am2z_db_sealed(db)
+        || !s_key_ok(self, key, key_size))
+        return AM2Z_EINVAL;
+    MDB_txn *txn;
+    int rc = s_read_begin(self, &txn);
+    if (rc != AM2Z_OK)
+        return rc;
+    rc = s_get_sealed(self, txn, db, key, key_size, rec);
+    s_read_end(self, txn);
+    return rc;
+}
+
+int
+am2z_store_get_state(am2z_store_t *self, const char *session_id,
+                     am2z_record_t *rec)
+{
+    if (rec)
+        memset(rec, 0, sizeof *rec);
+    if (!s_session_ok(session_id))
+        return AM2Z_EINVAL;
+    return am2z_store_get_record(self, AM2Z_DB_SESSIONS, session_id,
+                                 strlen(session_id), rec);
+}
+
+int
+am2z_store_get_raw(am2z_store_t *self, am2z_db_t db, const void *key,
+                   size_t key_size, void **value, size_t *value_size)
+{
+    if (value)
+        *value = NULL;
+    if (value_size)
+        *value_size = 0;
+    if (!self || !value || !value_size || !s_db_ok(db) || am2z_db_sealed(db)
+        || !s_key_ok(self, key, key_size))
+        return AM2Z_EINVAL;
+    MDB_txn *txn;
+    int rc = s_read_begin(self, &txn);
+    if (rc != AM2Z_OK)
+        return rc;
+    MDB_val k = { key_size, (void *)key }, v;
+    int mrc = mdb_get(txn, self->dbi[db], &k, &v);
+    if (mrc == MDB_NOTFOUND) {
+        rc = AM2Z_ENOTFOUND;
+    } else if (mrc != 0) {
+        rc = AM2Z_EIO;
+    } else {
+        void *copy = malloc(v.mv_size ? v.mv_size : 1);
+        if (!copy) {
+            rc = AM2Z_ENOMEM;
+        } else {
+            if (v.mv_size)
+                memcpy(copy, v.mv_data, v.mv_size);
+            *value = copy;
+            *value_size = v.mv_size;
+        }
+    }
+    s_read_end(self, txn);
+    return rc;
+}
+
+int
+am2z_store_each(am2z_store_t *self, am2z_db_t db, const void *start,
+                size_t start_size, am2z_store_each_fn *fn, void *arg)
+{
+    if (!self || !fn || !s_db_ok(db) || (start && !s_key_ok(self, start, start_size)))
+        return AM2Z_EINVAL;
+    MDB_txn *txn;
+    MDB_cursor *cur = NULL;
+    int rc = s_read_begin(self, &txn);
+    if (rc != AM2Z_OK)
+        return rc;
+    int mrc = mdb_cursor_open(txn, self->dbi[db], &cur);
+    if (mrc != 0) {
+        rc = AM2Z_EIO;
+        goto done;
+    }
+    MDB_val k = { start_size, (void *)start }, v;
+    mrc = mdb_cursor_get(cur, &k, &v, start ? MDB_SET_RANGE : MDB_FIRST);
+    while (mrc == 0) {
+        rc = fn(k.mv_data, k.mv_size, v.mv_data, v.mv_size, arg);
+        if (rc != 0)
+            goto done;
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    rc = mrc == MDB_NOTFOUND ? AM2Z_OK : AM2Z_EIO;
+
+done:
+    if (cur)
+        mdb_cursor_close(cur);
+    s_read_end(self, txn);
+    return rc;
+}
+
+typedef struct {
+    am2z_store_session_fn *fn;
+    void *arg;
+} s_list_ctx_t;
+
+static int
+s_list_one(const void *key, size_t key_size, const void *value,
+           size_t value_size, void *arg)
+{
+    (void)value;
+    (void)value_size;
+    s_list_ctx_t *ctx = arg;
+    char id[AM2Z_SESSION_ID_MAX + 1];
+    /*  Only ids that passed s_session_ok are ever written; anything else in
+        this database is not a session and is skipped. */
+    if (key_size > AM2Z_SESSION_ID_MAX)
+        return 0;
+    memcpy(id, key, key_size);
+    id[key_size] = '\0';
+    if (!am2z_session_id_valid(id, key_size))
+        return 0;
+    return ctx->fn(id, ctx->arg);
+}
+
+int
+am2z_store_list_sessions(am2z_store_t *self, am2z_store_session_fn *fn,
+                         void *arg)
+{
+    if (!fn)
+        return AM2Z_EINVAL;
+    s_list_ctx_t ctx = { fn, arg };
+    return am2z_store_each(self, AM2Z_DB_SESSIONS, NULL, 0, s_list_one, &ctx);
+}
+
+/* ---------------------------------------------------------------------------
+   Durability and stats
+   ------------------------------------------------------------------------ */
+
+int
+am2z_store_flush(am2z_store_t *self)
+{
+    if (!self)
+        return AM2Z_EINVAL;
+    if (self->unsynced_commits == 0)
+        return AM2Z_OK;
+    if (mdb_env_sync(self->env, 1) != 0)
+        return AM2Z_EIO;
+    self->unsynced_commits = 0;
+    self->syncs++;
+    return AM2Z_OK;
+}
+
+int
+am2z_store_flush_due(am2z_store_t *self, uint64_t now_ms, uint64_t *next_ms)
+{
+    if (next_ms)
+        *next_ms = UINT64_MAX;
+    if (!self)
+        return AM2Z_EINVAL;
+    if (self->unsynced_commits == 0)
+        return AM2Z_OK;
+    /*  A now_ms earlier than the commit (a caller's stale timestamp) counts
+        as no time elapsed rather than wrapping around. */
+    uint64_t age = now_ms > self->unsynced_since_ms
+                 ? now_ms - self->unsynced_since_ms : 0;
+    if (age < self->flush_interval_ms) {
+        if (next_ms)
+            *next_ms = self->flush_interval_ms - age;
+        return AM2Z_OK;
+    }
+    return am2z_store_flush(self);
+}
+
+int
+am2z_store_stats(am2z_store_t *self, am2z_store_stats_t *stats)
+{
+    if (stats)
+        memset(stats, 0, sizeof *stats);
+    if (!self || !stats)
+        return AM2Z_EINVAL;
+    MDB_txn *txn;
+    int rc = s_read_begin(self, &txn);
+    if (rc != AM2Z_OK)
+        return rc;
+    for (int i = 0; i < AM2Z_DB_COUNT_; i++) {
+        MDB_stat st;
+        if (mdb_stat(txn, self->dbi[i], &st) != 0) {
+            rc = AM2Z_EIO;
+            goto done;
+        }
+        stats->entries[i] = st.ms_entries;
+    }
+    stats->sessions = stats->entries[AM2Z_DB_SESSIONS];
+    stats->jobs = stats->entries[AM2Z_DB_JOBS];
+
+    MDB_envinfo info;
+    MDB_stat est;
+    mdb_env_info(self->env, &info);
+    mdb_env_stat(self->env, &est);
+    stats->map_size = info.me_mapsize;
+    stats->used_bytes = ((uint64_t)info.me_last_pgno + 1) * est.ms_psize;
+    stats->unsynced_commits = self->unsynced_commits;
+    stats->syncs = self->syncs;
+
+done:
+    s_read_end(self, txn);
+    return rc;
+}

@@ -1,0 +1,215 @@
+/*  cli_test.c — Check suite "cli": the `am2z` command against a real
+    am2z-broker and am2z-example-worker on 127.0.0.1 ephemeral ports. */
+#include "am2z_testproc.h"
+#include "am2z_testutil.h"
+
+#include <jansson.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+static char s_dir[512];
+static am2z_testproc_t s_broker, s_worker;
+static char s_frontend[256], s_backend[256], s_events[256];
+static char s_out[65536];
+
+/*  Runs `am2z ARGS... --broker FRONTEND` (when with_broker) and returns its
+    exit code, output in s_out. */
+static int
+s_am2z(bool with_broker, const char *a0, const char *a1, const char *a2,
+       const char *a3, const char *a4, const char *a5)
+{
+    char *argv[16];
+    int n = 0;
+    argv[n++] = AM2Z_BIN;
+    const char *args[] = { a0, a1, a2, a3, a4, a5 };
+    for (size_t i = 0; i < 6 && args[i]; i++)
+        argv[n++] = (char *)args[i];
+    if (with_broker) {
+        argv[n++] = "--broker";
+        argv[n++] = s_frontend;
+    }
+    argv[n] = NULL;
+    return am2z_testproc_run(argv, s_out, sizeof s_out, 30000);
+}
+
+static json_t *
+s_json(void)
+{
+    json_error_t jerr;
+    json_t *j = json_loads(s_out, JSON_DISABLE_EOF_CHECK, &jerr);
+    ck_assert_msg(j != NULL, "not JSON (%s): %s", jerr.text, s_out);
+    return j;
+}
+
+static void
+s_setup(void)
+{
+    am2z_test_tmpdir("cli", s_dir, sizeof s_dir);
+    char *bargv[] = { AM2Z_BROKER_BIN, "--data-dir", s_dir,
+                      "--frontend", "tcp://127.0.0.1:*", "--backend", "tcp://127.0.0.1:*",
+                      "--events", "tcp://127.0.0.1:*", "--log-level", "warn", NULL };
+    ck_assert_int_eq(am2z_testproc_start(&s_broker, bargv), 0);
+    ck_assert_int_eq(am2z_testproc_wait_line(&s_broker, "ready", 10000), 0);
+    ck_assert_int_eq(am2z_testproc_field(&s_broker, "frontend", s_frontend, sizeof s_frontend), 0);
+    ck_assert_int_eq(am2z_testproc_field(&s_broker, "backend", s_backend, sizeof s_backend), 0);
+    ck_assert_int_eq(am2z_testproc_field(&s_broker, "events", s_events, sizeof s_events), 0);
+    char *wargv[] = { AM2Z_EXAMPLE_WORKER_BIN, "--broker", s_backend, "--log-level", "warn", NULL };
+    ck_assert_int_eq(am2z_testproc_start(&s_worker, wargv), 0);
+    ck_assert_int_eq(am2z_testproc_wait_line(&s_worker, "ready", 10000), 0);
+    /* wait (bounded) until the broker lists the worker's processors */
+    for (int i = 0; i < 500; i++) {
+        if (s_am2z(true, "stats", NULL, NULL, NULL, NULL, NULL) == 0) {
+            json_t *j = s_json();
+            json_int_t workers = json_integer_value(json_object_get(j, "workers"));
+            json_decref(j);
+            if (workers >= 1)
+                return;
+        }
+        usleep(10 * 1000);
+    }
+    ck_abort_msg("the worker never registered");
+}
+
+static void
+s_teardown(void)
+{
+    am2z_testproc_stop(&s_worker, SIGTERM, 10000);
+    am2z_testproc_stop(&s_broker, SIGTERM, 10000);
+    am2z_test_rmtree(s_dir);
+}
+
+START_TEST(test_cli_execute_prints_result_json)
+{
+    ck_assert_int_eq(s_am2z(true, "execute", "increment", "--session", "cli-1",
+                            "--state", "{\"count\": 41}"), 0);
+    json_t *j = s_json();
+    ck_assert(json_is_true(json_object_get(j, "success")));
+    json_t *state = json_object_get(j, "state");
+    ck_assert_int_eq(json_integer_value(json_object_get(state, "count")), 42);
+    json_t *meta = json_object_get(state, "metadata");
+    ck_assert_int_eq(json_integer_value(json_object_get(meta, "version")), 2);
+    ck_assert_str_eq(json_string_value(json_object_get(meta, "sessionId")), "cli-1");
+    ck_assert_str_eq(json_string_value(json_object_get(j, "processor")), "increment");
+    json_decref(j);
+
+    /* continues from the stored state without --state */
+    ck_assert_int_eq(s_am2z(true, "execute", "increment", "--session", "cli-1", NULL, NULL), 0);
+    j = s_json();
+    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(j, "state"), "count")), 43);
+    json_decref(j);
+}
+END_TEST
+
+START_TEST(test_cli_execute_failure_exits_1_with_error_json)
+{
+    ck_assert_int_eq(s_am2z(true, "execute", "fail", "--session", "cli-2",
+                            "--state", "{\"category\": \"business\"}"), 1);
+    json_t *j = s_json();
+    ck_assert(json_is_false(json_object_get(j, "success")));
+    json_t *err = json_object_get(j, "error");
+    ck_assert_str_eq(json_string_value(json_object_get(err, "category")), "business");
+    json_decref(j);
+    ck_assert_int_eq(s_am2z(true, "execute", "no-such", "--session", "cli-2", NULL, NULL), 1);
+    j = s_json();
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "error"), "kind")),
+                     "ProcessorNotFoundError");
+    json_decref(j);
+}
+END_TEST
+
+START_TEST(test_cli_usage_and_connection_errors_exit_2)
+{
+    ck_assert_int_eq(s_am2z(false, "execute", NULL, NULL, NULL, NULL, NULL), 2);
+    ck_assert_int_eq(s_am2z(false, "frobnicate", NULL, NULL, NULL, NULL, NULL), 2);
+    ck_assert_int_eq(s_am2z(true, "execute", "increment", "--session", "cli-3",
+                            "--state", "{not json"), 2);
+    ck_assert_int_eq(s_am2z(true, "execute", "increment", "--session", "bad id!", NULL, NULL), 2);
+    /* nothing listens on this port: a clear error after the timeout */
+    ck_assert_int_eq(s_am2z(false, "stats", "--broker", "tcp://127.0.0.1:1", "--timeout", "300",
+                            NULL), 2);
+}
+END_TEST
+
+START_TEST(test_cli_every_command_has_help)
+{
+    const char *cmds[] = { "execute", "stats", "queues", "sessions", "state",
+                           "stop-session", "events" };
+    ck_assert_int_eq(s_am2z(false, "--help", NULL, NULL, NULL, NULL, NULL), 0);
+    ck_assert_ptr_nonnull(strstr(s_out, "execute"));
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        ck_assert_int_eq(s_am2z(false, cmds[i], "--help", NULL, NULL, NULL, NULL), 0);
+        ck_assert_msg(strstr(s_out, cmds[i]) != NULL, "help of %s: %s", cmds[i], s_out);
+    }
+}
+END_TEST
+
+START_TEST(test_cli_queries_and_stop_session)
+{
+    ck_assert_int_eq(s_am2z(true, "execute", "increment", "--session", "cli-4",
+                            "--state", "{\"count\": 1}"), 0);
+    ck_assert_int_eq(s_am2z(true, "stats", NULL, NULL, NULL, NULL, NULL), 0);
+    json_t *j = s_json();
+    ck_assert_int_ge(json_integer_value(json_object_get(j, "completed")), 1);
+    json_decref(j);
+    ck_assert_int_eq(s_am2z(true, "queues", NULL, NULL, NULL, NULL, NULL), 0);
+    j = s_json();
+    ck_assert_ptr_nonnull(json_object_get(j, "increment"));
+    json_decref(j);
+    ck_assert_int_eq(s_am2z(true, "sessions", NULL, NULL, NULL, NULL, NULL), 0);
+    ck_assert_ptr_nonnull(strstr(s_out, "cli-4"));
+    ck_assert_int_eq(s_am2z(true, "state", "cli-4", NULL, NULL, NULL, NULL), 0);
+    j = s_json();
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "count")), 2);
+    json_decref(j);
+    ck_assert_int_eq(s_am2z(true, "stop-session", "cli-4", NULL, NULL, NULL, NULL), 0);
+    ck_assert_int_ne(s_am2z(true, "state", "cli-4", NULL, NULL, NULL, NULL), 0);
+}
+END_TEST
+
+START_TEST(test_cli_events_prints_published_events)
+{
+    /* subscribe first, then run a job, then read what the subscriber printed */
+    char *argv[] = { AM2Z_BIN, "events", "--filter", "processor:", "--count", "2",
+                     "--events", s_events, NULL };
+    am2z_testproc_t sub;
+    ck_assert_int_eq(am2z_testproc_start(&sub, argv), 0);
+    /* PUB/SUB joins asynchronously: keep running jobs until lines arrive */
+    int got = -1;
+    for (int i = 0; i < 200 && got != 0; i++) {
+        ck_assert_int_eq(s_am2z(true, "execute", "increment", "--session", "cli-5", NULL, NULL), 0);
+        got = am2z_testproc_wait_line(&sub, "processor:", 50);
+    }
+    ck_assert_int_eq(got, 0);
+    json_error_t jerr;
+    json_t *j = json_loads(sub.line, 0, &jerr);
+    ck_assert_msg(j != NULL, "event line is not JSON: %s", sub.line);
+    ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(j, "name")), "processor:"));
+    json_decref(j);
+    am2z_testproc_stop(&sub, SIGTERM, 5000);
+}
+END_TEST
+
+static Suite *
+s_suite(void)
+{
+    Suite *s = suite_create("cli");
+    TCase *tc = tcase_create("cli");
+    tcase_add_unchecked_fixture(tc, s_setup, s_teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_cli_execute_prints_result_json);
+    tcase_add_test(tc, test_cli_execute_failure_exits_1_with_error_json);
+    tcase_add_test(tc, test_cli_usage_and_connection_errors_exit_2);
+    tcase_add_test(tc, test_cli_every_command_has_help);
+    tcase_add_test(tc, test_cli_queries_and_stop_session);
+    tcase_add_test(tc, test_cli_events_prints_published_events);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int
+main(void)
+{
+    return am2z_test_run(s_suite());
+}

@@ -1,0 +1,505 @@
+/*  e2e_test.c — Check suite "e2e": the real am2z-broker and two real
+    am2z-example-worker processes on 127.0.0.1 ephemeral ports, driven
+    through libam2z.
+
+    The processes are started once per test case group (unchecked fixture,
+    in the parent); each test runs in its own forked child with its own
+    client, so no socket crosses a fork.
+*/
+#include "am2z_client.h"
+#include "am2z_testproc.h"
+#include "am2z_testutil.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+static char s_dir[512];
+static am2z_testproc_t s_broker;
+static am2z_testproc_t s_workers[2];
+static char s_frontend[256];
+static char s_backend[256];
+static char s_events[256];
+
+static void
+s_start_worker(am2z_testproc_t *w, const char *id)
+{
+    char *argv[] = { AM2Z_EXAMPLE_WORKER_BIN, "--broker", s_backend,
+                     "--id", (char *)id, "--log-level", "warn", NULL };
+    ck_assert_int_eq(am2z_testproc_start(w, argv), 0);
+    ck_assert_msg(am2z_testproc_wait_line(w, "ready", 10000) == 0,
+                  "worker %s did not report ready", id);
+}
+
+/*  Waits (bounded) until the broker counts `n` workers. */
+static void
+s_wait_workers(uint64_t n)
+{
+    am2z_client_t *c = NULL;
+    ck_assert_int_eq(am2z_client_connect(s_frontend, &c), AM2Z_OK);
+    am2z_client_set_timeout(c, 2000);
+    am2z_stats_t st = { 0 };
+    for (int i = 0; i < 1000; i++) {
+        if (am2z_client_get_stats(c, &st) == AM2Z_OK && st.workers >= n)
+            break;
+        usleep(10 * 1000);
+    }
+    ck_assert_uint_ge(st.workers, n);
+    am2z_client_destroy(&c);
+}
+
+static void
+s_setup(void)
+{
+    am2z_test_tmpdir("e2e", s_dir, sizeof s_dir);
+    char *argv[] = { AM2Z_BROKER_BIN, "--data-dir", s_dir,
+                     "--frontend", "tcp://127.0.0.1:*",
+                     "--backend", "tcp://127.0.0.1:*",
+                     "--events", "tcp://127.0.0.1:*",
+                     "--durability", "periodic", "--log-level", "warn", NULL };
+    ck_assert_int_eq(am2z_testproc_start(&s_broker, argv), 0);
+    ck_assert_msg(am2z_testproc_wait_line(&s_broker, "ready", 10000) == 0,
+                  "broker did not report ready");
+    ck_assert_int_eq(am2z_testproc_field(&s_broker, "frontend", s_frontend, sizeof s_frontend), 0);
+    ck_assert_int_eq(am2z_testproc_field(&s_broker, "backend", s_backend, sizeof s_backend), 0);
+    ck_assert_int_eq(am2z_testproc_field(&s_broker, "events", s_events, sizeof s_events), 0);
+    s_start_worker(&s_workers[0], "worker-a");
+    s_start_worker(&s_workers[1], "worker-b");
+    s_wait_workers(2);
+}
+
+static void
+s_teardown(void)
+{
+    for (int i = 0; i < 2; i++)
+        am2z_testproc_stop(&s_workers[i], SIGTERM, 10000);
+    int status = am2z_testproc_stop(&s_broker, SIGTERM, 10000);
+    ck_assert_msg(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "broker did not exit 0 on SIGTERM");
+    am2z_test_rmtree(s_dir);
+}
+
+static am2z_client_t *
+s_client(void)
+{
+    am2z_client_t *c = NULL;
+    ck_assert_int_eq(am2z_client_connect(s_frontend, &c), AM2Z_OK);
+    am2z_client_set_timeout(c, 10000);
+    return c;
+}
+
+/*  A state for `session` with count = n. */
+static am2z_state_t *
+s_count_state(const char *session, int64_t n)
+{
+    am2z_state_t *st = NULL, *next = NULL;
+    ck_assert_int_eq(am2z_state_new(session, am2z_clock_wall_ms(), &st), AM2Z_OK);
+    am2z_changes_t *ch = am2z_changes_new();
+    ck_assert_int_eq(am2z_changes_set_int(ch, "count", n), AM2Z_OK);
+    /* apply bumps the version; rebuild at version 1 so tests read clearly */
+    ck_assert_int_eq(am2z_state_apply(st, ch, am2z_clock_wall_ms(), 0, &next), AM2Z_OK);
+    am2z_state_t *v1 = NULL;
+    ck_assert_int_eq(am2z_state_with_metadata(next, session, 1, am2z_state_created_at(next),
+                                              am2z_state_last_updated(next), &v1), AM2Z_OK);
+    am2z_changes_destroy(&ch);
+    am2z_state_destroy(&st);
+    am2z_state_destroy(&next);
+    return v1;
+}
+
+static int64_t
+s_count(const am2z_state_t *st)
+{
+    int64_t n = -1;
+    ck_assert_int_eq(am2z_state_get_int(st, "count", &n), AM2Z_OK);
+    return n;
+}
+
+START_TEST(test_e2e_increment_returns_count_plus_one_and_version_plus_one)
+{
+    am2z_client_t *c = s_client();
+    am2z_state_t *st = s_count_state("inc-1", 5);
+    am2z_result_t *r = NULL;
+    ck_assert_int_eq(am2z_client_execute(c, "increment", st, "inc-1", NULL, &r), AM2Z_OK);
+    ck_assert_msg(r->success, "increment failed: %s", r->error ? r->error->message : "?");
+    ck_assert_int_eq(s_count(r->state), 6);
+    ck_assert_uint_eq(am2z_state_version(r->state), 2);
+    char msg[64];
+    ck_assert_int_eq(am2z_state_get_strcpy(r->state, "message", msg, sizeof msg), AM2Z_OK);
+    ck_assert_str_eq(msg, "Count is now 6");
+    ck_assert_str_eq(r->processor, "increment");
+    ck_assert_str_eq(r->session_id, "inc-1");
+    ck_assert_uint_eq(r->attempt, 1);
+    ck_assert_uint_ge(r->exec_us, 1);
+    ck_assert_uint_gt(r->started_at_ms, 0);
+    ck_assert_uint_eq(strlen(r->job_id), AM2Z_ID_LEN);
+    am2z_result_destroy(&r);
+    am2z_state_destroy(&st);
+    am2z_client_destroy(&c);
+}
+END_TEST
+
+START_TEST(test_e2e_state_persists_in_session_and_get_state_sees_it)
+{
+    am2z_client_t *c = s_client();
+    am2z_state_t *st = s_count_state("persist-1", 0);
+    am2z_result_t *r = NULL;
+    ck_assert_int_eq(am2z_client_execute(c, "increment", st, "persist-1", NULL, &r), AM2Z_OK);
+    ck_assert(r->success);
+    am2z_result_destroy(&r);
+    for (int i = 0; i < 4; i++) {
+        ck_assert_int_eq(am2z_client_execute_in_session(c, "persist-1", "increment", NULL, &r),
+                         AM2Z_OK);
+        ck_assert(r->success);
+        ck_assert_int_eq(s_count(r->state), i + 2);
+        ck_assert_uint_eq(am2z_state_version(r->state), (uint64_t)i + 3);
+        am2z_result_destroy(&r);
+    }
+    am2z_state_t *stored = NULL;
+    ck_assert_int_eq(am2z_client_get_state(c, "persist-1", &stored), AM2Z_OK);
+    ck_assert_int_eq(s_count(stored), 5);
+    ck_assert_uint_eq(am2z_state_version(stored), 6);
+    ck_assert_str_eq(am2z_state_session_id(stored), "persist-1");
+    am2z_state_destroy(&stored);
+
+    /* submitting an explicit state again rebases it: version keeps growing */
+    ck_assert_int_eq(am2z_client_execute(c, "increment", st, "persist-1", NULL, &r), AM2Z_OK);
+    ck_assert(r->success);
+    ck_assert_int_eq(s_count(r->state), 1);
+    ck_assert_uint_eq(am2z_state_version(r->state), 7);
+    am2z_result_destroy(&r);
+
+    ck_assert_int_eq(am2z_client_get_state(c, "no-such-session", &stored), AM2Z_ENOTFOUND);
+    am2z_state_destroy(&st);
+    am2z_client_destroy(&c);
+}
+END_TEST
+
+/*  Counts events per session seen by one client's own-job feed. */
+typedef struct {
+    char session[64];
+    int foreign;                  /* events naming another session */
+    int seen;
+} s_iso_t;
+
+static void
+s_iso_event(const am2z_event_t *ev, void *arg)
+{
+    s_iso_t *iso = arg;
+    iso->seen++;
+    if (ev->session_id && ev->session_id[0] && strcmp(ev->session_id, iso->session) != 0)
+        iso->foreign++;
+}
+
+START_TEST(test_e2e_sessions_are_isolated)
+{
+    /* 10 sessions, each in its own process with its own client, all at once */
+    pid_t kids[10];
+    for (int k = 0; k < 10; k++) {
+        kids[k] = fork();
+        ck_assert_int_ge(kids[k], 0);
+        if (kids[k] == 0) {
+            int bad = 0;
+            s_iso_t iso = { 0 };
+            snprintf(iso.session, sizeof iso.session, "iso-%d", k);
+            am2z_client_t *c = NULL;
+            if (am2z_client_connect(s_frontend, &c) != AM2Z_OK)
+                _exit(10);
+            am2z_client_set_timeout(c, 10000);
+            am2z_client_on_event(c, "", s_iso_event, &iso);
+            am2z_state_t *st = s_count_state(iso.session, k * 100);
+            for (int i = 0; i < 10; i++) {
+                am2z_result_t *r = NULL;
+                if (am2z_client_execute(c, "increment", i == 0 ? st : NULL, iso.session,
+                                        NULL, &r) != AM2Z_OK || !r->success)
+                    bad++;
+                else if (strcmp(r->session_id, iso.session) != 0
+                         || strcmp(am2z_state_session_id(r->state), iso.session) != 0
+                         || s_count(r->state) != k * 100 + i + 1)
+                    bad++;
+                am2z_result_destroy(&r);
+            }
+            am2z_state_destroy(&st);
+            am2z_client_destroy(&c);
+            _exit(bad ? 1 : iso.foreign ? 2 : iso.seen == 0 ? 3 : 0);
+        }
+    }
+    for (int k = 0; k < 10; k++) {
+        int status = 0;
+        ck_assert_int_eq(waitpid(kids[k], &status, 0), kids[k]);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                      "session iso-%d: exit %d (1 wrong result, 2 foreign event, 3 no events)",
+                      k, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    }
+}
+END_TEST
+
+START_TEST(test_e2e_two_workers_serve_one_processor)
+{
+    am2z_client_t *c = s_client();
+    enum { N = 100 };
+    char ids[N][AM2Z_JOB_ID_MAX + 1];
+    /* one session per job so both workers get work at once */
+    for (int i = 0; i < N; i++) {
+        char session[32];
+        snprintf(session, sizeof session, "pair-%d", i);
+        am2z_state_t *st = s_count_state(session, i);
+        ck_assert_int_eq(am2z_client_submit(c, "increment", st, session, NULL, ids[i]), AM2Z_OK);
+        am2z_state_destroy(&st);
+    }
+    for (int i = 0; i < N; i++) {
+        am2z_result_t *r = NULL;
+        ck_assert_int_eq(am2z_client_wait(c, ids[i], 10000, &r), AM2Z_OK);
+        ck_assert(r->success);
+        ck_assert_str_eq(r->job_id, ids[i]);
+        ck_assert_int_eq(s_count(r->state), i + 1);
+        am2z_result_destroy(&r);
+    }
+    am2z_client_destroy(&c);
+}
+END_TEST
+
+START_TEST(test_e2e_unknown_processor_fails_with_available_list)
+{
+    am2z_client_t *c = s_client();
+    am2z_result_t *r = NULL;
+    ck_assert_int_eq(am2z_client_execute(c, "no-such-processor", NULL, "unknown-1", NULL, &r),
+                     AM2Z_OK);
+    ck_assert(!r->success);
+    ck_assert_ptr_nonnull(r->error);
+    ck_assert_int_eq(r->error->kind, AM2Z_KIND_PROCESSOR_NOT_FOUND);
+    ck_assert_ptr_nonnull(strstr(r->error->message, "no-such-processor"));
+    ck_assert_ptr_nonnull(r->error->details);
+    /* the details list the available processors */
+    ck_assert_ptr_nonnull(memmem(r->error->details, r->error->details_size, "increment", 9));
+    am2z_result_destroy(&r);
+    bool known = true;
+    ck_assert_int_eq(am2z_client_is_processor_registered(c, "no-such-processor", &known), AM2Z_OK);
+    ck_assert(!known);
+    ck_assert_int_eq(am2z_client_is_processor_registered(c, "increment", &known), AM2Z_OK);
+    ck_assert(known);
+    am2z_client_destroy(&c);
+}
+END_TEST
+
+START_TEST(test_e2e_execute_many_keeps_order_and_reports_failures)
+{
+    am2z_client_t *c = s_client();
+    const char *emails[] = { "a@example.com", "not-an-email", "c@example.org", "", "e@x.io" };
+    enum { N = 5 };
+    am2z_state_t *states[N];
+    for (int i = 0; i < N; i++) {
+        am2z_state_t *st = NULL, *next = NULL;
+        ck_assert_int_eq(am2z_state_new("many-1", am2z_clock_wall_ms(), &st), AM2Z_OK);
+        am2z_changes_t *ch = am2z_changes_new();
+        am2z_changes_set_str(ch, "email", emails[i]);
+        am2z_changes_set_int(ch, "index", i);
+        ck_assert_int_eq(am2z_state_apply(st, ch, am2z_clock_wall_ms(), 0, &next), AM2Z_OK);
+        states[i] = next;
+        am2z_changes_destroy(&ch);
+        am2z_state_destroy(&st);
+    }
+    am2z_result_t *results[N] = { 0 };
+    ck_assert_int_eq(am2z_client_execute_many(c, "validate-email",
+                                              (const am2z_state_t *const *)states, N,
+                                              "many-1", results), AM2Z_OK);
+    const bool ok[N] = { true, false, true, false, true };
+    for (int i = 0; i < N; i++) {
+        ck_assert_ptr_nonnull(results[i]);
+        ck_assert_msg(results[i]->success == ok[i], "result %d success=%d", i,
+                      results[i]->success);
+        if (ok[i]) {
+            int64_t index = -1;
+            ck_assert_int_eq(am2z_state_get_int(results[i]->state, "index", &index), AM2Z_OK);
+            ck_assert_int_eq(index, i);
+        } else {
+            ck_assert_int_eq(results[i]->error->category, AM2Z_CAT_VALIDATION);
+        }
+        am2z_result_destroy(&results[i]);
+        am2z_state_destroy(&states[i]);
+    }
+    am2z_client_destroy(&c);
+}
+END_TEST
+
+static const am2z_queue_stats_t *
+s_find(const am2z_queue_list_t *list, const char *name)
+{
+    for (size_t i = 0; i < list->count; i++)
+        if (strcmp(list->names[i], name) == 0)
+            return &list->stats[i];
+    return NULL;
+}
+
+START_TEST(test_e2e_stats_count_jobs)
+{
+    am2z_client_t *c = s_client();
+    am2z_stats_t before = { 0 }, after = { 0 };
+    ck_assert_int_eq(am2z_client_get_stats(c, &before), AM2Z_OK);
+    am2z_queue_list_t *q0 = NULL;
+    ck_assert_int_eq(am2z_client_get_queue_stats(c, &q0), AM2Z_OK);
+    const am2z_queue_stats_t *f0 = s_find(q0, "fail");
+    uint64_t fail_failed0 = f0 ? f0->failed : 0;
+
+    am2z_state_t *st = s_count_state("stats-1", 0);
+    for (int i = 0; i < 7; i++) {
+        am2z_result_t *r = NULL;
+        ck_assert_int_eq(am2z_client_execute(c, "increment", i ? NULL : st, "stats-1", NULL, &r),
+                         AM2Z_OK);
+        ck_assert(r->success);
+        am2z_result_destroy(&r);
+    }
+    for (int i = 0; i < 3; i++) {
+        am2z_result_t *r = NULL;
+        ck_assert_int_eq(am2z_client_execute(c, "fail", NULL, "stats-1", NULL, &r), AM2Z_OK);
+        ck_assert(!r->success);
+        am2z_result_destroy(&r);
+    }
+    ck_assert_int_eq(am2z_client_get_stats(c, &after), AM2Z_OK);
+    ck_assert_uint_ge(after.completed, before.completed + 7);
+    ck_assert_uint_ge(after.failed, before.failed + 3);
+    ck_assert_uint_ge(after.processors, 10);
+    ck_assert_uint_eq(after.workers, 2);
+
+    am2z_queue_list_t *q = NULL;
+    ck_assert_int_eq(am2z_client_get_queue_stats(c, &q), AM2Z_OK);
+    const am2z_queue_stats_t *f = s_find(q, "fail");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(f->failed, fail_failed0 + 3);
+    ck_assert_ptr_nonnull(s_find(q, "increment"));
+
+    am2z_queue_list_t *s = NULL;
+    ck_assert_int_eq(am2z_client_get_session_stats(c, "stats-1", &s), AM2Z_OK);
+    const am2z_queue_stats_t *si = s_find(s, "increment");
+    const am2z_queue_stats_t *sf = s_find(s, "fail");
+    ck_assert_ptr_nonnull(si);
+    ck_assert_ptr_nonnull(sf);
+    ck_assert_uint_eq(si->completed, 7);
+    ck_assert_uint_eq(si->failed, 0);
+    ck_assert_uint_eq(sf->failed, 3);
+    ck_assert_uint_eq(si->waiting + si->active, 0);
+
+    am2z_strlist_t *sessions = NULL;
+    ck_assert_int_eq(am2z_client_get_active_sessions(c, &sessions), AM2Z_OK);
+    bool listed = false;
+    for (size_t i = 0; i < sessions->count; i++)
+        listed |= strcmp(sessions->items[i], "stats-1") == 0;
+    ck_assert(listed);
+    am2z_strlist_t *procs = NULL;
+    ck_assert_int_eq(am2z_client_list_processors(c, &procs), AM2Z_OK);
+    ck_assert_uint_ge(procs->count, 10);
+
+    am2z_strlist_destroy(&procs);
+    am2z_strlist_destroy(&sessions);
+    am2z_queue_list_destroy(&s);
+    am2z_queue_list_destroy(&q);
+    am2z_queue_list_destroy(&q0);
+    am2z_state_destroy(&st);
+    am2z_client_destroy(&c);
+}
+END_TEST
+
+/*  Records event names in order. */
+typedef struct {
+    char names[32][64];
+    int count;
+} s_seen_t;
+
+static void
+s_record_event(const am2z_event_t *ev, void *arg)
+{
+    s_seen_t *seen = arg;
+    if (seen->count < 32)
+        snprintf(seen->names[seen->count++], 64, "%s", ev->name);
+}
+
+static int
+s_index_of(const s_seen_t *seen, const char *name)
+{
+    for (int i = 0; i < seen->count; i++)
+        if (strcmp(seen->names[i], name) == 0)
+            return i;
+    return -1;
+}
+
+START_TEST(test_e2e_events_arrive_in_order_before_result)
+{
+    am2z_client_t *c = s_client();
+    s_seen_t seen = { 0 };
+    ck_assert_int_eq(am2z_client_on_event(c, "", s_record_event, &seen), AM2Z_OK);
+    am2z_result_t *r = NULL;
+    ck_assert_int_eq(am2z_client_execute(c, "emit", NULL, "events-1", NULL, &r), AM2Z_OK);
+    ck_assert(r->success);
+    /* every event of this job was delivered before execute returned */
+    int active = s_index_of(&seen, "processor:active");
+    int one = s_index_of(&seen, "custom:one");
+    int progress = s_index_of(&seen, "job:progress");
+    int two = s_index_of(&seen, "custom:two");
+    int done = s_index_of(&seen, "processor:job:completed");
+    ck_assert_int_ge(active, 0);
+    ck_assert_int_gt(one, active);
+    ck_assert_int_gt(progress, active);
+    ck_assert_int_gt(two, one);
+    ck_assert_int_gt(done, two);
+    ck_assert_int_gt(done, progress);
+    am2z_result_destroy(&r);
+
+    /* a failed attempt publishes processor:job:failed before the result */
+    seen.count = 0;
+    ck_assert_int_eq(am2z_client_execute(c, "fail", NULL, "events-1", NULL, &r), AM2Z_OK);
+    ck_assert(!r->success);
+    ck_assert_int_ge(s_index_of(&seen, "processor:job:failed"), 0);
+    am2z_result_destroy(&r);
+    am2z_client_destroy(&c);
+}
+END_TEST
+
+START_TEST(test_e2e_stop_session_deletes_state)
+{
+    am2z_client_t *c = s_client();
+    am2z_state_t *st = s_count_state("stop-1", 41);
+    am2z_result_t *r = NULL;
+    ck_assert_int_eq(am2z_client_execute(c, "increment", st, "stop-1", NULL, &r), AM2Z_OK);
+    ck_assert(r->success);
+    am2z_result_destroy(&r);
+    ck_assert_int_eq(am2z_client_stop_session(c, "stop-1", false), AM2Z_OK);
+    am2z_state_t *stored = NULL;
+    ck_assert_int_eq(am2z_client_get_state(c, "stop-1", &stored), AM2Z_ENOTFOUND);
+    ck_assert_int_eq(am2z_client_stop_session(c, "never-existed", false), AM2Z_OK);
+    /* the id can be used again and starts from scratch */
+    ck_assert_int_eq(am2z_client_execute(c, "increment", NULL, "stop-1", NULL, &r), AM2Z_OK);
+    ck_assert(r->success);
+    ck_assert_uint_eq(am2z_state_version(r->state), 2);
+    am2z_result_destroy(&r);
+    am2z_state_destroy(&st);
+    am2z_client_destroy(&c);
+}
+END_TEST
+
+static Suite *
+s_suite(void)
+{
+    Suite *s = suite_create("e2e");
+    TCase *tc = tcase_create("broker+2 workers");
+    tcase_add_unchecked_fixture(tc, s_setup, s_teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_e2e_increment_returns_count_plus_one_and_version_plus_one);
+    tcase_add_test(tc, test_e2e_state_persists_in_session_and_get_state_sees_it);
+    tcase_add_test(tc, test_e2e_sessions_are_isolated);
+    tcase_add_test(tc, test_e2e_two_workers_serve_one_processor);
+    tcase_add_test(tc, test_e2e_unknown_processor_fails_with_available_list);
+    tcase_add_test(tc, test_e2e_execute_many_keeps_order_and_reports_failures);
+    tcase_add_test(tc, test_e2e_stats_count_jobs);
+    tcase_add_test(tc, test_e2e_events_arrive_in_order_before_result);
+    tcase_add_test(tc, test_e2e_stop_session_deletes_state);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int
+main(void)
+{
+    return am2z_test_run(s_suite());
+}

@@ -1,0 +1,948 @@
+/*  store_test.c — Check suite "store": the LMDB store on real directories. */
+#include "am2z_envelope.h"
+#include "am2z_error.h"
+#include "am2z_store.h"
+#include "am2z_testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define NOW 1700000000000ull
+
+static void
+s_cfg(am2z_config_t *cfg, const char *dir)
+{
+    memset(cfg, 0, sizeof *cfg);
+    snprintf(cfg->data_dir, sizeof cfg->data_dir, "%s", dir);
+    cfg->map_size = 64u << 20;
+    cfg->durability = AM2Z_DURABILITY_SYNC;
+    cfg->flush_interval_ms = 100;
+    cfg->max_state_size = 1u << 20;
+    cfg->max_sessions = 100000;
+    cfg->max_frame_size = 4u << 20;
+}
+
+static am2z_store_t *
+s_open(const am2z_config_t *cfg)
+{
+    am2z_store_t *store = NULL;
+    char err[512] = "";
+    int rc = am2z_store_open(cfg, &store, err, sizeof err);
+    ck_assert_msg(rc == AM2Z_OK, "open %s: %s (%s)", cfg->data_dir, am2z_strerror(rc), err);
+    ck_assert_ptr_nonnull(store);
+    return store;
+}
+
+/*  A test's directory, config and open store. */
+typedef struct {
+    char dir[512];
+    am2z_config_t cfg;
+    am2z_store_t *store;
+} s_env_t;
+
+static void
+s_env_open(s_env_t *e, const char *tag)
+{
+    am2z_test_tmpdir(tag, e->dir, sizeof e->dir);
+    s_cfg(&e->cfg, e->dir);
+    e->store = s_open(&e->cfg);
+}
+
+static void
+s_env_reopen(s_env_t *e)
+{
+    am2z_store_destroy(&e->store);
+    e->store = s_open(&e->cfg);
+}
+
+static void
+s_env_close(s_env_t *e)
+{
+    am2z_store_destroy(&e->store);
+    am2z_store_destroy(&e->store);      /* idempotent */
+    am2z_test_rmtree(e->dir);
+}
+
+static void
+s_expect_state(am2z_store_t *store, const char *id, uint64_t version,
+               const char *data)
+{
+    am2z_record_t rec;
+    int rc = am2z_store_get_state(store, id, &rec);
+    ck_assert_msg(rc == AM2Z_OK, "get %s: %s", id, am2z_strerror(rc));
+    ck_assert_uint_eq(rec.version, version);
+    ck_assert_uint_eq(rec.size, strlen(data));
+    ck_assert_mem_eq(rec.data, data, rec.size);
+    am2z_record_clear(&rec);
+    ck_assert_ptr_null(rec.data);
+}
+
+#define PUT(store, id, exp, ver, str) \
+    am2z_store_put_state((store), (id), (exp), (ver), (const uint8_t *)(str), strlen(str), NOW)
+
+START_TEST(test_store_creates_state_with_expected_zero)
+{
+    s_env_t e;
+    s_env_open(&e, "store-create");
+    ck_assert_int_eq(PUT(e.store, "s1", 0, 1, "hello"), AM2Z_OK);
+    am2z_record_t rec;
+    ck_assert_int_eq(am2z_store_get_state(e.store, "s1", &rec), AM2Z_OK);
+    ck_assert_uint_eq(rec.version, 1);
+    ck_assert_uint_eq(rec.created_ms, NOW);
+    ck_assert_uint_eq(rec.updated_ms, NOW);
+    ck_assert_mem_eq(rec.data, "hello", 5);
+    am2z_record_clear(&rec);
+    ck_assert_int_eq(am2z_store_get_state(e.store, "missing", &rec), AM2Z_ENOTFOUND);
+    ck_assert_ptr_null(rec.data);
+    ck_assert_int_eq(am2z_store_get_state(e.store, "bad/id", &rec), AM2Z_EINVAL);
+    s_env_close(&e);
+}
+END_TEST
+
+START_TEST(test_store_update_keeps_created_time)
+{
+    s_env_t e;
+    s_env_open(&e, "store-update");
+    ck_assert_int_eq(PUT(e.store, "s1", 0, 1, "a"), AM2Z_OK);
+    ck_assert_int_eq(am2z_store_put_state(e.store, "s1", 1, 2, (const uint8_t *)"bb", 2,
+                                          NOW + 500), AM2Z_OK);
+    am2z_record_t rec;
+    ck_assert_int_eq(am2z_store_get_state(e.store, "s1", &rec), AM2Z_OK);
+    ck_assert_uint_eq(rec.version, 2);
+    ck_assert_uint_eq(rec.created_ms, NOW);
+    ck_assert_uint_eq(rec.updated_ms, NOW + 500);
+    am2z_record_clear(&rec);
+    s_env_close(&e);
+}
+END_TEST
+
+START_TEST(test_store_rejects_stale_version)
+{
+    s_env_t e;
+    s_env_open(&e, "store-stale");
+    ck_assert_int_eq(PUT(e.store, "s1", 0, 1, "v1"), AM2Z_OK);
+    ck_assert_int_eq(PUT(e.store, "s1", 1, 2, "v2"), AM2Z_OK);
+    ck_assert_int_eq(PUT(e.store, "s1", 1, 3, "stale"), AM2Z_ECONFLICT);
+    ck_assert_int_eq(PUT(e.store, "s1", 3, 4, "future"), AM2Z_ECONFLICT);
+    ck_assert_int_eq(PUT(e.store, "nobody", 4, 5, "x"), AM2Z_ECONFLICT);
+    s_expect_state(e.store, "s1", 2, "v2");
+    s_env_close(&e);
+}
+END_TEST
+
+START_TEST(test_store_create_twice_conflicts)
+{
+    s_env_t e;
+    s_env_open(&e, "store-twice");
+    ck_assert_int_eq(PUT(e.store, "s1", 0, 1, "first"), AM2Z_OK);
+    ck_assert_int_eq(PUT(e.store, "s1", 0, 1, "second"), AM2Z_ECONFLICT);
+    ck_assert_int_eq(PUT(e.store, "s1", 0, 7, "second"), AM2Z_ECONFLICT);
+    s_expect_state(e.store, "s1", 1, "first");
+    s_env_close(&e);
+}
+END_TEST
+
+START_TEST(test_store_rejects_non_increasing_version_and_bad_ids)
+{
+    s_env_t e;
+    s_env_open(&e, "store-einval");
+    ck_assert_int_eq(PUT(e.store, "s1", 0, 0, "x"), AM2Z_EINVAL);
+    ck_assert_int_eq(PUT(e.store, "s1", 0, 1, "x"), AM2Z_OK);
+    ck_assert_int_eq(PUT(e.store, "s1", 1, 1, "x"), AM2Z_EINVAL);
+    ck_assert_int_eq(PUT(e.store, "s1", 2, 1, "x"), AM2Z_EINVAL);
+    ck_assert_int_eq(PUT(e.store, "", 0, 1, "x"), AM2Z_EINVAL);
+    ck_assert_int_eq(PUT(e.store, "a/b", 0, 1, "x"), AM2Z_EINVAL);
+    ck_assert_int_eq(PUT(e.store, "a b", 0, 1, "x"), AM2Z_EINVAL);
+    ck_assert_int_eq(am2z_store_put_state(e.store, NULL, 0, 1, NULL, 0, NOW), AM2Z_EINVAL);
+    ck_assert_int_eq(am2z_store_put_state(e.store, "s2", 0, 1, NULL, 3, NOW), AM2Z_EINVAL);
+    s_expect_state(e.store, "s1", 1, "x");
+    s_env_close(&e);
+}
+END_TEST
+
+START_TEST(test_store_deletes_state)
+{
+    s_env_t e;
+    s_env_open(&e, "store-delete");
+    ck_assert_int_eq(PUT(e.store, "s1", 0, 1, "x"), AM2Z_OK);
+    ck_assert_int_eq(am2z_store_delete_state(e.store, "s1"), AM2Z_OK);
+    am2z_record_t rec;
+    ck_assert_int_eq(am2z_store_get_state(e.store, "s1", &rec), AM2Z_ENOTFOUND);
+    ck_assert_int_eq(am2z_store_delete_state(e.store, "s1"), AM2Z_ENOTFOUND);
+    ck_assert_int_eq(am2z_store_delete_state(e.store, "never"), AM2Z_ENOTFOUND);
+    ck_assert_int_eq(am2z_store_delete_state(e.store, "bad id"), AM2Z_EINVAL);
+    /*  A deleted session can be created afresh. */
+    ck_assert_int_eq(PUT(e.store, "s1", 0, 1, "again"), AM2Z_OK);
+    s_expect_state(e.store, "s1", 1, "again");
+    s_env_close(&e);
+}
+END_TEST
+
+/*  Collects session ids into a newline-joined string; stops at "stop". */
+typedef struct {
+    char buf[256];
+    int calls;
+} s_collect_t;
+
+static int
+s_collect_session(const char *id, void *arg)
+{
+    s_collect_t *c = arg;
+    c->calls++;
+    strncat(c->buf, id, sizeof c->buf - strlen(c->buf) - 2);
+    strcat(c->buf, ",");
+    return strcmp(id, "stop") == 0 ? 42 : 0;
+}
+
+START_TEST(test_store_lists_sessions_in_order)
+{
+    s_env_t e;
+    s_env_open(&e, "store-list");
+    const char *ids[] = { "c", "a", "b2", "b1", "zz", "A" };
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++)
+        ck_assert_int_eq(PUT(e.store, ids[i], 0, 1, "x"), AM2Z_OK);
+    s_collect_t c = { "", 0 };
+    ck_assert_int_eq(am2z_store_list_sessions(e.store, s_collect_session, &c), AM2Z_OK);
+    ck_assert_str_eq(c.buf, "A,a,b1,b2,c,zz,");
+    ck_assert_int_eq(c.calls, 6);
+
+    ck_assert_int_eq(PUT(e.store, "stop", 0, 1, "x"), AM2Z_OK);
+    memset(&c, 0, sizeof c);
+    ck_assert_int_eq(am2z_store_list_sessions(e.store, s_collect_session, &c), 42);
+    ck_assert_str_eq(c.buf, "A,a,b1,b2,c,stop,");
+    ck_assert_int_eq(am2z_store_list_sessions(e.store, NULL, NULL), AM2Z_EINVAL);
+    s_env_close(&e);
+}
+END_TEST
+
+START_TEST(test_store_reopen_finds_everything_committed)
+{
+    s_env_t e;
+    s_env_open(&e, "store-reopen");
+    ck_assert_int_eq(PUT(e.store, "s1", 0, 1, "one"), AM2Z_OK);
+    ck_assert_int_eq(PUT(e.store, "s1", 1, 2, "two"), AM2Z_OK);
+    ck_assert_int_eq(PUT(e.store, "s2", 0, 5, "five"), AM2Z_OK);
+    am2z_store_batch_t *b;
+    ck_assert_int_eq(am2z_store_begin(e.store, &b), AM2Z_OK);
+    ck_assert_int_eq(am2z_batch_put_record(b, AM2Z_DB_JOBS, "j1", 2, 3,
+                                           (const uint8_t *)"job", 3, NOW), AM2Z_OK);
+    ck_assert_int_eq(am2z_batch_put_raw(b, AM2Z_DB_READY, "k", 1, "v", 1), AM2Z_OK);
+    ck_assert_int_eq(am2z_store_commit(&b), AM2Z_OK);
+    ck_assert_ptr_null(b);
+
+    s_env_reopen(&e);
+    s_expect_state(e.store, "s1", 2, "two");
+    s_expect_state(e.store, "s2", 5, "five");
+    am2z_record_t rec;
+    ck_assert_int_eq(am2z_store_get_record(e.store, AM2Z_DB_JOBS, "j1", 2, &rec), AM2Z_OK);
+    ck_assert_uint_eq(rec.version, 3);
+    ck_assert_mem_eq(rec.data, "job", 3);
+    am2z_record_clear(&rec);
+    void *v;
+    size_t vs;
+    ck_assert_int_eq(am2z_store_get_raw(e.store, AM2Z_DB_READY, "k", 1, &v, &vs), AM2Z_OK);
+    ck_assert_uint_eq(vs, 1);
+    ck_assert_mem_eq(v, "v", 1);
+    free(v);
+    s_env_close(&e);
+}
+END_TEST
+
+START_TEST(test_store_aborted_batch_writes_nothing)
+{
+    s_env_t e;
+    s_env_open(&e, "store-abort");
+    am2z_store_batch_t *b;
+    ck_assert_int_eq(am2z_store_begin(e.store, &b), AM2Z_OK);
+    ck_assert_int_eq(am2z_batch_put_state(b, "s1", 0, 1, (const uint8_t *)"x", 1, NOW), AM2Z_OK);
+    ck_assert_int_eq(am2z_batch_put_raw(b, AM2Z_DB_META, "m", 1, "1", 1), AM2Z_OK);
+    am2z_store_abort(&b);
+    ck_assert_ptr_null(b);
+    am2z_store_abort(&b);       /* NULL-safe, idempotent */
+
+    /*  A batch left open at destroy is aborted too. */
+    ck_assert_int_eq(am2z_store_begin(e.store, &b), AM2Z_OK);
+    ck_assert_int_eq(am2z_batch_put_state(b, "s2", 0, 1, (const uint8_t *)"y", 1, NOW), AM2Z_OK);
+    s_env_reopen(&e);
+
+    am2z_record_t rec;
+    ck_assert_int_eq(am2z_store_get_state(e.store, "s1", &rec), AM2Z_ENOTFOUND);
+    ck_assert_int_eq(am2z_store_get_state(e.store, "s2", &rec), AM2Z_ENOTFOUND);
+    void *v;
+    size_t vs;
+    ck_assert_int_eq(am2z_store_get_raw(e.store, AM2Z_DB_META, "m", 1, &v, &vs), AM2Z_ENOTFOUND);
+    am2z_store_stats_t st;
+    ck_assert_int_eq(am2z_store_stats(e.store, &st), AM2Z_OK);
+    ck_assert_uint_eq(st.sessions, 0);
+    s_env_close(&e);
+}
+END_TEST
+
+START_TEST(test_store_one_batch_at_a_time)
+{
+    s_env_t e;
+    s_env_open(&e, "store-onebatch");
+    am2z_store_batch_t *b, *b2 = NULL;
+    ck_assert_int_eq(am2z_store_begin(e.store, &b), AM2Z_OK);
+    ck_assert_int_eq(am2z_store_begin(e.store, &b2), AM2Z_ESTATE);
+    ck_assert_ptr_null(b2);
+    /*  The one-shot helpers need a batch of their own. */
+    ck_assert_int_eq(PUT(e.store, "s1", 0, 1, "x"), AM2Z_ESTATE);
+    ck_assert_int_eq(am2z_store_commit(&b), AM2Z_OK);
+    ck_assert_int_eq(am2z_store_commit(&b), AM2Z_EINVAL);
+    ck_assert_int_eq(am2z_store_commit(NULL), AM2Z_EINVAL);
+    ck_assert_int_eq(am2z_store_begin(e.store, &b), AM2Z_OK);
+    am2z_store_abort(&b);
+    ck_assert_int_eq(PUT(e.store, "s1", 0, 1, "x"), AM2Z_OK);
+    ck_assert_int_eq(am2z_batch_put_raw(NULL, AM2Z_DB_META, "k", 1, "v", 1), AM2Z_ESTATE);
+    s_env_close(&e);
+}
+END_TEST
+
+START_TEST(test_store_batch_reads_see_own_writes)
+{
+    s_env_t e;
+    s_env_open(&e, "store-ownwrites");
+    am2z_store_batch_t *b;
+    ck_assert_int_eq(am2z_store_begin(e.store, &b), AM2Z_OK);
+    ck_assert_int_eq(am2z_batch_put_state(b, "s1", 0, 1, (const uint8_t *)"one", 3, NOW), AM2Z_OK);
+    /*  CAS against the batch's own uncommitted write. */
+    ck_assert_int_eq(am2z_batch_put_state(b, "s1", 1, 2, (const uint8_t *)"two", 3, NOW + 1),
+                     AM2Z_OK);
+    ck_assert_int_eq(am2z_batch_put_state(b, "s1", 1, 3, (const uint8_t *)"old", 3, NOW),
+                     AM2Z_ECONFLICT);
+    am2z_record_t rec;
+    ck_assert_int_eq(am2z_batch_get_state(b, "s1", &rec), AM2Z_OK);
+    ck_assert_uint_eq(rec.version, 2);
+    ck_assert_uint_eq(rec.created_ms, NOW);
+    ck_assert_mem_eq(rec.data, "two", 3);
+    am2z_record_clear(&rec);
+    ck_assert_int_eq(am2z_batch_put_record(b, AM2Z_DB_RESULTS, "r", 1, 1,
+                                           (const uint8_t *)"res", 3, NOW), AM2Z_OK);
+    ck_assert_int_eq(am2z_batch_get_record(b, AM2Z_DB_RESULTS, "r", 1, &rec), AM2Z_OK);
+    ck_assert_mem_eq(rec.data, "res", 3);
+    am2z_record_clear(&rec);
+    ck_assert_int_eq(am2z_batch_get_record(b, AM2Z_DB_RESULTS, "q", 1, &rec), AM2Z_ENOTFOUND);
+    ck_assert_int_eq(am2z_batch_get_record(b, AM2Z_DB_READY, "r", 1, &rec), AM2Z_EINVAL);
+
+    /*  Outside the batch nothing is visible before the commit. */
+    ck_assert_int_eq(am2z_store_get_state(e.store, "s1", &rec), AM2Z_ENOTFOUND);
+    ck_assert_int_eq(am2z_store_commit(&b), AM2Z_OK);
+    s_expect_state(e.store, "s1", 2, "two");
+    s_env_close(&e);
+}
+END_TEST
+
+START_TEST(test_store_group_commits_many_ops_in_one_batch)
+{
+    s_env_t e;
+    s_env_open(&e, "store-group");
+    ck_assert_int_eq(PUT(e.store, "taken", 0, 1, "x"), AM2Z_OK);
+    am2z_store_batch_t *b;
+    ck_assert_int_eq(am2z_store_begin(e.store, &b), AM2Z_OK);
+    char id[32], val[32];
+    for (int i = 0; i < 2000; i++) {
+        snprintf(id, sizeof id, "s%05d", i);
+        snprintf(val, sizeof val, "state-%d", i);
+        ck_assert_int_eq(am2z_batch_put_state(b, id, 0, 1, (const uint8_t *)val,
+                                              strlen(val), NOW), AM2Z_OK);
+        ck_assert_int_eq(am2z_batch_put_record(b, AM2Z_DB_JOBS, id, strlen(id), 1,
+                                               (const uint8_t *)val, strlen(val), NOW),
+                         AM2Z_OK);
+        ck_assert_int_eq(am2z_batch_put_raw(b, AM2Z_DB_READY, id, strlen(id), "", 0), AM2Z_OK);
+        if (i == 1000) {
+            /*  One failed op does not spoil the batch. */
+            ck_assert_int_eq(am2z_batch_put_state(b, "taken", 0, 1, (const uint8_t *)"y", 1,
+                                                  NOW), AM2Z_ECONFLICT);
+            ck_assert_int_eq(am2z_batch_del(b, AM2Z_DB_META, "nope", 4), AM2Z_ENOTFOUND);
+        }
+    }
+    ck_assert_int_eq(am2z_store_commit(&b), AM2Z_OK);
+
+    s_env_reopen(&e);
+    am2z_store_stats_t st;
+    ck_assert_int_eq(am2z_store_stats(e.store, &st), AM2Z_OK);
+    ck_assert_uint_eq(st.sessions, 2001);
+    ck_assert_uint_eq(st.jobs, 2000);
+    ck_assert_uint_eq(st.entries[AM2Z_DB_READY], 2000);
+    s_expect_state(e.store, "s01234", 1, "state-1234");
+    s_expect_state(e.store, "taken", 1, "x");
+    s_env_close(&e);
+}
+END_TEST
+
+START_TEST(test_store_sealed_record_put_get)
+{
+    s_env_t e;
+    s_env_open(&e, "store-record");
+    const uint8_t key[] = { 0x00, 0x01, 0xff };     /* binary keys are fine */
+    am2z_store_batch_t *b;
+    ck_assert_int_eq(am2z_store_begin(e.store, &b), AM2Z_OK);
+    ck_assert_int_eq(am2z_batch_put_record(b, AM2Z_DB_DLQ, key, sizeof key, 1,
+                                           (const uint8_t *)"dead", 4, NOW), AM2Z_OK);
+    ck_assert_int_eq(am2z_batch_put_record(b, AM2Z_DB_RUNS, "empty", 5, 1, NULL, 0, NOW),
+                     AM2Z_OK);
+    ck_assert_int_eq(am2z_batch_put_record(b, AM2Z_DB_READY, "k", 1, 1,
+                                           (const uint8_t *)"x", 1, NOW), AM2Z_EINVAL);
+    ck_assert_int_eq(am2z_batch_put_record(b, AM2Z_DB_JOBS, "", 0, 1,
+                                           (const uint8_t *)"x", 1, NOW), AM2Z_EINVAL);
+    char big[600];
+    memset(big, 'k', sizeof big);
+    ck_assert_int_eq(am2z_batch_put_record(b, AM2Z_DB_JOBS, big, sizeof big, 1,
+                                           (const uint8_t *)"x", 1, NOW), AM2Z_EINVAL);
+    ck_assert_int_eq(am2z_batch_put_record(b, AM2Z_DB_COUNT_, "k", 1, 1,
+                                           (const uint8_t *)"x", 1, NOW), AM2Z_EINVAL);
+    ck_assert_int_eq(am2z_store_commit(&b), AM2Z_OK);
+
+    /*  Overwrite: new version and updated time, same created time. */
+    ck_assert_int_eq(am2z_store_begin(e.store, &b), AM2Z_OK);
+    ck_assert_int_eq(am2z_batch_put_record(b, AM2Z_DB_DLQ, key, sizeof key, 2,
+                                           (const uint8_t *)"deader", 6, NOW + 9), AM2Z_OK);
+    ck_assert_int_eq(am2z_store_commit(&b), AM2Z_OK);
+
+    am2z_record_t rec;
+    ck_assert_int_eq(am2z_store_get_record(e.store, AM2Z_DB_DLQ, key, sizeof key, &rec), AM2Z_OK);
+    ck_assert_uint_eq(rec.version, 2);
+    ck_assert_uint_eq(rec.created_ms, NOW);
+    ck_assert_uint_eq(rec.updated_ms, NOW + 9);
+    ck_assert_uint_eq(rec.size, 6);
+    ck_assert_mem_eq(rec.data, "deader", 6);
+    am2z_record_clear(&rec);
+    ck_assert_int_eq(am2z_store_get_record(e.store, AM2Z_DB_RUNS, "empty", 5, &rec), AM2Z_OK);
+    ck_assert_uint_eq(rec.size, 0);
+    ck_assert_ptr_nonnull(rec.data);
+    am2z_record_clear(&rec);
+    ck_assert_int_eq(am2z_store_get_record(e.store, AM2Z_DB_JOBS, "j", 1, &rec), AM2Z_ENOTFOUND);
+    ck_assert_int_eq(am2z_store_get_record(e.store, AM2Z_DB_META, "j", 1, &rec), AM2Z_EINVAL);
+
+    /*  Generic delete works on sealed databases too. */
+    ck_assert_int_eq(am2z_store_begin(e.store, &b), AM2Z_OK);
+    ck_assert_int_eq(am2z_batch_del(b, AM2Z_DB_DLQ, key, sizeof key), AM2Z_OK);
+    ck_assert_int_eq(am2z_batch_del(b, AM2Z_DB_DLQ, key, sizeof key), AM2Z_ENOTFOUND);
+    ck_assert_int_eq(am2z_store_commit(&b), AM2Z_OK);
+    ck_assert_int_eq(am2z_store_get_record(e.store, AM2Z_DB_DLQ, key, sizeof key, &rec),
+                     AM2Z_ENOTFOUND);
+    s_env_close(&e);
+}
+END_TEST
+
+/*  Appends "key=value;" for each entry; stops after `limit` entries. */
+typedef struct {
+    char buf[256];
+    int limit;
+    int calls;
+} s_each_t;
+
+static int
+s_each_entry(const void *key, size_t key_size, const void *value, size_t value_size,
+             void *arg)
+{
+    s_each_t *c = arg;
+    size_t len = strlen(c->buf);
+    snprintf(c->buf + len, sizeof c->buf - len, "%.*s=%.*s;", (int)key_size,
+             (const char *)key, (int)value_size, (const char *)value);
+    return ++c->calls == c->limit ? 7 : 0;
+}
+
+START_TEST(test_store_raw_put_get_each)
+{
+    s_env_t e;
+    s_env_open(&e, "store-raw");
+    am2z_store_batch_t *b;
+    ck_assert_int_eq(am2z_store_begin(e.store, &b), AM2Z_OK);
+    const char *keys[] = { "p1/0003", "p1/0001", "p2/0001", "p1/0002" };
+    for (size_t i = 0; i < 4; i++)
+        ck_assert_int_eq(am2z_batch_put_raw(b, AM2Z_DB_READY, keys[i], 7, keys[i] + 3, 4),
+                         AM2Z_OK);
+    ck_assert_int_eq(am2z_batch_put_raw(b, AM2Z_DB_SESSIONS, "k", 1, "v", 1), AM2Z_EINVAL);
+    ck_assert_int_eq(am2z_batch_put_raw(b, AM2Z_DB_META, NULL, 0, "v", 1), AM2Z_EINVAL);
+    ck_assert_int_eq(am2z_batch_put_raw(b, AM2Z_DB_META, "empty", 5, NULL, 0), AM2Z_OK);
+    ck_assert_int_eq(am2z_store_commit(&b), AM2Z_OK);
+
+    void *v;
+    size_t vs;
+    ck_assert_int_eq(am2z_store_get_raw(e.store, AM2Z_DB_READY, "p1/0002", 7, &v, &vs), AM2Z_OK);
+    ck_assert_uint_eq(vs, 4);
+    ck_assert_mem_eq(v, "0002", 4);
+    free(v);
+    ck_assert_int_eq(am2z_store_get_raw(e.store, AM2Z_DB_META, "empty", 5, &v, &vs), AM2Z_OK);
+    ck_assert_uint_eq(vs, 0);
+    free(v);
+    ck_assert_int_eq(am2z_store_get_raw(e.store, AM2Z_DB_READY, "p9", 2, &v, &vs),
+                     AM2Z_ENOTFOUND);
+    ck_assert_ptr_null(v);
+    ck_assert_int_eq(am2z_store_get_raw(e.store, AM2Z_DB_JOBS, "p9", 2, &v, &vs), AM2Z_EINVAL);
+
+    s_each_t c = { "", 0, 0 };
+    ck_assert_int_eq(am2z_store_each(e.store, AM2Z_DB_READY, NULL, 0, s_each_entry, &c), AM2Z_OK);
+    ck_assert_str_eq(c.buf, "p1/0001=0001;p1/0002=0002;p1/0003=0003;p2/0001=0001;");
+    memset(&c, 0, sizeof c);
+    ck_assert_int_eq(am2z_store_each(e.store, AM2Z_DB_READY, "p1/0002", 7, s_each_entry, &c),
+                     AM2Z_OK);
+    ck_assert_str_eq(c.buf, "p1/0002=0002;p1/0003=0003;p2/0001=0001;");
+    memset(&c, 0, sizeof c);
+    c.limit = 2;
+    ck_assert_int_eq(am2z_store_each(e.store, AM2Z_DB_READY, "p1/", 3, s_each_entry, &c), 7);
+    ck_assert_str_eq(c.buf, "p1/0001=0001;p1/0002=0002;");
+    memset(&c, 0, sizeof c);
+    ck_assert_int_eq(am2z_store_each(e.store, AM2Z_DB_READY, "p3", 2, s_each_entry, &c), AM2Z_OK);
+    ck_assert_int_eq(c.calls, 0);
+    ck_assert_int_eq(am2z_store_each(e.store, AM2Z_DB_DELAYED, NULL, 0, s_each_entry, &c),
+                     AM2Z_OK);
+    ck_assert_int_eq(c.calls, 0);
+
+    ck_assert_int_eq(am2z_store_begin(e.store, &b), AM2Z_OK);
+    ck_assert_int_eq(am2z_batch_del(b, AM2Z_DB_READY, "p1/0001", 7), AM2Z_OK);
+    ck_assert_int_eq(am2z_batch_del(b, AM2Z_DB_READY, "p1/0001", 7), AM2Z_ENOTFOUND);
+    ck_assert_int_eq(am2z_store_commit(&b), AM2Z_OK);
+    ck_assert_int_eq(am2z_store_get_raw(e.store, AM2Z_DB_READY, "p1/0001", 7, &v, &vs),
+                     AM2Z_ENOTFOUND);
+    s_env_close(&e);
+}
+END_TEST
+
+/*  Reads every session from inside a walk over the sessions. */
+static int
+s_read_inside_each(const char *id, void *arg)
+{
+    am2z_store_t *store = arg;
+    am2z_record_t rec;
+    int rc = am2z_store_get_state(store, id, &rec);
+    am2z_record_clear(&rec);
+    return rc == AM2Z_OK ? 0 : 1;
+}
+
+START_TEST(test_store_each_callback_may_read_the_store)
+{
+    s_env_t e;
+    s_env_open(&e, "store-nested");
+    ck_assert_int_eq(PUT(e.store, "a", 0, 1, "x"), AM2Z_OK);
+    ck_assert_int_eq(PUT(e.store, "b", 0, 1, "y"), AM2Z_OK);
+    ck_assert_int_eq(am2z_store_list_sessions(e.store, s_read_inside_each, e.store), AM2Z_OK);
+    /*  And the cached read txn still works afterwards. */
+    s_expect_state(e.store, "b", 1, "y");
+    s_env_close(&e);
+}
+END_TEST
+
+/*  Flips one bit of every occurrence of marker in path; returns the count. */
+static int
+s_corrupt_file(const char *path, const char *marker)
+{
+    FILE *f = fopen(path, "r+b");
+    ck_assert_ptr_nonnull(f);
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *buf = malloc((size_t)size);
+    ck_assert_uint_eq(fread(buf, 1, (size_t)size, f), (size_t)size);
+    int hits = 0;
+    size_t mlen = strlen(marker);
+    for (size_t i = 0; i + mlen <= (size_t)size; i++) {
+        if (memcmp(buf + i, marker, mlen) == 0) {
+            buf[i + mlen / 2] ^= 0x01;
+            hits++;
+        }
+    }
+    fseek(f, 0, SEEK_SET);
+    ck_assert_uint_eq(fwrite(buf, 1, (size_t)size, f), (size_t)size);
+    fclose(f);
+    free(buf);
+    return hits;
+}
+
+START_TEST(test_store_detects_corrupt_envelope_on_disk)
+{
+    s_env_t e;
+    s_env_open(&e, "store-corrupt");
+    ck_assert_int_eq(PUT(e.store, "victim", 0, 1, "MARKER-state-bytes-MARKER"), AM2Z_OK);
+    ck_assert_int_eq(PUT(e.store, "bystander", 0, 1, "fine"), AM2Z_OK);
+    am2z_store_batch_t *b;
+    ck_assert_int_eq(am2z_store_begin(e.store, &b), AM2Z_OK);
+    ck_assert_int_eq(am2z_batch_put_record(b, AM2Z_DB_RESULTS, "job1", 4, 1,
+                                           (const uint8_t *)"RESULT-payload-RESULT", 21, NOW),
+                     AM2Z_OK);
+    ck_assert_int_eq(am2z_store_commit(&b), AM2Z_OK);
+    am2z_store_destroy(&e.store);
+
+    char path[600];
+    snprintf(path, sizeof path, "%s/data.mdb", e.dir);
+    ck_assert_int_ge(s_corrupt_file(path, "MARKER-state-bytes-MARKER"), 1);
+    ck_assert_int_ge(s_corrupt_file(path, "RESULT-payload-RESULT"), 1);
+    e.store = s_open(&e.cfg);
+
+    am2z_record_t rec;
+    ck_assert_int_eq(am2z_store_get_state(e.store, "victim", &rec), AM2Z_EINTEGRITY);
+    ck_assert_ptr_null(rec.data);
+    ck_assert_int_eq(am2z_store_get_record(e.store, AM2Z_DB_RESULTS, "job1", 4, &rec),
+                     AM2Z_EINTEGRITY);
+    s_expect_state(e.store, "bystander", 1, "fine");
+    /*  A CAS write over a corrupt record refuses too, in and out of a batch. */
+    ck_assert_int_eq(PUT(e.store, "victim", 1, 2, "new"), AM2Z_EINTEGRITY);
+    ck_assert_int_eq(am2z_store_begin(e.store, &b), AM2Z_OK);
+    ck_assert_int_eq(am2z_batch_get_state(b, "victim", &rec), AM2Z_EINTEGRITY);
+    ck_assert_int_eq(am2z_batch_put_state(b, "victim", 1, 2, (const uint8_t *)"n", 1, NOW),
+                     AM2Z_EINTEGRITY);
+    am2z_store_abort(&b);
+    /*  The session is still listed, and deleting it is the way out. */
+    s_collect_t c = { "", 0 };
+    ck_assert_int_eq(am2z_store_list_sessions(e.store, s_collect_session, &c), AM2Z_OK);
+    ck_assert_str_eq(c.buf, "bystander,victim,");
+    ck_assert_int_eq(am2z_store_delete_state(e.store, "victim"), AM2Z_OK);
+    ck_assert_int_eq(PUT(e.store, "victim", 0, 1, "reborn"), AM2Z_OK);
+    s_expect_state(e.store, "victim", 1, "reborn");
+    s_env_close(&e);
+}
+END_TEST
+
+/*  Checks that session id holds size bytes of fill. */
+static void
+s_expect_filled(am2z_store_t *store, const char *id, size_t size, uint8_t fill)
+{
+    am2z_record_t rec;
+    ck_assert_int_eq(am2z_store_get_state(store, id, &rec), AM2Z_OK);
+    ck_assert_uint_eq(rec.size, size);
+    for (size_t i = 0; i < size; i++)
+        ck_assert_uint_eq(rec.data[i], fill);
+    am2z_record_clear(&rec);
+}
+
+START_TEST(test_store_map_full_is_a_resource_error)
+{
+    s_env_t e;
+    am2z_test_tmpdir("store-mapfull", e.dir, sizeof e.dir);
+    s_cfg(&e.cfg, e.dir);
+    e.cfg.map_size = 256u << 10;
+    e.store = s_open(&e.cfg);
+
+    static uint8_t state[6000];
+    char id[32];
+    int stored = 0, rc = AM2Z_OK;
+    for (int i = 0; i < 1000; i++) {
+        snprintf(id, sizeof id, "s%04d", i);
+        memset(state, 'a' + i % 26, sizeof state);
+        rc = am2z_store_put_state(e.store, id, 0, 1, state, sizeof state, NOW);
+        if (rc != AM2Z_OK)
+            break;
+        stored++;
+    }
+    ck_assert_int_eq(rc, AM2Z_ERESOURCE);
+    ck_assert_int_gt(stored, 5);
+
+    /*  A batch hitting the wall is poisoned as a whole. */
+    am2z_store_batch_t *b;
+    ck_assert_int_eq(am2z_store_begin(e.store, &b), AM2Z_OK);
+    int first = am2z_batch_put_raw(b, AM2Z_DB_META, "tiny", 4, "1", 1);
+    ck_assert(first == AM2Z_OK || first == AM2Z_ERESOURCE);
+    rc = first;
+    for (int i = 0; i < 100 && rc == AM2Z_OK; i++) {
+        snprintf(id, sizeof id, "t%04d", i);
+        rc = am2z_batch_put_state(b, id, 0, 1, state, sizeof state, NOW);
+    }
+    ck_assert_int_eq(rc, AM2Z_ERESOURCE);
+    ck_assert_int_eq(am2z_batch_put_raw(b, AM2Z_DB_META, "after", 5, "1", 1), AM2Z_ERESOURCE);
+    ck_assert_int_eq(am2z_batch_put_state(b, "u", 0, 1, state, 1, NOW), AM2Z_ERESOURCE);
+    ck_assert_int_eq(am2z_batch_del(b, AM2Z_DB_SESSIONS, "s0000", 5), AM2Z_ERESOURCE);
+    am2z_record_t rec;
+    ck_assert_int_eq(am2z_batch_get_state(b, "s0000", &rec), AM2Z_ERESOURCE);
+    ck_assert_int_eq(am2z_store_commit(&b), AM2Z_ERESOURCE);
+    ck_assert_ptr_null(b);
+
+    /*  Everything committed before survives, now and after a reopen; the
+        poisoned batch left nothing behind. */
+    s_expect_filled(e.store, "s0000", sizeof state, 'a');
+    s_env_reopen(&e);
+    for (int i = 0; i < stored; i++) {
+        snprintf(id, sizeof id, "s%04d", i);
+        s_expect_filled(e.store, id, sizeof state, (uint8_t)('a' + i % 26));
+    }
+    void *v;
+    size_t vs;
+    ck_assert_int_eq(am2z_store_get_raw(e.store, AM2Z_DB_META, "tiny", 4, &v, &vs),
+                     AM2Z_ENOTFOUND);
+    ck_assert_int_eq(am2z_store_get_state(e.store, "t0000", &rec), AM2Z_ENOTFOUND);
+    am2z_store_stats_t st;
+    ck_assert_int_eq(am2z_store_stats(e.store, &st), AM2Z_OK);
+    ck_assert_uint_eq(st.sessions, (uint64_t)stored);
+    ck_assert_uint_le(st.used_bytes, st.map_size);
+
+    /*  Freeing space makes room again. */
+    ck_assert_int_eq(am2z_store_delete_state(e.store, "s0000"), AM2Z_OK);
+    ck_assert_int_eq(am2z_store_delete_state(e.store, "s0001"), AM2Z_OK);
+    ck_assert_int_eq(am2z_store_put_state(e.store, "fresh", 0, 1, state, 100, NOW), AM2Z_OK);
+
+    /*  Reopening with a map smaller than the data is refused by name. */
+    am2z_store_destroy(&e.store);
+    am2z_config_t small = e.cfg;
+    small.map_size = 64u << 10;
+    char err[512] = "";
+    am2z_store_t *store = NULL;
+    ck_assert_int_eq(am2z_store_open(&small, &store, err, sizeof err), AM2Z_ERESOURCE);
+    ck_assert_ptr_null(store);
+    ck_assert_ptr_nonnull(strstr(err, e.dir));
+    ck_assert_ptr_nonnull(strstr(err, "map-size"));
+    s_env_close(&e);
+}
+END_TEST
+
+START_TEST(test_store_enforces_max_sessions)
+{
+    s_env_t e;
+    am2z_test_tmpdir("store-maxsess", e.dir, sizeof e.dir);
+    s_cfg(&e.cfg, e.dir);
+    e.cfg.max_sessions = 3;
+    e.store = s_open(&e.cfg);
+    ck_assert_int_eq(PUT(e.store, "a", 0, 1, "x"), AM2Z_OK);
+    ck_assert_int_eq(PUT(e.store, "b", 0, 1, "x"), AM2Z_OK);
+    ck_assert_int_eq(PUT(e.store, "c", 0, 1, "x"), AM2Z_OK);
+    ck_assert_int_eq(PUT(e.store, "d", 0, 1, "x"), AM2Z_ERESOURCE);
+    /*  Updating an existing session is not a new one. */
+    ck_assert_int_eq(PUT(e.store, "a", 1, 2, "y"), AM2Z_OK);
+    ck_assert_int_eq(am2z_store_delete_state(e.store, "b"), AM2Z_OK);
+    ck_assert_int_eq(PUT(e.store, "d", 0, 1, "x"), AM2Z_OK);
+
+    /*  Uncommitted creations in the batch count too. */
+    ck_assert_int_eq(am2z_store_delete_state(e.store, "d"), AM2Z_OK);
+    am2z_store_batch_t *b;
+    ck_assert_int_eq(am2z_store_begin(e.store, &b), AM2Z_OK);
+    ck_assert_int_eq(am2z_batch_put_state(b, "e", 0, 1, (const uint8_t *)"x", 1, NOW), AM2Z_OK);
+    ck_assert_int_eq(am2z_batch_put_state(b, "f", 0, 1, (const uint8_t *)"x", 1, NOW),
+                     AM2Z_ERESOURCE);
+    ck_assert_int_eq(am2z_store_commit(&b), AM2Z_OK);     /* not poisoned */
+    am2z_store_stats_t st;
+    ck_assert_int_eq(am2z_store_stats(e.store, &st), AM2Z_OK);
+    ck_assert_uint_eq(st.sessions, 3);
+    s_env_close(&e);
+}
+END_TEST
+
+START_TEST(test_store_enforces_max_state_size)
+{
+    s_env_t e;
+    am2z_test_tmpdir("store-maxsize", e.dir, sizeof e.dir);
+    s_cfg(&e.cfg, e.dir);
+    e.cfg.max_state_size = 1024;
+    e.store = s_open(&e.cfg);
+    static uint8_t state[1025];
+    memset(state, 'z', sizeof state);
+    ck_assert_int_eq(am2z_store_put_state(e.store, "s", 0, 1, state, 1024, NOW), AM2Z_OK);
+    ck_assert_int_eq(am2z_store_put_state(e.store, "s", 1, 2, state, 1025, NOW), AM2Z_ERESOURCE);
+    ck_assert_int_eq(am2z_store_put_state(e.store, "t", 0, 1, state, 1025, NOW), AM2Z_ERESOURCE);
+    s_expect_filled(e.store, "s", 1024, 'z');
+    am2z_record_t rec;
+    ck_assert_int_eq(am2z_store_get_state(e.store, "t", &rec), AM2Z_ENOTFOUND);
+    s_env_close(&e);
+}
+END_TEST
+
+START_TEST(test_store_periodic_durability_flushes_when_due)
+{
+    s_env_t e;
+    am2z_test_tmpdir("store-periodic", e.dir, sizeof e.dir);
+    s_cfg(&e.cfg, e.dir);
+    e.cfg.durability = AM2Z_DURABILITY_PERIODIC;
+    e.cfg.flush_interval_ms = 50;
+    e.store = s_open(&e.cfg);
+
+    uint64_t next = 0;
+    am2z_store_stats_t st;
+    ck_assert_int_eq(am2z_store_flush_due(e.store, am2z_store_now_ms(), &next), AM2Z_OK);
+    ck_assert_uint_eq(next, UINT64_MAX);
+
+    uint64_t before = am2z_store_now_ms();
+    ck_assert_int_eq(PUT(e.store, "s1", 0, 1, "x"), AM2Z_OK);
+    ck_assert_int_eq(PUT(e.store, "s1", 1, 2, "y"), AM2Z_OK);
+    uint64_t after = am2z_store_now_ms();
+    ck_assert_int_eq(am2z_store_stats(e.store, &st), AM2Z_OK);
+    ck_assert_uint_eq(st.unsynced_commits, 2);
+    ck_assert_uint_eq(st.syncs, 0);
+
+    /*  Not yet due: nothing synced, and told when to come back. */
+    ck_assert_int_eq(am2z_store_flush_due(e.store, before, &next), AM2Z_OK);
+    ck_assert_uint_gt(next, 0);
+    ck_assert_uint_le(next, 50);
+    ck_assert_int_eq(am2z_store_flush_due(e.store, after + 49 - (after - before), NULL), AM2Z_OK);
+    ck_assert_int_eq(am2z_store_stats(e.store, &st), AM2Z_OK);
+    ck_assert_uint_eq(st.unsynced_commits, 2);
+    ck_assert_uint_eq(st.syncs, 0);
+
+    /*  Due: one fsync covers both commits. */
+    ck_assert_int_eq(am2z_store_flush_due(e.store, after + 50, &next), AM2Z_OK);
+    ck_assert_uint_eq(next, UINT64_MAX);
+    ck_assert_int_eq(am2z_store_stats(e.store, &st), AM2Z_OK);
+    ck_assert_uint_eq(st.unsynced_commits, 0);
+    ck_assert_uint_eq(st.syncs, 1);
+    ck_assert_int_eq(am2z_store_flush_due(e.store, after + 500, &next), AM2Z_OK);
+    ck_assert_uint_eq(next, UINT64_MAX);
+
+    /*  flush() syncs now, and is a no-op with nothing pending. */
+    ck_assert_int_eq(PUT(e.store, "s1", 2, 3, "z"), AM2Z_OK);
+    ck_assert_int_eq(am2z_store_flush(e.store), AM2Z_OK);
+    ck_assert_int_eq(am2z_store_flush(e.store), AM2Z_OK);
+    ck_assert_int_eq(am2z_store_stats(e.store, &st), AM2Z_OK);
+    ck_assert_uint_eq(st.syncs, 2);
+
+    /*  An unsynced commit is synced by destroy and found on reopen. */
+    ck_assert_int_eq(PUT(e.store, "s1", 3, 4, "w"), AM2Z_OK);
+    s_env_reopen(&e);
+    s_expect_state(e.store, "s1", 4, "w");
+    s_env_close(&e);
+}
+END_TEST
+
+START_TEST(test_store_sync_durability_has_nothing_pending)
+{
+    s_env_t e;
+    s_env_open(&e, "store-sync");
+    ck_assert_int_eq(PUT(e.store, "s1", 0, 1, "x"), AM2Z_OK);
+    uint64_t next = 0;
+    ck_assert_int_eq(am2z_store_flush_due(e.store, am2z_store_now_ms() + 100000, &next), AM2Z_OK);
+    ck_assert_uint_eq(next, UINT64_MAX);
+    am2z_store_stats_t st;
+    ck_assert_int_eq(am2z_store_stats(e.store, &st), AM2Z_OK);
+    ck_assert_uint_eq(st.unsynced_commits, 0);
+    ck_assert_uint_eq(st.syncs, 0);
+    s_env_close(&e);
+}
+END_TEST
+
+START_TEST(test_store_stats_count_entries)
+{
+    s_env_t e;
+    s_env_open(&e, "store-stats");
+    am2z_store_stats_t st;
+    ck_assert_int_eq(am2z_store_stats(e.store, &st), AM2Z_OK);
+    for (int i = 0; i < AM2Z_DB_COUNT_; i++)
+        ck_assert_uint_eq(st.entries[i], 0);
+    ck_assert_uint_eq(st.map_size, 64u << 20);
+    uint64_t used_empty = st.used_bytes;
+    ck_assert_uint_gt(used_empty, 0);
+
+    am2z_store_batch_t *b;
+    ck_assert_int_eq(am2z_store_begin(e.store, &b), AM2Z_OK);
+    char key[16];
+    static uint8_t blob[3000];
+    for (int i = 0; i < 50; i++) {
+        snprintf(key, sizeof key, "k%02d", i);
+        ck_assert_int_eq(am2z_batch_put_state(b, key, 0, 1, blob, sizeof blob, NOW), AM2Z_OK);
+        if (i < 20)
+            ck_assert_int_eq(am2z_batch_put_record(b, AM2Z_DB_JOBS, key, 3, 1, blob, 10, NOW),
+                             AM2Z_OK);
+        if (i < 5)
+            ck_assert_int_eq(am2z_batch_put_raw(b, AM2Z_DB_DELAYED, key, 3, "", 0), AM2Z_OK);
+    }
+    ck_assert_int_eq(am2z_store_commit(&b), AM2Z_OK);
+    ck_assert_int_eq(am2z_store_stats(e.store, &st), AM2Z_OK);
+    ck_assert_uint_eq(st.sessions, 50);
+    ck_assert_uint_eq(st.entries[AM2Z_DB_SESSIONS], 50);
+    ck_assert_uint_eq(st.jobs, 20);
+    ck_assert_uint_eq(st.entries[AM2Z_DB_DELAYED], 5);
+    ck_assert_uint_eq(st.entries[AM2Z_DB_RESULTS], 0);
+    ck_assert_uint_gt(st.used_bytes, used_empty + 50 * 3000);
+    ck_assert_uint_le(st.used_bytes, st.map_size);
+    ck_assert_int_eq(am2z_store_stats(e.store, NULL), AM2Z_EINVAL);
+    s_env_close(&e);
+}
+END_TEST
+
+START_TEST(test_store_db_names_and_kinds)
+{
+    ck_assert_str_eq(am2z_db_name(AM2Z_DB_SESSIONS), "sessions");
+    ck_assert_str_eq(am2z_db_name(AM2Z_DB_META), "meta");
+    ck_assert_str_eq(am2z_db_name(AM2Z_DB_COUNT_), "unknown");
+    ck_assert(am2z_db_sealed(AM2Z_DB_SESSIONS));
+    ck_assert(am2z_db_sealed(AM2Z_DB_RUNS));
+    ck_assert(!am2z_db_sealed(AM2Z_DB_READY));
+    ck_assert(!am2z_db_sealed(AM2Z_DB_META));
+    am2z_record_clear(NULL);
+}
+END_TEST
+
+START_TEST(test_store_open_creates_dirs_and_reports_errors)
+{
+    char dir[512], path[700];
+    am2z_test_tmpdir("store-open", dir, sizeof dir);
+    am2z_config_t cfg;
+
+    /*  mkdir -p of a nested, missing directory. */
+    snprintf(path, sizeof path, "%s/a/b/c", dir);
+    s_cfg(&cfg, path);
+    am2z_store_t *store = s_open(&cfg);
+    am2z_store_destroy(&store);
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/a/b/c/data.mdb", dir);
+    ck_assert_int_eq(stat(path, &sb), 0);
+
+    /*  A data dir below a regular file cannot be created: EIO naming it. */
+    snprintf(path, sizeof path, "%s/file", dir);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/file/sub", dir);
+    s_cfg(&cfg, path);
+    char err[1024] = "";
+    store = (am2z_store_t *)&cfg;
+    ck_assert_int_eq(am2z_store_open(&cfg, &store, err, sizeof err), AM2Z_EIO);
+    ck_assert_ptr_null(store);
+    ck_assert_ptr_nonnull(strstr(err, path));
+
+    /*  The data dir itself a regular file. */
+    snprintf(path, sizeof path, "%s/file", dir);
+    s_cfg(&cfg, path);
+    ck_assert_int_eq(am2z_store_open(&cfg, &store, err, sizeof err), AM2Z_EIO);
+    ck_assert_ptr_nonnull(strstr(err, path));
+
+    /*  Bad arguments; err may be NULL. */
+    s_cfg(&cfg, "");
+    ck_assert_int_eq(am2z_store_open(&cfg, &store, NULL, 0), AM2Z_EINVAL);
+    ck_assert_int_eq(am2z_store_open(NULL, &store, err, sizeof err), AM2Z_EINVAL);
+    s_cfg(&cfg, dir);
+    cfg.map_size = 0;
+    ck_assert_int_eq(am2z_store_open(&cfg, &store, err, sizeof err), AM2Z_EINVAL);
+
+    am2z_store_destroy(NULL);
+    am2z_test_rmtree(dir);
+}
+END_TEST
+
+static Suite *
+s_suite(void)
+{
+    Suite *s = suite_create("store");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_store_creates_state_with_expected_zero);
+    tcase_add_test(tc, test_store_update_keeps_created_time);
+    tcase_add_test(tc, test_store_rejects_stale_version);
+    tcase_add_test(tc, test_store_create_twice_conflicts);
+    tcase_add_test(tc, test_store_rejects_non_increasing_version_and_bad_ids);
+    tcase_add_test(tc, test_store_deletes_state);
+    tcase_add_test(tc, test_store_lists_sessions_in_order);
+    tcase_add_test(tc, test_store_reopen_finds_everything_committed);
+    tcase_add_test(tc, test_store_aborted_batch_writes_nothing);
+    tcase_add_test(tc, test_store_one_batch_at_a_time);
+    tcase_add_test(tc, test_store_batch_reads_see_own_writes);
+    tcase_add_test(tc, test_store_group_commits_many_ops_in_one_batch);
+    tcase_add_test(tc, test_store_sealed_record_put_get);
+    tcase_add_test(tc, test_store_raw_put_get_each);
+    tcase_add_test(tc, test_store_each_callback_may_read_the_store);
+    tcase_add_test(tc, test_store_detects_corrupt_envelope_on_disk);
+    tcase_add_test(tc, test_store_map_full_is_a_resource_error);
+    tcase_add_test(tc, test_store_enforces_max_sessions);
+    tcase_add_test(tc, test_store_enforces_max_state_size);
+    tcase_add_test(tc, test_store_periodic_durability_flushes_when_due);
+    tcase_add_test(tc, test_store_sync_durability_has_nothing_pending);
+    tcase_add_test(tc, test_store_stats_count_entries);
+    tcase_add_test(tc, test_store_db_names_and_kinds);
+    tcase_add_test(tc, test_store_open_creates_dirs_and_reports_errors);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int
+main(void)
+{
+    return am2z_test_run(s_suite());
+}
