@@ -280,6 +280,8 @@ s_run(zsock_t *pipe, const am2zw_actor_args_t *a, const am2z_msg_t *job)
 {
     uint8_t *next = NULL;
     size_t next_size = 0;
+    uint8_t *changes = NULL;
+    size_t changes_size = 0;
     am2z_error_t *error = NULL;
     uint64_t started_ms = am2z_clock_wall_ms();
     uint64_t exec_us = 1;
@@ -309,6 +311,11 @@ s_run(zsock_t *pipe, const am2zw_actor_args_t *a, const am2z_msg_t *job)
                 ctx.error = NULL;
             } else {
                 s_apply(a, job, input, ctx.changes, &next, &next_size, &error);
+                /*  DONE.data = the changes (optional on the wire; the
+                    broker may use them to merge parallel branches). */
+                if (next && am2z_changes_encode(ctx.changes, &changes,
+                                                &changes_size) != AM2Z_OK)
+                    changes = NULL;
             }
         }
         am2z_error_destroy(&ctx.error);
@@ -324,6 +331,8 @@ s_run(zsock_t *pipe, const am2zw_actor_args_t *a, const am2z_msg_t *job)
     done.success = next != NULL;
     done.state = next;
     done.state_size = next ? next_size : 0;
+    done.data = changes;
+    done.data_size = changes ? changes_size : 0;
     done.error = next ? NULL : error;
     done.exec_us = exec_us;
     done.started_at_ms = started_ms;
@@ -345,6 +354,7 @@ s_run(zsock_t *pipe, const am2zw_actor_args_t *a, const am2z_msg_t *job)
                  AM2Z_KS("job", job->job), AM2Z_KS("processor", a->processor));
     free(body);
     free(next);
+    free(changes);
     am2z_error_destroy(&error);
 }
 

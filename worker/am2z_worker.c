@@ -254,11 +254,13 @@ s_send_msg(s_engine_t *e, const am2z_msg_t *msg)
     return rc;
 }
 
+/*  HEARTBEAT / DISCONNECT {worker}. */
 static void
 s_send_simple(s_engine_t *e, am2z_cmd_t cmd)
 {
     am2z_msg_t msg;
     am2z_msg_init(&msg, cmd);
+    msg.worker = e->w->cfg.id;            /* borrowed */
     s_send_msg(e, &msg);
 }
 
