@@ -65,6 +65,23 @@ main(int argc, char **argv)
     /*  Our handler, not CZMQ's: it only sets a flag (before any CZMQ call). */
     zsys_handler_set(NULL);
 
+    /*  Handler first, so a signal during start-up is not fatal; the stop
+        signals are blocked before any thread exists, so every worker
+        thread inherits the mask and they reach main in sigsuspend. */
+    sigset_t stop_set, old_set;
+    sigemptyset(&stop_set);
+    sigaddset(&stop_set, SIGTERM);
+    sigaddset(&stop_set, SIGINT);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = s_on_signal;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0
+        || sigprocmask(SIG_BLOCK, &stop_set, &old_set) != 0) {
+        perror("am2z-example-worker: sigaction");
+        return 1;
+    }
+
     s_opts_t opts;
     char err[AM2Z_CFG_ERR_MAX] = "";
     char **positional = calloc((size_t)argc + 1, sizeof *positional);
@@ -113,23 +130,6 @@ main(int argc, char **argv)
             am2z_worker_destroy(&worker);
             return 1;
         }
-    }
-
-    /*  Block the stop signals before any thread exists, so every worker
-        thread inherits the mask and they reach main in sigsuspend. */
-    sigset_t stop_set, old_set;
-    sigemptyset(&stop_set);
-    sigaddset(&stop_set, SIGTERM);
-    sigaddset(&stop_set, SIGINT);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = s_on_signal;
-    sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0
-        || sigprocmask(SIG_BLOCK, &stop_set, &old_set) != 0) {
-        perror("am2z-example-worker: sigaction");
-        am2z_worker_destroy(&worker);
-        return 1;
     }
 
     rc = am2z_worker_start(worker);
