@@ -748,7 +748,9 @@ s_loop(s_engine_t *e)
         }
         s_check_deadlines(e, now);
 
-        uint64_t wait_us = e->next_hb_us > now ? e->next_hb_us - now : 0;
+        /*  Stopping: no more heartbeats, so only the poll cap applies. */
+        uint64_t wait_us = e->stopping ? (uint64_t)S_POLL_MAX_MS * 1000
+                         : e->next_hb_us > now ? e->next_hb_us - now : 0;
         long timeout_ms = (long)((wait_us + 999) / 1000);
         if (timeout_ms > S_POLL_MAX_MS)
             timeout_ms = S_POLL_MAX_MS;
