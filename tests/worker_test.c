@@ -42,6 +42,13 @@ p_untyped(am2z_ctx_t *ctx)
     return AM2Z_EIO;
 }
 
+/*  Fails without an error value (as after an allocation failure). */
+static int
+p_fail_null(am2z_ctx_t *ctx)
+{
+    return am2z_ctx_fail(ctx, NULL);
+}
+
 /*  "a" becomes an int, then "a.b" runs through it: the apply fails. */
 static int
 p_bad_apply(am2z_ctx_t *ctx)
@@ -137,6 +144,7 @@ s_worker(const char *endpoint, uint64_t heartbeat_ms, uint32_t liveness)
         { .name = "rendezvous", .fn = p_rendezvous, .concurrency = 2,
           .arg = &s_arrived },
         { .name = "introspect", .fn = p_introspect },
+        { .name = "fail-null", .fn = p_fail_null },
     };
     for (size_t i = 0; i < sizeof defs / sizeof defs[0]; i++)
         ck_assert_int_eq(am2z_worker_register(w, &defs[i]), AM2Z_OK);
@@ -206,7 +214,7 @@ START_TEST(test_worker_ready_announces_processors_and_credit)
     am2z_msg_t ready;
     am2z_fakebroker_expect(fb, AM2Z_CMD_READY, &ready, WAIT_MS);
     ck_assert_str_eq(ready.worker, "test-worker");
-    ck_assert_uint_eq(ready.nprocs, 8);
+    ck_assert_uint_eq(ready.nprocs, 9);
     ck_assert_str_eq(ready.procs[0].name, "incr");
     ck_assert_uint_eq(ready.procs[0].concurrency, 3);
     ck_assert_str_eq(ready.procs[0].description, "count+1");
@@ -359,6 +367,11 @@ START_TEST(test_worker_untyped_and_apply_failures_are_execution_errors)
     ck_assert_msg(strstr(done.error->message, "-9") || strstr(done.error->message, "I/O")
                   || (done.error->details && done.error->details_size > 0),
                   "message: %s", done.error->message);
+    am2z_msg_clear(&done);
+
+    s_run_job(&r, "fail-null", &done);
+    ck_assert(!done.success);
+    ck_assert_int_eq(done.error->kind, AM2Z_KIND_PROCESSOR_EXECUTION);
     am2z_msg_clear(&done);
 
     s_run_job(&r, "bad-apply", &done);
