@@ -97,7 +97,9 @@ const char *am2z_client_last_error(const am2z_client_t *self);
     Returns AM2Z_OK (*out set; check (*out)->success), AM2Z_EINVAL,
     AM2Z_ETIMEOUT (no result within the client's timeout; the job goes on
     and can be fetched by id — *out NULL), AM2Z_ENETWORK, AM2Z_EPROTO
-    (refused; am2z_client_last_error says why). */
+    (a malformed answer; am2z_client_last_error says why). A SUBMIT the
+    broker refuses (e.g. ProcessorNotFoundError) is AM2Z_OK with a failed
+    result carrying the broker's error (its job_id is ""). */
 int am2z_client_execute(am2z_client_t *self, const char *processor,
                         const am2z_state_t *state, const char *session_id,
                         const am2z_submit_opts_t *opts, am2z_result_t **out);
@@ -118,7 +120,9 @@ int am2z_client_execute_many(am2z_client_t *self, const char *processor,
                              const char *session_id, am2z_result_t **results);
 
 /*  Asynchronous: submits and returns once the broker has made the job
-    durable; job_id receives its id. Returns as execute, minus results. */
+    durable; job_id receives its id. Returns as execute, minus results,
+    except that a refused SUBMIT is AM2Z_EFAILED (am2z_client_last_error
+    says why). */
 int am2z_client_submit(am2z_client_t *self, const char *processor,
                        const am2z_state_t *state, const char *session_id,
                        const am2z_submit_opts_t *opts,
@@ -127,12 +131,16 @@ int am2z_client_submit(am2z_client_t *self, const char *processor,
 /*  Waits up to timeout_ms (0 = the client's default) for a job this client
     submitted, or fetches any job's stored result by id from the broker
     (store-and-collect: works after a reconnect). Returns AM2Z_OK,
-    AM2Z_ETIMEOUT (not finished yet), AM2Z_ENOTFOUND (unknown job id). */
+    AM2Z_ETIMEOUT (not finished yet), AM2Z_ENOTFOUND (unknown job id).
+    A result is handed over once; waiting again fetches it from the broker.
+    The client keeps up to 4096 uncollected results; older ones are
+    dropped locally and fetched from the broker when waited for. */
 int am2z_client_wait(am2z_client_t *self, const char *job_id,
                      uint64_t timeout_ms, am2z_result_t **out);
 
 /*  Non-blocking: AM2Z_OK with *out when the result is here, AM2Z_ETIMEOUT
-    when not yet. */
+    when not yet. Reads only what has arrived: it never asks the broker
+    (use wait for a job this client has not submitted). */
 int am2z_client_poll(am2z_client_t *self, const char *job_id,
                      am2z_result_t **out);
 
@@ -196,8 +204,11 @@ int am2z_client_is_processor_registered(am2z_client_t *self, const char *name,
                                         bool *registered);
 
 /*  Raw query (what: stats|queues|session-stats|sessions|processors|state|job):
-    the broker's REPLY body as msgpack, caller owns *data (free()). The CLI
-    turns it into JSON. */
+    the broker's REPLY data as one msgpack object (nil when the REPLY had
+    none), caller owns *data (free()). The CLI turns it into JSON. For
+    what = "job" the session_id argument carries the job id. Returns
+    AM2Z_OK, AM2Z_ENOTFOUND (refused as not_found), AM2Z_EPROTO (other
+    refusal), AM2Z_ETIMEOUT, AM2Z_ENETWORK. */
 int am2z_client_query(am2z_client_t *self, const char *what,
                       const char *session_id, uint8_t **data, size_t *size);
 
@@ -222,7 +233,8 @@ typedef void (am2z_event_fn)(const am2z_event_t *event, void *arg);
 
 /*  Calls fn for each event of this client's own jobs whose name starts with
     prefix ("" = all), on the calling thread while the client waits. At most
-    16 subscriptions. Returns AM2Z_OK, AM2Z_ERESOURCE. */
+    16 subscriptions. fn must not call this client. Returns AM2Z_OK,
+    AM2Z_ERESOURCE. */
 int am2z_client_on_event(am2z_client_t *self, const char *prefix,
                          am2z_event_fn *fn, void *arg);
 
@@ -233,7 +245,9 @@ typedef struct am2z_events_t am2z_events_t;
     ("" = everything). Returns AM2Z_OK, AM2Z_EINVAL, AM2Z_ENETWORK. */
 int am2z_events_subscribe(const char *endpoint, const char *prefix,
                           const char *session_id, am2z_events_t **out);
-/*  Waits up to timeout_ms for one event and calls fn. AM2Z_OK, AM2Z_ETIMEOUT. */
+/*  Waits up to timeout_ms (0 = forever) for one event and calls fn.
+    AM2Z_OK, AM2Z_ETIMEOUT (also when a signal interrupts the wait, so the
+    caller can look at its flags), AM2Z_ENETWORK. */
 int am2z_events_next(am2z_events_t *self, uint64_t timeout_ms,
                      am2z_event_fn *fn, void *arg);
 void am2z_events_destroy(am2z_events_t **self_p);

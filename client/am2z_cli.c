@@ -1,0 +1,548 @@
+/*  am2z_cli.c — the `am2z` command: run processors and look inside a broker.
+
+    Every command prints JSON on stdout (events: one compact object per
+    line, flushed), messages on stderr. Exit status: 0 success, 1 the job
+    failed or the thing asked for does not exist, 2 usage, input or
+    connection error.
+
+    Options go through one am2z_cfg table, so they are parsed, checked and
+    reported like every other am2z setting. The environment is read for the
+    two endpoints only (AM2Z_BROKER, AM2Z_EVENTS): a stray AM2Z_STATE in
+    someone's shell must not change what a command does.
+*/
+#include "am2z_client.h"
+#include "am2z_config.h"
+#include "am2z_json.h"
+
+#include <czmq.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define S_STATE_MAX   (256 * 1024)       /* --state text given inline */
+#define S_FILE_MAX    (16 * 1024 * 1024) /* --state @file */
+
+enum { S_EXIT_OK = 0, S_EXIT_FAILED = 1, S_EXIT_USAGE = 2 };
+
+/*  Set by SIGINT / SIGTERM while `events` runs; the loop stops on it. */
+static volatile sig_atomic_t s_stop;
+
+typedef struct {
+    char broker[512];             /* frontend endpoint */
+    char events[512];             /* PUB endpoint */
+    uint64_t timeout_ms;          /* client wait */
+    char session[AM2Z_SESSION_ID_MAX + 2];   /* one more: too long is caught by validation */
+    char state[S_STATE_MAX];      /* JSON object or @file */
+    char filter[AM2Z_NAME_MAX + 1];
+    uint64_t count;               /* events: stop after N (0 = never) */
+    bool keep_state;              /* stop-session */
+    uint64_t delay_ms;            /* execute: not before now + delay */
+    uint64_t job_timeout_ms;      /* execute: the job's own timeout */
+} s_opts_t;
+
+#define O(f) offsetof(s_opts_t, f)
+static const am2z_cfg_def_t s_table[] = {
+    { "broker", AM2Z_CFG_STRING, O(broker), sizeof ((s_opts_t *)0)->broker,
+      AM2Z_DEFAULT_FRONTEND, 0, 0, NULL, "broker frontend endpoint (env AM2Z_BROKER)" },
+    { "events", AM2Z_CFG_STRING, O(events), sizeof ((s_opts_t *)0)->events,
+      AM2Z_DEFAULT_EVENTS, 0, 0, NULL, "broker events (PUB) endpoint (env AM2Z_EVENTS)" },
+    { "timeout", AM2Z_CFG_MS, O(timeout_ms), 0, "30000", 0, 0, NULL,
+      "how long to wait for the broker (0 = forever)" },
+    { "session", AM2Z_CFG_STRING, O(session), sizeof ((s_opts_t *)0)->session,
+      "", 0, 0, NULL, "session id" },
+    { "state", AM2Z_CFG_STRING, O(state), sizeof ((s_opts_t *)0)->state,
+      "", 0, 0, NULL, "input state: a JSON object, or @FILE holding one" },
+    { "filter", AM2Z_CFG_STRING, O(filter), sizeof ((s_opts_t *)0)->filter,
+      "", 0, 0, NULL, "event name prefix" },
+    { "count", AM2Z_CFG_UINT, O(count), 0, "0", 0, 0, NULL,
+      "stop after N events (0 = until interrupted)" },
+    { "keep-state", AM2Z_CFG_BOOL, O(keep_state), 0, "false", 0, 0, NULL,
+      "stop-session: keep the stored state" },
+    { "delay", AM2Z_CFG_MS, O(delay_ms), 0, "0", 0, 0, NULL,
+      "execute: do not run before now + delay" },
+    { "job-timeout", AM2Z_CFG_MS, O(job_timeout_ms), 0, "0", 0, 0, NULL,
+      "execute: the job's timeout (0 = the processor's)" },
+    { NULL, 0, 0, 0, NULL, 0, 0, NULL, NULL },
+};
+
+/*  The environment may set only these. */
+static const am2z_cfg_def_t s_env_table[] = {
+    { "broker", AM2Z_CFG_STRING, O(broker), sizeof ((s_opts_t *)0)->broker,
+      AM2Z_DEFAULT_FRONTEND, 0, 0, NULL, "" },
+    { "events", AM2Z_CFG_STRING, O(events), sizeof ((s_opts_t *)0)->events,
+      AM2Z_DEFAULT_EVENTS, 0, 0, NULL, "" },
+    { NULL, 0, 0, 0, NULL, 0, 0, NULL, NULL },
+};
+
+typedef struct {
+    const char *name;
+    const char *args;             /* synopsis after the name */
+    const char *help;             /* one line */
+    int (*run)(const s_opts_t *opts, int argc, char **argv);
+    int nargs;                    /* positional operands after the name */
+} s_command_t;
+
+static const s_command_t *s_find_command(const char *name);
+
+/* ---------------------------------------------------------------------------
+   Output helpers
+   ------------------------------------------------------------------------ */
+
+static void
+s_print_json(json_t *json, size_t flags)
+{
+    char *text = json_dumps(json, flags | JSON_ENCODE_ANY);
+    if (text) {
+        fputs(text, stdout);
+        fputc('\n', stdout);
+        free(text);
+    }
+    fflush(stdout);
+}
+
+/*  msgpack bytes as a JSON value; JSON null when absent or unreadable. */
+static json_t *
+s_json_of(const uint8_t *data, size_t size)
+{
+    json_t *json = NULL;
+    if (!data || !size || am2z_json_from_msgpack(data, size, &json) != AM2Z_OK)
+        return json_null();
+    return json;
+}
+
+static json_t *
+s_error_json(const am2z_error_t *e)
+{
+    if (!e)
+        return json_null();
+    json_t *j = json_object();
+    json_object_set_new(j, "kind", json_string(am2z_kind_name(e->kind)));
+    json_object_set_new(j, "category", json_string(am2z_category_name(e->category)));
+    json_object_set_new(j, "severity", json_string(am2z_severity_name(e->severity)));
+    json_object_set_new(j, "retryable", json_boolean(e->retryable));
+    json_object_set_new(j, "code", json_string(e->code ? e->code : ""));
+    json_object_set_new(j, "message", json_string(e->message ? e->message : ""));
+    json_object_set_new(j, "details", s_json_of(e->details, e->details_size));
+    return j;
+}
+
+static json_t *
+s_result_json(const am2z_result_t *r)
+{
+    json_t *j = json_object();
+    json_object_set_new(j, "success", json_boolean(r->success));
+    json_object_set_new(j, "jobId", json_string(r->job_id));
+    json_object_set_new(j, "processor", json_string(r->processor));
+    json_object_set_new(j, "sessionId", json_string(r->session_id));
+    json_object_set_new(j, "attempt", json_integer(r->attempt));
+    json_object_set_new(j, "executionTimeUs", json_integer((json_int_t)r->exec_us));
+    json_object_set_new(j, "startedAt", json_integer((json_int_t)r->started_at_ms));
+    json_object_set_new(j, "state", r->state ? s_json_of(am2z_state_data(r->state),
+                                                         am2z_state_size(r->state))
+                                             : json_null());
+    json_object_set_new(j, "error", s_error_json(r->error));
+    return j;
+}
+
+static int
+s_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int
+s_fail(int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("am2z: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return code;
+}
+
+/*  Exit status and message for a failed client call. */
+static int
+s_client_fail(const am2z_client_t *client, const char *what, int rc)
+{
+    const char *why = client ? am2z_client_last_error(client) : "";
+    if (rc == AM2Z_ENOTFOUND)
+        return s_fail(S_EXIT_FAILED, "%s: %s", what, *why ? why : "not found");
+    return s_fail(S_EXIT_USAGE, "%s: %s%s%s", what, am2z_strerror(rc), *why ? ": " : "", why);
+}
+
+static int
+s_connect(const s_opts_t *opts, am2z_client_t **client)
+{
+    int rc = am2z_client_connect(opts->broker, client);
+    if (rc != AM2Z_OK)
+        return s_fail(S_EXIT_USAGE, "cannot connect to broker '%s': %s", opts->broker,
+                      am2z_strerror(rc));
+    am2z_client_set_timeout(*client, opts->timeout_ms);
+    return S_EXIT_OK;
+}
+
+static bool
+s_session_ok(const char *session)
+{
+    return am2z_session_id_valid(session, strlen(session));
+}
+
+/* ---------------------------------------------------------------------------
+   Commands
+   ------------------------------------------------------------------------ */
+
+/*  Reads --state (inline JSON or @file) into a state of `session`. */
+static int
+s_load_state(const s_opts_t *opts, am2z_state_t **out)
+{
+    const char *text = opts->state;
+    char *file_text = NULL;
+    if (text[0] == '@') {
+        FILE *f = fopen(text + 1, "rb");
+        if (!f)
+            return s_fail(S_EXIT_USAGE, "--state: cannot open '%s': %s", text + 1,
+                          strerror(errno));
+        file_text = malloc(S_FILE_MAX + 1);
+        size_t n = file_text ? fread(file_text, 1, S_FILE_MAX + 1, f) : 0;
+        bool too_big = n > S_FILE_MAX;
+        bool bad = file_text == NULL || ferror(f);
+        fclose(f);
+        if (bad || too_big) {
+            free(file_text);
+            return s_fail(S_EXIT_USAGE, "--state: cannot read '%s'%s", text + 1,
+                          too_big ? ": larger than 16 MiB" : "");
+        }
+        file_text[n] = '\0';
+        text = file_text;
+    }
+    uint8_t *map = NULL;
+    size_t size = 0;
+    char err[256];
+    int rc = am2z_json_parse_to_msgpack(text, &map, &size, err, sizeof err);
+    free(file_text);
+    if (rc != AM2Z_OK)
+        return s_fail(S_EXIT_USAGE, "--state: %s", err);
+    bool is_map = size && ((map[0] & 0xf0) == 0x80 || map[0] == 0xde || map[0] == 0xdf);
+    if (!is_map) {
+        free(map);
+        return s_fail(S_EXIT_USAGE, "--state: must be a JSON object");
+    }
+    rc = am2z_state_from_map(opts->session, map, size, am2z_clock_wall_ms(), out);
+    free(map);
+    if (rc != AM2Z_OK)
+        return s_fail(S_EXIT_USAGE, "--state: not usable as a state: %s", am2z_strerror(rc));
+    return S_EXIT_OK;
+}
+
+static int
+s_cmd_execute(const s_opts_t *opts, int argc, char **argv)
+{
+    (void)argc;
+    const char *processor = argv[0];
+    if (!am2z_name_valid(processor, strlen(processor)))
+        return s_fail(S_EXIT_USAGE, "invalid processor name '%s'", processor);
+    if (!opts->session[0])
+        return s_fail(S_EXIT_USAGE, "execute needs --session ID (see am2z execute --help)");
+    if (!s_session_ok(opts->session))
+        return s_fail(S_EXIT_USAGE, "invalid session id '%s'", opts->session);
+    am2z_state_t *state = NULL;
+    if (opts->state[0]) {
+        int code = s_load_state(opts, &state);
+        if (code != S_EXIT_OK)
+            return code;
+    }
+    am2z_client_t *client = NULL;
+    int code = s_connect(opts, &client);
+    if (code != S_EXIT_OK) {
+        am2z_state_destroy(&state);
+        return code;
+    }
+    am2z_submit_opts_t sub = { .delay_ms = opts->delay_ms, .timeout_ms = opts->job_timeout_ms };
+    am2z_result_t *result = NULL;
+    int rc = am2z_client_execute(client, processor, state, opts->session, &sub, &result);
+    if (rc != AM2Z_OK) {
+        code = s_client_fail(client, "execute", rc);
+    } else {
+        json_t *j = s_result_json(result);
+        s_print_json(j, JSON_INDENT(2));
+        json_decref(j);
+        code = result->success ? S_EXIT_OK : S_EXIT_FAILED;
+    }
+    am2z_result_destroy(&result);
+    am2z_state_destroy(&state);
+    am2z_client_destroy(&client);
+    return code;
+}
+
+/*  A query whose REPLY data is printed as JSON. */
+static int
+s_query_print(const s_opts_t *opts, const char *what, const char *id)
+{
+    am2z_client_t *client = NULL;
+    int code = s_connect(opts, &client);
+    if (code != S_EXIT_OK)
+        return code;
+    uint8_t *data = NULL;
+    size_t size = 0;
+    int rc = am2z_client_query(client, what, id, &data, &size);
+    if (rc != AM2Z_OK) {
+        code = s_client_fail(client, what, rc);
+    } else {
+        json_t *j = NULL;
+        rc = am2z_json_from_msgpack(data, size, &j);
+        if (rc != AM2Z_OK) {
+            code = s_fail(S_EXIT_USAGE, "%s: the broker's reply is not readable: %s", what,
+                          am2z_strerror(rc));
+        } else {
+            s_print_json(j, JSON_INDENT(2));
+            json_decref(j);
+        }
+        free(data);
+    }
+    am2z_client_destroy(&client);
+    return code;
+}
+
+static int
+s_cmd_stats(const s_opts_t *opts, int argc, char **argv)
+{
+    (void)argc, (void)argv;
+    return s_query_print(opts, "stats", NULL);
+}
+
+static int
+s_cmd_queues(const s_opts_t *opts, int argc, char **argv)
+{
+    (void)argc, (void)argv;
+    if (opts->session[0] && !s_session_ok(opts->session))
+        return s_fail(S_EXIT_USAGE, "invalid session id '%s'", opts->session);
+    if (opts->session[0])
+        return s_query_print(opts, "session-stats", opts->session);
+    return s_query_print(opts, "queues", NULL);
+}
+
+static int
+s_cmd_sessions(const s_opts_t *opts, int argc, char **argv)
+{
+    (void)argc, (void)argv;
+    return s_query_print(opts, "sessions", NULL);
+}
+
+static int
+s_cmd_processors(const s_opts_t *opts, int argc, char **argv)
+{
+    (void)argc, (void)argv;
+    return s_query_print(opts, "processors", NULL);
+}
+
+static int
+s_cmd_state(const s_opts_t *opts, int argc, char **argv)
+{
+    (void)argc;
+    if (!s_session_ok(argv[0]))
+        return s_fail(S_EXIT_USAGE, "invalid session id '%s'", argv[0]);
+    return s_query_print(opts, "state", argv[0]);
+}
+
+static int
+s_cmd_job(const s_opts_t *opts, int argc, char **argv)
+{
+    (void)argc;
+    if (!am2z_job_id_valid(argv[0], strlen(argv[0])))
+        return s_fail(S_EXIT_USAGE, "invalid job id '%s'", argv[0]);
+    return s_query_print(opts, "job", argv[0]);
+}
+
+static int
+s_cmd_stop_session(const s_opts_t *opts, int argc, char **argv)
+{
+    (void)argc;
+    const char *session = argv[0];
+    if (!s_session_ok(session))
+        return s_fail(S_EXIT_USAGE, "invalid session id '%s'", session);
+    am2z_client_t *client = NULL;
+    int code = s_connect(opts, &client);
+    if (code != S_EXIT_OK)
+        return code;
+    int rc = am2z_client_stop_session(client, session, opts->keep_state);
+    if (rc != AM2Z_OK) {
+        code = s_client_fail(client, "stop-session", rc);
+    } else {
+        json_t *j = json_object();
+        json_object_set_new(j, "ok", json_true());
+        json_object_set_new(j, "sessionId", json_string(session));
+        json_object_set_new(j, "keepState", json_boolean(opts->keep_state));
+        s_print_json(j, JSON_INDENT(2));
+        json_decref(j);
+    }
+    am2z_client_destroy(&client);
+    return code;
+}
+
+static void
+s_on_stop_signal(int sig)
+{
+    (void)sig;
+    s_stop = 1;
+}
+
+static void
+s_print_event(const am2z_event_t *ev, void *arg)
+{
+    uint64_t *printed = arg;
+    json_t *j = json_object();
+    json_object_set_new(j, "name", json_string(ev->name));
+    json_object_set_new(j, "jobId", json_string(ev->job_id));
+    json_object_set_new(j, "sessionId", json_string(ev->session_id));
+    json_object_set_new(j, "processor", json_string(ev->processor));
+    json_object_set_new(j, "attempt", json_integer(ev->attempt));
+    json_object_set_new(j, "ts", json_integer((json_int_t)ev->ts_ms));
+    json_object_set_new(j, "seq", json_integer((json_int_t)ev->seq));
+    json_object_set_new(j, "data", s_json_of(ev->data, ev->data_size));
+    s_print_json(j, JSON_COMPACT);
+    json_decref(j);
+    (*printed)++;
+}
+
+static int
+s_cmd_events(const s_opts_t *opts, int argc, char **argv)
+{
+    (void)argc, (void)argv;
+    if (opts->session[0] && !s_session_ok(opts->session))
+        return s_fail(S_EXIT_USAGE, "invalid session id '%s'", opts->session);
+    am2z_events_t *events = NULL;
+    int rc = am2z_events_subscribe(opts->events, opts->filter,
+                                   opts->session[0] ? opts->session : NULL, &events);
+    if (rc != AM2Z_OK)
+        return s_fail(S_EXIT_USAGE, "cannot subscribe to '%s': %s", opts->events,
+                      am2z_strerror(rc));
+    /* no SA_RESTART: the signal interrupts the poll and the loop sees s_stop */
+    struct sigaction sa = { .sa_handler = s_on_stop_signal };
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    uint64_t printed = 0;
+    int code = S_EXIT_OK;
+    while (!s_stop && (opts->count == 0 || printed < opts->count)) {
+        rc = am2z_events_next(events, 250, s_print_event, &printed);
+        if (rc != AM2Z_OK && rc != AM2Z_ETIMEOUT) {
+            code = s_fail(S_EXIT_USAGE, "events: %s", am2z_strerror(rc));
+            break;
+        }
+    }
+    am2z_events_destroy(&events);
+    return code;
+}
+
+static const s_command_t s_commands[] = {
+    { "execute", "PROCESSOR --session ID [--state JSON|@FILE] [--delay MS] [--job-timeout MS]",
+      "run a processor in a session and print its result", s_cmd_execute, 1 },
+    { "stats", "", "broker-wide counters", s_cmd_stats, 0 },
+    { "queues", "[--session ID]", "per-processor queue counters (of one session with --session)",
+      s_cmd_queues, 0 },
+    { "sessions", "", "active session ids", s_cmd_sessions, 0 },
+    { "processors", "", "registered processors", s_cmd_processors, 0 },
+    { "state", "SESSION", "the stored state of a session", s_cmd_state, 1 },
+    { "job", "JOB", "status of a job", s_cmd_job, 1 },
+    { "stop-session", "SESSION [--keep-state]",
+      "cancel a session's jobs and delete its state (unless --keep-state)",
+      s_cmd_stop_session, 1 },
+    { "events", "[--filter PREFIX] [--session ID] [--count N] [--events EP]",
+      "print published events, one JSON object per line", s_cmd_events, 0 },
+    { NULL, NULL, NULL, NULL, 0 },
+};
+
+static const s_command_t *
+s_find_command(const char *name)
+{
+    for (const s_command_t *c = s_commands; c->name; c++)
+        if (strcmp(c->name, name) == 0)
+            return c;
+    return NULL;
+}
+
+static void
+s_usage(FILE *out)
+{
+    fprintf(out, "usage: am2z COMMAND [ARGS] [OPTIONS]\n\ncommands:\n");
+    for (const s_command_t *c = s_commands; c->name; c++)
+        fprintf(out, "  %-13s %s\n", c->name, c->help);
+    fprintf(out,
+            "\ncommon options:\n"
+            "  --broker EP    frontend endpoint (env AM2Z_BROKER; default %s)\n"
+            "  --timeout MS   how long to wait for the broker (default 30000)\n"
+            "  --help         this text; `am2z COMMAND --help` for one command\n"
+            "\nexit status: 0 ok, 1 job failed or not found, 2 usage or connection error\n",
+            AM2Z_DEFAULT_FRONTEND);
+}
+
+static void
+s_command_usage(const s_command_t *c, FILE *out)
+{
+    fprintf(out, "usage: am2z %s%s%s [--broker EP] [--timeout MS]\n  %s\n", c->name,
+            *c->args ? " " : "", c->args, c->help);
+    if (strcmp(c->name, "events") == 0)
+        fprintf(out, "  --events EP    PUB endpoint (env AM2Z_EVENTS; default %s)\n",
+                AM2Z_DEFAULT_EVENTS);
+}
+
+int
+main(int argc, char **argv)
+{
+    extern char **environ;
+    /* our own signal handling: CZMQ's would swallow SIGINT */
+    zsys_handler_set(NULL);
+
+    s_opts_t *opts = calloc(1, sizeof *opts);
+    char **positional = calloc((size_t)argc + 1, sizeof *positional);
+    if (!opts || !positional) {
+        free(opts);
+        free(positional);
+        return s_fail(S_EXIT_USAGE, "out of memory");
+    }
+    char err[AM2Z_CFG_ERR_MAX];
+    am2z_cfg_args_t args = { .positional = positional };
+    int code = S_EXIT_OK;
+    if (am2z_cfg_defaults(s_table, opts, err, sizeof err) != AM2Z_OK
+        || am2z_cfg_load_env(s_env_table, opts, environ, err, sizeof err) != AM2Z_OK
+        || am2z_cfg_parse_args(s_table, opts, argc, argv, &args, err, sizeof err) != AM2Z_OK) {
+        code = s_fail(S_EXIT_USAGE, "%s", err);
+        goto done;
+    }
+    if (args.config) {
+        code = s_fail(S_EXIT_USAGE, "--config: not supported by am2z");
+        goto done;
+    }
+    if (args.npositional == 0) {
+        if (args.help) {
+            s_usage(stdout);
+        } else {
+            s_usage(stderr);
+            code = S_EXIT_USAGE;
+        }
+        goto done;
+    }
+    const s_command_t *cmd = s_find_command(positional[0]);
+    if (!cmd) {
+        code = s_fail(S_EXIT_USAGE, "unknown command '%s' (see am2z --help)", positional[0]);
+        goto done;
+    }
+    if (args.help) {
+        s_command_usage(cmd, stdout);
+        goto done;
+    }
+    if (args.npositional - 1 != cmd->nargs) {
+        s_command_usage(cmd, stderr);
+        code = s_fail(S_EXIT_USAGE, "%s: expected %d argument%s, got %d", cmd->name,
+                      cmd->nargs, cmd->nargs == 1 ? "" : "s", args.npositional - 1);
+        goto done;
+    }
+    code = cmd->run(opts, args.npositional - 1, positional + 1);
+done:
+    free(positional);
+    free(opts);
+    return code;
+}

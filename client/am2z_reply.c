@@ -1,0 +1,247 @@
+/*  am2z_reply.c — see am2z_reply.h.
+
+    The broker is trusted more than an arbitrary peer, but its bytes still
+    cross a socket: they are checked structurally before msgpack-c allocates
+    anything, and every value is type-checked before it is read.
+*/
+#include "am2z_reply.h"
+
+#include "am2z_codec.h"
+#include "am2z_error.h"
+#include "am2z_mpcheck.h"
+
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/*  Validates and unpacks one object. On AM2Z_OK the caller destroys *up. */
+static int
+s_unpack(const uint8_t *data, size_t size, msgpack_unpacked *up, char *err,
+         size_t err_size)
+{
+    if (!data || am2z_msgpack_check(data, size, AM2Z_CODEC_MAX_DEPTH) != AM2Z_OK) {
+        if (err && err_size)
+            snprintf(err, err_size, "REPLY: data is not one well-formed msgpack object");
+        return AM2Z_EPROTO;
+    }
+    msgpack_unpacked_init(up);
+    size_t off = 0;
+    if (msgpack_unpack_next(up, (const char *)data, size, &off) != MSGPACK_UNPACK_SUCCESS) {
+        msgpack_unpacked_destroy(up);
+        if (err && err_size)
+            snprintf(err, err_size, "REPLY: data does not unpack");
+        return AM2Z_EPROTO;
+    }
+    return AM2Z_OK;
+}
+
+static bool
+s_key_is(const msgpack_object *key, const char *name)
+{
+    size_t len = strlen(name);
+    return key->type == MSGPACK_OBJECT_STR && key->via.str.size == len
+           && memcmp(key->via.str.ptr, name, len) == 0;
+}
+
+/*  A counter: non-negative integer (a float is truncated); anything else 0. */
+static uint64_t
+s_uint(const msgpack_object *o)
+{
+    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+        return o->via.u64;
+    if ((o->type == MSGPACK_OBJECT_FLOAT64 || o->type == MSGPACK_OBJECT_FLOAT32)
+        && o->via.f64 > 0 && o->via.f64 < 1.8e19)
+        return (uint64_t)o->via.f64;
+    return 0;
+}
+
+static uint64_t
+s_map_uint(const msgpack_object *map, const char *name)
+{
+    for (uint32_t i = 0; i < map->via.map.size; i++)
+        if (s_key_is(&map->via.map.ptr[i].key, name))
+            return s_uint(&map->via.map.ptr[i].val);
+    return 0;
+}
+
+static char *
+s_strdup_obj(const msgpack_object *o)
+{
+    char *s = malloc(o->via.str.size + 1);
+    if (!s)
+        return NULL;
+    if (o->via.str.size)
+        memcpy(s, o->via.str.ptr, o->via.str.size);
+    s[o->via.str.size] = '\0';
+    return s;
+}
+
+int
+am2z_reply_decode_stats(const uint8_t *data, size_t size, am2z_stats_t *out,
+                        char *err, size_t err_size)
+{
+    msgpack_unpacked up;
+    int rc = s_unpack(data, size, &up, err, err_size);
+    if (rc != AM2Z_OK)
+        return rc;
+    const msgpack_object *m = &up.data;
+    if (m->type != MSGPACK_OBJECT_MAP) {
+        if (err && err_size)
+            snprintf(err, err_size, "REPLY stats: data must be a map");
+        msgpack_unpacked_destroy(&up);
+        return AM2Z_EPROTO;
+    }
+    memset(out, 0, sizeof *out);
+    out->uptime_ms = s_map_uint(m, "uptimeMs");
+    out->processors = s_map_uint(m, "processors");
+    out->workers = s_map_uint(m, "workers");
+    out->sessions = s_map_uint(m, "sessions");
+    out->running = s_map_uint(m, "running");
+    out->waiting = s_map_uint(m, "waiting");
+    out->completed = s_map_uint(m, "completed");
+    out->failed = s_map_uint(m, "failed");
+    msgpack_unpacked_destroy(&up);
+    return AM2Z_OK;
+}
+
+int
+am2z_reply_decode_queues(const uint8_t *data, size_t size, am2z_queue_list_t **out,
+                         char *err, size_t err_size)
+{
+    msgpack_unpacked up;
+    int rc = s_unpack(data, size, &up, err, err_size);
+    if (rc != AM2Z_OK)
+        return rc;
+    const msgpack_object *m = &up.data;
+    am2z_queue_list_t *list = NULL;
+    if (m->type != MSGPACK_OBJECT_MAP) {
+        rc = AM2Z_EPROTO;
+        if (err && err_size)
+            snprintf(err, err_size, "REPLY queues: data must be a map of name to counters");
+        goto done;
+    }
+    list = calloc(1, sizeof *list);
+    size_t n = m->via.map.size;
+    if (!list || (n && (!(list->names = calloc(n, sizeof *list->names))
+                        || !(list->stats = calloc(n, sizeof *list->stats))))) {
+        rc = AM2Z_ENOMEM;
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const msgpack_object_kv *kv = &m->via.map.ptr[i];
+        if (kv->key.type != MSGPACK_OBJECT_STR || kv->val.type != MSGPACK_OBJECT_MAP) {
+            rc = AM2Z_EPROTO;
+            if (err && err_size)
+                snprintf(err, err_size,
+                         "REPLY queues: entry %zu must be a string key with a map value", i);
+            goto done;
+        }
+        list->names[list->count] = s_strdup_obj(&kv->key);
+        if (!list->names[list->count]) {
+            rc = AM2Z_ENOMEM;
+            goto done;
+        }
+        am2z_queue_stats_t *st = &list->stats[list->count];
+        st->waiting = s_map_uint(&kv->val, "waiting");
+        st->active = s_map_uint(&kv->val, "active");
+        st->completed = s_map_uint(&kv->val, "completed");
+        st->failed = s_map_uint(&kv->val, "failed");
+        st->delayed = s_map_uint(&kv->val, "delayed");
+        st->paused = s_map_uint(&kv->val, "paused");
+        list->count++;
+    }
+done:
+    msgpack_unpacked_destroy(&up);
+    if (rc != AM2Z_OK) {
+        am2z_queue_list_destroy(&list);
+        return rc;
+    }
+    *out = list;
+    return AM2Z_OK;
+}
+
+int
+am2z_reply_decode_strlist(const uint8_t *data, size_t size, am2z_strlist_t **out,
+                          char *err, size_t err_size)
+{
+    msgpack_unpacked up;
+    int rc = s_unpack(data, size, &up, err, err_size);
+    if (rc != AM2Z_OK)
+        return rc;
+    const msgpack_object *a = &up.data;
+    am2z_strlist_t *list = NULL;
+    if (a->type != MSGPACK_OBJECT_ARRAY) {
+        rc = AM2Z_EPROTO;
+        if (err && err_size)
+            snprintf(err, err_size, "REPLY: data must be an array");
+        goto done;
+    }
+    list = calloc(1, sizeof *list);
+    size_t n = a->via.array.size;
+    if (!list || (n && !(list->items = calloc(n, sizeof *list->items)))) {
+        rc = AM2Z_ENOMEM;
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const msgpack_object *e = &a->via.array.ptr[i];
+        const msgpack_object *s = NULL;
+        if (e->type == MSGPACK_OBJECT_STR) {
+            s = e;
+        } else if (e->type == MSGPACK_OBJECT_MAP) {
+            for (uint32_t k = 0; k < e->via.map.size; k++)
+                if (s_key_is(&e->via.map.ptr[k].key, "name")
+                    && e->via.map.ptr[k].val.type == MSGPACK_OBJECT_STR)
+                    s = &e->via.map.ptr[k].val;
+        }
+        if (!s) {
+            rc = AM2Z_EPROTO;
+            if (err && err_size)
+                snprintf(err, err_size,
+                         "REPLY: element %zu must be a string or a map with a string 'name'", i);
+            goto done;
+        }
+        list->items[list->count] = s_strdup_obj(s);
+        if (!list->items[list->count]) {
+            rc = AM2Z_ENOMEM;
+            goto done;
+        }
+        list->count++;
+    }
+done:
+    msgpack_unpacked_destroy(&up);
+    if (rc != AM2Z_OK) {
+        am2z_strlist_destroy(&list);
+        return rc;
+    }
+    *out = list;
+    return AM2Z_OK;
+}
+
+void
+am2z_queue_list_destroy(am2z_queue_list_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    am2z_queue_list_t *self = *self_p;
+    for (size_t i = 0; i < self->count; i++)
+        free(self->names[i]);
+    free(self->names);
+    free(self->stats);
+    free(self);
+    *self_p = NULL;
+}
+
+void
+am2z_strlist_destroy(am2z_strlist_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    am2z_strlist_t *self = *self_p;
+    for (size_t i = 0; i < self->count; i++)
+        free(self->items[i]);
+    free(self->items);
+    free(self);
+    *self_p = NULL;
+}
