@@ -21,6 +21,14 @@
     The worker's main thread owns the broker socket, heartbeats and forwards
     events; it never runs processor code.
 
+    A JOB for an unknown processor, or beyond the processor's free slots
+    (the broker broke the credit rule), is answered at once with a failed
+    DONE (ProcessorNotFoundError, retryable ResourceError). A JOB's lease
+    length (`timeout`) sets the job's cancellation flag when it runs out.
+    Broker silent for liveness x heartbeat: new socket, READY again (full
+    credit; running jobs' DONEs still flow). DISCONNECT from the broker:
+    READY again.
+
     Thread safety: am2z_worker_t is used from one thread (the one that
     created it); a processor's ctx belongs to the actor thread running it.
     am2z_ctx_cancelled() is the only ctx call another thread influences.
@@ -110,12 +118,15 @@ typedef struct {
     uint32_t liveness;            /* missed heartbeats before the broker is dead */
     int log_level;                /* am2z_log_level_t */
     int log_format;               /* am2z_log_format_t */
+    uint64_t max_state_size;      /* largest next state a processor may
+                                     produce, bytes; 0 = 1 MiB */
 } am2z_worker_config_t;
 
 /*  Default backend endpoint of am2z-broker. */
 #define AM2Z_DEFAULT_BACKEND "tcp://127.0.0.1:7771"
 
-/*  Defaults: broker AM2Z_DEFAULT_BACKEND, heartbeat 1000 ms, liveness 5. */
+/*  Defaults: broker AM2Z_DEFAULT_BACKEND, heartbeat 1000 ms, liveness 5,
+    log info/text, max_state_size 1 MiB. */
 void am2z_worker_config_defaults(am2z_worker_config_t *cfg);
 
 /*  Creates a worker (not yet connected). cfg is copied. Returns NULL when out
@@ -141,7 +152,11 @@ int am2z_worker_run(am2z_worker_t *self, volatile int *stop_flag);
 int am2z_worker_start(am2z_worker_t *self);
 
 /*  Stops a worker started with am2z_worker_start (waits for its thread) or
-    asks am2z_worker_run to return. Not running: no-op. */
+    asks am2z_worker_run to return. Not running: no-op.
+    Stopping sends DISCONNECT, sets the cancellation flag of every running
+    job and forwards their outcomes for up to 5 s; a processor that ignores
+    cancellation longer than that is still waited for (a thread cannot be
+    killed safely), with a warning in the log. */
 void am2z_worker_stop(am2z_worker_t *self);
 
 #ifdef __cplusplus

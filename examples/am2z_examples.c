@@ -1,0 +1,328 @@
+/*  am2z_examples.c — see am2z_examples.h.
+
+    Each processor reads the input state, records changes and returns
+    AM2Z_OK, or fails with a typed error through am2z_ctx_fail. A failing
+    am2z_changes_* call (out of memory, bad path) is returned as is and
+    becomes a ProcessorExecutionError naming the code.
+*/
+#include "am2z_examples.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---------------------------------------------------------------------------
+   Basics
+   ------------------------------------------------------------------------ */
+
+static int
+s_increment(am2z_ctx_t *ctx)
+{
+    int64_t n = 0;
+    am2z_state_get_int(am2z_ctx_state(ctx), "count", &n);   /* missing = 0 */
+    char message[64];
+    snprintf(message, sizeof message, "Count is now %lld", (long long)(n + 1));
+    int rc = am2z_changes_set_int(am2z_ctx_changes(ctx), "count", n + 1);
+    if (rc == AM2Z_OK)
+        rc = am2z_changes_set_str(am2z_ctx_changes(ctx), "message", message);
+    return rc;
+}
+
+/*  local@domain.tld: one '@', both sides non-empty, a '.' inside the
+    domain (not first or last), no whitespace. Deliberately simple. */
+static bool
+s_looks_like_email(const char *s)
+{
+    const char *at = strchr(s, '@');
+    if (!at || at == s || strchr(at + 1, '@') || strpbrk(s, " \t\r\n"))
+        return false;
+    const char *domain = at + 1;
+    const char *dot = strrchr(domain, '.');
+    return dot && dot != domain && dot[1] != '\0';
+}
+
+static int
+s_validate_email(am2z_ctx_t *ctx)
+{
+    char email[320];
+    int rc = am2z_state_get_strcpy(am2z_ctx_state(ctx), "email", email,
+                                   sizeof email);
+    const char *reason = rc == AM2Z_OK ? (s_looks_like_email(email) ? NULL
+                                          : "not a valid email address")
+                       : rc == AM2Z_ENOTFOUND ? "email is required"
+                       : "email must be a string of at most 319 bytes";
+    if (reason) {
+        am2z_error_t *e = am2z_error_validation("email",
+                                                rc == AM2Z_OK ? email : NULL,
+                                                reason);
+        return am2z_ctx_fail(ctx, &e);
+    }
+    return am2z_changes_set_bool(am2z_ctx_changes(ctx), "emailValid", true);
+}
+
+static int
+s_append(am2z_ctx_t *ctx)
+{
+    uint8_t *value = NULL;
+    size_t size = 0;
+    if (am2z_state_get_raw(am2z_ctx_state(ctx), "value", &value, &size)
+        != AM2Z_OK) {
+        am2z_error_t *e = am2z_error_validation("value", NULL, "value is required");
+        return am2z_ctx_fail(ctx, &e);
+    }
+    int rc = am2z_changes_append_raw(am2z_ctx_changes(ctx), "items", value, size);
+    free(value);
+    return rc;
+}
+
+static int
+s_sleep(am2z_ctx_t *ctx)
+{
+    int64_t ms = 0;
+    am2z_state_get_int(am2z_ctx_state(ctx), "ms", &ms);
+    int64_t slept = 0;
+    while (slept < ms) {
+        if (am2z_ctx_cancelled(ctx)) {
+            am2z_error_t *e = am2z_error_new(AM2Z_CAT_EXECUTION, "CANCELLED",
+                                             "sleep cancelled after %lld of %lld ms",
+                                             (long long)slept, (long long)ms);
+            return am2z_ctx_fail(ctx, &e);
+        }
+        int64_t step = ms - slept < 10 ? ms - slept : 10;
+        nanosleep(&(struct timespec){ .tv_nsec = (long)step * 1000000L }, NULL);
+        slept += step;
+    }
+    return am2z_changes_set_int(am2z_ctx_changes(ctx), "slept", slept);
+}
+
+/*  The error of each category, built with its AM2Z kind where there is one. */
+static am2z_error_t *
+s_error_for(am2z_ctx_t *ctx, am2z_category_t category)
+{
+    const char *why = "failure requested by the job";
+    switch (category) {
+    case AM2Z_CAT_VALIDATION:
+        return am2z_error_validation("category", "validation", why);
+    case AM2Z_CAT_BUSINESS:
+        return am2z_error_business("REQUESTED_FAILURE", why, NULL, 0);
+    case AM2Z_CAT_EXECUTION:
+        return am2z_error_execution(am2z_ctx_processor(ctx),
+                                    am2z_ctx_execution_id(ctx), why);
+    case AM2Z_CAT_TIMEOUT:
+        return am2z_error_timeout("fail", 0);
+    case AM2Z_CAT_RESOURCE:
+        return am2z_error_resource("requested", 0, 0);
+    case AM2Z_CAT_NETWORK:
+        return am2z_error_network("none", why);
+    case AM2Z_CAT_CONFIGURATION:
+        return am2z_error_configuration("category", why);
+    default:
+        return am2z_error_new(category, "REQUESTED_FAILURE", "%s", why);
+    }
+}
+
+static int
+s_fail(am2z_ctx_t *ctx)
+{
+    char name[32] = "";
+    am2z_category_t category;
+    am2z_error_t *e;
+    if (am2z_state_get_strcpy(am2z_ctx_state(ctx), "category", name, sizeof name)
+            != AM2Z_OK
+        || am2z_category_parse(name, &category) != AM2Z_OK)
+        e = am2z_error_validation("category", name[0] ? name : NULL,
+                                  "category must name an error category");
+    else
+        e = s_error_for(ctx, category);
+    return am2z_ctx_fail(ctx, &e);
+}
+
+static int
+s_flaky(am2z_ctx_t *ctx)
+{
+    int64_t failures = 0;
+    am2z_state_get_int(am2z_ctx_state(ctx), "failures", &failures);
+    uint32_t attempt = am2z_ctx_attempt(ctx);
+    if ((int64_t)attempt <= failures) {
+        char cause[64];
+        snprintf(cause, sizeof cause, "flaky failure on attempt %u", attempt);
+        am2z_error_t *e = am2z_error_execution(am2z_ctx_processor(ctx),
+                                               am2z_ctx_execution_id(ctx), cause);
+        if (e)
+            am2z_error_set_retryable(e, true);
+        return am2z_ctx_fail(ctx, &e);
+    }
+    return am2z_changes_set_int(am2z_ctx_changes(ctx), "attempts", attempt);
+}
+
+static int
+s_emit(am2z_ctx_t *ctx)
+{
+    static const uint8_t one[] = { 0x81, 0xa1, 'n', 0x01 };   /* {"n": 1} */
+    static const uint8_t two[] = { 0x81, 0xa1, 'n', 0x02 };   /* {"n": 2} */
+    int rc = am2z_ctx_emit(ctx, "custom:one", one, sizeof one);
+    if (rc == AM2Z_OK)
+        rc = am2z_ctx_emit(ctx, "custom:two", two, sizeof two);
+    if (rc == AM2Z_OK)
+        rc = am2z_ctx_progress(ctx, 50);
+    if (rc == AM2Z_OK)
+        rc = am2z_changes_set_int(am2z_ctx_changes(ctx), "emitted", 3);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------
+   The order example
+   ------------------------------------------------------------------------ */
+
+static size_t
+s_item_count(am2z_ctx_t *ctx)
+{
+    size_t n = 0;
+    am2z_vtype_t type;
+    if (am2z_state_type(am2z_ctx_state(ctx), "order.items", &type) != AM2Z_OK
+        || type != AM2Z_VT_ARRAY
+        || am2z_state_get_count(am2z_ctx_state(ctx), "order.items", &n) != AM2Z_OK)
+        return 0;
+    return n;
+}
+
+/*  order.items.<i>.<field> as a number (missing or not a number: 0). */
+static double
+s_item_number(am2z_ctx_t *ctx, size_t i, const char *field)
+{
+    char path[64];
+    snprintf(path, sizeof path, "order.items.%zu.%s", i, field);
+    double v = 0;
+    am2z_state_get_float(am2z_ctx_state(ctx), path, &v);
+    return v;
+}
+
+static int
+s_validate_order(am2z_ctx_t *ctx)
+{
+    if (!am2z_state_has(am2z_ctx_state(ctx), "order.id")) {
+        am2z_error_t *e = am2z_error_validation("order.id", NULL,
+                                                "order id is required");
+        return am2z_ctx_fail(ctx, &e);
+    }
+    if (s_item_count(ctx) == 0) {
+        am2z_error_t *e = am2z_error_validation("order.items", NULL,
+                                                "order needs at least one item");
+        return am2z_ctx_fail(ctx, &e);
+    }
+    return am2z_changes_set_str(am2z_ctx_changes(ctx), "order.status", "validated");
+}
+
+static int
+s_check_inventory(am2z_ctx_t *ctx)
+{
+    size_t n = s_item_count(ctx);
+    for (size_t i = 0; i < n; i++) {
+        double qty = s_item_number(ctx, i, "qty");
+        if (qty > 100) {
+            char path[64], sku[64] = "?", message[160];
+            snprintf(path, sizeof path, "order.items.%zu.sku", i);
+            am2z_state_get_strcpy(am2z_ctx_state(ctx), path, sku, sizeof sku);
+            snprintf(message, sizeof message,
+                     "item %s is out of stock (%.0f requested, at most 100)",
+                     sku, qty);
+            am2z_error_t *e = am2z_error_business("OUT_OF_STOCK", message, NULL, 0);
+            return am2z_ctx_fail(ctx, &e);
+        }
+    }
+    return am2z_changes_set_bool(am2z_ctx_changes(ctx), "inventory.reserved", true);
+}
+
+static int
+s_process_payment(am2z_ctx_t *ctx)
+{
+    double amount = 0;
+    size_t n = s_item_count(ctx);
+    for (size_t i = 0; i < n; i++)
+        amount += s_item_number(ctx, i, "price") * s_item_number(ctx, i, "qty");
+    am2z_changes_t *changes = am2z_ctx_changes(ctx);
+    int rc = am2z_changes_set_str(changes, "payment.status", "paid");
+    if (rc == AM2Z_OK)
+        rc = am2z_changes_set_float(changes, "payment.amount", amount);
+    return rc;
+}
+
+static int
+s_create_shipment(am2z_ctx_t *ctx)
+{
+    char id[64] = "";
+    int64_t num = 0;
+    if (am2z_state_get_strcpy(am2z_ctx_state(ctx), "order.id", id, sizeof id)
+        != AM2Z_OK) {
+        if (am2z_state_get_int(am2z_ctx_state(ctx), "order.id", &num) == AM2Z_OK)
+            snprintf(id, sizeof id, "%lld", (long long)num);
+        else
+            snprintf(id, sizeof id, "%.12s", am2z_ctx_execution_id(ctx));
+    }
+    char tracking[96];
+    snprintf(tracking, sizeof tracking, "TRK-%s", id);
+    return am2z_changes_set_str(am2z_ctx_changes(ctx), "shipment.trackingNumber",
+                                tracking);
+}
+
+static int
+s_send_confirmation(am2z_ctx_t *ctx)
+{
+    char email[320];
+    am2z_changes_t *changes = am2z_ctx_changes(ctx);
+    int rc = am2z_changes_set_bool(changes, "confirmation.sent", true);
+    if (rc == AM2Z_OK
+        && am2z_state_get_strcpy(am2z_ctx_state(ctx), "order.customer.email",
+                                 email, sizeof email) == AM2Z_OK)
+        rc = am2z_changes_set_str(changes, "confirmation.email", email);
+    return rc;
+}
+
+static int
+s_update_inventory(am2z_ctx_t *ctx)
+{
+    return am2z_changes_set_bool(am2z_ctx_changes(ctx), "inventory.updated", true);
+}
+
+/* ---------------------------------------------------------------------------
+   The table
+   ------------------------------------------------------------------------ */
+
+static const am2z_processor_def_t s_defs[] = {
+    { .name = "increment", .fn = s_increment, .concurrency = 2,
+      .description = "count += 1; message = \"Count is now N\"" },
+    { .name = "validate-email", .fn = s_validate_email, .concurrency = 2,
+      .description = "email must look like an email address" },
+    { .name = "append", .fn = s_append, .concurrency = 2,
+      .description = "appends value to the array items" },
+    { .name = "sleep", .fn = s_sleep, .concurrency = 4,
+      .description = "sleeps ms milliseconds; honours cancellation" },
+    { .name = "fail", .fn = s_fail, .concurrency = 2,
+      .description = "fails with the error category named by category" },
+    { .name = "flaky", .fn = s_flaky, .concurrency = 2,
+      .description = "fails (retryable) the first `failures` attempts",
+      .retry = { .max_attempts = 5, .delay_ms = 10 } },
+    { .name = "emit", .fn = s_emit, .concurrency = 2,
+      .description = "emits custom:one, custom:two and progress 50" },
+    { .name = "validate-order", .fn = s_validate_order, .concurrency = 2,
+      .description = "order.id and order.items required; order.status = validated" },
+    { .name = "check-inventory", .fn = s_check_inventory, .concurrency = 2,
+      .description = "reserves stock; OUT_OF_STOCK when a qty exceeds 100" },
+    { .name = "process-payment", .fn = s_process_payment, .concurrency = 2,
+      .description = "payment.status = paid, payment.amount = sum of price * qty" },
+    { .name = "create-shipment", .fn = s_create_shipment, .concurrency = 2,
+      .description = "shipment.trackingNumber" },
+    { .name = "send-confirmation", .fn = s_send_confirmation, .concurrency = 2,
+      .description = "confirmation.sent = true" },
+    { .name = "update-inventory", .fn = s_update_inventory, .concurrency = 2,
+      .description = "inventory.updated = true" },
+};
+
+const am2z_processor_def_t *
+am2z_example_processors(size_t *count)
+{
+    if (count)
+        *count = sizeof s_defs / sizeof s_defs[0];
+    return s_defs;
+}

@@ -1,0 +1,154 @@
+/*  example_worker.c — am2z-example-worker: serves every example processor
+    (am2z_examples.h) to a broker.
+
+        am2z-example-worker [--broker tcp://127.0.0.1:7771] [--id ID]
+                            [--heartbeat 1000ms] [--liveness 5]
+                            [--log-level info] [--log-format text]
+
+    Settings also come from AM2Z_* variables and --config FILE. Prints one
+    line on stdout once registered:
+        am2z-example-worker ready broker=ENDPOINT processors=N
+    SIGTERM / SIGINT stop it: running jobs are cancelled and finished, and
+    it exits 0.
+*/
+#include "am2z_config.h"
+#include "am2z_examples.h"
+#include "am2z_worker.h"
+
+#include <czmq.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern char **environ;
+
+typedef struct {
+    char broker[256];             /* backend endpoint */
+    char id[65];                  /* worker id, "" = generated */
+    uint64_t heartbeat_ms;        /* heartbeat interval */
+    uint64_t liveness;            /* missed heartbeats before reconnecting */
+    int log_level;                /* am2z_log_level_t */
+    int log_format;               /* am2z_log_format_t */
+} s_opts_t;
+
+static const am2z_cfg_def_t s_table[] = {
+    { "broker", AM2Z_CFG_STRING, offsetof(s_opts_t, broker), 256,
+      AM2Z_DEFAULT_BACKEND, 0, 0, NULL, "broker backend endpoint" },
+    { "id", AM2Z_CFG_STRING, offsetof(s_opts_t, id), 65, "", 0, 0, NULL,
+      "worker instance id (default: generated)" },
+    { "heartbeat", AM2Z_CFG_MS, offsetof(s_opts_t, heartbeat_ms), 0, "1000ms",
+      10, 600000, NULL, "heartbeat interval" },
+    { "liveness", AM2Z_CFG_UINT, offsetof(s_opts_t, liveness), 0, "5", 1, 1000,
+      NULL, "missed heartbeats before the broker counts as gone" },
+    { "log-level", AM2Z_CFG_ENUM, offsetof(s_opts_t, log_level), 0, "info", 0, 0,
+      am2z_log_level_names, "trace, debug, info, warn, error or off" },
+    { "log-format", AM2Z_CFG_ENUM, offsetof(s_opts_t, log_format), 0, "text", 0, 0,
+      am2z_log_format_names, "text or json (one object per line)" },
+    { NULL, 0, 0, 0, NULL, 0, 0, NULL, NULL }
+};
+
+/*  The only mutable global: set by the signal handler, read by main. */
+static volatile sig_atomic_t s_stop;
+
+static void
+s_on_signal(int sig)
+{
+    (void)sig;
+    s_stop = 1;
+}
+
+int
+main(int argc, char **argv)
+{
+    /*  Our handler, not CZMQ's: it only sets a flag (before any CZMQ call). */
+    zsys_handler_set(NULL);
+
+    /*  Handler first, so a signal during start-up is not fatal; the stop
+        signals are blocked before any thread exists, so every worker
+        thread inherits the mask and they reach main in sigsuspend. */
+    sigset_t stop_set, old_set;
+    sigemptyset(&stop_set);
+    sigaddset(&stop_set, SIGTERM);
+    sigaddset(&stop_set, SIGINT);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = s_on_signal;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0
+        || sigprocmask(SIG_BLOCK, &stop_set, &old_set) != 0) {
+        perror("am2z-example-worker: sigaction");
+        return 1;
+    }
+
+    s_opts_t opts;
+    char err[AM2Z_CFG_ERR_MAX] = "";
+    char **positional = calloc((size_t)argc + 1, sizeof *positional);
+    am2z_cfg_args_t args = { .positional = positional };
+    if (!positional) {
+        fprintf(stderr, "am2z-example-worker: out of memory\n");
+        return 1;
+    }
+    int rc = am2z_cfg_load(s_table, &opts, argc, argv, environ, &args, err,
+                           sizeof err);
+    if (rc != AM2Z_OK || args.help || args.npositional > 0) {
+        FILE *out = args.help && rc == AM2Z_OK ? stdout : stderr;
+        if (rc != AM2Z_OK)
+            fprintf(stderr, "am2z-example-worker: %s\n", err);
+        else if (args.npositional > 0)
+            fprintf(stderr, "am2z-example-worker: unexpected argument '%s'\n",
+                    args.positional[0]);
+        fprintf(out, "usage: am2z-example-worker [options]\n");
+        am2z_cfg_print_help(s_table, out);
+        free(positional);
+        return args.help && rc == AM2Z_OK ? 0 : 2;
+    }
+    free(positional);
+
+    am2z_worker_config_t cfg;
+    am2z_worker_config_defaults(&cfg);
+    snprintf(cfg.broker, sizeof cfg.broker, "%s", opts.broker);
+    snprintf(cfg.id, sizeof cfg.id, "%s", opts.id);
+    cfg.heartbeat_ms = opts.heartbeat_ms;
+    cfg.liveness = (uint32_t)opts.liveness;
+    cfg.log_level = opts.log_level;
+    cfg.log_format = opts.log_format;
+
+    am2z_worker_t *worker = am2z_worker_new(&cfg);
+    if (!worker) {
+        fprintf(stderr, "am2z-example-worker: out of memory\n");
+        return 1;
+    }
+    size_t n = 0;
+    const am2z_processor_def_t *defs = am2z_example_processors(&n);
+    for (size_t i = 0; i < n; i++) {
+        rc = am2z_worker_register(worker, &defs[i]);
+        if (rc != AM2Z_OK) {
+            fprintf(stderr, "am2z-example-worker: register %s: %s\n",
+                    defs[i].name, am2z_strerror(rc));
+            am2z_worker_destroy(&worker);
+            return 1;
+        }
+    }
+
+    rc = am2z_worker_start(worker);
+    if (rc != AM2Z_OK) {
+        fprintf(stderr, "am2z-example-worker: cannot start on %s: %s\n",
+                cfg.broker, am2z_strerror(rc));
+        am2z_worker_destroy(&worker);
+        return 1;
+    }
+    printf("am2z-example-worker ready broker=%s processors=%zu\n", cfg.broker, n);
+    fflush(stdout);
+
+    sigset_t wait_set = old_set;
+    sigdelset(&wait_set, SIGTERM);
+    sigdelset(&wait_set, SIGINT);
+    while (!s_stop)
+        sigsuspend(&wait_set);
+
+    am2z_worker_stop(worker);
+    am2z_worker_destroy(&worker);
+    return 0;
+}

@@ -1,0 +1,396 @@
+/*  am2z_ctx.c — the processor context and the actor thread that runs
+    processors (see am2z_worker_priv.h for the pipe protocol).
+
+    One actor runs one job at a time: it decodes the input state, builds a
+    ctx on its stack, calls the processor, applies the recorded changes and
+    encodes the whole DONE body, so the worker's main thread only forwards
+    bytes. Events are encoded here too and sent over the pipe as they are
+    emitted; the pipe keeps order, so a job's events reach the broker before
+    its DONE.
+*/
+#include "am2z_worker_priv.h"
+
+#include "am2z_clock.h"
+#include "am2z_codec.h"
+#include "am2z_mpcheck.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/*  Valid only during one processor call, on the actor's thread. */
+struct am2z_ctx_t {
+    const am2zw_actor_args_t *actor;  /* the actor's immutable arguments */
+    const am2z_msg_t *job;            /* the JOB being run; owned by the actor loop */
+    const am2z_state_t *state;        /* decoded input; owned by s_run */
+    am2z_changes_t *changes;          /* what the processor records; owned by s_run */
+    zsock_t *pipe;                    /* the actor's pipe to the main thread */
+    am2z_error_t *error;              /* set by am2z_ctx_fail; owned */
+    bool failed;                      /* am2z_ctx_fail was called */
+    uint64_t seq;                     /* last event sequence number of this job */
+    uint64_t started_ms;              /* wall clock when the processor started */
+};
+
+/* ---------------------------------------------------------------------------
+   Context accessors
+   ------------------------------------------------------------------------ */
+
+const am2z_state_t *
+am2z_ctx_state(const am2z_ctx_t *ctx)
+{
+    return ctx ? ctx->state : NULL;
+}
+
+am2z_changes_t *
+am2z_ctx_changes(am2z_ctx_t *ctx)
+{
+    return ctx ? ctx->changes : NULL;
+}
+
+int
+am2z_ctx_fail(am2z_ctx_t *ctx, am2z_error_t **error_p)
+{
+    if (!ctx)
+        return AM2Z_EFAILED;
+    ctx->failed = true;
+    if (error_p && *error_p) {
+        am2z_error_destroy(&ctx->error);    /* the last failure wins */
+        ctx->error = *error_p;
+        *error_p = NULL;
+    }
+    return AM2Z_EFAILED;
+}
+
+bool
+am2z_ctx_cancelled(const am2z_ctx_t *ctx)
+{
+    return ctx && atomic_load(ctx->actor->cancel);
+}
+
+const char *
+am2z_ctx_processor(const am2z_ctx_t *ctx)
+{
+    return ctx ? ctx->actor->processor : NULL;
+}
+
+const char *
+am2z_ctx_session_id(const am2z_ctx_t *ctx)
+{
+    return ctx ? ctx->job->session : NULL;
+}
+
+const char *
+am2z_ctx_execution_id(const am2z_ctx_t *ctx)
+{
+    return ctx ? ctx->job->job : NULL;
+}
+
+uint32_t
+am2z_ctx_attempt(const am2z_ctx_t *ctx)
+{
+    return ctx ? ctx->job->attempt : 0;
+}
+
+uint32_t
+am2z_ctx_call_depth(const am2z_ctx_t *ctx)
+{
+    return ctx ? ctx->job->call_depth : 0;
+}
+
+uint64_t
+am2z_ctx_started_at(const am2z_ctx_t *ctx)
+{
+    return ctx ? ctx->started_ms : 0;
+}
+
+void *
+am2z_ctx_arg(const am2z_ctx_t *ctx)
+{
+    return ctx ? ctx->actor->arg : NULL;
+}
+
+am2z_log_t *
+am2z_ctx_log(const am2z_ctx_t *ctx)
+{
+    return ctx ? ctx->actor->log : NULL;
+}
+
+/* ---------------------------------------------------------------------------
+   Events
+   ------------------------------------------------------------------------ */
+
+/*  Sends [cmd, body] to the main thread. Takes nothing; copies body. */
+static int
+s_pipe_send(zsock_t *pipe, const char *cmd, const uint8_t *body, size_t size)
+{
+    zmsg_t *msg = zmsg_new();
+    if (!msg)
+        return AM2Z_ENOMEM;
+    if (zmsg_addstr(msg, cmd) != 0 || zmsg_addmem(msg, body, size) != 0) {
+        zmsg_destroy(&msg);
+        return AM2Z_ENOMEM;
+    }
+    if (zmsg_send(&msg, pipe) != 0) {
+        zmsg_destroy(&msg);
+        return AM2Z_ENETWORK;
+    }
+    return AM2Z_OK;
+}
+
+static int
+s_emit(am2z_ctx_t *ctx, const char *event, const uint8_t *data, size_t size)
+{
+    /*  The message borrows every pointer (encoding only reads them), so it
+        is never cleared. */
+    am2z_msg_t ev;
+    am2z_msg_init(&ev, AM2Z_CMD_EVENT);
+    ev.name = (char *)event;
+    ev.job = ctx->job->job;
+    ev.session = ctx->job->session;
+    ev.processor = ctx->job->processor;
+    ev.attempt = ctx->job->attempt;
+    ev.ts_ms = am2z_clock_wall_ms();
+    ev.seq = ctx->seq + 1;
+    ev.data = (uint8_t *)data;
+    ev.data_size = data ? size : 0;
+
+    uint8_t *body = NULL;
+    size_t body_size = 0;
+    int rc = am2z_msg_encode(&ev, &body, &body_size);
+    if (rc != AM2Z_OK) {
+        AM2Z_LOG(ctx->actor->log, AM2Z_LOG_WARN, "worker", "event not encoded",
+                 AM2Z_KS("event", event), AM2Z_KS("job", ctx->job->job),
+                 AM2Z_KS("error", am2z_strerror(rc)));
+        return rc;
+    }
+    rc = s_pipe_send(ctx->pipe, "EVENT", body, body_size);
+    free(body);
+    if (rc == AM2Z_OK)
+        ctx->seq++;
+    return rc;
+}
+
+int
+am2z_ctx_emit(am2z_ctx_t *ctx, const char *event,
+              const uint8_t *data, size_t size)
+{
+    if (!ctx || !event || !am2z_name_valid(event, strnlen(event, AM2Z_NAME_MAX + 1)))
+        return AM2Z_EINVAL;
+    if (!data && size)
+        return AM2Z_EINVAL;
+    if (data && am2z_msgpack_check(data, size, AM2Z_CODEC_MAX_DEPTH) != AM2Z_OK)
+        return AM2Z_EPROTO;
+    return s_emit(ctx, event, data, size);
+}
+
+/*  msgpack {"progress": n}: fixmap(1), fixstr(8) "progress", then the
+    smallest unsigned encoding of n. Hand-packed: msgpack-c stays in the
+    codec files. */
+static size_t
+s_pack_progress(uint8_t *buf, uint64_t n)
+{
+    size_t i = 0;
+    buf[i++] = 0x81;
+    buf[i++] = 0xa8;
+    memcpy(buf + i, "progress", 8);
+    i += 8;
+    if (n < 0x80) {
+        buf[i++] = (uint8_t)n;
+    } else if (n <= 0xff) {
+        buf[i++] = 0xcc;
+        buf[i++] = (uint8_t)n;
+    } else if (n <= 0xffff) {
+        buf[i++] = 0xcd;
+        buf[i++] = (uint8_t)(n >> 8);
+        buf[i++] = (uint8_t)n;
+    } else if (n <= 0xffffffffu) {
+        buf[i++] = 0xce;
+        for (int s = 24; s >= 0; s -= 8)
+            buf[i++] = (uint8_t)(n >> s);
+    } else {
+        buf[i++] = 0xcf;
+        for (int s = 56; s >= 0; s -= 8)
+            buf[i++] = (uint8_t)(n >> s);
+    }
+    return i;
+}
+
+int
+am2z_ctx_progress(am2z_ctx_t *ctx, uint64_t n)
+{
+    if (!ctx)
+        return AM2Z_EINVAL;
+    uint8_t buf[32];
+    size_t size = s_pack_progress(buf, n);
+    return s_emit(ctx, "job:progress", buf, size);
+}
+
+/* ---------------------------------------------------------------------------
+   Running one job
+   ------------------------------------------------------------------------ */
+
+/*  The error for a processor that returned `rc` (non-zero) without a typed
+    error, or that failed without one. Caller owns it; may be NULL (OOM). */
+static am2z_error_t *
+s_untyped_failure(const am2zw_actor_args_t *a, const am2z_msg_t *job,
+                  bool failed, int rc)
+{
+    char cause[160];
+    if (failed)
+        snprintf(cause, sizeof cause,
+                 "processor failed without an error value (out of memory)");
+    else
+        snprintf(cause, sizeof cause, "processor returned %d (%s)", rc,
+                 am2z_strerror(rc));
+    return am2z_error_execution(a->processor, job->job, cause);
+}
+
+/*  Applies the changes. On success *next is the encoded next state (caller
+    owns, free()); on failure *error describes it. */
+static void
+s_apply(const am2zw_actor_args_t *a, const am2z_msg_t *job,
+        const am2z_state_t *input, const am2z_changes_t *changes,
+        uint8_t **next, size_t *next_size, am2z_error_t **error)
+{
+    am2z_state_t *out = NULL;
+    int rc = am2z_state_apply(input, changes, am2z_clock_wall_ms(),
+                              a->max_state_size, &out);
+    if (rc == AM2Z_OK) {
+        *next_size = am2z_state_size(out);
+        *next = malloc(*next_size ? *next_size : 1);
+        if (*next)
+            memcpy(*next, am2z_state_data(out), *next_size);
+        am2z_state_destroy(&out);
+        if (*next)
+            return;
+        rc = AM2Z_ENOMEM;
+    }
+    char cause[192];
+    snprintf(cause, sizeof cause, "applying the processor's changes failed: %s",
+             am2z_strerror(rc));
+    *error = am2z_error_execution(a->processor, job->job, cause);
+    /*  A type error or an oversize state is deterministic: a retry would
+        fail the same way. */
+    if (*error && rc != AM2Z_ENOMEM)
+        am2z_error_set_retryable(*error, false);
+}
+
+static void
+s_run(zsock_t *pipe, const am2zw_actor_args_t *a, const am2z_msg_t *job)
+{
+    uint8_t *next = NULL;
+    size_t next_size = 0;
+    uint8_t *changes = NULL;
+    size_t changes_size = 0;
+    am2z_error_t *error = NULL;
+    uint64_t started_ms = am2z_clock_wall_ms();
+    uint64_t exec_us = 1;
+
+    am2z_state_t *input = NULL;
+    int rc = am2z_state_decode(job->state, job->state_size, &input);
+    if (rc != AM2Z_OK) {
+        error = am2z_error_new(AM2Z_CAT_PROTOCOL, "INVALID_STATE",
+                               "job %s: input state does not decode: %s",
+                               job->job, am2z_strerror(rc));
+    } else {
+        am2z_ctx_t ctx = {
+            .actor = a, .job = job, .state = input,
+            .changes = am2z_changes_new(), .pipe = pipe,
+            .started_ms = started_ms,
+        };
+        if (!ctx.changes) {
+            error = am2z_error_resource("memory", 0, 0);
+        } else {
+            uint64_t t0 = am2z_clock_mono_us();
+            rc = a->fn(&ctx);
+            uint64_t t1 = am2z_clock_mono_us();
+            exec_us = t1 > t0 ? t1 - t0 : 1;
+            if (ctx.failed || rc != AM2Z_OK) {
+                error = ctx.error ? ctx.error
+                                  : s_untyped_failure(a, job, ctx.failed, rc);
+                ctx.error = NULL;
+            } else {
+                s_apply(a, job, input, ctx.changes, &next, &next_size, &error);
+                /*  DONE.data = the changes (optional on the wire; the
+                    broker may use them to merge parallel branches). */
+                if (next && am2z_changes_encode(ctx.changes, &changes,
+                                                &changes_size) != AM2Z_OK)
+                    changes = NULL;
+            }
+        }
+        am2z_error_destroy(&ctx.error);
+        am2z_changes_destroy(&ctx.changes);
+        am2z_state_destroy(&input);
+    }
+
+    /*  Borrowed pointers (job id) are never freed through this message. */
+    am2z_msg_t done;
+    am2z_msg_init(&done, AM2Z_CMD_DONE);
+    done.job = job->job;
+    done.attempt = job->attempt;
+    done.success = next != NULL;
+    done.state = next;
+    done.state_size = next ? next_size : 0;
+    done.data = changes;
+    done.data_size = changes ? changes_size : 0;
+    done.error = next ? NULL : error;
+    done.exec_us = exec_us;
+    done.started_at_ms = started_ms;
+
+    uint8_t *body = NULL;
+    size_t body_size = 0;
+    rc = am2z_msg_encode(&done, &body, &body_size);
+    if (rc != AM2Z_OK) {
+        /*  An empty DONE tells the main thread the slot is free; the broker's
+            lease deadline takes care of the job. */
+        AM2Z_LOG(a->log, AM2Z_LOG_ERROR, "worker", "DONE not encoded",
+                 AM2Z_KS("job", job->job), AM2Z_KS("processor", a->processor),
+                 AM2Z_KS("error", am2z_strerror(rc)));
+        body_size = 0;
+    }
+    if (s_pipe_send(pipe, "DONE", body ? body : (const uint8_t *)"", body_size)
+        != AM2Z_OK)
+        AM2Z_LOG(a->log, AM2Z_LOG_ERROR, "worker", "actor pipe send failed",
+                 AM2Z_KS("job", job->job), AM2Z_KS("processor", a->processor));
+    free(body);
+    free(next);
+    free(changes);
+    am2z_error_destroy(&error);
+}
+
+/* ---------------------------------------------------------------------------
+   The actor thread
+   ------------------------------------------------------------------------ */
+
+void
+am2zw_actor(zsock_t *pipe, void *args)
+{
+    const am2zw_actor_args_t *a = args;
+    zsock_signal(pipe, 0);
+    while (true) {
+        zmsg_t *msg = zmsg_recv(pipe);
+        if (!msg) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        char *cmd = zmsg_popstr(msg);
+        bool term = !cmd || streq(cmd, "$TERM");
+        if (!term && streq(cmd, "JOB")) {
+            zframe_t *frame = zmsg_pop(msg);
+            am2z_msg_t *job = NULL;
+            if (frame && zframe_size(frame) == sizeof job)
+                memcpy(&job, zframe_data(frame), sizeof job);
+            zframe_destroy(&frame);
+            if (job) {
+                s_run(pipe, a, job);
+                am2z_msg_clear(job);
+                free(job);
+            }
+        }
+        zstr_free(&cmd);
+        zmsg_destroy(&msg);
+        if (term)
+            break;
+    }
+}

@@ -1,0 +1,858 @@
+/*  am2z_worker.c — registration, and the worker's main thread.
+
+    The main thread (am2z_worker_run, or the zactor of am2z_worker_start)
+    owns the DEALER to the broker and one slot per actor thread. It never
+    runs processor code and never decodes a state, so heartbeats and
+    cancellations are served however long a processor takes.
+
+    Loop: poll the broker socket, every actor pipe and (background mode) the
+    control pipe, with a timeout bounded by the next heartbeat.
+      JOB        -> an idle slot of that processor: pointer to the decoded
+                    message over the actor's pipe; no idle slot (the broker
+                    broke the credit rule) -> DONE failed, resource error
+      CANCEL     -> the slot's atomic cancellation flag
+      DISCONNECT -> READY again
+      actor EVENT / DONE -> forwarded as they come (pipe order = emit order,
+                    so a job's events precede its DONE); DONE frees the slot
+    Broker silent for liveness x heartbeat -> new socket, READY again.
+    Stop -> DISCONNECT, cancel running jobs, forward their outcomes for up
+    to S_STOP_GRACE_MS, destroy the actors.
+*/
+#include "am2z_worker_priv.h"
+
+#include "am2z_clock.h"
+#include "am2z_codec.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zmq.h>
+
+/*  How long a stopping worker waits for running jobs (after cancelling them). */
+#define S_STOP_GRACE_MS 5000
+/*  Longest poll, so a stop flag set by a signal handler is seen promptly. */
+#define S_POLL_MAX_MS 50
+/*  Largest body accepted from the broker (a JOB carries a whole state). */
+#define S_MAX_FRAME ((size_t)64 << 20)
+/*  Messages read from the broker per loop turn before actors get a look. */
+#define S_BROKER_BATCH 64
+/*  Linger of the broker socket when it is closed, so DISCONNECT goes out. */
+#define S_LINGER_MS 500
+
+/*  One registered processor. Strings owned. Immutable while running. */
+typedef struct {
+    char *name;                   /* valid name */
+    char *description;            /* may be NULL */
+    am2z_processor_fn *fn;        /* the function */
+    void *arg;                    /* user pointer; borrowed */
+    uint32_t concurrency;         /* actor threads, >= 1 */
+    uint64_t timeout_ms;          /* announced in READY */
+    int64_t priority;             /* announced in READY */
+    am2z_retry_policy_t retry;    /* announced in READY */
+} s_proc_t;
+
+struct am2z_worker_t {
+    am2z_worker_config_t cfg;     /* copied at creation; id generated if "" */
+    am2z_log_t *log;              /* owned; shared with actors (thread-safe) */
+    s_proc_t *procs;              /* owned array; immutable while running */
+    size_t nprocs;                /* entries in procs */
+    zactor_t *bg;                 /* am2z_worker_start's thread, or NULL */
+    bool running;                 /* inside run() or started (owner thread) */
+    atomic_bool stop;             /* am2z_worker_stop asked run() to return */
+};
+
+/*  One actor thread and what the main thread knows about it.
+    Invariant: busy == false <=> the slot's index is on its lane's idle stack. */
+typedef struct {
+    size_t proc;                  /* index into worker->procs */
+    zactor_t *actor;              /* owned */
+    am2zw_actor_args_t args;      /* read by the actor; stable address */
+    atomic_bool cancel;           /* set here, read by the actor */
+    bool busy;                    /* a job was sent and its DONE not seen */
+    char job[AM2Z_JOB_ID_MAX + 1];/* id of the running job */
+    uint32_t attempt;             /* its attempt */
+    uint64_t deadline_us;         /* lease deadline (mono), 0 = none */
+} s_slot_t;
+
+/*  Idle slots of one processor. */
+typedef struct {
+    size_t *idle;                 /* owned stack of slot indices */
+    size_t nidle;                 /* entries on the stack */
+} s_lane_t;
+
+/*  Everything one run owns. Lives on the running thread's stack. */
+typedef struct {
+    am2z_worker_t *w;             /* borrowed */
+    zsock_t *control;             /* background mode: the zactor pipe; else NULL */
+    volatile int *stop_flag;      /* run(): caller's flag, may be NULL */
+    zsock_t *dealer;              /* owned; to the broker */
+    s_slot_t *slots;              /* owned; never moves (actors point into it) */
+    size_t nslots;                /* entries in slots */
+    s_lane_t *lanes;              /* owned; one per processor */
+    zmq_pollitem_t *items;        /* owned; [dealer, slots..., control?] */
+    size_t nitems;                /* entries in items */
+    size_t busy;                  /* slots running a job */
+    uint64_t hb_us;               /* heartbeat interval */
+    uint64_t next_hb_us;          /* when the next HEARTBEAT goes out */
+    uint64_t last_heard_us;       /* last message from the broker */
+    bool stopping;                /* DISCONNECT sent; draining */
+    uint64_t stop_deadline_us;    /* give up waiting for actors then */
+} s_engine_t;
+
+/* ---------------------------------------------------------------------------
+   Configuration and registration
+   ------------------------------------------------------------------------ */
+
+void
+am2z_worker_config_defaults(am2z_worker_config_t *cfg)
+{
+    if (!cfg)
+        return;
+    memset(cfg, 0, sizeof *cfg);
+    snprintf(cfg->broker, sizeof cfg->broker, "%s", AM2Z_DEFAULT_BACKEND);
+    cfg->heartbeat_ms = 1000;
+    cfg->liveness = 5;
+    cfg->log_level = AM2Z_LOG_INFO;
+    cfg->log_format = AM2Z_LOG_TEXT;
+    cfg->max_state_size = AM2ZW_MAX_STATE_DEFAULT;
+}
+
+am2z_worker_t *
+am2z_worker_new(const am2z_worker_config_t *cfg)
+{
+    am2z_worker_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    if (cfg)
+        self->cfg = *cfg;
+    else
+        am2z_worker_config_defaults(&self->cfg);
+    self->cfg.broker[sizeof self->cfg.broker - 1] = '\0';
+    self->cfg.id[sizeof self->cfg.id - 1] = '\0';
+    if (self->cfg.heartbeat_ms == 0)
+        self->cfg.heartbeat_ms = 1000;
+    if (self->cfg.liveness == 0)
+        self->cfg.liveness = 5;
+    if (self->cfg.max_state_size == 0)
+        self->cfg.max_state_size = AM2ZW_MAX_STATE_DEFAULT;
+    if (self->cfg.id[0] == '\0') {
+        char id[AM2Z_ID_LEN + 1];
+        if (am2z_id_new(id) != AM2Z_OK)
+            snprintf(id, sizeof id, "worker-%ld", (long)getpid());
+        snprintf(self->cfg.id, sizeof self->cfg.id, "%s", id);
+    }
+    atomic_init(&self->stop, false);
+    self->log = am2z_log_new((am2z_log_level_t)self->cfg.log_level,
+                             (am2z_log_format_t)self->cfg.log_format, NULL);
+    if (!self->log) {
+        free(self);
+        return NULL;
+    }
+    return self;
+}
+
+void
+am2z_worker_destroy(am2z_worker_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    am2z_worker_t *self = *self_p;
+    am2z_worker_stop(self);
+    for (size_t i = 0; i < self->nprocs; i++) {
+        free(self->procs[i].name);
+        free(self->procs[i].description);
+    }
+    free(self->procs);
+    am2z_log_destroy(&self->log);
+    free(self);
+    *self_p = NULL;
+}
+
+int
+am2z_worker_register(am2z_worker_t *self, const am2z_processor_def_t *def)
+{
+    if (!self || !def)
+        return AM2Z_EINVAL;
+    if (self->running)
+        return AM2Z_ESTATE;
+    const char *name = def->name ? def->name : "";
+    if (!am2z_name_valid(name, strnlen(name, AM2Z_NAME_MAX + 1)) || !def->fn) {
+        AM2Z_LOG(self->log, AM2Z_LOG_ERROR, "worker",
+                 def->fn ? "invalid processor name" : "processor has no function",
+                 AM2Z_KS("processor", name));
+        return AM2Z_EINVAL;
+    }
+    for (size_t i = 0; i < self->nprocs; i++) {
+        if (streq(self->procs[i].name, name)) {
+            AM2Z_LOG(self->log, AM2Z_LOG_ERROR, "worker",
+                     "processor registered twice", AM2Z_KS("processor", name));
+            return AM2Z_EINVAL;
+        }
+    }
+    s_proc_t *procs = realloc(self->procs, (self->nprocs + 1) * sizeof *procs);
+    if (!procs)
+        return AM2Z_ENOMEM;
+    self->procs = procs;
+    s_proc_t *p = &procs[self->nprocs];
+    memset(p, 0, sizeof *p);
+    p->name = strdup(name);
+    p->description = def->description ? strdup(def->description) : NULL;
+    if (!p->name || (def->description && !p->description)) {
+        free(p->name);
+        free(p->description);
+        return AM2Z_ENOMEM;
+    }
+    p->fn = def->fn;
+    p->arg = def->arg;
+    p->concurrency = def->concurrency ? def->concurrency : 1;
+    p->timeout_ms = def->timeout_ms;
+    p->priority = def->priority;
+    p->retry = def->retry;
+    self->nprocs++;
+    return AM2Z_OK;
+}
+
+/* ---------------------------------------------------------------------------
+   Sending to the broker
+   ------------------------------------------------------------------------ */
+
+/*  Sends [AM2Z/1, cmd, body] without blocking: a main thread stuck in send
+    would stop heartbeats. A message the socket cannot take (peer gone and
+    queue full) is dropped and logged; the broker's lease deadline and our
+    reconnect cover it. */
+static int
+s_send(s_engine_t *e, const char *cmd, const void *body, size_t size)
+{
+    void *h = zsock_resolve(e->dealer);
+    if (zmq_send(h, AM2Z_PROTOCOL, strlen(AM2Z_PROTOCOL),
+                 ZMQ_SNDMORE | ZMQ_DONTWAIT) == -1) {
+        AM2Z_LOG(e->w->log, AM2Z_LOG_WARN, "worker", "message to broker dropped",
+                 AM2Z_KS("command", cmd), AM2Z_KS("error", zmq_strerror(errno)));
+        return AM2Z_ENETWORK;
+    }
+    /*  Once the first part is queued the rest of a multipart always is. */
+    zmq_send(h, cmd, strlen(cmd), ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_send(h, body, size, ZMQ_DONTWAIT);
+    return AM2Z_OK;
+}
+
+static int
+s_send_msg(s_engine_t *e, const am2z_msg_t *msg)
+{
+    uint8_t *body = NULL;
+    size_t size = 0;
+    int rc = am2z_msg_encode(msg, &body, &size);
+    if (rc != AM2Z_OK) {
+        AM2Z_LOG(e->w->log, AM2Z_LOG_ERROR, "worker", "message not encoded",
+                 AM2Z_KS("command", am2z_cmd_name(msg->cmd)),
+                 AM2Z_KS("error", am2z_strerror(rc)));
+        return rc;
+    }
+    rc = s_send(e, am2z_cmd_name(msg->cmd), body, size);
+    free(body);
+    return rc;
+}
+
+/*  HEARTBEAT / DISCONNECT {worker}. */
+static void
+s_send_simple(s_engine_t *e, am2z_cmd_t cmd)
+{
+    am2z_msg_t msg;
+    am2z_msg_init(&msg, cmd);
+    msg.worker = e->w->cfg.id;            /* borrowed */
+    s_send_msg(e, &msg);
+}
+
+/*  READY {worker, procs[]}: every processor with conc = its concurrency. */
+static int
+s_send_ready(s_engine_t *e)
+{
+    am2z_worker_t *w = e->w;
+    am2z_proc_desc_t *descs = calloc(w->nprocs, sizeof *descs);
+    if (!descs)
+        return AM2Z_ENOMEM;
+    /*  The message borrows the worker's strings; it is never cleared. */
+    for (size_t i = 0; i < w->nprocs; i++) {
+        descs[i].name = w->procs[i].name;
+        descs[i].description = w->procs[i].description;
+        descs[i].concurrency = w->procs[i].concurrency;
+        descs[i].timeout_ms = w->procs[i].timeout_ms;
+        descs[i].priority = w->procs[i].priority;
+        descs[i].retry = w->procs[i].retry;
+    }
+    am2z_msg_t msg;
+    am2z_msg_init(&msg, AM2Z_CMD_READY);
+    msg.worker = w->cfg.id;
+    msg.procs = descs;
+    msg.nprocs = w->nprocs;
+    int rc = s_send_msg(e, &msg);
+    free(descs);
+    if (rc == AM2Z_OK)
+        AM2Z_LOG(w->log, AM2Z_LOG_INFO, "worker", "ready sent",
+                 AM2Z_KS("worker", w->cfg.id), AM2Z_KS("broker", w->cfg.broker),
+                 AM2Z_KU("processors", w->nprocs));
+    return rc;
+}
+
+/*  DONE {job, attempt, ok: false, error}. Takes *error_p. */
+static void
+s_send_failure(s_engine_t *e, const am2z_msg_t *job, am2z_error_t **error_p)
+{
+    am2z_msg_t done;
+    am2z_msg_init(&done, AM2Z_CMD_DONE);
+    done.job = job->job;                  /* borrowed */
+    done.attempt = job->attempt;
+    done.success = false;
+    done.error = *error_p;
+    done.exec_us = 1;
+    done.started_at_ms = am2z_clock_wall_ms();
+    if (done.error)
+        s_send_msg(e, &done);
+    am2z_error_destroy(error_p);
+}
+
+/* ---------------------------------------------------------------------------
+   The broker socket
+   ------------------------------------------------------------------------ */
+
+static void s_rebuild_items(s_engine_t *e);
+
+/*  (Re)creates the DEALER and connects it. CZMQ creates it in its shared
+    context, so inproc:// reaches an embedded broker in the same process. */
+static int
+s_connect(s_engine_t *e)
+{
+    zsock_destroy(&e->dealer);
+    e->dealer = zsock_new(ZMQ_DEALER);
+    if (!e->dealer) {
+        AM2Z_LOG(e->w->log, AM2Z_LOG_ERROR, "worker", "zsock_new(DEALER) failed",
+                 AM2Z_KS("error", zmq_strerror(errno)));
+        return AM2Z_ENETWORK;
+    }
+    zsock_set_linger(e->dealer, S_LINGER_MS);
+    zsock_set_maxmsgsize(e->dealer, (int)(S_MAX_FRAME + 1024));
+    if (zsock_connect(e->dealer, "%s", e->w->cfg.broker) != 0) {
+        AM2Z_LOG(e->w->log, AM2Z_LOG_ERROR, "worker", "cannot connect to broker",
+                 AM2Z_KS("broker", e->w->cfg.broker),
+                 AM2Z_KS("error", zmq_strerror(errno)));
+        zsock_destroy(&e->dealer);
+        return AM2Z_ENETWORK;
+    }
+    if (e->items)
+        s_rebuild_items(e);
+    return AM2Z_OK;
+}
+
+/* ---------------------------------------------------------------------------
+   Engine setup and teardown
+   ------------------------------------------------------------------------ */
+
+static void
+s_rebuild_items(s_engine_t *e)
+{
+    size_t n = 0;
+    e->items[n++] = (zmq_pollitem_t){ .socket = zsock_resolve(e->dealer),
+                                      .events = ZMQ_POLLIN };
+    for (size_t i = 0; i < e->nslots; i++)
+        e->items[n++] = (zmq_pollitem_t){
+            .socket = zsock_resolve(e->slots[i].actor), .events = ZMQ_POLLIN };
+    if (e->control)
+        e->items[n++] = (zmq_pollitem_t){ .socket = zsock_resolve(e->control),
+                                          .events = ZMQ_POLLIN };
+    e->nitems = n;
+}
+
+/*  Waits (unbounded) for a busy actor's DONE so that destroying it loses no
+    message; used only after the stop grace period ran out. */
+static void
+s_drain_slot(s_engine_t *e, s_slot_t *slot)
+{
+    AM2Z_LOG(e->w->log, AM2Z_LOG_WARN, "worker",
+             "processor ignores cancellation; waiting for it",
+             AM2Z_KS("processor", slot->args.processor), AM2Z_KS("job", slot->job));
+    while (slot->busy) {
+        zmsg_t *msg = zmsg_recv(slot->actor);
+        if (!msg) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        char *cmd = zmsg_popstr(msg);
+        if (cmd && streq(cmd, "DONE"))
+            slot->busy = false;
+        zstr_free(&cmd);
+        zmsg_destroy(&msg);
+    }
+}
+
+static void
+s_engine_fini(s_engine_t *e)
+{
+    for (size_t i = 0; e->slots && i < e->nslots; i++) {
+        s_slot_t *slot = &e->slots[i];
+        if (slot->actor && slot->busy)
+            s_drain_slot(e, slot);
+        zactor_destroy(&slot->actor);
+    }
+    free(e->slots);
+    e->slots = NULL;
+    if (e->lanes)
+        for (size_t i = 0; i < e->w->nprocs; i++)
+            free(e->lanes[i].idle);
+    free(e->lanes);
+    e->lanes = NULL;
+    free(e->items);
+    e->items = NULL;
+    zsock_destroy(&e->dealer);
+}
+
+/*  Starts every actor, connects and sends READY. On failure everything is
+    released (s_engine_fini) and the error returned. */
+static int
+s_engine_init(s_engine_t *e, am2z_worker_t *w, zsock_t *control,
+              volatile int *stop_flag)
+{
+    memset(e, 0, sizeof *e);
+    e->w = w;
+    e->control = control;
+    e->stop_flag = stop_flag;
+    if (w->nprocs == 0) {
+        AM2Z_LOG(w->log, AM2Z_LOG_ERROR, "worker", "no processors registered");
+        return AM2Z_EINVAL;
+    }
+    for (size_t i = 0; i < w->nprocs; i++)
+        e->nslots += w->procs[i].concurrency;
+    e->slots = calloc(e->nslots, sizeof *e->slots);
+    e->lanes = calloc(w->nprocs, sizeof *e->lanes);
+    e->items = calloc(e->nslots + 2, sizeof *e->items);
+    int rc = AM2Z_ENOMEM;
+    if (!e->slots || !e->lanes || !e->items)
+        goto fail;
+
+    size_t s = 0;
+    for (size_t p = 0; p < w->nprocs; p++) {
+        s_lane_t *lane = &e->lanes[p];
+        lane->idle = calloc(w->procs[p].concurrency, sizeof *lane->idle);
+        if (!lane->idle)
+            goto fail;
+        for (uint32_t c = 0; c < w->procs[p].concurrency; c++, s++) {
+            s_slot_t *slot = &e->slots[s];
+            slot->proc = p;
+            atomic_init(&slot->cancel, false);
+            slot->args = (am2zw_actor_args_t){
+                .processor = w->procs[p].name, .fn = w->procs[p].fn,
+                .arg = w->procs[p].arg, .log = w->log,
+                .max_state_size = (size_t)w->cfg.max_state_size,
+                .cancel = &slot->cancel,
+            };
+            slot->actor = zactor_new(am2zw_actor, &slot->args);
+            if (!slot->actor)
+                goto fail;
+            /*  Pushed in reverse so the first slot is taken first. */
+            lane->idle[lane->nidle++] = s;
+        }
+    }
+    rc = s_connect(e);
+    if (rc != AM2Z_OK)
+        goto fail;
+    s_rebuild_items(e);
+
+    e->hb_us = w->cfg.heartbeat_ms * 1000;
+    uint64_t now = am2z_clock_mono_us();
+    e->last_heard_us = now;
+    e->next_hb_us = now + e->hb_us;
+    rc = s_send_ready(e);
+    if (rc != AM2Z_OK)
+        goto fail;
+    return AM2Z_OK;
+fail:
+    s_engine_fini(e);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------
+   Messages from the broker
+   ------------------------------------------------------------------------ */
+
+static int
+s_find_proc(const am2z_worker_t *w, const char *name)
+{
+    for (size_t i = 0; i < w->nprocs; i++)
+        if (streq(w->procs[i].name, name))
+            return (int)i;
+    return -1;
+}
+
+/*  Takes the decoded JOB (*job is moved into the actor, or cleared). */
+static void
+s_on_job(s_engine_t *e, am2z_msg_t *job)
+{
+    am2z_worker_t *w = e->w;
+    am2z_error_t *error = NULL;
+    int p = s_find_proc(w, job->processor);
+    bool refuse = true;
+    if (p < 0) {
+        const char **names = calloc(w->nprocs, sizeof *names);
+        for (size_t i = 0; names && i < w->nprocs; i++)
+            names[i] = w->procs[i].name;
+        error = am2z_error_processor_not_found(job->processor, names,
+                                               names ? w->nprocs : 0);
+        free(names);
+    } else if (e->stopping) {
+        error = am2z_error_new(AM2Z_CAT_RESOURCE, "WORKER_STOPPING",
+                               "worker %s is stopping", w->cfg.id);
+    } else if (e->lanes[p].nidle == 0) {
+        AM2Z_LOG(w->log, AM2Z_LOG_WARN, "worker", "job without credit refused",
+                 AM2Z_KS("job", job->job), AM2Z_KS("processor", job->processor));
+        error = am2z_error_resource("processor slots", w->procs[p].concurrency,
+                                    w->procs[p].concurrency);
+    } else {
+        refuse = false;
+    }
+    if (refuse) {
+        s_send_failure(e, job, &error);
+        am2z_msg_clear(job);
+        return;
+    }
+
+    am2z_msg_t *owned = malloc(sizeof *owned);
+    if (!owned) {
+        error = am2z_error_resource("memory", 0, 0);
+        s_send_failure(e, job, &error);
+        am2z_msg_clear(job);
+        return;
+    }
+    *owned = *job;                        /* move */
+    am2z_msg_init(job, AM2Z_CMD_INVALID);
+
+    s_lane_t *lane = &e->lanes[p];
+    s_slot_t *slot = &e->slots[lane->idle[--lane->nidle]];
+    snprintf(slot->job, sizeof slot->job, "%s", owned->job);
+    slot->attempt = owned->attempt;
+    slot->deadline_us = owned->timeout_ms
+                            ? am2z_clock_mono_us() + owned->timeout_ms * 1000 : 0;
+    atomic_store(&slot->cancel, false);
+    slot->busy = true;
+    e->busy++;
+
+    zmsg_t *msg = zmsg_new();
+    if (!msg || zmsg_addstr(msg, "JOB") != 0
+        || zmsg_addmem(msg, &owned, sizeof owned) != 0
+        || zmsg_send(&msg, slot->actor) != 0) {
+        /*  The actor never saw it: undo, fail the job. */
+        zmsg_destroy(&msg);
+        slot->busy = false;
+        e->busy--;
+        lane->idle[lane->nidle++] = (size_t)(slot - e->slots);
+        error = am2z_error_resource("actor pipe", 0, 0);
+        s_send_failure(e, owned, &error);
+        am2z_msg_clear(owned);
+        free(owned);
+        return;
+    }
+    AM2Z_LOG(w->log, AM2Z_LOG_DEBUG, "worker", "job started",
+             AM2Z_KS("job", slot->job), AM2Z_KS("processor", slot->args.processor),
+             AM2Z_KU("attempt", slot->attempt));
+}
+
+static void
+s_on_cancel(s_engine_t *e, const am2z_msg_t *msg)
+{
+    for (size_t i = 0; i < e->nslots; i++) {
+        s_slot_t *slot = &e->slots[i];
+        if (slot->busy && msg->job && streq(slot->job, msg->job)
+            && (msg->attempt == 0 || msg->attempt == slot->attempt)) {
+            atomic_store(&slot->cancel, true);
+            AM2Z_LOG(e->w->log, AM2Z_LOG_DEBUG, "worker", "job cancelled",
+                     AM2Z_KS("job", slot->job));
+        }
+    }
+}
+
+static void
+s_on_broker_msg(s_engine_t *e, zmsg_t *raw)
+{
+    am2z_worker_t *w = e->w;
+    if (zmsg_size(raw) != 3) {
+        AM2Z_LOG(w->log, AM2Z_LOG_WARN, "worker", "malformed message from broker",
+                 AM2Z_KU("frames", zmsg_size(raw)));
+        return;
+    }
+    zframe_t *sig = zmsg_first(raw);
+    zframe_t *cmd = zmsg_next(raw);
+    zframe_t *body = zmsg_next(raw);
+    am2z_msg_t msg;
+    char err[256] = "";
+    int rc = am2z_frames_decode(zframe_data(sig), zframe_size(sig),
+                                zframe_data(cmd), zframe_size(cmd),
+                                zframe_data(body), zframe_size(body),
+                                S_MAX_FRAME, &msg, err, sizeof err);
+    if (rc != AM2Z_OK) {
+        AM2Z_LOG(w->log, AM2Z_LOG_WARN, "worker", "bad message from broker dropped",
+                 AM2Z_KS("error", err[0] ? err : am2z_strerror(rc)));
+        return;
+    }
+    switch (msg.cmd) {
+    case AM2Z_CMD_JOB:
+        s_on_job(e, &msg);
+        break;
+    case AM2Z_CMD_CANCEL:
+        s_on_cancel(e, &msg);
+        break;
+    case AM2Z_CMD_HEARTBEAT:
+        break;
+    case AM2Z_CMD_DISCONNECT:
+        if (!e->stopping) {
+            AM2Z_LOG(w->log, AM2Z_LOG_INFO, "worker",
+                     "broker asked to re-register");
+            s_send_ready(e);
+        }
+        break;
+    default:
+        AM2Z_LOG(w->log, AM2Z_LOG_WARN, "worker", "unexpected command from broker",
+                 AM2Z_KS("command", am2z_cmd_name(msg.cmd)));
+        break;
+    }
+    am2z_msg_clear(&msg);
+}
+
+static void
+s_on_broker(s_engine_t *e)
+{
+    for (int n = 0; n < S_BROKER_BATCH; n++) {
+        if (!(zsock_events(e->dealer) & ZMQ_POLLIN))
+            break;
+        zmsg_t *raw = zmsg_recv(e->dealer);
+        if (!raw)
+            break;
+        e->last_heard_us = am2z_clock_mono_us();
+        s_on_broker_msg(e, raw);
+        zmsg_destroy(&raw);
+    }
+}
+
+/* ---------------------------------------------------------------------------
+   Messages from actors
+   ------------------------------------------------------------------------ */
+
+static void
+s_on_actor(s_engine_t *e, s_slot_t *slot)
+{
+    zmsg_t *msg = zmsg_recv(slot->actor);
+    if (!msg)
+        return;
+    char *cmd = zmsg_popstr(msg);
+    zframe_t *body = zmsg_pop(msg);
+    if (cmd && body && streq(cmd, "EVENT")) {
+        s_send(e, "EVENT", zframe_data(body), zframe_size(body));
+    } else if (cmd && body && streq(cmd, "DONE")) {
+        if (zframe_size(body) > 0)
+            s_send(e, "DONE", zframe_data(body), zframe_size(body));
+        if (slot->busy) {
+            AM2Z_LOG(e->w->log, AM2Z_LOG_DEBUG, "worker", "job done",
+                     AM2Z_KS("job", slot->job),
+                     AM2Z_KS("processor", slot->args.processor));
+            slot->busy = false;
+            e->busy--;
+            s_lane_t *lane = &e->lanes[slot->proc];
+            lane->idle[lane->nidle++] = (size_t)(slot - e->slots);
+        }
+    } else {
+        AM2Z_LOG(e->w->log, AM2Z_LOG_ERROR, "worker", "unexpected actor message",
+                 AM2Z_KS("command", cmd));
+    }
+    zframe_destroy(&body);
+    zstr_free(&cmd);
+    zmsg_destroy(&msg);
+}
+
+/* ---------------------------------------------------------------------------
+   The loop
+   ------------------------------------------------------------------------ */
+
+static bool
+s_stop_requested(s_engine_t *e)
+{
+    return (e->stop_flag && *e->stop_flag) || atomic_load(&e->w->stop)
+           || zsys_interrupted;
+}
+
+static void
+s_begin_stop(s_engine_t *e)
+{
+    AM2Z_LOG(e->w->log, AM2Z_LOG_INFO, "worker", "stopping",
+             AM2Z_KS("worker", e->w->cfg.id), AM2Z_KU("running", e->busy));
+    e->stopping = true;
+    s_send_simple(e, AM2Z_CMD_DISCONNECT);
+    for (size_t i = 0; i < e->nslots; i++)
+        if (e->slots[i].busy)
+            atomic_store(&e->slots[i].cancel, true);
+    e->stop_deadline_us = am2z_clock_mono_us() + (uint64_t)S_STOP_GRACE_MS * 1000;
+}
+
+/*  Background mode: "$TERM" on the control pipe means stop. */
+static void
+s_on_control(s_engine_t *e)
+{
+    zmsg_t *msg = zmsg_recv(e->control);
+    if (!msg)
+        return;
+    char *cmd = zmsg_popstr(msg);
+    if (!cmd || streq(cmd, "$TERM"))
+        if (!e->stopping)
+            s_begin_stop(e);
+    zstr_free(&cmd);
+    zmsg_destroy(&msg);
+}
+
+/*  Sets the cancellation flag of every job past its lease deadline. */
+static void
+s_check_deadlines(s_engine_t *e, uint64_t now)
+{
+    for (size_t i = 0; i < e->nslots; i++) {
+        s_slot_t *slot = &e->slots[i];
+        if (slot->busy && slot->deadline_us && now >= slot->deadline_us) {
+            atomic_store(&slot->cancel, true);
+            slot->deadline_us = 0;
+            AM2Z_LOG(e->w->log, AM2Z_LOG_INFO, "worker",
+                     "job past its lease deadline: cancelled",
+                     AM2Z_KS("job", slot->job));
+        }
+    }
+}
+
+static int
+s_loop(s_engine_t *e)
+{
+    uint64_t liveness_us = e->hb_us * e->w->cfg.liveness;
+    while (true) {
+        uint64_t now = am2z_clock_mono_us();
+        if (!e->stopping && s_stop_requested(e))
+            s_begin_stop(e);
+        if (e->stopping && (e->busy == 0 || now >= e->stop_deadline_us))
+            return AM2Z_OK;
+        if (!e->stopping && now >= e->next_hb_us) {
+            s_send_simple(e, AM2Z_CMD_HEARTBEAT);
+            e->next_hb_us = now + e->hb_us;
+        }
+        if (!e->stopping && now - e->last_heard_us > liveness_us) {
+            AM2Z_LOG(e->w->log, AM2Z_LOG_WARN, "worker",
+                     "broker silent: reconnecting",
+                     AM2Z_KS("broker", e->w->cfg.broker),
+                     AM2Z_KU("silent_ms", (now - e->last_heard_us) / 1000));
+            if (s_connect(e) != AM2Z_OK)
+                return AM2Z_ENETWORK;
+            s_send_ready(e);
+            e->last_heard_us = now;
+        }
+        s_check_deadlines(e, now);
+
+        /*  Stopping: no more heartbeats, so only the poll cap applies. */
+        uint64_t wait_us = e->stopping ? (uint64_t)S_POLL_MAX_MS * 1000
+                         : e->next_hb_us > now ? e->next_hb_us - now : 0;
+        long timeout_ms = (long)((wait_us + 999) / 1000);
+        if (timeout_ms > S_POLL_MAX_MS)
+            timeout_ms = S_POLL_MAX_MS;
+        int rc = zmq_poll(e->items, (int)e->nitems, timeout_ms);
+        if (rc == -1) {
+            if (errno == EINTR)
+                continue;
+            AM2Z_LOG(e->w->log, AM2Z_LOG_ERROR, "worker", "zmq_poll failed",
+                     AM2Z_KS("error", zmq_strerror(errno)));
+            return AM2Z_ENETWORK;
+        }
+        if (rc == 0)
+            continue;
+        if (e->items[0].revents & ZMQ_POLLIN)
+            s_on_broker(e);
+        for (size_t i = 0; i < e->nslots; i++)
+            if (e->items[1 + i].revents & ZMQ_POLLIN)
+                s_on_actor(e, &e->slots[i]);
+        if (e->control && (e->items[1 + e->nslots].revents & ZMQ_POLLIN))
+            s_on_control(e);
+    }
+}
+
+/* ---------------------------------------------------------------------------
+   Running
+   ------------------------------------------------------------------------ */
+
+int
+am2z_worker_run(am2z_worker_t *self, volatile int *stop_flag)
+{
+    if (!self)
+        return AM2Z_EINVAL;
+    if (self->running)
+        return AM2Z_ESTATE;
+    atomic_store(&self->stop, false);
+    self->running = true;
+    s_engine_t e;
+    int rc = s_engine_init(&e, self, NULL, stop_flag);
+    if (rc == AM2Z_OK) {
+        rc = s_loop(&e);
+        s_engine_fini(&e);
+    }
+    self->running = false;
+    AM2Z_LOG(self->log, AM2Z_LOG_INFO, "worker", "stopped",
+             AM2Z_KS("worker", self->cfg.id), AM2Z_KS("result", am2z_strerror(rc)));
+    return rc;
+}
+
+/*  The background thread of am2z_worker_start. Handshake: the usual zactor
+    signal, then a second signal carrying -rc once READY was sent (0) or
+    setup failed. */
+static void
+s_bg_actor(zsock_t *pipe, void *args)
+{
+    am2z_worker_t *self = args;
+    zsock_signal(pipe, 0);
+    s_engine_t e;
+    int rc = s_engine_init(&e, self, pipe, NULL);
+    zsock_signal(pipe, (byte)(-rc));
+    if (rc != AM2Z_OK)
+        return;
+    rc = s_loop(&e);
+    s_engine_fini(&e);
+    AM2Z_LOG(self->log, AM2Z_LOG_INFO, "worker", "stopped",
+             AM2Z_KS("worker", self->cfg.id), AM2Z_KS("result", am2z_strerror(rc)));
+}
+
+int
+am2z_worker_start(am2z_worker_t *self)
+{
+    if (!self)
+        return AM2Z_EINVAL;
+    if (self->bg)
+        return AM2Z_OK;
+    if (self->running)
+        return AM2Z_ESTATE;
+    if (self->nprocs == 0)
+        return AM2Z_EINVAL;
+    self->running = true;
+    self->bg = zactor_new(s_bg_actor, self);
+    if (!self->bg) {
+        self->running = false;
+        return AM2Z_ENOMEM;
+    }
+    int status = zsock_wait(self->bg);
+    if (status != 0) {
+        zactor_destroy(&self->bg);
+        self->running = false;
+        return status > 0 ? -status : AM2Z_ENETWORK;
+    }
+    return AM2Z_OK;
+}
+
+void
+am2z_worker_stop(am2z_worker_t *self)
+{
+    if (!self)
+        return;
+    if (self->bg) {
+        zactor_destroy(&self->bg);
+        self->running = false;
+    } else {
+        atomic_store(&self->stop, true);
+    }
+}
