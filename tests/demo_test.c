@@ -3,6 +3,7 @@
 #include "am2z_testproc.h"
 #include "am2z_testutil.h"
 
+#include <stdio.h>
 #include <string.h>
 
 START_TEST(test_demo_runs_order_example_to_completion)
