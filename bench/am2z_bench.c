@@ -121,27 +121,36 @@ s_throughput(am2z_client_t *c, const s_opts_t *o)
         snprintf(session, sizeof session, "bench-tp-%d-%llu", (int)getpid(), (unsigned long long)s);
         states[s] = s_state(session, o->state_bytes);
     }
+    /* sliding window in chunks: submit chunk k (pipelined), then collect
+       chunk k-1, so about `window` jobs stay in flight */
+    uint64_t chunk = o->window / 2 ? o->window / 2 : 1;
+    const am2z_state_t **batch = calloc(chunk, sizeof *batch);
     uint64_t t0 = am2z_clock_mono_us();
     uint64_t submitted = 0, done = 0, failed = 0;
     while (done < o->jobs) {
-        while (submitted < o->jobs && submitted - done < o->window) {
-            const am2z_state_t *st = states[submitted % o->sessions];
-            if (am2z_client_submit(c, "increment", st, am2z_state_session_id(st), NULL,
-                                   ids[submitted]) != AM2Z_OK) {
+        if (submitted < o->jobs) {
+            uint64_t n = o->jobs - submitted < chunk ? o->jobs - submitted : chunk;
+            for (uint64_t i = 0; i < n; i++)
+                batch[i] = states[(submitted + i) % o->sessions];
+            if (am2z_client_submit_many(c, "increment", batch, NULL, n, ids + submitted)
+                != AM2Z_OK) {
                 fprintf(stderr, "am2z-bench: submit failed: %s\n", am2z_client_last_error(c));
                 return -1;
             }
-            submitted++;
+            submitted += n;
         }
-        am2z_result_t *r = NULL;
-        if (am2z_client_wait(c, ids[done], 30000, &r) != AM2Z_OK) {
-            fprintf(stderr, "am2z-bench: no result for job %llu\n", (unsigned long long)done);
-            return -1;
+        uint64_t until = submitted == o->jobs ? o->jobs : submitted - chunk;
+        for (; done < until; done++) {
+            am2z_result_t *r = NULL;
+            if (!ids[done][0] || am2z_client_wait(c, ids[done], 30000, &r) != AM2Z_OK) {
+                fprintf(stderr, "am2z-bench: no result for job %llu\n", (unsigned long long)done);
+                return -1;
+            }
+            failed += !r->success;
+            am2z_result_destroy(&r);
         }
-        failed += !r->success;
-        am2z_result_destroy(&r);
-        done++;
     }
+    free(batch);
     uint64_t us = am2z_clock_mono_us() - t0;
     printf("throughput jobs=%llu sessions=%llu window=%llu seconds=%.3f jobs_per_s=%.0f failed=%llu\n",
            (unsigned long long)o->jobs, (unsigned long long)o->sessions,

@@ -17,7 +17,8 @@ pids+=($!)
 for _ in $(seq 100); do grep -q ready "$dir/broker.out" && break; sleep 0.1; done
 line="$(grep ready "$dir/broker.out")"
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$line"; }
-"$build/examples/am2z-example-worker" --broker "$(field backend)" --log-level warn >"$dir/worker.out" &
+"$build/examples/am2z-example-worker" --broker "$(field backend)" --log-level warn \
+  --concurrency "${WORKER_CONCURRENCY:-0}" >"$dir/worker.out" &
 pids+=($!)
 for _ in $(seq 100); do grep -q ready "$dir/worker.out" && break; sleep 0.1; done
 echo "durability=$mode cores=$(nproc) kernel=$(uname -r)"

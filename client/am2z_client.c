@@ -715,6 +715,53 @@ am2z_client_submit(am2z_client_t *self, const char *processor, const am2z_state_
     return rc;
 }
 
+int
+am2z_client_submit_many(am2z_client_t *self, const char *processor,
+                        const am2z_state_t *const *states,
+                        const char *const *session_ids, size_t count,
+                        char (*job_ids)[AM2Z_JOB_ID_MAX + 1])
+{
+    if (!self || !job_ids || (count && !states))
+        return AM2Z_EINVAL;
+    if (count == 0)
+        return AM2Z_OK;
+    am2z_msg_t *reqs = calloc(count, sizeof *reqs);
+    am2z_msg_t *answers = calloc(count, sizeof *answers);
+    bool *answered = calloc(count, sizeof *answered);
+    int rc = AM2Z_OK;
+    if (!reqs || !answers || !answered) {
+        rc = AM2Z_ENOMEM;
+        goto done;
+    }
+    for (size_t i = 0; i < count && rc == AM2Z_OK; i++) {
+        job_ids[i][0] = '\0';
+        rc = s_submit_msg(self, processor, states[i], session_ids ? session_ids[i] : NULL,
+                          NULL, &reqs[i]);
+    }
+    if (rc != AM2Z_OK)
+        goto done;
+    rc = s_request_many(self, reqs, count, s_deadline(self->timeout_ms), answers, answered);
+    for (size_t i = 0; i < count; i++) {
+        if (!answered[i])
+            continue;
+        am2z_error_t *refusal = NULL;
+        int orc = s_submit_outcome(self, &answers[i], processor, job_ids[i], &refusal);
+        if (orc != AM2Z_OK)
+            job_ids[i][0] = '\0';
+        am2z_error_destroy(&refusal);
+        if (orc != AM2Z_OK && orc != AM2Z_EFAILED && rc == AM2Z_OK)
+            rc = orc;
+    }
+done:
+    if (answers)
+        for (size_t i = 0; i < count; i++)
+            am2z_msg_clear(&answers[i]);
+    free(reqs);
+    free(answers);
+    free(answered);
+    return rc;
+}
+
 /*  Waits for job_id until deadline (see am2z_client_wait). */
 static int
 s_wait(am2z_client_t *self, const char *job_id, uint64_t deadline, am2z_result_t **out)

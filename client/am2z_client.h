@@ -128,6 +128,19 @@ int am2z_client_submit(am2z_client_t *self, const char *processor,
                        const am2z_submit_opts_t *opts,
                        char job_id[AM2Z_JOB_ID_MAX + 1]);
 
+/*  Pipelined submit (BullMQ's addBulk): sends every SUBMIT before reading
+    any answer, then collects the broker's answers. states[i] may be NULL
+    (continue from the stored state); session_ids may be NULL, and
+    session_ids[i] NULL means states[i]'s session. job_ids[i] receives the
+    id of each accepted (durable) job, or "" for a refused one (e.g. unknown
+    processor; am2z_client_last_error names the last refusal). Collect the
+    results with am2z_client_wait. Returns AM2Z_OK when every SUBMIT was
+    answered, AM2Z_EINVAL (nothing sent), or the transport error. */
+int am2z_client_submit_many(am2z_client_t *self, const char *processor,
+                            const am2z_state_t *const *states,
+                            const char *const *session_ids, size_t count,
+                            char (*job_ids)[AM2Z_JOB_ID_MAX + 1]);
+
 /*  Waits up to timeout_ms (0 = the client's default) for a job this client
     submitted, or fetches any job's stored result by id from the broker
     (store-and-collect: works after a reconnect). Returns AM2Z_OK,

@@ -31,6 +31,7 @@ typedef struct {
     uint64_t liveness;            /* missed heartbeats before reconnecting */
     int log_level;                /* am2z_log_level_t */
     int log_format;               /* am2z_log_format_t */
+    uint64_t concurrency;         /* 0 = each processor's own */
 } s_opts_t;
 
 static const am2z_cfg_def_t s_table[] = {
@@ -46,6 +47,8 @@ static const am2z_cfg_def_t s_table[] = {
       am2z_log_level_names, "trace, debug, info, warn, error or off" },
     { "log-format", AM2Z_CFG_ENUM, offsetof(s_opts_t, log_format), 0, "text", 0, 0,
       am2z_log_format_names, "text or json (one object per line)" },
+    { "concurrency", AM2Z_CFG_UINT, offsetof(s_opts_t, concurrency), 0, "0", 0, 4096,
+      NULL, "actor threads (= slots) per processor; 0 = each processor's default" },
     { NULL, 0, 0, 0, NULL, 0, 0, NULL, NULL }
 };
 
@@ -123,7 +126,10 @@ main(int argc, char **argv)
     size_t n = 0;
     const am2z_processor_def_t *defs = am2z_example_processors(&n);
     for (size_t i = 0; i < n; i++) {
-        rc = am2z_worker_register(worker, &defs[i]);
+        am2z_processor_def_t def = defs[i];
+        if (opts.concurrency)
+            def.concurrency = (uint32_t)opts.concurrency;
+        rc = am2z_worker_register(worker, &def);
         if (rc != AM2Z_OK) {
             fprintf(stderr, "am2z-example-worker: register %s: %s\n",
                     defs[i].name, am2z_strerror(rc));

@@ -261,6 +261,44 @@ START_TEST(test_e2e_two_workers_serve_one_processor)
 }
 END_TEST
 
+START_TEST(test_e2e_submit_many_pipelines_across_sessions)
+{
+    am2z_client_t *c = s_client();
+    enum { N = 40 };
+    am2z_state_t *states[N];
+    const char *sessions[N];
+    for (int i = 0; i < N; i++) {
+        char session[32];
+        snprintf(session, sizeof session, "bulk-%d", i % 8);
+        states[i] = s_count_state(session, 100 * i);
+        sessions[i] = am2z_state_session_id(states[i]);
+    }
+    char ids[N][AM2Z_JOB_ID_MAX + 1];
+    ck_assert_int_eq(am2z_client_submit_many(c, "increment", (const am2z_state_t *const *)states,
+                                             sessions, N, ids), AM2Z_OK);
+    for (int i = 0; i < N; i++) {
+        ck_assert_uint_eq(strlen(ids[i]), AM2Z_ID_LEN);
+        am2z_result_t *r = NULL;
+        ck_assert_int_eq(am2z_client_wait(c, ids[i], 10000, &r), AM2Z_OK);
+        ck_assert(r->success);
+        ck_assert_str_eq(r->session_id, sessions[i]);
+        ck_assert_int_eq(s_count(r->state), 100 * i + 1);
+        am2z_result_destroy(&r);
+    }
+    /* a refused submit leaves its id empty and the others go through */
+    char two[2][AM2Z_JOB_ID_MAX + 1];
+    const am2z_state_t *pair[2] = { states[0], states[1] };
+    ck_assert_int_eq(am2z_client_submit_many(c, "no-such-processor", pair, NULL, 2, two),
+                     AM2Z_OK);
+    ck_assert_str_eq(two[0], "");
+    ck_assert_str_eq(two[1], "");
+    ck_assert_ptr_nonnull(strstr(am2z_client_last_error(c), "no-such-processor"));
+    for (int i = 0; i < N; i++)
+        am2z_state_destroy(&states[i]);
+    am2z_client_destroy(&c);
+}
+END_TEST
+
 START_TEST(test_e2e_unknown_processor_fails_with_available_list)
 {
     am2z_client_t *c = s_client();
@@ -489,6 +527,7 @@ s_suite(void)
     tcase_add_test(tc, test_e2e_state_persists_in_session_and_get_state_sees_it);
     tcase_add_test(tc, test_e2e_sessions_are_isolated);
     tcase_add_test(tc, test_e2e_two_workers_serve_one_processor);
+    tcase_add_test(tc, test_e2e_submit_many_pipelines_across_sessions);
     tcase_add_test(tc, test_e2e_unknown_processor_fails_with_available_list);
     tcase_add_test(tc, test_e2e_execute_many_keeps_order_and_reports_failures);
     tcase_add_test(tc, test_e2e_stats_count_jobs);
