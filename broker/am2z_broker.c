@@ -30,6 +30,8 @@
 #define S_HWM 100000
 #define S_BROKER_WORKER "broker"  /* RESULT.worker of jobs that never ran */
 
+static void s_str_free(void **item);
+
 /* ---------------------------------------------------------------------------
    Configuration
    ------------------------------------------------------------------------ */
@@ -717,12 +719,269 @@ s_defer(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
     zlistx_add_end(self->deferred, d);
 }
 
+/* ---------------------------------------------------------------------------
+   Dead letters (DLQ command, QUERY what=dlq)
+   ------------------------------------------------------------------------ */
+
+/*  DLQ {req, op: retry|discard, job}. retry re-enqueues the job under the
+    SAME id with fresh attempts (its old failed result is deleted in the same
+    transaction, so FETCH / wait by that id get the new outcome); discard
+    deletes the dead letter. Answered with REPLY {job, op, ok} after the
+    commit, or ERROR (not_found, conflict, resource). */
+static void
+s_on_dlq(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
+{
+    bool retry = strcmp(msg->op, "retry") == 0;
+    if (retry && self->draining) {
+        am2z_error_t *e = s_shutting_down_error();
+        s_send_error(self, peer, &e);
+        return;
+    }
+    if (zhashx_lookup(self->jobs, msg->job)) {
+        s_send_error_fmt(self, peer, AM2Z_CAT_CONFLICT, "JOB_QUEUED",
+                         "job %s is queued or running, not a dead letter", msg->job);
+        return;
+    }
+    am2z_store_batch_t *batch = s_batch(self);
+    if (!batch) {
+        am2z_error_t *e = s_resource_error(self);
+        s_send_error(self, peer, &e);
+        return;
+    }
+    am2z_record_t rec;
+    memset(&rec, 0, sizeof rec);
+    am2z_jobrec_t jr;
+    memset(&jr, 0, sizeof jr);
+    int rc = am2z_batch_get_record(batch, AM2Z_DB_DLQ, msg->job, strlen(msg->job), &rec);
+    if (rc == AM2Z_OK)
+        rc = am2z_jobrec_decode(rec.data, rec.size, &jr);
+    am2z_record_clear(&rec);
+    if (rc != AM2Z_OK) {
+        if (rc == AM2Z_ENOTFOUND)
+            s_send_error_fmt(self, peer, AM2Z_CAT_NOT_FOUND, "NOT_FOUND",
+                             "no dead letter %s", msg->job);
+        else
+            s_send_error_fmt(self, peer, AM2Z_CAT_INTEGRITY, "INTEGRITY_ERROR",
+                             "dead letter %s is unreadable: %s", msg->job, am2z_strerror(rc));
+        return;
+    }
+    job_t *job = NULL;
+    effect_t *eff = calloc(1, sizeof *eff);
+    if (!eff)
+        goto nomem;
+    if (retry) {
+        proc_t *proc = am2zb_proc_get(self, jr.proc, true);
+        if (!proc)
+            goto nomem;
+        am2z_error_t *limit = s_submit_limits(self, proc, jr.session);
+        if (limit) {
+            s_send_error(self, peer, &limit);
+            free(eff);
+            am2z_jobrec_clear(&jr);
+            return;
+        }
+        if (!(job = am2zb_job_new()))
+            goto nomem;
+        uint64_t now = am2z_clock_wall_ms();
+        snprintf(job->id, sizeof job->id, "%s", msg->job);
+        job->proc = proc;
+        job->session_id = jr.session;
+        jr.session = NULL;
+        job->state = jr.state;
+        job->state_size = jr.state_size;
+        jr.state = NULL;
+        job->prio = jr.prio;
+        job->timeout_ms = jr.timeout_ms;
+        job->depth = jr.depth;
+        job->created_ms = jr.created_ms;
+        job->not_before_ms = now;
+        job->seq = ++self->seq;
+        job->attempt = 0;             /* fresh attempts */
+        rc = s_put_job_record(self, job);
+        if (rc == AM2Z_OK) {
+            am2z_batch_del(batch, AM2Z_DB_RESULTS, job->id, strlen(job->id));
+            rc = am2z_batch_del(batch, AM2Z_DB_DLQ, job->id, strlen(job->id));
+        }
+        session_t *session = rc == AM2Z_OK ? am2zb_session_get(self, job->session_id, true)
+                                           : NULL;
+        if (!session) {
+            am2z_error_t *e = rc == AM2Z_OK || rc == AM2Z_ERESOURCE ? s_resource_error(self)
+                                                                   : s_error_from_rc(rc, "dlq retry");
+            s_send_error(self, peer, &e);
+            am2zb_job_destroy(&job);
+            free(eff);
+            am2z_jobrec_clear(&jr);
+            return;
+        }
+        am2zb_job_track(self, job);
+        am2zb_lane_push(session, job, false);
+        am2zb_session_kick(self, session, now);
+    } else {
+        rc = am2z_batch_del(batch, AM2Z_DB_DLQ, msg->job, strlen(msg->job));
+        if (rc != AM2Z_OK) {
+            am2z_error_t *e = s_error_from_rc(rc, "dlq discard");
+            s_send_error(self, peer, &e);
+            free(eff);
+            am2z_jobrec_clear(&jr);
+            return;
+        }
+    }
+    eff->kind = EFF_DLQ;
+    eff->job = job;
+    eff->peer = *peer;
+    eff->retry = retry;
+    eff->session = strdup(msg->job);  /* the id, for the reply */
+    zlistx_add_end(self->effects, eff);
+    AM2Z_LOG(self->log, AM2Z_LOG_INFO, S_COMPONENT,
+             retry ? "dead letter re-enqueued" : "dead letter discarded",
+             AM2Z_KS("job", msg->job), AM2Z_KS("proc", jr.proc));
+    am2z_jobrec_clear(&jr);
+    return;
+nomem:
+    free(eff);
+    am2z_jobrec_clear(&jr);
+    s_send_error_fmt(self, peer, AM2Z_CAT_RESOURCE, "OUT_OF_MEMORY", "broker out of memory");
+}
+
+/*  After the commit: the DLQ command's answer. */
+static void
+s_apply_dlq(am2z_broker_t *self, effect_t *eff, bool durable, uint64_t now)
+{
+    job_t *job = eff->job;
+    eff->job = NULL;
+    if (durable) {
+        if (job)
+            job->accepted = true;
+        uint8_t *data = NULL;
+        size_t size = 0;
+        if (s_map(&data, &size, 3, "job", 's', eff->session ? eff->session : "",
+                  "op", 's', eff->retry ? "retry" : "discard", "ok", 'b', 1) == AM2Z_OK)
+            s_send_reply(self, &eff->peer, &data, size);
+        free(data);
+        return;
+    }
+    am2z_error_t *e = s_resource_error(self);
+    s_send_error(self, &eff->peer, &e);
+    if (job && job->lane_handle && job->session) {
+        session_t *session = job->session;
+        am2zb_lane_remove(session, job);
+        am2zb_job_untrack(self, job);
+        am2zb_job_destroy(&job);
+        am2zb_session_kick(self, session, now);
+    }
+}
+
+/*  One dead letter as a map; with_state adds the input state. */
+static void
+s_write_dead_letter(am2z_bw_t *w, const char *id, const am2z_jobrec_t *jr, bool with_state)
+{
+    bool state = with_state && jr->state;
+    am2z_bw_map(w, 7 + (state ? 1u : 0u));
+    am2z_bw_str(w, "job");      am2z_bw_str(w, id);
+    am2z_bw_str(w, "proc");     am2z_bw_str(w, jr->proc);
+    am2z_bw_str(w, "session");  am2z_bw_str(w, jr->session);
+    am2z_bw_str(w, "attempt");  am2z_bw_uint(w, jr->attempt);
+    am2z_bw_str(w, "created");  am2z_bw_uint(w, jr->created_ms);
+    am2z_bw_str(w, "failed");   am2z_bw_uint(w, jr->failed_ms);
+    am2z_bw_str(w, "error");    am2z_bw_raw(w, jr->error, jr->error_size);
+    if (state) {
+        am2z_bw_str(w, "state"); am2z_bw_raw(w, jr->state, jr->state_size);
+    }
+}
+
+#define S_DLQ_LIST_MAX 1000
+
+static int
+s_collect_dlq_key(const void *key, size_t key_size, const void *value, size_t value_size,
+                  void *arg)
+{
+    (void)value;
+    (void)value_size;
+    zlistx_t *keys = arg;
+    if (key_size <= AM2Z_JOB_ID_MAX && am2z_job_id_valid(key, key_size)) {
+        char *id = strndup(key, key_size);
+        if (id)
+            zlistx_add_end(keys, id);
+    }
+    return 0;
+}
+
+/*  QUERY what=dlq: the dead letters, in key order
+    (ids start with their submission millisecond), at most S_DLQ_LIST_MAX,
+    narrowed by proc / session; with job: that one, input state included. */
+static void
+s_query_dlq(am2z_broker_t *self, const peer_t *peer, const am2z_msg_t *msg, am2z_bw_t *w,
+            bool *answered)
+{
+    if (msg->job) {
+        am2z_record_t rec;
+        memset(&rec, 0, sizeof rec);
+        am2z_jobrec_t jr;
+        memset(&jr, 0, sizeof jr);
+        int rc = am2z_store_get_record(self->store, AM2Z_DB_DLQ, msg->job, strlen(msg->job),
+                                       &rec);
+        if (rc == AM2Z_OK)
+            rc = am2z_jobrec_decode(rec.data, rec.size, &jr);
+        am2z_record_clear(&rec);
+        if (rc == AM2Z_ENOTFOUND) {
+            s_send_error_fmt(self, peer, AM2Z_CAT_NOT_FOUND, "NOT_FOUND", "no dead letter %s",
+                             msg->job);
+            *answered = true;
+        } else if (rc != AM2Z_OK) {
+            s_send_error_fmt(self, peer, AM2Z_CAT_INTEGRITY, "INTEGRITY_ERROR",
+                             "dead letter %s is unreadable: %s", msg->job, am2z_strerror(rc));
+            *answered = true;
+        } else {
+            am2z_bw_array(w, 1);
+            s_write_dead_letter(w, msg->job, &jr, true);
+        }
+        am2z_jobrec_clear(&jr);
+        return;
+    }
+    zlistx_t *keys = zlistx_new();
+    am2z_bw_t *items = am2z_bw_new();
+    if (!keys || !items) {
+        zlistx_destroy(&keys);
+        am2z_bw_destroy(&items);
+        am2z_bw_array(w, 0);
+        return;
+    }
+    zlistx_set_destructor(keys, s_str_free);
+    am2z_store_each(self->store, AM2Z_DB_DLQ, NULL, 0, s_collect_dlq_key, keys);
+    uint32_t n = 0;
+    for (char *id = zlistx_first(keys); id && n < S_DLQ_LIST_MAX; id = zlistx_next(keys)) {
+        am2z_record_t rec;
+        memset(&rec, 0, sizeof rec);
+        am2z_jobrec_t jr;
+        memset(&jr, 0, sizeof jr);
+        int rc = am2z_store_get_record(self->store, AM2Z_DB_DLQ, id, strlen(id), &rec);
+        if (rc == AM2Z_OK)
+            rc = am2z_jobrec_decode(rec.data, rec.size, &jr);
+        am2z_record_clear(&rec);
+        if (rc == AM2Z_OK && (!msg->processor || strcmp(msg->processor, jr.proc) == 0)
+            && (!msg->session || strcmp(msg->session, jr.session) == 0)) {
+            s_write_dead_letter(items, id, &jr, false);
+            n++;
+        }
+        am2z_jobrec_clear(&jr);
+    }
+    uint8_t *data = NULL;
+    size_t size = 0;
+    am2z_bw_array(w, n);
+    if (am2z_bw_take(items, &data, &size) == AM2Z_OK && size)
+        am2z_bw_raw(w, data, size);    /* the n maps, back to back */
+    free(data);
+    am2z_bw_destroy(&items);
+    zlistx_destroy(&keys);
+}
+
 static void
 s_on_frontend(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
 {
     switch (msg->cmd) {
     case AM2Z_CMD_SUBMIT:       s_on_submit(self, peer, msg); break;
     case AM2Z_CMD_STOP_SESSION: s_on_stop_session(self, peer, msg); break;
+    case AM2Z_CMD_DLQ:          s_on_dlq(self, peer, msg); break;
     case AM2Z_CMD_FETCH:
     case AM2Z_CMD_QUERY:        s_defer(self, peer, msg); break;
     case AM2Z_CMD_HEARTBEAT:
@@ -1318,6 +1577,8 @@ s_apply_effects(am2z_broker_t *self, bool durable)
             }
         } else if (eff->kind == EFF_FINISH) {
             s_apply_finish(self, eff, durable);
+        } else if (eff->kind == EFF_DLQ) {
+            s_apply_dlq(self, eff, durable, now);
         } else {
             if (durable) {
                 uint8_t *data = NULL;
@@ -1493,6 +1754,8 @@ s_on_query(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
         zhashx_destroy(&set);
     } else if (strcmp(what, "queues") == 0) {
         s_write_queues(self, w, NULL);
+    } else if (strcmp(what, "dlq") == 0) {
+        s_query_dlq(self, peer, msg, w, &answered);
     } else if (strcmp(what, "session-stats") == 0 || strcmp(what, "state") == 0) {
         if (!msg->session) {
             s_send_error_fmt(self, peer, AM2Z_CAT_VALIDATION, "VALIDATION_ERROR",
@@ -1567,7 +1830,7 @@ s_on_query(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
     } else {
         s_send_error_fmt(self, peer, AM2Z_CAT_VALIDATION, "VALIDATION_ERROR",
                          "unknown query '%s' (stats, queues, session-stats, sessions, "
-                         "processors, state, job)", what);
+                         "processors, state, job, dlq)", what);
         answered = true;
     }
     if (!answered) {

@@ -140,17 +140,18 @@ struct worker_s {
 };
 
 /*  What a turn's commit decides: the sends that wait for durability. */
-typedef enum { EFF_SUBMIT = 0, EFF_FINISH, EFF_STOP } effect_kind_t;
+typedef enum { EFF_SUBMIT = 0, EFF_FINISH, EFF_STOP, EFF_DLQ } effect_kind_t;
 
 typedef struct {
     effect_kind_t kind;
-    job_t *job;                   /* SUBMIT: borrowed (in lane); FINISH: owned */
+    job_t *job;                   /* SUBMIT, DLQ retry: borrowed (in lane); FINISH: owned */
     bool created;                 /* SUBMIT: first job of a new session */
     am2z_msg_t result;            /* FINISH: the RESULT body (req 0), owned */
     char *worker;                 /* FINISH: worker id for the event, owned */
-    peer_t peer;                  /* STOP: requester */
-    char *session;                /* STOP: session id, owned */
+    peer_t peer;                  /* STOP, DLQ: requester */
+    char *session;                /* STOP: session id; DLQ: job id; owned */
     bool keep;                    /* STOP */
+    bool retry;                   /* DLQ: retry (else discard) */
 } effect_t;
 
 /*  A query or fetch, answered after the turn's commit. */
