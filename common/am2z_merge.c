@@ -9,6 +9,7 @@
 #include "am2z_merge.h"
 
 #include "am2z_error.h"
+#include "am2z_mpcheck.h"
 
 #include <msgpack.h>
 #include <stdio.h>
@@ -286,5 +287,242 @@ done:
     free(br);
     free(brp);
     msgpack_zone_destroy(&zone);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------
+   Batch helpers
+   ------------------------------------------------------------------------ */
+
+static bool
+s_key_is(const msgpack_object *key, const char *name)
+{
+    size_t n = strlen(name);
+    return key->type == MSGPACK_OBJECT_STR && key->via.str.size == n
+           && memcmp(key->via.str.ptr, name, n) == 0;
+}
+
+/*  Unpacks untrusted map bytes after the structural check. */
+static int
+s_unpack_map(const uint8_t *map, size_t size, msgpack_zone *zone, msgpack_object *obj)
+{
+    if (!map || am2z_msgpack_check(map, size, 32) != AM2Z_OK)
+        return AM2Z_EPROTO;
+    if (msgpack_unpack((const char *)map, size, NULL, zone, obj) != MSGPACK_UNPACK_SUCCESS
+        || obj->type != MSGPACK_OBJECT_MAP)
+        return AM2Z_EPROTO;
+    return AM2Z_OK;
+}
+
+int
+am2z_state_overlay(const am2z_state_t *base, const uint8_t *map, size_t size,
+                   bool skip_session, size_t max_size, am2z_state_t **out)
+{
+    if (!base || !out)
+        return AM2Z_EINVAL;
+    msgpack_zone zone;
+    msgpack_zone_init(&zone, 2048);
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    am2z_state_t *tmp = NULL;
+    msgpack_object over, in;
+    int rc = s_unpack_map(map, size, &zone, &over);
+    if (rc != AM2Z_OK)
+        goto done;
+    rc = AM2Z_EINVAL;
+    if (msgpack_unpack((const char *)am2z_state_data(base), am2z_state_size(base), NULL, &zone,
+                       &in) != MSGPACK_UNPACK_SUCCESS)
+        goto done;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+    uint32_t count = 0;
+    /* base keys not overridden, then the payload's keys */
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1)
+            msgpack_pack_map(&pk, count);
+        for (uint32_t i = 0; i < in.via.map.size; i++) {
+            const msgpack_object *key = &in.via.map.ptr[i].key;
+            if (s_is_metadata(key) || s_lookup(&over, key))
+                continue;
+            if (pass == 0)
+                count++;
+            else {
+                msgpack_pack_object(&pk, *key);
+                msgpack_pack_object(&pk, in.via.map.ptr[i].val);
+            }
+        }
+        for (uint32_t i = 0; i < over.via.map.size; i++) {
+            const msgpack_object *key = &over.via.map.ptr[i].key;
+            if (s_is_metadata(key) || (skip_session && s_key_is(key, "sessionId")))
+                continue;
+            if (pass == 0)
+                count++;
+            else {
+                msgpack_pack_object(&pk, *key);
+                msgpack_pack_object(&pk, over.via.map.ptr[i].val);
+            }
+        }
+    }
+    const char *session = am2z_state_session_id(base);
+    rc = am2z_state_from_map(session, (const uint8_t *)buf.data, buf.size, 0, &tmp);
+    if (rc == AM2Z_OK)
+        rc = am2z_state_with_metadata(tmp, session, am2z_state_version(base),
+                                      am2z_state_created_at(base),
+                                      am2z_state_last_updated(base), out);
+    if (rc == AM2Z_OK && max_size && am2z_state_size(*out) > max_size) {
+        am2z_state_destroy(out);
+        rc = AM2Z_ERESOURCE;
+    }
+done:
+    am2z_state_destroy(&tmp);
+    msgpack_sbuffer_destroy(&buf);
+    msgpack_zone_destroy(&zone);
+    return rc;
+}
+
+int
+am2z_map_get_str(const uint8_t *map, size_t size, const char *key, char *buf,
+                 size_t buf_size)
+{
+    msgpack_zone zone;
+    msgpack_zone_init(&zone, 1024);
+    msgpack_object obj;
+    int rc = s_unpack_map(map, size, &zone, &obj);
+    if (rc == AM2Z_OK) {
+        rc = AM2Z_ENOTFOUND;
+        for (uint32_t i = 0; i < obj.via.map.size; i++) {
+            const msgpack_object_kv *kv = &obj.via.map.ptr[i];
+            if (!s_key_is(&kv->key, key) || kv->val.type != MSGPACK_OBJECT_STR)
+                continue;
+            if (kv->val.via.str.size + 1 > buf_size) {
+                rc = AM2Z_ERESOURCE;
+                break;
+            }
+            memcpy(buf, kv->val.via.str.ptr, kv->val.via.str.size);
+            buf[kv->val.via.str.size] = '\0';
+            rc = AM2Z_OK;
+            break;
+        }
+    }
+    msgpack_zone_destroy(&zone);
+    return rc;
+}
+
+/*  Rebuilds state's user keys through `fill` (which packs the map) and keeps
+    its metadata. */
+typedef void (s_fill_fn)(msgpack_packer *pk, const msgpack_object *in, void *arg);
+
+static int
+s_rebuild(const am2z_state_t *state, s_fill_fn *fill, void *arg, am2z_state_t **out)
+{
+    msgpack_zone zone;
+    msgpack_zone_init(&zone, 2048);
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init(&buf);
+    am2z_state_t *tmp = NULL;
+    msgpack_object in;
+    int rc = AM2Z_EINVAL;
+    if (msgpack_unpack((const char *)am2z_state_data(state), am2z_state_size(state), NULL,
+                       &zone, &in) != MSGPACK_UNPACK_SUCCESS)
+        goto done;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+    fill(&pk, &in, arg);
+    rc = buf.data ? AM2Z_OK : AM2Z_ENOMEM;
+    if (rc != AM2Z_OK)
+        goto done;
+    const char *session = am2z_state_session_id(state);
+    rc = am2z_state_from_map(session, (const uint8_t *)buf.data, buf.size, 0, &tmp);
+    if (rc == AM2Z_OK)
+        rc = am2z_state_with_metadata(tmp, session, am2z_state_version(state),
+                                      am2z_state_created_at(state),
+                                      am2z_state_last_updated(state), out);
+done:
+    am2z_state_destroy(&tmp);
+    msgpack_sbuffer_destroy(&buf);
+    msgpack_zone_destroy(&zone);
+    return rc;
+}
+
+typedef struct {
+    const char *skip;                     /* user key left out, or NULL */
+    const am2z_state_t *const *branches;  /* "$branches" elements, or NULL */
+    size_t n;
+} s_fill_args_t;
+
+static void
+s_fill(msgpack_packer *pk, const msgpack_object *in, void *arg)
+{
+    const s_fill_args_t *a = arg;
+    uint32_t count = 0;
+    for (uint32_t i = 0; i < in->via.map.size; i++) {
+        const msgpack_object *key = &in->via.map.ptr[i].key;
+        count += !s_is_metadata(key) && !(a->skip && s_key_is(key, a->skip));
+    }
+    msgpack_pack_map(pk, count + (a->branches ? 1 : 0));
+    for (uint32_t i = 0; i < in->via.map.size; i++) {
+        const msgpack_object *key = &in->via.map.ptr[i].key;
+        if (s_is_metadata(key) || (a->skip && s_key_is(key, a->skip)))
+            continue;
+        msgpack_pack_object(pk, *key);
+        msgpack_pack_object(pk, in->via.map.ptr[i].val);
+    }
+    if (a->branches) {
+        msgpack_pack_str(pk, 9);
+        msgpack_pack_str_body(pk, "$branches", 9);
+        msgpack_pack_array(pk, (uint32_t)a->n);
+        for (size_t i = 0; i < a->n; i++)
+            pk->callback(pk->data, (const char *)am2z_state_data(a->branches[i]),
+                         am2z_state_size(a->branches[i]));
+    }
+}
+
+int
+am2z_state_with_branches(const am2z_state_t *input, const am2z_state_t *const *branches,
+                         size_t n, am2z_state_t **out)
+{
+    if (!input || !branches || !out)
+        return AM2Z_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (!branches[i])
+            return AM2Z_EINVAL;
+    s_fill_args_t a = { .skip = "$branches", .branches = branches, .n = n };
+    return s_rebuild(input, s_fill, &a, out);
+}
+
+int
+am2z_state_without_key(const am2z_state_t *state, const char *key, am2z_state_t **out)
+{
+    if (!state || !key || !out)
+        return AM2Z_EINVAL;
+    s_fill_args_t a = { .skip = key };
+    return s_rebuild(state, s_fill, &a, out);
+}
+
+int
+am2z_array_each(const uint8_t *data, size_t size, am2z_array_each_fn *fn, void *arg)
+{
+    if (!data || !fn || am2z_msgpack_check(data, size, 64) != AM2Z_OK)
+        return AM2Z_EPROTO;
+    size_t off = 0;
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    int rc = AM2Z_EPROTO;
+    if (msgpack_unpack_next(&up, (const char *)data, size, &off) == MSGPACK_UNPACK_SUCCESS
+        && up.data.type == MSGPACK_OBJECT_ARRAY) {
+        rc = AM2Z_OK;
+        /*  Element bytes: re-pack each element (states are canonical
+            msgpack, so this is their exact encoding). */
+        for (uint32_t i = 0; rc == AM2Z_OK && i < up.data.via.array.size; i++) {
+            msgpack_sbuffer buf;
+            msgpack_sbuffer_init(&buf);
+            msgpack_packer pk;
+            msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+            msgpack_pack_object(&pk, up.data.via.array.ptr[i]);
+            rc = buf.data ? fn((const uint8_t *)buf.data, buf.size, i, arg) : AM2Z_ENOMEM;
+            msgpack_sbuffer_destroy(&buf);
+        }
+    }
+    msgpack_unpacked_destroy(&up);
     return rc;
 }

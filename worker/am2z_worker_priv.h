@@ -116,4 +116,9 @@ typedef struct {
 void am2zw_invoke(const am2zw_invoke_t *inv, am2zw_outcome_t *out);
 void am2zw_outcome_clear(am2zw_outcome_t *out);
 
+/*  Deep copy of a composite definition (caller owns: am2zw_composite_free).
+    NULL when out of memory. */
+am2z_composite_def_t *am2zw_composite_dup(const am2z_composite_def_t *def);
+void am2zw_composite_free(am2z_composite_def_t **def_p);
+
 #endif
