@@ -9,8 +9,8 @@
 
 static const char *const s_kind_names[] = { "chain", "parallel", "route", "batch" };
 
-static const char *
-s_kind(am2z_composite_kind_t kind)
+const char *
+am2z_composite_kind_name(am2z_composite_kind_t kind)
 {
     return (unsigned)kind < 4 ? s_kind_names[kind] : "composite";
 }
@@ -28,7 +28,7 @@ am2z_composite_validate(const am2z_composite_def_t *def, char *err, size_t err_s
         am2z_errbuf(err, err_size, "no composite definition");
         return AM2Z_ECONFIG;
     }
-    const char *kind = s_kind(def->kind);
+    const char *kind = am2z_composite_kind_name(def->kind);
     const char *name = def->name ? def->name : "(null)";
     if (!s_name_ok(def->name)) {
         am2z_errbuf(err, err_size, "%s name '%s' is not valid", kind, name);

@@ -96,6 +96,9 @@ typedef struct {
     const char *payloads_path;        /* state path of the payload array */
 } am2z_composite_def_t;
 
+/*  "chain", "parallel", "route", "batch" ("composite" when out of range). */
+const char *am2z_composite_kind_name(am2z_composite_kind_t kind);
+
 /*  Checks a definition: name valid; chain/parallel with at least one step;
     route with selector_path xor selector and at least one route or a
     fallback; batch with processor and payloads_path; every referenced name
