@@ -16,12 +16,14 @@
 */
 #include "am2z_broker_int.h"
 #include "am2z_jobrec.h"
+#include "am2z_retry.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <zmq.h>
 
 #define S_DRAIN_MAX 512
@@ -1060,22 +1062,6 @@ s_on_ready(am2z_broker_t *self, const uint8_t *ident, size_t ident_size, am2z_ms
              AM2Z_KS("worker", worker->id), AM2Z_KU("processors", worker->nprocs));
 }
 
-static uint64_t
-s_backoff_ms(const am2z_retry_policy_t *p, uint32_t attempt)
-{
-    double delay = (double)p->delay_ms;
-    if (p->exponential && p->multiplier > 1.0)
-        for (uint32_t i = 1; i < attempt && delay < 1e12; i++)
-            delay *= p->multiplier;
-    if (p->max_delay_ms && delay > (double)p->max_delay_ms)
-        delay = (double)p->max_delay_ms;
-    if (p->jitter > 0 && p->jitter <= 1) {
-        double r = (double)(am2z_clock_mono_us() % 1000) / 1000.0;
-        delay -= delay * p->jitter * r;
-    }
-    return delay < 0 ? 0 : (uint64_t)delay;
-}
-
 static void
 s_failed_event(am2z_broker_t *self, job_t *job, const am2z_error_t *error)
 {
@@ -1139,15 +1125,15 @@ s_attempt_failed(am2z_broker_t *self, job_t *job, am2z_error_t **error_p,
     if (!error)
         error = am2z_error_execution(job->proc->name, job->id, "failed without an error");
     const am2z_retry_policy_t *policy = &job->proc->retry;
-    uint32_t max = policy->max_attempts ? policy->max_attempts : 1;
-    bool allowed = error && error->retryable;
-    if (allowed && policy->retry_categories)
-        allowed = (policy->retry_categories >> error->category) & 1;
-    if (allowed && job->attempt < max && job->session) {
+    uint32_t max = am2z_retry_max_attempts(policy);
+    if (error && am2z_retry_allowed(policy, error, job->attempt) && job->session) {
         /* retry: back to the front of its lane after the backoff; the
            attempt counter is already stored (dirty at lease time) */
         s_failed_event(self, job, error);
-        uint64_t backoff = s_backoff_ms(policy, job->attempt);
+        uint32_t rnd = 0;
+        if (policy->jitter > 0 && getrandom(&rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
+            rnd = (uint32_t)am2z_clock_mono_us();
+        uint64_t backoff = am2z_retry_backoff_ms(policy, job->attempt, rnd);
         AM2Z_LOG(self->log, AM2Z_LOG_INFO, S_COMPONENT, "attempt failed, retrying",
                  AM2Z_KS("job", job->id), AM2Z_KU("attempt", job->attempt),
                  AM2Z_KU("max", max), AM2Z_KU("backoff_ms", backoff),
