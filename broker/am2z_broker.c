@@ -19,6 +19,7 @@
 #include "am2z_retry.h"
 
 #include <inttypes.h>
+#include <openssl/crypto.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -2605,4 +2606,7 @@ am2z_broker_actor(zsock_t *pipe, void *args)
     zsock_signal(pipe, 0);
     s_loop(self, NULL, pipe);
     am2z_broker_destroy(&self);
+    /* free this thread's OpenSSL state (SHA-256 of every envelope) now,
+       not in a TLS destructor that races the process exit */
+    OPENSSL_thread_stop();
 }
