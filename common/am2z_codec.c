@@ -5,7 +5,7 @@
     same table, so they cannot disagree about what a command carries, and
     the tables in docs/PROTOCOL.md mirror them line for line. The error map,
     the proc map and the retry policy are tables of the same shape, reached
-    through K_ERROR, K_PROCS and K_NESTED fields.
+    through K_ERROR, K_MAPS, K_STRS and K_NESTED fields.
 
     Decoding peer bytes: am2z_msgpack_check() runs first, so every declared
     length fits in the bytes we hold. Even then containers are not handed to
@@ -86,7 +86,9 @@ typedef enum {
     K_ENUM,     /* an enum named on the wire, converted by en */
     K_RAW,      /* uint8_t * at off + size_t at aux; S_MAP / S_ARRAY narrow it */
     K_ERROR,    /* am2z_error_t * decoded by s_error_schema */
-    K_PROCS,    /* am2z_proc_desc_t * at off + count (lo..hi) at aux */
+    K_MAPS,     /* array of sub maps: elements of sub->size at off, count
+                   (lo..hi) at aux; elem names them in diagnostics */
+    K_STRS,     /* char ** at off + count (lo..hi) at aux, each checked by str */
     K_NESTED,   /* a struct embedded at off, described by sub */
 } s_kind_t;
 
@@ -96,6 +98,8 @@ enum {
     S_REQ_IF_KO = 1 << 2,   /* required when the map's "ok" is false */
     S_MAP       = 1 << 3,   /* K_RAW: must be a map */
     S_ARRAY     = 1 << 4,   /* K_RAW: must be an array */
+    S_UNIQUE    = 1 << 5,   /* K_MAPS: the elements' first field (a char *
+                               name) must be unique */
 };
 
 /*  A string rule: valid() sees the raw bytes (no NUL terminator), so it
@@ -119,19 +123,20 @@ typedef struct {
     s_kind_t kind;
     unsigned flags;               /* S_* */
     size_t off;                   /* offset of the value in the struct */
-    size_t aux;                   /* K_RAW: offset of the size; K_PROCS: of the count */
-    uint64_t lo, hi;              /* K_U64 / K_U32 range; K_PROCS count range */
+    size_t aux;                   /* K_RAW: offset of the size; K_MAPS/K_STRS: of the count */
+    uint64_t lo, hi;              /* K_U64 / K_U32 range; K_MAPS/K_STRS count range */
     double flo, fhi;              /* K_F64 range */
     const s_str_rule_t *str;      /* K_STR */
     const s_enum_rule_t *en;      /* K_ENUM */
-    const s_schema_t *sub;        /* K_ERROR, K_PROCS, K_NESTED */
+    const s_schema_t *sub;        /* K_ERROR, K_MAPS, K_NESTED */
+    const char *elem;             /* K_MAPS: what one element is ("processor") */
 } s_field_t;
 
 /*  Invariant: count <= 32 (decode tracks seen fields in a uint32_t). */
 struct s_schema_t {
     const s_field_t *fields;
     size_t count;
-    size_t size;                  /* sizeof the struct (K_PROCS elements) */
+    size_t size;                  /* sizeof the struct (K_MAPS elements) */
 };
 
 #define S_SCHEMA(tbl, type) { tbl, sizeof tbl / sizeof tbl[0], sizeof(type) }
@@ -189,6 +194,23 @@ s_op_valid(const char *s, size_t len)
 }
 
 static const s_str_rule_t s_rule_op = { s_op_valid, "one of retry|discard" };
+
+static bool
+s_key_valid(const char *s, size_t len)
+{
+    return len >= 1 && len <= AM2Z_NAME_MAX && s_no_nul(s, len);
+}
+
+static bool
+s_path_valid(const char *s, size_t len)
+{
+    return len >= 1 && len <= 256 && s_no_nul(s, len);
+}
+
+static const s_str_rule_t s_rule_key = {
+    s_key_valid, "a string of 1.." S_XSTR(AM2Z_NAME_MAX) " bytes without NUL" };
+static const s_str_rule_t s_rule_path = {
+    s_path_valid, "a string of 1..256 bytes without NUL" };
 static const s_str_rule_t s_rule_what = {
     s_what_valid, "one of stats|queues|session-stats|sessions|processors|state|job|dlq" };
 static const s_str_rule_t s_rule_idem = {
@@ -235,6 +257,35 @@ s_severity_name(const void *in)
 {
     return am2z_severity_name(*(const am2z_severity_t *)in);
 }
+
+static const char *const s_comp_kinds[] = { "chain", "parallel", "route", "batch" };
+
+const char *
+am2z_comp_kind_name(uint32_t kind)
+{
+    return kind < 4 ? s_comp_kinds[kind] : NULL;
+}
+
+static int
+s_comp_kind_parse(const char *name, void *out)
+{
+    for (uint32_t i = 0; i < 4; i++)
+        if (strcmp(name, s_comp_kinds[i]) == 0) {
+            *(uint32_t *)out = i;
+            return AM2Z_OK;
+        }
+    return AM2Z_EINVAL;
+}
+
+static const char *
+s_comp_kind_str(const void *in)
+{
+    const char *s = am2z_comp_kind_name(*(const uint32_t *)in);
+    return s ? s : "unknown";
+}
+
+static const s_enum_rule_t s_enum_comp_kind = {
+    s_comp_kind_parse, s_comp_kind_str, "one of chain|parallel|route|batch" };
 
 static const s_enum_rule_t s_enum_kind = {
     s_kind_parse, s_kind_name, "an error kind name (e.g. \"ValidationError\")" };
@@ -289,6 +340,37 @@ static const s_field_t s_proc_fields[] = {
 };
 static const s_schema_t s_proc_schema = S_SCHEMA(s_proc_fields, am2z_proc_desc_t);
 
+/* --- the composite map and its routes ------------------------------------ */
+
+#define RT(m) offsetof(am2z_route_desc_t, m)
+
+static const s_field_t s_route_fields[] = {
+    { .key = "key",    .kind = K_STR, .flags = S_REQ, .off = RT(key), .str = &s_rule_key },
+    { .key = "target", .kind = K_STR, .flags = S_REQ, .off = RT(target), .str = &s_rule_name },
+};
+static const s_schema_t s_route_schema = S_SCHEMA(s_route_fields, am2z_route_desc_t);
+
+#define C(m) offsetof(am2z_comp_desc_t, m)
+
+static const s_field_t s_comp_fields[] = {
+    { .key = "name",     .kind = K_STR,  .flags = S_REQ, .off = C(name), .str = &s_rule_name },
+    { .key = "kind",     .kind = K_ENUM, .flags = S_REQ, .off = C(kind), .en = &s_enum_comp_kind },
+    { .key = "desc",     .kind = K_STR,  .off = C(description), .str = &s_rule_text },
+    { .key = "timeout",  .kind = K_U64,  .off = C(timeout_ms), .hi = UINT64_MAX },
+    { .key = "steps",    .kind = K_STRS, .off = C(steps), .aux = C(nsteps),
+      .lo = 1, .hi = AM2Z_CODEC_MAX_STEPS, .str = &s_rule_name },
+    { .key = "merge",    .kind = K_STR,  .off = C(merge), .str = &s_rule_name },
+    { .key = "strict",   .kind = K_BOOL, .off = C(strict) },
+    { .key = "selpath",  .kind = K_STR,  .off = C(selector_path), .str = &s_rule_path },
+    { .key = "selector", .kind = K_STR,  .off = C(selector), .str = &s_rule_name },
+    { .key = "routes",   .kind = K_MAPS, .off = C(routes), .aux = C(nroutes),
+      .lo = 1, .hi = AM2Z_CODEC_MAX_STEPS, .sub = &s_route_schema, .elem = "route" },
+    { .key = "fallback", .kind = K_STR,  .off = C(fallback), .str = &s_rule_name },
+    { .key = "proc",     .kind = K_STR,  .off = C(processor), .str = &s_rule_name },
+    { .key = "payloads", .kind = K_STR,  .off = C(payloads_path), .str = &s_rule_path },
+};
+static const s_schema_t s_comp_schema = S_SCHEMA(s_comp_fields, am2z_comp_desc_t);
+
 /* --- message fields: one macro per wire key, flags given per command ----- */
 
 #define M(m) offsetof(am2z_msg_t, m)
@@ -317,8 +399,13 @@ static const s_schema_t s_proc_schema = S_SCHEMA(s_proc_fields, am2z_proc_desc_t
 #define F_TS(fl)       { .key = "ts", .kind = K_U64, .flags = (fl), .off = M(ts_ms), .hi = UINT64_MAX }
 #define F_SEQ(fl)      { .key = "seq", .kind = K_U64, .flags = (fl), .off = M(seq), .hi = UINT64_MAX }
 #define F_CREDIT(fl)   { .key = "credit", .kind = K_U64, .flags = (fl), .off = M(credit), .lo = 1, .hi = 1000000 }
-#define F_PROCS(fl)    { .key = "procs", .kind = K_PROCS, .flags = (fl), .off = M(procs), .aux = M(nprocs), \
-                         .lo = 1, .hi = AM2Z_CODEC_MAX_PROCS, .sub = &s_proc_schema }
+#define F_PROCS(fl)    { .key = "procs", .kind = K_MAPS, .flags = (fl) | S_UNIQUE, .off = M(procs), \
+                         .aux = M(nprocs), .lo = 1, .hi = AM2Z_CODEC_MAX_PROCS, \
+                         .sub = &s_proc_schema, .elem = "processor" }
+#define F_COMPS(fl)    { .key = "comps", .kind = K_MAPS, .flags = (fl) | S_UNIQUE, .off = M(comps), \
+                         .aux = M(ncomps), .lo = 1, .hi = AM2Z_CODEC_MAX_COMPS, \
+                         .sub = &s_comp_schema, .elem = "composite" }
+#define F_SELECT(fl)   { .key = "select", .kind = K_STR, .flags = (fl), .off = M(select), .str = &s_rule_key }
 
 /*  The command tables. Keep docs/PROTOCOL.md in step with these. */
 static const s_field_t s_submit[] = {
@@ -343,11 +430,11 @@ static const s_field_t s_event[] = {
 };
 static const s_field_t s_heartbeat[] = { F_WORKER(0) };
 static const s_field_t s_disconnect[] = { F_WORKER(0) };
-static const s_field_t s_ready[] = { F_WORKER(S_REQ), F_PROCS(S_REQ) };
+static const s_field_t s_ready[] = { F_WORKER(S_REQ), F_PROCS(S_REQ), F_COMPS(0) };
 static const s_field_t s_credit[] = { F_PROC(S_REQ), F_CREDIT(S_REQ) };
 static const s_field_t s_done[] = {
     F_JOB(S_REQ), F_ATTEMPT(S_REQ), F_OK(S_REQ), F_DATA(S_ARRAY), F_STATE(0),
-    F_ERROR(S_REQ_IF_KO), F_EXEC(0), F_STARTED(0),
+    F_ERROR(S_REQ_IF_KO), F_EXEC(0), F_STARTED(0), F_SELECT(0),
 };
 static const s_field_t s_job[] = {
     F_JOB(S_REQ), F_ATTEMPT(S_REQ), F_PROC(S_REQ), F_SESSION(S_REQ),
@@ -407,6 +494,96 @@ s_procs_free(am2z_proc_desc_t *procs, size_t n)
 }
 
 void
+am2z_comp_desc_clear(am2z_comp_desc_t *d)
+{
+    if (!d)
+        return;
+    free(d->name);
+    free(d->description);
+    for (size_t i = 0; d->steps && i < d->nsteps; i++)
+        free(d->steps[i]);
+    free(d->steps);
+    free(d->merge);
+    free(d->selector_path);
+    free(d->selector);
+    for (size_t i = 0; d->routes && i < d->nroutes; i++) {
+        free(d->routes[i].key);
+        free(d->routes[i].target);
+    }
+    free(d->routes);
+    free(d->fallback);
+    free(d->processor);
+    free(d->payloads_path);
+    memset(d, 0, sizeof *d);
+}
+
+static void
+s_comps_free(am2z_comp_desc_t *comps, size_t n)
+{
+    for (size_t i = 0; comps && i < n; i++)
+        am2z_comp_desc_clear(&comps[i]);
+    free(comps);
+}
+
+static char *
+s_sdup(const char *s, bool *ok)
+{
+    if (!s)
+        return NULL;
+    char *c = strdup(s);
+    if (!c)
+        *ok = false;
+    return c;
+}
+
+int
+am2z_comp_desc_copy(const am2z_comp_desc_t *src, am2z_comp_desc_t *out)
+{
+    if (!src || !out)
+        return AM2Z_EINVAL;
+    memset(out, 0, sizeof *out);
+    bool ok = true;
+    out->kind = src->kind;
+    out->timeout_ms = src->timeout_ms;
+    out->strict = src->strict;
+    out->name = s_sdup(src->name, &ok);
+    out->description = s_sdup(src->description, &ok);
+    out->merge = s_sdup(src->merge, &ok);
+    out->selector_path = s_sdup(src->selector_path, &ok);
+    out->selector = s_sdup(src->selector, &ok);
+    out->fallback = s_sdup(src->fallback, &ok);
+    out->processor = s_sdup(src->processor, &ok);
+    out->payloads_path = s_sdup(src->payloads_path, &ok);
+    if (src->nsteps && src->steps) {
+        out->steps = calloc(src->nsteps, sizeof *out->steps);
+        if (out->steps) {
+            out->nsteps = src->nsteps;
+            for (size_t i = 0; i < src->nsteps; i++)
+                out->steps[i] = s_sdup(src->steps[i], &ok);
+        } else {
+            ok = false;
+        }
+    }
+    if (src->nroutes && src->routes) {
+        out->routes = calloc(src->nroutes, sizeof *out->routes);
+        if (out->routes) {
+            out->nroutes = src->nroutes;
+            for (size_t i = 0; i < src->nroutes; i++) {
+                out->routes[i].key = s_sdup(src->routes[i].key, &ok);
+                out->routes[i].target = s_sdup(src->routes[i].target, &ok);
+            }
+        } else {
+            ok = false;
+        }
+    }
+    if (!ok) {
+        am2z_comp_desc_clear(out);
+        return AM2Z_ENOMEM;
+    }
+    return AM2Z_OK;
+}
+
+void
 am2z_msg_clear(am2z_msg_t *msg)
 {
     if (!msg)
@@ -423,6 +600,8 @@ am2z_msg_clear(am2z_msg_t *msg)
     free(msg->data);
     am2z_error_destroy(&msg->error);
     s_procs_free(msg->procs, msg->nprocs);
+    s_comps_free(msg->comps, msg->ncomps);
+    free(msg->select);
     am2z_msg_init(msg, AM2Z_CMD_INVALID);
 }
 
@@ -483,8 +662,12 @@ s_fail_type(s_diag_t *d, const s_field_t *f, const char *name)
         expect = (f->flags & S_MAP) ? "a map" : (f->flags & S_ARRAY) ? "an array" : "a msgpack value";
         break;
     case K_ERROR:  expect = "an error map"; break;
-    case K_PROCS:
-        snprintf(buf, sizeof buf, "an array of %llu..%llu processor maps",
+    case K_MAPS:
+        snprintf(buf, sizeof buf, "an array of %llu..%llu %s maps",
+                 (unsigned long long)f->lo, (unsigned long long)f->hi, f->elem);
+        break;
+    case K_STRS:
+        snprintf(buf, sizeof buf, "an array of %llu..%llu names",
                  (unsigned long long)f->lo, (unsigned long long)f->hi);
         break;
     case K_NESTED: expect = "a map"; break;
@@ -653,19 +836,20 @@ s_decode_error(const uint8_t *p, size_t n, am2z_error_t *e, const char *prefix,
 }
 
 static int
-s_decode_procs(const s_field_t *f, const uint8_t *p, size_t n, void *base,
-               const char *name, s_diag_t *d)
+s_decode_maps(const s_field_t *f, const uint8_t *p, size_t n, void *base,
+              const char *name, s_diag_t *d)
 {
     size_t pos = 0;
     uint64_t count = 0;
     if (!s_container_header(p, n, &pos, &count) || !s_is_array(p[0])
         || count < f->lo || count > f->hi)
         return s_fail_type(d, f, name);
-    /* count <= AM2Z_CODEC_MAX_PROCS: the allocation is ours to bound */
-    am2z_proc_desc_t *procs = calloc((size_t)count, sizeof *procs);
-    if (!procs)
+    /* count <= f->hi: the allocation is ours to bound */
+    size_t esz = f->sub->size;
+    char *items = calloc((size_t)count ? (size_t)count : 1, esz);
+    if (!items)
         return s_fail(d, AM2Z_ENOMEM, "out of memory");
-    *SLOT(base, f, am2z_proc_desc_t *) = procs;
+    *SLOT(base, f, void *) = items;
     *AUX(base, f) = (size_t)count;
     for (size_t i = 0; i < count; i++) {
         char elem[S_PATH_MAX];
@@ -674,14 +858,47 @@ s_decode_procs(const s_field_t *f, const uint8_t *p, size_t n, void *base,
         if (!s_skip(p, n, &pos))
             return s_fail(d, AM2Z_EPROTO, "field '%s' is malformed", elem);
         if (!s_is_map(p[start]))
-            return s_fail(d, AM2Z_EPROTO, "field '%s' must be a processor map", elem);
-        int rc = s_decode_map(f->sub, p + start, pos - start, &procs[i], elem, d, NULL);
+            return s_fail(d, AM2Z_EPROTO, "field '%s' must be a %s map", elem, f->elem);
+        int rc = s_decode_map(f->sub, p + start, pos - start, items + i * esz, elem, d, NULL);
         if (rc != AM2Z_OK)
             return rc;
+        if (!(f->flags & S_UNIQUE))
+            continue;
+        const char *mine = *(char **)(items + i * esz);
         for (size_t j = 0; j < i; j++)
-            if (strcmp(procs[j].name, procs[i].name) == 0)
-                return s_fail(d, AM2Z_EPROTO, "field '%s.name': processor '%s' listed twice",
-                              elem, procs[i].name);
+            if (strcmp(*(char **)(items + j * esz), mine) == 0)
+                return s_fail(d, AM2Z_EPROTO, "field '%s.name': %s '%s' listed twice",
+                              elem, f->elem, mine);
+    }
+    return AM2Z_OK;
+}
+
+static int
+s_decode_strs(const s_field_t *f, const uint8_t *p, size_t n, void *base,
+              const char *name, s_diag_t *d)
+{
+    size_t pos = 0;
+    uint64_t count = 0;
+    if (!s_container_header(p, n, &pos, &count) || !s_is_array(p[0])
+        || count < f->lo || count > f->hi)
+        return s_fail_type(d, f, name);
+    char **items = calloc((size_t)count ? (size_t)count : 1, sizeof *items);
+    if (!items)
+        return s_fail(d, AM2Z_ENOMEM, "out of memory");
+    *SLOT(base, f, char **) = items;
+    *AUX(base, f) = (size_t)count;
+    for (size_t i = 0; i < count; i++) {
+        char elem[S_PATH_MAX];
+        snprintf(elem, sizeof elem, "%.60s[%zu]", name, i);
+        size_t start = pos;
+        msgpack_object o;
+        if (!s_skip(p, n, &pos) || !s_is_str(p[start])
+            || !s_unpack_scalar(p + start, pos - start, &o) || o.type != MSGPACK_OBJECT_STR
+            || !f->str->valid(o.via.str.ptr, o.via.str.size))
+            return s_fail(d, AM2Z_EPROTO, "field '%s' must be %s", elem, f->str->expect);
+        items[i] = o.via.str.size ? strndup(o.via.str.ptr, o.via.str.size) : strdup("");
+        if (!items[i])
+            return s_fail(d, AM2Z_ENOMEM, "out of memory");
     }
     return AM2Z_OK;
 }
@@ -784,8 +1001,10 @@ s_decode_field(const s_field_t *f, const uint8_t *p, size_t n, void *base,
         *SLOT(base, f, am2z_error_t *) = e;      /* owned by base from here */
         return s_decode_error(p, n, e, name, d);
     }
-    case K_PROCS:
-        return s_decode_procs(f, p, n, base, name, d);
+    case K_MAPS:
+        return s_decode_maps(f, p, n, base, name, d);
+    case K_STRS:
+        return s_decode_strs(f, p, n, base, name, d);
     case K_NESTED:
         if (!s_is_map(p[0]))
             return s_fail_type(d, f, name);
@@ -1014,7 +1233,8 @@ s_present(const s_field_t *f, const void *base)
     case K_ENUM:   return true;
     case K_RAW:    return *CSLOT(base, f, uint8_t *) != NULL;
     case K_ERROR:  return *CSLOT(base, f, am2z_error_t *) != NULL;
-    case K_PROCS:  return *CSLOT(base, f, am2z_proc_desc_t *) != NULL || *CAUX(base, f) != 0;
+    case K_MAPS:   return *CSLOT(base, f, void *) != NULL || *CAUX(base, f) != 0;
+    case K_STRS:   return *CSLOT(base, f, char **) != NULL || *CAUX(base, f) != 0;
     case K_NESTED:
         for (size_t i = 0; i < f->sub->count; i++)
             if (s_present(&f->sub->fields[i], CSLOT(base, f, void)))
@@ -1068,7 +1288,7 @@ s_encode_value(const s_field_t *f, const void *base, msgpack_packer *pk)
     }
     case K_ENUM: {
         const char *s = f->en->name(CSLOT(base, f, void));
-        union { am2z_kind_t k; am2z_category_t c; am2z_severity_t s; } scratch;
+        union { am2z_kind_t k; am2z_category_t c; am2z_severity_t s; uint32_t u; } scratch;
         if (f->en->parse(s, &scratch) != AM2Z_OK)   /* refuses "unknown" */
             return AM2Z_EINVAL;
         return s_pack_cstr(pk, s, strlen(s));
@@ -1087,19 +1307,37 @@ s_encode_value(const s_field_t *f, const void *base, msgpack_packer *pk)
         const am2z_error_t *e = *CSLOT(base, f, am2z_error_t *);
         return e ? s_encode_map(f->sub, e, pk) : AM2Z_EINVAL;
     }
-    case K_PROCS: {
-        const am2z_proc_desc_t *procs = *CSLOT(base, f, am2z_proc_desc_t *);
+    case K_MAPS: {
+        const char *items = *CSLOT(base, f, char *);
         size_t count = *CAUX(base, f);
-        if (!procs || count < f->lo || count > f->hi)
+        size_t esz = f->sub->size;
+        if (!items || count < f->lo || count > f->hi)
             return AM2Z_EINVAL;
         PK(msgpack_pack_array(pk, count));
         for (size_t i = 0; i < count; i++) {
-            int rc = s_encode_map(f->sub, &procs[i], pk);
+            int rc = s_encode_map(f->sub, items + i * esz, pk);
             if (rc != AM2Z_OK)
                 return rc;
+            if (!(f->flags & S_UNIQUE))
+                continue;
             for (size_t j = 0; j < i; j++)
-                if (strcmp(procs[j].name, procs[i].name) == 0)
+                if (strcmp(*(char *const *)(items + j * esz), *(char *const *)(items + i * esz)) == 0)
                     return AM2Z_EINVAL;
+        }
+        return AM2Z_OK;
+    }
+    case K_STRS: {
+        char *const *items = *(char **const *)((const char *)base + f->off);
+        size_t count = *CAUX(base, f);
+        if (!items || count < f->lo || count > f->hi)
+            return AM2Z_EINVAL;
+        PK(msgpack_pack_array(pk, count));
+        for (size_t i = 0; i < count; i++) {
+            if (!items[i] || !f->str->valid(items[i], strlen(items[i])))
+                return AM2Z_EINVAL;
+            int rc = s_pack_cstr(pk, items[i], strlen(items[i]));
+            if (rc != AM2Z_OK)
+                return rc;
         }
         return AM2Z_OK;
     }
@@ -1216,5 +1454,33 @@ am2z_error_decode(const uint8_t *data, size_t size, am2z_error_t **out,
 
 fail:
     am2z_error_destroy(&e);
+    return rc;
+}
+
+int
+am2z_comp_desc_encode(const am2z_comp_desc_t *d, uint8_t **data, size_t *size)
+{
+    if (!d || !data || !size)
+        return AM2Z_EINVAL;
+    *data = NULL;
+    *size = 0;
+    return s_encode(&s_comp_schema, d, data, size);
+}
+
+int
+am2z_comp_desc_decode(const uint8_t *data, size_t size, am2z_comp_desc_t *out,
+                      char *err, size_t err_size)
+{
+    if (err && err_size)
+        err[0] = '\0';
+    if (!out)
+        return AM2Z_EINVAL;
+    memset(out, 0, sizeof *out);
+    s_diag_t d = { "composite", err, err_size };
+    int rc = s_check_body(data, size, SIZE_MAX, &d);
+    if (rc == AM2Z_OK)
+        rc = s_decode_map(&s_comp_schema, data, size, out, "", &d, NULL);
+    if (rc != AM2Z_OK)
+        am2z_comp_desc_clear(out);
     return rc;
 }

@@ -92,6 +92,55 @@ typedef struct {
     am2z_retry_policy_t retry;
 } am2z_proc_desc_t;
 
+/*  One route of a route composite (READY.comps[].routes[]). Owned. */
+typedef struct {
+    char *key;                    /* 1..AM2Z_NAME_MAX bytes, no NUL */
+    char *target;                 /* valid name */
+} am2z_route_desc_t;
+
+/*  One composite a worker announces (READY.comps[]): the wire form of
+    am2z_composite_def_t (worker/am2z_compose.h), same fields, same
+    meaning. kind is am2z_composite_kind_t's value (0 chain, 1 parallel,
+    2 route, 3 batch), carried by name. Fields a kind does not use are
+    absent (NULL / 0). All strings owned. Decoding checks types and name
+    formats only; whether a definition is complete for its kind is the
+    receiver's check (the broker refuses incomplete ones). */
+typedef struct {
+    char *name;                   /* valid name */
+    uint32_t kind;                /* 0..3 */
+    char *description;            /* may be NULL */
+    uint64_t timeout_ms;          /* whole run; 0 = none */
+    char **steps;                 /* chain steps / parallel branches (names) */
+    size_t nsteps;
+    char *merge;                  /* merge processor or NULL */
+    bool strict;
+    char *selector_path;          /* route: state path or NULL */
+    char *selector;               /* route: selector processor or NULL */
+    am2z_route_desc_t *routes;
+    size_t nroutes;
+    char *fallback;               /* route: NULL = none */
+    char *processor;              /* batch */
+    char *payloads_path;          /* batch */
+} am2z_comp_desc_t;
+
+/*  "chain", "parallel", "route", "batch"; NULL when out of range. */
+const char *am2z_comp_kind_name(uint32_t kind);
+
+/*  Frees what d owns and zeroes it. NULL-safe. */
+void am2z_comp_desc_clear(am2z_comp_desc_t *d);
+
+/*  Deep copy into *out (zeroed first). Returns AM2Z_OK or AM2Z_ENOMEM
+    (then *out holds nothing). */
+int am2z_comp_desc_copy(const am2z_comp_desc_t *src, am2z_comp_desc_t *out);
+
+/*  One composite as a standalone msgpack map (the READY.comps[] element),
+    e.g. for storing it. encode: caller owns *data; AM2Z_EINVAL for what
+    decode would refuse. decode: validates like a body; on success *out
+    is filled (caller clears it). */
+int am2z_comp_desc_encode(const am2z_comp_desc_t *d, uint8_t **data, size_t *size);
+int am2z_comp_desc_decode(const uint8_t *data, size_t size, am2z_comp_desc_t *out,
+                          char *err, size_t err_size);
+
 /*  A decoded or to-be-encoded message: one struct for every command; the
     command's table says which fields are present, required, and checked.
     Absent strings/bytes are NULL; absent numbers are 0 and absent bools
@@ -129,10 +178,15 @@ typedef struct {
     uint64_t credit;              /* CREDIT: slots returned */
     am2z_proc_desc_t *procs;      /* READY: processors served */
     size_t nprocs;
+    am2z_comp_desc_t *comps;      /* READY: composites announced (optional) */
+    size_t ncomps;
+    char *select;                 /* DONE: the route selector's key (optional) */
 } am2z_msg_t;
 
 /*  Limits enforced by decode besides the body size. */
 #define AM2Z_CODEC_MAX_PROCS   1024   /* READY.processors entries */
+#define AM2Z_CODEC_MAX_COMPS   1024   /* READY.comps entries */
+#define AM2Z_CODEC_MAX_STEPS   1024   /* steps / routes of one composite */
 #define AM2Z_CODEC_MAX_TEXT    4096   /* description, error message, code */
 #define AM2Z_CODEC_MAX_DEPTH   64     /* msgpack nesting in any body */
 

@@ -76,6 +76,43 @@ s_sample_procs(size_t *n)
     return p;
 }
 
+static am2z_comp_desc_t *
+s_sample_comps(size_t *n)
+{
+    am2z_comp_desc_t *c = calloc(3, sizeof *c);
+    ck_assert_ptr_nonnull(c);
+    c[0].name = s_str("checkout");
+    c[0].kind = 0;
+    c[0].description = s_str("order checkout");
+    c[0].timeout_ms = 60000;
+    c[0].steps = calloc(2, sizeof *c[0].steps);
+    c[0].steps[0] = s_str("validate-order");
+    c[0].steps[1] = s_str("fulfil");
+    c[0].nsteps = 2;
+    c[1].name = s_str("fulfil");
+    c[1].kind = 1;
+    c[1].steps = calloc(1, sizeof *c[1].steps);
+    c[1].steps[0] = s_str("ship");
+    c[1].nsteps = 1;
+    c[1].merge = s_str("merge-it");
+    c[1].strict = true;
+    c[2].name = s_str("by-tier");
+    c[2].kind = 2;
+    c[2].selector_path = s_str("customer.tier");
+    c[2].routes = calloc(2, sizeof *c[2].routes);
+    c[2].routes[0].key = s_str("gold plus");
+    c[2].routes[0].target = s_str("vip");
+    c[2].routes[1].key = s_str("1");
+    c[2].routes[1].target = s_str("basic");
+    c[2].nroutes = 2;
+    c[2].fallback = s_str("basic");
+    c[2].selector = NULL;
+    c[2].processor = s_str("p");
+    c[2].payloads_path = s_str("items");
+    *n = 3;
+    return c;
+}
+
 /*  Fills every field the command carries, with non-trivial values. */
 static void
 s_fill(am2z_cmd_t cmd, am2z_msg_t *m)
@@ -158,6 +195,7 @@ s_fill(am2z_cmd_t cmd, am2z_msg_t *m)
     case AM2Z_CMD_READY:
         m->worker = s_str("w-01");
         m->procs = s_sample_procs(&m->nprocs);
+        m->comps = s_sample_comps(&m->ncomps);
         break;
     case AM2Z_CMD_CREDIT:
         m->processor = s_str("p");
@@ -174,6 +212,7 @@ s_fill(am2z_cmd_t cmd, am2z_msg_t *m)
         m->error = s_sample_error();
         m->exec_us = 5;
         m->started_at_ms = 6;
+        m->select = s_str("premium");
         break;
     case AM2Z_CMD_JOB:
         m->job = s_str("j1");
@@ -279,6 +318,30 @@ s_msg_eq(const am2z_msg_t *a, const am2z_msg_t *b)
         ck_assert_uint_eq(p->retry.max_delay_ms, q->retry.max_delay_ms);
         ck_assert_double_eq(p->retry.jitter, q->retry.jitter);
         ck_assert_uint_eq(p->retry.retry_categories, q->retry.retry_categories);
+    }
+    s_str_eq(a->select, b->select);
+    ck_assert_uint_eq(a->ncomps, b->ncomps);
+    for (size_t i = 0; i < a->ncomps; i++) {
+        const am2z_comp_desc_t *p = &a->comps[i], *q = &b->comps[i];
+        s_str_eq(p->name, q->name);
+        ck_assert_uint_eq(p->kind, q->kind);
+        s_str_eq(p->description, q->description);
+        ck_assert_uint_eq(p->timeout_ms, q->timeout_ms);
+        ck_assert_uint_eq(p->nsteps, q->nsteps);
+        for (size_t k = 0; k < p->nsteps; k++)
+            s_str_eq(p->steps[k], q->steps[k]);
+        s_str_eq(p->merge, q->merge);
+        ck_assert_int_eq(p->strict, q->strict);
+        s_str_eq(p->selector_path, q->selector_path);
+        s_str_eq(p->selector, q->selector);
+        ck_assert_uint_eq(p->nroutes, q->nroutes);
+        for (size_t k = 0; k < p->nroutes; k++) {
+            s_str_eq(p->routes[k].key, q->routes[k].key);
+            s_str_eq(p->routes[k].target, q->routes[k].target);
+        }
+        s_str_eq(p->fallback, q->fallback);
+        s_str_eq(p->processor, q->processor);
+        s_str_eq(p->payloads_path, q->payloads_path);
     }
 }
 
@@ -785,6 +848,86 @@ START_TEST(test_procs_are_validated)
 }
 END_TEST
 
+START_TEST(test_comps_and_select_are_validated)
+{
+    /* comps: an array of composite maps; each named, kind by name */
+    s_expect_field_refused(AM2Z_CMD_READY, "comps", V(0x90),
+        "READY: field 'comps' must be an array of 1..1024 composite maps");
+    s_expect_field_refused(AM2Z_CMD_READY, "comps", V(0x91, 0x01),
+        "READY: field 'comps[0]' must be a composite map");
+    s_expect_field_refused(AM2Z_CMD_READY, "comps", V(0x91, 0x80),
+        "READY: missing required field 'comps[0].name'");
+    /* {name: "c", kind: "loop"} */
+    s_expect_field_refused(AM2Z_CMD_READY, "comps",
+        V(0x91, 0x82, 0xa4, 'n', 'a', 'm', 'e', 0xa1, 'c', 0xa4, 'k', 'i', 'n', 'd',
+          0xa4, 'l', 'o', 'o', 'p'),
+        "READY: field 'comps[0].kind' must be one of chain|parallel|route|batch");
+    /* {name: "c", kind: "chain", steps: [1]} */
+    s_expect_field_refused(AM2Z_CMD_READY, "comps",
+        V(0x91, 0x83, 0xa4, 'n', 'a', 'm', 'e', 0xa1, 'c', 0xa4, 'k', 'i', 'n', 'd',
+          0xa5, 'c', 'h', 'a', 'i', 'n', 0xa5, 's', 't', 'e', 'p', 's', 0x91, 0x01),
+        "READY: field 'comps[0].steps[0]' must be a string of 1..128 valid characters");
+    /* {name: "c", kind: "chain", steps: []} */
+    s_expect_field_refused(AM2Z_CMD_READY, "comps",
+        V(0x91, 0x83, 0xa4, 'n', 'a', 'm', 'e', 0xa1, 'c', 0xa4, 'k', 'i', 'n', 'd',
+          0xa5, 'c', 'h', 'a', 'i', 'n', 0xa5, 's', 't', 'e', 'p', 's', 0x90),
+        "READY: field 'comps[0].steps' must be an array of 1..1024 names");
+    /* {name: "c", kind: "route", routes: [{key: "k"}]} */
+    s_expect_field_refused(AM2Z_CMD_READY, "comps",
+        V(0x91, 0x83, 0xa4, 'n', 'a', 'm', 'e', 0xa1, 'c', 0xa4, 'k', 'i', 'n', 'd',
+          0xa5, 'r', 'o', 'u', 't', 'e', 0xa6, 'r', 'o', 'u', 't', 'e', 's',
+          0x91, 0x81, 0xa3, 'k', 'e', 'y', 0xa1, 'k'),
+        "READY: missing required field 'comps[0].routes[0].target'");
+    /* the same composite twice */
+    s_expect_field_refused(AM2Z_CMD_READY, "comps",
+        V(0x92, 0x82, 0xa4, 'n', 'a', 'm', 'e', 0xa1, 'c', 0xa4, 'k', 'i', 'n', 'd',
+          0xa5, 'c', 'h', 'a', 'i', 'n',
+          0x82, 0xa4, 'n', 'a', 'm', 'e', 0xa1, 'c', 0xa4, 'k', 'i', 'n', 'd',
+          0xa5, 'c', 'h', 'a', 'i', 'n'),
+        "READY: field 'comps[1].name': composite 'c' listed twice");
+    s_expect_field_refused(AM2Z_CMD_DONE, "select", V(0xa0),
+        "DONE: field 'select' must be a string of 1..128 bytes without NUL");
+    s_expect_field_refused(AM2Z_CMD_DONE, "select", V(0x01),
+        "DONE: field 'select' must be a string of 1..128 bytes without NUL");
+
+    /* standalone composite maps (the broker stores them) round-trip */
+    size_t n = 0;
+    am2z_comp_desc_t *c = s_sample_comps(&n);
+    for (size_t i = 0; i < n; i++) {
+        uint8_t *data = NULL;
+        size_t size = 0;
+        ck_assert_int_eq(am2z_comp_desc_encode(&c[i], &data, &size), AM2Z_OK);
+        am2z_comp_desc_t back, copy;
+        ck_assert_int_eq(am2z_comp_desc_decode(data, size, &back, NULL, 0), AM2Z_OK);
+        ck_assert_int_eq(am2z_comp_desc_copy(&back, &copy), AM2Z_OK);
+        uint8_t *again = NULL;
+        size_t again_size = 0;
+        ck_assert_int_eq(am2z_comp_desc_encode(&copy, &again, &again_size), AM2Z_OK);
+        s_bytes_eq(data, size, again, again_size);
+        /* every truncation is refused, never a crash */
+        for (size_t cut = 0; cut < size; cut++) {
+            am2z_comp_desc_t junk;
+            ck_assert_int_ne(am2z_comp_desc_decode(data, cut, &junk, NULL, 0), AM2Z_OK);
+        }
+        am2z_comp_desc_clear(&back);
+        am2z_comp_desc_clear(&copy);
+        free(data);
+        free(again);
+    }
+    /* an unknown kind value cannot be encoded */
+    c[0].kind = 9;
+    uint8_t *data = NULL;
+    size_t size = 0;
+    ck_assert_int_eq(am2z_comp_desc_encode(&c[0], &data, &size), AM2Z_EINVAL);
+    for (size_t i = 0; i < n; i++)
+        am2z_comp_desc_clear(&c[i]);
+    free(c);
+    am2z_comp_desc_clear(NULL);
+    ck_assert_str_eq(am2z_comp_kind_name(3), "batch");
+    ck_assert_ptr_null(am2z_comp_kind_name(4));
+}
+END_TEST
+
 START_TEST(test_result_failure_requires_error)
 {
     const uint8_t body[] = { 0x82, 0xa3, 'j', 'o', 'b', 0xa1, 'j', 0xa2, 'o', 'k', 0xc2 };
@@ -1214,6 +1357,7 @@ s_suite(void)
     tcase_add_test(tc, test_dlq_command_and_query_decode);
     tcase_add_test(tc, test_invalid_ids_and_names_are_refused);
     tcase_add_test(tc, test_procs_are_validated);
+    tcase_add_test(tc, test_comps_and_select_are_validated);
     tcase_add_test(tc, test_result_failure_requires_error);
     tcase_add_test(tc, test_body_must_be_one_map_within_the_limit);
     tcase_add_test(tc, test_unknown_keys_ignored_duplicates_refused);
