@@ -16,6 +16,7 @@
 */
 #include "am2z_broker_int.h"
 #include "am2z_jobrec.h"
+#include "am2z_merge.h"
 #include "am2z_retry.h"
 
 #include <inttypes.h>
@@ -268,6 +269,12 @@ s_batch(am2z_broker_t *self)
     return self->batch;
 }
 
+am2z_store_batch_t *
+am2zb_batch(am2z_broker_t *self)
+{
+    return s_batch(self);
+}
+
 static int
 s_put_job_record(am2z_broker_t *self, const job_t *job)
 {
@@ -279,7 +286,7 @@ s_put_job_record(am2z_broker_t *self, const job_t *job)
         .state = job->state, .state_size = job->state_size,
         .prio = job->prio, .timeout_ms = job->timeout_ms, .delay_ms = job->delay_ms,
         .depth = job->depth, .created_ms = job->created_ms, .seq = job->seq,
-        .attempt = job->attempt,
+        .attempt = job->attempt, .overlay = job->overlay,
     };
     uint8_t *data = NULL;
     size_t size = 0;
@@ -292,6 +299,12 @@ s_put_job_record(am2z_broker_t *self, const job_t *job)
     return rc;
 }
 
+int
+am2zb_put_job_record(am2z_broker_t *self, const job_t *job)
+{
+    return s_put_job_record(self, job);
+}
+
 static am2z_error_t *
 s_resource_error(am2z_broker_t *self)
 {
@@ -299,6 +312,14 @@ s_resource_error(am2z_broker_t *self)
     memset(&st, 0, sizeof st);
     am2z_store_stats(self->store, &st);
     return am2z_error_resource("lmdb map (map-size)", st.map_size, st.used_bytes);
+}
+
+static am2z_error_t *s_error_from_rc(int rc, const char *what);
+
+am2z_error_t *
+am2zb_error_from_rc(int rc, const char *what)
+{
+    return s_error_from_rc(rc, what);
 }
 
 static am2z_error_t *
@@ -347,6 +368,8 @@ s_finish(am2z_broker_t *self, job_t *job, bool ok, uint8_t **state_p, size_t sta
          am2z_error_t **error_p, uint64_t exec_us, uint64_t started_ms,
          const char *worker_id)
 {
+    am2zb_flow_job_finished(self, job, ok, state_p ? *state_p : NULL, state_size,
+                            error_p ? *error_p : NULL);
     session_t *session = job->session;
     if (session) {
         am2zb_lane_remove(session, job);
@@ -406,6 +429,14 @@ s_finish(am2z_broker_t *self, job_t *job, bool ok, uint8_t **state_p, size_t sta
     zlistx_add_end(self->effects, eff);
     if (session)
         am2zb_session_kick(self, session, am2z_clock_wall_ms());
+}
+
+void
+am2zb_finish(am2z_broker_t *self, job_t *job, bool ok, uint8_t **state_p, size_t state_size,
+             am2z_error_t **error_p, uint64_t exec_us, uint64_t started_ms,
+             const char *worker_id)
+{
+    s_finish(self, job, ok, state_p, state_size, error_p, exec_us, started_ms, worker_id);
 }
 
 static am2z_error_t *
@@ -690,6 +721,8 @@ s_on_stop_session(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
                 s_finish(self, shadow, false, NULL, 0, &e, 0, 0,
                          active->worker ? active->worker->id : NULL);
             }
+            if (active->proc->comp)
+                am2zb_flow_stop(self, active);    /* its run ends; job destroyed */
             cancelled++;
         }
         am2zb_session_remove(self, session);
@@ -1040,8 +1073,8 @@ s_on_ready(am2z_broker_t *self, const uint8_t *ident, size_t ident_size, am2z_ms
         if (!d->name)
             continue;
         proc_t *proc = am2zb_proc_get(self, d->name, true);
-        if (!proc)
-            continue;
+        if (!proc || proc->comp)
+            continue;             /* a composite of that name wins */
         if (am2zb_worker_proc(worker, proc))
             continue;             /* listed twice */
         if (!proc->registered || !proc->description) {
@@ -1059,8 +1092,11 @@ s_on_ready(am2z_broker_t *self, const uint8_t *ident, size_t ident_size, am2z_ms
         wp->concurrency = d->concurrency ? d->concurrency : 1;
         wp->credit = wp->concurrency;
     }
+    if (msg->ncomps)
+        am2zb_flow_register(self, msg->comps, msg->ncomps);
     AM2Z_LOG(self->log, AM2Z_LOG_INFO, S_COMPONENT, "worker ready",
-             AM2Z_KS("worker", worker->id), AM2Z_KU("processors", worker->nprocs));
+             AM2Z_KS("worker", worker->id), AM2Z_KU("processors", worker->nprocs),
+             AM2Z_KU("composites", msg->ncomps));
 }
 
 static void
@@ -1127,7 +1163,8 @@ s_attempt_failed(am2z_broker_t *self, job_t *job, am2z_error_t **error_p,
         error = am2z_error_execution(job->proc->name, job->id, "failed without an error");
     const am2z_retry_policy_t *policy = &job->proc->retry;
     uint32_t max = am2z_retry_max_attempts(policy);
-    if (error && am2z_retry_allowed(policy, error, job->attempt) && job->session) {
+    if (error && am2z_retry_allowed(policy, error, job->attempt)
+        && (job->session || job->flow_id)) {
         /* retry: back to the front of its lane after the backoff; the
            attempt counter is already stored (dirty at lease time) */
         s_failed_event(self, job, error);
@@ -1140,12 +1177,22 @@ s_attempt_failed(am2z_broker_t *self, job_t *job, am2z_error_t **error_p,
                  AM2Z_KU("max", max), AM2Z_KU("backoff_ms", backoff),
                  AM2Z_KS("error", error ? error->message : "?"));
         am2z_error_destroy(&error);
+        if (job->flow_id) {
+            am2zb_flow_requeue(self, job, am2z_clock_wall_ms() + backoff);
+            return;
+        }
         session_t *session = job->session;
         session->active = NULL;
         job->worker = NULL;
         job->not_before_ms = am2z_clock_wall_ms() + backoff;
         am2zb_lane_push(session, job, true);
         am2zb_session_kick(self, session, am2z_clock_wall_ms());
+        return;
+    }
+    if (job->flow_id) {
+        s_failed_event(self, job, error);
+        am2zb_flow_step_failed(self, job, &error);
+        am2z_error_destroy(&error);
         return;
     }
     s_dead_letter(self, job, error);
@@ -1263,6 +1310,10 @@ s_on_done(am2z_broker_t *self, worker_t *worker, am2z_msg_t *msg)
     bool ok = msg->success;
     am2z_error_t *error = NULL;
     uint64_t new_version = 0;
+    if (ok && job->flow_id) {
+        am2zb_flow_done(self, job, worker, msg);   /* a workflow step */
+        return;
+    }
     if (ok) {
         am2z_state_t *st = NULL;
         if (!msg->state || am2z_state_decode(msg->state, msg->state_size, &st) != AM2Z_OK) {
@@ -1886,6 +1937,14 @@ s_run_deferred(am2z_broker_t *self)
 
 /*  The input state of a job, per BEHAVIOUR.md "Sessions, state and ordering".
     Sets job->input_version / expected_version. Caller owns *out. */
+static int s_resolve_input(am2z_broker_t *self, job_t *job, am2z_state_t **out);
+
+int
+am2zb_resolve_input(am2z_broker_t *self, job_t *job, am2z_state_t **out)
+{
+    return s_resolve_input(self, job, out);
+}
+
 static int
 s_resolve_input(am2z_broker_t *self, job_t *job, am2z_state_t **out)
 {
@@ -1905,7 +1964,16 @@ s_resolve_input(am2z_broker_t *self, job_t *job, am2z_state_t **out)
     } else if (rc != AM2Z_ENOTFOUND) {
         return rc;
     }
-    if (job->state) {
+    if (job->state && job->overlay) {
+        /* a batch payload in this session: set on the state it finds */
+        am2z_state_t *base = stored;
+        stored = NULL;
+        rc = base ? AM2Z_OK : am2z_state_new(job->session_id, now, &base);
+        if (rc == AM2Z_OK)
+            rc = am2z_state_overlay(base, job->state, job->state_size, true,
+                                    self->cfg.common.max_state_size, out);
+        am2z_state_destroy(&base);
+    } else if (job->state) {
         uint64_t version = 1, created = now;
         am2z_state_t *sub = NULL, *base = NULL;
         if (am2z_state_decode(job->state, job->state_size, &sub) == AM2Z_OK) {
@@ -1996,6 +2064,7 @@ s_lease(am2z_broker_t *self, worker_t *worker, session_t *session, job_t *job)
 static void
 s_dispatch(am2z_broker_t *self)
 {
+    am2zb_flow_dispatch(self);      /* workflow steps first: they hold sessions */
     if (!self->nworkers || self->draining)
         return;
     uint64_t now = am2z_clock_wall_ms();
@@ -2060,6 +2129,7 @@ s_stage_leftovers(am2z_broker_t *self)
             am2z_batch_del(batch, AM2Z_DB_JOBS, id, strlen(id));
         free(id);
     }
+    am2zb_flow_tick(self);
 }
 
 static void
@@ -2233,7 +2303,7 @@ s_loop(am2z_broker_t *self, volatile int *stop_flag, zsock_t *pipe)
         s_turn(self, pipe, next_ms);
         s_timers(self, &next_ms);
         if (zlistx_size(self->failures) || zlistx_size(self->dirty)
-            || zlistx_size(self->cleanup))
+            || zlistx_size(self->cleanup) || am2zb_flow_busy(self))
             next_ms = next_ms > 10 ? 10 : next_ms;
         if (stop_flag && *stop_flag && !self->stopping) {
             s_drain_step(self);
@@ -2366,6 +2436,7 @@ s_reload(am2z_broker_t *self)
         job->not_before_ms = jr.created_ms + jr.delay_ms;
         job->seq = jr.seq;
         job->attempt = jr.attempt;
+        job->overlay = jr.overlay;
         job->accepted = true;
         if (jr.seq > self->seq)
             self->seq = jr.seq;
@@ -2419,6 +2490,8 @@ s_proc_free(void **item)
     zlistx_destroy(&p->ring);
     free(p->name);
     free(p->description);
+    am2z_comp_desc_clear(p->comp);
+    free(p->comp);
     free(p);
     *item = NULL;
 }
@@ -2511,6 +2584,11 @@ am2z_broker_new(const am2z_broker_config_t *cfg, am2z_broker_t **out,
     rc = am2z_store_open(&cfg->common, &self->store, err, err_size);
     if (rc != AM2Z_OK)
         goto fail;
+    rc = am2zb_flow_new(self);
+    if (rc != AM2Z_OK) {
+        snprintf(err, err_size, "cannot load composites: %s", am2z_strerror(rc));
+        goto fail;
+    }
     rc = s_reload(self);
     if (rc != AM2Z_OK) {
         snprintf(err, err_size, "cannot reload pending jobs: %s", am2z_strerror(rc));
@@ -2563,6 +2641,7 @@ am2z_broker_destroy(am2z_broker_t **self_p)
     /* rings and lanes hold borrowed pointers: free sessions and procs after
        jobs, each container without walking the others */
     zlistx_destroy(&self->delayed);
+    am2zb_flow_destroy(self);        /* runs only: jobs are freed below */
     if (self->jobs) {
         for (job_t *job = zhashx_first(self->jobs); job; job = zhashx_next(self->jobs))
             am2zb_job_destroy(&job);

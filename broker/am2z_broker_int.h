@@ -85,6 +85,10 @@ struct job_s {
     uint64_t deadline_us;         /* lease deadline (monotonic), 0 = none */
     zlistx_t *lease_list;         /* borrowed: broker->leases while in it */
     void *lease_handle;           /* handle in lease_list */
+    uint64_t flow_id;             /* a workflow run's leaf step: its run, else 0 */
+    int32_t flow_slot;            /* which unit of that run (am2z_flow.c) */
+    void *ready_handle;           /* flow step waiting for a worker: its handle */
+    bool overlay;                 /* state is a batch payload over the stored state */
 };
 
 /*  A lease the broker expired while its worker still runs it. */
@@ -120,6 +124,7 @@ struct proc_s {
     size_t rr;                    /* round-robin cursor into broker->workers */
     uint64_t queued;              /* its jobs in broker->jobs (waiting or leased) */
     counts_t counts;
+    am2z_comp_desc_t *comp;       /* owned: a composite (run by the broker), or NULL */
 };
 
 typedef struct {
@@ -199,6 +204,7 @@ struct am2z_broker_t {
     bool stopping;                /* $TERM, or drained after the stop flag */
     bool draining;                /* stop flag seen: no new work, leases finish */
     uint64_t drain_deadline_us;   /* give up on running leases then */
+    struct am2zb_flows_s *flows;  /* owned: workflow runs (am2z_flow.c) */
 };
 
 /* am2z_sched.c ------------------------------------------------------------ */
@@ -225,9 +231,55 @@ worker_t *am2zb_pick_worker(am2z_broker_t *self, proc_t *proc);
 void am2zb_delayed_due(am2z_broker_t *self, uint64_t now_ms, uint64_t *next_ms);
 void am2zb_ident_hex(const uint8_t *ident, size_t size, char *out);
 
-/* am2z_broker.c (used by am2z_sched.c) ------------------------------------ */
+/* am2z_broker.c (used by am2z_sched.c and am2z_flow.c) -------------------- */
 void am2zb_send_worker(am2z_broker_t *self, const worker_t *worker, am2z_msg_t *msg);
 void am2zb_job_event(am2z_broker_t *self, job_t *job, const char *name,
                  const uint8_t *data, size_t data_size);
+/*  This turn's store batch (NULL when it cannot be opened). Only inside a
+    turn (handlers, s_stage_leftovers), never after the commit. */
+am2z_store_batch_t *am2zb_batch(am2z_broker_t *self);
+int am2zb_put_job_record(am2z_broker_t *self, const job_t *job);
+/*  Finishes a job (tables, result record, FINISH effect). Takes *state_p
+    and *error_p. */
+void am2zb_finish(am2z_broker_t *self, job_t *job, bool ok, uint8_t **state_p,
+                  size_t state_size, am2z_error_t **error_p, uint64_t exec_us,
+                  uint64_t started_ms, const char *worker_id);
+/*  The input state of a job (BEHAVIOUR.md); sets input/expected version. */
+int am2zb_resolve_input(am2z_broker_t *self, job_t *job, am2z_state_t **out);
+am2z_error_t *am2zb_error_from_rc(int rc, const char *what);
+
+/* am2z_flow.c: workflow runs of composites (BEHAVIOUR.md "Workflow runs").
+   Every function runs on the loop thread. "In turn" = while the turn's
+   batch may be written (handlers, s_stage_leftovers). ---------------------- */
+typedef struct am2zb_flows_s am2zb_flows_t;
+/*  Creates self->flows and loads the stored composites (registering them
+    as procs), so reloaded composite jobs can resume before any worker
+    comes back. Returns AM2Z_OK or AM2Z_ENOMEM. */
+int am2zb_flow_new(am2z_broker_t *self);
+/*  Frees runs (not jobs: the broker frees those). NULL-safe. */
+void am2zb_flow_destroy(am2z_broker_t *self);
+/*  READY.comps: registers (first definition wins) and stores them. In turn. */
+void am2zb_flow_register(am2z_broker_t *self, const am2z_comp_desc_t *comps, size_t n);
+/*  In turn: starts runs for composite jobs at their lane's head, resumes
+    stored runs, applies deadlines, writes changed run records. */
+void am2zb_flow_tick(am2z_broker_t *self);
+/*  After the commit: leases waiting steps to workers (priority, no lane). */
+void am2zb_flow_dispatch(am2z_broker_t *self);
+/*  True when tick has work (the loop then turns again soon). */
+bool am2zb_flow_busy(am2z_broker_t *self);
+/*  A step's successful DONE (lease already ended, credit returned). In turn. */
+void am2zb_flow_done(am2z_broker_t *self, job_t *job, worker_t *worker, am2z_msg_t *msg);
+/*  A step failed for good (retries exhausted). Takes *error_p. In turn. */
+void am2zb_flow_step_failed(am2z_broker_t *self, job_t *job, am2z_error_t **error_p);
+/*  A step goes back to the ready list (retry after backoff, lost worker). */
+void am2zb_flow_requeue(am2z_broker_t *self, job_t *job, uint64_t not_before_ms);
+/*  Any job finishing through am2zb_finish (batch steps in other sessions
+    are normal jobs). state/error borrowed. In turn. */
+void am2zb_flow_job_finished(am2z_broker_t *self, const job_t *job, bool ok,
+                             const uint8_t *state, size_t state_size,
+                             const am2z_error_t *error);
+/*  The session of a running composite job was stopped: the run ends
+    without a result (the caller already got one), root job destroyed. */
+void am2zb_flow_stop(am2z_broker_t *self, job_t *root);
 
 #endif

@@ -116,7 +116,7 @@ am2z_jobrec_encode(const am2z_jobrec_t *rec, uint8_t **out, size_t *size)
     if (!w)
         return AM2Z_ENOMEM;
     am2z_bw_map(w, 9 + (rec->state ? 1u : 0u) + (rec->error ? 1u : 0u)
-                   + (rec->failed_ms ? 1u : 0u));
+                   + (rec->failed_ms ? 1u : 0u) + (rec->overlay ? 1u : 0u));
     am2z_bw_str(w, "proc");    am2z_bw_str(w, rec->proc);
     am2z_bw_str(w, "session"); am2z_bw_str(w, rec->session);
     if (rec->state) {
@@ -134,6 +134,9 @@ am2z_jobrec_encode(const am2z_jobrec_t *rec, uint8_t **out, size_t *size)
     }
     if (rec->failed_ms) {
         am2z_bw_str(w, "failed"); am2z_bw_uint(w, rec->failed_ms);
+    }
+    if (rec->overlay) {
+        am2z_bw_str(w, "overlay"); am2z_bw_bool(w, true);
     }
     int rc = am2z_bw_take(w, out, size);
     am2z_bw_destroy(&w);
@@ -242,6 +245,9 @@ am2z_jobrec_decode(const uint8_t *data, size_t size, am2z_jobrec_t *rec)
             rec->error_size = v->via.bin.size;
         } else if (s_key_is(k, "failed")) {
             if (!s_get_uint(v, &rec->failed_ms)) goto fail;
+        } else if (s_key_is(k, "overlay")) {
+            if (v->type != MSGPACK_OBJECT_BOOLEAN) goto fail;
+            rec->overlay = v->via.boolean;
         }
         /* unknown keys: ignored (forward compatible) */
     }
@@ -270,6 +276,178 @@ am2z_jobrec_clear(am2z_jobrec_t *rec)
     free(rec->state);
     free(rec->error);
     memset(rec, 0, sizeof *rec);
+}
+
+/* ---------------------------------------------------------------------------
+   Run records
+   ------------------------------------------------------------------------ */
+
+static int s_run_from(const msgpack_object *o, int depth, am2z_runrec_t **out);
+
+/*  A bin holding one msgpack map, copied. */
+static int
+s_bin_map(const msgpack_object *v, uint8_t **out, size_t *size)
+{
+    if (v->type == MSGPACK_OBJECT_NIL)
+        return AM2Z_OK;
+    if (v->type != MSGPACK_OBJECT_BIN || *out
+        || !am2z_bmsg_is_map((const uint8_t *)v->via.bin.ptr, v->via.bin.size))
+        return AM2Z_EPROTO;
+    if (!(*out = malloc(v->via.bin.size)))
+        return AM2Z_ENOMEM;
+    memcpy(*out, v->via.bin.ptr, v->via.bin.size);
+    *size = v->via.bin.size;
+    return AM2Z_OK;
+}
+
+static int
+s_str_field(const msgpack_object *v, char **out)
+{
+    if (v->type == MSGPACK_OBJECT_NIL)
+        return AM2Z_OK;
+    if (v->type != MSGPACK_OBJECT_STR || *out || v->via.str.size > 4096
+        || memchr(v->via.str.ptr, 0, v->via.str.size))
+        return AM2Z_EPROTO;
+    return (*out = s_strdup_obj(v)) ? AM2Z_OK : AM2Z_ENOMEM;
+}
+
+static void
+s_unit_clear(am2z_rununit_t *u)
+{
+    free(u->state);
+    free(u->job);
+    free(u->session);
+    am2z_runrec_destroy(&u->child);
+    memset(u, 0, sizeof *u);
+}
+
+static int
+s_unit_from(const msgpack_object *o, int depth, am2z_rununit_t *u)
+{
+    if (o->type != MSGPACK_OBJECT_MAP)
+        return AM2Z_EPROTO;
+    for (uint32_t i = 0; i < o->via.map.size; i++) {
+        const msgpack_object *k = &o->via.map.ptr[i].key, *v = &o->via.map.ptr[i].val;
+        uint64_t x = 0;
+        int rc = AM2Z_OK;
+        if (s_key_is(k, "st")) {
+            if (!s_get_uint(v, &x) || x > 2)
+                return AM2Z_EPROTO;
+            u->status = (uint32_t)x;
+        } else if (s_key_is(k, "state")) {
+            rc = s_bin_map(v, &u->state, &u->state_size);
+        } else if (s_key_is(k, "job")) {
+            rc = s_str_field(v, &u->job);
+        } else if (s_key_is(k, "session")) {
+            rc = s_str_field(v, &u->session);
+        } else if (s_key_is(k, "child")) {
+            if (v->type != MSGPACK_OBJECT_NIL)
+                rc = u->child ? AM2Z_EPROTO : s_run_from(v, depth + 1, &u->child);
+        }
+        if (rc != AM2Z_OK)
+            return rc;
+    }
+    return AM2Z_OK;
+}
+
+static int
+s_run_from(const msgpack_object *o, int depth, am2z_runrec_t **out)
+{
+    *out = NULL;
+    if (o->type != MSGPACK_OBJECT_MAP || depth > 16)
+        return AM2Z_EPROTO;
+    am2z_runrec_t *r = calloc(1, sizeof *r);
+    if (!r)
+        return AM2Z_ENOMEM;
+    int rc = AM2Z_OK;
+    for (uint32_t i = 0; rc == AM2Z_OK && i < o->via.map.size; i++) {
+        const msgpack_object *k = &o->via.map.ptr[i].key, *v = &o->via.map.ptr[i].val;
+        uint64_t x = 0;
+        if (s_key_is(k, "job"))
+            rc = s_str_field(v, &r->job);
+        else if (s_key_is(k, "comp"))
+            rc = s_str_field(v, &r->comp);
+        else if (s_key_is(k, "session"))
+            rc = s_str_field(v, &r->session);
+        else if (s_key_is(k, "key"))
+            rc = s_str_field(v, &r->key);
+        else if (s_key_is(k, "target"))
+            rc = s_str_field(v, &r->target);
+        else if (s_key_is(k, "started"))
+            rc = s_get_uint(v, &r->started_ms) ? AM2Z_OK : AM2Z_EPROTO;
+        else if (s_key_is(k, "expver"))
+            rc = s_get_uint(v, &r->expected_version) ? AM2Z_OK : AM2Z_EPROTO;
+        else if (s_key_is(k, "phase")) {
+            rc = s_get_uint(v, &x) && x < 16 ? AM2Z_OK : AM2Z_EPROTO;
+            r->phase = (uint32_t)x;
+        } else if (s_key_is(k, "cursor")) {
+            rc = s_get_uint(v, &x) && x <= UINT32_MAX ? AM2Z_OK : AM2Z_EPROTO;
+            r->cursor = (uint32_t)x;
+        } else if (s_key_is(k, "input"))
+            rc = s_bin_map(v, &r->input, &r->input_size);
+        else if (s_key_is(k, "cur"))
+            rc = s_bin_map(v, &r->cur, &r->cur_size);
+        else if (s_key_is(k, "aux"))
+            rc = s_unit_from(v, depth, &r->aux);
+        else if (s_key_is(k, "units")) {
+            if (v->type != MSGPACK_OBJECT_ARRAY || r->units) {
+                rc = AM2Z_EPROTO;
+                break;
+            }
+            r->units = calloc(v->via.array.size ? v->via.array.size : 1, sizeof *r->units);
+            if (!r->units) {
+                rc = AM2Z_ENOMEM;
+                break;
+            }
+            r->nunits = v->via.array.size;
+            for (uint32_t j = 0; rc == AM2Z_OK && j < v->via.array.size; j++)
+                rc = s_unit_from(&v->via.array.ptr[j], depth, &r->units[j]);
+        }
+    }
+    if (rc == AM2Z_OK && (!r->comp || !r->session || !r->input))
+        rc = AM2Z_EPROTO;
+    if (rc != AM2Z_OK) {
+        am2z_runrec_destroy(&r);
+        return rc;
+    }
+    *out = r;
+    return AM2Z_OK;
+}
+
+int
+am2z_runrec_decode(const uint8_t *data, size_t size, am2z_runrec_t **out)
+{
+    *out = NULL;
+    if (!data || am2z_msgpack_check(data, size, S_MAX_DEPTH) != AM2Z_OK)
+        return AM2Z_EPROTO;
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    int rc = AM2Z_EPROTO;
+    if (msgpack_unpack_next(&up, (const char *)data, size, NULL) == MSGPACK_UNPACK_SUCCESS)
+        rc = s_run_from(&up.data, 0, out);
+    msgpack_unpacked_destroy(&up);
+    return rc;
+}
+
+void
+am2z_runrec_destroy(am2z_runrec_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    am2z_runrec_t *r = *self_p;
+    free(r->job);
+    free(r->comp);
+    free(r->session);
+    free(r->input);
+    free(r->cur);
+    free(r->key);
+    free(r->target);
+    for (size_t i = 0; r->units && i < r->nunits; i++)
+        s_unit_clear(&r->units[i]);
+    free(r->units);
+    s_unit_clear(&r->aux);
+    free(r);
+    *self_p = NULL;
 }
 
 /* ---------------------------------------------------------------------------

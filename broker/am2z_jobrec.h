@@ -48,7 +48,10 @@ int am2z_bw_take(am2z_bw_t *self, uint8_t **out, size_t *size);
        { "proc": str, "session": str, "state"?: bin (msgpack map),
          "prio": int, "timeout": uint, "delay": uint, "depth": uint,
          "created": uint ms, "seq": uint, "attempt": uint,
-         "error"?: bin (an encoded error map), "failed"?: uint ms }
+         "error"?: bin (an encoded error map), "failed"?: uint ms,
+         "overlay"?: true }
+   overlay: the job belongs to a batch composite run in another session;
+   its state is a payload set on the session's state at dispatch.
    The same record is the value of AM2Z_DB_DLQ (dead letters): there it
    carries the last error and when the job failed for good.
    ------------------------------------------------------------------------ */
@@ -67,6 +70,7 @@ typedef struct {
     uint8_t *error;               /* owned encoded error map; NULL = none (dlq only) */
     size_t error_size;
     uint64_t failed_ms;           /* dlq: wall clock of the final failure */
+    bool overlay;                 /* state is a payload over the stored state */
 } am2z_jobrec_t;
 
 /*  Caller owns *out (free()). Returns AM2Z_OK, AM2Z_EINVAL, AM2Z_ENOMEM. */
@@ -78,6 +82,53 @@ int am2z_jobrec_decode(const uint8_t *data, size_t size, am2z_jobrec_t *rec);
 
 /*  Frees what rec owns and zeroes it. NULL-safe. */
 void am2z_jobrec_clear(am2z_jobrec_t *rec);
+
+/* ---------------------------------------------------------------------------
+   Workflow run record (value of AM2Z_DB_RUNS under the root job id; the
+   broker writes it with the am2z_bw writer, see am2z_flow.c):
+       run  := { "job"?: str (root only), "comp": str, "session": str,
+                 "started": uint ms, "expver": uint, "input": bin (state),
+                 "phase": uint, "cursor": uint, "cur"?: bin (state),
+                 "key"?: str, "target"?: str, "units": [unit...], "aux": unit }
+       unit := { "st": uint (0 to run, 2 done), "state"?: bin (state),
+                 "job"?: str, "session"?: str, "child"?: run }
+   A composite definition is stored in AM2Z_DB_RUNS too, under
+   "comp:" + name, as an am2z_comp_desc_encode map.
+   ------------------------------------------------------------------------ */
+typedef struct am2z_runrec_s am2z_runrec_t;
+
+typedef struct {
+    uint32_t status;              /* 0 = to run, 2 = done */
+    uint8_t *state;               /* owned; done: its result state */
+    size_t state_size;
+    char *job;                    /* owned; batch: job in another session */
+    char *session;                /* owned; batch: that session */
+    am2z_runrec_t *child;         /* owned; a nested run's progress */
+} am2z_rununit_t;
+
+struct am2z_runrec_s {
+    char *job;                    /* owned; root job id (root only) */
+    char *comp;                   /* owned */
+    char *session;                /* owned */
+    uint64_t started_ms;
+    uint64_t expected_version;    /* stored version when the run started */
+    uint8_t *input;               /* owned state */
+    size_t input_size;
+    uint32_t phase;
+    uint32_t cursor;
+    uint8_t *cur;                 /* owned state or NULL */
+    size_t cur_size;
+    char *key;                    /* owned or NULL */
+    char *target;                 /* owned or NULL */
+    am2z_rununit_t *units;        /* owned array */
+    size_t nunits;
+    am2z_rununit_t aux;
+};
+
+/*  Validates and copies a run record. Returns AM2Z_OK (caller owns *out:
+    am2z_runrec_destroy), AM2Z_EPROTO, AM2Z_ENOMEM. */
+int am2z_runrec_decode(const uint8_t *data, size_t size, am2z_runrec_t **out);
+void am2z_runrec_destroy(am2z_runrec_t **self_p);
 
 /* ---------------------------------------------------------------------------
    Peeks at peer bytes
