@@ -310,6 +310,113 @@ s_update_inventory(am2z_ctx_t *ctx)
 }
 
 /* ---------------------------------------------------------------------------
+   Small steps for the composites
+   ------------------------------------------------------------------------ */
+
+static int
+s_add_count(am2z_ctx_t *ctx, int64_t mul, int64_t add)
+{
+    int64_t n = 0;
+    am2z_state_get_int(am2z_ctx_state(ctx), "count", &n);
+    return am2z_changes_set_int(am2z_ctx_changes(ctx), "count", n * mul + add);
+}
+
+static int s_double(am2z_ctx_t *ctx) { return s_add_count(ctx, 2, 0); }
+static int s_add10(am2z_ctx_t *ctx) { return s_add_count(ctx, 1, 10); }
+
+static int
+s_append_text(am2z_ctx_t *ctx, const char *text)
+{
+    /* "A" as msgpack: fixstr of one byte */
+    const uint8_t v[2] = { 0xa1, (uint8_t)text[0] };
+    return am2z_changes_append_raw(am2z_ctx_changes(ctx), "items", v, sizeof v);
+}
+
+static int s_append_a(am2z_ctx_t *ctx) { return s_append_text(ctx, "A"); }
+static int s_append_b(am2z_ctx_t *ctx) { return s_append_text(ctx, "B"); }
+static int s_append_c(am2z_ctx_t *ctx) { return s_append_text(ctx, "C"); }
+
+static int
+s_set_status_a(am2z_ctx_t *ctx)
+{
+    return am2z_changes_set_str(am2z_ctx_changes(ctx), "status", "a");
+}
+
+static int
+s_set_status_b(am2z_ctx_t *ctx)
+{
+    return am2z_changes_set_str(am2z_ctx_changes(ctx), "status", "b");
+}
+
+/*  A merge processor: $branches holds the branch states. */
+static int
+s_count_branches(am2z_ctx_t *ctx)
+{
+    size_t n = 0;
+    int rc = am2z_state_get_count(am2z_ctx_state(ctx), "$branches", &n);
+    if (rc != AM2Z_OK) {
+        am2z_error_t *e = am2z_error_validation("$branches", NULL, "no branches to merge");
+        return am2z_ctx_fail(ctx, &e);
+    }
+    rc = am2z_changes_set_int(am2z_ctx_changes(ctx), "mergedBranches", (int64_t)n);
+    if (rc == AM2Z_OK)
+        rc = am2z_changes_set_str(am2z_ctx_changes(ctx), "mergedBy", "count-branches");
+    return rc;
+}
+
+/*  A route selector: picks state.tier (or "basic"). */
+static int
+s_pick_tier(am2z_ctx_t *ctx)
+{
+    char tier[64] = "";
+    if (am2z_state_get_strcpy(am2z_ctx_state(ctx), "tier", tier, sizeof tier) != AM2Z_OK)
+        snprintf(tier, sizeof tier, "basic");
+    return am2z_ctx_select(ctx, tier);
+}
+
+static int
+s_tag_premium(am2z_ctx_t *ctx)
+{
+    return am2z_changes_set_str(am2z_ctx_changes(ctx), "handledBy", "premium");
+}
+
+static int
+s_tag_basic(am2z_ctx_t *ctx)
+{
+    return am2z_changes_set_str(am2z_ctx_changes(ctx), "handledBy", "basic");
+}
+
+/*  count += 1; a BusinessError when state.bad is true. */
+static int
+s_bump(am2z_ctx_t *ctx)
+{
+    bool bad = false;
+    am2z_state_get_bool(am2z_ctx_state(ctx), "bad", &bad);
+    if (bad) {
+        am2z_error_t *e = am2z_error_business("BAD_PAYLOAD", "payload marked bad", NULL, 0);
+        return am2z_ctx_fail(ctx, &e);
+    }
+    return s_add_count(ctx, 1, 1);
+}
+
+/*  Sleeps state.ms (honouring cancellation), then steps += 1. */
+static int
+s_tick(am2z_ctx_t *ctx)
+{
+    int64_t ms = 0, steps = 0;
+    am2z_state_get_int(am2z_ctx_state(ctx), "ms", &ms);
+    am2z_state_get_int(am2z_ctx_state(ctx), "steps", &steps);
+    for (int64_t slept = 0; slept < ms; slept += 10) {
+        if (am2z_ctx_cancelled(ctx)) {
+            am2z_error_t *e = am2z_error_new(AM2Z_CAT_EXECUTION, "CANCELLED", "tick cancelled");
+            return am2z_ctx_fail(ctx, &e);
+        }
+        nanosleep(&(struct timespec){ .tv_nsec = 10 * 1000000L }, NULL);
+    }
+    return am2z_changes_set_int(am2z_ctx_changes(ctx), "steps", steps + 1);
+}
+
+/* ---------------------------------------------------------------------------
    The table
    ------------------------------------------------------------------------ */
 
@@ -351,7 +458,89 @@ static const am2z_processor_def_t s_defs[] = {
                  .multiplier = 2.0, .max_delay_ms = 10000 } },
     { .name = "sleep-stubborn", .fn = s_sleep_stubborn, .concurrency = 1,
       .description = "sleeps ms milliseconds; ignores cancellation" },
+    /* steps of the example composites */
+    { .name = "double", .fn = s_double, .concurrency = 2, .description = "count *= 2" },
+    { .name = "add10", .fn = s_add10, .concurrency = 2, .description = "count += 10" },
+    { .name = "append-a", .fn = s_append_a, .concurrency = 2, .description = "appends \"A\" to items" },
+    { .name = "append-b", .fn = s_append_b, .concurrency = 2, .description = "appends \"B\" to items" },
+    { .name = "append-c", .fn = s_append_c, .concurrency = 2, .description = "appends \"C\" to items" },
+    { .name = "set-status-a", .fn = s_set_status_a, .concurrency = 2, .description = "status = \"a\"" },
+    { .name = "set-status-b", .fn = s_set_status_b, .concurrency = 2, .description = "status = \"b\"" },
+    { .name = "count-branches", .fn = s_count_branches, .concurrency = 2,
+      .description = "merge processor: mergedBranches = number of $branches" },
+    { .name = "pick-tier", .fn = s_pick_tier, .concurrency = 2,
+      .description = "route selector: selects state.tier (default basic)" },
+    { .name = "tag-premium", .fn = s_tag_premium, .concurrency = 2, .description = "handledBy = premium" },
+    { .name = "tag-basic", .fn = s_tag_basic, .concurrency = 2, .description = "handledBy = basic" },
+    { .name = "bump", .fn = s_bump, .concurrency = 4,
+      .description = "count += 1; BusinessError BAD_PAYLOAD when bad is true" },
+    { .name = "tick", .fn = s_tick, .concurrency = 2,
+      .description = "sleeps ms milliseconds, then steps += 1" },
 };
+
+/* ---------------------------------------------------------------------------
+   Composites
+   ------------------------------------------------------------------------ */
+
+static const char *const s_order_steps[] = {
+    "validate-order", "check-inventory", "process-payment", "fulfil-order" };
+static const char *const s_fulfil_steps[] = {
+    "create-shipment", "send-confirmation", "update-inventory" };
+static const char *const s_calc_steps[] = { "increment", "double", "add10" };
+static const char *const s_calc_fail_steps[] = { "increment", "fail", "add10" };
+static const char *const s_abc_steps[] = { "append-a", "append-b", "append-c" };
+static const char *const s_ab_steps[] = { "append-a", "append-b" };
+static const char *const s_status_steps[] = { "set-status-a", "set-status-b" };
+static const char *const s_ticks_steps[] = { "tick", "tick", "tick", "tick", "tick" };
+static const am2z_route_t s_tier_routes[] = {
+    { "premium", "tag-premium" }, { "basic", "tag-basic" } };
+static const am2z_route_t s_kind_routes[] = {
+    { "order", "process-order" }, { "calc", "calc" } };
+
+static const am2z_composite_def_t s_comps[] = {
+    { .name = "process-order", .kind = AM2Z_COMPOSITE_CHAIN,
+      .description = "validate, reserve, pay, then fulfil in parallel",
+      .steps = s_order_steps, .nsteps = 4 },
+    { .name = "fulfil-order", .kind = AM2Z_COMPOSITE_PARALLEL,
+      .description = "shipment, confirmation and inventory at once",
+      .steps = s_fulfil_steps, .nsteps = 3 },
+    { .name = "calc", .kind = AM2Z_COMPOSITE_CHAIN, .description = "(count + 1) * 2 + 10",
+      .steps = s_calc_steps, .nsteps = 3 },
+    { .name = "calc-fail", .kind = AM2Z_COMPOSITE_CHAIN, .description = "fails at step 2",
+      .steps = s_calc_fail_steps, .nsteps = 3 },
+    { .name = "abc", .kind = AM2Z_COMPOSITE_PARALLEL, .description = "appends A, B and C",
+      .steps = s_abc_steps, .nsteps = 3 },
+    { .name = "ab-merged", .kind = AM2Z_COMPOSITE_PARALLEL,
+      .description = "appends A and B; merged by count-branches",
+      .steps = s_ab_steps, .nsteps = 2, .merge = "count-branches" },
+    { .name = "status-race", .kind = AM2Z_COMPOSITE_PARALLEL,
+      .description = "two branches set status: the later wins",
+      .steps = s_status_steps, .nsteps = 2 },
+    { .name = "status-strict", .kind = AM2Z_COMPOSITE_PARALLEL,
+      .description = "two branches set status: strict merge fails",
+      .steps = s_status_steps, .nsteps = 2, .strict = true },
+    { .name = "tier-route", .kind = AM2Z_COMPOSITE_ROUTE, .description = "by state.tier",
+      .selector_path = "tier", .routes = s_tier_routes, .nroutes = 2 },
+    { .name = "tier-select", .kind = AM2Z_COMPOSITE_ROUTE,
+      .description = "by the pick-tier selector; fallback tag-basic",
+      .selector = "pick-tier", .routes = s_tier_routes, .nroutes = 1, .fallback = "tag-basic" },
+    { .name = "kind-route", .kind = AM2Z_COMPOSITE_ROUTE,
+      .description = "state.kind: order -> process-order, calc -> calc",
+      .selector_path = "kind", .routes = s_kind_routes, .nroutes = 2 },
+    { .name = "bump-all", .kind = AM2Z_COMPOSITE_BATCH,
+      .description = "bump over state.payloads", .processor = "bump",
+      .payloads_path = "payloads" },
+    { .name = "ticks", .kind = AM2Z_COMPOSITE_CHAIN, .description = "five ticks",
+      .steps = s_ticks_steps, .nsteps = 5 },
+};
+
+const am2z_composite_def_t *
+am2z_example_composites(size_t *count)
+{
+    if (count)
+        *count = sizeof s_comps / sizeof s_comps[0];
+    return s_comps;
+}
 
 const am2z_processor_def_t *
 am2z_example_processors(size_t *count)

@@ -19,6 +19,32 @@
         backoff            always fails (retryable execution error);
                            retry: 4 attempts, exponential 100 ms x2
         sleep-stubborn     sleeps state.ms in one go; ignores cancellation
+        double, add10      count *= 2, count += 10
+        append-a/b/c       appends "A" / "B" / "C" to items
+        set-status-a/b     status = "a" / "b"
+        count-branches     merge processor: mergedBranches = len($branches)
+        pick-tier          route selector: selects state.tier (default basic)
+        tag-premium/basic  handledBy = "premium" / "basic"
+        bump               count += 1; BusinessError BAD_PAYLOAD when bad
+        tick               sleeps state.ms, then steps += 1
+
+    Composites (am2z_example_composites):
+        process-order      chain(validate-order, check-inventory,
+                           process-payment, fulfil-order)
+        fulfil-order       parallel(create-shipment, send-confirmation,
+                           update-inventory)
+        calc               chain(increment, double, add10)
+        calc-fail          chain(increment, fail, add10)
+        abc                parallel(append-a, append-b, append-c)
+        ab-merged          parallel(append-a, append-b), merge count-branches
+        status-race        parallel(set-status-a, set-status-b)
+        status-strict      the same, strict
+        tier-route         route on state.tier: premium, basic
+        tier-select        route by pick-tier: premium; fallback tag-basic
+        kind-route         route on state.kind: order -> process-order,
+                           calc -> calc
+        bump-all           batch of bump over state.payloads
+        ticks              chain of five ticks
 
     The order processors use the AM2Z README state shape:
         {order: {id, items: [{sku, qty, price}], customer: {email}}}
@@ -30,6 +56,7 @@
 
 #include <stddef.h>
 
+#include "am2z_compose.h"
 #include "am2z_worker.h"
 
 #ifdef __cplusplus
@@ -39,6 +66,9 @@ extern "C" {
 /*  The definitions, in the order above. Static storage: never freed.
     *count receives the number of entries. */
 const am2z_processor_def_t *am2z_example_processors(size_t *count);
+
+/*  The example composites, as above. Static storage: never freed. */
+const am2z_composite_def_t *am2z_example_composites(size_t *count);
 
 #ifdef __cplusplus
 }

@@ -162,11 +162,13 @@ START_TEST(test_examples_table_is_well_formed)
 {
     size_t n = 0;
     const am2z_processor_def_t *defs = am2z_example_processors(&n);
-    ck_assert_uint_eq(n, 16);
+    ck_assert_uint_eq(n, 29);
     const char *expected[] = {
         "increment", "validate-email", "append", "sleep", "fail", "flaky", "emit",
         "validate-order", "check-inventory", "process-payment", "create-shipment",
         "send-confirmation", "update-inventory", "fail-retry", "backoff", "sleep-stubborn",
+        "double", "add10", "append-a", "append-b", "append-c", "set-status-a", "set-status-b",
+        "count-branches", "pick-tier", "tag-premium", "tag-basic", "bump", "tick",
     };
     for (size_t i = 0; i < n; i++) {
         ck_assert_str_eq(defs[i].name, expected[i]);
@@ -175,6 +177,14 @@ START_TEST(test_examples_table_is_well_formed)
         ck_assert_ptr_nonnull(defs[i].description);
     }
     ck_assert_ptr_nonnull(am2z_example_processors(NULL));
+    size_t nc = 0;
+    const am2z_composite_def_t *comps = am2z_example_composites(&nc);
+    ck_assert_uint_eq(nc, 13);
+    for (size_t i = 0; i < nc; i++) {
+        char err[256] = "";
+        ck_assert_msg(am2z_composite_validate(&comps[i], err, sizeof err) == AM2Z_OK,
+                      "%s: %s", comps[i].name, err);
+    }
 }
 END_TEST
 

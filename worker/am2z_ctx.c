@@ -364,6 +364,7 @@ s_run(zsock_t *pipe, const am2zw_actor_args_t *a, const am2z_msg_t *job)
     done.error = oc.next ? NULL : oc.error;
     done.exec_us = oc.exec_us;
     done.started_at_ms = oc.started_ms;
+    done.select = oc.next && oc.selected[0] ? oc.selected : NULL;   /* route selectors */
     if (!oc.next && !oc.error)
         done.error = oc.error = am2z_error_resource("memory", 0, 0);
 
