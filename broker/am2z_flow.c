@@ -73,6 +73,8 @@ typedef struct {
     size_t *psizes;
     bool bad_payloads;            /* batch: payloads_path is not an array of maps */
     bool dirty;                   /* root: record to rewrite */
+    bool resumed;                 /* restored after a restart: steps whose
+                                     processor no worker announced yet wait */
 } flow_t;
 
 /*  One outcome for a run's unit. */
@@ -278,6 +280,7 @@ s_flow_new(am2z_broker_t *self, const am2z_comp_desc_t *comp, const char *sessio
     f->parent_slot = slot;
     f->root_flow = parent ? parent->root_flow : f->id;
     f->root = parent ? parent->root : root;
+    f->resumed = parent ? parent->resumed : false;
     f->comp = comp;
     f->session = strdup(session);
     f->input = *input_p;
@@ -452,7 +455,9 @@ s_start_unit(am2z_broker_t *self, flow_t *f, int slot, const char *name,
         s_run(self, c);
         return;
     }
-    if (!proc || !proc->registered) {
+    if ((!proc || !proc->registered) && f->resumed)
+        proc = am2zb_proc_get(self, name, true);   /* its workers come back */
+    if (!proc || (!proc->registered && !f->resumed)) {
         am2z_error_t *e = s_not_found(self, name);
         s_push(self, f->id, slot, false, NULL, &e, NULL);
         return;
@@ -1417,6 +1422,7 @@ s_start_root(am2z_broker_t *self, session_t *session, job_t *job)
     }
     f->expected_version = job->expected_version;
     if (rec) {
+        f->resumed = true;
         s_restore(self, f, rec);
         if (f->deadline_us && job->timeout_ms) {
             uint64_t now = am2z_clock_wall_ms();

@@ -174,3 +174,34 @@ am2zw_composite_dup(const am2z_composite_def_t *def)
         am2zw_composite_free(&d);
     return d;
 }
+
+int
+am2zw_composite_desc(const am2z_composite_def_t *def, am2z_comp_desc_t *out)
+{
+    if (!def || !out || (unsigned)def->kind > AM2Z_COMPOSITE_BATCH)
+        return AM2Z_EINVAL;
+    /* same fields, same meaning: borrow them into a view and deep-copy it */
+    am2z_comp_desc_t view = {
+        .name = (char *)def->name, .kind = (uint32_t)def->kind,
+        .description = (char *)def->description, .timeout_ms = def->timeout_ms,
+        .steps = (char **)def->steps, .nsteps = def->nsteps, .merge = (char *)def->merge,
+        .strict = def->strict, .selector_path = (char *)def->selector_path,
+        .selector = (char *)def->selector, .fallback = (char *)def->fallback,
+        .processor = (char *)def->processor, .payloads_path = (char *)def->payloads_path,
+    };
+    am2z_route_desc_t *routes = NULL;
+    if (def->nroutes) {
+        routes = calloc(def->nroutes, sizeof *routes);
+        if (!routes)
+            return AM2Z_ENOMEM;
+        for (size_t i = 0; i < def->nroutes; i++) {
+            routes[i].key = (char *)def->routes[i].key;
+            routes[i].target = (char *)def->routes[i].target;
+        }
+        view.routes = routes;
+        view.nroutes = def->nroutes;
+    }
+    int rc = am2z_comp_desc_copy(&view, out);
+    free(routes);
+    return rc;
+}

@@ -121,4 +121,9 @@ void am2zw_outcome_clear(am2zw_outcome_t *out);
 am2z_composite_def_t *am2zw_composite_dup(const am2z_composite_def_t *def);
 void am2zw_composite_free(am2z_composite_def_t **def_p);
 
+/*  The wire form of a definition (READY.comps[]), a deep copy: *out is
+    zeroed first; on failure it holds nothing. Returns AM2Z_OK, AM2Z_EINVAL
+    (kind out of range), AM2Z_ENOMEM. Clear with am2z_comp_desc_clear. */
+int am2zw_composite_desc(const am2z_composite_def_t *def, am2z_comp_desc_t *out);
+
 #endif

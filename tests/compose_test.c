@@ -1,0 +1,577 @@
+/*  compose_test.c — Check suite "compose": composites (chain, parallel,
+    route, batch, nesting) run by the broker as durable workflow runs, with
+    the real am2z-broker and am2z-example-worker on 127.0.0.1 ephemeral
+    ports.
+
+    The example composites (am2z_example_composites) are announced to the
+    broker in a READY of their own (s_announce: a DEALER speaking the wire
+    protocol), so these cases exercise the broker's side whatever worker
+    serves the steps. Every wait is bounded and waits for what it needs.
+*/
+#include "am2z_client.h"
+#include "am2z_codec.h"
+#include "am2z_examples.h"
+#include "am2z_json.h"
+#include "am2z_testproc.h"
+#include "am2z_testutil.h"
+#include "am2z_worker_priv.h"
+
+#include <czmq.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+typedef struct {
+    char dir[512];
+    am2z_testproc_t broker;
+    am2z_testproc_t worker;
+    char frontend[256], backend[256], events[256];
+} s_env_t;
+
+/*  READY {worker, procs: [compose-announcer], comps: every example
+    composite}: registers the composites with the broker. */
+static void
+s_announce(const s_env_t *env)
+{
+    size_t n = 0;
+    const am2z_composite_def_t *defs = am2z_example_composites(&n);
+    am2z_comp_desc_t *comps = calloc(n, sizeof *comps);
+    ck_assert_ptr_nonnull(comps);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_int_eq(am2zw_composite_desc(&defs[i], &comps[i]), AM2Z_OK);
+    am2z_proc_desc_t proc = { .name = "compose-announcer", .concurrency = 1 };
+    am2z_msg_t msg;
+    am2z_msg_init(&msg, AM2Z_CMD_READY);
+    msg.worker = "compose-announcer";
+    msg.procs = &proc;
+    msg.nprocs = 1;
+    msg.comps = comps;
+    msg.ncomps = n;
+    uint8_t *body = NULL;
+    size_t size = 0;
+    ck_assert_int_eq(am2z_msg_encode(&msg, &body, &size), AM2Z_OK);
+    for (size_t i = 0; i < n; i++)
+        am2z_comp_desc_clear(&comps[i]);
+    free(comps);
+    zsock_t *dealer = zsock_new(ZMQ_DEALER);
+    ck_assert_ptr_nonnull(dealer);
+    zsock_set_linger(dealer, 2000);
+    ck_assert_int_eq(zsock_connect(dealer, "%s", env->backend), 0);
+    zmsg_t *m = zmsg_new();
+    zmsg_addstr(m, AM2Z_PROTOCOL);
+    zmsg_addstr(m, "READY");
+    zmsg_addmem(m, body, size);
+    ck_assert_int_eq(zmsg_send(&m, dealer), 0);
+    free(body);
+    zsock_destroy(&dealer);       /* lingers until the READY is out */
+}
+
+static void
+s_wait_registered(const s_env_t *env, const char *name)
+{
+    am2z_client_t *c = NULL;
+    ck_assert_int_eq(am2z_client_connect(env->frontend, &c), AM2Z_OK);
+    am2z_client_set_timeout(c, 2000);
+    bool yes = false;
+    for (int i = 0; i < 500 && !yes; i++) {
+        if (am2z_client_is_processor_registered(c, name, &yes) != AM2Z_OK || !yes)
+            usleep(10 * 1000);
+    }
+    ck_assert_msg(yes, "%s never registered", name);
+    am2z_client_destroy(&c);
+}
+
+static void
+s_start_worker(s_env_t *env)
+{
+    char *argv[] = { AM2Z_EXAMPLE_WORKER_BIN, "--broker", env->backend,
+                     "--heartbeat", "200ms", "--log-level", "warn", NULL };
+    ck_assert_int_eq(am2z_testproc_start(&env->worker, argv), 0);
+    ck_assert_msg(am2z_testproc_wait_line(&env->worker, "ready", 10000) == 0,
+                  "worker did not report ready");
+    s_wait_registered(env, "tick");
+}
+
+static void
+s_start(s_env_t *env, const char *tag)
+{
+    if (!env->dir[0])
+        am2z_test_tmpdir(tag, env->dir, sizeof env->dir);
+    char *argv[] = { AM2Z_BROKER_BIN, "--data-dir", env->dir,
+                     "--frontend", "tcp://127.0.0.1:*", "--backend", "tcp://127.0.0.1:*",
+                     "--events", "tcp://127.0.0.1:*", "--heartbeat", "200ms",
+                     "--log-level", "warn", NULL };
+    ck_assert_int_eq(am2z_testproc_start(&env->broker, argv), 0);
+    ck_assert_msg(am2z_testproc_wait_line(&env->broker, "ready", 10000) == 0,
+                  "broker did not report ready");
+    ck_assert_int_eq(am2z_testproc_field(&env->broker, "frontend", env->frontend,
+                                         sizeof env->frontend), 0);
+    ck_assert_int_eq(am2z_testproc_field(&env->broker, "backend", env->backend,
+                                         sizeof env->backend), 0);
+    ck_assert_int_eq(am2z_testproc_field(&env->broker, "events", env->events,
+                                         sizeof env->events), 0);
+    s_start_worker(env);
+    s_announce(env);
+    s_wait_registered(env, "calc");
+}
+
+static void
+s_stop(s_env_t *env)
+{
+    am2z_testproc_stop(&env->worker, SIGTERM, 10000);
+    int status = am2z_testproc_stop(&env->broker, SIGTERM, 15000);
+    ck_assert_msg(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "broker did not exit 0 on SIGTERM");
+    am2z_test_rmtree(env->dir);
+}
+
+static am2z_client_t *
+s_client(const s_env_t *env)
+{
+    am2z_client_t *c = NULL;
+    ck_assert_int_eq(am2z_client_connect(env->frontend, &c), AM2Z_OK);
+    am2z_client_set_timeout(c, 15000);
+    return c;
+}
+
+/*  A version-1 state of `session` with the user keys of a JSON object. */
+static am2z_state_t *
+s_state(const char *session, const char *json)
+{
+    uint8_t *map = NULL;
+    size_t size = 0;
+    char err[256];
+    ck_assert_int_eq(am2z_json_parse_to_msgpack(json, &map, &size, err, sizeof err), AM2Z_OK);
+    am2z_state_t *st = NULL, *v1 = NULL;
+    ck_assert_int_eq(am2z_state_from_map(session, map, size, am2z_clock_wall_ms(), &st), AM2Z_OK);
+    ck_assert_int_eq(am2z_state_with_metadata(st, session, 1, am2z_state_created_at(st),
+                                              am2z_state_last_updated(st), &v1), AM2Z_OK);
+    am2z_state_destroy(&st);
+    free(map);
+    return v1;
+}
+
+/*  The value at path as JSON text (caller frees). */
+static char *
+s_json_at(const am2z_state_t *st, const char *path)
+{
+    uint8_t *raw = NULL;
+    size_t size = 0;
+    ck_assert_int_eq(am2z_state_get_raw(st, path, &raw, &size), AM2Z_OK);
+    char *text = NULL;
+    ck_assert_int_eq(am2z_json_dumps_msgpack(raw, size, JSON_COMPACT, &text), AM2Z_OK);
+    free(raw);
+    return text;
+}
+
+static int64_t
+s_int_at(const am2z_state_t *st, const char *path)
+{
+    int64_t v = 0;
+    ck_assert_int_eq(am2z_state_get_int(st, path, &v), AM2Z_OK);
+    return v;
+}
+
+/*  A failed result's error details as JSON (caller decrefs). */
+static json_t *
+s_details(const am2z_result_t *r)
+{
+    ck_assert(!r->success);
+    ck_assert_ptr_nonnull(r->error);
+    ck_assert_ptr_nonnull(r->error->details);
+    json_t *j = NULL;
+    ck_assert_int_eq(am2z_json_from_msgpack(r->error->details, r->error->details_size, &j),
+                     AM2Z_OK);
+    return j;
+}
+
+/*  Events of this client's jobs. */
+typedef struct {
+    struct {
+        char name[64];
+        char data[256];
+    } ev[128];
+    int count;
+} s_log_t;
+
+static void
+s_record(const am2z_event_t *ev, void *arg)
+{
+    s_log_t *log = arg;
+    if (log->count >= 128)
+        return;
+    snprintf(log->ev[log->count].name, sizeof log->ev[0].name, "%s", ev->name);
+    char *text = NULL;
+    if (ev->data && am2z_json_dumps_msgpack(ev->data, ev->data_size, JSON_COMPACT, &text)
+        == AM2Z_OK)
+        snprintf(log->ev[log->count].data, sizeof log->ev[0].data, "%s", text);
+    free(text);
+    log->count++;
+}
+
+static int
+s_count_named(const s_log_t *log, const char *name)
+{
+    int n = 0;
+    for (int i = 0; i < log->count; i++)
+        if (strcmp(log->ev[i].name, name) == 0)
+            n++;
+    return n;
+}
+
+static const char *
+s_data_of(const s_log_t *log, const char *name, int nth)
+{
+    for (int i = 0; i < log->count; i++)
+        if (strcmp(log->ev[i].name, name) == 0 && nth-- == 0)
+            return log->ev[i].data;
+    ck_abort_msg("no event %s", name);
+    return NULL;
+}
+
+static am2z_result_t *
+s_exec(am2z_client_t *c, const char *name, const char *session, const char *json)
+{
+    am2z_state_t *st = json ? s_state(session, json) : NULL;
+    am2z_result_t *r = NULL;
+    ck_assert_int_eq(am2z_client_execute(c, name, st, session, NULL, &r), AM2Z_OK);
+    ck_assert_ptr_nonnull(r);
+    am2z_state_destroy(&st);
+    return r;
+}
+
+/* ---------------------------------------------------------------------------
+   Chain
+   ------------------------------------------------------------------------ */
+
+START_TEST(test_compose_chain_runs_steps_in_order_one_version_each)
+{
+    s_env_t env = { 0 };
+    s_start(&env, "cmp-chain");
+    am2z_client_t *c = s_client(&env);
+    s_log_t log = { 0 };
+    ck_assert_int_eq(am2z_client_on_event(c, "", s_record, &log), AM2Z_OK);
+    am2z_result_t *r = s_exec(c, "calc", "chain-1", "{\"count\": 5}");
+    ck_assert_msg(r->success, "calc failed: %s", r->error ? r->error->message : "?");
+    ck_assert_int_eq(s_int_at(r->state, "count"), 22);          /* (5 + 1) * 2 + 10 */
+    ck_assert_uint_eq(am2z_state_version(r->state), 1 + 3);
+    ck_assert_str_eq(r->processor, "calc");
+    am2z_result_destroy(&r);
+    /* the session's state was written once, by the run */
+    am2z_state_t *stored = NULL;
+    ck_assert_int_eq(am2z_client_get_state(c, "chain-1", &stored), AM2Z_OK);
+    ck_assert_int_eq(s_int_at(stored, "count"), 22);
+    ck_assert_uint_eq(am2z_state_version(stored), 4);
+    am2z_state_destroy(&stored);
+    ck_assert_int_eq(s_count_named(&log, "workflow:started"), 1);
+    ck_assert_int_eq(s_count_named(&log, "workflow:completed"), 1);
+    ck_assert_int_eq(s_count_named(&log, "processor:completed"), 3);
+    ck_assert_str_eq(s_data_of(&log, "processor:completed", 1),
+                     "{\"composite\":\"calc\",\"step\":\"double\",\"position\":2,\"total\":3,"
+                     "\"stepCompleted\":true}");
+    /* the steps' own events reach the caller too */
+    ck_assert_int_ge(s_count_named(&log, "processor:active"), 3);
+    /* a composite continues from the stored state like any processor */
+    r = s_exec(c, "calc", "chain-1", NULL);
+    ck_assert(r->success);
+    ck_assert_int_eq(s_int_at(r->state, "count"), 56);
+    ck_assert_uint_eq(am2z_state_version(r->state), 7);
+    am2z_result_destroy(&r);
+    am2z_client_destroy(&c);
+    s_stop(&env);
+}
+END_TEST
+
+START_TEST(test_compose_chain_failure_names_step_position_and_partial_state)
+{
+    s_env_t env = { 0 };
+    s_start(&env, "cmp-chain-fail");
+    am2z_client_t *c = s_client(&env);
+    s_log_t log = { 0 };
+    ck_assert_int_eq(am2z_client_on_event(c, "workflow:", s_record, &log), AM2Z_OK);
+    am2z_result_t *r = s_exec(c, "calc-fail", "chain-2", "{\"count\": 5}");
+    ck_assert(!r->success);
+    ck_assert_ptr_nonnull(strstr(r->error->message, "chain 'calc-fail' failed at step 2 (fail)"));
+    json_t *d = s_details(r);
+    ck_assert_str_eq(json_string_value(json_object_get(d, "step")), "fail");
+    ck_assert_int_eq(json_integer_value(json_object_get(d, "position")), 2);
+    ck_assert_int_eq(json_integer_value(json_object_get(d, "completedSteps")), 1);
+    json_t *partial = json_object_get(d, "partialState");
+    ck_assert_int_eq(json_integer_value(json_object_get(partial, "count")), 6);
+    json_decref(d);
+    am2z_result_destroy(&r);
+    ck_assert_int_eq(s_count_named(&log, "workflow:failed"), 1);
+    /* nothing was written: the session has no state */
+    am2z_state_t *stored = NULL;
+    ck_assert_int_eq(am2z_client_get_state(c, "chain-2", &stored), AM2Z_ENOTFOUND);
+    am2z_client_destroy(&c);
+    s_stop(&env);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------------
+   Parallel
+   ------------------------------------------------------------------------ */
+
+START_TEST(test_compose_parallel_merges_branches_conflicts_strict_and_merge_processor)
+{
+    s_env_t env = { 0 };
+    s_start(&env, "cmp-par");
+    am2z_client_t *c = s_client(&env);
+    s_log_t log = { 0 };
+    ck_assert_int_eq(am2z_client_on_event(c, "", s_record, &log), AM2Z_OK);
+
+    am2z_result_t *r = s_exec(c, "abc", "par-1", "{\"items\": [\"x\"]}");
+    ck_assert_msg(r->success, "abc: %s", r->error ? r->error->message : "?");
+    char *items = s_json_at(r->state, "items");
+    ck_assert_str_eq(items, "[\"x\",\"A\",\"B\",\"C\"]");       /* branch order */
+    free(items);
+    ck_assert_uint_eq(am2z_state_version(r->state), 2);           /* one step */
+    am2z_result_destroy(&r);
+    ck_assert_int_eq(s_count_named(&log, "processor:completed"), 3);
+
+    /* a scalar conflict: the later branch wins, one merge:conflict */
+    log.count = 0;
+    r = s_exec(c, "status-race", "par-2", "{\"status\": \"new\"}");
+    ck_assert(r->success);
+    char status[16];
+    ck_assert_int_eq(am2z_state_get_strcpy(r->state, "status", status, sizeof status), AM2Z_OK);
+    ck_assert_str_eq(status, "b");
+    am2z_result_destroy(&r);
+    ck_assert_int_eq(s_count_named(&log, "merge:conflict"), 1);
+    ck_assert_str_eq(s_data_of(&log, "merge:conflict", 0),
+                     "{\"path\":\"status\",\"winner\":1,\"strict\":false}");
+
+    /* strict: the conflict fails the run */
+    r = s_exec(c, "status-strict", "par-3", "{\"status\": \"new\"}");
+    ck_assert(!r->success);
+    ck_assert_str_eq(r->error->code, "MERGE_CONFLICT");
+    am2z_result_destroy(&r);
+
+    /* a merge processor replaces the three-way merge; $branches is gone */
+    r = s_exec(c, "ab-merged", "par-4", "{\"items\": []}");
+    ck_assert_msg(r->success, "ab-merged: %s", r->error ? r->error->message : "?");
+    ck_assert_int_eq(s_int_at(r->state, "mergedBranches"), 2);
+    am2z_vtype_t type;
+    ck_assert_int_eq(am2z_state_type(r->state, "$branches", &type), AM2Z_ENOTFOUND);
+    ck_assert_uint_eq(am2z_state_version(r->state), 2);
+    am2z_result_destroy(&r);
+    am2z_client_destroy(&c);
+    s_stop(&env);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------------
+   Route
+   ------------------------------------------------------------------------ */
+
+START_TEST(test_compose_route_by_path_selector_fallback_and_no_route)
+{
+    s_env_t env = { 0 };
+    s_start(&env, "cmp-route");
+    am2z_client_t *c = s_client(&env);
+    char by[32];
+
+    am2z_result_t *r = s_exec(c, "tier-route", "route-1", "{\"tier\": \"premium\"}");
+    ck_assert_msg(r->success, "tier-route: %s", r->error ? r->error->message : "?");
+    ck_assert_int_eq(am2z_state_get_strcpy(r->state, "handledBy", by, sizeof by), AM2Z_OK);
+    ck_assert_str_eq(by, "premium");
+    ck_assert_uint_eq(am2z_state_version(r->state), 2);
+    am2z_result_destroy(&r);
+
+    r = s_exec(c, "tier-route", "route-2", "{\"tier\": \"gold\"}");
+    ck_assert(!r->success);
+    ck_assert_int_eq(r->error->kind, AM2Z_KIND_VALIDATION);
+    ck_assert_ptr_nonnull(strstr(r->error->message, "no route for gold"));
+    am2z_result_destroy(&r);
+
+    /* the selector processor picks the key (DONE.select) */
+    r = s_exec(c, "tier-select", "route-3", "{\"tier\": \"premium\"}");
+    ck_assert_msg(r->success, "tier-select: %s", r->error ? r->error->message : "?");
+    ck_assert_int_eq(am2z_state_get_strcpy(r->state, "handledBy", by, sizeof by), AM2Z_OK);
+    ck_assert_str_eq(by, "premium");
+    am2z_result_destroy(&r);
+
+    /* an unknown key goes to the fallback */
+    r = s_exec(c, "tier-select", "route-4", "{\"tier\": \"gold\"}");
+    ck_assert(r->success);
+    ck_assert_int_eq(am2z_state_get_strcpy(r->state, "handledBy", by, sizeof by), AM2Z_OK);
+    ck_assert_str_eq(by, "basic");
+    am2z_result_destroy(&r);
+    am2z_client_destroy(&c);
+    s_stop(&env);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------------
+   Batch
+   ------------------------------------------------------------------------ */
+
+START_TEST(test_compose_batch_runs_payloads_in_their_sessions_in_order)
+{
+    s_env_t env = { 0 };
+    s_start(&env, "cmp-batch");
+    am2z_client_t *c = s_client(&env);
+    /* b-2 already has state: its payload runs on it */
+    am2z_result_t *r = s_exec(c, "increment", "b-2", "{\"count\": 40}");
+    ck_assert(r->success);
+    am2z_result_destroy(&r);
+
+    r = s_exec(c, "bump-all", "batch-1",
+               "{\"payloads\": [{\"sessionId\": \"b-1\"}, {\"sessionId\": \"b-2\"},"
+               " {\"sessionId\": \"b-3\", \"count\": 7}]}");
+    ck_assert_msg(r->success, "bump-all: %s", r->error ? r->error->message : "?");
+    char *summary = s_json_at(r->state, "$batch");
+    ck_assert_str_eq(summary,
+                     "[{\"index\":0,\"sessionId\":\"b-1\",\"success\":true,\"version\":2},"
+                     "{\"index\":1,\"sessionId\":\"b-2\",\"success\":true,\"version\":3},"
+                     "{\"index\":2,\"sessionId\":\"b-3\",\"success\":true,\"version\":2}]");
+    free(summary);
+    ck_assert_uint_eq(am2z_state_version(r->state), 2);
+    am2z_result_destroy(&r);
+    const char *sessions[] = { "b-1", "b-2", "b-3" };
+    const int64_t counts[] = { 1, 42, 8 };
+    for (int i = 0; i < 3; i++) {
+        am2z_state_t *st = NULL;
+        ck_assert_int_eq(am2z_client_get_state(c, sessions[i], &st), AM2Z_OK);
+        ck_assert_int_eq(s_int_at(st, "count"), counts[i]);
+        am2z_state_destroy(&st);
+    }
+
+    /* a failing payload fails the run; its index is named */
+    r = s_exec(c, "bump-all", "batch-2",
+               "{\"payloads\": [{\"sessionId\": \"b-4\"}, {\"sessionId\": \"b-5\", \"bad\": true},"
+               " {\"sessionId\": \"b-6\"}]}");
+    ck_assert(!r->success);
+    json_t *d = s_details(r);
+    ck_assert_int_eq(json_integer_value(json_object_get(d, "position")), 1);
+    ck_assert_str_eq(json_string_value(json_object_get(d, "step")), "bump");
+    json_decref(d);
+    ck_assert_ptr_nonnull(strstr(r->error->message, "batch 'bump-all' failed at payload 1"));
+    am2z_result_destroy(&r);
+
+    /* payloads of the caller's own session are merged into its result */
+    r = s_exec(c, "bump-all", "batch-3", "{\"count\": 1, \"payloads\": [{}, {\"x\": 1}]}");
+    ck_assert_msg(r->success, "own payloads: %s", r->error ? r->error->message : "?");
+    ck_assert_int_eq(s_int_at(r->state, "count"), 2);
+    ck_assert_int_eq(s_int_at(r->state, "x"), 1);
+    ck_assert_uint_eq(am2z_state_version(r->state), 2);
+    am2z_result_destroy(&r);
+    am2z_client_destroy(&c);
+    s_stop(&env);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------------
+   Nesting
+   ------------------------------------------------------------------------ */
+
+#define S_ORDER "{\"kind\": \"order\", \"order\": {\"id\": \"o-1\", \"items\": " \
+    "[{\"sku\": \"a\", \"qty\": 2, \"price\": 5}], \"customer\": {\"email\": \"a@b.io\"}}}"
+
+START_TEST(test_compose_nested_parallel_in_chain_in_route)
+{
+    s_env_t env = { 0 };
+    s_start(&env, "cmp-nest");
+    am2z_client_t *c = s_client(&env);
+    s_log_t log = { 0 };
+    ck_assert_int_eq(am2z_client_on_event(c, "workflow:", s_record, &log), AM2Z_OK);
+    am2z_result_t *r = s_exec(c, "kind-route", "nest-1", S_ORDER);
+    ck_assert_msg(r->success, "kind-route: %s", r->error ? r->error->message : "?");
+    char buf[64];
+    ck_assert_int_eq(am2z_state_get_strcpy(r->state, "payment.status", buf, sizeof buf), AM2Z_OK);
+    ck_assert_str_eq(buf, "paid");
+    ck_assert_int_eq(am2z_state_get_strcpy(r->state, "shipment.trackingNumber", buf, sizeof buf),
+                     AM2Z_OK);
+    bool yes = false;
+    ck_assert_int_eq(am2z_state_get_bool(r->state, "confirmation.sent", &yes), AM2Z_OK);
+    ck_assert(yes);
+    ck_assert_int_eq(am2z_state_get_bool(r->state, "inventory.updated", &yes), AM2Z_OK);
+    ck_assert(yes);
+    /* 3 chain steps + 1 for the parallel step */
+    ck_assert_uint_eq(am2z_state_version(r->state), 1 + 4);
+    am2z_result_destroy(&r);
+    /* route, chain and parallel each started and completed */
+    ck_assert_int_eq(s_count_named(&log, "workflow:started"), 3);
+    ck_assert_int_eq(s_count_named(&log, "workflow:completed"), 3);
+
+    /* the order example directly */
+    r = s_exec(c, "process-order", "nest-2", S_ORDER);
+    ck_assert(r->success);
+    ck_assert_uint_eq(am2z_state_version(r->state), 5);
+    am2z_result_destroy(&r);
+    am2z_client_destroy(&c);
+    s_stop(&env);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------------
+   Durability
+   ------------------------------------------------------------------------ */
+
+START_TEST(test_compose_broker_sigkill_mid_chain_resumes_from_last_step)
+{
+    s_env_t env = { 0 };
+    s_start(&env, "cmp-kill");
+    am2z_client_t *c = s_client(&env);
+    s_log_t log = { 0 };
+    ck_assert_int_eq(am2z_client_on_event(c, "processor:completed", s_record, &log), AM2Z_OK);
+    am2z_state_t *st = s_state("kill-1", "{\"ms\": 300, \"steps\": 0}");
+    char id[AM2Z_JOB_ID_MAX + 1];
+    ck_assert_int_eq(am2z_client_submit(c, "ticks", st, "kill-1", NULL, id), AM2Z_OK);
+    /* two steps done, the third running */
+    am2z_result_t *r = NULL;
+    for (int i = 0; i < 100 && log.count < 2; i++)
+        ck_assert_int_eq(am2z_client_wait(c, id, 50, &r), AM2Z_ETIMEOUT);
+    ck_assert_int_ge(log.count, 2);
+    ck_assert_int_lt(log.count, 5);
+    usleep(100 * 1000);           /* the record of step 2 is committed by now */
+    am2z_client_destroy(&c);
+    ck_assert_int_eq(kill(env.broker.pid, SIGKILL), 0);
+    am2z_testproc_stop(&env.broker, 0, 10000);
+    am2z_testproc_stop(&env.worker, SIGTERM, 10000);
+
+    /* same data dir: the composite is known again before any READY, and
+       the run resumes from its record */
+    uint64_t t0 = am2z_clock_mono_us();
+    s_start(&env, "cmp-kill");
+    c = s_client(&env);
+    ck_assert_int_eq(am2z_client_wait(c, id, 15000, &r), AM2Z_OK);
+    ck_assert_msg(r->success, "resumed run failed: %s", r->error ? r->error->message : "?");
+    ck_assert_int_eq(s_int_at(r->state, "steps"), 5);          /* as if each ran once */
+    ck_assert_uint_eq(am2z_state_version(r->state), 1 + 5);
+    /* at most the step in flight ran again: well under five steps' time */
+    ck_assert_uint_lt((am2z_clock_mono_us() - t0) / 1000, 5 * 300 + 1500);
+    am2z_result_destroy(&r);
+    am2z_state_destroy(&st);
+    am2z_client_destroy(&c);
+    s_stop(&env);
+}
+END_TEST
+
+static Suite *
+s_suite(void)
+{
+    Suite *s = suite_create("compose");
+    TCase *tc = tcase_create("broker+worker per case");
+    tcase_set_timeout(tc, 40);
+    tcase_add_test(tc, test_compose_chain_runs_steps_in_order_one_version_each);
+    tcase_add_test(tc, test_compose_chain_failure_names_step_position_and_partial_state);
+    tcase_add_test(tc, test_compose_parallel_merges_branches_conflicts_strict_and_merge_processor);
+    tcase_add_test(tc, test_compose_route_by_path_selector_fallback_and_no_route);
+    tcase_add_test(tc, test_compose_batch_runs_payloads_in_their_sessions_in_order);
+    tcase_add_test(tc, test_compose_nested_parallel_in_chain_in_route);
+    tcase_add_test(tc, test_compose_broker_sigkill_mid_chain_resumes_from_last_step);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int
+main(void)
+{
+    return am2z_test_run(s_suite());
+}
