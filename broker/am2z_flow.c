@@ -1442,36 +1442,33 @@ am2zb_flow_tick(am2z_broker_t *self)
 {
     am2zb_flows_t *fl = self->flows;
     uint64_t now = am2z_clock_wall_ms();
-    if (!self->draining) {
-        for (proc_t *proc = zhashx_first(self->procs); proc; proc = zhashx_next(self->procs)) {
-            if (!proc->comp)
+    zlistx_t *starts = self->draining ? NULL : zlistx_new();
+    for (proc_t *proc = starts ? zhashx_first(self->procs) : NULL; proc;
+         proc = zhashx_next(self->procs)) {
+        if (!proc->comp)
+            continue;
+        while (zlistx_size(proc->ring) > 0) {
+            session_t *session = zlistx_first(proc->ring);
+            am2zb_session_unready(self, session);
+            job_t *job = zlistx_first(session->lane);
+            if (session->active || !job)
                 continue;
-            zlistx_t *starts = zlistx_new();
-            if (!starts)
-                break;
-            while (zlistx_size(proc->ring) > 0) {
-                session_t *session = zlistx_first(proc->ring);
-                am2zb_session_unready(self, session);
-                job_t *job = zlistx_first(session->lane);
-                if (session->active || !job)
-                    continue;
-                if (job->proc != proc || job->not_before_ms > now || !job->accepted) {
-                    am2zb_session_kick(self, session, now);
-                    if (session->ring_proc == proc)
-                        break;
-                    continue;
-                }
-                zlistx_add_end(starts, session);
+            if (job->proc != proc || job->not_before_ms > now || !job->accepted) {
+                am2zb_session_kick(self, session, now);
+                if (session->ring_proc == proc)
+                    break;
+                continue;
             }
-            /* started outside the ring walk: a run may enqueue elsewhere */
-            for (session_t *s = zlistx_first(starts); s; s = zlistx_next(starts)) {
-                job_t *job = zlistx_first(s->lane);
-                if (!s->active && job && job->proc == proc)
-                    s_start_root(self, s, job);
-            }
-            zlistx_destroy(&starts);
+            zlistx_add_end(starts, session);
         }
     }
+    /* started after the walk: a run may create procs and enqueue elsewhere */
+    for (session_t *s = starts ? zlistx_first(starts) : NULL; s; s = zlistx_next(starts)) {
+        job_t *job = zlistx_first(s->lane);
+        if (!s->active && job && job->proc->comp)
+            s_start_root(self, s, job);
+    }
+    zlistx_destroy(&starts);
     /* deadlines: a composite's timeout bounds its whole run */
     uint64_t mono = am2z_clock_mono_us();
     zlistx_t *late = zlistx_new();
