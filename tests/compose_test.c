@@ -553,6 +553,43 @@ START_TEST(test_compose_broker_sigkill_mid_chain_resumes_from_last_step)
 }
 END_TEST
 
+START_TEST(test_compose_timeout_bounds_the_run_and_stop_session_ends_it)
+{
+    s_env_t env = { 0 };
+    s_start(&env, "cmp-stop");
+    am2z_client_t *c = s_client(&env);
+    /* the SUBMIT's timeout bounds the whole run, not each step */
+    am2z_state_t *st = s_state("to-1", "{\"ms\": 200, \"steps\": 0}");
+    am2z_submit_opts_t opts = { .timeout_ms = 500 };
+    am2z_result_t *r = NULL;
+    uint64_t t0 = am2z_clock_mono_us();
+    ck_assert_int_eq(am2z_client_execute(c, "ticks", st, "to-1", &opts, &r), AM2Z_OK);
+    ck_assert(!r->success);
+    ck_assert_int_eq(r->error->kind, AM2Z_KIND_TIMEOUT);
+    ck_assert_uint_lt((am2z_clock_mono_us() - t0) / 1000, 900);
+    am2z_result_destroy(&r);
+    am2z_state_destroy(&st);
+
+    /* stopping the session ends a running run; the session is free again */
+    st = s_state("stop-1", "{\"ms\": 300, \"steps\": 0}");
+    char id[AM2Z_JOB_ID_MAX + 1];
+    ck_assert_int_eq(am2z_client_submit(c, "ticks", st, "stop-1", NULL, id), AM2Z_OK);
+    usleep(150 * 1000);
+    ck_assert_int_eq(am2z_client_stop_session(c, "stop-1", false), AM2Z_OK);
+    ck_assert_int_eq(am2z_client_wait(c, id, 5000, &r), AM2Z_OK);
+    ck_assert(!r->success);
+    ck_assert_str_eq(r->error->code, "SESSION_STOPPED");
+    am2z_result_destroy(&r);
+    r = s_exec(c, "calc", "stop-1", "{\"count\": 1}");
+    ck_assert_msg(r->success, "after stop: %s", r->error ? r->error->message : "?");
+    ck_assert_int_eq(s_int_at(r->state, "count"), 14);
+    am2z_result_destroy(&r);
+    am2z_state_destroy(&st);
+    am2z_client_destroy(&c);
+    s_stop(&env);
+}
+END_TEST
+
 static Suite *
 s_suite(void)
 {
@@ -566,6 +603,7 @@ s_suite(void)
     tcase_add_test(tc, test_compose_batch_runs_payloads_in_their_sessions_in_order);
     tcase_add_test(tc, test_compose_nested_parallel_in_chain_in_route);
     tcase_add_test(tc, test_compose_broker_sigkill_mid_chain_resumes_from_last_step);
+    tcase_add_test(tc, test_compose_timeout_bounds_the_run_and_stop_session_ends_it);
     suite_add_tcase(s, tc);
     return s;
 }
