@@ -5,6 +5,9 @@
 
     Short heartbeats (100 ms, liveness 3) keep failure detection fast. Every
     wait polls for the event it needs, bounded; nothing sleeps and hopes.
+    Brokers bind explicit free ports below the ephemeral ranges, so a
+    restarted broker gets the same ports back (a "*" port can be taken by
+    a parallel test while the broker is down).
     Child processes get PR_SET_PDEATHSIG, and an atexit hook SIGKILLs them,
     so a failing case leaves no daemon behind.
 */
@@ -17,7 +20,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -80,27 +86,66 @@ typedef struct {
     char events[256];
 } s_broker_t;
 
-/*  Starts a broker on dir; ports "*" the first time, then the same ones. */
-static void
-s_broker_start(s_broker_t *b, bool same_ports)
+/*  A free TCP port on 127.0.0.1 below the kernel's ephemeral range and
+    CZMQ's "*" range (49152 and up), so that nothing else in the machine —
+    a parallel test binding "*", an outgoing connection — takes it while
+    our broker is down between a kill and its restart. */
+static int
+s_free_port(void)
 {
-    char fe[256], be[256], ev[256];
-    snprintf(fe, sizeof fe, "%s", same_ports ? b->frontend : "tcp://127.0.0.1:*");
-    snprintf(be, sizeof be, "%s", same_ports ? b->backend : "tcp://127.0.0.1:*");
-    snprintf(ev, sizeof ev, "%s", same_ports ? b->events : "tcp://127.0.0.1:*");
-    char *argv[] = { AM2Z_BROKER_BIN, "--data-dir", b->dir, "--frontend", fe,
-                     "--backend", be, "--events", ev, "--heartbeat", HB,
+    static uint64_t seed;
+    if (!seed)
+        seed = (uint64_t)getpid() * 2654435761u ^ (uint64_t)time(NULL);
+    for (int tries = 0; tries < 200; tries++) {
+        uint8_t r[2];
+        am2z_test_random_bytes(&seed, r, sizeof r);
+        int port = 20000 + (int)(((unsigned)r[0] << 8 | r[1]) % 12000);
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        ck_assert_int_ge(fd, 0);
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        int ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+        close(fd);
+        if (ok)
+            return port;
+    }
+    ck_abort_msg("no free port");
+    return -1;
+}
+
+/*  Starts a broker on b->dir and the endpoints in b (same ones after a
+    kill: the data dir and the ports stay). Returns 0, or -1 when it did not
+    report ready (e.g. a port was taken). */
+static int
+s_broker_try(s_broker_t *b)
+{
+    char *argv[] = { AM2Z_BROKER_BIN, "--data-dir", b->dir, "--frontend", b->frontend,
+                     "--backend", b->backend, "--events", b->events, "--heartbeat", HB,
                      "--liveness", LIVENESS, "--durability", "periodic",
                      "--log-level", "error", NULL };
     s_spawn(&b->proc, argv);
-    ck_assert_msg(am2z_testproc_wait_line(&b->proc, "ready", 10000) == 0,
-                  "broker did not report ready");
+    if (am2z_testproc_wait_line(&b->proc, "ready", 10000) != 0) {
+        am2z_testproc_stop(&b->proc, SIGKILL, 5000);
+        return -1;
+    }
+    /*  the ready line names the endpoints it bound */
     ck_assert_int_eq(am2z_testproc_field(&b->proc, "frontend", b->frontend,
                                          sizeof b->frontend), 0);
     ck_assert_int_eq(am2z_testproc_field(&b->proc, "backend", b->backend,
                                          sizeof b->backend), 0);
     ck_assert_int_eq(am2z_testproc_field(&b->proc, "events", b->events,
                                          sizeof b->events), 0);
+    return 0;
+}
+
+/*  Restart on the same data dir and ports. */
+static void
+s_broker_start(s_broker_t *b)
+{
+    ck_assert_msg(s_broker_try(b) == 0, "broker did not report ready on %s",
+                  b->frontend);
 }
 
 static void
@@ -108,7 +153,14 @@ s_broker_new(s_broker_t *b, const char *tag)
 {
     memset(b, 0, sizeof *b);
     am2z_test_tmpdir(tag, b->dir, sizeof b->dir);
-    s_broker_start(b, false);
+    for (int tries = 0; tries < 5; tries++) {
+        snprintf(b->frontend, sizeof b->frontend, "tcp://127.0.0.1:%d", s_free_port());
+        snprintf(b->backend, sizeof b->backend, "tcp://127.0.0.1:%d", s_free_port());
+        snprintf(b->events, sizeof b->events, "tcp://127.0.0.1:%d", s_free_port());
+        if (s_broker_try(b) == 0)
+            return;
+    }
+    ck_abort_msg("broker did not start");
 }
 
 static void
@@ -319,7 +371,7 @@ START_TEST(test_fault_broker_sigkill_with_1000_jobs_in_flight_loses_none)
     ck_assert(status != -1 && WIFSIGNALED(status));
     am2z_client_destroy(&c);
 
-    s_broker_start(&b, true);                    /* same data dir, same ports */
+    s_broker_start(&b);                    /* same data dir, same ports */
     s_wait_workers(&b, 2, 10000);                /* the workers came back */
 
     /*  a new client fetches every result by id, twice */
@@ -507,7 +559,7 @@ START_TEST(test_fault_workers_reregister_after_broker_restart)
     for (int round = 0; round < 2; round++) {
         int status = am2z_testproc_stop(&b.proc, SIGKILL, 5000);
         ck_assert(status != -1 && WIFSIGNALED(status));
-        s_broker_start(&b, true);
+        s_broker_start(&b);
         s_wait_workers(&b, 1, 10000);
         c = s_client(&b);
         ck_assert_int_eq(am2z_client_execute(c, "increment", NULL, "brestart-1", NULL, &r),

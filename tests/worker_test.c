@@ -595,18 +595,78 @@ END_TEST
 
 START_TEST(test_worker_reregisters_after_disconnect)
 {
-    s_rig_t r = s_rig(1000, 100);
+    s_rig_t r = s_rig(200, 100);
     am2z_msg_t msg;
     am2z_msg_init(&msg, AM2Z_CMD_DISCONNECT);
+    /*  right after a READY, a DISCONNECT answers something older: ignored */
     am2z_fakebroker_send(r.fb, &msg);
-    am2z_fakebroker_expect(r.fb, AM2Z_CMD_READY, &msg, WAIT_MS);
-    ck_assert_str_eq(msg.worker, "test-worker");
-    am2z_msg_clear(&msg);
+    ck_assert_int_eq(am2z_fakebroker_recv(r.fb, &msg, 100), -1);
+    /*  later, it makes the worker register again */
+    bool ready = false;
+    for (int i = 0; i < 60 && !ready; i++) {
+        am2z_msg_init(&msg, AM2Z_CMD_DISCONNECT);
+        am2z_fakebroker_send(r.fb, &msg);
+        if (am2z_fakebroker_recv(r.fb, &msg, 50) == 0) {
+            ck_assert_int_eq(msg.cmd, AM2Z_CMD_READY);
+            ck_assert_str_eq(msg.worker, "test-worker");
+            ready = true;
+            am2z_msg_clear(&msg);
+        }
+    }
+    ck_assert(ready);
     /*  and still serves */
     am2z_msg_t done;
     s_run_job(&r, "incr", &done);
     ck_assert(done.success);
     am2z_msg_clear(&done);
+    s_unrig(&r);
+}
+END_TEST
+
+/*  After a re-registration the broker grants full credit while jobs of the
+    old registration may still run: a JOB that finds no idle slot waits for
+    one instead of being refused, and the old job's outcome is dropped. */
+START_TEST(test_worker_job_after_reregistration_waits_for_stale_slot)
+{
+    s_rig_t r = s_rig(100, 100);
+    am2z_state_t *st = s_state_count(0);
+    char old[AM2Z_ID_LEN + 1], fresh[AM2Z_ID_LEN + 1];
+    am2z_fakebroker_job(r.fb, "blocker", st, 1, 0, old);       /* concurrency 1 */
+    s_wait_started(r.fb, old);
+    am2z_msg_t msg;
+    bool ready = false;
+    for (int i = 0; i < 60 && !ready; i++) {
+        am2z_msg_init(&msg, AM2Z_CMD_DISCONNECT);
+        am2z_fakebroker_send(r.fb, &msg);
+        if (am2z_fakebroker_recv(r.fb, &msg, 50) == 0) {
+            ready = msg.cmd == AM2Z_CMD_READY;
+            am2z_msg_clear(&msg);
+        }
+    }
+    ck_assert(ready);
+    /*  the new registration's JOB: the old blocker is cancelled, and this
+        one runs in its slot */
+    am2z_fakebroker_job(r.fb, "blocker", st, 2, 300, fresh);
+    bool saw_old = false, saw_fresh = false;
+    uint64_t deadline = am2z_clock_mono_us() + 5000000;
+    while (!saw_fresh && am2z_clock_mono_us() < deadline) {
+        if (am2z_fakebroker_recv(r.fb, &msg, 100) != 0)
+            continue;
+        if (msg.cmd == AM2Z_CMD_DONE) {
+            saw_old |= streq(msg.job, old);
+            if (streq(msg.job, fresh)) {
+                saw_fresh = true;
+                /*  it ran (and was cancelled by its own 300 ms lease), not
+                    refused for lack of a slot */
+                ck_assert_str_eq(msg.error->code, "CANCELLED");
+                ck_assert_uint_eq(msg.attempt, 2);
+            }
+        }
+        am2z_msg_clear(&msg);
+    }
+    ck_assert(saw_fresh);
+    ck_assert_msg(!saw_old, "the old registration's outcome was forwarded");
+    am2z_state_destroy(&st);
     s_unrig(&r);
 }
 END_TEST
@@ -980,6 +1040,7 @@ s_suite(void)
     tcase_add_test(tc, test_worker_refuses_job_beyond_credit);
     tcase_add_test(tc, test_worker_heartbeats);
     tcase_add_test(tc, test_worker_reregisters_after_disconnect);
+    tcase_add_test(tc, test_worker_job_after_reregistration_waits_for_stale_slot);
     tcase_add_test(tc, test_worker_reconnects_after_broker_silence);
     tcase_add_test(tc, test_worker_bad_job_frame_does_not_crash);
     tcase_add_test(tc, test_worker_run_returns_on_stop_flag_and_stop);

@@ -19,6 +19,21 @@
     (S_BACKOFF_MIN_MS doubling to S_BACKOFF_MAX_MS, never less than one
     heartbeat). Hearing the broker resets the backoff.
 
+    Registrations: every READY after the first starts a new registration
+    epoch. The broker that receives it (restarted, or one that had counted
+    us dead) holds none of our earlier leases any more: it re-dispatches
+    those jobs itself. So jobs still running from an older epoch are
+    cancelled and their outcomes dropped. The broker grants full credit to
+    the new registration, and a JOB on the wire cannot say which
+    registration it was sent to (one sent just before the broker saw our
+    new READY belongs to the old one, yet arrives after it): so after a
+    re-registration a JOB that finds no idle slot waits in its lane's
+    pending queue (up to the lane's concurrency) and starts when a slot
+    frees. Before any re-registration such a JOB breaks the credit rule and
+    is refused. A DISCONNECT within one heartbeat of our last READY answers
+    something we sent before it: it is ignored, so a burst of them does not
+    re-register (and re-lease) over and over.
+
     Stop is a drain in two phases, so no job is lost or run twice:
       draining  (up to cfg.grace_ms) running jobs go on and their DONEs are
                 forwarded; heartbeats go on, so the broker keeps our leases
@@ -87,15 +102,20 @@ typedef struct {
     am2zw_actor_args_t args;      /* read by the actor; stable address */
     atomic_bool cancel;           /* set here, read by the actor */
     bool busy;                    /* a job was sent and its DONE not seen */
+    uint32_t epoch;               /* registration epoch of the running job */
     char job[AM2Z_JOB_ID_MAX + 1];/* id of the running job */
     uint32_t attempt;             /* its attempt */
     uint64_t deadline_us;         /* lease deadline (mono), 0 = none */
 } s_slot_t;
 
-/*  Idle slots of one processor. */
+/*  Idle slots of one processor, and JOBs waiting for a slot (only after a
+    re-registration; see the file comment). npending <= concurrency. */
 typedef struct {
     size_t *idle;                 /* owned stack of slot indices */
     size_t nidle;                 /* entries on the stack */
+    am2z_msg_t **pending;         /* owned FIFO of decoded JOBs (ring) */
+    size_t npending;              /* entries queued */
+    size_t phead;                 /* index of the oldest */
 } s_lane_t;
 
 /*  Everything one run owns. Lives on the running thread's stack. */
@@ -113,6 +133,8 @@ typedef struct {
     uint64_t hb_us;               /* heartbeat interval */
     uint64_t next_hb_us;          /* when the next HEARTBEAT goes out */
     uint64_t last_heard_us;       /* last message from the broker */
+    uint32_t epoch;               /* registration epoch: +1 per READY after the first */
+    uint64_t ready_at_us;         /* when the last READY went out */
     uint64_t backoff_ms;          /* next reconnect backoff (before jitter) */
     uint64_t next_reconnect_us;   /* no reconnect before this (0 = any time) */
     uint64_t rng;                 /* xorshift state for the jitter */
@@ -312,11 +334,33 @@ s_send_ready(s_engine_t *e)
     msg.nprocs = w->nprocs;
     int rc = s_send_msg(e, &msg);
     free(descs);
+    e->ready_at_us = am2z_clock_mono_us();
     if (rc == AM2Z_OK)
         AM2Z_LOG(w->log, AM2Z_LOG_INFO, "worker", "ready sent",
                  AM2Z_KS("worker", w->cfg.id), AM2Z_KS("broker", w->cfg.broker),
                  AM2Z_KU("processors", w->nprocs));
     return rc;
+}
+
+/*  READY again (new socket, or the broker asked): a new epoch. Jobs of the
+    older epochs are no longer ours to report (file comment): cancel them. */
+static void
+s_reregister(s_engine_t *e)
+{
+    e->epoch++;
+    size_t stale = 0;
+    for (size_t i = 0; i < e->nslots; i++) {
+        s_slot_t *slot = &e->slots[i];
+        if (slot->busy && slot->epoch < e->epoch) {
+            atomic_store(&slot->cancel, true);
+            stale++;
+        }
+    }
+    if (stale)
+        AM2Z_LOG(e->w->log, AM2Z_LOG_INFO, "worker",
+                 "re-registering: running jobs of the old registration cancelled",
+                 AM2Z_KU("jobs", stale));
+    s_send_ready(e);
 }
 
 /*  DONE {job, attempt, ok: false, error}. Takes *error_p. */
@@ -422,8 +466,17 @@ s_engine_fini(s_engine_t *e)
     free(e->slots);
     e->slots = NULL;
     if (e->lanes)
-        for (size_t i = 0; i < e->w->nprocs; i++)
-            free(e->lanes[i].idle);
+        for (size_t i = 0; i < e->w->nprocs; i++) {
+            s_lane_t *lane = &e->lanes[i];
+            for (size_t k = 0; lane->pending && k < lane->npending; k++) {
+                am2z_msg_t **m = &lane->pending[(lane->phead + k)
+                                                % e->w->procs[i].concurrency];
+                am2z_msg_clear(*m);
+                free(*m);
+            }
+            free(lane->pending);
+            free(lane->idle);
+        }
     free(e->lanes);
     e->lanes = NULL;
     free(e->items);
@@ -458,7 +511,8 @@ s_engine_init(s_engine_t *e, am2z_worker_t *w, zsock_t *control,
     for (size_t p = 0; p < w->nprocs; p++) {
         s_lane_t *lane = &e->lanes[p];
         lane->idle = calloc(w->procs[p].concurrency, sizeof *lane->idle);
-        if (!lane->idle)
+        lane->pending = calloc(w->procs[p].concurrency, sizeof *lane->pending);
+        if (!lane->idle || !lane->pending)
             goto fail;
         for (uint32_t c = 0; c < w->procs[p].concurrency; c++, s++) {
             s_slot_t *slot = &e->slots[s];
@@ -514,14 +568,51 @@ s_find_proc(const am2z_worker_t *w, const char *name)
     return -1;
 }
 
-/*  Takes the decoded JOB (*job is moved into the actor, or cleared). */
+/*  Starts *owned (taken) on an idle slot of lane p. */
+static void
+s_start_job(s_engine_t *e, size_t p, am2z_msg_t *owned)
+{
+    am2z_worker_t *w = e->w;
+    s_lane_t *lane = &e->lanes[p];
+    s_slot_t *slot = &e->slots[lane->idle[--lane->nidle]];
+    snprintf(slot->job, sizeof slot->job, "%s", owned->job);
+    slot->attempt = owned->attempt;
+    slot->epoch = e->epoch;
+    slot->deadline_us = owned->timeout_ms
+                            ? am2z_clock_mono_us() + owned->timeout_ms * 1000 : 0;
+    atomic_store(&slot->cancel, false);
+    slot->busy = true;
+    e->busy++;
+
+    zmsg_t *msg = zmsg_new();
+    if (!msg || zmsg_addstr(msg, "JOB") != 0
+        || zmsg_addmem(msg, &owned, sizeof owned) != 0
+        || zmsg_send(&msg, slot->actor) != 0) {
+        /*  The actor never saw it: undo, fail the job. */
+        zmsg_destroy(&msg);
+        slot->busy = false;
+        e->busy--;
+        lane->idle[lane->nidle++] = (size_t)(slot - e->slots);
+        am2z_error_t *error = am2z_error_resource("actor pipe", 0, 0);
+        s_send_failure(e, owned, &error);
+        am2z_msg_clear(owned);
+        free(owned);
+        return;
+    }
+    AM2Z_LOG(w->log, AM2Z_LOG_DEBUG, "worker", "job started",
+             AM2Z_KS("job", slot->job), AM2Z_KS("processor", slot->args.processor),
+             AM2Z_KU("attempt", slot->attempt));
+}
+
+/*  Takes the decoded JOB (*job is moved into the actor or the pending
+    queue, or cleared). */
 static void
 s_on_job(s_engine_t *e, am2z_msg_t *job)
 {
     am2z_worker_t *w = e->w;
     am2z_error_t *error = NULL;
     int p = s_find_proc(w, job->processor);
-    bool refuse = true;
+    bool pend = false;
     if (p < 0) {
         const char **names = calloc(w->nprocs, sizeof *names);
         for (size_t i = 0; names && i < w->nprocs; i++)
@@ -540,14 +631,16 @@ s_on_job(s_engine_t *e, am2z_msg_t *job)
         am2z_msg_clear(job);
         return;
     } else if (e->lanes[p].nidle == 0) {
-        AM2Z_LOG(w->log, AM2Z_LOG_WARN, "worker", "job without credit refused",
-                 AM2Z_KS("job", job->job), AM2Z_KS("processor", job->processor));
-        error = am2z_error_resource("processor slots", w->procs[p].concurrency,
-                                    w->procs[p].concurrency);
-    } else {
-        refuse = false;
+        if (e->epoch > 0 && e->lanes[p].npending < w->procs[p].concurrency) {
+            pend = true;
+        } else {
+            AM2Z_LOG(w->log, AM2Z_LOG_WARN, "worker", "job without credit refused",
+                     AM2Z_KS("job", job->job), AM2Z_KS("processor", job->processor));
+            error = am2z_error_resource("processor slots", w->procs[p].concurrency,
+                                        w->procs[p].concurrency);
+        }
     }
-    if (refuse) {
+    if (error || p < 0) {
         s_send_failure(e, job, &error);
         am2z_msg_clear(job);
         return;
@@ -562,35 +655,16 @@ s_on_job(s_engine_t *e, am2z_msg_t *job)
     }
     *owned = *job;                        /* move */
     am2z_msg_init(job, AM2Z_CMD_INVALID);
-
-    s_lane_t *lane = &e->lanes[p];
-    s_slot_t *slot = &e->slots[lane->idle[--lane->nidle]];
-    snprintf(slot->job, sizeof slot->job, "%s", owned->job);
-    slot->attempt = owned->attempt;
-    slot->deadline_us = owned->timeout_ms
-                            ? am2z_clock_mono_us() + owned->timeout_ms * 1000 : 0;
-    atomic_store(&slot->cancel, false);
-    slot->busy = true;
-    e->busy++;
-
-    zmsg_t *msg = zmsg_new();
-    if (!msg || zmsg_addstr(msg, "JOB") != 0
-        || zmsg_addmem(msg, &owned, sizeof owned) != 0
-        || zmsg_send(&msg, slot->actor) != 0) {
-        /*  The actor never saw it: undo, fail the job. */
-        zmsg_destroy(&msg);
-        slot->busy = false;
-        e->busy--;
-        lane->idle[lane->nidle++] = (size_t)(slot - e->slots);
-        error = am2z_error_resource("actor pipe", 0, 0);
-        s_send_failure(e, owned, &error);
-        am2z_msg_clear(owned);
-        free(owned);
+    if (pend) {
+        s_lane_t *lane = &e->lanes[p];
+        size_t cap = w->procs[p].concurrency;
+        lane->pending[(lane->phead + lane->npending++) % cap] = owned;
+        AM2Z_LOG(w->log, AM2Z_LOG_DEBUG, "worker",
+                 "job waits for a slot of the old registration",
+                 AM2Z_KS("job", owned->job), AM2Z_KS("processor", owned->processor));
         return;
     }
-    AM2Z_LOG(w->log, AM2Z_LOG_DEBUG, "worker", "job started",
-             AM2Z_KS("job", slot->job), AM2Z_KS("processor", slot->args.processor),
-             AM2Z_KU("attempt", slot->attempt));
+    s_start_job(e, (size_t)p, owned);
 }
 
 static void
@@ -640,10 +714,10 @@ s_on_broker_msg(s_engine_t *e, zmsg_t *raw)
     case AM2Z_CMD_HEARTBEAT:
         break;
     case AM2Z_CMD_DISCONNECT:
-        if (!e->stopping) {
+        if (!e->stopping && am2z_clock_mono_us() - e->ready_at_us >= e->hb_us) {
             AM2Z_LOG(w->log, AM2Z_LOG_INFO, "worker",
                      "broker asked to re-register");
-            s_send_ready(e);
+            s_reregister(e);
         }
         break;
     default:
@@ -684,12 +758,13 @@ s_on_actor(s_engine_t *e, s_slot_t *slot)
     char *cmd = zmsg_popstr(msg);
     zframe_t *body = zmsg_pop(msg);
     if (cmd && body && streq(cmd, "EVENT")) {
-        if (!e->handed_back)
+        if (!e->handed_back && !(slot->busy && slot->epoch < e->epoch))
             s_send(e, "EVENT", zframe_data(body), zframe_size(body));
     } else if (cmd && body && streq(cmd, "DONE")) {
-        if (e->handed_back)
+        if (e->handed_back || (slot->busy && slot->epoch < e->epoch))
             AM2Z_LOG(e->w->log, AM2Z_LOG_INFO, "worker",
-                     "outcome of a handed-back job dropped",
+                     e->handed_back ? "outcome of a handed-back job dropped"
+                                    : "outcome of the old registration dropped",
                      AM2Z_KS("job", slot->job));
         else if (zframe_size(body) > 0)
             s_send(e, "DONE", zframe_data(body), zframe_size(body));
@@ -701,6 +776,12 @@ s_on_actor(s_engine_t *e, s_slot_t *slot)
             e->busy--;
             s_lane_t *lane = &e->lanes[slot->proc];
             lane->idle[lane->nidle++] = (size_t)(slot - e->slots);
+            if (lane->npending && !e->stopping) {
+                am2z_msg_t *next = lane->pending[lane->phead];
+                lane->phead = (lane->phead + 1) % e->w->procs[slot->proc].concurrency;
+                lane->npending--;
+                s_start_job(e, slot->proc, next);
+            }
         }
     } else {
         AM2Z_LOG(e->w->log, AM2Z_LOG_ERROR, "worker", "unexpected actor message",
@@ -731,6 +812,17 @@ s_begin_stop(s_engine_t *e)
              AM2Z_KU("grace_ms", e->w->cfg.grace_ms));
     e->stopping = true;
     e->drain_deadline_us = am2z_clock_mono_us() + e->w->cfg.grace_ms * 1000;
+    /*  JOBs waiting for a slot are held like new ones: handed back. */
+    for (size_t p = 0; p < e->w->nprocs; p++) {
+        s_lane_t *lane = &e->lanes[p];
+        for (; lane->npending; lane->npending--) {
+            am2z_msg_t **m = &lane->pending[lane->phead];
+            lane->phead = (lane->phead + 1) % e->w->procs[p].concurrency;
+            am2z_msg_clear(*m);
+            free(*m);
+            e->held++;
+        }
+    }
 }
 
 /*  Phase 2: DISCONNECT (the broker re-dispatches what we still hold), then
@@ -807,7 +899,7 @@ s_reconnect(s_engine_t *e, uint64_t now)
     int rc = s_connect(e);
     if (rc != AM2Z_OK)
         return rc;
-    s_send_ready(e);
+    s_reregister(e);
     uint64_t half = e->backoff_ms / 2;
     uint64_t wait_us = (half + s_rand(e) % (half + 1)) * 1000;
     if (wait_us < e->hb_us)
