@@ -322,6 +322,10 @@ START_TEST(test_fault_worker_sigkill_mid_job_completes_on_another_worker)
     ck_assert_uint_eq(r->attempt, 2);
     ck_assert_uint_eq(am2z_state_version(r->state), 2);
     am2z_result_destroy(&r);
+    /*  no second RESULT reached the caller (a round trip flushes the pipe) */
+    am2z_stats_t stats;
+    ck_assert_int_eq(am2z_client_get_stats(c, &stats), AM2Z_OK);
+    ck_assert_int_eq(am2z_client_poll(c, id, &r), AM2Z_ETIMEOUT);
     /*  one success: the state moved once, and the stored result is that one */
     ck_assert_uint_eq(s_stored_version(q, "wkill-1"), 2);
     ck_assert_int_eq(am2z_client_wait(q, id, 5000, &r), AM2Z_OK);

@@ -23,7 +23,10 @@
 
     A JOB for an unknown processor, or beyond the processor's free slots
     (the broker broke the credit rule), is answered at once with a failed
-    DONE (ProcessorNotFoundError, retryable ResourceError). A JOB's lease
+    DONE (ProcessorNotFoundError, retryable ResourceError). Exception: after
+    a re-registration, jobs of the old registration may still occupy slots
+    (they are cancelled and their outcomes dropped: the broker re-dispatches
+    them itself), so a JOB that finds no free slot then waits for one. A JOB's lease
     length (`timeout`) sets the job's cancellation flag when it runs out.
     Broker silent for liveness x heartbeat: new socket, READY again (full
     credit; running jobs' DONEs still flow); while it stays silent, again
