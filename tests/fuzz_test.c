@@ -5,7 +5,8 @@
     is alive, that a normal client's increment still round-trips, and that a
     job accepted before the fuzzing completes.
 
-    Messages (deterministic: am2z_test_random_bytes with a fixed seed):
+    Messages (deterministic: am2z_test_random_bytes with a fixed seed, or
+    AM2Z_FUZZ_SEED):
       random frames, random frame counts, the right signature with an
       unknown command, valid commands with mutated bodies (bit flips,
       truncation, trailing bytes, huge declared lengths), maps of known keys
@@ -603,6 +604,11 @@ START_TEST(test_fuzz_broker_survives_10000_bad_messages_on_both_sockets)
     am2z_changes_destroy(&ch);
     ck_assert_int_eq(am2z_client_submit(c, "sleep", pre1, "prefuzz-keep-7", NULL, s_pre_job),
                      AM2Z_OK);
+    /*  AM2Z_FUZZ_SEED=N explores other inputs; the default is fixed */
+    const char *seed = getenv("AM2Z_FUZZ_SEED");
+    if (seed && *seed)
+        s_seed = strtoull(seed, NULL, 0);
+    fprintf(stderr, "fuzz: seed %llu\n", (unsigned long long)s_seed);
     s_make_templates();
 
     s_peer_t front = { .sock = zsock_new_dealer(fe) };
