@@ -173,16 +173,23 @@ s_broker_end(s_broker_t *b)
 }
 
 static void
-s_worker_start(am2z_testproc_t *w, const s_broker_t *b, const char *id,
-               const char *concurrency)
+s_worker_start_grace(am2z_testproc_t *w, const s_broker_t *b, const char *id,
+                     const char *concurrency, const char *grace)
 {
     char *argv[] = { AM2Z_EXAMPLE_WORKER_BIN, "--broker", (char *)b->backend,
                      "--id", (char *)id, "--heartbeat", HB, "--liveness", LIVENESS,
-                     "--grace", "10s", "--concurrency", (char *)concurrency,
+                     "--grace", (char *)grace, "--concurrency", (char *)concurrency,
                      "--log-level", "error", NULL };
     s_spawn(w, argv);
     ck_assert_msg(am2z_testproc_wait_line(w, "ready", 10000) == 0,
                   "worker %s did not report ready", id);
+}
+
+static void
+s_worker_start(am2z_testproc_t *w, const s_broker_t *b, const char *id,
+               const char *concurrency)
+{
+    s_worker_start_grace(w, b, id, concurrency, "10s");
 }
 
 /*  SIGTERM, and the worker must drain and exit 0 in time. */
@@ -489,6 +496,42 @@ START_TEST(test_fault_worker_sigterm_drains_running_jobs)
 }
 END_TEST
 
+
+START_TEST(test_fault_worker_sigterm_past_grace_hands_job_back)
+{
+    s_broker_t b;
+    s_broker_new(&b, "fault-handback");
+    am2z_testproc_t a, w2;
+    s_worker_start_grace(&a, &b, "worker-a", "2", "300ms");
+    s_wait_workers(&b, 1, 5000);
+    am2z_client_t *c = s_client(&b);
+    am2z_client_t *q = s_client(&b);
+    am2z_state_t *st = s_state("handback-1", "ms", 3000);
+    char id[AM2Z_JOB_ID_MAX + 1];
+    ck_assert_int_eq(am2z_client_submit(c, "sleep", st, "handback-1", NULL, id), AM2Z_OK);
+    s_wait_status(q, id, "active", 5000);
+    s_worker_start(&w2, &b, "worker-b", "2");
+    s_wait_workers(&b, 2, 5000);
+    /*  the 3 s job outlives A's 300 ms grace: A hands it back, cancels it
+        and exits 0 well before the job would have ended */
+    uint64_t t0 = am2z_clock_mono_us();
+    s_worker_term(&a);
+    ck_assert_uint_lt(am2z_clock_mono_us() - t0, 2500000);
+    am2z_result_t *r = NULL;
+    ck_assert_int_eq(am2z_client_wait(c, id, 15000, &r), AM2Z_OK);
+    ck_assert_msg(r->success, "job failed: %s", r->error ? r->error->message : "?");
+    ck_assert_uint_eq(r->attempt, 2);                 /* run again, on B */
+    ck_assert_uint_eq(am2z_state_version(r->state), 2);
+    am2z_result_destroy(&r);
+    ck_assert_uint_eq(s_stored_version(q, "handback-1"), 2);
+    am2z_state_destroy(&st);
+    am2z_client_destroy(&q);
+    am2z_client_destroy(&c);
+    s_worker_term(&w2);
+    s_broker_end(&b);
+}
+END_TEST
+
 enum { R_JOBS = 200, R_SESSIONS = 20 };
 
 START_TEST(test_fault_rolling_restart_of_workers_loses_nothing)
@@ -589,6 +632,7 @@ s_suite(void)
     tcase_add_test(tc, test_fault_worker_sigkill_mid_job_completes_on_another_worker);
     tcase_add_test(tc, test_fault_broker_sigkill_with_1000_jobs_in_flight_loses_none);
     tcase_add_test(tc, test_fault_worker_sigterm_drains_running_jobs);
+    tcase_add_test(tc, test_fault_worker_sigterm_past_grace_hands_job_back);
     tcase_add_test(tc, test_fault_rolling_restart_of_workers_loses_nothing);
     tcase_add_test(tc, test_fault_workers_reregister_after_broker_restart);
     suite_add_tcase(s, tc);
