@@ -1,5 +1,6 @@
 /*  example_worker.c — am2z-example-worker: serves every example processor
-    (am2z_examples.h) to a broker.
+    (am2z_examples.h) to a broker and announces the example composites
+    (run by the broker).
 
         am2z-example-worker [--broker tcp://127.0.0.1:7771] [--id ID]
                             [--heartbeat 1000ms] [--liveness 5]
@@ -140,6 +141,17 @@ main(int argc, char **argv)
         if (rc != AM2Z_OK) {
             fprintf(stderr, "am2z-example-worker: register %s: %s\n",
                     defs[i].name, am2z_strerror(rc));
+            am2z_worker_destroy(&worker);
+            return 1;
+        }
+    }
+    size_t ncomps = 0;
+    const am2z_composite_def_t *comps = am2z_example_composites(&ncomps);
+    for (size_t i = 0; i < ncomps; i++) {
+        rc = am2z_worker_register_composite(worker, &comps[i]);
+        if (rc != AM2Z_OK) {
+            fprintf(stderr, "am2z-example-worker: register composite %s: %s\n",
+                    comps[i].name, am2z_strerror(rc));
             am2z_worker_destroy(&worker);
             return 1;
         }

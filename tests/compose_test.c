@@ -3,10 +3,10 @@
     the real am2z-broker and am2z-example-worker on 127.0.0.1 ephemeral
     ports.
 
-    The example composites (am2z_example_composites) are announced to the
-    broker in a READY of their own (s_announce: a DEALER speaking the wire
-    protocol), so these cases exercise the broker's side whatever worker
-    serves the steps. Every wait is bounded and waits for what it needs.
+    am2z-example-worker announces the example composites
+    (am2z_example_composites) in its READY; the broker runs them and leases
+    their steps back to it. Every wait is bounded and waits for what it
+    needs.
 */
 #include "am2z_client.h"
 #include "am2z_codec.h"
@@ -14,7 +14,6 @@
 #include "am2z_json.h"
 #include "am2z_testproc.h"
 #include "am2z_testutil.h"
-#include "am2z_worker_priv.h"
 
 #include <czmq.h>
 #include <jansson.h>
@@ -31,44 +30,6 @@ typedef struct {
     am2z_testproc_t worker;
     char frontend[256], backend[256], events[256];
 } s_env_t;
-
-/*  READY {worker, procs: [compose-announcer], comps: every example
-    composite}: registers the composites with the broker. */
-static void
-s_announce(const s_env_t *env)
-{
-    size_t n = 0;
-    const am2z_composite_def_t *defs = am2z_example_composites(&n);
-    am2z_comp_desc_t *comps = calloc(n, sizeof *comps);
-    ck_assert_ptr_nonnull(comps);
-    for (size_t i = 0; i < n; i++)
-        ck_assert_int_eq(am2zw_composite_desc(&defs[i], &comps[i]), AM2Z_OK);
-    am2z_proc_desc_t proc = { .name = "compose-announcer", .concurrency = 1 };
-    am2z_msg_t msg;
-    am2z_msg_init(&msg, AM2Z_CMD_READY);
-    msg.worker = "compose-announcer";
-    msg.procs = &proc;
-    msg.nprocs = 1;
-    msg.comps = comps;
-    msg.ncomps = n;
-    uint8_t *body = NULL;
-    size_t size = 0;
-    ck_assert_int_eq(am2z_msg_encode(&msg, &body, &size), AM2Z_OK);
-    for (size_t i = 0; i < n; i++)
-        am2z_comp_desc_clear(&comps[i]);
-    free(comps);
-    zsock_t *dealer = zsock_new(ZMQ_DEALER);
-    ck_assert_ptr_nonnull(dealer);
-    zsock_set_linger(dealer, 2000);
-    ck_assert_int_eq(zsock_connect(dealer, "%s", env->backend), 0);
-    zmsg_t *m = zmsg_new();
-    zmsg_addstr(m, AM2Z_PROTOCOL);
-    zmsg_addstr(m, "READY");
-    zmsg_addmem(m, body, size);
-    ck_assert_int_eq(zmsg_send(&m, dealer), 0);
-    free(body);
-    zsock_destroy(&dealer);       /* lingers until the READY is out */
-}
 
 static void
 s_wait_registered(const s_env_t *env, const char *name)
@@ -115,8 +76,7 @@ s_start(s_env_t *env, const char *tag)
     ck_assert_int_eq(am2z_testproc_field(&env->broker, "events", env->events,
                                          sizeof env->events), 0);
     s_start_worker(env);
-    s_announce(env);
-    s_wait_registered(env, "calc");
+    s_wait_registered(env, "calc");   /* announced in the worker's READY */
 }
 
 static void

@@ -5,6 +5,7 @@
 #include "am2z_codec.h"
 #include "am2z_fakebroker.h"
 #include "am2z_testutil.h"
+#include "am2z_compose.h"
 #include "am2z_worker.h"
 
 #include <czmq.h>
@@ -246,6 +247,48 @@ START_TEST(test_worker_ready_announces_processors_and_credit)
     ck_assert_uint_eq(ready.procs[6].concurrency, 2);
     am2z_msg_clear(&ready);
 
+    am2z_worker_destroy(&w);
+    am2z_fakebroker_destroy(&fb);
+}
+END_TEST
+
+START_TEST(test_worker_ready_announces_composites)
+{
+    am2z_fakebroker_t *fb = am2z_fakebroker_new();
+    am2z_worker_t *w = s_worker(am2z_fakebroker_endpoint(fb), 1000, 100);
+    static const char *const steps[] = { "incr", "incr" };
+    static const am2z_route_t routes[] = { { "a", "incr" } };
+    am2z_composite_def_t chain = { .name = "twice", .kind = AM2Z_COMPOSITE_CHAIN,
+                                   .steps = steps, .nsteps = 2, .timeout_ms = 900 };
+    am2z_composite_def_t route = { .name = "pick", .kind = AM2Z_COMPOSITE_ROUTE,
+                                   .selector_path = "k", .routes = routes, .nroutes = 1,
+                                   .fallback = "twice" };
+    ck_assert_int_eq(am2z_worker_register_composite(w, &chain), AM2Z_OK);
+    ck_assert_int_eq(am2z_worker_register_composite(w, &route), AM2Z_OK);
+    ck_assert_int_eq(am2z_worker_register_composite(w, &chain), AM2Z_EINVAL);  /* twice */
+    am2z_composite_def_t bad = { .name = "empty", .kind = AM2Z_COMPOSITE_CHAIN };
+    ck_assert_int_eq(am2z_worker_register_composite(w, &bad), AM2Z_EINVAL);
+    bad.name = "incr";                                    /* a processor's name */
+    bad.steps = steps;
+    bad.nsteps = 1;
+    ck_assert_int_eq(am2z_worker_register_composite(w, &bad), AM2Z_EINVAL);
+    ck_assert_int_eq(am2z_worker_register_composite(w, NULL), AM2Z_EINVAL);
+    ck_assert_int_eq(am2z_worker_start(w), AM2Z_OK);
+    ck_assert_int_eq(am2z_worker_register_composite(w, &chain), AM2Z_ESTATE);
+
+    am2z_msg_t ready;
+    am2z_fakebroker_expect(fb, AM2Z_CMD_READY, &ready, WAIT_MS);
+    ck_assert_uint_eq(ready.ncomps, 2);
+    ck_assert_str_eq(ready.comps[0].name, "twice");
+    ck_assert_uint_eq(ready.comps[0].kind, AM2Z_COMPOSITE_CHAIN);
+    ck_assert_uint_eq(ready.comps[0].nsteps, 2);
+    ck_assert_str_eq(ready.comps[0].steps[1], "incr");
+    ck_assert_uint_eq(ready.comps[0].timeout_ms, 900);
+    ck_assert_str_eq(ready.comps[1].name, "pick");
+    ck_assert_str_eq(ready.comps[1].selector_path, "k");
+    ck_assert_str_eq(ready.comps[1].routes[0].key, "a");
+    ck_assert_str_eq(ready.comps[1].fallback, "twice");
+    am2z_msg_clear(&ready);
     am2z_worker_destroy(&w);
     am2z_fakebroker_destroy(&fb);
 }
@@ -1028,6 +1071,7 @@ s_suite(void)
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_worker_ready_announces_processors_and_credit);
     tcase_add_test(tc, test_worker_register_validates);
+    tcase_add_test(tc, test_worker_ready_announces_composites);
     tcase_add_test(tc, test_worker_unusable_endpoint_is_a_network_error);
     tcase_add_test(tc, test_worker_runs_job_and_returns_next_state);
     tcase_add_test(tc, test_worker_ctx_reports_job_metadata);

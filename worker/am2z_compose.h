@@ -107,6 +107,14 @@ const char *am2z_composite_kind_name(am2z_composite_kind_t kind);
 int am2z_composite_validate(const am2z_composite_def_t *def,
                             char *err, size_t err_size);
 
+/*  Registers a composite on a worker, next to its processors; only before
+    start/run. The definition is checked (am2z_composite_validate) and
+    copied; it is announced in READY (`comps`) and run by the broker, which
+    leases each leaf step to any worker serving that processor. Returns
+    AM2Z_OK, AM2Z_EINVAL (invalid, or the name is taken on this worker),
+    AM2Z_ESTATE (running), AM2Z_ENOMEM. */
+int am2z_worker_register_composite(am2z_worker_t *worker, const am2z_composite_def_t *def);
+
 /*  Runs `name` (processor or composite) from inside a processor, in the
     caller's session, on `state` (NULL = the caller's input state), at
     call depth + 1. *out is the callee's result (caller owns): a failure —

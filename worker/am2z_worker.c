@@ -89,6 +89,8 @@ struct am2z_worker_t {
     am2z_log_t *log;              /* owned; shared with actors (thread-safe) */
     s_proc_t *procs;              /* owned array; immutable while running */
     size_t nprocs;                /* entries in procs */
+    am2z_composite_def_t **comps; /* owned copies; announced in READY, run by the broker */
+    size_t ncomps;
     zactor_t *bg;                 /* am2z_worker_start's thread, or NULL */
     bool running;                 /* inside run() or started (owner thread) */
     atomic_bool stop;             /* am2z_worker_stop asked run() to return */
@@ -210,9 +212,46 @@ am2z_worker_destroy(am2z_worker_t **self_p)
         free(self->procs[i].description);
     }
     free(self->procs);
+    for (size_t i = 0; i < self->ncomps; i++)
+        am2zw_composite_free(&self->comps[i]);
+    free(self->comps);
     am2z_log_destroy(&self->log);
     free(self);
     *self_p = NULL;
+}
+
+int
+am2z_worker_register_composite(am2z_worker_t *self, const am2z_composite_def_t *def)
+{
+    if (!self || !def)
+        return AM2Z_EINVAL;
+    if (self->running)
+        return AM2Z_ESTATE;
+    char err[256] = "";
+    int rc = am2z_composite_validate(def, err, sizeof err);
+    if (rc != AM2Z_OK) {
+        AM2Z_LOG(self->log, AM2Z_LOG_ERROR, "worker", "invalid composite",
+                 AM2Z_KS("reason", err));
+        return AM2Z_EINVAL;
+    }
+    bool taken = false;
+    for (size_t i = 0; i < self->nprocs; i++)
+        taken = taken || streq(self->procs[i].name, def->name);
+    for (size_t i = 0; i < self->ncomps; i++)
+        taken = taken || streq(self->comps[i]->name, def->name);
+    if (taken) {
+        AM2Z_LOG(self->log, AM2Z_LOG_ERROR, "worker", "composite name already registered",
+                 AM2Z_KS("composite", def->name));
+        return AM2Z_EINVAL;
+    }
+    am2z_composite_def_t **comps = realloc(self->comps, (self->ncomps + 1) * sizeof *comps);
+    if (!comps)
+        return AM2Z_ENOMEM;
+    self->comps = comps;
+    if (!(comps[self->ncomps] = am2zw_composite_dup(def)))
+        return AM2Z_ENOMEM;
+    self->ncomps++;
+    return AM2Z_OK;
 }
 
 int
@@ -327,18 +366,33 @@ s_send_ready(s_engine_t *e)
         descs[i].priority = w->procs[i].priority;
         descs[i].retry = w->procs[i].retry;
     }
+    /*  Composites in their wire form (copies, freed below). */
+    am2z_comp_desc_t *comps = w->ncomps ? calloc(w->ncomps, sizeof *comps) : NULL;
+    if (w->ncomps && !comps) {
+        free(descs);
+        return AM2Z_ENOMEM;
+    }
+    int rc = AM2Z_OK;
+    for (size_t i = 0; i < w->ncomps && rc == AM2Z_OK; i++)
+        rc = am2zw_composite_desc(w->comps[i], &comps[i]);
     am2z_msg_t msg;
     am2z_msg_init(&msg, AM2Z_CMD_READY);
     msg.worker = w->cfg.id;
     msg.procs = descs;
     msg.nprocs = w->nprocs;
-    int rc = s_send_msg(e, &msg);
+    msg.comps = comps;
+    msg.ncomps = w->ncomps;
+    if (rc == AM2Z_OK)
+        rc = s_send_msg(e, &msg);
     free(descs);
+    for (size_t i = 0; i < w->ncomps; i++)
+        am2z_comp_desc_clear(&comps[i]);
+    free(comps);
     e->ready_at_us = am2z_clock_mono_us();
     if (rc == AM2Z_OK)
         AM2Z_LOG(w->log, AM2Z_LOG_INFO, "worker", "ready sent",
                  AM2Z_KS("worker", w->cfg.id), AM2Z_KS("broker", w->cfg.broker),
-                 AM2Z_KU("processors", w->nprocs));
+                 AM2Z_KU("processors", w->nprocs), AM2Z_KU("composites", w->ncomps));
     return rc;
 }
 
