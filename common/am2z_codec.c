@@ -53,6 +53,7 @@ static const char *const s_cmd_names[AM2Z_CMD_COUNT_] = {
     [AM2Z_CMD_JOB]          = "JOB",
     [AM2Z_CMD_CANCEL]       = "CANCEL",
     [AM2Z_CMD_DLQ]          = "DLQ",
+    [AM2Z_CMD_CALL]         = "CALL",
 };
 
 const char *
@@ -405,6 +406,7 @@ static const s_schema_t s_comp_schema = S_SCHEMA(s_comp_fields, am2z_comp_desc_t
 #define F_COMPS(fl)    { .key = "comps", .kind = K_MAPS, .flags = (fl) | S_UNIQUE, .off = M(comps), \
                          .aux = M(ncomps), .lo = 1, .hi = AM2Z_CODEC_MAX_COMPS, \
                          .sub = &s_comp_schema, .elem = "composite" }
+#define F_CALL(fl)     { .key = "call", .kind = K_BOOL, .flags = (fl), .off = M(call) }
 #define F_SELECT(fl)   { .key = "select", .kind = K_STR, .flags = (fl), .off = M(select), .str = &s_rule_key }
 
 /*  The command tables. Keep docs/PROTOCOL.md in step with these. */
@@ -438,10 +440,13 @@ static const s_field_t s_done[] = {
 };
 static const s_field_t s_job[] = {
     F_JOB(S_REQ), F_ATTEMPT(S_REQ), F_PROC(S_REQ), F_SESSION(S_REQ),
-    F_STATE(S_REQ), F_TIMEOUT(0), F_DEPTH(0), F_PRIO(0),
+    F_STATE(S_REQ), F_TIMEOUT(0), F_DEPTH(0), F_PRIO(0), F_CALL(0),
 };
 static const s_field_t s_cancel[] = { F_JOB(S_REQ), F_ATTEMPT(0) };
 static const s_field_t s_dlq[] = { F_REQ(S_REQ), F_OP(S_REQ), F_JOB(S_REQ) };
+static const s_field_t s_call[] = {
+    F_REQ(S_REQ), F_JOB(S_REQ), F_PROC(S_REQ), F_STATE(0), F_DEPTH(0),
+};
 
 static const s_schema_t s_cmd_schemas[AM2Z_CMD_COUNT_] = {
     [AM2Z_CMD_SUBMIT]       = S_SCHEMA(s_submit, am2z_msg_t),
@@ -461,6 +466,7 @@ static const s_schema_t s_cmd_schemas[AM2Z_CMD_COUNT_] = {
     [AM2Z_CMD_JOB]          = S_SCHEMA(s_job, am2z_msg_t),
     [AM2Z_CMD_CANCEL]       = S_SCHEMA(s_cancel, am2z_msg_t),
     [AM2Z_CMD_DLQ]          = S_SCHEMA(s_dlq, am2z_msg_t),
+    [AM2Z_CMD_CALL]         = S_SCHEMA(s_call, am2z_msg_t),
 };
 
 /*  Typed access to a field's slot. */

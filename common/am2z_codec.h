@@ -61,6 +61,8 @@ typedef enum {
     AM2Z_CMD_CANCEL,        /* set the cancellation flag of a running job */
     /* client -> broker (added later; kept last so numbers stay stable) */
     AM2Z_CMD_DLQ,           /* retry or discard a dead letter */
+    /* worker -> broker (added later) */
+    AM2Z_CMD_CALL,          /* a running job's nested call (am2z_ctx_call) */
     AM2Z_CMD_COUNT_
 } am2z_cmd_t;
 
@@ -176,6 +178,7 @@ typedef struct {
     uint64_t ts_ms;               /* EVENT: wall clock */
     uint64_t seq;                 /* EVENT: per-job sequence number */
     uint64_t credit;              /* CREDIT: slots returned */
+    bool call;                    /* JOB: a nested call's child (runs beyond credit) */
     am2z_proc_desc_t *procs;      /* READY: processors served */
     size_t nprocs;
     am2z_comp_desc_t *comps;      /* READY: composites announced (optional) */

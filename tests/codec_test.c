@@ -224,6 +224,7 @@ s_fill(am2z_cmd_t cmd, am2z_msg_t *m)
         m->timeout_ms = 30000;
         m->call_depth = 10;
         m->priority = INT64_MIN;
+        m->call = true;
         break;
     case AM2Z_CMD_CANCEL:
         m->job = s_str("j1");
@@ -233,6 +234,14 @@ s_fill(am2z_cmd_t cmd, am2z_msg_t *m)
         m->req = 13;
         m->op = s_str("retry");
         m->job = s_str("j1");
+        break;
+    case AM2Z_CMD_CALL:
+        m->req = 14;
+        m->job = s_str("j1");
+        m->processor = s_str("double");
+        m->state = s_dup(s_state, sizeof s_state);
+        m->state_size = sizeof s_state;
+        m->call_depth = 3;
         break;
     default:
         ck_abort_msg("no sample for command %d", cmd);
@@ -320,6 +329,7 @@ s_msg_eq(const am2z_msg_t *a, const am2z_msg_t *b)
         ck_assert_uint_eq(p->retry.retry_categories, q->retry.retry_categories);
     }
     s_str_eq(a->select, b->select);
+    ck_assert_int_eq(a->call, b->call);
     ck_assert_uint_eq(a->ncomps, b->ncomps);
     for (size_t i = 0; i < a->ncomps; i++) {
         const am2z_comp_desc_t *p = &a->comps[i], *q = &b->comps[i];
@@ -567,6 +577,7 @@ START_TEST(test_required_fields_missing_are_refused)
         { AM2Z_CMD_JOB, { "job", "attempt", "proc", "session", "state" } },
         { AM2Z_CMD_CANCEL, { "job" } },
         { AM2Z_CMD_DLQ, { "req", "op", "job" } },
+        { AM2Z_CMD_CALL, { "req", "job", "proc" } },
     };
     for (size_t i = 0; i < sizeof req / sizeof req[0]; i++) {
         for (size_t k = 0; req[i].keys[k]; k++) {
