@@ -63,6 +63,8 @@ const am2z_cfg_def_t am2z_broker_config_table[] = {
     { "max-queued-per-session", AM2Z_CFG_UINT,
       offsetof(am2z_broker_config_t, max_queued_per_session), 0, "100000", 1,
       (uint64_t)1 << 32, NULL, "jobs of one session queued or running; more are refused" },
+    { "max-call-depth", AM2Z_CFG_UINT, offsetof(am2z_broker_config_t, max_call_depth), 0,
+      "10", 0, 1000, NULL, "nested am2z_ctx_call depth; deeper calls fail (CallDepthExceeded)" },
     { .name = NULL }
 };
 
@@ -1164,7 +1166,7 @@ s_attempt_failed(am2z_broker_t *self, job_t *job, am2z_error_t **error_p,
     const am2z_retry_policy_t *policy = &job->proc->retry;
     uint32_t max = am2z_retry_max_attempts(policy);
     if (error && am2z_retry_allowed(policy, error, job->attempt)
-        && (job->session || job->flow_id)) {
+        && (job->session || job->flow_id || job->call)) {
         /* retry: back to the front of its lane after the backoff; the
            attempt counter is already stored (dirty at lease time) */
         s_failed_event(self, job, error);
@@ -1177,7 +1179,7 @@ s_attempt_failed(am2z_broker_t *self, job_t *job, am2z_error_t **error_p,
                  AM2Z_KU("max", max), AM2Z_KU("backoff_ms", backoff),
                  AM2Z_KS("error", error ? error->message : "?"));
         am2z_error_destroy(&error);
-        if (job->flow_id) {
+        if (job->flow_id || job->call) {
             am2zb_flow_requeue(self, job, am2z_clock_wall_ms() + backoff);
             return;
         }
@@ -1189,7 +1191,7 @@ s_attempt_failed(am2z_broker_t *self, job_t *job, am2z_error_t **error_p,
         am2zb_session_kick(self, session, am2z_clock_wall_ms());
         return;
     }
-    if (job->flow_id) {
+    if (job->flow_id || job->call) {
         s_failed_event(self, job, error);
         am2zb_flow_step_failed(self, job, &error);
         am2z_error_destroy(&error);
@@ -1215,8 +1217,17 @@ s_expire(am2z_broker_t *self, job_t *job, bool done_arrived)
              AM2Z_KS("worker", worker ? worker->id : "?"),
              AM2Z_KU("timeout_ms", job->timeout_ms), AM2Z_KB("late_done", done_arrived));
     if (worker && done_arrived) {
-        if (wp)
+        if (wp && !job->call)
             wp->credit++;
+    } else if (worker && job->call) {
+        /* ran beyond credit: nothing to give back later */
+        am2z_msg_t cancel;
+        am2z_msg_init(&cancel, AM2Z_CMD_CANCEL);
+        cancel.job = job->id;
+        cancel.attempt = job->attempt;
+        am2zb_send_worker(self, worker, &cancel);
+        cancel.job = NULL;
+        am2z_msg_clear(&cancel);
     } else if (worker) {
         am2z_msg_t cancel;
         am2z_msg_init(&cancel, AM2Z_CMD_CANCEL);
@@ -1299,7 +1310,7 @@ s_on_done(am2z_broker_t *self, worker_t *worker, am2z_msg_t *msg)
         return;
     }
     wproc_t *wp = am2zb_worker_proc(worker, job->proc);
-    if (wp)
+    if (wp && !job->call)
         wp->credit++;
     am2zb_lease_end(job);
     if (job->stopped) {
@@ -1310,8 +1321,8 @@ s_on_done(am2z_broker_t *self, worker_t *worker, am2z_msg_t *msg)
     bool ok = msg->success;
     am2z_error_t *error = NULL;
     uint64_t new_version = 0;
-    if (ok && job->flow_id) {
-        am2zb_flow_done(self, job, worker, msg);   /* a workflow step */
+    if (ok && (job->flow_id || job->call)) {
+        am2zb_flow_done(self, job, worker, msg);   /* a workflow step or call */
         return;
     }
     if (ok) {
@@ -1403,6 +1414,9 @@ s_on_backend(am2z_broker_t *self, const uint8_t *ident, size_t ident_size, am2z_
         break;
     case AM2Z_CMD_EVENT:
         s_on_worker_event(self, worker, msg);
+        break;
+    case AM2Z_CMD_CALL:
+        am2zb_flow_call(self, worker, msg);
         break;
     default:
         AM2Z_LOG(self->log, AM2Z_LOG_WARN, S_COMPONENT, "unexpected command from worker",

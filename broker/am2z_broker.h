@@ -41,6 +41,7 @@ typedef struct {
     uint64_t grace_ms;                     /* stop flag: how long running leases may finish */
     uint64_t max_queued_per_proc;          /* jobs of one processor queued or running */
     uint64_t max_queued_per_session;       /* jobs of one session queued or running */
+    uint64_t max_call_depth;               /* am2z_ctx_call nesting allowed */
 } am2z_broker_config_t;
 
 /*  The broker's configuration table (common entries + endpoints), for

@@ -89,6 +89,9 @@ struct job_s {
     int32_t flow_slot;            /* which unit of that run (am2z_flow.c) */
     void *ready_handle;           /* flow step waiting for a worker: its handle */
     bool overlay;                 /* state is a batch payload over the stored state */
+    bool call;                    /* a nested call's child: no lane, no credit */
+    uint64_t call_req;            /* its CALL's req, echoed in the RESULT */
+    char call_worker[AM2Z_JOB_ID_MAX + 1]; /* id of the worker that called */
 };
 
 /*  A lease the broker expired while its worker still runs it. */
@@ -278,6 +281,11 @@ void am2zb_flow_requeue(am2z_broker_t *self, job_t *job, uint64_t not_before_ms)
 void am2zb_flow_job_finished(am2z_broker_t *self, const job_t *job, bool ok,
                              const uint8_t *state, size_t state_size,
                              const am2z_error_t *error);
+/*  CALL from a worker: a child job of the calling job, in its session,
+    dispatched ahead of everything without credit; its outcome goes back
+    to the caller as RESULT {req}. Beyond max-call-depth the RESULT is a
+    CallDepthExceeded failure at once. In turn. */
+void am2zb_flow_call(am2z_broker_t *self, worker_t *worker, am2z_msg_t *msg);
 /*  The session of a running composite job was stopped: the run ends
     without a result (the caller already got one), root job destroyed. */
 void am2zb_flow_stop(am2z_broker_t *self, job_t *root);

@@ -1504,6 +1504,115 @@ am2zb_flow_busy(am2z_broker_t *self)
     return false;
 }
 
+/*  A call's child goes to any worker serving the processor, credit or
+    not (round robin): the worker runs it on an extra actor. */
+static worker_t *
+s_pick_any(am2z_broker_t *self, proc_t *proc)
+{
+    size_t n = self->nworkers;
+    for (size_t k = 0; k < n; k++) {
+        size_t idx = (proc->rr + k) % n;
+        if (am2zb_worker_proc(self->workers[idx], proc)) {
+            proc->rr = (idx + 1) % n;
+            return self->workers[idx];
+        }
+    }
+    return NULL;
+}
+
+/*  RESULT {req} to the worker that made a CALL (dropped when it is gone).
+    state borrowed, *error_p taken. */
+static void
+s_call_result(am2z_broker_t *self, const char *worker_id, uint64_t req, const job_t *job,
+              const char *proc, bool ok, const am2z_state_t *state, am2z_error_t **error_p,
+              uint64_t exec_us, uint64_t started_ms)
+{
+    worker_t *worker = NULL;
+    for (size_t i = 0; i < self->nworkers; i++)
+        if (strcmp(self->workers[i]->id, worker_id) == 0)
+            worker = self->workers[i];
+    am2z_msg_t r;
+    am2z_msg_init(&r, AM2Z_CMD_RESULT);
+    char id[AM2Z_ID_LEN + 1];
+    if (job)
+        snprintf(id, sizeof id, "%s", job->id);
+    else if (am2z_id_new(id) != AM2Z_OK)
+        snprintf(id, sizeof id, "call");
+    r.req = req;
+    r.job = id;
+    r.processor = (char *)proc;
+    r.session = job ? job->session_id : NULL;
+    r.success = ok;
+    r.attempt = job ? job->attempt : 0;
+    r.exec_us = exec_us;
+    r.started_at_ms = started_ms;
+    r.state = ok && state ? (uint8_t *)am2z_state_data(state) : NULL;
+    r.state_size = ok && state ? am2z_state_size(state) : 0;
+    r.worker = (char *)worker_id;
+    r.error = ok ? NULL : (*error_p ? *error_p : s_nomem());
+    if (worker)
+        am2zb_send_worker(self, worker, &r);
+    if (!ok && !*error_p)
+        am2z_error_destroy(&r.error);
+    am2z_error_destroy(error_p);
+    /* borrowed pointers: nothing else to clear */
+}
+
+void
+am2zb_flow_call(am2z_broker_t *self, worker_t *worker, am2z_msg_t *msg)
+{
+    job_t *parent = zhashx_lookup(self->jobs, msg->job);
+    am2z_error_t *e = NULL;
+    am2z_state_t *input = NULL;
+    proc_t *proc = am2zb_proc_get(self, msg->processor, false);
+    if (!parent || parent->worker != worker || parent->status != JOB_ACTIVE || parent->stopped)
+        e = am2z_error_new(AM2Z_CAT_NOT_FOUND, "NOT_FOUND",
+                           "call from job %s: not a running job of this worker", msg->job);
+    else if (msg->call_depth > self->cfg.max_call_depth)
+        e = am2z_error_call_depth(msg->call_depth, (uint32_t)self->cfg.max_call_depth,
+                                  msg->processor);
+    else if (!proc || !proc->registered)
+        e = s_not_found(self, msg->processor);
+    else if (proc->comp)
+        e = am2z_error_configuration(msg->processor,
+                                     "a composite cannot be called from a distributed "
+                                     "processor (run it as a step instead)");
+    else if (!msg->state || am2z_state_decode(msg->state, msg->state_size, &input) != AM2Z_OK
+             || strcmp(am2z_state_session_id(input), parent->session_id) != 0)
+        e = am2z_error_validation("state", NULL, "a call needs a state of the caller's session");
+    if (e) {
+        am2z_state_destroy(&input);
+        s_call_result(self, worker->id, msg->req, NULL, msg->processor, false, NULL, &e, 0, 0);
+        return;
+    }
+    job_t *job = am2zb_job_new();
+    if (!job || am2z_id_new(job->id) != AM2Z_OK || !(job->session_id = strdup(parent->session_id))
+        || !(job->state = malloc(msg->state_size))) {
+        am2zb_job_destroy(&job);
+        am2z_state_destroy(&input);
+        e = s_nomem();
+        s_call_result(self, worker->id, msg->req, NULL, msg->processor, false, NULL, &e, 0, 0);
+        return;
+    }
+    memcpy(job->state, msg->state, msg->state_size);
+    job->state_size = msg->state_size;
+    job->proc = proc;
+    job->prio = proc->priority;
+    job->timeout_ms = proc->timeout_ms;
+    job->depth = msg->call_depth;
+    job->created_ms = am2z_clock_wall_ms();
+    job->accepted = true;
+    job->status = JOB_WAITING;
+    job->input_version = am2z_state_version(input);
+    job->call = true;
+    job->call_req = msg->req;
+    snprintf(job->call_worker, sizeof job->call_worker, "%s", worker->id);
+    job->client = parent->client;           /* its events reach the caller's client */
+    am2z_state_destroy(&input);
+    am2zb_job_track(self, job);
+    job->ready_handle = zlistx_add_start(self->flows->ready, job);   /* first */
+}
+
 void
 am2zb_flow_dispatch(am2z_broker_t *self)
 {
@@ -1518,13 +1627,15 @@ am2zb_flow_dispatch(am2z_broker_t *self)
         if (job->not_before_ms <= now)
             zlistx_add_end(go, job);
     for (job_t *job = zlistx_first(go); job; job = zlistx_next(go)) {
-        worker_t *worker = am2zb_pick_worker(self, job->proc);
+        worker_t *worker = job->call ? s_pick_any(self, job->proc)
+                                     : am2zb_pick_worker(self, job->proc);
         if (!worker)
             continue;
         zlistx_delete(fl->ready, job->ready_handle);
         job->ready_handle = NULL;
         wproc_t *wp = am2zb_worker_proc(worker, job->proc);
-        wp->credit--;
+        if (!job->call)
+            wp->credit--;      /* a call's child runs beyond credit (extra actor) */
         job->attempt++;
         job->status = JOB_ACTIVE;
         job->worker = worker;
@@ -1544,6 +1655,7 @@ am2zb_flow_dispatch(am2z_broker_t *self)
         msg.timeout_ms = job->timeout_ms;
         msg.call_depth = job->depth;
         msg.priority = job->prio;
+        msg.call = job->call;
         am2zb_send_worker(self, worker, &msg);
         am2z_bw_t *w = am2z_bw_new();
         uint8_t *data = NULL;
@@ -1607,6 +1719,13 @@ am2zb_flow_done(am2z_broker_t *self, job_t *job, worker_t *worker, am2z_msg_t *m
     }
     free(data);
     am2z_bw_destroy(&w);
+    if (job->call) {
+        s_call_result(self, job->call_worker, job->call_req, job, job->proc->name, true, st,
+                      &error, msg->exec_us, msg->started_at_ms);
+        am2z_state_destroy(&st);
+        s_step_drop(self, job);
+        return;
+    }
     s_push(self, job->flow_id, job->flow_slot, true, &st, NULL, msg->select);
     s_step_drop(self, job);
     s_pump(self);
@@ -1615,6 +1734,12 @@ am2zb_flow_done(am2z_broker_t *self, job_t *job, worker_t *worker, am2z_msg_t *m
 void
 am2zb_flow_step_failed(am2z_broker_t *self, job_t *job, am2z_error_t **error_p)
 {
+    if (job->call) {
+        s_call_result(self, job->call_worker, job->call_req, job, job->proc->name, false, NULL,
+                      error_p, 0, 0);
+        s_step_drop(self, job);
+        return;
+    }
     s_push(self, job->flow_id, job->flow_slot, false, NULL, error_p, NULL);
     s_step_drop(self, job);
     s_pump(self);

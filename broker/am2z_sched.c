@@ -298,13 +298,13 @@ am2zb_worker_forget(am2z_broker_t *self, worker_t *worker, const char *why)
         if (job->worker != worker || job->status != JOB_ACTIVE)
             continue;
         job->worker = NULL;
-        if (job->stopped || (!job->session && !job->flow_id)) {
+        if (job->stopped || (!job->session && !job->flow_id && !job->call)) {
             if (drop)
                 zlistx_add_end(drop, job);
             continue;
         }
-        if (job->flow_id) {
-            /* a workflow step: back to the flow's ready list, any worker */
+        if (job->flow_id || job->call) {
+            /* a workflow step or call: back to the ready list, any worker */
             am2zb_flow_requeue(self, job, now);
             returned++;
             continue;
