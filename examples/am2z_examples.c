@@ -7,6 +7,8 @@
 */
 #include "am2z_examples.h"
 
+#include "am2z_clock.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -416,6 +418,69 @@ s_tick(am2z_ctx_t *ctx)
     return am2z_changes_set_int(am2z_ctx_changes(ctx), "steps", steps + 1);
 }
 
+/*  A failed nested call fails the caller with the callee's error. */
+static int
+s_fail_with(am2z_ctx_t *ctx, const am2z_result_t *r, const char *name)
+{
+    am2z_error_t *e = r && r->error ? am2z_error_dup(r->error)
+                                    : am2z_error_execution(name, NULL, "nested call failed");
+    return am2z_ctx_fail(ctx, &e);
+}
+
+/*  Nested calls: double on the input, twice; then count = that + 10. */
+static int
+s_call_double_twice(am2z_ctx_t *ctx)
+{
+    am2z_result_t *r = NULL;
+    int64_t n = 0;
+    for (int i = 0; i < 2; i++) {
+        am2z_result_destroy(&r);
+        int rc = am2z_ctx_call(ctx, "double", NULL, &r);
+        if (rc != AM2Z_OK)
+            return rc;
+        if (!r->success) {
+            rc = s_fail_with(ctx, r, "double");
+            am2z_result_destroy(&r);
+            return rc;
+        }
+    }
+    am2z_state_get_int(r->state, "count", &n);
+    am2z_result_destroy(&r);
+    return am2z_changes_set_int(am2z_ctx_changes(ctx), "count", n + 10);
+}
+
+/*  Calls itself state.n levels deep; the innermost sets depth. */
+static int
+s_recurse(am2z_ctx_t *ctx)
+{
+    int64_t n = 0;
+    am2z_state_get_int(am2z_ctx_state(ctx), "n", &n);
+    if (n <= 0)
+        return am2z_changes_set_int(am2z_ctx_changes(ctx), "depth",
+                                    (int64_t)am2z_ctx_call_depth(ctx));
+    am2z_changes_t *ch = am2z_changes_new();
+    am2z_state_t *next = NULL;
+    int rc = ch ? am2z_changes_set_int(ch, "n", n - 1) : AM2Z_ENOMEM;
+    if (rc == AM2Z_OK)
+        rc = am2z_state_apply(am2z_ctx_state(ctx), ch, am2z_clock_wall_ms(), 0, &next);
+    am2z_changes_destroy(&ch);
+    am2z_result_t *r = NULL;
+    if (rc == AM2Z_OK)
+        rc = am2z_ctx_call(ctx, "recurse", next, &r);
+    am2z_state_destroy(&next);
+    if (rc != AM2Z_OK)
+        return rc;
+    if (!r->success) {
+        rc = s_fail_with(ctx, r, "recurse");
+        am2z_result_destroy(&r);
+        return rc;
+    }
+    int64_t depth = 0;
+    am2z_state_get_int(r->state, "depth", &depth);
+    am2z_result_destroy(&r);
+    return am2z_changes_set_int(am2z_ctx_changes(ctx), "depth", depth);
+}
+
 /* ---------------------------------------------------------------------------
    The table
    ------------------------------------------------------------------------ */
@@ -476,6 +541,11 @@ static const am2z_processor_def_t s_defs[] = {
       .description = "count += 1; BusinessError BAD_PAYLOAD when bad is true" },
     { .name = "tick", .fn = s_tick, .concurrency = 2,
       .description = "sleeps ms milliseconds, then steps += 1" },
+    /* nested calls (am2z_ctx_call) */
+    { .name = "call-double-twice", .fn = s_call_double_twice, .concurrency = 2,
+      .description = "calls double twice on its input; count = that + 10" },
+    { .name = "recurse", .fn = s_recurse, .concurrency = 2,
+      .description = "calls itself state.n levels deep; depth = innermost call depth" },
 };
 
 /* ---------------------------------------------------------------------------

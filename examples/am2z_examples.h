@@ -27,6 +27,10 @@
         tag-premium/basic  handledBy = "premium" / "basic"
         bump               count += 1; BusinessError BAD_PAYLOAD when bad
         tick               sleeps state.ms, then steps += 1
+        call-double-twice  am2z_ctx_call(double) twice on its input, then
+                           count = the result's count + 10
+        recurse            calls itself state.n levels deep (n - 1 each);
+                           depth = the innermost call depth
 
     Composites (am2z_example_composites):
         process-order      chain(validate-order, check-inventory,

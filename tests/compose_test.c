@@ -58,14 +58,14 @@ s_start_worker(s_env_t *env)
 }
 
 static void
-s_start(s_env_t *env, const char *tag)
+s_start_with(s_env_t *env, const char *tag, const char *depth)
 {
     if (!env->dir[0])
         am2z_test_tmpdir(tag, env->dir, sizeof env->dir);
     char *argv[] = { AM2Z_BROKER_BIN, "--data-dir", env->dir,
                      "--frontend", "tcp://127.0.0.1:*", "--backend", "tcp://127.0.0.1:*",
                      "--events", "tcp://127.0.0.1:*", "--heartbeat", "200ms",
-                     "--log-level", "warn", NULL };
+                     "--log-level", "warn", "--max-call-depth", (char *)depth, NULL };
     ck_assert_int_eq(am2z_testproc_start(&env->broker, argv), 0);
     ck_assert_msg(am2z_testproc_wait_line(&env->broker, "ready", 10000) == 0,
                   "broker did not report ready");
@@ -77,6 +77,12 @@ s_start(s_env_t *env, const char *tag)
                                          sizeof env->events), 0);
     s_start_worker(env);
     s_wait_registered(env, "calc");   /* announced in the worker's READY */
+}
+
+static void
+s_start(s_env_t *env, const char *tag)
+{
+    s_start_with(env, tag, "10");
 }
 
 static void
@@ -550,6 +556,60 @@ START_TEST(test_compose_timeout_bounds_the_run_and_stop_session_ends_it)
 }
 END_TEST
 
+/* ---------------------------------------------------------------------------
+   Nested calls (am2z_ctx_call through the broker)
+   ------------------------------------------------------------------------ */
+
+START_TEST(test_compose_ctx_call_runs_callee_in_the_callers_session)
+{
+    s_env_t env = { 0 };
+    s_start(&env, "cmp-call");
+    am2z_client_t *c = s_client(&env);
+    am2z_result_t *r = s_exec(c, "call-double-twice", "call-1", "{\"count\": 5}");
+    ck_assert_msg(r->success, "call-double-twice: %s", r->error ? r->error->message : "?");
+    ck_assert_int_eq(s_int_at(r->state, "count"), 20);
+    ck_assert_uint_eq(am2z_state_version(r->state), 2);   /* the callees write nothing */
+    am2z_result_destroy(&r);
+    /* beyond max-call-depth (10) a call fails at once: CallDepthExceeded */
+    r = s_exec(c, "recurse", "call-2", "{\"n\": 15}");
+    ck_assert(!r->success);
+    ck_assert_int_eq(r->error->kind, AM2Z_KIND_CALL_DEPTH_EXCEEDED);
+    am2z_result_destroy(&r);
+    r = s_exec(c, "recurse", "call-3", "{\"n\": 10}");
+    ck_assert_msg(r->success, "recurse 10: %s", r->error ? r->error->message : "?");
+    ck_assert_int_eq(s_int_at(r->state, "depth"), 10);
+    am2z_result_destroy(&r);
+    am2z_client_destroy(&c);
+    s_stop(&env);
+}
+END_TEST
+
+START_TEST(test_compose_ctx_call_recursion_20_deep_with_concurrency_2)
+{
+    s_env_t env = { 0 };
+    s_start_with(&env, "cmp-deep", "25");
+    am2z_client_t *c = s_client(&env);
+    /* two at once: 42 callers waiting, each callee on an extra actor */
+    am2z_state_t *a = s_state("deep-1", "{\"n\": 20}");
+    am2z_state_t *b = s_state("deep-2", "{\"n\": 20}");
+    char ida[AM2Z_JOB_ID_MAX + 1], idb[AM2Z_JOB_ID_MAX + 1];
+    ck_assert_int_eq(am2z_client_submit(c, "recurse", a, "deep-1", NULL, ida), AM2Z_OK);
+    ck_assert_int_eq(am2z_client_submit(c, "recurse", b, "deep-2", NULL, idb), AM2Z_OK);
+    am2z_result_t *r = NULL;
+    ck_assert_int_eq(am2z_client_wait(c, ida, 15000, &r), AM2Z_OK);
+    ck_assert_msg(r->success, "recurse 20: %s", r->error ? r->error->message : "?");
+    ck_assert_int_eq(s_int_at(r->state, "depth"), 20);
+    am2z_result_destroy(&r);
+    ck_assert_int_eq(am2z_client_wait(c, idb, 15000, &r), AM2Z_OK);
+    ck_assert(r->success);
+    am2z_result_destroy(&r);
+    am2z_state_destroy(&a);
+    am2z_state_destroy(&b);
+    am2z_client_destroy(&c);
+    s_stop(&env);
+}
+END_TEST
+
 static Suite *
 s_suite(void)
 {
@@ -564,6 +624,8 @@ s_suite(void)
     tcase_add_test(tc, test_compose_nested_parallel_in_chain_in_route);
     tcase_add_test(tc, test_compose_broker_sigkill_mid_chain_resumes_from_last_step);
     tcase_add_test(tc, test_compose_timeout_bounds_the_run_and_stop_session_ends_it);
+    tcase_add_test(tc, test_compose_ctx_call_runs_callee_in_the_callers_session);
+    tcase_add_test(tc, test_compose_ctx_call_recursion_20_deep_with_concurrency_2);
     suite_add_tcase(s, tc);
     return s;
 }

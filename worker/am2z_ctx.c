@@ -125,6 +125,13 @@ s_pipe_send(zsock_t *pipe, const char *cmd, const uint8_t *body, size_t size)
     return AM2Z_OK;
 }
 
+/*  The worker's host: the actor pipe, and whether $TERM came while a
+    nested call was waiting (the actor then ends after the job). */
+typedef struct {
+    zsock_t *pipe;
+    bool term;
+} s_pipe_host_t;
+
 static int
 s_emit(am2z_ctx_t *ctx, const char *event, const uint8_t *data, size_t size)
 {
@@ -165,9 +172,112 @@ s_pipe_emit(void *host, const am2z_ctx_t *ctx, const char *event,
                  AM2Z_KS("error", am2z_strerror(rc)));
         return rc;
     }
-    rc = s_pipe_send(host, "EVENT", body, body_size);
+    rc = s_pipe_send(((s_pipe_host_t *)host)->pipe, "EVENT", body, body_size);
     free(body);
     return rc;
+}
+
+/*  A failed call result (the call never got an answer). */
+static am2z_result_t *
+s_call_failed(const am2z_ctx_t *ctx, const char *name, am2z_error_t *error)
+{
+    am2z_result_t *r = am2z_result_new();
+    if (!r) {
+        am2z_error_destroy(&error);
+        return NULL;
+    }
+    snprintf(r->processor, sizeof r->processor, "%s", name);
+    snprintf(r->session_id, sizeof r->session_id, "%s", ctx->session);
+    r->success = false;
+    r->error = error ? error : am2z_error_resource("memory", 0, 0);
+    return r;
+}
+
+/*  The worker's nested call: CALL {job, proc, state, depth} over the pipe
+    (the main thread numbers it and forwards it to the broker, which runs
+    the callee as a job of this session), then wait for ["RESULT", body].
+    Cancellation of the caller ends the wait with a failed result. */
+static int
+s_pipe_call(void *host, am2z_ctx_t *ctx, const char *name, const am2z_state_t *state,
+            am2z_result_t **out)
+{
+    s_pipe_host_t *h = host;
+    *out = NULL;
+    am2z_msg_t call;
+    am2z_msg_init(&call, AM2Z_CMD_CALL);
+    call.req = 1;                           /* the main thread sets the real one */
+    call.job = (char *)ctx->job_id;
+    call.processor = (char *)name;
+    call.state = (uint8_t *)am2z_state_data(state);
+    call.state_size = am2z_state_size(state);
+    call.call_depth = ctx->depth + 1;
+    uint8_t *body = NULL;
+    size_t size = 0;
+    int rc = am2z_msg_encode(&call, &body, &size);   /* borrowed: never cleared */
+    if (rc == AM2Z_OK)
+        rc = s_pipe_send(h->pipe, "CALL", body, size);
+    free(body);
+    if (rc != AM2Z_OK)
+        return rc == AM2Z_ENOMEM ? rc : AM2Z_ESTATE;
+    void *sock = zsock_resolve(h->pipe);
+    while (true) {
+        if (h->term || (ctx->cancel && atomic_load(ctx->cancel))) {
+            am2z_error_t *e = am2z_error_new(AM2Z_CAT_EXECUTION, "CANCELLED",
+                                             "call of %s cancelled", name);
+            *out = s_call_failed(ctx, name, e);
+            return *out ? AM2Z_OK : AM2Z_ENOMEM;
+        }
+        zmq_pollitem_t item = { sock, 0, ZMQ_POLLIN, 0 };
+        if (zmq_poll(&item, 1, 50) <= 0 || !(item.revents & ZMQ_POLLIN))
+            continue;
+        zmsg_t *msg = zmsg_recv(h->pipe);
+        if (!msg)
+            continue;
+        char *cmd = zmsg_popstr(msg);
+        zframe_t *frame = zmsg_pop(msg);
+        bool result = cmd && streq(cmd, "RESULT") && frame;
+        if (!cmd || streq(cmd, "$TERM"))
+            h->term = true;
+        am2z_msg_t r;
+        am2z_msg_init(&r, AM2Z_CMD_INVALID);
+        int drc = result ? am2z_msg_decode(AM2Z_CMD_RESULT, zframe_data(frame),
+                                           zframe_size(frame), zframe_size(frame) + 1, &r,
+                                           NULL, 0)
+                         : AM2Z_EPROTO;
+        zframe_destroy(&frame);
+        zstr_free(&cmd);
+        zmsg_destroy(&msg);
+        if (!result)
+            continue;
+        if (drc != AM2Z_OK) {
+            am2z_error_t *e = am2z_error_new(AM2Z_CAT_PROTOCOL, "PROTOCOL_ERROR",
+                                             "call of %s: unreadable RESULT", name);
+            *out = s_call_failed(ctx, name, e);
+            return *out ? AM2Z_OK : AM2Z_ENOMEM;
+        }
+        am2z_result_t *res = am2z_result_new();
+        if (!res) {
+            am2z_msg_clear(&r);
+            return AM2Z_ENOMEM;
+        }
+        snprintf(res->job_id, sizeof res->job_id, "%s", r.job ? r.job : "");
+        snprintf(res->processor, sizeof res->processor, "%s", name);
+        snprintf(res->session_id, sizeof res->session_id, "%s", ctx->session);
+        res->attempt = r.attempt;
+        res->exec_us = r.exec_us;
+        res->started_at_ms = r.started_at_ms;
+        res->success = r.success && r.state
+                       && am2z_state_decode(r.state, r.state_size, &res->state) == AM2Z_OK;
+        if (!res->success) {
+            res->error = r.error ? r.error
+                                 : am2z_error_new(AM2Z_CAT_PROTOCOL, "PROTOCOL_ERROR",
+                                                  "call of %s: RESULT without a state", name);
+            r.error = NULL;
+        }
+        am2z_msg_clear(&r);
+        *out = res;
+        return AM2Z_OK;
+    }
 }
 
 int
@@ -322,8 +432,9 @@ am2zw_outcome_clear(am2zw_outcome_t *out)
 }
 
 static void
-s_run(zsock_t *pipe, const am2zw_actor_args_t *a, const am2z_msg_t *job)
+s_run(s_pipe_host_t *h, const am2zw_actor_args_t *a, const am2z_msg_t *job)
 {
+    zsock_t *pipe = h->pipe;
     uint8_t *changes = NULL;
     size_t changes_size = 0;
     am2zw_outcome_t oc = { .exec_us = 1, .started_ms = am2z_clock_wall_ms() };
@@ -335,7 +446,7 @@ s_run(zsock_t *pipe, const am2zw_actor_args_t *a, const am2z_msg_t *job)
                                   "job %s: input state does not decode: %s",
                                   job->job, am2z_strerror(rc));
     } else {
-        const am2zw_host_t host = { .emit = s_pipe_emit, .call = NULL, .host = pipe };
+        const am2zw_host_t host = { .emit = s_pipe_emit, .call = s_pipe_call, .host = h };
         const am2zw_invoke_t inv = {
             .processor = a->processor, .fn = a->fn, .arg = a->arg, .log = a->log,
             .max_state_size = a->max_state_size, .cancel = a->cancel,
@@ -396,8 +507,9 @@ void
 am2zw_actor(zsock_t *pipe, void *args)
 {
     const am2zw_actor_args_t *a = args;
+    s_pipe_host_t h = { .pipe = pipe, .term = false };
     zsock_signal(pipe, 0);
-    while (true) {
+    while (!h.term) {
         zmsg_t *msg = zmsg_recv(pipe);
         if (!msg) {
             if (errno == EINTR)
@@ -413,7 +525,7 @@ am2zw_actor(zsock_t *pipe, void *args)
                 memcpy(&job, zframe_data(frame), sizeof job);
             zframe_destroy(&frame);
             if (job) {
-                s_run(pipe, a, job);
+                s_run(&h, a, job);
                 am2z_msg_clear(job);
                 free(job);
             }

@@ -108,7 +108,14 @@ typedef struct {
     char job[AM2Z_JOB_ID_MAX + 1];/* id of the running job */
     uint32_t attempt;             /* its attempt */
     uint64_t deadline_us;         /* lease deadline (mono), 0 = none */
+    uint64_t call_req;            /* its actor waits for this CALL's RESULT, 0 = none */
+    bool extra;                   /* an extra actor for nested calls' children */
 } s_slot_t;
+
+/*  Extra actors (for JOBs that are nested calls' children, which the broker
+    sends beyond credit so a waiting caller never holds the slot its callee
+    needs) are spawned on demand in the tail of the slots array, up to: */
+#define S_EXTRA_MAX 64
 
 /*  Idle slots of one processor, and JOBs waiting for a slot (only after a
     re-registration; see the file comment). npending <= concurrency. */
@@ -126,8 +133,11 @@ typedef struct {
     zsock_t *control;             /* background mode: the zactor pipe; else NULL */
     volatile int *stop_flag;      /* run(): caller's flag, may be NULL */
     zsock_t *dealer;              /* owned; to the broker */
-    s_slot_t *slots;              /* owned; never moves (actors point into it) */
-    size_t nslots;                /* entries in slots */
+    s_slot_t *slots;              /* owned; never moves (actors point into it);
+                                     nslots lane slots then nextras extras */
+    size_t nslots;                /* lane slots (sum of concurrencies) */
+    size_t nextras;               /* extra actors spawned (<= S_EXTRA_MAX) */
+    uint64_t next_req;            /* CALL numbering */
     s_lane_t *lanes;              /* owned; one per processor */
     zmq_pollitem_t *items;        /* owned; [dealer, slots..., control?] */
     size_t nitems;                /* entries in items */
@@ -146,6 +156,13 @@ typedef struct {
     bool handed_back;             /* DISCONNECT sent: outcomes are dropped */
     uint64_t stop_deadline_us;    /* give up waiting for cancelled jobs then */
 } s_engine_t;
+
+/*  Every slot in use: the lane slots and the extras. */
+static size_t
+s_nall(const s_engine_t *e)
+{
+    return e->nslots + e->nextras;
+}
 
 /* ---------------------------------------------------------------------------
    Configuration and registration
@@ -403,7 +420,7 @@ s_reregister(s_engine_t *e)
 {
     e->epoch++;
     size_t stale = 0;
-    for (size_t i = 0; i < e->nslots; i++) {
+    for (size_t i = 0; i < s_nall(e); i++) {
         s_slot_t *slot = &e->slots[i];
         if (slot->busy && slot->epoch < e->epoch) {
             atomic_store(&slot->cancel, true);
@@ -476,7 +493,7 @@ s_rebuild_items(s_engine_t *e)
     size_t n = 0;
     e->items[n++] = (zmq_pollitem_t){ .socket = zsock_resolve(e->dealer),
                                       .events = ZMQ_POLLIN };
-    for (size_t i = 0; i < e->nslots; i++)
+    for (size_t i = 0; i < s_nall(e); i++)
         e->items[n++] = (zmq_pollitem_t){
             .socket = zsock_resolve(e->slots[i].actor), .events = ZMQ_POLLIN };
     if (e->control)
@@ -511,7 +528,7 @@ s_drain_slot(s_engine_t *e, s_slot_t *slot)
 static void
 s_engine_fini(s_engine_t *e)
 {
-    for (size_t i = 0; e->slots && i < e->nslots; i++) {
+    for (size_t i = 0; e->slots && i < s_nall(e); i++) {
         s_slot_t *slot = &e->slots[i];
         if (slot->actor && slot->busy)
             s_drain_slot(e, slot);
@@ -554,9 +571,9 @@ s_engine_init(s_engine_t *e, am2z_worker_t *w, zsock_t *control,
     }
     for (size_t i = 0; i < w->nprocs; i++)
         e->nslots += w->procs[i].concurrency;
-    e->slots = calloc(e->nslots, sizeof *e->slots);
+    e->slots = calloc(e->nslots + S_EXTRA_MAX, sizeof *e->slots);
     e->lanes = calloc(w->nprocs, sizeof *e->lanes);
-    e->items = calloc(e->nslots + 2, sizeof *e->items);
+    e->items = calloc(e->nslots + S_EXTRA_MAX + 2, sizeof *e->items);
     int rc = AM2Z_ENOMEM;
     if (!e->slots || !e->lanes || !e->items)
         goto fail;
@@ -612,6 +629,9 @@ fail:
 /* ---------------------------------------------------------------------------
    Messages from the broker
    ------------------------------------------------------------------------ */
+
+static void s_start_extra(s_engine_t *e, size_t p, am2z_msg_t *owned);
+static void s_on_call_result(s_engine_t *e, const am2z_msg_t *msg, zframe_t *body);
 
 static int
 s_find_proc(const am2z_worker_t *w, const char *name)
@@ -684,6 +704,8 @@ s_on_job(s_engine_t *e, am2z_msg_t *job)
                  AM2Z_KU("attempt", job->attempt));
         am2z_msg_clear(job);
         return;
+    } else if (job->call) {
+        /* a nested call's child: beyond credit, on an extra actor */
     } else if (e->lanes[p].nidle == 0) {
         if (e->epoch > 0 && e->lanes[p].npending < w->procs[p].concurrency) {
             pend = true;
@@ -718,13 +740,16 @@ s_on_job(s_engine_t *e, am2z_msg_t *job)
                  AM2Z_KS("job", owned->job), AM2Z_KS("processor", owned->processor));
         return;
     }
-    s_start_job(e, (size_t)p, owned);
+    if (owned->call)
+        s_start_extra(e, (size_t)p, owned);
+    else
+        s_start_job(e, (size_t)p, owned);
 }
 
 static void
 s_on_cancel(s_engine_t *e, const am2z_msg_t *msg)
 {
-    for (size_t i = 0; i < e->nslots; i++) {
+    for (size_t i = 0; i < s_nall(e); i++) {
         s_slot_t *slot = &e->slots[i];
         if (slot->busy && msg->job && streq(slot->job, msg->job)
             && (msg->attempt == 0 || msg->attempt == slot->attempt)) {
@@ -765,6 +790,9 @@ s_on_broker_msg(s_engine_t *e, zmsg_t *raw)
     case AM2Z_CMD_CANCEL:
         s_on_cancel(e, &msg);
         break;
+    case AM2Z_CMD_RESULT:
+        s_on_call_result(e, &msg, body);
+        break;
     case AM2Z_CMD_HEARTBEAT:
         break;
     case AM2Z_CMD_DISCONNECT:
@@ -803,6 +831,110 @@ s_on_broker(s_engine_t *e)
    Messages from actors
    ------------------------------------------------------------------------ */
 
+/*  A nested call from a running job: numbered here (req) and sent to the
+    broker; the RESULT with that req goes back to this slot's actor. */
+static void
+s_on_call(s_engine_t *e, s_slot_t *slot, zframe_t *body)
+{
+    am2z_msg_t call;
+    uint8_t *out = NULL;
+    size_t size = 0;
+    int rc = am2z_msg_decode(AM2Z_CMD_CALL, zframe_data(body), zframe_size(body),
+                             zframe_size(body) + 1, &call, NULL, 0);
+    if (rc == AM2Z_OK) {
+        call.req = ++e->next_req;
+        rc = am2z_msg_encode(&call, &out, &size);
+    }
+    if (rc == AM2Z_OK && slot->busy && !e->handed_back) {
+        slot->call_req = call.req;
+        s_send(e, "CALL", out, size);
+    } else {
+        AM2Z_LOG(e->w->log, AM2Z_LOG_WARN, "worker", "nested call not sent",
+                 AM2Z_KS("job", slot->job), AM2Z_KS("error", am2z_strerror(rc)));
+    }
+    free(out);
+    am2z_msg_clear(&call);
+}
+
+/*  RESULT {req} from the broker: the answer to a nested call. */
+static void
+s_on_call_result(s_engine_t *e, const am2z_msg_t *msg, zframe_t *body)
+{
+    for (size_t i = 0; msg->req && i < s_nall(e); i++) {
+        s_slot_t *slot = &e->slots[i];
+        if (slot->busy && slot->call_req == msg->req) {
+            slot->call_req = 0;
+            zmsg_t *m = zmsg_new();
+            if (m && zmsg_addstr(m, "RESULT") == 0
+                && zmsg_addmem(m, zframe_data(body), zframe_size(body)) == 0
+                && zmsg_send(&m, slot->actor) == 0)
+                return;
+            zmsg_destroy(&m);
+            return;
+        }
+    }
+    AM2Z_LOG(e->w->log, AM2Z_LOG_DEBUG, "worker", "RESULT for no waiting call dropped",
+             AM2Z_KU("req", msg->req));
+}
+
+/*  A nested call's child: runs on an idle extra actor of its processor, or
+    a new one. Takes *owned. */
+static void
+s_start_extra(s_engine_t *e, size_t p, am2z_msg_t *owned)
+{
+    am2z_worker_t *w = e->w;
+    s_slot_t *slot = NULL;
+    for (size_t i = e->nslots; i < s_nall(e) && !slot; i++)
+        if (!e->slots[i].busy && e->slots[i].proc == p)
+            slot = &e->slots[i];
+    if (!slot && e->nextras < S_EXTRA_MAX) {
+        s_slot_t *fresh = &e->slots[e->nslots + e->nextras];
+        memset(fresh, 0, sizeof *fresh);
+        fresh->proc = p;
+        fresh->extra = true;
+        atomic_init(&fresh->cancel, false);
+        fresh->args = (am2zw_actor_args_t){
+            .processor = w->procs[p].name, .fn = w->procs[p].fn,
+            .arg = w->procs[p].arg, .log = w->log,
+            .max_state_size = (size_t)w->cfg.max_state_size,
+            .cancel = &fresh->cancel,
+        };
+        fresh->actor = zactor_new(am2zw_actor, &fresh->args);
+        if (fresh->actor) {
+            e->nextras++;
+            s_rebuild_items(e);
+            slot = fresh;
+        }
+    }
+    if (!slot) {
+        am2z_error_t *error = am2z_error_resource("call actors", S_EXTRA_MAX, S_EXTRA_MAX);
+        s_send_failure(e, owned, &error);
+        am2z_msg_clear(owned);
+        free(owned);
+        return;
+    }
+    snprintf(slot->job, sizeof slot->job, "%s", owned->job);
+    slot->attempt = owned->attempt;
+    slot->epoch = e->epoch;
+    slot->call_req = 0;
+    slot->deadline_us = owned->timeout_ms
+                            ? am2z_clock_mono_us() + owned->timeout_ms * 1000 : 0;
+    atomic_store(&slot->cancel, false);
+    slot->busy = true;
+    e->busy++;
+    zmsg_t *msg = zmsg_new();
+    if (!msg || zmsg_addstr(msg, "JOB") != 0 || zmsg_addmem(msg, &owned, sizeof owned) != 0
+        || zmsg_send(&msg, slot->actor) != 0) {
+        zmsg_destroy(&msg);
+        slot->busy = false;
+        e->busy--;
+        am2z_error_t *error = am2z_error_resource("actor pipe", 0, 0);
+        s_send_failure(e, owned, &error);
+        am2z_msg_clear(owned);
+        free(owned);
+    }
+}
+
 static void
 s_on_actor(s_engine_t *e, s_slot_t *slot)
 {
@@ -822,7 +954,11 @@ s_on_actor(s_engine_t *e, s_slot_t *slot)
                      AM2Z_KS("job", slot->job));
         else if (zframe_size(body) > 0)
             s_send(e, "DONE", zframe_data(body), zframe_size(body));
-        if (slot->busy) {
+        slot->call_req = 0;
+        if (slot->busy && slot->extra) {
+            slot->busy = false;           /* idle extra: reused by the next call */
+            e->busy--;
+        } else if (slot->busy) {
             AM2Z_LOG(e->w->log, AM2Z_LOG_DEBUG, "worker", "job done",
                      AM2Z_KS("job", slot->job),
                      AM2Z_KS("processor", slot->args.processor));
@@ -837,6 +973,8 @@ s_on_actor(s_engine_t *e, s_slot_t *slot)
                 s_start_job(e, slot->proc, next);
             }
         }
+    } else if (cmd && body && streq(cmd, "CALL")) {
+        s_on_call(e, slot, body);
     } else {
         AM2Z_LOG(e->w->log, AM2Z_LOG_ERROR, "worker", "unexpected actor message",
                  AM2Z_KS("command", cmd));
@@ -891,7 +1029,7 @@ s_hand_back(s_engine_t *e)
                  AM2Z_KU("held", e->held));
     s_send_simple(e, AM2Z_CMD_DISCONNECT);
     e->handed_back = true;
-    for (size_t i = 0; i < e->nslots; i++)
+    for (size_t i = 0; i < s_nall(e); i++)
         if (e->slots[i].busy)
             atomic_store(&e->slots[i].cancel, true);
     e->stop_deadline_us = am2z_clock_mono_us() + (uint64_t)S_CANCEL_WAIT_MS * 1000;
@@ -916,7 +1054,7 @@ s_on_control(s_engine_t *e)
 static void
 s_check_deadlines(s_engine_t *e, uint64_t now)
 {
-    for (size_t i = 0; i < e->nslots; i++) {
+    for (size_t i = 0; i < s_nall(e); i++) {
         s_slot_t *slot = &e->slots[i];
         if (slot->busy && slot->deadline_us && now >= slot->deadline_us) {
             atomic_store(&slot->cancel, true);
@@ -1005,10 +1143,12 @@ s_loop(s_engine_t *e)
             continue;
         if (e->items[0].revents & ZMQ_POLLIN)
             s_on_broker(e);
-        for (size_t i = 0; i < e->nslots; i++)
+        size_t nall = s_nall(e);          /* s_on_actor may spawn extras */
+        bool control = e->control && (e->items[1 + nall].revents & ZMQ_POLLIN);
+        for (size_t i = 0; i < nall; i++)
             if (e->items[1 + i].revents & ZMQ_POLLIN)
                 s_on_actor(e, &e->slots[i]);
-        if (e->control && (e->items[1 + e->nslots].revents & ZMQ_POLLIN))
+        if (control)
             s_on_control(e);
     }
 }
