@@ -247,6 +247,31 @@ START_TEST(test_compose_chain_runs_steps_in_order_one_version_each)
     ck_assert_int_eq(s_int_at(r->state, "count"), 56);
     ck_assert_uint_eq(am2z_state_version(r->state), 7);
     am2z_result_destroy(&r);
+
+    /* execute_many: one result per state, in order */
+    am2z_state_t *many[2] = { s_state("chain-m", "{\"count\": 0}"), NULL };
+    am2z_result_t *rs[2] = { NULL, NULL };
+    ck_assert_int_eq(am2z_client_execute_many(c, "calc", (const am2z_state_t *const *)many, 2,
+                                              "chain-m", rs), AM2Z_OK);
+    ck_assert(rs[0]->success && rs[1]->success);
+    ck_assert_int_eq(s_int_at(rs[0]->state, "count"), 12);
+    ck_assert_int_eq(s_int_at(rs[1]->state, "count"), 36);
+    am2z_result_destroy(&rs[0]);
+    am2z_result_destroy(&rs[1]);
+    am2z_state_destroy(&many[0]);
+
+    /* the CLI executes a composite like a processor */
+    static char out[65536];
+    char *argv[] = { AM2Z_BIN, "execute", "calc", "--session", "chain-cli", "--state",
+                     "{\"count\": 1}", "--broker", env.frontend, NULL };
+    ck_assert_int_eq(am2z_testproc_run(argv, out, sizeof out, 20000), 0);
+    json_error_t jerr;
+    json_t *j = json_loads(out, JSON_DISABLE_EOF_CHECK, &jerr);
+    ck_assert_msg(j != NULL, "not JSON: %s", out);
+    ck_assert(json_is_true(json_object_get(j, "success")));
+    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(j, "state"), "count")),
+                     14);
+    json_decref(j);
     am2z_client_destroy(&c);
     s_stop(&env);
 }
