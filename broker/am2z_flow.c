@@ -75,6 +75,10 @@ typedef struct {
     bool dirty;                   /* root: record to rewrite */
     bool resumed;                 /* restored after a restart: steps whose
                                      processor no worker announced yet wait */
+    uint32_t depth;               /* call depth of its steps */
+    uint64_t call_req;            /* a composite called by am2z_ctx_call: the
+                                     CALL's req (no root job, no record), else 0 */
+    char call_worker[AM2Z_JOB_ID_MAX + 1]; /* the calling worker's id */
 } flow_t;
 
 /*  One outcome for a run's unit. */
@@ -102,6 +106,10 @@ struct am2zb_flows_s {
 };
 
 static void s_run(am2z_broker_t *self, flow_t *f);
+static void s_call_result(am2z_broker_t *self, const char *worker_id, uint64_t req,
+                          const job_t *job, const char *proc, bool ok,
+                          const am2z_state_t *state, am2z_error_t **error_p,
+                          uint64_t exec_us, uint64_t started_ms);
 static void s_restore(am2z_broker_t *self, flow_t *f, am2z_runrec_t *rec);
 static void s_complete(am2z_broker_t *self, flow_t *f, bool ok, am2z_state_t **state_p,
                        am2z_error_t **error_p);
@@ -281,13 +289,14 @@ s_flow_new(am2z_broker_t *self, const am2z_comp_desc_t *comp, const char *sessio
     f->root_flow = parent ? parent->root_flow : f->id;
     f->root = parent ? parent->root : root;
     f->resumed = parent ? parent->resumed : false;
+    f->depth = parent ? parent->depth : (root ? root->depth : 0);
     f->comp = comp;
     f->session = strdup(session);
     f->input = *input_p;
     *input_p = NULL;
     f->started_ms = am2z_clock_wall_ms();
     f->started_us = am2z_clock_mono_us();
-    uint64_t timeout = parent ? comp->timeout_ms : (root ? root->timeout_ms : 0);
+    uint64_t timeout = !parent && root ? root->timeout_ms : comp->timeout_ms;
     if (timeout)
         f->deadline_us = f->started_us + timeout * 1000;
     if (comp->kind == K_CHAIN || comp->kind == K_PARALLEL) {
@@ -417,7 +426,7 @@ s_step_job(am2z_broker_t *self, flow_t *f, int slot, proc_t *proc, const am2z_st
     job->proc = proc;
     job->prio = proc->priority;
     job->timeout_ms = proc->timeout_ms;
-    job->depth = f->root ? f->root->depth : 0;
+    job->depth = f->depth;
     job->created_ms = am2z_clock_wall_ms();
     job->accepted = true;
     job->status = JOB_WAITING;
@@ -501,7 +510,7 @@ s_start_foreign(am2z_broker_t *self, flow_t *f, size_t i, const char *sid)
     job->proc = proc;
     job->prio = proc->priority;
     job->timeout_ms = proc->timeout_ms;
-    job->depth = f->root ? f->root->depth : 0;
+    job->depth = f->depth;
     job->created_ms = now;
     job->not_before_ms = now;
     job->seq = ++self->seq;
@@ -651,6 +660,9 @@ s_complete(am2z_broker_t *self, flow_t *f, bool ok, am2z_state_t **state_p,
     if (f->parent) {
         s_push(self, f->parent, f->parent_slot, ok, &state, &error, NULL);
         s_touch(self, f);
+    } else if (f->call_req) {
+        s_call_result(self, f->call_worker, f->call_req, NULL, f->comp->name, ok, state,
+                      &error, us, f->started_ms);
     } else {
         s_finish_root(self, f, ok, state, &error, us);
     }
@@ -1121,7 +1133,7 @@ s_flush_records(am2z_broker_t *self)
 {
     am2zb_flows_t *fl = self->flows;
     for (flow_t *f = zhashx_first(fl->runs); f; f = zhashx_next(fl->runs)) {
-        if (f->parent || !f->dirty || f->phase == P_OVER)
+        if (f->parent || !f->dirty || f->phase == P_OVER || f->call_req)
             continue;
         f->dirty = false;
         am2z_store_batch_t *batch = am2zb_batch(self);
@@ -1479,7 +1491,7 @@ am2zb_flow_tick(am2z_broker_t *self)
         flow_t *f = s_get(self, (uint64_t)(uintptr_t)p);
         if (!f || f->phase == P_OVER)
             continue;
-        uint64_t timeout = f->parent ? f->comp->timeout_ms : f->root->timeout_ms;
+        uint64_t timeout = !f->parent && f->root ? f->root->timeout_ms : f->comp->timeout_ms;
         am2z_error_t *e = am2z_error_timeout(f->comp->name, timeout);
         s_fail(self, f, &e);
     }
@@ -1573,16 +1585,28 @@ am2zb_flow_call(am2z_broker_t *self, worker_t *worker, am2z_msg_t *msg)
                                   msg->processor);
     else if (!proc || !proc->registered)
         e = s_not_found(self, msg->processor);
-    else if (proc->comp)
-        e = am2z_error_configuration(msg->processor,
-                                     "a composite cannot be called from a distributed "
-                                     "processor (run it as a step instead)");
     else if (!msg->state || am2z_state_decode(msg->state, msg->state_size, &input) != AM2Z_OK
              || strcmp(am2z_state_session_id(input), parent->session_id) != 0)
         e = am2z_error_validation("state", NULL, "a call needs a state of the caller's session");
     if (e) {
         am2z_state_destroy(&input);
         s_call_result(self, worker->id, msg->req, NULL, msg->processor, false, NULL, &e, 0, 0);
+        return;
+    }
+    if (proc->comp) {
+        /* a composite: a run of its own, answered instead of written */
+        flow_t *f = s_flow_new(self, proc->comp, parent->session_id, &input, NULL, 0, NULL);
+        if (!f) {
+            e = s_nomem();
+            s_call_result(self, worker->id, msg->req, NULL, msg->processor, false, NULL, &e,
+                          0, 0);
+            return;
+        }
+        f->call_req = msg->req;
+        f->depth = msg->call_depth;
+        snprintf(f->call_worker, sizeof f->call_worker, "%s", worker->id);
+        s_run(self, f);
+        s_pump(self);
         return;
     }
     job_t *job = am2zb_job_new();

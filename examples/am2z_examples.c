@@ -449,6 +449,25 @@ s_call_double_twice(am2z_ctx_t *ctx)
     return am2z_changes_set_int(am2z_ctx_changes(ctx), "count", n + 10);
 }
 
+/*  Calls the composite calc on its input; count = its count. */
+static int
+s_call_calc(am2z_ctx_t *ctx)
+{
+    am2z_result_t *r = NULL;
+    int rc = am2z_ctx_call(ctx, "calc", NULL, &r);
+    if (rc != AM2Z_OK)
+        return rc;
+    if (!r->success) {
+        rc = s_fail_with(ctx, r, "calc");
+        am2z_result_destroy(&r);
+        return rc;
+    }
+    int64_t n = 0;
+    am2z_state_get_int(r->state, "count", &n);
+    am2z_result_destroy(&r);
+    return am2z_changes_set_int(am2z_ctx_changes(ctx), "count", n);
+}
+
 /*  Calls itself state.n levels deep; the innermost sets depth. */
 static int
 s_recurse(am2z_ctx_t *ctx)
@@ -544,6 +563,8 @@ static const am2z_processor_def_t s_defs[] = {
     /* nested calls (am2z_ctx_call) */
     { .name = "call-double-twice", .fn = s_call_double_twice, .concurrency = 2,
       .description = "calls double twice on its input; count = that + 10" },
+    { .name = "call-calc", .fn = s_call_calc, .concurrency = 2,
+      .description = "calls the composite calc; count = its count" },
     { .name = "recurse", .fn = s_recurse, .concurrency = 2,
       .description = "calls itself state.n levels deep; depth = innermost call depth" },
 };

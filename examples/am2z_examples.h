@@ -29,6 +29,7 @@
         tick               sleeps state.ms, then steps += 1
         call-double-twice  am2z_ctx_call(double) twice on its input, then
                            count = the result's count + 10
+        call-calc          am2z_ctx_call(calc) (a composite); count = its count
         recurse            calls itself state.n levels deep (n - 1 each);
                            depth = the innermost call depth
 

@@ -595,6 +595,12 @@ START_TEST(test_compose_ctx_call_runs_callee_in_the_callers_session)
     ck_assert_int_eq(s_int_at(r->state, "count"), 20);
     ck_assert_uint_eq(am2z_state_version(r->state), 2);   /* the callees write nothing */
     am2z_result_destroy(&r);
+    /* a composite can be called too: a run of its own, answered to the caller */
+    r = s_exec(c, "call-calc", "call-4", "{\"count\": 5}");
+    ck_assert_msg(r->success, "call-calc: %s", r->error ? r->error->message : "?");
+    ck_assert_int_eq(s_int_at(r->state, "count"), 22);
+    ck_assert_uint_eq(am2z_state_version(r->state), 2);
+    am2z_result_destroy(&r);
     /* beyond max-call-depth (10) a call fails at once: CallDepthExceeded */
     r = s_exec(c, "recurse", "call-2", "{\"n\": 15}");
     ck_assert(!r->success);
