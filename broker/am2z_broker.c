@@ -1151,6 +1151,12 @@ s_dead_letter(am2z_broker_t *self, const job_t *job, const am2z_error_t *error)
     free(data);
 }
 
+void
+am2zb_dead_letter(am2z_broker_t *self, const job_t *job, const am2z_error_t *error)
+{
+    s_dead_letter(self, job, error);
+}
+
 /*  One attempt of a leased job failed (its DONE said so, or its lease
     expired): retry it after the backoff when the policy allows, else
     finish it as failed and dead-letter it. Takes *error_p. The job must be

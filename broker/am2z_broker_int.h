@@ -250,6 +250,8 @@ void am2zb_finish(am2z_broker_t *self, job_t *job, bool ok, uint8_t **state_p,
 /*  The input state of a job (BEHAVIOUR.md); sets input/expected version. */
 int am2zb_resolve_input(am2z_broker_t *self, job_t *job, am2z_state_t **out);
 am2z_error_t *am2zb_error_from_rc(int rc, const char *what);
+/*  Writes the job to the dead-letter store in the turn's batch. */
+void am2zb_dead_letter(am2z_broker_t *self, const job_t *job, const am2z_error_t *error);
 
 /* am2z_flow.c: workflow runs of composites (BEHAVIOUR.md "Workflow runs").
    Every function runs on the loop thread. "In turn" = while the turn's

@@ -620,6 +620,8 @@ s_finish_root(am2z_broker_t *self, flow_t *f, bool ok, am2z_state_t *state,
     }
     if (batch)
         am2z_batch_del(batch, AM2Z_DB_RUNS, job->id, strlen(job->id));   /* ENOTFOUND ok */
+    if (!ok)
+        am2zb_dead_letter(self, job, error);   /* like any job failed for good */
     uint8_t *bytes = NULL;
     size_t size = 0;
     if (ok && (bytes = malloc(am2z_state_size(state)))) {

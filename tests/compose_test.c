@@ -345,6 +345,11 @@ START_TEST(test_compose_chain_failure_names_step_position_and_partial_state)
     json_decref(d);
     am2z_result_destroy(&r);
     ck_assert_int_eq(s_count_named(&log, "workflow:failed"), 1);
+    /* failed for good: a dead letter, like any job */
+    am2z_dlq_list_t *dl = NULL;
+    ck_assert_int_eq(am2z_client_dlq_list(c, "calc-fail", NULL, &dl), AM2Z_OK);
+    ck_assert_uint_eq(dl->count, 1);
+    am2z_dlq_list_destroy(&dl);
     /* nothing was written: the session has no state */
     am2z_state_t *stored = NULL;
     ck_assert_int_eq(am2z_client_get_state(c, "chain-2", &stored), AM2Z_ENOTFOUND);
