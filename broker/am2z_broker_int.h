@@ -3,7 +3,12 @@
     workers, dispatch). Everything here belongs to the broker's loop thread.
 
     Invariants (between loop turns):
-    - Every job_t in self->jobs is either WAITING (in its session's lane),
+    - Workflow steps and nested calls' children (job->flow_id / job->call)
+      have no lane and no session pointer: WAITING means on the flows'
+      ready list (ready_handle set), ACTIVE means leased; am2z_flow.c owns
+      their life cycle. A running composite job is ACTIVE without a worker
+      (its run holds the session).
+    - Every other job_t in self->jobs is either WAITING (in its session's lane),
       ACTIVE (leased: session->active == job, job->worker set), or FAILING
       (session->active == job, a failure waits in self->failures).
       A stopped job (job->stopped) is ACTIVE with session == NULL: its

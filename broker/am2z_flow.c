@@ -15,6 +15,12 @@
     children) is never under a caller's feet. Items and steps name runs by
     id, not pointer: an outcome for a run that has ended is dropped.
 
+    Nested calls (CALL from a worker, am2zb_flow_call) reuse the ready list:
+    the callee is a step-like job with job->call set, leased first and
+    beyond credit; its outcome is answered to the calling worker as RESULT
+    {req}. A called composite is a run without a root job or record whose
+    outcome is answered the same way.
+
     Durability: after each applied outcome the root run's record (the whole
     tree: cursor, states of finished units, nested progress) is rewritten
     in the turn's batch. A restart reloads the composite job into its lane
