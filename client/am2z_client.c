@@ -123,18 +123,6 @@ s_copy(char *dst, size_t dst_size, const char *src)
     snprintf(dst, dst_size, "%s", src ? src : "");
 }
 
-void
-am2z_result_destroy(am2z_result_t **self_p)
-{
-    if (!self_p || !*self_p)
-        return;
-    am2z_result_t *self = *self_p;
-    am2z_state_destroy(&self->state);
-    am2z_error_destroy(&self->error);
-    free(self);
-    *self_p = NULL;
-}
-
 /*  A failed result carrying `error` (taken). NULL when out of memory. */
 static am2z_result_t *
 s_result_failed(const char *job_id, const char *processor, const char *session_id,

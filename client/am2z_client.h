@@ -30,6 +30,7 @@
 
 #include "am2z_clock.h"
 #include "am2z_error.h"
+#include "am2z_result.h"
 #include "am2z_state.h"
 
 #ifdef __cplusplus
@@ -42,21 +43,7 @@ extern "C" {
 
 typedef struct am2z_client_t am2z_client_t;
 
-/*  A job's final outcome. Every pointer is owned by the result. */
-typedef struct {
-    bool success;
-    char job_id[AM2Z_JOB_ID_MAX + 1];            /* = execution id */
-    char processor[AM2Z_NAME_MAX + 1];
-    char session_id[AM2Z_SESSION_ID_MAX + 1];
-    am2z_state_t *state;          /* resulting state; NULL on failure */
-    am2z_error_t *error;          /* NULL on success */
-    uint32_t attempt;             /* attempts made (1-based) */
-    uint64_t exec_us;             /* processor run time, µs (>= 1 when it ran) */
-    uint64_t started_at_ms;       /* wall clock when the last attempt started */
-} am2z_result_t;
-
-/*  NULL-safe, idempotent. */
-void am2z_result_destroy(am2z_result_t **self_p);
+/*  Results (am2z_result_t) are declared in am2z_result.h. */
 
 /*  Per-job options. Zeroed (or NULL) = processor defaults. */
 typedef struct {

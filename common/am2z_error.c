@@ -280,6 +280,42 @@ s_details_end(s_details_t *d, am2z_error_t *self)
 }
 
 am2z_error_t *
+am2z_error_in_composite(const am2z_error_t *cause, const char *what, const char *composite,
+                        const char *unit, const char *step, uint32_t position,
+                        uint32_t completed, const uint8_t *partial_state,
+                        size_t partial_state_size)
+{
+    if (!cause)
+        return NULL;
+    am2z_error_t *self = s_error_alloc(
+        cause->kind, cause->category, cause->code,
+        s_format("%s '%s' failed at %s %u (%s): %s", what ? what : "composite",
+                 composite ? composite : "?", unit ? unit : "step", position,
+                 step ? step : "?", cause->message ? cause->message : ""));
+    if (self) {
+        self->severity = cause->severity;
+        self->retryable = cause->retryable;
+    }
+    s_details_t d;
+    s_details_begin(&d, 6);
+    s_details_str(&d, "composite", composite);
+    s_details_str(&d, "step", step);
+    s_details_uint(&d, "position", position);
+    s_details_uint(&d, "completedSteps", completed);
+    s_pack_str(&d.pk, "partialState");
+    if (partial_state && partial_state_size)
+        d.pk.callback(d.pk.data, (const char *)partial_state, partial_state_size);
+    else
+        msgpack_pack_nil(&d.pk);
+    s_pack_str(&d.pk, "cause");
+    if (cause->details && cause->details_size)
+        d.pk.callback(d.pk.data, (const char *)cause->details, cause->details_size);
+    else
+        msgpack_pack_nil(&d.pk);
+    return s_details_end(&d, self);
+}
+
+am2z_error_t *
 am2z_error_validation(const char *field, const char *value, const char *reason)
 {
     am2z_error_t *self = s_error_alloc(

@@ -173,6 +173,21 @@ am2z_error_t *am2z_error_business(const char *code, const char *message,
 am2z_error_t *am2z_error_call_depth(uint32_t depth, uint32_t max_depth,
                                     const char *processor_name);
 
+/*  A failure inside a composite: kind, category, severity, retryable and
+    code of `cause`; message "<what> 'composite' failed at <unit> N
+    (name): <cause message>"; details {composite, step (name), position
+    (1-based for steps, 0-based index for batch payloads), completedSteps,
+    partialState (msgpack map or nil), cause (the cause's details or nil)}.
+    what is "chain", "parallel", "route" or "batch"; unit "step", "branch",
+    "payload". partial_state may be NULL. Returns NULL only when out of
+    memory (or cause is NULL). Caller owns the result. */
+am2z_error_t *am2z_error_in_composite(const am2z_error_t *cause, const char *what,
+                                      const char *composite, const char *unit,
+                                      const char *step, uint32_t position,
+                                      uint32_t completed,
+                                      const uint8_t *partial_state,
+                                      size_t partial_state_size);
+
 /*  Deep copy. NULL in, NULL out. Caller owns the result. */
 am2z_error_t *am2z_error_dup(const am2z_error_t *self);
 

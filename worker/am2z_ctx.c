@@ -18,18 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/*  Valid only during one processor call, on the actor's thread. */
-struct am2z_ctx_t {
-    const am2zw_actor_args_t *actor;  /* the actor's immutable arguments */
-    const am2z_msg_t *job;            /* the JOB being run; owned by the actor loop */
-    const am2z_state_t *state;        /* decoded input; owned by s_run */
-    am2z_changes_t *changes;          /* what the processor records; owned by s_run */
-    zsock_t *pipe;                    /* the actor's pipe to the main thread */
-    am2z_error_t *error;              /* set by am2z_ctx_fail; owned */
-    bool failed;                      /* am2z_ctx_fail was called */
-    uint64_t seq;                     /* last event sequence number of this job */
-    uint64_t started_ms;              /* wall clock when the processor started */
-};
 
 /* ---------------------------------------------------------------------------
    Context accessors
@@ -64,37 +52,37 @@ am2z_ctx_fail(am2z_ctx_t *ctx, am2z_error_t **error_p)
 bool
 am2z_ctx_cancelled(const am2z_ctx_t *ctx)
 {
-    return ctx && atomic_load(ctx->actor->cancel);
+    return ctx && ctx->cancel && atomic_load(ctx->cancel);
 }
 
 const char *
 am2z_ctx_processor(const am2z_ctx_t *ctx)
 {
-    return ctx ? ctx->actor->processor : NULL;
+    return ctx ? ctx->processor : NULL;
 }
 
 const char *
 am2z_ctx_session_id(const am2z_ctx_t *ctx)
 {
-    return ctx ? ctx->job->session : NULL;
+    return ctx ? ctx->session : NULL;
 }
 
 const char *
 am2z_ctx_execution_id(const am2z_ctx_t *ctx)
 {
-    return ctx ? ctx->job->job : NULL;
+    return ctx ? ctx->job_id : NULL;
 }
 
 uint32_t
 am2z_ctx_attempt(const am2z_ctx_t *ctx)
 {
-    return ctx ? ctx->job->attempt : 0;
+    return ctx ? ctx->attempt : 0;
 }
 
 uint32_t
 am2z_ctx_call_depth(const am2z_ctx_t *ctx)
 {
-    return ctx ? ctx->job->call_depth : 0;
+    return ctx ? ctx->depth : 0;
 }
 
 uint64_t
@@ -106,13 +94,13 @@ am2z_ctx_started_at(const am2z_ctx_t *ctx)
 void *
 am2z_ctx_arg(const am2z_ctx_t *ctx)
 {
-    return ctx ? ctx->actor->arg : NULL;
+    return ctx ? ctx->arg : NULL;
 }
 
 am2z_log_t *
 am2z_ctx_log(const am2z_ctx_t *ctx)
 {
-    return ctx ? ctx->actor->log : NULL;
+    return ctx ? ctx->log : NULL;
 }
 
 /* ---------------------------------------------------------------------------
@@ -140,17 +128,31 @@ s_pipe_send(zsock_t *pipe, const char *cmd, const uint8_t *body, size_t size)
 static int
 s_emit(am2z_ctx_t *ctx, const char *event, const uint8_t *data, size_t size)
 {
+    if (!ctx->host || !ctx->host->emit)
+        return AM2Z_OK;            /* nobody listens: nothing to deliver */
+    int rc = ctx->host->emit(ctx->host->host, ctx, event, data, size, ctx->seq + 1);
+    if (rc == AM2Z_OK)
+        ctx->seq++;
+    return rc;
+}
+
+/*  The worker's host: events become EVENT bodies sent over the actor pipe
+    (the main thread forwards them to the broker ahead of the DONE). */
+static int
+s_pipe_emit(void *host, const am2z_ctx_t *ctx, const char *event,
+            const uint8_t *data, size_t size, uint64_t seq)
+{
     /*  The message borrows every pointer (encoding only reads them), so it
         is never cleared. */
     am2z_msg_t ev;
     am2z_msg_init(&ev, AM2Z_CMD_EVENT);
     ev.name = (char *)event;
-    ev.job = ctx->job->job;
-    ev.session = ctx->job->session;
-    ev.processor = ctx->job->processor;
-    ev.attempt = ctx->job->attempt;
+    ev.job = (char *)ctx->job_id;
+    ev.session = (char *)ctx->session;
+    ev.processor = (char *)ctx->processor;
+    ev.attempt = ctx->attempt;
     ev.ts_ms = am2z_clock_wall_ms();
-    ev.seq = ctx->seq + 1;
+    ev.seq = seq;
     ev.data = (uint8_t *)data;
     ev.data_size = data ? size : 0;
 
@@ -158,16 +160,36 @@ s_emit(am2z_ctx_t *ctx, const char *event, const uint8_t *data, size_t size)
     size_t body_size = 0;
     int rc = am2z_msg_encode(&ev, &body, &body_size);
     if (rc != AM2Z_OK) {
-        AM2Z_LOG(ctx->actor->log, AM2Z_LOG_WARN, "worker", "event not encoded",
-                 AM2Z_KS("event", event), AM2Z_KS("job", ctx->job->job),
+        AM2Z_LOG(ctx->log, AM2Z_LOG_WARN, "worker", "event not encoded",
+                 AM2Z_KS("event", event), AM2Z_KS("job", ctx->job_id),
                  AM2Z_KS("error", am2z_strerror(rc)));
         return rc;
     }
-    rc = s_pipe_send(ctx->pipe, "EVENT", body, body_size);
+    rc = s_pipe_send(host, "EVENT", body, body_size);
     free(body);
-    if (rc == AM2Z_OK)
-        ctx->seq++;
     return rc;
+}
+
+int
+am2z_ctx_select(am2z_ctx_t *ctx, const char *key)
+{
+    if (!ctx || !key || strlen(key) > AM2Z_NAME_MAX)
+        return AM2Z_EINVAL;
+    snprintf(ctx->selected, sizeof ctx->selected, "%s", key);
+    ctx->has_selected = true;
+    return AM2Z_OK;
+}
+
+int
+am2z_ctx_call(am2z_ctx_t *ctx, const char *name, const am2z_state_t *state,
+              am2z_result_t **out)
+{
+    if (!ctx || !name || !out)
+        return AM2Z_EINVAL;
+    *out = NULL;
+    if (!ctx->host || !ctx->host->call)
+        return AM2Z_ESTATE;
+    return ctx->host->call(ctx->host->host, ctx, name, state ? state : ctx->state, out);
 }
 
 int
@@ -232,8 +254,7 @@ am2z_ctx_progress(am2z_ctx_t *ctx, uint64_t n)
 /*  The error for a processor that returned `rc` (non-zero) without a typed
     error, or that failed without one. Caller owns it; may be NULL (OOM). */
 static am2z_error_t *
-s_untyped_failure(const am2zw_actor_args_t *a, const am2z_msg_t *job,
-                  bool failed, int rc)
+s_untyped_failure(const am2zw_invoke_t *inv, bool failed, int rc)
 {
     char cause[160];
     if (failed)
@@ -242,100 +263,109 @@ s_untyped_failure(const am2zw_actor_args_t *a, const am2z_msg_t *job,
     else
         snprintf(cause, sizeof cause, "processor returned %d (%s)", rc,
                  am2z_strerror(rc));
-    return am2z_error_execution(a->processor, job->job, cause);
+    return am2z_error_execution(inv->processor, inv->job_id, cause);
 }
 
-/*  Applies the changes. On success *next is the encoded next state (caller
-    owns, free()); on failure *error describes it. */
-static void
-s_apply(const am2zw_actor_args_t *a, const am2z_msg_t *job,
-        const am2z_state_t *input, const am2z_changes_t *changes,
-        uint8_t **next, size_t *next_size, am2z_error_t **error)
+void
+am2zw_invoke(const am2zw_invoke_t *inv, am2zw_outcome_t *out)
 {
-    am2z_state_t *out = NULL;
-    int rc = am2z_state_apply(input, changes, am2z_clock_wall_ms(),
-                              a->max_state_size, &out);
-    if (rc == AM2Z_OK) {
-        *next_size = am2z_state_size(out);
-        *next = malloc(*next_size ? *next_size : 1);
-        if (*next)
-            memcpy(*next, am2z_state_data(out), *next_size);
-        am2z_state_destroy(&out);
-        if (*next)
-            return;
-        rc = AM2Z_ENOMEM;
+    memset(out, 0, sizeof *out);
+    out->started_ms = am2z_clock_wall_ms();
+    out->exec_us = 1;
+    am2z_ctx_t ctx = {
+        .processor = inv->processor, .session = inv->session, .job_id = inv->job_id,
+        .attempt = inv->attempt, .depth = inv->depth, .arg = inv->arg, .log = inv->log,
+        .cancel = inv->cancel, .state = inv->input, .changes = am2z_changes_new(),
+        .started_ms = out->started_ms, .host = inv->host,
+    };
+    if (!ctx.changes) {
+        out->error = am2z_error_resource("memory", 0, 0);
+        return;
     }
+    uint64_t t0 = am2z_clock_mono_us();
+    int rc = inv->fn(&ctx);
+    uint64_t t1 = am2z_clock_mono_us();
+    out->exec_us = t1 > t0 ? t1 - t0 : 1;
+    if (ctx.has_selected)
+        snprintf(out->selected, sizeof out->selected, "%s", ctx.selected);
+    if (ctx.failed || rc != AM2Z_OK) {
+        out->error = ctx.error ? ctx.error : s_untyped_failure(inv, ctx.failed, rc);
+        ctx.error = NULL;
+        am2z_changes_destroy(&ctx.changes);
+        return;
+    }
+    size_t max = inv->max_state_size ? inv->max_state_size : AM2ZW_MAX_STATE_DEFAULT;
+    rc = am2z_state_apply(inv->input, ctx.changes, am2z_clock_wall_ms(), max, &out->next);
+    if (rc == AM2Z_OK) {
+        out->changes = ctx.changes;
+        return;
+    }
+    am2z_changes_destroy(&ctx.changes);
     char cause[192];
     snprintf(cause, sizeof cause, "applying the processor's changes failed: %s",
              am2z_strerror(rc));
-    *error = am2z_error_execution(a->processor, job->job, cause);
+    out->error = am2z_error_execution(inv->processor, inv->job_id, cause);
     /*  A type error or an oversize state is deterministic: a retry would
         fail the same way. */
-    if (*error && rc != AM2Z_ENOMEM)
-        am2z_error_set_retryable(*error, false);
+    if (out->error && rc != AM2Z_ENOMEM)
+        am2z_error_set_retryable(out->error, false);
+}
+
+void
+am2zw_outcome_clear(am2zw_outcome_t *out)
+{
+    if (!out)
+        return;
+    am2z_state_destroy(&out->next);
+    am2z_changes_destroy(&out->changes);
+    am2z_error_destroy(&out->error);
 }
 
 static void
 s_run(zsock_t *pipe, const am2zw_actor_args_t *a, const am2z_msg_t *job)
 {
-    uint8_t *next = NULL;
-    size_t next_size = 0;
     uint8_t *changes = NULL;
     size_t changes_size = 0;
-    am2z_error_t *error = NULL;
-    uint64_t started_ms = am2z_clock_wall_ms();
-    uint64_t exec_us = 1;
+    am2zw_outcome_t oc = { .exec_us = 1, .started_ms = am2z_clock_wall_ms() };
 
     am2z_state_t *input = NULL;
     int rc = am2z_state_decode(job->state, job->state_size, &input);
     if (rc != AM2Z_OK) {
-        error = am2z_error_new(AM2Z_CAT_PROTOCOL, "INVALID_STATE",
-                               "job %s: input state does not decode: %s",
-                               job->job, am2z_strerror(rc));
+        oc.error = am2z_error_new(AM2Z_CAT_PROTOCOL, "INVALID_STATE",
+                                  "job %s: input state does not decode: %s",
+                                  job->job, am2z_strerror(rc));
     } else {
-        am2z_ctx_t ctx = {
-            .actor = a, .job = job, .state = input,
-            .changes = am2z_changes_new(), .pipe = pipe,
-            .started_ms = started_ms,
+        const am2zw_host_t host = { .emit = s_pipe_emit, .call = NULL, .host = pipe };
+        const am2zw_invoke_t inv = {
+            .processor = a->processor, .fn = a->fn, .arg = a->arg, .log = a->log,
+            .max_state_size = a->max_state_size, .cancel = a->cancel,
+            .session = job->session, .job_id = job->job, .attempt = job->attempt,
+            .depth = job->call_depth, .input = input, .host = &host,
         };
-        if (!ctx.changes) {
-            error = am2z_error_resource("memory", 0, 0);
-        } else {
-            uint64_t t0 = am2z_clock_mono_us();
-            rc = a->fn(&ctx);
-            uint64_t t1 = am2z_clock_mono_us();
-            exec_us = t1 > t0 ? t1 - t0 : 1;
-            if (ctx.failed || rc != AM2Z_OK) {
-                error = ctx.error ? ctx.error
-                                  : s_untyped_failure(a, job, ctx.failed, rc);
-                ctx.error = NULL;
-            } else {
-                s_apply(a, job, input, ctx.changes, &next, &next_size, &error);
-                /*  DONE.data = the changes (optional on the wire; the
-                    broker may use them to merge parallel branches). */
-                if (next && am2z_changes_encode(ctx.changes, &changes,
-                                                &changes_size) != AM2Z_OK)
-                    changes = NULL;
-            }
-        }
-        am2z_error_destroy(&ctx.error);
-        am2z_changes_destroy(&ctx.changes);
+        am2zw_invoke(&inv, &oc);
+        /*  DONE.data = the changes (optional on the wire; the broker may use
+            them to merge parallel branches). */
+        if (oc.next && am2z_changes_encode(oc.changes, &changes, &changes_size) != AM2Z_OK)
+            changes = NULL;
         am2z_state_destroy(&input);
     }
 
-    /*  Borrowed pointers (job id) are never freed through this message. */
+    /*  Borrowed pointers (job id, state bytes) are never freed through this
+        message. */
     am2z_msg_t done;
     am2z_msg_init(&done, AM2Z_CMD_DONE);
     done.job = job->job;
     done.attempt = job->attempt;
-    done.success = next != NULL;
-    done.state = next;
-    done.state_size = next ? next_size : 0;
+    done.success = oc.next != NULL;
+    done.state = oc.next ? (uint8_t *)am2z_state_data(oc.next) : NULL;
+    done.state_size = oc.next ? am2z_state_size(oc.next) : 0;
     done.data = changes;
     done.data_size = changes ? changes_size : 0;
-    done.error = next ? NULL : error;
-    done.exec_us = exec_us;
-    done.started_at_ms = started_ms;
+    done.error = oc.next ? NULL : oc.error;
+    done.exec_us = oc.exec_us;
+    done.started_at_ms = oc.started_ms;
+    if (!oc.next && !oc.error)
+        done.error = oc.error = am2z_error_resource("memory", 0, 0);
 
     uint8_t *body = NULL;
     size_t body_size = 0;
@@ -353,9 +383,8 @@ s_run(zsock_t *pipe, const am2zw_actor_args_t *a, const am2z_msg_t *job)
         AM2Z_LOG(a->log, AM2Z_LOG_ERROR, "worker", "actor pipe send failed",
                  AM2Z_KS("job", job->job), AM2Z_KS("processor", a->processor));
     free(body);
-    free(next);
     free(changes);
-    am2z_error_destroy(&error);
+    am2zw_outcome_clear(&oc);
 }
 
 /* ---------------------------------------------------------------------------

@@ -21,6 +21,7 @@
 #include <czmq.h>
 #include <stdatomic.h>
 
+#include "am2z_compose.h"
 #include "am2z_worker.h"
 
 /*  Default largest next state a processor may produce (bytes). */
@@ -40,5 +41,84 @@ typedef struct {
 
 /*  The actor thread body (a zactor_fn). args is an am2zw_actor_args_t *. */
 void am2zw_actor(zsock_t *pipe, void *args);
+
+/* ---------------------------------------------------------------------------
+   Running one processor, for whichever host runs it: the worker's actors
+   (events go over the actor pipe) or the local runtime (events go to its
+   callback, nested calls run in-process).
+   ------------------------------------------------------------------------ */
+
+/*  What a ctx needs from the code that runs the processor. */
+typedef struct {
+    /*  Delivers one event of the running job (seq: 1, 2, ... per job).
+        Returns AM2Z_OK or an error for the emitter. */
+    int (*emit)(void *host, const am2z_ctx_t *ctx, const char *event,
+                const uint8_t *data, size_t size, uint64_t seq);
+    /*  Runs a nested call (am2z_ctx_call); NULL = not supported here. */
+    int (*call)(void *host, am2z_ctx_t *ctx, const char *name,
+                const am2z_state_t *state, am2z_result_t **out);
+    void *host;                   /* first argument of both */
+} am2zw_host_t;
+
+/*  Valid only during one processor call, on the thread running it. Every
+    pointer is borrowed from the invocation (am2zw_invoke_t). */
+struct am2z_ctx_t {
+    const char *processor;
+    const char *session;
+    const char *job_id;
+    uint32_t attempt;
+    uint32_t depth;
+    void *arg;
+    am2z_log_t *log;
+    atomic_bool *cancel;              /* may be NULL: never cancelled */
+    const am2z_state_t *state;        /* input */
+    am2z_changes_t *changes;          /* owned by am2zw_invoke */
+    am2z_error_t *error;              /* set by am2z_ctx_fail; owned */
+    bool failed;                      /* am2z_ctx_fail was called */
+    uint64_t seq;                     /* last event sequence number */
+    uint64_t started_ms;              /* wall clock at start */
+    char selected[AM2Z_NAME_MAX + 1]; /* am2z_ctx_select's key */
+    bool has_selected;
+    const am2zw_host_t *host;
+};
+
+/*  One processor run. */
+typedef struct {
+    const char *processor;
+    am2z_processor_fn *fn;
+    void *arg;
+    am2z_log_t *log;
+    size_t max_state_size;            /* 0 = AM2ZW_MAX_STATE_DEFAULT */
+    atomic_bool *cancel;              /* may be NULL */
+    const char *session;
+    const char *job_id;
+    uint32_t attempt;
+    uint32_t depth;
+    const am2z_state_t *input;
+    const am2zw_host_t *host;
+} am2zw_invoke_t;
+
+/*  What the run produced. next (success) or error (failure) is set;
+    changes are the recorded changes when it succeeded (may be NULL). All
+    owned by the caller (am2zw_outcome_clear). */
+typedef struct {
+    am2z_state_t *next;
+    am2z_changes_t *changes;
+    am2z_error_t *error;
+    uint64_t exec_us;                 /* >= 1 */
+    uint64_t started_ms;
+    char selected[AM2Z_NAME_MAX + 1]; /* route selector's choice, "" = none */
+} am2zw_outcome_t;
+
+/*  Calls the processor with a fresh ctx and applies its changes: a typed
+    failure, any other non-zero return (an execution error naming it) or a
+    failed apply (non-retryable execution error) becomes out->error. */
+void am2zw_invoke(const am2zw_invoke_t *inv, am2zw_outcome_t *out);
+void am2zw_outcome_clear(am2zw_outcome_t *out);
+
+/*  Deep copy of a composite definition (caller owns: am2zw_composite_free).
+    NULL when out of memory. */
+am2z_composite_def_t *am2zw_composite_dup(const am2z_composite_def_t *def);
+void am2zw_composite_free(am2z_composite_def_t **def_p);
 
 #endif
