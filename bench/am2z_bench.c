@@ -11,7 +11,11 @@
        `increment` -> stop_session (state deleted); p50 / p99 of the whole
        cycle, as AM2Z's createSession / executeInSession / stopSession.
 
-    `--workload rt,tp,session` picks which run (in that order); `--json`
+    4. local runtime (no broker; am2z_local.h, in this process): `--rounds`
+       executions of `increment`, of a chain of 3 increments and of a
+       parallel of 3 increments (three-way merge); p50 / p99 each.
+
+    `--workload rt,tp,session,local` picks which run (in that order); `--json`
     prints one JSON object a line (bench/run.sh parses them).
 
     It is a client only: start am2z-broker and am2z-example-worker first
@@ -19,6 +23,8 @@
 */
 #include "am2z_client.h"
 #include "am2z_config.h"
+#include "am2z_examples.h"
+#include "am2z_local.h"
 
 #include <czmq.h>
 #include <stdio.h>
@@ -53,7 +59,7 @@ static const am2z_cfg_def_t s_table[] = {
     { "cycles", AM2Z_CFG_UINT, offsetof(s_opts_t, cycles), 0, "1000", 1, 10000000, NULL,
       "session create -> execute -> stop cycles" },
     { "workload", AM2Z_CFG_STRING, offsetof(s_opts_t, workload), 64, "rt,tp", 0, 0, NULL,
-      "comma list of rt (round trip), tp (throughput), session (cycle)" },
+      "comma list of rt (round trip), tp (throughput), session (cycle), local" },
     { "json", AM2Z_CFG_BOOL, offsetof(s_opts_t, json), 0, "false", 0, 0, NULL,
       "one JSON object a line instead of text" },
     { NULL }
@@ -71,7 +77,7 @@ s_report_latency(const s_opts_t *o, const char *name, const uint64_t *lat, uint6
                (unsigned long long)lat[0], (unsigned long long)lat[n - 1]);
     else
         printf("%s n=%llu p50_us=%llu p99_us=%llu min_us=%llu max_us=%llu\n",
-               strcmp(name, "rt") == 0 ? "round_trip" : "session_cycle",
+               strcmp(name, "rt") == 0 ? "round_trip" : name,
                (unsigned long long)n, (unsigned long long)lat[n / 2],
                (unsigned long long)lat[n * 99 / 100],
                (unsigned long long)lat[0], (unsigned long long)lat[n - 1]);
@@ -217,6 +223,67 @@ s_throughput(am2z_client_t *c, const s_opts_t *o)
     return failed ? -1 : 0;
 }
 
+/*  Runs `name` `rounds` times (after 50 warm-ups) in one local session. */
+static int
+s_local_one(am2z_local_t *rt, const char *name, const char *label, const s_opts_t *o)
+{
+    uint64_t *lat = calloc(o->rounds, sizeof *lat);
+    char session[64];
+    snprintf(session, sizeof session, "bench-local-%s", name);
+    am2z_state_t *st = s_state(session, o->state_bytes);
+    int rc = 0;
+    for (uint64_t i = 0; i < o->rounds + 50 && rc == 0; i++) {
+        am2z_result_t *r = NULL;
+        uint64_t t0 = am2z_clock_mono_us();
+        rc = am2z_local_execute(rt, name, st, session, &r);
+        if (i >= 50)
+            lat[i - 50] = am2z_clock_mono_us() - t0;
+        if (rc == AM2Z_OK && !r->success) {
+            fprintf(stderr, "am2z-bench: local %s failed: %s\n", name,
+                    r->error ? r->error->message : "?");
+            rc = -1;
+        }
+        am2z_result_destroy(&r);
+    }
+    if (rc == 0) {
+        qsort(lat, o->rounds, sizeof *lat, s_cmp_u64);
+        s_report_latency(o, label, lat, o->rounds);
+    }
+    am2z_local_stop_session(rt, session);
+    am2z_state_destroy(&st);
+    free(lat);
+    return rc;
+}
+
+static int
+s_local(const s_opts_t *o)
+{
+    am2z_local_t *rt = am2z_local_new();
+    size_t n = 0;
+    const am2z_processor_def_t *defs = am2z_example_processors(&n);
+    for (size_t i = 0; i < n; i++)
+        am2z_local_register(rt, &defs[i]);
+    const char *steps[] = { "increment", "increment", "increment" };
+    char err[256] = "";
+    if (am2z_local_register_composite(rt, &(am2z_composite_def_t){
+            .name = "bench-chain3", .kind = AM2Z_COMPOSITE_CHAIN, .steps = steps, .nsteps = 3 },
+            err, sizeof err) != AM2Z_OK
+        || am2z_local_register_composite(rt, &(am2z_composite_def_t){
+            .name = "bench-par3", .kind = AM2Z_COMPOSITE_PARALLEL, .steps = steps, .nsteps = 3 },
+            err, sizeof err) != AM2Z_OK) {
+        fprintf(stderr, "am2z-bench: local composites: %s\n", err);
+        am2z_local_destroy(&rt);
+        return -1;
+    }
+    int rc = s_local_one(rt, "increment", "local", o);
+    if (rc == 0)
+        rc = s_local_one(rt, "bench-chain3", "local-chain3", o);
+    if (rc == 0)
+        rc = s_local_one(rt, "bench-par3", "local-par3", o);
+    am2z_local_destroy(&rt);
+    return rc;
+}
+
 static int
 s_session_cycles(am2z_client_t *c, const s_opts_t *o)
 {
@@ -263,12 +330,14 @@ main(int argc, char **argv)
         return 2;
     }
     if (args.help) {
-        printf("usage: am2z-bench [--broker EP] [--workload rt,tp,session] [--json] "
+        printf("usage: am2z-bench [--broker EP] [--workload rt,tp,session,local] [--json] "
                "[--rounds N] [--jobs N] [--cycles N] [--state-bytes N]\n\n");
         am2z_cfg_print_help(s_table, stdout);
         return 0;
     }
     zsys_handler_set(NULL);
+    if (strcmp(o.workload, "local") == 0)           /* no broker needed */
+        return s_local(&o) == 0 ? 0 : 1;
     am2z_client_t *c = NULL;
     if (am2z_client_connect(o.broker, &c) != AM2Z_OK) {
         fprintf(stderr, "am2z-bench: cannot connect to %s\n", o.broker);
@@ -281,6 +350,8 @@ main(int argc, char **argv)
     if (rc == 0 && o.jobs && s_wants(o.workload, "tp") && s_throughput(c, &o) != 0)
         rc = 1;
     if (rc == 0 && s_wants(o.workload, "session") && s_session_cycles(c, &o) != 0)
+        rc = 1;
+    if (rc == 0 && s_wants(o.workload, "local") && s_local(&o) != 0)
         rc = 1;
     am2z_client_destroy(&c);
     return rc;

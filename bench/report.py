@@ -352,7 +352,16 @@ def main():
         L.append("")
     L.append("### 3. Chain of 3 and parallel of 3")
     L.append("")
-    L.append("n/a (composition not implemented yet)")
+    L.append("Distributed (broker-orchestrated) composition: n/a (composition not implemented yet "
+             "in the broker). Local runtime (`am2z_local`, in-process, composites of 3 × `increment`; "
+             "parallel = three-way merge):")
+    L.append("")
+    L.append("| composite | p50 µs | p99 µs |")
+    L.append("|---|---|---|")
+    for label, case in (("single `increment`", "local"), ("chain of 3", "local-chain3"),
+                        ("parallel of 3", "local-par3")):
+        L.append(f"| {label} | {fmt_us(summary(d.series('am2z', 'local', case, 'p50_us').values()))} | "
+                 f"{fmt_us(summary(d.series('am2z', 'local', case, 'p99_us').values()))} |")
     L.append("")
     L.append(f"### 4. New session → execute → stop_session — {sz['cycles']:,} cycles")
     L.append("")
@@ -366,7 +375,12 @@ def main():
     L.append("")
     L.append("### 5. Local (in-process) runtime execute")
     L.append("")
-    L.append("n/a (composition not implemented yet; the local runtime is measured once it exists)")
+    lp50 = summary(d.series("am2z", "local", "local", "p50_us").values())
+    lp99 = summary(d.series("am2z", "local", "local", "p99_us").values())
+    L.append(f"`am2z_local_execute(increment)`, ~100 B state, {sz['rounds']:,} times in one session, "
+             f"one thread, no broker: p50 **{fmt_us(lp50)} µs**, p99 {fmt_us(lp99)} µs "
+             f"(µs resolution). The embedded runtime over `inproc://` (am2z_runtime.h) is not "
+             f"measured separately yet.")
     L.append("")
     L.append("### 6. Peak RSS during workload 2 (VmHWM, MiB)")
     L.append("")

@@ -171,6 +171,19 @@ floor_run() {
   stop_all
 }
 
+# the local (in-process) runtime: no broker, one process
+local_run() {
+  local run="$1" out line
+  if out="$("$BENCH" --workload local --json --rounds "$ROUNDS" 2>"$work/local.err")"; then
+    while read -r line; do
+      record am2z local "$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["workload"])' "$line")" \
+        "$run" "" "$line"
+    done <<<"$out"
+  else
+    log "am2z local run $run FAILED: $(tail -2 "$work/local.err")"
+  fi
+}
+
 # BullMQ: a fresh Redis (free loopback port, own dir) + one node worker per case.
 bull_case() {  # config(off|aof) case-name run client-args...
   local cfg="$1" name="$2" run="$3"; shift 3
@@ -217,6 +230,7 @@ for run in $(seq "$runs"); do
   am2z_case sync session "$run" --workload session --cycles "$CYCLES"
   ((peer)) && bull_case aof session "$run" --workload session --cycles "$CYCLES"
   floor_run "$run"
+  local_run "$run"
   am2z_case periodic rt-4k "$run" --workload rt --rounds "$ROUNDS_4K" --state-bytes 4096
   am2z_case periodic tp-4k "$run" --workload tp --jobs "$JOBS_4K" --window "$WINDOW" --state-bytes 4096
   am2z_case periodic rt-64k "$run" --workload rt --rounds "$ROUNDS_64K" --state-bytes 65536
