@@ -65,7 +65,8 @@ pr1=$!
 perf record -q -g -F 999 -p "$wp" -o "$out/worker.data" 2>/dev/null &
 pr2=$!
 sleep 0.5
-"$build/bench/am2z-bench" --broker "$fe" --workload tp --jobs "$jobs" --json | tee "$out/bench.json"
+perf stat -x, -o "$work/client.stat" -e task-clock,context-switches,raw_syscalls:sys_enter -- \
+  "$build/bench/am2z-bench" --broker "$fe" --workload tp --jobs "$jobs" --json | tee "$out/bench.json"
 kill -INT $ps1 $ps2 $pr1 $pr2
 wait $ps1 $ps2 $pr1 $pr2 2>/dev/null || true
 stop_all
@@ -81,7 +82,8 @@ python3 - "$work" "$out" "$jobs" "$dur" <<'EOF'
 import json, sys
 work, out, jobs, dur = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 res = {"jobs": jobs, "durability": dur}
-for who in ("broker", "worker"):
+res["bench"] = json.load(open(f"{out}/bench.json"))
+for who in ("broker", "worker", "client"):
     v = {}
     for line in open(f"{work}/{who}.stat"):
         f = line.strip().split(",")

@@ -396,6 +396,19 @@ def main():
     L.append("")
     L.append("Each case runs against a freshly started broker and worker (or Redis and Node worker), "
              "so VmHWM is the peak of that run alone (including its start-up).")
+    split = []
+    for cfg in ("periodic", "sync"):
+        parts = [summary(d.series("am2z", cfg, "tp", lambda r, k=k: r.get(k)).values())
+                 for k in ("anon_broker_kb", "file_broker_kb", "anon_worker_kb", "file_worker_kb",
+                           "threads_worker")]
+        if all(parts):
+            split.append(f"{cfg}: broker heap (RssAnon) {parts[0][0] / 1024:.1f} MiB + mapped files "
+                         f"(RssFile: LMDB pages, libraries) {parts[1][0] / 1024:.1f} MiB; worker heap "
+                         f"{parts[2][0] / 1024:.1f} MiB + files {parts[3][0] / 1024:.1f} MiB, "
+                         f"{parts[4][0]:.0f} threads")
+    if split:
+        L.append("")
+        L.append("At the end of the run (medians) — " + "; ".join(split) + ".")
     L.append("")
     L.append("### 7. Larger states (durability periodic)")
     L.append("")
@@ -441,11 +454,15 @@ def main():
         L.append(f"Measured by `bench/profile.sh` in this run ({p.get('jobs', 0):,} jobs, "
                  f"durability {p.get('durability', '?')}, under `perf stat` / `perf record`):")
         L.append("")
-        L.append("| per job | broker | worker |")
-        L.append("|---|---|---|")
+        L.append("| per job | broker | worker | client (am2z-bench) |")
+        L.append("|---|---|---|---|")
         for k, label in (("syscalls", "syscalls"), ("ctxsw", "context switches"),
                          ("cpu_us", "CPU time µs (task-clock)")):
-            L.append(f"| {label} | {p['broker'].get(k, 0):.1f} | {p['worker'].get(k, 0):.1f} |")
+            L.append(f"| {label} | {p['broker'].get(k, 0):.1f} | {p['worker'].get(k, 0):.1f} | "
+                     f"{p.get('client', {}).get(k, 0):.1f} |")
+        if "bench" in p:
+            L.append("")
+            L.append(f"Throughput under perf: {p['bench'].get('jobs_per_s', 0):,.0f} jobs/s.")
         L.append("")
     if a.notes and os.path.exists(a.notes):
         with open(a.notes) as f:

@@ -106,6 +106,7 @@ wait_for() {  # file pattern
   for _ in $(seq 200); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
   echo "run.sh: timed out waiting for '$2' in $1:" >&2; cat "$1" >&2; return 1
 }
+rss_kb() { sed -n "s/^$2:[[:space:]]*\([0-9]*\).*/\1/p" "/proc/$1/status" 2>/dev/null || echo 0; }
 hwm_kb() { sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\).*/\1/p' "/proc/$1/status" 2>/dev/null || echo 0; }
 # context switches (voluntary + involuntary) summed over the threads of a process
 ctxsw() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {n += $2} END {print n + 0}'; }
@@ -138,6 +139,10 @@ am2z_case() {
     local extra
     extra=$(printf ',"rss_broker_kb":%s,"rss_worker_kb":%s,"ctxsw_broker":%s,"ctxsw_worker":%s' \
       "$(hwm_kb "$bp")" "$(hwm_kb "$wp")" "$(( $(ctxsw "$bp") - c0b ))" "$(( $(ctxsw "$wp") - c0w ))")
+    # what the peak is made of, at the end of the run: heap vs mapped files (LMDB)
+    extra+=$(printf ',"anon_broker_kb":%s,"file_broker_kb":%s,"anon_worker_kb":%s,"file_worker_kb":%s,"threads_worker":%s' \
+      "$(rss_kb "$bp" RssAnon)" "$(rss_kb "$bp" RssFile)" "$(rss_kb "$wp" RssAnon)" "$(rss_kb "$wp" RssFile)" \
+      "$(rss_kb "$wp" Threads)")
     record am2z "$dur" "$name" "$run" "$extra" "$out"
   else
     log "am2z $name $dur run $run FAILED: $(tail -2 "$d/bench.err")"
