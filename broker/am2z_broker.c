@@ -16,12 +16,15 @@
 */
 #include "am2z_broker_int.h"
 #include "am2z_jobrec.h"
+#include "am2z_retry.h"
 
 #include <inttypes.h>
+#include <openssl/crypto.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <zmq.h>
 
 #define S_DRAIN_MAX 512
@@ -29,6 +32,8 @@
 #define S_POLL_MAX_MS 100
 #define S_HWM 100000
 #define S_BROKER_WORKER "broker"  /* RESULT.worker of jobs that never ran */
+
+static void s_str_free(void **item);
 
 /* ---------------------------------------------------------------------------
    Configuration
@@ -49,6 +54,14 @@ const am2z_cfg_def_t am2z_broker_config_table[] = {
       "1000ms", 10, 600000, NULL, "heartbeat interval to workers" },
     { "liveness", AM2Z_CFG_UINT, offsetof(am2z_broker_config_t, liveness), 0,
       "5", 1, 1000, NULL, "missed heartbeats before a worker is dead" },
+    { "grace", AM2Z_CFG_MS, offsetof(am2z_broker_config_t, grace_ms), 0,
+      "10s", 0, 3600000, NULL, "on SIGTERM: how long running jobs may finish" },
+    { "max-queued-per-processor", AM2Z_CFG_UINT,
+      offsetof(am2z_broker_config_t, max_queued_per_proc), 0, "1000000", 1,
+      (uint64_t)1 << 32, NULL, "jobs of one processor queued or running; more are refused" },
+    { "max-queued-per-session", AM2Z_CFG_UINT,
+      offsetof(am2z_broker_config_t, max_queued_per_session), 0, "100000", 1,
+      (uint64_t)1 << 32, NULL, "jobs of one session queued or running; more are refused" },
     { .name = NULL }
 };
 
@@ -340,8 +353,8 @@ s_finish(am2z_broker_t *self, job_t *job, bool ok, uint8_t **state_p, size_t sta
         if (session->active == job)
             session->active = NULL;
     }
-    if (zhashx_lookup(self->jobs, job->id) == job)
-        zhashx_delete(self->jobs, job->id);
+    am2zb_job_untrack(self, job);
+    am2zb_lease_end(job);
     job->session = NULL;
     job->worker = NULL;
 
@@ -437,16 +450,14 @@ s_job_shadow(job_t *job)
    Frontend handlers
    ------------------------------------------------------------------------ */
 
-static void
-s_make_job_id(am2z_broker_t *self, char out[AM2Z_ID_LEN + 1])
+/*  Job ids are capabilities (FETCH, QUERY job, DLQ retry/discard take any
+    id): 12 hex of wall-clock ms then 80 random bits from the kernel, so
+    they cannot be guessed from another id. Submission order is job->seq
+    (stored in the record), not the key order. */
+static int
+s_make_job_id(char out[AM2Z_ID_LEN + 1])
 {
-    uint64_t ms = am2z_clock_wall_ms();
-    if (ms < self->last_id_ms)
-        ms = self->last_id_ms;
-    self->last_id_ms = ms;
-    snprintf(out, AM2Z_ID_LEN + 1, "%012" PRIx64 "%08" PRIx32 "%012" PRIx64,
-             (uint64_t)(ms & 0xffffffffffffULL), self->tag,
-             (uint64_t)(self->id_counter++ & 0xffffffffffffULL));
+    return am2z_id_new(out);
 }
 
 static void
@@ -464,9 +475,63 @@ s_unknown_processor(am2z_broker_t *self, const peer_t *peer, const char *name)
     s_send_error(self, peer, &error);
 }
 
+/*  The limits a SUBMIT must pass before it costs anything: queue bounds
+    per processor and per session, and max-sessions for a new session.
+    Returns NULL when it may go on, else the refusal (caller owns it). */
+static am2z_error_t *
+s_submit_limits(am2z_broker_t *self, proc_t *proc, const char *session_id)
+{
+    char what[AM2Z_NAME_MAX + AM2Z_SESSION_ID_MAX + 64];
+    if (proc->queued >= self->cfg.max_queued_per_proc) {
+        snprintf(what, sizeof what, "queue:%s (max-queued-per-processor)", proc->name);
+        return am2z_error_resource(what, self->cfg.max_queued_per_proc, proc->queued);
+    }
+    session_t *session = am2zb_session_get(self, session_id, false);
+    if (session) {
+        uint64_t n = zlistx_size(session->lane) + (session->active ? 1u : 0u);
+        if (n >= self->cfg.max_queued_per_session) {
+            snprintf(what, sizeof what, "session:%s (max-queued-per-session)", session_id);
+            return am2z_error_resource(what, self->cfg.max_queued_per_session, n);
+        }
+        return NULL;
+    }
+    /* a new session unless it has stored state: both counts are lower
+       bounds of the sessions held, so neither may reach the limit */
+    am2z_record_t rec;
+    memset(&rec, 0, sizeof rec);
+    int rc = am2z_store_get_state(self->store, session_id, &rec);
+    am2z_record_clear(&rec);
+    if (rc != AM2Z_ENOTFOUND)
+        return NULL;
+    am2z_store_stats_t st;
+    memset(&st, 0, sizeof st);
+    am2z_store_stats(self->store, &st);
+    uint64_t held = st.sessions > zhashx_size(self->sessions) ? st.sessions
+                                                              : zhashx_size(self->sessions);
+    if (held >= self->cfg.common.max_sessions)
+        return am2z_error_resource("sessions (max-sessions)", self->cfg.common.max_sessions,
+                                   held);
+    return NULL;
+}
+
+static am2z_error_t *
+s_shutting_down_error(void)
+{
+    am2z_error_t *e = am2z_error_new(AM2Z_CAT_RESOURCE, "UNAVAILABLE",
+                                     "broker is shutting down");
+    if (e)
+        e->kind = AM2Z_KIND_RESOURCE;
+    return e;
+}
+
 static void
 s_on_submit(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
 {
+    if (self->draining) {
+        am2z_error_t *e = s_shutting_down_error();
+        s_send_error(self, peer, &e);
+        return;
+    }
     const char *name = msg->processor ? msg->processor : "";
     proc_t *proc = am2zb_proc_get(self, name, false);
     if (!proc || !proc->registered) {
@@ -491,6 +556,14 @@ s_on_submit(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
             return;
         }
     }
+    am2z_error_t *limit = s_submit_limits(self, proc, msg->session);
+    if (limit) {
+        AM2Z_LOG(self->log, AM2Z_LOG_INFO, S_COMPONENT, "submit refused",
+                 AM2Z_KS("session", msg->session), AM2Z_KS("proc", proc->name),
+                 AM2Z_KS("reason", limit->message));
+        s_send_error(self, peer, &limit);
+        return;
+    }
     am2z_store_batch_t *batch = s_batch(self);
     if (!batch) {
         am2z_error_t *e = s_resource_error(self);
@@ -506,7 +579,13 @@ s_on_submit(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
         return;
     }
     uint64_t now = am2z_clock_wall_ms();
-    s_make_job_id(self, job->id);
+    if (s_make_job_id(job->id) != AM2Z_OK) {
+        am2zb_job_destroy(&job);
+        free(eff);
+        s_send_error_fmt(self, peer, AM2Z_CAT_RESOURCE, "RANDOM_UNAVAILABLE",
+                         "cannot read random bytes for a job id");
+        return;
+    }
     job->proc = proc;
     job->state = msg->state;
     job->state_size = msg->state_size;
@@ -547,7 +626,7 @@ s_on_submit(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
         s_send_error_fmt(self, peer, AM2Z_CAT_RESOURCE, "OUT_OF_MEMORY", "broker out of memory");
         return;
     }
-    zhashx_insert(self->jobs, job->id, job);
+    am2zb_job_track(self, job);
     am2zb_lane_push(session, job, false);
     am2zb_session_kick(self, session, now);
     eff->kind = EFF_SUBMIT;
@@ -643,12 +722,269 @@ s_defer(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
     zlistx_add_end(self->deferred, d);
 }
 
+/* ---------------------------------------------------------------------------
+   Dead letters (DLQ command, QUERY what=dlq)
+   ------------------------------------------------------------------------ */
+
+/*  DLQ {req, op: retry|discard, job}. retry re-enqueues the job under the
+    SAME id with fresh attempts (its old failed result is deleted in the same
+    transaction, so FETCH / wait by that id get the new outcome); discard
+    deletes the dead letter. Answered with REPLY {job, op, ok} after the
+    commit, or ERROR (not_found, conflict, resource). */
+static void
+s_on_dlq(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
+{
+    bool retry = strcmp(msg->op, "retry") == 0;
+    if (retry && self->draining) {
+        am2z_error_t *e = s_shutting_down_error();
+        s_send_error(self, peer, &e);
+        return;
+    }
+    if (zhashx_lookup(self->jobs, msg->job)) {
+        s_send_error_fmt(self, peer, AM2Z_CAT_CONFLICT, "JOB_QUEUED",
+                         "job %s is queued or running, not a dead letter", msg->job);
+        return;
+    }
+    am2z_store_batch_t *batch = s_batch(self);
+    if (!batch) {
+        am2z_error_t *e = s_resource_error(self);
+        s_send_error(self, peer, &e);
+        return;
+    }
+    am2z_record_t rec;
+    memset(&rec, 0, sizeof rec);
+    am2z_jobrec_t jr;
+    memset(&jr, 0, sizeof jr);
+    int rc = am2z_batch_get_record(batch, AM2Z_DB_DLQ, msg->job, strlen(msg->job), &rec);
+    if (rc == AM2Z_OK)
+        rc = am2z_jobrec_decode(rec.data, rec.size, &jr);
+    am2z_record_clear(&rec);
+    if (rc != AM2Z_OK) {
+        if (rc == AM2Z_ENOTFOUND)
+            s_send_error_fmt(self, peer, AM2Z_CAT_NOT_FOUND, "NOT_FOUND",
+                             "no dead letter %s", msg->job);
+        else
+            s_send_error_fmt(self, peer, AM2Z_CAT_INTEGRITY, "INTEGRITY_ERROR",
+                             "dead letter %s is unreadable: %s", msg->job, am2z_strerror(rc));
+        return;
+    }
+    job_t *job = NULL;
+    effect_t *eff = calloc(1, sizeof *eff);
+    if (!eff)
+        goto nomem;
+    if (retry) {
+        proc_t *proc = am2zb_proc_get(self, jr.proc, true);
+        if (!proc)
+            goto nomem;
+        am2z_error_t *limit = s_submit_limits(self, proc, jr.session);
+        if (limit) {
+            s_send_error(self, peer, &limit);
+            free(eff);
+            am2z_jobrec_clear(&jr);
+            return;
+        }
+        if (!(job = am2zb_job_new()))
+            goto nomem;
+        uint64_t now = am2z_clock_wall_ms();
+        snprintf(job->id, sizeof job->id, "%s", msg->job);
+        job->proc = proc;
+        job->session_id = jr.session;
+        jr.session = NULL;
+        job->state = jr.state;
+        job->state_size = jr.state_size;
+        jr.state = NULL;
+        job->prio = jr.prio;
+        job->timeout_ms = jr.timeout_ms;
+        job->depth = jr.depth;
+        job->created_ms = jr.created_ms;
+        job->not_before_ms = now;
+        job->seq = ++self->seq;
+        job->attempt = 0;             /* fresh attempts */
+        rc = s_put_job_record(self, job);
+        if (rc == AM2Z_OK) {
+            am2z_batch_del(batch, AM2Z_DB_RESULTS, job->id, strlen(job->id));
+            rc = am2z_batch_del(batch, AM2Z_DB_DLQ, job->id, strlen(job->id));
+        }
+        session_t *session = rc == AM2Z_OK ? am2zb_session_get(self, job->session_id, true)
+                                           : NULL;
+        if (!session) {
+            am2z_error_t *e = rc == AM2Z_OK || rc == AM2Z_ERESOURCE ? s_resource_error(self)
+                                                                   : s_error_from_rc(rc, "dlq retry");
+            s_send_error(self, peer, &e);
+            am2zb_job_destroy(&job);
+            free(eff);
+            am2z_jobrec_clear(&jr);
+            return;
+        }
+        am2zb_job_track(self, job);
+        am2zb_lane_push(session, job, false);
+        am2zb_session_kick(self, session, now);
+    } else {
+        rc = am2z_batch_del(batch, AM2Z_DB_DLQ, msg->job, strlen(msg->job));
+        if (rc != AM2Z_OK) {
+            am2z_error_t *e = s_error_from_rc(rc, "dlq discard");
+            s_send_error(self, peer, &e);
+            free(eff);
+            am2z_jobrec_clear(&jr);
+            return;
+        }
+    }
+    eff->kind = EFF_DLQ;
+    eff->job = job;
+    eff->peer = *peer;
+    eff->retry = retry;
+    eff->session = strdup(msg->job);  /* the id, for the reply */
+    zlistx_add_end(self->effects, eff);
+    AM2Z_LOG(self->log, AM2Z_LOG_INFO, S_COMPONENT,
+             retry ? "dead letter re-enqueued" : "dead letter discarded",
+             AM2Z_KS("job", msg->job), AM2Z_KS("proc", jr.proc));
+    am2z_jobrec_clear(&jr);
+    return;
+nomem:
+    free(eff);
+    am2z_jobrec_clear(&jr);
+    s_send_error_fmt(self, peer, AM2Z_CAT_RESOURCE, "OUT_OF_MEMORY", "broker out of memory");
+}
+
+/*  After the commit: the DLQ command's answer. */
+static void
+s_apply_dlq(am2z_broker_t *self, effect_t *eff, bool durable, uint64_t now)
+{
+    job_t *job = eff->job;
+    eff->job = NULL;
+    if (durable) {
+        if (job)
+            job->accepted = true;
+        uint8_t *data = NULL;
+        size_t size = 0;
+        if (s_map(&data, &size, 3, "job", 's', eff->session ? eff->session : "",
+                  "op", 's', eff->retry ? "retry" : "discard", "ok", 'b', 1) == AM2Z_OK)
+            s_send_reply(self, &eff->peer, &data, size);
+        free(data);
+        return;
+    }
+    am2z_error_t *e = s_resource_error(self);
+    s_send_error(self, &eff->peer, &e);
+    if (job && job->lane_handle && job->session) {
+        session_t *session = job->session;
+        am2zb_lane_remove(session, job);
+        am2zb_job_untrack(self, job);
+        am2zb_job_destroy(&job);
+        am2zb_session_kick(self, session, now);
+    }
+}
+
+/*  One dead letter as a map; with_state adds the input state. */
+static void
+s_write_dead_letter(am2z_bw_t *w, const char *id, const am2z_jobrec_t *jr, bool with_state)
+{
+    bool state = with_state && jr->state;
+    am2z_bw_map(w, 7 + (state ? 1u : 0u));
+    am2z_bw_str(w, "job");      am2z_bw_str(w, id);
+    am2z_bw_str(w, "proc");     am2z_bw_str(w, jr->proc);
+    am2z_bw_str(w, "session");  am2z_bw_str(w, jr->session);
+    am2z_bw_str(w, "attempt");  am2z_bw_uint(w, jr->attempt);
+    am2z_bw_str(w, "created");  am2z_bw_uint(w, jr->created_ms);
+    am2z_bw_str(w, "failed");   am2z_bw_uint(w, jr->failed_ms);
+    am2z_bw_str(w, "error");    am2z_bw_raw(w, jr->error, jr->error_size);
+    if (state) {
+        am2z_bw_str(w, "state"); am2z_bw_raw(w, jr->state, jr->state_size);
+    }
+}
+
+#define S_DLQ_LIST_MAX 1000
+
+static int
+s_collect_dlq_key(const void *key, size_t key_size, const void *value, size_t value_size,
+                  void *arg)
+{
+    (void)value;
+    (void)value_size;
+    zlistx_t *keys = arg;
+    if (key_size <= AM2Z_JOB_ID_MAX && am2z_job_id_valid(key, key_size)) {
+        char *id = strndup(key, key_size);
+        if (id)
+            zlistx_add_end(keys, id);
+    }
+    return 0;
+}
+
+/*  QUERY what=dlq: the dead letters, in key order
+    (ids start with their submission millisecond), at most S_DLQ_LIST_MAX,
+    narrowed by proc / session; with job: that one, input state included. */
+static void
+s_query_dlq(am2z_broker_t *self, const peer_t *peer, const am2z_msg_t *msg, am2z_bw_t *w,
+            bool *answered)
+{
+    if (msg->job) {
+        am2z_record_t rec;
+        memset(&rec, 0, sizeof rec);
+        am2z_jobrec_t jr;
+        memset(&jr, 0, sizeof jr);
+        int rc = am2z_store_get_record(self->store, AM2Z_DB_DLQ, msg->job, strlen(msg->job),
+                                       &rec);
+        if (rc == AM2Z_OK)
+            rc = am2z_jobrec_decode(rec.data, rec.size, &jr);
+        am2z_record_clear(&rec);
+        if (rc == AM2Z_ENOTFOUND) {
+            s_send_error_fmt(self, peer, AM2Z_CAT_NOT_FOUND, "NOT_FOUND", "no dead letter %s",
+                             msg->job);
+            *answered = true;
+        } else if (rc != AM2Z_OK) {
+            s_send_error_fmt(self, peer, AM2Z_CAT_INTEGRITY, "INTEGRITY_ERROR",
+                             "dead letter %s is unreadable: %s", msg->job, am2z_strerror(rc));
+            *answered = true;
+        } else {
+            am2z_bw_array(w, 1);
+            s_write_dead_letter(w, msg->job, &jr, true);
+        }
+        am2z_jobrec_clear(&jr);
+        return;
+    }
+    zlistx_t *keys = zlistx_new();
+    am2z_bw_t *items = am2z_bw_new();
+    if (!keys || !items) {
+        zlistx_destroy(&keys);
+        am2z_bw_destroy(&items);
+        am2z_bw_array(w, 0);
+        return;
+    }
+    zlistx_set_destructor(keys, s_str_free);
+    am2z_store_each(self->store, AM2Z_DB_DLQ, NULL, 0, s_collect_dlq_key, keys);
+    uint32_t n = 0;
+    for (char *id = zlistx_first(keys); id && n < S_DLQ_LIST_MAX; id = zlistx_next(keys)) {
+        am2z_record_t rec;
+        memset(&rec, 0, sizeof rec);
+        am2z_jobrec_t jr;
+        memset(&jr, 0, sizeof jr);
+        int rc = am2z_store_get_record(self->store, AM2Z_DB_DLQ, id, strlen(id), &rec);
+        if (rc == AM2Z_OK)
+            rc = am2z_jobrec_decode(rec.data, rec.size, &jr);
+        am2z_record_clear(&rec);
+        if (rc == AM2Z_OK && (!msg->processor || strcmp(msg->processor, jr.proc) == 0)
+            && (!msg->session || strcmp(msg->session, jr.session) == 0)) {
+            s_write_dead_letter(items, id, &jr, false);
+            n++;
+        }
+        am2z_jobrec_clear(&jr);
+    }
+    uint8_t *data = NULL;
+    size_t size = 0;
+    am2z_bw_array(w, n);
+    if (am2z_bw_take(items, &data, &size) == AM2Z_OK && size)
+        am2z_bw_raw(w, data, size);    /* the n maps, back to back */
+    free(data);
+    am2z_bw_destroy(&items);
+    zlistx_destroy(&keys);
+}
+
 static void
 s_on_frontend(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
 {
     switch (msg->cmd) {
     case AM2Z_CMD_SUBMIT:       s_on_submit(self, peer, msg); break;
     case AM2Z_CMD_STOP_SESSION: s_on_stop_session(self, peer, msg); break;
+    case AM2Z_CMD_DLQ:          s_on_dlq(self, peer, msg); break;
     case AM2Z_CMD_FETCH:
     case AM2Z_CMD_QUERY:        s_defer(self, peer, msg); break;
     case AM2Z_CMD_HEARTBEAT:
@@ -727,22 +1063,6 @@ s_on_ready(am2z_broker_t *self, const uint8_t *ident, size_t ident_size, am2z_ms
              AM2Z_KS("worker", worker->id), AM2Z_KU("processors", worker->nprocs));
 }
 
-static uint64_t
-s_backoff_ms(const am2z_retry_policy_t *p, uint32_t attempt)
-{
-    double delay = (double)p->delay_ms;
-    if (p->exponential && p->multiplier > 1.0)
-        for (uint32_t i = 1; i < attempt && delay < 1e12; i++)
-            delay *= p->multiplier;
-    if (p->max_delay_ms && delay > (double)p->max_delay_ms)
-        delay = (double)p->max_delay_ms;
-    if (p->jitter > 0 && p->jitter <= 1) {
-        double r = (double)(am2z_clock_mono_us() % 1000) / 1000.0;
-        delay -= delay * p->jitter * r;
-    }
-    return delay < 0 ? 0 : (uint64_t)delay;
-}
-
 static void
 s_failed_event(am2z_broker_t *self, job_t *job, const am2z_error_t *error)
 {
@@ -757,22 +1077,186 @@ s_failed_event(am2z_broker_t *self, job_t *job, const am2z_error_t *error)
     free(data);
 }
 
+/*  Writes the job to the dead-letter store (its record with the last error
+    and when it failed) in this turn's batch. */
+static void
+s_dead_letter(am2z_broker_t *self, const job_t *job, const am2z_error_t *error)
+{
+    am2z_store_batch_t *batch = s_batch(self);
+    if (!batch)
+        return;
+    uint8_t *err = NULL, *data = NULL;
+    size_t err_size = 0, size = 0;
+    if (error && am2z_error_encode(error, &err, &err_size) != AM2Z_OK)
+        err = NULL;
+    am2z_jobrec_t rec = {
+        .proc = job->proc->name, .session = job->session_id,
+        .state = job->state, .state_size = job->state_size,
+        .prio = job->prio, .timeout_ms = job->timeout_ms, .delay_ms = job->delay_ms,
+        .depth = job->depth, .created_ms = job->created_ms, .seq = job->seq,
+        .attempt = job->attempt, .error = err, .error_size = err_size,
+        .failed_ms = am2z_clock_wall_ms(),
+    };
+    int rc = am2z_jobrec_encode(&rec, &data, &size);
+    if (rc == AM2Z_OK)
+        rc = am2z_batch_put_record(batch, AM2Z_DB_DLQ, job->id, strlen(job->id),
+                                   job->attempt, data, size, rec.failed_ms);
+    if (rc != AM2Z_OK)
+        AM2Z_LOG(self->log, AM2Z_LOG_ERROR, S_COMPONENT, "cannot store dead letter",
+                 AM2Z_KS("job", job->id), AM2Z_KS("error", am2z_strerror(rc)));
+    else
+        AM2Z_LOG(self->log, AM2Z_LOG_INFO, S_COMPONENT, "job dead-lettered",
+                 AM2Z_KS("job", job->id), AM2Z_KS("proc", job->proc->name),
+                 AM2Z_KU("attempts", job->attempt),
+                 AM2Z_KS("error", error ? error->message : "?"));
+    free(err);
+    free(data);
+}
+
+/*  One attempt of a leased job failed (its DONE said so, or its lease
+    expired): retry it after the backoff when the policy allows, else
+    finish it as failed and dead-letter it. Takes *error_p. The job must be
+    the current lease (not stopped). */
+static void
+s_attempt_failed(am2z_broker_t *self, job_t *job, am2z_error_t **error_p,
+                 const char *worker_id, uint64_t exec_us, uint64_t started_ms)
+{
+    am2z_error_t *error = *error_p;
+    *error_p = NULL;
+    if (!error)
+        error = am2z_error_execution(job->proc->name, job->id, "failed without an error");
+    const am2z_retry_policy_t *policy = &job->proc->retry;
+    uint32_t max = am2z_retry_max_attempts(policy);
+    if (error && am2z_retry_allowed(policy, error, job->attempt) && job->session) {
+        /* retry: back to the front of its lane after the backoff; the
+           attempt counter is already stored (dirty at lease time) */
+        s_failed_event(self, job, error);
+        uint32_t rnd = 0;
+        if (policy->jitter > 0 && getrandom(&rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
+            rnd = (uint32_t)am2z_clock_mono_us();
+        uint64_t backoff = am2z_retry_backoff_ms(policy, job->attempt, rnd);
+        AM2Z_LOG(self->log, AM2Z_LOG_INFO, S_COMPONENT, "attempt failed, retrying",
+                 AM2Z_KS("job", job->id), AM2Z_KU("attempt", job->attempt),
+                 AM2Z_KU("max", max), AM2Z_KU("backoff_ms", backoff),
+                 AM2Z_KS("error", error ? error->message : "?"));
+        am2z_error_destroy(&error);
+        session_t *session = job->session;
+        session->active = NULL;
+        job->worker = NULL;
+        job->not_before_ms = am2z_clock_wall_ms() + backoff;
+        am2zb_lane_push(session, job, true);
+        am2zb_session_kick(self, session, am2z_clock_wall_ms());
+        return;
+    }
+    s_dead_letter(self, job, error);
+    s_finish(self, job, false, NULL, 0, &error, exec_us, started_ms, worker_id);
+    am2z_error_destroy(&error);
+}
+
+/*  The lease of an ACTIVE job ran out (or its DONE came after the
+    deadline: done_arrived). The attempt fails with a TimeoutError; the
+    worker gets CANCEL and, until it answers, its slot stays taken (the
+    answer is then rejected as a late DONE). */
+static void
+s_expire(am2z_broker_t *self, job_t *job, bool done_arrived)
+{
+    worker_t *worker = job->worker;
+    wproc_t *wp = worker ? am2zb_worker_proc(worker, job->proc) : NULL;
+    am2zb_lease_end(job);
+    AM2Z_LOG(self->log, AM2Z_LOG_WARN, S_COMPONENT, "lease expired",
+             AM2Z_KS("job", job->id), AM2Z_KU("attempt", job->attempt),
+             AM2Z_KS("worker", worker ? worker->id : "?"),
+             AM2Z_KU("timeout_ms", job->timeout_ms), AM2Z_KB("late_done", done_arrived));
+    if (worker && done_arrived) {
+        if (wp)
+            wp->credit++;
+    } else if (worker) {
+        am2z_msg_t cancel;
+        am2z_msg_init(&cancel, AM2Z_CMD_CANCEL);
+        cancel.job = job->id;
+        cancel.attempt = job->attempt;
+        am2zb_send_worker(self, worker, &cancel);
+        cancel.job = NULL;
+        am2z_msg_clear(&cancel);
+        expired_t *x = calloc(1, sizeof *x);
+        if (x) {
+            memcpy(x->id, job->id, sizeof x->id);
+            x->attempt = job->attempt;
+            x->proc = job->proc;
+            zlistx_add_end(worker->expired, x);
+        } else if (wp) {
+            wp->credit++;         /* cannot remember it: give the slot back now */
+        }
+    }
+    if (job->stopped) {
+        am2zb_job_untrack(self, job);
+        am2zb_job_destroy(&job);
+        return;
+    }
+    char op[AM2Z_NAME_MAX + 16];
+    snprintf(op, sizeof op, "%s", job->proc->name);
+    am2z_error_t *error = am2z_error_timeout(op, job->timeout_ms);
+    s_attempt_failed(self, job, &error, worker ? worker->id : NULL, 0, 0);
+}
+
+/*  Expires every lease past its deadline (called inside a turn's batch). */
+static void
+s_expire_leases(am2z_broker_t *self)
+{
+    uint64_t now = am2z_clock_mono_us();
+    job_t *due[64];
+    size_t n = 0;
+    for (job_t *job = zlistx_first(self->leases); job && n < 64;
+         job = zlistx_next(self->leases))
+        if (job->deadline_us <= now)
+            due[n++] = job;
+    for (size_t i = 0; i < n; i++)
+        s_expire(self, due[i], false);
+}
+
+/*  A DONE that is not the current lease: when it answers a lease we
+    expired, the worker's slot is free again. Either way it is dropped. */
+static void
+s_on_stale_done(am2z_broker_t *self, worker_t *worker, const am2z_msg_t *msg)
+{
+    for (expired_t *x = zlistx_first(worker->expired); x; x = zlistx_next(worker->expired)) {
+        if (msg->job && strcmp(x->id, msg->job) == 0 && x->attempt == msg->attempt) {
+            wproc_t *wp = am2zb_worker_proc(worker, x->proc);
+            if (wp)
+                wp->credit++;
+            zlistx_delete(worker->expired, zlistx_cursor(worker->expired));
+            AM2Z_LOG(self->log, AM2Z_LOG_WARN, S_COMPONENT,
+                     "late DONE rejected: lease expired before it came",
+                     AM2Z_KS("job", msg->job), AM2Z_KU("attempt", msg->attempt),
+                     AM2Z_KS("worker", worker->id), AM2Z_KB("ok", msg->success));
+            return;
+        }
+    }
+    AM2Z_LOG(self->log, AM2Z_LOG_WARN, S_COMPONENT, "stale lease: DONE dropped",
+             AM2Z_KS("job", msg->job), AM2Z_KU("attempt", msg->attempt),
+             AM2Z_KS("worker", worker->id));
+}
+
 static void
 s_on_done(am2z_broker_t *self, worker_t *worker, am2z_msg_t *msg)
 {
     job_t *job = msg->job ? zhashx_lookup(self->jobs, msg->job) : NULL;
     if (!job || job->status != JOB_ACTIVE || job->worker != worker
         || job->attempt != msg->attempt) {
-        AM2Z_LOG(self->log, AM2Z_LOG_WARN, S_COMPONENT, "stale lease: DONE dropped",
-                 AM2Z_KS("job", msg->job), AM2Z_KU("attempt", msg->attempt),
-                 AM2Z_KS("worker", worker->id));
+        s_on_stale_done(self, worker, msg);
+        return;
+    }
+    if (job->deadline_us && am2z_clock_mono_us() >= job->deadline_us) {
+        /* past the deadline: the lease is over even if we had not noticed */
+        s_expire(self, job, true);
         return;
     }
     wproc_t *wp = am2zb_worker_proc(worker, job->proc);
     if (wp)
         wp->credit++;
+    am2zb_lease_end(job);
     if (job->stopped) {
-        zhashx_delete(self->jobs, job->id);   /* outcome discarded */
+        am2zb_job_untrack(self, job);   /* outcome discarded */
         am2zb_job_destroy(&job);
         return;
     }
@@ -810,32 +1294,14 @@ s_on_done(am2z_broker_t *self, worker_t *worker, am2z_msg_t *msg)
             AM2Z_LOG(self->log, AM2Z_LOG_WARN, S_COMPONENT, "job result refused",
                      AM2Z_KS("job", job->id), AM2Z_KS("reason", error ? error->message : "?"));
         }
-    } else {
-        error = msg->error;
-        msg->error = NULL;
-        if (!error)
-            error = am2z_error_execution(job->proc->name, job->id, "failed without an error");
-        uint32_t max = job->proc->retry.max_attempts ? job->proc->retry.max_attempts : 1;
-        bool allowed = error && error->retryable;
-        if (allowed && job->proc->retry.retry_categories)
-            allowed = (job->proc->retry.retry_categories >> error->category) & 1;
-        if (allowed && job->attempt < max && job->session) {
-            /* retry: back to the front of its lane after the backoff */
-            s_failed_event(self, job, error);
-            am2z_error_destroy(&error);
-            session_t *session = job->session;
-            session->active = NULL;
-            job->worker = NULL;
-            job->not_before_ms = am2z_clock_wall_ms()
-                                 + s_backoff_ms(&job->proc->retry, job->attempt);
-            am2zb_lane_push(session, job, true);
-            am2zb_session_kick(self, session, am2z_clock_wall_ms());
-            return;
-        }
+        s_finish(self, job, ok, &msg->state, msg->state_size, &error, msg->exec_us,
+                 msg->started_at_ms, worker->id);
+        am2z_error_destroy(&error);
+        return;
     }
-    s_finish(self, job, ok, &msg->state, msg->state_size, &error, msg->exec_us,
-             msg->started_at_ms, worker->id);
-    am2z_error_destroy(&error);
+    error = msg->error;
+    msg->error = NULL;
+    s_attempt_failed(self, job, &error, worker->id, msg->exec_us, msg->started_at_ms);
 }
 
 static void
@@ -1089,7 +1555,7 @@ s_apply_effects(am2z_broker_t *self, bool durable)
                 if (job->lane_handle && job->session) {
                     session_t *session = job->session;
                     am2zb_lane_remove(session, job);
-                    zhashx_delete(self->jobs, job->id);
+                    am2zb_job_untrack(self, job);
                     am2zb_job_destroy(&job);
                     am2zb_session_kick(self, session, now);
                 }
@@ -1098,6 +1564,8 @@ s_apply_effects(am2z_broker_t *self, bool durable)
             }
         } else if (eff->kind == EFF_FINISH) {
             s_apply_finish(self, eff, durable);
+        } else if (eff->kind == EFF_DLQ) {
+            s_apply_dlq(self, eff, durable, now);
         } else {
             if (durable) {
                 uint8_t *data = NULL;
@@ -1273,6 +1741,8 @@ s_on_query(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
         zhashx_destroy(&set);
     } else if (strcmp(what, "queues") == 0) {
         s_write_queues(self, w, NULL);
+    } else if (strcmp(what, "dlq") == 0) {
+        s_query_dlq(self, peer, msg, w, &answered);
     } else if (strcmp(what, "session-stats") == 0 || strcmp(what, "state") == 0) {
         if (!msg->session) {
             s_send_error_fmt(self, peer, AM2Z_CAT_VALIDATION, "VALIDATION_ERROR",
@@ -1347,7 +1817,7 @@ s_on_query(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
     } else {
         s_send_error_fmt(self, peer, AM2Z_CAT_VALIDATION, "VALIDATION_ERROR",
                          "unknown query '%s' (stats, queues, session-stats, sessions, "
-                         "processors, state, job)", what);
+                         "processors, state, job, dlq)", what);
         answered = true;
     }
     if (!answered) {
@@ -1491,6 +1961,13 @@ s_lease(am2z_broker_t *self, worker_t *worker, session_t *session, job_t *job)
     job->attempt++;
     job->status = JOB_ACTIVE;
     job->worker = worker;
+    if (job->timeout_ms) {
+        /* the broker's clock starts at dispatch: the worker's own deadline
+           (from receipt) is never earlier, so the broker decides */
+        job->deadline_us = am2z_clock_mono_us() + job->timeout_ms * 1000;
+        job->lease_list = self->leases;
+        job->lease_handle = zlistx_add_end(self->leases, job);
+    }
 
     am2z_msg_t msg;
     am2z_msg_init(&msg, AM2Z_CMD_JOB);
@@ -1519,7 +1996,7 @@ s_lease(am2z_broker_t *self, worker_t *worker, session_t *session, job_t *job)
 static void
 s_dispatch(am2z_broker_t *self)
 {
-    if (!self->nworkers)
+    if (!self->nworkers || self->draining)
         return;
     uint64_t now = am2z_clock_wall_ms();
     for (proc_t *proc = zhashx_first(self->procs); proc; proc = zhashx_next(self->procs)) {
@@ -1558,6 +2035,7 @@ s_str_free(void **item)
 static void
 s_stage_leftovers(am2z_broker_t *self)
 {
+    s_expire_leases(self);
     failure_t *f;
     while ((f = zlistx_first(self->failures))) {
         zlistx_detach_cur(self->failures);
@@ -1613,6 +2091,11 @@ s_timers(am2z_broker_t *self, uint64_t *next_ms)
     am2z_store_flush_due(self->store, am2z_store_now_ms(), &flush_next);
     if (flush_next < next)
         next = flush_next;
+    for (job_t *job = zlistx_first(self->leases); job; job = zlistx_next(self->leases)) {
+        uint64_t left = job->deadline_us > now_us ? (job->deadline_us - now_us + 999) / 1000 : 0;
+        if (left < next)
+            next = left;
+    }
     *next_ms = next;
 }
 
@@ -1687,16 +2170,75 @@ s_turn(am2z_broker_t *self, zsock_t *pipe, uint64_t timeout_ms)
     s_dispatch(self);
 }
 
+/*  Leases that still run (stopped ones included: their workers are busy). */
+static size_t
+s_running(am2z_broker_t *self)
+{
+    size_t n = 0;
+    for (job_t *job = zhashx_first(self->jobs); job; job = zhashx_next(self->jobs))
+        if (job->status == JOB_ACTIVE)
+            n++;
+    return n;
+}
+
+/*  The grace period is over: cancel what still runs. Those jobs keep their
+    records (with the attempt counted) and run again after a restart. */
+static void
+s_cancel_running(am2z_broker_t *self)
+{
+    for (job_t *job = zhashx_first(self->jobs); job; job = zhashx_next(self->jobs)) {
+        if (job->status != JOB_ACTIVE || !job->worker)
+            continue;
+        am2z_msg_t cancel;
+        am2z_msg_init(&cancel, AM2Z_CMD_CANCEL);
+        cancel.job = job->id;
+        cancel.attempt = job->attempt;
+        am2zb_send_worker(self, job->worker, &cancel);
+        cancel.job = NULL;
+        am2z_msg_clear(&cancel);
+    }
+}
+
+/*  The stop flag starts a drain: no new work, running leases may finish
+    within cfg.grace_ms while the loop keeps handling their DONEs. */
+static void
+s_drain_step(am2z_broker_t *self)
+{
+    uint64_t now = am2z_clock_mono_us();
+    if (!self->draining) {
+        self->draining = true;
+        self->drain_deadline_us = now + self->cfg.grace_ms * 1000;
+        AM2Z_LOG(self->log, AM2Z_LOG_INFO, S_COMPONENT, "stopping: draining running jobs",
+                 AM2Z_KU("running", s_running(self)), AM2Z_KU("grace_ms", self->cfg.grace_ms),
+                 AM2Z_KU("pending", zhashx_size(self->jobs)));
+    }
+    size_t running = s_running(self);
+    if (running == 0 && !zlistx_size(self->failures) && !zlistx_size(self->dirty)
+        && !zlistx_size(self->cleanup)) {
+        self->stopping = true;
+    } else if (now >= self->drain_deadline_us) {
+        AM2Z_LOG(self->log, AM2Z_LOG_WARN, S_COMPONENT,
+                 "grace period over: running jobs cancelled, they resume after a restart",
+                 AM2Z_KU("running", running));
+        s_cancel_running(self);
+        self->stopping = true;
+    }
+}
+
 static int
 s_loop(am2z_broker_t *self, volatile int *stop_flag, zsock_t *pipe)
 {
     uint64_t next_ms = 0;
-    while (!self->stopping && !(stop_flag && *stop_flag)) {
+    while (!self->stopping) {
         s_turn(self, pipe, next_ms);
         s_timers(self, &next_ms);
         if (zlistx_size(self->failures) || zlistx_size(self->dirty)
             || zlistx_size(self->cleanup))
             next_ms = next_ms > 10 ? 10 : next_ms;
+        if (stop_flag && *stop_flag && !self->stopping) {
+            s_drain_step(self);
+            next_ms = next_ms > 20 ? 20 : next_ms;
+        }
     }
     am2z_store_flush(self->store);
     AM2Z_LOG(self->log, AM2Z_LOG_INFO, S_COMPONENT, "stopped");
@@ -1761,13 +2303,27 @@ s_collect_key(const void *key, size_t key_size, const void *value, size_t value_
     return 0;
 }
 
-/*  Reloads pending jobs, in key (= submission) order, into their lanes. */
+static int
+s_seq_cmp(const void *a, const void *b)
+{
+    const job_t *x = a, *y = b;
+    return x->seq < y->seq ? -1 : x->seq > y->seq ? 1 : 0;
+}
+
+/*  Reloads pending jobs into their lanes in submission order (job->seq:
+    ids are random past their millisecond prefix). A job that was leased
+    when the broker stopped keeps its attempt count and is leased again. */
 static int
 s_reload(am2z_broker_t *self)
 {
     reload_t r = { zlistx_new() };
-    if (!r.keys)
+    zlistx_t *loaded_jobs = zlistx_new();
+    if (!r.keys || !loaded_jobs) {
+        zlistx_destroy(&r.keys);
+        zlistx_destroy(&loaded_jobs);
         return AM2Z_ENOMEM;
+    }
+    zlistx_set_comparator(loaded_jobs, s_seq_cmp);
     zlistx_set_destructor(r.keys, s_str_free);
     int rc = am2z_store_each(self->store, AM2Z_DB_JOBS, NULL, 0, s_collect_key, &r);
     size_t loaded = 0, bad = 0;
@@ -1789,8 +2345,7 @@ s_reload(am2z_broker_t *self)
         }
         job_t *job = am2zb_job_new();
         proc_t *proc = am2zb_proc_get(self, jr.proc, true);
-        session_t *session = am2zb_session_get(self, jr.session, true);
-        if (!job || !proc || !session) {
+        if (!job || !proc) {
             am2zb_job_destroy(&job);
             am2z_jobrec_clear(&jr);
             rc = AM2Z_ENOMEM;
@@ -1815,10 +2370,24 @@ s_reload(am2z_broker_t *self)
         if (jr.seq > self->seq)
             self->seq = jr.seq;
         am2z_jobrec_clear(&jr);
-        zhashx_insert(self->jobs, job->id, job);
-        am2zb_lane_push(session, job, false);
+        zlistx_add_end(loaded_jobs, job);
         loaded++;
     }
+    zlistx_sort(loaded_jobs);
+    job_t *job;
+    while ((job = zlistx_first(loaded_jobs))) {
+        zlistx_detach_cur(loaded_jobs);
+        session_t *session = rc == AM2Z_OK ? am2zb_session_get(self, job->session_id, true)
+                                           : NULL;
+        if (!session) {
+            am2zb_job_destroy(&job);
+            rc = AM2Z_ENOMEM;
+            continue;
+        }
+        am2zb_job_track(self, job);
+        am2zb_lane_push(session, job, false);
+    }
+    zlistx_destroy(&loaded_jobs);
     for (session_t *s = zhashx_first(self->sessions); s; s = zhashx_next(self->sessions))
         am2zb_session_kick(self, s, now);
     zlistx_destroy(&r.keys);
@@ -1916,7 +2485,8 @@ am2z_broker_new(const am2z_broker_config_t *cfg, am2z_broker_t **out,
     self->failures = zlistx_new();
     self->dirty = zlistx_new();
     self->cleanup = zlistx_new();
-    if (!self->jobs || !self->sessions || !self->procs || !self->workers_by_key
+    self->leases = zlistx_new();
+    if (!self->leases || !self->jobs || !self->sessions || !self->procs || !self->workers_by_key
         || !self->delayed || !self->effects || !self->deferred || !self->failures
         || !self->dirty || !self->cleanup) {
         snprintf(err, err_size, "out of memory");
@@ -1934,13 +2504,9 @@ am2z_broker_new(const am2z_broker_config_t *cfg, am2z_broker_t **out,
     char idbuf[AM2Z_ID_LEN + 1];
     rc = am2z_id_new(idbuf);
     if (rc != AM2Z_OK) {
-        snprintf(err, err_size, "cannot read random bytes for the job id tag");
+        snprintf(err, err_size, "cannot read random bytes for job ids");
         goto fail;
     }
-    char tag[9];
-    memcpy(tag, idbuf + 12, 8);
-    tag[8] = '\0';
-    self->tag = (uint32_t)strtoul(tag, NULL, 16);
 
     rc = am2z_store_open(&cfg->common, &self->store, err, err_size);
     if (rc != AM2Z_OK)
@@ -2002,6 +2568,7 @@ am2z_broker_destroy(am2z_broker_t **self_p)
             am2zb_job_destroy(&job);
     }
     zhashx_destroy(&self->jobs);
+    zlistx_destroy(&self->leases);   /* after the jobs: they unlink themselves */
     zhashx_destroy(&self->sessions);
     zhashx_destroy(&self->procs);
     zhashx_destroy(&self->workers_by_key);
@@ -2039,4 +2606,7 @@ am2z_broker_actor(zsock_t *pipe, void *args)
     zsock_signal(pipe, 0);
     s_loop(self, NULL, pipe);
     am2z_broker_destroy(&self);
+    /* free this thread's OpenSSL state (SHA-256 of every envelope) now,
+       not in a TLS destructor that races the process exit */
+    OPENSSL_thread_stop();
 }

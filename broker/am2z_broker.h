@@ -38,6 +38,9 @@ typedef struct {
     char events[AM2Z_ENDPOINT_MAX];        /* PUB; "" = no PUB socket */
     uint64_t heartbeat_ms;                 /* heartbeat interval to workers */
     uint64_t liveness;                     /* missed heartbeats = dead worker */
+    uint64_t grace_ms;                     /* stop flag: how long running leases may finish */
+    uint64_t max_queued_per_proc;          /* jobs of one processor queued or running */
+    uint64_t max_queued_per_session;       /* jobs of one session queued or running */
 } am2z_broker_config_t;
 
 /*  The broker's configuration table (common entries + endpoints), for
@@ -64,8 +67,12 @@ void am2z_broker_destroy(am2z_broker_t **self_p);
 const char *am2z_broker_endpoint(const am2z_broker_t *self, int which);
 
 /*  Runs the loop on the calling thread until *stop_flag becomes non-zero
-    (a signal handler's flag; checked at least every 100 ms). Returns AM2Z_OK
-    after an orderly stop (store flushed). */
+    (a signal handler's flag; checked at least every 100 ms), then drains:
+    SUBMIT is refused ("broker is shutting down"), nothing new is
+    dispatched, and the loop keeps handling DONEs until no lease is running
+    or cfg->grace_ms has passed; leases still running then are cancelled and
+    their jobs stay in the store (they run again after a restart). Returns
+    AM2Z_OK after an orderly stop (store flushed). */
 int am2z_broker_run(am2z_broker_t *self, volatile int *stop_flag);
 
 /*  CZMQ actor body (a zactor_fn): zactor_new(am2z_broker_actor, &cfg) with

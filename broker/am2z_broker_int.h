@@ -15,6 +15,14 @@
       neither.
     - proc_t and worker credit entries live until the broker is destroyed /
       the worker is forgotten; sessions until STOP_SESSION or destroy.
+    - A job with a lease deadline is in self->leases (lease_handle set)
+      exactly while it is ACTIVE; am2zb_lease_end() takes it out, and
+      am2zb_lane_push / am2zb_job_destroy call it.
+    - proc->queued counts the jobs of that processor in self->jobs
+      (am2zb_job_track / am2zb_job_untrack keep it).
+    - An expired lease whose worker has not answered yet stays in
+      worker->expired: its slot is still busy on the worker, so the credit
+      comes back only with the late DONE (which is then rejected).
 */
 #ifndef AM2Z_BROKER_INT_H_INCLUDED
 #define AM2Z_BROKER_INT_H_INCLUDED
@@ -74,7 +82,17 @@ struct job_s {
     peer_t *fetchers;             /* owned array: FETCH callers waiting */
     size_t nfetchers;
     void *lane_handle;            /* zlistx handle in session->lane */
+    uint64_t deadline_us;         /* lease deadline (monotonic), 0 = none */
+    zlistx_t *lease_list;         /* borrowed: broker->leases while in it */
+    void *lease_handle;           /* handle in lease_list */
 };
+
+/*  A lease the broker expired while its worker still runs it. */
+typedef struct {
+    char id[AM2Z_ID_LEN + 1];
+    uint32_t attempt;
+    proc_t *proc;                 /* borrowed */
+} expired_t;
 
 typedef struct {
     uint64_t completed;
@@ -100,6 +118,7 @@ struct proc_s {
     bool registered;              /* some worker announced it since start */
     zlistx_t *ring;               /* session_t* ready for this processor */
     size_t rr;                    /* round-robin cursor into broker->workers */
+    uint64_t queued;              /* its jobs in broker->jobs (waiting or leased) */
     counts_t counts;
 };
 
@@ -117,20 +136,22 @@ struct worker_s {
     wproc_t *procs;               /* owned array */
     size_t nprocs;
     uint64_t last_seen_us;        /* monotonic */
+    zlistx_t *expired;            /* expired_t* (owned): leases past deadline */
 };
 
 /*  What a turn's commit decides: the sends that wait for durability. */
-typedef enum { EFF_SUBMIT = 0, EFF_FINISH, EFF_STOP } effect_kind_t;
+typedef enum { EFF_SUBMIT = 0, EFF_FINISH, EFF_STOP, EFF_DLQ } effect_kind_t;
 
 typedef struct {
     effect_kind_t kind;
-    job_t *job;                   /* SUBMIT: borrowed (in lane); FINISH: owned */
+    job_t *job;                   /* SUBMIT, DLQ retry: borrowed (in lane); FINISH: owned */
     bool created;                 /* SUBMIT: first job of a new session */
     am2z_msg_t result;            /* FINISH: the RESULT body (req 0), owned */
     char *worker;                 /* FINISH: worker id for the event, owned */
-    peer_t peer;                  /* STOP: requester */
-    char *session;                /* STOP: session id, owned */
+    peer_t peer;                  /* STOP, DLQ: requester */
+    char *session;                /* STOP: session id; DLQ: job id; owned */
     bool keep;                    /* STOP */
+    bool retry;                   /* DLQ: retry (else discard) */
 } effect_t;
 
 /*  A query or fetch, answered after the turn's commit. */
@@ -169,21 +190,24 @@ struct am2z_broker_t {
     zlistx_t *cleanup;            /* char* job ids whose record must go */
     am2z_store_batch_t *batch;    /* this turn's batch, opened on demand */
     int batch_rc;                 /* first failure to open it */
-    uint32_t tag;                 /* per-start random part of job ids */
-    uint64_t id_counter;
-    uint64_t last_id_ms;
     uint64_t seq;                 /* submission counter */
     uint64_t started_ms;
     uint64_t started_us;
     uint64_t next_heartbeat_us;
     uint64_t completed, failed;   /* totals since start */
-    bool stopping;                /* $TERM or stop flag */
+    zlistx_t *leases;             /* job_t* with a deadline (borrowed) */
+    bool stopping;                /* $TERM, or drained after the stop flag */
+    bool draining;                /* stop flag seen: no new work, leases finish */
+    uint64_t drain_deadline_us;   /* give up on running leases then */
 };
 
 /* am2z_sched.c ------------------------------------------------------------ */
 job_t *am2zb_job_new(void);
 void am2zb_job_destroy(job_t **job_p);
 void am2zb_job_add_fetcher(job_t *job, const peer_t *peer);
+void am2zb_lease_end(job_t *job);
+void am2zb_job_track(am2z_broker_t *self, job_t *job);
+void am2zb_job_untrack(am2z_broker_t *self, job_t *job);
 session_t *am2zb_session_get(am2z_broker_t *self, const char *id, bool create);
 void am2zb_session_remove(am2z_broker_t *self, session_t *session);
 counts_t *am2zb_session_counts(session_t *session, const char *proc);

@@ -115,7 +115,8 @@ am2z_jobrec_encode(const am2z_jobrec_t *rec, uint8_t **out, size_t *size)
     am2z_bw_t *w = am2z_bw_new();
     if (!w)
         return AM2Z_ENOMEM;
-    am2z_bw_map(w, rec->state ? 10 : 9);
+    am2z_bw_map(w, 9 + (rec->state ? 1u : 0u) + (rec->error ? 1u : 0u)
+                   + (rec->failed_ms ? 1u : 0u));
     am2z_bw_str(w, "proc");    am2z_bw_str(w, rec->proc);
     am2z_bw_str(w, "session"); am2z_bw_str(w, rec->session);
     if (rec->state) {
@@ -128,6 +129,12 @@ am2z_jobrec_encode(const am2z_jobrec_t *rec, uint8_t **out, size_t *size)
     am2z_bw_str(w, "created"); am2z_bw_uint(w, rec->created_ms);
     am2z_bw_str(w, "seq");     am2z_bw_uint(w, rec->seq);
     am2z_bw_str(w, "attempt"); am2z_bw_uint(w, rec->attempt);
+    if (rec->error) {
+        am2z_bw_str(w, "error");  am2z_bw_bin(w, rec->error, rec->error_size);
+    }
+    if (rec->failed_ms) {
+        am2z_bw_str(w, "failed"); am2z_bw_uint(w, rec->failed_ms);
+    }
     int rc = am2z_bw_take(w, out, size);
     am2z_bw_destroy(&w);
     return rc;
@@ -225,6 +232,16 @@ am2z_jobrec_decode(const uint8_t *data, size_t size, am2z_jobrec_t *rec)
         } else if (s_key_is(k, "attempt")) {
             if (!s_get_uint(v, &u) || u > UINT32_MAX) goto fail;
             rec->attempt = (uint32_t)u;
+        } else if (s_key_is(k, "error")) {
+            if (v->type != MSGPACK_OBJECT_BIN || rec->error || v->via.bin.size == 0
+                || !am2z_bmsg_is_map((const uint8_t *)v->via.bin.ptr, v->via.bin.size))
+                goto fail;
+            if (!(rec->error = malloc(v->via.bin.size)))
+                goto nomem;
+            memcpy(rec->error, v->via.bin.ptr, v->via.bin.size);
+            rec->error_size = v->via.bin.size;
+        } else if (s_key_is(k, "failed")) {
+            if (!s_get_uint(v, &rec->failed_ms)) goto fail;
         }
         /* unknown keys: ignored (forward compatible) */
     }
@@ -251,6 +268,7 @@ am2z_jobrec_clear(am2z_jobrec_t *rec)
     free(rec->proc);
     free(rec->session);
     free(rec->state);
+    free(rec->error);
     memset(rec, 0, sizeof *rec);
 }
 

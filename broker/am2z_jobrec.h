@@ -47,7 +47,10 @@ int am2z_bw_take(am2z_bw_t *self, uint8_t **out, size_t *size);
    Job record (value of AM2Z_DB_JOBS, inside the envelope):
        { "proc": str, "session": str, "state"?: bin (msgpack map),
          "prio": int, "timeout": uint, "delay": uint, "depth": uint,
-         "created": uint ms, "seq": uint, "attempt": uint }
+         "created": uint ms, "seq": uint, "attempt": uint,
+         "error"?: bin (an encoded error map), "failed"?: uint ms }
+   The same record is the value of AM2Z_DB_DLQ (dead letters): there it
+   carries the last error and when the job failed for good.
    ------------------------------------------------------------------------ */
 typedef struct {
     char *proc;                   /* owned */
@@ -61,6 +64,9 @@ typedef struct {
     uint64_t created_ms;
     uint64_t seq;                 /* submission order */
     uint32_t attempt;             /* leases granted so far */
+    uint8_t *error;               /* owned encoded error map; NULL = none (dlq only) */
+    size_t error_size;
+    uint64_t failed_ms;           /* dlq: wall clock of the final failure */
 } am2z_jobrec_t;
 
 /*  Caller owns *out (free()). Returns AM2Z_OK, AM2Z_EINVAL, AM2Z_ENOMEM. */

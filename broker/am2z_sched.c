@@ -28,11 +28,42 @@ am2zb_job_destroy(job_t **job_p)
     if (!job_p || !*job_p)
         return;
     job_t *job = *job_p;
+    am2zb_lease_end(job);
     free(job->session_id);
     free(job->state);
     free(job->fetchers);
     free(job);
     *job_p = NULL;
+}
+
+/*  Takes the job out of the broker's deadline list. Idempotent. */
+void
+am2zb_lease_end(job_t *job)
+{
+    if (job->lease_handle) {
+        zlistx_delete(job->lease_list, job->lease_handle);
+        job->lease_handle = NULL;
+    }
+    job->lease_list = NULL;
+    job->deadline_us = 0;
+}
+
+void
+am2zb_job_track(am2z_broker_t *self, job_t *job)
+{
+    zhashx_insert(self->jobs, job->id, job);
+    job->proc->queued++;
+}
+
+/*  Only when the job is the one in the table (a shadow is not). */
+void
+am2zb_job_untrack(am2z_broker_t *self, job_t *job)
+{
+    if (zhashx_lookup(self->jobs, job->id) != job)
+        return;
+    zhashx_delete(self->jobs, job->id);
+    if (job->proc->queued)
+        job->proc->queued--;
 }
 
 void
@@ -50,7 +81,7 @@ am2zb_job_add_fetcher(job_t *job, const peer_t *peer)
    ------------------------------------------------------------------------ */
 
 static void
-s_counts_free(void **item)
+s_free_item(void **item)
 {
     free(*item);
     *item = NULL;
@@ -75,7 +106,7 @@ am2zb_session_get(am2z_broker_t *self, const char *id, bool create)
         free(session);
         return NULL;
     }
-    zhashx_set_destructor(session->stats, s_counts_free);
+    zhashx_set_destructor(session->stats, s_free_item);
     zhashx_insert(self->sessions, id, session);
     return session;
 }
@@ -135,6 +166,7 @@ am2zb_session_kick(am2z_broker_t *self, session_t *session, uint64_t now_ms)
 void
 am2zb_lane_push(session_t *session, job_t *job, bool front)
 {
+    am2zb_lease_end(job);
     job->session = session;
     job->status = JOB_WAITING;
     job->lane_handle = front ? zlistx_add_start(session->lane, job)
@@ -238,10 +270,13 @@ am2zb_worker_add(am2z_broker_t *self, const uint8_t *ident, size_t size, const c
         self->workers_cap = cap;
     }
     worker_t *worker = calloc(1, sizeof *worker);
-    if (!worker || !(worker->id = strdup(id))) {
+    if (!worker || !(worker->id = strdup(id)) || !(worker->expired = zlistx_new())) {
+        if (worker)
+            free(worker->id);
         free(worker);
         return NULL;
     }
+    zlistx_set_destructor(worker->expired, s_free_item);   /* plain free() */
     memcpy(worker->ident, ident, size);
     worker->ident_size = size;
     am2zb_ident_hex(ident, size, worker->key);
@@ -277,7 +312,7 @@ am2zb_worker_forget(am2z_broker_t *self, worker_t *worker, const char *why)
     }
     if (drop) {
         for (job_t *job = zlistx_first(drop); job; job = zlistx_next(drop)) {
-            zhashx_delete(self->jobs, job->id);
+            am2zb_job_untrack(self, job);
             am2zb_job_destroy(&job);
         }
         zlistx_destroy(&drop);
@@ -294,6 +329,7 @@ am2zb_worker_forget(am2z_broker_t *self, worker_t *worker, const char *why)
             break;
         }
     }
+    zlistx_destroy(&worker->expired);
     free(worker->procs);
     free(worker->id);
     free(worker);

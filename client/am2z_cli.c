@@ -42,6 +42,7 @@ typedef struct {
     bool keep_state;              /* stop-session */
     uint64_t delay_ms;            /* execute: not before now + delay */
     uint64_t job_timeout_ms;      /* execute: the job's own timeout */
+    char processor[AM2Z_NAME_MAX + 2];       /* dlq list: only this processor */
 } s_opts_t;
 
 #define O(f) offsetof(s_opts_t, f)
@@ -66,6 +67,8 @@ static const am2z_cfg_def_t s_table[] = {
       "execute: do not run before now + delay" },
     { "job-timeout", AM2Z_CFG_MS, O(job_timeout_ms), 0, "0", 0, 0, NULL,
       "execute: the job's timeout (0 = the processor's)" },
+    { "processor", AM2Z_CFG_STRING, O(processor), sizeof ((s_opts_t *)0)->processor,
+      "", 0, 0, NULL, "dlq list: only this processor's dead letters" },
     { NULL, 0, 0, 0, NULL, 0, 0, NULL, NULL },
 };
 
@@ -382,6 +385,70 @@ s_cmd_stop_session(const s_opts_t *opts, int argc, char **argv)
     return code;
 }
 
+/*  am2z dlq list [--session ID] [--processor NAME] | retry JOB | discard JOB */
+static int
+s_cmd_dlq(const s_opts_t *opts, int argc, char **argv)
+{
+    const char *op = argc > 0 ? argv[0] : "";
+    bool list = strcmp(op, "list") == 0;
+    bool retry = strcmp(op, "retry") == 0;
+    bool discard = strcmp(op, "discard") == 0;
+    if (!list && !retry && !discard)
+        return s_fail(S_EXIT_USAGE, "dlq: expected list, retry JOB or discard JOB (see am2z dlq --help)");
+    if (list ? argc != 1 : argc != 2)
+        return s_fail(S_EXIT_USAGE, "dlq %s: expected %s", op, list ? "no job id" : "one job id");
+    if (!list && !am2z_job_id_valid(argv[1], strlen(argv[1])))
+        return s_fail(S_EXIT_USAGE, "invalid job id '%s'", argv[1]);
+    if (list && opts->session[0] && !s_session_ok(opts->session))
+        return s_fail(S_EXIT_USAGE, "invalid session id '%s'", opts->session);
+    if (list && opts->processor[0] && !am2z_name_valid(opts->processor, strlen(opts->processor)))
+        return s_fail(S_EXIT_USAGE, "invalid processor name '%s'", opts->processor);
+    am2z_client_t *client = NULL;
+    int code = s_connect(opts, &client);
+    if (code != S_EXIT_OK)
+        return code;
+    if (list) {
+        am2z_dlq_list_t *dl = NULL;
+        int rc = am2z_client_dlq_list(client, opts->processor[0] ? opts->processor : NULL,
+                                      opts->session[0] ? opts->session : NULL, &dl);
+        if (rc != AM2Z_OK) {
+            code = s_client_fail(client, "dlq list", rc);
+        } else {
+            json_t *arr = json_array();
+            for (size_t i = 0; i < dl->count; i++) {
+                const am2z_dead_letter_t *d = &dl->items[i];
+                json_t *o = json_object();
+                json_object_set_new(o, "jobId", json_string(d->job_id));
+                json_object_set_new(o, "processor", json_string(d->processor));
+                json_object_set_new(o, "sessionId", json_string(d->session_id));
+                json_object_set_new(o, "attempts", json_integer((json_int_t)d->attempt));
+                json_object_set_new(o, "createdAt", json_integer((json_int_t)d->created_ms));
+                json_object_set_new(o, "failedAt", json_integer((json_int_t)d->failed_at_ms));
+                json_object_set_new(o, "error", s_error_json(d->error));
+                json_array_append_new(arr, o);
+            }
+            s_print_json(arr, JSON_INDENT(2));
+            json_decref(arr);
+            am2z_dlq_list_destroy(&dl);
+        }
+    } else {
+        int rc = retry ? am2z_client_dlq_retry(client, argv[1])
+                       : am2z_client_dlq_discard(client, argv[1]);
+        if (rc != AM2Z_OK) {
+            code = s_client_fail(client, retry ? "dlq retry" : "dlq discard", rc);
+        } else {
+            json_t *j = json_object();
+            json_object_set_new(j, "ok", json_true());
+            json_object_set_new(j, "jobId", json_string(argv[1]));
+            json_object_set_new(j, retry ? "requeued" : "discarded", json_true());
+            s_print_json(j, JSON_INDENT(2));
+            json_decref(j);
+        }
+    }
+    am2z_client_destroy(&client);
+    return code;
+}
+
 static void
 s_on_stop_signal(int sig)
 {
@@ -452,6 +519,9 @@ static const s_command_t s_commands[] = {
       s_cmd_stop_session, 1 },
     { "events", "[--filter PREFIX] [--session ID] [--count N] [--events EP]",
       "print published events, one JSON object per line", s_cmd_events, 0 },
+    { "dlq", "list [--session ID] [--processor NAME] | retry JOB | discard JOB",
+      "dead letters: list them, re-enqueue one (same job id, fresh attempts), or delete one",
+      s_cmd_dlq, -1 },
     { NULL, NULL, NULL, NULL, 0 },
 };
 
@@ -534,7 +604,7 @@ main(int argc, char **argv)
         s_command_usage(cmd, stdout);
         goto done;
     }
-    if (args.npositional - 1 != cmd->nargs) {
+    if (cmd->nargs >= 0 && args.npositional - 1 != cmd->nargs) {
         s_command_usage(cmd, stderr);
         code = s_fail(S_EXIT_USAGE, "%s: expected %d argument%s, got %d", cmd->name,
                       cmd->nargs, cmd->nargs == 1 ? "" : "s", args.npositional - 1);

@@ -1121,6 +1121,98 @@ am2z_client_is_processor_registered(am2z_client_t *self, const char *name,
 }
 
 /* ---------------------------------------------------------------------------
+   Dead letters
+   ------------------------------------------------------------------------ */
+
+static int
+s_dlq_query(am2z_client_t *self, const char *processor, const char *session_id,
+            const char *job_id, am2z_dlq_list_t **out)
+{
+    am2z_msg_t req, answer;
+    am2z_msg_init(&req, AM2Z_CMD_QUERY);
+    req.what = "dlq";
+    req.processor = (char *)processor;
+    req.session = (char *)session_id;
+    req.job = (char *)job_id;
+    int rc = s_request(self, &req, s_deadline(self->timeout_ms), &answer);
+    if (rc != AM2Z_OK)
+        return rc;
+    if (answer.cmd == AM2Z_CMD_ERROR) {
+        rc = s_refused(self, &answer, "dlq");
+    } else if (answer.cmd != AM2Z_CMD_REPLY) {
+        s_set_error(self, "unexpected %s in answer to QUERY dlq", am2z_cmd_name(answer.cmd));
+        rc = AM2Z_EPROTO;
+    } else {
+        char err[256] = "";
+        const uint8_t empty[] = { 0x90 };
+        rc = am2z_reply_decode_dlq(answer.data ? answer.data : empty,
+                                   answer.data ? answer.data_size : 1, out, err, sizeof err);
+        if (rc != AM2Z_OK)
+            s_set_error(self, "%s", err[0] ? err : am2z_strerror(rc));
+    }
+    am2z_msg_clear(&answer);
+    return rc;
+}
+
+int
+am2z_client_dlq_list(am2z_client_t *self, const char *processor, const char *session_id,
+                     am2z_dlq_list_t **out)
+{
+    if (!self || !out || (processor && !am2z_name_valid(processor, strlen(processor)))
+        || (session_id && !am2z_session_id_valid(session_id, strlen(session_id))))
+        return AM2Z_EINVAL;
+    *out = NULL;
+    return s_dlq_query(self, processor, session_id, NULL, out);
+}
+
+int
+am2z_client_dlq_get(am2z_client_t *self, const char *job_id, am2z_dlq_list_t **out)
+{
+    if (!self || !out || !job_id || !am2z_job_id_valid(job_id, strlen(job_id)))
+        return AM2Z_EINVAL;
+    *out = NULL;
+    return s_dlq_query(self, NULL, NULL, job_id, out);
+}
+
+static int
+s_dlq_op(am2z_client_t *self, const char *op, const char *job_id)
+{
+    if (!self || !job_id || !am2z_job_id_valid(job_id, strlen(job_id)))
+        return AM2Z_EINVAL;
+    am2z_msg_t req, answer;
+    am2z_msg_init(&req, AM2Z_CMD_DLQ);
+    req.op = (char *)op;
+    req.job = (char *)job_id;
+    int rc = s_request(self, &req, s_deadline(self->timeout_ms), &answer);
+    if (rc != AM2Z_OK)
+        return rc;
+    if (answer.cmd == AM2Z_CMD_ERROR) {
+        char what[32];
+        snprintf(what, sizeof what, "dlq %s", op);
+        rc = s_refused(self, &answer, what);
+        if (rc != AM2Z_ENOTFOUND)
+            rc = AM2Z_EFAILED;
+    } else if (answer.cmd != AM2Z_CMD_REPLY) {
+        s_set_error(self, "unexpected %s in answer to DLQ", am2z_cmd_name(answer.cmd));
+        rc = AM2Z_EPROTO;
+    }
+    am2z_msg_clear(&answer);
+    return rc;
+}
+
+int
+am2z_client_dlq_retry(am2z_client_t *self, const char *job_id)
+{
+    return s_dlq_op(self, "retry", job_id);
+}
+
+int
+am2z_client_dlq_discard(am2z_client_t *self, const char *job_id)
+{
+    return s_dlq_op(self, "discard", job_id);
+}
+
+/* ---------------------------------------------------------------------------
    Events
    ------------------------------------------------------------------------ */
 

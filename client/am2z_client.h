@@ -203,7 +203,7 @@ int am2z_client_list_processors(am2z_client_t *self, am2z_strlist_t **out);
 int am2z_client_is_processor_registered(am2z_client_t *self, const char *name,
                                         bool *registered);
 
-/*  Raw query (what: stats|queues|session-stats|sessions|processors|state|job):
+/*  Raw query (what: stats|queues|session-stats|sessions|processors|state|job|dlq):
     the broker's REPLY data as one msgpack object (nil when the REPLY had
     none), caller owns *data (free()). The CLI turns it into JSON. For
     what = "job" the session_id argument carries the job id. Returns
@@ -211,6 +211,64 @@ int am2z_client_is_processor_registered(am2z_client_t *self, const char *name,
     refusal), AM2Z_ETIMEOUT, AM2Z_ENETWORK. */
 int am2z_client_query(am2z_client_t *self, const char *what,
                       const char *session_id, uint8_t **data, size_t *size);
+
+/* ---------------------------------------------------------------------------
+   Dead letters
+
+   A job whose last attempt failed and may not be retried (attempts
+   exhausted, or a non-retryable error) is kept by the broker as a dead
+   letter: its submission (processor, session, input state, options), the
+   attempts made and the last error. It can be listed, retried or
+   discarded. Job ids are capabilities: whoever holds one may act on it.
+   ------------------------------------------------------------------------ */
+
+/*  One dead letter. Every pointer is owned by the enclosing list. */
+typedef struct {
+    char job_id[AM2Z_JOB_ID_MAX + 1];
+    char processor[AM2Z_NAME_MAX + 1];
+    char session_id[AM2Z_SESSION_ID_MAX + 1];
+    uint32_t attempt;             /* attempts made */
+    uint64_t created_ms;          /* wall clock of the submission */
+    uint64_t failed_at_ms;        /* wall clock of the final failure */
+    am2z_error_t *error;          /* the last error; NULL if unreadable */
+    uint8_t *state;               /* submitted input state (msgpack map): only
+                                     from am2z_client_dlq_get, NULL when the job
+                                     was submitted without one */
+    size_t state_size;
+} am2z_dead_letter_t;
+
+typedef struct {
+    size_t count;
+    am2z_dead_letter_t *items;    /* owned; in job id (submission time) order */
+} am2z_dlq_list_t;
+
+/*  NULL-safe, idempotent. */
+void am2z_dlq_list_destroy(am2z_dlq_list_t **self_p);
+
+/*  Lists dead letters, at most 1000, optionally only those of `processor`
+    and/or `session_id` (NULL = any). Caller owns *out. Returns AM2Z_OK,
+    AM2Z_EINVAL, AM2Z_ETIMEOUT, AM2Z_ENETWORK, AM2Z_EPROTO. */
+int am2z_client_dlq_list(am2z_client_t *self, const char *processor,
+                         const char *session_id, am2z_dlq_list_t **out);
+
+/*  One dead letter with its input state: *out is a list of one. Returns
+    AM2Z_OK, AM2Z_ENOTFOUND, or as dlq_list. */
+int am2z_client_dlq_get(am2z_client_t *self, const char *job_id, am2z_dlq_list_t **out);
+
+/*  Re-enqueues a dead letter under the SAME job id, with fresh attempts
+    (the processor's retry policy applies again) and the input it was
+    submitted with (no state: the session's stored state at dispatch). Its
+    old failed result is deleted at the same time, so
+    am2z_client_wait(job_id) — from any client — returns the new outcome.
+    Returns AM2Z_OK once the re-enqueue is durable, AM2Z_ENOTFOUND (no
+    such dead letter), AM2Z_EFAILED (refused: queue limit, broker shutting
+    down, job already queued; am2z_client_last_error says why),
+    AM2Z_ETIMEOUT, AM2Z_ENETWORK. */
+int am2z_client_dlq_retry(am2z_client_t *self, const char *job_id);
+
+/*  Deletes a dead letter (its failed result stays fetchable). Returns
+    AM2Z_OK, AM2Z_ENOTFOUND, AM2Z_EFAILED, AM2Z_ETIMEOUT, AM2Z_ENETWORK. */
+int am2z_client_dlq_discard(am2z_client_t *self, const char *job_id);
 
 /* ---------------------------------------------------------------------------
    Events

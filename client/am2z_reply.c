@@ -245,3 +245,123 @@ am2z_strlist_destroy(am2z_strlist_t **self_p)
     free(self);
     *self_p = NULL;
 }
+
+/*  Re-encodes one unpacked object (a nested map) into owned bytes. */
+static int
+s_repack(const msgpack_object *o, uint8_t **out, size_t *size)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    if (msgpack_pack_object(&pk, *o) != 0 || !sb.size) {
+        msgpack_sbuffer_destroy(&sb);
+        return AM2Z_ENOMEM;
+    }
+    *out = (uint8_t *)sb.data;    /* sbuffer memory is malloc()ed */
+    *size = sb.size;
+    return AM2Z_OK;
+}
+
+static void
+s_copy_str(char *dst, size_t dst_size, const msgpack_object *o)
+{
+    size_t n = o->via.str.size < dst_size - 1 ? o->via.str.size : dst_size - 1;
+    if (n)
+        memcpy(dst, o->via.str.ptr, n);
+    dst[n] = '\0';
+}
+
+int
+am2z_reply_decode_dlq(const uint8_t *data, size_t size, am2z_dlq_list_t **out,
+                      char *err, size_t err_size)
+{
+    msgpack_unpacked up;
+    int rc = s_unpack(data, size, &up, err, err_size);
+    if (rc != AM2Z_OK)
+        return rc;
+    const msgpack_object *a = &up.data;
+    am2z_dlq_list_t *list = NULL;
+    if (a->type != MSGPACK_OBJECT_ARRAY) {
+        rc = AM2Z_EPROTO;
+        if (err && err_size)
+            snprintf(err, err_size, "REPLY dlq: data must be an array");
+        goto done;
+    }
+    list = calloc(1, sizeof *list);
+    size_t n = a->via.array.size;
+    if (!list || (n && !(list->items = calloc(n, sizeof *list->items)))) {
+        rc = AM2Z_ENOMEM;
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const msgpack_object *e = &a->via.array.ptr[i];
+        if (e->type != MSGPACK_OBJECT_MAP) {
+            rc = AM2Z_EPROTO;
+            if (err && err_size)
+                snprintf(err, err_size, "REPLY dlq: element %zu must be a map", i);
+            goto done;
+        }
+        am2z_dead_letter_t *d = &list->items[list->count++];
+        bool have_job = false;
+        for (uint32_t k = 0; k < e->via.map.size; k++) {
+            const msgpack_object *key = &e->via.map.ptr[k].key;
+            const msgpack_object *val = &e->via.map.ptr[k].val;
+            bool str = val->type == MSGPACK_OBJECT_STR;
+            if (s_key_is(key, "job") && str) {
+                s_copy_str(d->job_id, sizeof d->job_id, val);
+                have_job = true;
+            } else if (s_key_is(key, "proc") && str) {
+                s_copy_str(d->processor, sizeof d->processor, val);
+            } else if (s_key_is(key, "session") && str) {
+                s_copy_str(d->session_id, sizeof d->session_id, val);
+            } else if (s_key_is(key, "attempt")) {
+                uint64_t v = s_uint(val);
+                d->attempt = v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+            } else if (s_key_is(key, "created")) {
+                d->created_ms = s_uint(val);
+            } else if (s_key_is(key, "failed")) {
+                d->failed_at_ms = s_uint(val);
+            } else if (s_key_is(key, "error") && val->type == MSGPACK_OBJECT_MAP && !d->error) {
+                uint8_t *bytes = NULL;
+                size_t nbytes = 0;
+                if (s_repack(val, &bytes, &nbytes) == AM2Z_OK)
+                    am2z_error_decode(bytes, nbytes, &d->error, NULL, 0);   /* unreadable: NULL */
+                free(bytes);
+            } else if (s_key_is(key, "state") && val->type == MSGPACK_OBJECT_MAP && !d->state) {
+                rc = s_repack(val, &d->state, &d->state_size);
+                if (rc != AM2Z_OK)
+                    goto done;
+            }
+        }
+        if (!have_job) {
+            rc = AM2Z_EPROTO;
+            if (err && err_size)
+                snprintf(err, err_size, "REPLY dlq: element %zu has no job id", i);
+            goto done;
+        }
+    }
+done:
+    msgpack_unpacked_destroy(&up);
+    if (rc != AM2Z_OK) {
+        am2z_dlq_list_destroy(&list);
+        return rc;
+    }
+    *out = list;
+    return AM2Z_OK;
+}
+
+void
+am2z_dlq_list_destroy(am2z_dlq_list_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    am2z_dlq_list_t *self = *self_p;
+    for (size_t i = 0; i < self->count; i++) {
+        am2z_error_destroy(&self->items[i].error);
+        free(self->items[i].state);
+    }
+    free(self->items);
+    free(self);
+    *self_p = NULL;
+}

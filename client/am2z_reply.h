@@ -33,4 +33,9 @@ int am2z_reply_decode_queues(const uint8_t *data, size_t size,
 int am2z_reply_decode_strlist(const uint8_t *data, size_t size,
                               am2z_strlist_t **out, char *err, size_t err_size);
 
+/*  dlq: [{job, proc, session, attempt, created, failed, error, state?}].
+    Caller owns *out. */
+int am2z_reply_decode_dlq(const uint8_t *data, size_t size, am2z_dlq_list_t **out,
+                          char *err, size_t err_size);
+
 #endif

@@ -52,6 +52,7 @@ static const char *const s_cmd_names[AM2Z_CMD_COUNT_] = {
     [AM2Z_CMD_DONE]         = "DONE",
     [AM2Z_CMD_JOB]          = "JOB",
     [AM2Z_CMD_CANCEL]       = "CANCEL",
+    [AM2Z_CMD_DLQ]          = "DLQ",
 };
 
 const char *
@@ -163,7 +164,7 @@ s_code_valid(const char *s, size_t len)
 }
 
 static const char *const s_what_names[] = {
-    "stats", "queues", "session-stats", "sessions", "processors", "state", "job",
+    "stats", "queues", "session-stats", "sessions", "processors", "state", "job", "dlq",
 };
 
 static bool
@@ -181,8 +182,15 @@ static const s_str_rule_t s_rule_name = {
     am2z_name_valid, "a string of 1.." S_XSTR(AM2Z_NAME_MAX) " valid characters" };
 static const s_str_rule_t s_rule_session = {
     am2z_session_id_valid, "a string of 1.." S_XSTR(AM2Z_SESSION_ID_MAX) " valid characters" };
+static bool
+s_op_valid(const char *s, size_t len)
+{
+    return (len == 5 && memcmp(s, "retry", 5) == 0) || (len == 7 && memcmp(s, "discard", 7) == 0);
+}
+
+static const s_str_rule_t s_rule_op = { s_op_valid, "one of retry|discard" };
 static const s_str_rule_t s_rule_what = {
-    s_what_valid, "one of stats|queues|session-stats|sessions|processors|state|job" };
+    s_what_valid, "one of stats|queues|session-stats|sessions|processors|state|job|dlq" };
 static const s_str_rule_t s_rule_idem = {
     s_idem_valid, "a string of 1..128 bytes without NUL" };
 static const s_str_rule_t s_rule_text = {
@@ -291,6 +299,7 @@ static const s_schema_t s_proc_schema = S_SCHEMA(s_proc_fields, am2z_proc_desc_t
 #define F_SESSION(fl)  { .key = "session", .kind = K_STR, .flags = (fl), .off = M(session), .str = &s_rule_session }
 #define F_WORKER(fl)   { .key = "worker", .kind = K_STR, .flags = (fl), .off = M(worker), .str = &s_rule_job }
 #define F_WHAT(fl)     { .key = "what", .kind = K_STR, .flags = (fl), .off = M(what), .str = &s_rule_what }
+#define F_OP(fl)       { .key = "op", .kind = K_STR, .flags = (fl), .off = M(op), .str = &s_rule_op }
 #define F_NAME(fl)     { .key = "name", .kind = K_STR, .flags = (fl), .off = M(name), .str = &s_rule_name }
 #define F_IDEM(fl)     { .key = "idem", .kind = K_STR, .flags = (fl), .off = M(idem_key), .str = &s_rule_idem }
 #define F_STATE(fl)    { .key = "state", .kind = K_RAW, .flags = (fl) | S_MAP, .off = M(state), .aux = M(state_size) }
@@ -345,6 +354,7 @@ static const s_field_t s_job[] = {
     F_STATE(S_REQ), F_TIMEOUT(0), F_DEPTH(0), F_PRIO(0),
 };
 static const s_field_t s_cancel[] = { F_JOB(S_REQ), F_ATTEMPT(0) };
+static const s_field_t s_dlq[] = { F_REQ(S_REQ), F_OP(S_REQ), F_JOB(S_REQ) };
 
 static const s_schema_t s_cmd_schemas[AM2Z_CMD_COUNT_] = {
     [AM2Z_CMD_SUBMIT]       = S_SCHEMA(s_submit, am2z_msg_t),
@@ -363,6 +373,7 @@ static const s_schema_t s_cmd_schemas[AM2Z_CMD_COUNT_] = {
     [AM2Z_CMD_DONE]         = S_SCHEMA(s_done, am2z_msg_t),
     [AM2Z_CMD_JOB]          = S_SCHEMA(s_job, am2z_msg_t),
     [AM2Z_CMD_CANCEL]       = S_SCHEMA(s_cancel, am2z_msg_t),
+    [AM2Z_CMD_DLQ]          = S_SCHEMA(s_dlq, am2z_msg_t),
 };
 
 /*  Typed access to a field's slot. */
@@ -405,6 +416,7 @@ am2z_msg_clear(am2z_msg_t *msg)
     free(msg->session);
     free(msg->worker);
     free(msg->what);
+    free(msg->op);
     free(msg->name);
     free(msg->idem_key);
     free(msg->state);

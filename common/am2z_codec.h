@@ -59,6 +59,8 @@ typedef enum {
     /* broker -> worker */
     AM2Z_CMD_JOB,           /* a lease: run this job */
     AM2Z_CMD_CANCEL,        /* set the cancellation flag of a running job */
+    /* client -> broker (added later; kept last so numbers stay stable) */
+    AM2Z_CMD_DLQ,           /* retry or discard a dead letter */
     AM2Z_CMD_COUNT_
 } am2z_cmd_t;
 
@@ -104,7 +106,8 @@ typedef struct {
     char *processor;              /* processor or composite name */
     char *session;                /* session id */
     char *worker;                 /* worker instance id (READY) */
-    char *what;                   /* QUERY: stats|queues|session-stats|sessions|processors|state|job */
+    char *what;                   /* QUERY: stats|queues|session-stats|sessions|processors|state|job|dlq */
+    char *op;                     /* DLQ: retry|discard */
     char *name;                   /* EVENT name */
     char *idem_key;               /* SUBMIT idempotency key */
     uint8_t *state;               /* msgpack map: input or resulting state */

@@ -96,6 +96,19 @@ s_sleep(am2z_ctx_t *ctx)
     return am2z_changes_set_int(am2z_ctx_changes(ctx), "slept", slept);
 }
 
+/*  Like sleep, but never looks at the cancellation flag: a processor that
+    overruns its lease, for the broker's lease-expiry path. */
+static int
+s_sleep_stubborn(am2z_ctx_t *ctx)
+{
+    int64_t ms = 0;
+    am2z_state_get_int(am2z_ctx_state(ctx), "ms", &ms);
+    if (ms > 0)
+        nanosleep(&(struct timespec){ .tv_sec = ms / 1000,
+                                      .tv_nsec = (long)(ms % 1000) * 1000000L }, NULL);
+    return am2z_changes_set_int(am2z_ctx_changes(ctx), "slept", ms);
+}
+
 /*  The error of each category, built with its AM2Z kind where there is one. */
 static am2z_error_t *
 s_error_for(am2z_ctx_t *ctx, am2z_category_t category)
@@ -154,6 +167,17 @@ s_flaky(am2z_ctx_t *ctx)
         return am2z_ctx_fail(ctx, &e);
     }
     return am2z_changes_set_int(am2z_ctx_changes(ctx), "attempts", attempt);
+}
+
+/*  Always fails with a retryable execution error naming the attempt. */
+static int
+s_backoff(am2z_ctx_t *ctx)
+{
+    char cause[64];
+    snprintf(cause, sizeof cause, "failure on attempt %u", am2z_ctx_attempt(ctx));
+    am2z_error_t *e = am2z_error_execution(am2z_ctx_processor(ctx),
+                                           am2z_ctx_execution_id(ctx), cause);
+    return am2z_ctx_fail(ctx, &e);
 }
 
 static int
@@ -302,7 +326,7 @@ static const am2z_processor_def_t s_defs[] = {
       .description = "fails with the error category named by category" },
     { .name = "flaky", .fn = s_flaky, .concurrency = 2,
       .description = "fails (retryable) the first `failures` attempts",
-      .retry = { .max_attempts = 5, .delay_ms = 10 } },
+      .retry = { .max_attempts = 3, .delay_ms = 10 } },
     { .name = "emit", .fn = s_emit, .concurrency = 2,
       .description = "emits custom:one, custom:two and progress 50" },
     { .name = "validate-order", .fn = s_validate_order, .concurrency = 2,
@@ -317,6 +341,16 @@ static const am2z_processor_def_t s_defs[] = {
       .description = "confirmation.sent = true" },
     { .name = "update-inventory", .fn = s_update_inventory, .concurrency = 2,
       .description = "inventory.updated = true" },
+    /* reliability: retry policies, backoff, leases */
+    { .name = "fail-retry", .fn = s_fail, .concurrency = 2,
+      .description = "as fail, with up to 2 attempts 10 ms apart",
+      .retry = { .max_attempts = 2, .delay_ms = 10 } },
+    { .name = "backoff", .fn = s_backoff, .concurrency = 2,
+      .description = "always fails (retryable); 4 attempts, backoff 100 ms x2",
+      .retry = { .max_attempts = 4, .exponential = true, .delay_ms = 100,
+                 .multiplier = 2.0, .max_delay_ms = 10000 } },
+    { .name = "sleep-stubborn", .fn = s_sleep_stubborn, .concurrency = 1,
+      .description = "sleeps ms milliseconds; ignores cancellation" },
 };
 
 const am2z_processor_def_t *

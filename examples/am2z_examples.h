@@ -6,7 +6,8 @@
         append             appends state.value to the array items
         sleep              sleeps state.ms (10 ms steps); stops when cancelled
         fail               fails with the category named by state.category
-        flaky              fails (retryable) the first state.failures attempts
+        flaky              fails (retryable) the first state.failures attempts;
+                           retry: 3 attempts, fixed 10 ms
         emit               events custom:one, custom:two, progress 50
         validate-order     order.id and non-empty order.items; order.status
         check-inventory    inventory.reserved, or BusinessError OUT_OF_STOCK
@@ -14,6 +15,10 @@
         create-shipment    shipment.trackingNumber
         send-confirmation  confirmation.sent
         update-inventory   inventory.updated
+        fail-retry         as fail; retry: 2 attempts, fixed 10 ms
+        backoff            always fails (retryable execution error);
+                           retry: 4 attempts, exponential 100 ms x2
+        sleep-stubborn     sleeps state.ms in one go; ignores cancellation
 
     The order processors use the AM2Z README state shape:
         {order: {id, items: [{sku, qty, price}], customer: {email}}}

@@ -190,6 +190,11 @@ s_fill(am2z_cmd_t cmd, am2z_msg_t *m)
         m->job = s_str("j1");
         m->attempt = 2;
         break;
+    case AM2Z_CMD_DLQ:
+        m->req = 13;
+        m->op = s_str("retry");
+        m->job = s_str("j1");
+        break;
     default:
         ck_abort_msg("no sample for command %d", cmd);
     }
@@ -241,6 +246,7 @@ s_msg_eq(const am2z_msg_t *a, const am2z_msg_t *b)
     s_str_eq(a->session, b->session);
     s_str_eq(a->worker, b->worker);
     s_str_eq(a->what, b->what);
+    s_str_eq(a->op, b->op);
     s_str_eq(a->name, b->name);
     s_str_eq(a->idem_key, b->idem_key);
     s_bytes_eq(a->state, a->state_size, b->state, b->state_size);
@@ -497,6 +503,7 @@ START_TEST(test_required_fields_missing_are_refused)
         { AM2Z_CMD_DONE, { "job", "attempt", "ok", "error" } },
         { AM2Z_CMD_JOB, { "job", "attempt", "proc", "session", "state" } },
         { AM2Z_CMD_CANCEL, { "job" } },
+        { AM2Z_CMD_DLQ, { "req", "op", "job" } },
     };
     for (size_t i = 0; i < sizeof req / sizeof req[0]; i++) {
         for (size_t k = 0; req[i].keys[k]; k++) {
@@ -582,6 +589,32 @@ END_TEST
 
 #define V(...) (const uint8_t[]){ __VA_ARGS__ }, sizeof((const uint8_t[]){ __VA_ARGS__ })
 
+START_TEST(test_dlq_command_and_query_decode)
+{
+    /* {req: 1, op: "discard", job: "j9"} */
+    const uint8_t dlq[] = { 0x83, 0xa3, 'r', 'e', 'q', 0x01, 0xa2, 'o', 'p',
+                            0xa7, 'd', 'i', 's', 'c', 'a', 'r', 'd', 0xa3, 'j', 'o', 'b',
+                            0xa2, 'j', '9' };
+    am2z_msg_t m;
+    ck_assert_int_eq(am2z_msg_decode(AM2Z_CMD_DLQ, dlq, sizeof dlq, MAX_BODY, &m, NULL, 0),
+                     AM2Z_OK);
+    ck_assert_str_eq(m.op, "discard");
+    ck_assert_str_eq(m.job, "j9");
+    ck_assert_uint_eq(m.req, 1);
+    am2z_msg_clear(&m);
+    ck_assert_ptr_null(m.op);
+    /* {req: 2, what: "dlq", proc: "p"} */
+    const uint8_t q[] = { 0x83, 0xa3, 'r', 'e', 'q', 0x02, 0xa4, 'w', 'h', 'a', 't',
+                          0xa3, 'd', 'l', 'q', 0xa4, 'p', 'r', 'o', 'c', 0xa1, 'p' };
+    ck_assert_int_eq(am2z_msg_decode(AM2Z_CMD_QUERY, q, sizeof q, MAX_BODY, &m, NULL, 0),
+                     AM2Z_OK);
+    ck_assert_str_eq(m.what, "dlq");
+    ck_assert_str_eq(m.processor, "p");
+    am2z_msg_clear(&m);
+    ck_assert_int_eq(am2z_cmd_parse("DLQ", 3), AM2Z_CMD_DLQ);
+}
+END_TEST
+
 START_TEST(test_wrong_types_are_refused_naming_the_field)
 {
     s_expect_field_refused(AM2Z_CMD_SUBMIT, "session", V(0x01),
@@ -620,6 +653,12 @@ START_TEST(test_wrong_types_are_refused_naming_the_field)
         "CREDIT: field 'credit' must be an integer 1..1000000");
     s_expect_field_refused(AM2Z_CMD_QUERY, "what", V(0xa3, 'f', 'o', 'o'),
         "QUERY: field 'what' must be one of stats|queues|");
+    s_expect_field_refused(AM2Z_CMD_DLQ, "op", V(0xa4, 'k', 'e', 'e', 'p'),
+        "DLQ: field 'op' must be one of retry|discard");
+    s_expect_field_refused(AM2Z_CMD_DLQ, "op", V(0xa6, 'r', 'e', 't', 'r', 'y', 0),
+        "DLQ: field 'op' must be one of retry|discard");
+    s_expect_field_refused(AM2Z_CMD_DLQ, "job", V(0xa3, 'a', '/', 'b'),
+        "DLQ: field 'job' must be a string of 1..64 valid characters");
     s_expect_field_refused(AM2Z_CMD_READY, "procs", V(0x90),
         "READY: field 'procs' must be an array of 1..1024 processor maps");
     s_expect_field_refused(AM2Z_CMD_READY, "procs", V(0x91, 0x01),
@@ -1124,7 +1163,7 @@ s_rand_value(msgpack_packer *pk, uint64_t *seed, int depth)
 START_TEST(test_structured_mutations_never_crash)
 {
     static const char *const keys[] = {
-        "req", "job", "proc", "session", "worker", "what", "name", "idem", "state",
+        "req", "job", "proc", "session", "worker", "what", "op", "name", "idem", "state",
         "data", "error", "ok", "keep", "attempt", "depth", "prio", "timeout", "delay",
         "exec_us", "started", "ts", "seq", "credit", "procs",
     };
@@ -1172,6 +1211,7 @@ s_suite(void)
     tcase_add_test(tc, test_required_fields_missing_are_refused);
     tcase_add_test(tc, test_encode_refuses_what_decode_refuses);
     tcase_add_test(tc, test_wrong_types_are_refused_naming_the_field);
+    tcase_add_test(tc, test_dlq_command_and_query_decode);
     tcase_add_test(tc, test_invalid_ids_and_names_are_refused);
     tcase_add_test(tc, test_procs_are_validated);
     tcase_add_test(tc, test_result_failure_requires_error);

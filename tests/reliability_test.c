@@ -1,0 +1,752 @@
+/*  reliability_test.c — Check suite "reliability": retries, dead letters,
+    lease timeouts, limits, graceful shutdown and restart, with the real
+    am2z-broker, am2z-example-worker and am2z processes on 127.0.0.1
+    ephemeral ports.
+
+    Each case starts its own broker (its own data dir and settings) and
+    worker inside the case's forked child, and stops them at the end. Every
+    wait is bounded and waits for the event it needs.
+*/
+#include "am2z_client.h"
+#include "am2z_testproc.h"
+#include "am2z_testutil.h"
+
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+typedef struct {
+    char dir[512];
+    am2z_testproc_t broker;
+    am2z_testproc_t worker;
+    char frontend[256], backend[256], events[256];
+} s_env_t;
+
+static void
+s_start_worker(s_env_t *env)
+{
+    char *argv[] = { AM2Z_EXAMPLE_WORKER_BIN, "--broker", env->backend,
+                     "--heartbeat", "200ms", "--log-level", "warn", NULL };
+    ck_assert_int_eq(am2z_testproc_start(&env->worker, argv), 0);
+    ck_assert_msg(am2z_testproc_wait_line(&env->worker, "ready", 10000) == 0,
+                  "worker did not report ready");
+    /* bounded: until the broker counts it */
+    am2z_client_t *c = NULL;
+    ck_assert_int_eq(am2z_client_connect(env->frontend, &c), AM2Z_OK);
+    am2z_client_set_timeout(c, 2000);
+    am2z_stats_t st = { 0 };
+    for (int i = 0; i < 500 && st.workers < 1; i++) {
+        if (am2z_client_get_stats(c, &st) != AM2Z_OK || st.workers < 1)
+            usleep(10 * 1000);
+    }
+    ck_assert_uint_ge(st.workers, 1);
+    am2z_client_destroy(&c);
+}
+
+/*  Starts a broker on env->dir (made once) with extra settings (NULL-ended
+    pairs), then one worker. */
+static void
+s_start(s_env_t *env, const char *tag, const char *const *extra)
+{
+    if (!env->dir[0])
+        am2z_test_tmpdir(tag, env->dir, sizeof env->dir);
+    char *argv[32];
+    int n = 0;
+    const char *base[] = { AM2Z_BROKER_BIN, "--data-dir", env->dir,
+                           "--frontend", "tcp://127.0.0.1:*", "--backend", "tcp://127.0.0.1:*",
+                           "--events", "tcp://127.0.0.1:*", "--heartbeat", "200ms",
+                           "--log-level", "warn", NULL };
+    for (int i = 0; base[i]; i++)
+        argv[n++] = (char *)base[i];
+    for (int i = 0; extra && extra[i] && n < 30; i++)
+        argv[n++] = (char *)extra[i];
+    argv[n] = NULL;
+    ck_assert_int_eq(am2z_testproc_start(&env->broker, argv), 0);
+    ck_assert_msg(am2z_testproc_wait_line(&env->broker, "ready", 10000) == 0,
+                  "broker did not report ready");
+    ck_assert_int_eq(am2z_testproc_field(&env->broker, "frontend", env->frontend,
+                                         sizeof env->frontend), 0);
+    ck_assert_int_eq(am2z_testproc_field(&env->broker, "backend", env->backend,
+                                         sizeof env->backend), 0);
+    ck_assert_int_eq(am2z_testproc_field(&env->broker, "events", env->events,
+                                         sizeof env->events), 0);
+    s_start_worker(env);
+}
+
+static void
+s_stop(s_env_t *env)
+{
+    am2z_testproc_stop(&env->worker, SIGTERM, 10000);
+    int status = am2z_testproc_stop(&env->broker, SIGTERM, 15000);
+    ck_assert_msg(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "broker did not exit 0 on SIGTERM");
+    am2z_test_rmtree(env->dir);
+}
+
+static am2z_client_t *
+s_client(const s_env_t *env)
+{
+    am2z_client_t *c = NULL;
+    ck_assert_int_eq(am2z_client_connect(env->frontend, &c), AM2Z_OK);
+    am2z_client_set_timeout(c, 15000);
+    return c;
+}
+
+/*  A version-1 state of `session` with key = value (int) or key = text. */
+static am2z_state_t *
+s_state(const char *session, const char *key, int64_t value, const char *text)
+{
+    am2z_state_t *st = NULL, *next = NULL, *v1 = NULL;
+    ck_assert_int_eq(am2z_state_new(session, am2z_clock_wall_ms(), &st), AM2Z_OK);
+    am2z_changes_t *ch = am2z_changes_new();
+    if (text)
+        ck_assert_int_eq(am2z_changes_set_str(ch, key, text), AM2Z_OK);
+    else
+        ck_assert_int_eq(am2z_changes_set_int(ch, key, value), AM2Z_OK);
+    ck_assert_int_eq(am2z_state_apply(st, ch, am2z_clock_wall_ms(), 0, &next), AM2Z_OK);
+    ck_assert_int_eq(am2z_state_with_metadata(next, session, 1, am2z_state_created_at(next),
+                                              am2z_state_last_updated(next), &v1), AM2Z_OK);
+    am2z_changes_destroy(&ch);
+    am2z_state_destroy(&st);
+    am2z_state_destroy(&next);
+    return v1;
+}
+
+/*  Events of one client's own jobs: name, attempt, broker timestamp. */
+typedef struct {
+    struct {
+        char name[64];
+        uint32_t attempt;
+        uint64_t ts;
+    } ev[64];
+    int count;
+} s_log_t;
+
+static void
+s_record(const am2z_event_t *ev, void *arg)
+{
+    s_log_t *log = arg;
+    if (log->count < 64) {
+        snprintf(log->ev[log->count].name, sizeof log->ev[0].name, "%s", ev->name);
+        log->ev[log->count].attempt = ev->attempt;
+        log->ev[log->count].ts = ev->ts_ms;
+        log->count++;
+    }
+}
+
+static int
+s_count_named(const s_log_t *log, const char *name)
+{
+    int n = 0;
+    for (int i = 0; i < log->count; i++)
+        if (strcmp(log->ev[i].name, name) == 0)
+            n++;
+    return n;
+}
+
+/*  The timestamp of the first event `name` with `attempt`; fails if none. */
+static uint64_t
+s_ts_of(const s_log_t *log, const char *name, uint32_t attempt)
+{
+    for (int i = 0; i < log->count; i++)
+        if (strcmp(log->ev[i].name, name) == 0 && log->ev[i].attempt == attempt)
+            return log->ev[i].ts;
+    ck_abort_msg("no %s event for attempt %u", name, attempt);
+    return 0;
+}
+
+static bool
+s_in_dlq(am2z_client_t *c, const char *proc, const char *job_id, uint32_t *attempt)
+{
+    am2z_dlq_list_t *dl = NULL;
+    ck_assert_int_eq(am2z_client_dlq_list(c, proc, NULL, &dl), AM2Z_OK);
+    bool found = false;
+    for (size_t i = 0; i < dl->count; i++) {
+        if (strcmp(dl->items[i].job_id, job_id) == 0) {
+            found = true;
+            if (attempt)
+                *attempt = dl->items[i].attempt;
+            ck_assert_ptr_nonnull(dl->items[i].error);
+            ck_assert_str_eq(dl->items[i].processor, proc);
+        }
+    }
+    am2z_dlq_list_destroy(&dl);
+    return found;
+}
+
+/* ---------------------------------------------------------------------------
+   Retries
+   ------------------------------------------------------------------------ */
+
+START_TEST(test_rel_flaky_succeeds_on_third_attempt_with_failed_events)
+{
+    s_env_t env = { 0 };
+    s_start(&env, "rel-flaky", NULL);
+    am2z_client_t *c = s_client(&env);
+    s_log_t log = { 0 };
+    ck_assert_int_eq(am2z_client_on_event(c, "", s_record, &log), AM2Z_OK);
+    am2z_state_t *st = s_state("flaky-1", "failures", 2, NULL);
+    am2z_result_t *r = NULL;
+    ck_assert_int_eq(am2z_client_execute(c, "flaky", st, "flaky-1", NULL, &r), AM2Z_OK);
+    ck_assert_msg(r->success, "flaky failed: %s", r->error ? r->error->message : "?");
+    ck_assert_uint_eq(r->attempt, 3);
+    int64_t attempts = 0;
+    ck_assert_int_eq(am2z_state_get_int(r->state, "attempts", &attempts), AM2Z_OK);
+    ck_assert_int_eq(attempts, 3);
+    ck_assert_int_eq(s_count_named(&log, "processor:job:failed"), 2);
+    s_ts_of(&log, "processor:job:failed", 1);
+    s_ts_of(&log, "processor:job:failed", 2);
+    ck_assert_int_eq(s_count_named(&log, "processor:job:completed"), 1);
+    ck_assert(!s_in_dlq(c, "flaky", r->job_id, NULL));
+    am2z_result_destroy(&r);
+    am2z_state_destroy(&st);
+    am2z_client_destroy(&c);
+    s_stop(&env);
+}
+END_TEST
+
+START_TEST(test_rel_exhausted_job_fails_with_attempts_and_is_dead_lettered)
+{
+    s_env_t env = { 0 };
+    s_start(&env, "rel-exhaust", NULL);
+    am2z_client_t *c = s_client(&env);
+    s_log_t log = { 0 };
+    ck_assert_int_eq(am2z_client_on_event(c, "", s_record, &log), AM2Z_OK);
+    am2z_state_t *st = s_state("exh-1", "category", 0, "execution");
+    am2z_result_t *r = NULL;
+    ck_assert_int_eq(am2z_client_execute(c, "fail-retry", st, "exh-1", NULL, &r), AM2Z_OK);
+    ck_assert(!r->success);
+    ck_assert_uint_eq(r->attempt, 2);
+    ck_assert_int_eq(r->error->category, AM2Z_CAT_EXECUTION);
+    ck_assert_int_eq(s_count_named(&log, "processor:job:failed"), 2);
+    s_ts_of(&log, "processor:job:failed", 1);
+    s_ts_of(&log, "processor:job:failed", 2);
+    uint32_t attempt = 0;
+    ck_assert(s_in_dlq(c, "fail-retry", r->job_id, &attempt));
+    ck_assert_uint_eq(attempt, 2);
+    /* one dead letter, with its input state and last error */
+    am2z_dlq_list_t *one = NULL;
+    ck_assert_int_eq(am2z_client_dlq_get(c, r->job_id, &one), AM2Z_OK);
+    ck_assert_uint_eq(one->count, 1);
+    ck_assert_ptr_nonnull(one->items[0].state);
+    ck_assert_str_eq(one->items[0].session_id, "exh-1");
+    ck_assert_int_eq(one->items[0].error->category, AM2Z_CAT_EXECUTION);
+    ck_assert_uint_ge(one->items[0].failed_at_ms, one->items[0].created_ms);
+    am2z_dlq_list_destroy(&one);
+    am2z_result_destroy(&r);
+    am2z_state_destroy(&st);
+    am2z_client_destroy(&c);
+    s_stop(&env);
+}
+END_TEST
+
+START_TEST(test_rel_non_retryable_validation_failure_runs_once)
+{
+    s_env_t env = { 0 };
+    s_start(&env, "rel-valid", NULL);
+    am2z_client_t *c = s_client(&env);
+    s_log_t log = { 0 };
+    ck_assert_int_eq(am2z_client_on_event(c, "", s_record, &log), AM2Z_OK);
+    am2z_state_t *st = s_state("val-1", "category", 0, "validation");
+    am2z_result_t *r = NULL;
+    ck_assert_int_eq(am2z_client_execute(c, "fail-retry", st, "val-1", NULL, &r), AM2Z_OK);
+    ck_assert(!r->success);
+    ck_assert_uint_eq(r->attempt, 1);
+    ck_assert_int_eq(r->error->category, AM2Z_CAT_VALIDATION);
+    ck_assert_int_eq(s_count_named(&log, "processor:active"), 1);
+    ck_assert_int_eq(s_count_named(&log, "processor:job:failed"), 1);
+    ck_assert(s_in_dlq(c, "fail-retry", r->job_id, NULL));
+    am2z_result_destroy(&r);
+    am2z_state_destroy(&st);
+    am2z_client_destroy(&c);
+    s_stop(&env);
+}
+END_TEST
+
+START_TEST(test_rel_exponential_backoff_spaces_attempts)
+{
+    s_env_t env = { 0 };
+    s_start(&env, "rel-backoff", NULL);
+    am2z_client_t *c = s_client(&env);
+    s_log_t log = { 0 };
+    ck_assert_int_eq(am2z_client_on_event(c, "", s_record, &log), AM2Z_OK);
+    am2z_result_t *r = NULL;
+    ck_assert_int_eq(am2z_client_execute(c, "backoff", NULL, "bo-1", NULL, &r), AM2Z_OK);
+    ck_assert(!r->success);
+    ck_assert_uint_eq(r->attempt, 4);
+    ck_assert_int_eq(s_count_named(&log, "processor:job:failed"), 4);
+    /* the broker stamps both events: failed(k) -> active(k+1) >= 100 * 2^(k-1) */
+    const uint64_t want[] = { 100, 200, 400 };
+    for (uint32_t k = 1; k <= 3; k++) {
+        uint64_t failed = s_ts_of(&log, "processor:job:failed", k);
+        uint64_t next = s_ts_of(&log, "processor:active", k + 1);
+        ck_assert_msg(next >= failed + want[k - 1], "attempt %u -> %u: gap %lld ms < %llu",
+                      k, k + 1, (long long)(next - failed), (unsigned long long)want[k - 1]);
+    }
+    am2z_result_destroy(&r);
+    am2z_client_destroy(&c);
+    s_stop(&env);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------------
+   Dead letters
+   ------------------------------------------------------------------------ */
+
+/*  A dead letter of fail-retry in `session`; returns its job id. */
+static void
+s_make_dead_letter(am2z_client_t *c, const char *session, char id[AM2Z_JOB_ID_MAX + 1])
+{
+    am2z_state_t *st = s_state(session, "category", 0, "execution");
+    am2z_result_t *r = NULL;
+    ck_assert_int_eq(am2z_client_execute(c, "fail-retry", st, session, NULL, &r), AM2Z_OK);
+    ck_assert(!r->success);
+    snprintf(id, AM2Z_JOB_ID_MAX + 1, "%s", r->job_id);
+    am2z_result_destroy(&r);
+    am2z_state_destroy(&st);
+}
+
+START_TEST(test_rel_dlq_retry_and_discard_through_the_client)
+{
+    s_env_t env = { 0 };
+    s_start(&env, "rel-dlq", NULL);
+    am2z_client_t *c = s_client(&env);
+    char id[AM2Z_JOB_ID_MAX + 1];
+    s_make_dead_letter(c, "dlq-1", id);
+    ck_assert(s_in_dlq(c, "fail-retry", id, NULL));
+
+    /* retry: same id, fresh attempts; another client waits by that id */
+    ck_assert_int_eq(am2z_client_dlq_retry(c, id), AM2Z_OK);
+    ck_assert(!s_in_dlq(c, "fail-retry", id, NULL));
+    am2z_client_t *other = s_client(&env);
+    am2z_result_t *r = NULL;
+    ck_assert_int_eq(am2z_client_wait(other, id, 10000, &r), AM2Z_OK);
+    ck_assert(!r->success);
+    ck_assert_str_eq(r->job_id, id);
+    ck_assert_uint_eq(r->attempt, 2);          /* 2 fresh attempts, not 4 */
+    am2z_result_destroy(&r);
+    uint32_t attempt = 0;
+    ck_assert(s_in_dlq(c, "fail-retry", id, &attempt));
+    ck_assert_uint_eq(attempt, 2);
+
+    /* discard: gone; its failed result stays fetchable */
+    ck_assert_int_eq(am2z_client_dlq_discard(c, id), AM2Z_OK);
+    ck_assert(!s_in_dlq(c, "fail-retry", id, NULL));
+    ck_assert_int_eq(am2z_client_dlq_discard(c, id), AM2Z_ENOTFOUND);
+    ck_assert_int_eq(am2z_client_dlq_retry(c, id), AM2Z_ENOTFOUND);
+    ck_assert_int_eq(am2z_client_wait(other, id, 10000, &r), AM2Z_OK);
+    ck_assert(!r->success);
+    am2z_result_destroy(&r);
+    am2z_dlq_list_t *one = NULL;
+    ck_assert_int_eq(am2z_client_dlq_get(c, id, &one), AM2Z_ENOTFOUND);
+    ck_assert_int_eq(am2z_client_dlq_retry(c, "bad/id"), AM2Z_EINVAL);
+    am2z_client_destroy(&other);
+    am2z_client_destroy(&c);
+    s_stop(&env);
+}
+END_TEST
+
+static char s_out[65536];
+
+static int
+s_cli(const s_env_t *env, const char *a0, const char *a1, const char *a2)
+{
+    char *argv[10];
+    int n = 0;
+    argv[n++] = AM2Z_BIN;
+    const char *args[] = { a0, a1, a2 };
+    for (int i = 0; i < 3 && args[i]; i++)
+        argv[n++] = (char *)args[i];
+    argv[n++] = "--broker";
+    argv[n++] = (char *)env->frontend;
+    argv[n] = NULL;
+    return am2z_testproc_run(argv, s_out, sizeof s_out, 30000);
+}
+
+static json_t *
+s_json(void)
+{
+    json_error_t jerr;
+    json_t *j = json_loads(s_out, JSON_DISABLE_EOF_CHECK, &jerr);
+    ck_assert_msg(j != NULL, "not JSON (%s): %s", jerr.text, s_out);
+    return j;
+}
+
+static bool
+s_cli_lists(const s_env_t *env, const char *id)
+{
+    ck_assert_int_eq(s_cli(env, "dlq", "list", NULL), 0);
+    json_t *j = s_json();
+    ck_assert(json_is_array(j));
+    bool found = false;
+    for (size_t i = 0; i < json_array_size(j); i++) {
+        json_t *e = json_array_get(j, i);
+        if (strcmp(json_string_value(json_object_get(e, "jobId")), id) == 0) {
+            found = true;
+            ck_assert_int_eq(json_integer_value(json_object_get(e, "attempts")), 2);
+            ck_assert_str_eq(json_string_value(json_object_get(e, "processor")), "fail-retry");
+            ck_assert(json_is_object(json_object_get(e, "error")));
+        }
+    }
+    json_decref(j);
+    return found;
+}
+
+START_TEST(test_rel_dlq_cli_lists_retries_and_discards)
+{
+    s_env_t env = { 0 };
+    s_start(&env, "rel-dlqcli", NULL);
+    am2z_client_t *c = s_client(&env);
+    char id[AM2Z_JOB_ID_MAX + 1];
+    s_make_dead_letter(c, "dlqcli-1", id);
+    ck_assert(s_cli_lists(&env, id));
+
+    ck_assert_int_eq(s_cli(&env, "dlq", "retry", id), 0);
+    json_t *j = s_json();
+    ck_assert(json_is_true(json_object_get(j, "requeued")));
+    ck_assert_str_eq(json_string_value(json_object_get(j, "jobId")), id);
+    json_decref(j);
+    am2z_result_t *r = NULL;
+    ck_assert_int_eq(am2z_client_wait(c, id, 10000, &r), AM2Z_OK);   /* failed again */
+    ck_assert(!r->success);
+    am2z_result_destroy(&r);
+    ck_assert(s_cli_lists(&env, id));
+
+    ck_assert_int_eq(s_cli(&env, "dlq", "discard", id), 0);
+    j = s_json();
+    ck_assert(json_is_true(json_object_get(j, "discarded")));
+    json_decref(j);
+    ck_assert(!s_cli_lists(&env, id));
+    ck_assert_int_eq(s_cli(&env, "dlq", "discard", id), 1);        /* not found */
+    ck_assert_int_eq(s_cli(&env, "dlq", "bogus", NULL), 2);
+    ck_assert_int_eq(s_cli(&env, "dlq", "retry", NULL), 2);
+    ck_assert_int_eq(s_cli(&env, "dlq", "--help", NULL), 0);
+    ck_assert_ptr_nonnull(strstr(s_out, "retry JOB"));
+    am2z_client_destroy(&c);
+    s_stop(&env);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------------
+   Timeouts and leases
+   ------------------------------------------------------------------------ */
+
+/*  Runs increment once in `session` so it has stored state (version 2). */
+static void
+s_seed(am2z_client_t *c, const char *session)
+{
+    am2z_result_t *r = NULL;
+    ck_assert_int_eq(am2z_client_execute(c, "increment", NULL, session, NULL, &r), AM2Z_OK);
+    ck_assert(r->success);
+    ck_assert_uint_eq(am2z_state_version(r->state), 2);
+    am2z_result_destroy(&r);
+}
+
+static void
+s_assert_unchanged(am2z_client_t *c, const char *session)
+{
+    am2z_state_t *st = NULL;
+    ck_assert_int_eq(am2z_client_get_state(c, session, &st), AM2Z_OK);
+    ck_assert_uint_eq(am2z_state_version(st), 2);
+    ck_assert(!am2z_state_has(st, "slept"));
+    am2z_state_destroy(&st);
+}
+
+START_TEST(test_rel_timeout_fails_attempt_with_timeout_error)
+{
+    s_env_t env = { 0 };
+    s_start(&env, "rel-timeout", NULL);
+    am2z_client_t *c = s_client(&env);
+    s_seed(c, "to-1");
+    am2z_state_t *st = s_state("to-1", "ms", 500, NULL);
+    am2z_submit_opts_t opts = { .timeout_ms = 100 };
+    am2z_result_t *r = NULL;
+    ck_assert_int_eq(am2z_client_execute(c, "sleep", st, "to-1", &opts, &r), AM2Z_OK);
+    ck_assert(!r->success);
+    ck_assert_int_eq(r->error->category, AM2Z_CAT_TIMEOUT);
+    ck_assert_int_eq(r->error->kind, AM2Z_KIND_TIMEOUT);
+    ck_assert_msg(strstr(r->error->message, "timed out after 100 ms"), "message: %s",
+                  r->error->message);
+    ck_assert_uint_eq(r->attempt, 1);
+    am2z_result_destroy(&r);
+    /* the worker's cancelled DONE came later and changed nothing; the
+       session goes on from its stored state */
+    s_assert_unchanged(c, "to-1");
+    s_seed(c, "to-2");
+    am2z_state_destroy(&st);
+    am2z_client_destroy(&c);
+    s_stop(&env);
+}
+END_TEST
+
+START_TEST(test_rel_late_done_after_lease_expiry_is_rejected)
+{
+    s_env_t env = { 0 };
+    s_start(&env, "rel-late", NULL);
+    am2z_client_t *c = s_client(&env);
+    s_seed(c, "late-1");
+    /* sleep-stubborn ignores CANCEL and succeeds 500 ms after its 100 ms lease */
+    am2z_state_t *st = s_state("late-1", "ms", 600, NULL);
+    am2z_submit_opts_t opts = { .timeout_ms = 100 };
+    am2z_result_t *r = NULL;
+    ck_assert_int_eq(am2z_client_execute(c, "sleep-stubborn", st, "late-1", &opts, &r), AM2Z_OK);
+    ck_assert(!r->success);
+    ck_assert_int_eq(r->error->category, AM2Z_CAT_TIMEOUT);
+    ck_assert_msg(strstr(r->error->message, "timed out after 100 ms"), "message: %s",
+                  r->error->message);
+    am2z_result_destroy(&r);
+    /* sleep-stubborn has one slot: it comes back only with the late DONE,
+       so this job completing proves the late DONE arrived */
+    am2z_state_t *zero = s_state("late-2", "ms", 0, NULL);
+    ck_assert_int_eq(am2z_client_execute(c, "sleep-stubborn", zero, "late-2", NULL, &r),
+                     AM2Z_OK);
+    ck_assert(r->success);
+    am2z_result_destroy(&r);
+    s_assert_unchanged(c, "late-1");
+    am2z_state_destroy(&zero);
+    am2z_state_destroy(&st);
+    am2z_client_destroy(&c);
+    s_stop(&env);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------------
+   Limits
+   ------------------------------------------------------------------------ */
+
+START_TEST(test_rel_bounded_queues_refuse_with_resource_error)
+{
+    s_env_t env = { 0 };
+    const char *extra[] = { "--max-queued-per-processor", "3", "--max-queued-per-session", "2",
+                            NULL };
+    s_start(&env, "rel-limits", extra);
+    am2z_client_t *c = s_client(&env);
+    am2z_state_t *slow_a = s_state("lim-a", "ms", 20000, NULL);
+    am2z_state_t *slow_b = s_state("lim-b", "ms", 20000, NULL);
+    char id[AM2Z_JOB_ID_MAX + 1];
+    ck_assert_int_eq(am2z_client_submit(c, "sleep", slow_a, "lim-a", NULL, id), AM2Z_OK);
+    ck_assert_int_eq(am2z_client_submit(c, "sleep", NULL, "lim-a", NULL, id), AM2Z_OK);
+    /* the session's third */
+    ck_assert_int_eq(am2z_client_submit(c, "sleep", NULL, "lim-a", NULL, id), AM2Z_EFAILED);
+    ck_assert_ptr_nonnull(strstr(am2z_client_last_error(c), "session:lim-a"));
+    ck_assert_ptr_nonnull(strstr(am2z_client_last_error(c), "max-queued-per-session"));
+    ck_assert_int_eq(am2z_client_submit(c, "sleep", slow_b, "lim-b", NULL, id), AM2Z_OK);
+    /* the processor's fourth, as a failed result with the ResourceError */
+    am2z_result_t *r = NULL;
+    ck_assert_int_eq(am2z_client_execute(c, "sleep", NULL, "lim-c", NULL, &r), AM2Z_OK);
+    ck_assert(!r->success);
+    ck_assert_int_eq(r->error->category, AM2Z_CAT_RESOURCE);
+    ck_assert_int_eq(r->error->kind, AM2Z_KIND_RESOURCE);
+    ck_assert_msg(strstr(r->error->message, "queue:sleep (max-queued-per-processor)"),
+                  "message: %s", r->error->message);
+    am2z_result_destroy(&r);
+    /* other processors are not affected */
+    s_seed(c, "lim-d");
+    ck_assert_int_eq(am2z_client_stop_session(c, "lim-a", false), AM2Z_OK);
+    ck_assert_int_eq(am2z_client_stop_session(c, "lim-b", false), AM2Z_OK);
+    /* room again */
+    am2z_state_t *quick = s_state("lim-c", "ms", 1, NULL);
+    ck_assert_int_eq(am2z_client_execute(c, "sleep", quick, "lim-c", NULL, &r), AM2Z_OK);
+    ck_assert(r->success);
+    am2z_result_destroy(&r);
+    am2z_state_destroy(&quick);
+    am2z_state_destroy(&slow_a);
+    am2z_state_destroy(&slow_b);
+    am2z_client_destroy(&c);
+    s_stop(&env);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------------
+   Shutdown and restart
+   ------------------------------------------------------------------------ */
+
+typedef struct {
+    char job[AM2Z_JOB_ID_MAX + 1];
+    bool seen;
+} s_wanted_t;
+
+static void
+s_on_active(const am2z_event_t *ev, void *arg)
+{
+    s_wanted_t *w = arg;
+    if (strcmp(ev->job_id, w->job) == 0)
+        w->seen = true;
+}
+
+/*  Waits (bounded) for processor:active of job on the PUB feed. */
+static void
+s_wait_active(am2z_events_t *feed, const char *job)
+{
+    s_wanted_t w = { .seen = false };
+    snprintf(w.job, sizeof w.job, "%s", job);
+    for (int i = 0; i < 100 && !w.seen; i++)
+        am2z_events_next(feed, 100, s_on_active, &w);
+    ck_assert_msg(w.seen, "job %s never became active", job);
+}
+
+/*  A SUB socket joins late (ZeroMQ's slow joiner): submit quick jobs until
+    one's processor:active is seen, so the feed is known to be live. */
+static void
+s_warm_feed(am2z_client_t *c, am2z_events_t *feed)
+{
+    for (int i = 0; i < 50; i++) {
+        s_wanted_t w = { .seen = false };
+        ck_assert_int_eq(am2z_client_submit(c, "increment", NULL, "warm", NULL, w.job), AM2Z_OK);
+        for (int k = 0; k < 4 && !w.seen; k++)
+            am2z_events_next(feed, 50, s_on_active, &w);
+        if (w.seen)
+            return;
+    }
+    ck_abort_msg("the event feed never delivered");
+}
+
+START_TEST(test_rel_sigterm_drains_running_job_and_pending_resume_after_restart)
+{
+    s_env_t env = { 0 };
+    const char *extra[] = { "--grace", "10s", NULL };
+    s_start(&env, "rel-drain", extra);
+    am2z_events_t *feed = NULL;
+    ck_assert_int_eq(am2z_events_subscribe(env.events, "processor:active", NULL, &feed),
+                     AM2Z_OK);
+    am2z_client_t *c = s_client(&env);
+    s_warm_feed(c, feed);
+    am2z_state_t *st = s_state("drain-1", "ms", 800, NULL);
+    char running[AM2Z_JOB_ID_MAX + 1], pending[AM2Z_JOB_ID_MAX + 1];
+    ck_assert_int_eq(am2z_client_submit(c, "sleep", st, "drain-1", NULL, running), AM2Z_OK);
+    ck_assert_int_eq(am2z_client_submit(c, "increment", NULL, "drain-1", NULL, pending),
+                     AM2Z_OK);
+    s_wait_active(feed, running);
+
+    ck_assert_int_eq(kill(env.broker.pid, SIGTERM), 0);
+    /* new work is refused once the broker has seen the signal; anything
+       accepted before that simply waits for the restart */
+    char late[8][AM2Z_JOB_ID_MAX + 1];
+    int accepted = 0, refused = 0;
+    for (int i = 0; i < 200 && !refused; i++) {
+        char id[AM2Z_JOB_ID_MAX + 1];
+        int rc = am2z_client_submit(c, "increment", NULL, "drain-2", NULL, id);
+        if (rc == AM2Z_OK && accepted < 8)
+            snprintf(late[accepted++], sizeof late[0], "%s", id);
+        else if (rc == AM2Z_EFAILED)
+            refused = 1;
+        else
+            ck_assert_int_eq(rc, AM2Z_OK);
+    }
+    ck_assert_int_eq(refused, 1);
+    ck_assert_ptr_nonnull(strstr(am2z_client_last_error(c), "broker is shutting down"));
+    am2z_client_destroy(&c);
+    am2z_events_destroy(&feed);
+
+    /* the running job finishes, then the broker exits 0 on its own */
+    int status = am2z_testproc_stop(&env.broker, 0, 15000);
+    ck_assert_msg(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "broker did not drain and exit 0");
+    am2z_testproc_stop(&env.worker, SIGTERM, 10000);
+
+    /* restart on the same data dir: the finished job is not re-run, the
+       pending ones run */
+    s_start(&env, "rel-drain", extra);
+    c = s_client(&env);
+    am2z_result_t *r = NULL;
+    ck_assert_int_eq(am2z_client_wait(c, running, 10000, &r), AM2Z_OK);
+    ck_assert_msg(r->success, "running job: %s", r->error ? r->error->message : "?");
+    ck_assert_uint_eq(r->attempt, 1);
+    am2z_result_destroy(&r);
+    ck_assert_int_eq(am2z_client_wait(c, pending, 10000, &r), AM2Z_OK);
+    ck_assert(r->success);
+    ck_assert_uint_eq(am2z_state_version(r->state), 3);   /* after sleep's version 2 */
+    am2z_result_destroy(&r);
+    for (int i = 0; i < accepted; i++) {
+        ck_assert_int_eq(am2z_client_wait(c, late[i], 10000, &r), AM2Z_OK);
+        ck_assert(r->success);
+        am2z_result_destroy(&r);
+    }
+    am2z_state_destroy(&st);
+    am2z_client_destroy(&c);
+    s_stop(&env);
+}
+END_TEST
+
+START_TEST(test_rel_sigkill_restart_reruns_leased_job_once_with_attempt_counted)
+{
+    s_env_t env = { 0 };
+    s_start(&env, "rel-kill", NULL);
+    am2z_events_t *feed = NULL;
+    ck_assert_int_eq(am2z_events_subscribe(env.events, "processor:active", NULL, &feed),
+                     AM2Z_OK);
+    am2z_client_t *c = s_client(&env);
+    /* a finished job: never re-run */
+    am2z_result_t *r = NULL;
+    ck_assert_int_eq(am2z_client_execute(c, "increment", NULL, "kill-0", NULL, &r), AM2Z_OK);
+    ck_assert(r->success);
+    char done_id[AM2Z_JOB_ID_MAX + 1];
+    snprintf(done_id, sizeof done_id, "%s", r->job_id);
+    am2z_result_destroy(&r);
+    /* a leased job, killed mid-run */
+    am2z_state_t *st = s_state("kill-1", "ms", 1500, NULL);
+    char id[AM2Z_JOB_ID_MAX + 1];
+    s_warm_feed(c, feed);
+    ck_assert_int_eq(am2z_client_submit(c, "sleep", st, "kill-1", NULL, id), AM2Z_OK);
+    s_wait_active(feed, id);
+    /* a QUERY is answered after the turn that stored the lease's attempt */
+    uint8_t *data = NULL;
+    size_t size = 0;
+    ck_assert_int_eq(am2z_client_query(c, "job", id, &data, &size), AM2Z_OK);
+    free(data);
+    am2z_client_destroy(&c);
+    am2z_events_destroy(&feed);
+    ck_assert_int_eq(kill(env.broker.pid, SIGKILL), 0);
+    am2z_testproc_stop(&env.broker, 0, 10000);
+    am2z_testproc_stop(&env.worker, SIGTERM, 10000);
+
+    s_start(&env, "rel-kill", NULL);
+    c = s_client(&env);
+    ck_assert_int_eq(am2z_client_wait(c, id, 15000, &r), AM2Z_OK);
+    ck_assert_msg(r->success, "re-run failed: %s", r->error ? r->error->message : "?");
+    ck_assert_uint_eq(r->attempt, 2);
+    am2z_result_destroy(&r);
+    am2z_state_t *stored = NULL;
+    ck_assert_int_eq(am2z_client_get_state(c, "kill-0", &stored), AM2Z_OK);
+    ck_assert_uint_eq(am2z_state_version(stored), 2);
+    am2z_state_destroy(&stored);
+    ck_assert_int_eq(am2z_client_wait(c, done_id, 5000, &r), AM2Z_OK);
+    ck_assert(r->success);
+    ck_assert_uint_eq(r->attempt, 1);
+    am2z_result_destroy(&r);
+    am2z_state_destroy(&st);
+    am2z_client_destroy(&c);
+    s_stop(&env);
+}
+END_TEST
+
+static Suite *
+s_suite(void)
+{
+    Suite *s = suite_create("reliability");
+    TCase *tc = tcase_create("broker+worker per case");
+    tcase_set_timeout(tc, 40);
+    tcase_add_test(tc, test_rel_flaky_succeeds_on_third_attempt_with_failed_events);
+    tcase_add_test(tc, test_rel_exhausted_job_fails_with_attempts_and_is_dead_lettered);
+    tcase_add_test(tc, test_rel_non_retryable_validation_failure_runs_once);
+    tcase_add_test(tc, test_rel_exponential_backoff_spaces_attempts);
+    tcase_add_test(tc, test_rel_dlq_retry_and_discard_through_the_client);
+    tcase_add_test(tc, test_rel_dlq_cli_lists_retries_and_discards);
+    tcase_add_test(tc, test_rel_timeout_fails_attempt_with_timeout_error);
+    tcase_add_test(tc, test_rel_late_done_after_lease_expiry_is_rejected);
+    tcase_add_test(tc, test_rel_bounded_queues_refuse_with_resource_error);
+    tcase_add_test(tc, test_rel_sigterm_drains_running_job_and_pending_resume_after_restart);
+    tcase_add_test(tc, test_rel_sigkill_restart_reruns_leased_job_once_with_attempt_counted);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int
+main(void)
+{
+    return am2z_test_run(s_suite());
+}
