@@ -180,7 +180,7 @@ def chart(d, path):
         return False
     gp = os.path.join(tmp, "chart.gp")
     with open(gp, "w") as f:
-        f.write(f"""set terminal pngcairo size 1500,520 font ",10"
+        f.write(f"""set terminal pngcairo noenhanced size 1500,520 font ",10"
 set output "{path}"
 set multiplot layout 1,{len(plots)}
 set style fill solid 0.75 border -1
@@ -194,7 +194,7 @@ set bars 3
         for dat, title, bottom in plots:
             f.write(f'set title "{title}"\nset yrange [{bottom}:*]\nset xrange [-0.6:*]\n'
                     f'plot "{dat}" using 0:2:5:xtic(1) with boxes lc rgb variable, '
-                    f'"" using 0:2:3:4 with yerrorbars lc rgb "black" pt 0\n')
+                    f'"" using 0:2:3:4 with yerrorbars lc rgb "black" pt -1\n')
         f.write("unset multiplot\n")
     try:
         subprocess.run(["gnuplot", gp], check=True, capture_output=True)
@@ -215,7 +215,8 @@ def main():
     a = ap.parse_args()
     rows = load(a.results)
     m = json.load(open(a.meta)) if a.meta else next(r["meta"] for r in rows if "meta" in r)
-    d = Data([r for r in rows if "meta" not in r])
+    d = Data([r for r in rows if "meta" not in r and "profile" not in r])
+    prof = next((r["profile"] for r in rows if "profile" in r), None)
     sz = m["sizes"]
     L = []
     quick = m["mode"] != "full"
@@ -450,7 +451,9 @@ def main():
     L.append("## Where the time goes")
     L.append("")
     if a.profile and os.path.exists(a.profile):
-        p = json.load(open(a.profile))
+        prof = json.load(open(a.profile))
+    if prof:
+        p = prof
         L.append(f"Measured by `bench/profile.sh` in this run ({p.get('jobs', 0):,} jobs, "
                  f"durability {p.get('durability', '?')}, under `perf stat` / `perf record`):")
         L.append("")

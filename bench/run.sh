@@ -249,6 +249,10 @@ if ((profile)); then
   profile_dir="$work/profile"
   BUILD_DIR="$build" WORKER_CONCURRENCY="$conc" bash "$src/bench/profile.sh" "$profile_dir" "$JOBS" \
     || log "profile failed (see above)"
+  # keep the text reports (flat profiles, strace, callgrind) after $work goes
+  mkdir -p "$build/bench-profile"
+  cp "$profile_dir"/*.txt "$profile_dir"/*.json "$build/bench-profile/" 2>/dev/null || true
+  log "profile reports kept in $build/bench-profile/"
 fi
 
 # ---------------------------------------------------------------- machine + report
@@ -281,8 +285,11 @@ json.dump({
 EOF
 mkdir -p "$(dirname "$out")"
 { python3 -c 'import json,sys; print(json.dumps({"meta": json.load(open(sys.argv[1]))}))' "$meta"
-  cat "$results"; } >"${out%.md}.jsonl"
+  cat "$results"
+  if [[ -n $profile_dir && -f $profile_dir/summary.json ]]; then
+    python3 -c 'import json,sys; print(json.dumps({"profile": json.load(open(sys.argv[1]))}))' \
+      "$profile_dir/summary.json"
+  fi; } >"${out%.md}.jsonl"
 python3 "$src/bench/report.py" --results "${out%.md}.jsonl" --out "$out" \
-  --chart "${out%.md}.png" --notes "$src/bench/where-the-time-goes.md" \
-  ${profile_dir:+--profile "$profile_dir/summary.json"}
+  --chart "${out%.md}.png" --notes "$src/bench/where-the-time-goes.md"
 log "done in ${elapsed}s: $out"
