@@ -3,13 +3,16 @@
 
         am2z-example-worker [--broker tcp://127.0.0.1:7771] [--id ID]
                             [--heartbeat 1000ms] [--liveness 5]
+                            [--grace 10s] [--concurrency N]
                             [--log-level info] [--log-format text]
 
     Settings also come from AM2Z_* variables and --config FILE. Prints one
     line on stdout once registered:
         am2z-example-worker ready broker=ENDPOINT processors=N
-    SIGTERM / SIGINT stop it: running jobs are cancelled and finished, and
-    it exits 0.
+    SIGTERM / SIGINT stop it gracefully: no new job is started, running
+    jobs get up to --grace to finish (their results are delivered), then
+    whatever still runs is handed back to the broker (which runs it again
+    elsewhere as a new attempt) and cancelled; it exits 0.
 */
 #include "am2z_config.h"
 #include "am2z_examples.h"
@@ -32,6 +35,7 @@ typedef struct {
     int log_level;                /* am2z_log_level_t */
     int log_format;               /* am2z_log_format_t */
     uint64_t concurrency;         /* 0 = each processor's own */
+    uint64_t grace_ms;            /* stop: time running jobs get to finish */
 } s_opts_t;
 
 static const am2z_cfg_def_t s_table[] = {
@@ -49,6 +53,8 @@ static const am2z_cfg_def_t s_table[] = {
       am2z_log_format_names, "text or json (one object per line)" },
     { "concurrency", AM2Z_CFG_UINT, offsetof(s_opts_t, concurrency), 0, "0", 0, 4096,
       NULL, "actor threads (= slots) per processor; 0 = each processor's default" },
+    { "grace", AM2Z_CFG_MS, offsetof(s_opts_t, grace_ms), 0, "10s", 0, 3600000,
+      NULL, "on SIGTERM, how long running jobs may finish before they are handed back" },
     { NULL, 0, 0, 0, NULL, 0, 0, NULL, NULL }
 };
 
@@ -117,6 +123,7 @@ main(int argc, char **argv)
     cfg.liveness = (uint32_t)opts.liveness;
     cfg.log_level = opts.log_level;
     cfg.log_format = opts.log_format;
+    cfg.grace_ms = opts.grace_ms;
 
     am2z_worker_t *worker = am2z_worker_new(&cfg);
     if (!worker) {

@@ -84,6 +84,23 @@ p_blocker(am2z_ctx_t *ctx)
     return am2z_ctx_fail(ctx, &e);
 }
 
+/*  Sleeps state.ms in 5 ms steps (honours cancellation), then count + 1. */
+static int
+p_slow(am2z_ctx_t *ctx)
+{
+    int64_t ms = 0, n = 0;
+    am2z_state_get_int(am2z_ctx_state(ctx), "ms", &ms);
+    am2z_state_get_int(am2z_ctx_state(ctx), "count", &n);
+    am2z_ctx_emit(ctx, "started", NULL, 0);
+    for (int64_t t = 0; t < ms && !am2z_ctx_cancelled(ctx); t += 5)
+        nanosleep(&(struct timespec){ .tv_nsec = 5000000L }, NULL);
+    if (am2z_ctx_cancelled(ctx)) {
+        am2z_error_t *e = am2z_error_new(AM2Z_CAT_EXECUTION, "CANCELLED", "cancelled");
+        return am2z_ctx_fail(ctx, &e);
+    }
+    return am2z_changes_set_int(am2z_ctx_changes(ctx), "count", n + 1);
+}
+
 /*  Succeeds only when `arg` (an atomic counter) reaches 2 while it waits:
     i.e. two of these run at the same time. */
 static int
@@ -120,6 +137,8 @@ p_introspect(am2z_ctx_t *ctx)
    ------------------------------------------------------------------------ */
 
 static atomic_int s_arrived;
+/*  Grace period of the workers s_worker makes (short: stops stay quick). */
+static uint64_t s_grace_ms = 300;
 
 static am2z_worker_t *
 s_worker(const char *endpoint, uint64_t heartbeat_ms, uint32_t liveness)
@@ -131,6 +150,7 @@ s_worker(const char *endpoint, uint64_t heartbeat_ms, uint32_t liveness)
     cfg.heartbeat_ms = heartbeat_ms;
     cfg.liveness = liveness;
     cfg.log_level = AM2Z_LOG_WARN;
+    cfg.grace_ms = s_grace_ms;
     am2z_worker_t *w = am2z_worker_new(&cfg);
     ck_assert_ptr_nonnull(w);
     const am2z_processor_def_t defs[] = {
@@ -145,6 +165,7 @@ s_worker(const char *endpoint, uint64_t heartbeat_ms, uint32_t liveness)
           .arg = &s_arrived },
         { .name = "introspect", .fn = p_introspect },
         { .name = "fail-null", .fn = p_fail_null },
+        { .name = "slow", .fn = p_slow, .concurrency = 2 },
     };
     for (size_t i = 0; i < sizeof defs / sizeof defs[0]; i++)
         ck_assert_int_eq(am2z_worker_register(w, &defs[i]), AM2Z_OK);
@@ -214,7 +235,7 @@ START_TEST(test_worker_ready_announces_processors_and_credit)
     am2z_msg_t ready;
     am2z_fakebroker_expect(fb, AM2Z_CMD_READY, &ready, WAIT_MS);
     ck_assert_str_eq(ready.worker, "test-worker");
-    ck_assert_uint_eq(ready.nprocs, 9);
+    ck_assert_uint_eq(ready.nprocs, 10);
     ck_assert_str_eq(ready.procs[0].name, "incr");
     ck_assert_uint_eq(ready.procs[0].concurrency, 3);
     ck_assert_str_eq(ready.procs[0].description, "count+1");
@@ -237,6 +258,7 @@ START_TEST(test_worker_register_validates)
     ck_assert_str_eq(cfg.broker, AM2Z_DEFAULT_BACKEND);
     ck_assert_uint_eq(cfg.heartbeat_ms, 1000);
     ck_assert_uint_eq(cfg.liveness, 5);
+    ck_assert_uint_eq(cfg.grace_ms, AM2Z_WORKER_GRACE_DEFAULT_MS);
     cfg.log_level = AM2Z_LOG_OFF;
     am2z_worker_t *w = am2z_worker_new(&cfg);
     ck_assert_ptr_nonnull(w);
@@ -535,7 +557,8 @@ START_TEST(test_worker_refuses_job_beyond_credit)
     ck_assert(!done.success);
     ck_assert_int_eq(done.error->kind, AM2Z_KIND_PROCESSOR_NOT_FOUND);
     am2z_msg_clear(&done);
-    /*  stop cancels the running one and still reports it */
+    /*  stop: past the grace period the running one is handed back
+        (DISCONNECT), cancelled, and its outcome not reported */
     am2z_worker_stop(r.w);
     am2z_msg_t msg;
     bool saw_disconnect = false, saw_done = false;
@@ -545,7 +568,7 @@ START_TEST(test_worker_refuses_job_beyond_credit)
         am2z_msg_clear(&msg);
     }
     ck_assert(saw_disconnect);
-    ck_assert(saw_done);
+    ck_assert(!saw_done);
     am2z_state_destroy(&st);
     s_unrig(&r);
 }
@@ -572,18 +595,78 @@ END_TEST
 
 START_TEST(test_worker_reregisters_after_disconnect)
 {
-    s_rig_t r = s_rig(1000, 100);
+    s_rig_t r = s_rig(200, 100);
     am2z_msg_t msg;
     am2z_msg_init(&msg, AM2Z_CMD_DISCONNECT);
+    /*  right after a READY, a DISCONNECT answers something older: ignored */
     am2z_fakebroker_send(r.fb, &msg);
-    am2z_fakebroker_expect(r.fb, AM2Z_CMD_READY, &msg, WAIT_MS);
-    ck_assert_str_eq(msg.worker, "test-worker");
-    am2z_msg_clear(&msg);
+    ck_assert_int_eq(am2z_fakebroker_recv(r.fb, &msg, 100), -1);
+    /*  later, it makes the worker register again */
+    bool ready = false;
+    for (int i = 0; i < 60 && !ready; i++) {
+        am2z_msg_init(&msg, AM2Z_CMD_DISCONNECT);
+        am2z_fakebroker_send(r.fb, &msg);
+        if (am2z_fakebroker_recv(r.fb, &msg, 50) == 0) {
+            ck_assert_int_eq(msg.cmd, AM2Z_CMD_READY);
+            ck_assert_str_eq(msg.worker, "test-worker");
+            ready = true;
+            am2z_msg_clear(&msg);
+        }
+    }
+    ck_assert(ready);
     /*  and still serves */
     am2z_msg_t done;
     s_run_job(&r, "incr", &done);
     ck_assert(done.success);
     am2z_msg_clear(&done);
+    s_unrig(&r);
+}
+END_TEST
+
+/*  After a re-registration the broker grants full credit while jobs of the
+    old registration may still run: a JOB that finds no idle slot waits for
+    one instead of being refused, and the old job's outcome is dropped. */
+START_TEST(test_worker_job_after_reregistration_waits_for_stale_slot)
+{
+    s_rig_t r = s_rig(100, 100);
+    am2z_state_t *st = s_state_count(0);
+    char old[AM2Z_ID_LEN + 1], fresh[AM2Z_ID_LEN + 1];
+    am2z_fakebroker_job(r.fb, "blocker", st, 1, 0, old);       /* concurrency 1 */
+    s_wait_started(r.fb, old);
+    am2z_msg_t msg;
+    bool ready = false;
+    for (int i = 0; i < 60 && !ready; i++) {
+        am2z_msg_init(&msg, AM2Z_CMD_DISCONNECT);
+        am2z_fakebroker_send(r.fb, &msg);
+        if (am2z_fakebroker_recv(r.fb, &msg, 50) == 0) {
+            ready = msg.cmd == AM2Z_CMD_READY;
+            am2z_msg_clear(&msg);
+        }
+    }
+    ck_assert(ready);
+    /*  the new registration's JOB: the old blocker is cancelled, and this
+        one runs in its slot */
+    am2z_fakebroker_job(r.fb, "blocker", st, 2, 300, fresh);
+    bool saw_old = false, saw_fresh = false;
+    uint64_t deadline = am2z_clock_mono_us() + 5000000;
+    while (!saw_fresh && am2z_clock_mono_us() < deadline) {
+        if (am2z_fakebroker_recv(r.fb, &msg, 100) != 0)
+            continue;
+        if (msg.cmd == AM2Z_CMD_DONE) {
+            saw_old |= streq(msg.job, old);
+            if (streq(msg.job, fresh)) {
+                saw_fresh = true;
+                /*  it ran (and was cancelled by its own 300 ms lease), not
+                    refused for lack of a slot */
+                ck_assert_str_eq(msg.error->code, "CANCELLED");
+                ck_assert_uint_eq(msg.attempt, 2);
+            }
+        }
+        am2z_msg_clear(&msg);
+    }
+    ck_assert(saw_fresh);
+    ck_assert_msg(!saw_old, "the old registration's outcome was forwarded");
+    am2z_state_destroy(&st);
     s_unrig(&r);
 }
 END_TEST
@@ -740,6 +823,203 @@ START_TEST(test_worker_works_over_inproc)
 }
 END_TEST
 
+
+/*  am2z_worker_stop on a helper thread (it blocks while the worker drains). */
+typedef struct {
+    am2z_worker_t *w;
+    atomic_bool returned;
+    uint64_t took_us;
+} s_stopper_t;
+
+static void *
+s_stopper(void *arg)
+{
+    s_stopper_t *st = arg;
+    uint64_t t0 = am2z_clock_mono_us();
+    am2z_worker_stop(st->w);
+    st->took_us = am2z_clock_mono_us() - t0;
+    atomic_store(&st->returned, true);
+    return NULL;
+}
+
+static am2z_state_t *
+s_state_slow(int64_t ms)
+{
+    am2z_changes_t *c = am2z_changes_new();
+    am2z_changes_set_int(c, "ms", ms);
+    am2z_changes_set_int(c, "count", 7);
+    return am2z_fakebroker_state("sess-slow", &c);
+}
+
+START_TEST(test_worker_stop_drains_running_jobs_within_grace)
+{
+    s_grace_ms = 10000;
+    s_rig_t r = s_rig(100, 100);
+    am2z_state_t *slow = s_state_slow(1500);
+    am2z_state_t *quick = s_state_count(0);
+    char running[AM2Z_ID_LEN + 1], held[AM2Z_ID_LEN + 1];
+    am2z_fakebroker_job(r.fb, "slow", slow, 1, 0, running);
+    s_wait_started(r.fb, running);
+
+    s_stopper_t st = { .w = r.w };
+    atomic_init(&st.returned, false);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, s_stopper, &st), 0);
+
+    /*  Until the drain begins, JOBs still run; once it has, a JOB is held:
+        no DONE. Probe with quick jobs until one is held. */
+    bool draining = false;
+    am2z_msg_t msg;
+    for (int i = 0; i < 50 && !draining; i++) {
+        am2z_fakebroker_job(r.fb, "incr", quick, 1, 0, held);
+        draining = true;
+        uint64_t until = am2z_clock_mono_us() + 200000;
+        while (am2z_clock_mono_us() < until
+               && am2z_fakebroker_recv(r.fb, &msg, 50) == 0) {
+            bool done = msg.cmd == AM2Z_CMD_DONE && streq(msg.job, held);
+            ck_assert_msg(!(msg.cmd == AM2Z_CMD_DONE && streq(msg.job, running)),
+                          "the slow job finished before the drain was seen");
+            ck_assert(msg.cmd != AM2Z_CMD_DISCONNECT);
+            am2z_msg_clear(&msg);
+            if (done) {
+                draining = false;
+                break;
+            }
+        }
+    }
+    ck_assert_msg(draining, "the worker never started draining");
+    ck_assert(!atomic_load(&st.returned));
+
+    /*  The running job finishes and is reported (attempt 1, success), then
+        DISCONNECT hands back the held one; its outcome never comes. */
+    size_t hb0 = am2z_fakebroker_heartbeats(r.fb);
+    bool saw_done = false, saw_disconnect = false, saw_held = false;
+    uint64_t deadline = am2z_clock_mono_us() + 5000000;
+    while (!saw_disconnect && am2z_clock_mono_us() < deadline) {
+        if (am2z_fakebroker_recv(r.fb, &msg, 100) != 0)
+            continue;
+        if (msg.cmd == AM2Z_CMD_DONE && streq(msg.job, running)) {
+            ck_assert(msg.success);
+            ck_assert_uint_eq(msg.attempt, 1);
+            saw_done = true;
+        }
+        saw_held |= msg.cmd == AM2Z_CMD_DONE && streq(msg.job, held);
+        if (msg.cmd == AM2Z_CMD_DISCONNECT) {
+            ck_assert_msg(saw_done, "DISCONNECT before the running job's DONE");
+            saw_disconnect = true;
+        }
+        am2z_msg_clear(&msg);
+    }
+    ck_assert(saw_done);
+    ck_assert(saw_disconnect);
+    ck_assert(!saw_held);
+    /*  heartbeats went on while draining (100 ms apart, > 1 s of drain) */
+    ck_assert_uint_ge(am2z_fakebroker_heartbeats(r.fb), hb0 + 1);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 10;
+    ck_assert_int_eq(pthread_timedjoin_np(t, NULL, &ts), 0);
+    ck_assert_uint_lt(st.took_us, 5000000);       /* not the 10 s grace */
+    while (am2z_fakebroker_recv(r.fb, &msg, 200) == 0) {
+        ck_assert(!(msg.cmd == AM2Z_CMD_DONE && streq(msg.job, held)));
+        am2z_msg_clear(&msg);
+    }
+    am2z_state_destroy(&slow);
+    am2z_state_destroy(&quick);
+    s_unrig(&r);
+}
+END_TEST
+
+START_TEST(test_worker_stop_hands_back_jobs_past_grace)
+{
+    s_grace_ms = 400;
+    s_rig_t r = s_rig(100, 100);
+    am2z_state_t *st0 = s_state_count(0);
+    char id[AM2Z_ID_LEN + 1];
+    am2z_fakebroker_job(r.fb, "blocker", st0, 3, 0, id);       /* runs until cancelled */
+    s_wait_started(r.fb, id);
+    s_stopper_t st = { .w = r.w };
+    atomic_init(&st.returned, false);
+    pthread_t t;
+    uint64_t t0 = am2z_clock_mono_us();
+    ck_assert_int_eq(pthread_create(&t, NULL, s_stopper, &st), 0);
+    am2z_msg_t msg;
+    bool saw_disconnect = false, saw_done = false;
+    uint64_t disconnect_after_us = 0;
+    while (am2z_fakebroker_recv(r.fb, &msg, 1000) == 0) {
+        if (msg.cmd == AM2Z_CMD_DISCONNECT && !saw_disconnect) {
+            saw_disconnect = true;
+            disconnect_after_us = am2z_clock_mono_us() - t0;
+        }
+        saw_done |= msg.cmd == AM2Z_CMD_DONE && streq(msg.job, id);
+        am2z_msg_clear(&msg);
+    }
+    ck_assert(saw_disconnect);
+    ck_assert_uint_ge(disconnect_after_us, 350000);           /* the grace ran */
+    ck_assert_msg(!saw_done, "a handed-back job's outcome was reported");
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 10;
+    ck_assert_int_eq(pthread_timedjoin_np(t, NULL, &ts), 0);
+    ck_assert_uint_lt(st.took_us, 3000000);       /* the blocker was cancelled */
+    am2z_state_destroy(&st0);
+    s_unrig(&r);
+}
+END_TEST
+
+START_TEST(test_worker_reconnect_backs_off_and_resets_when_heard)
+{
+    am2z_fakebroker_t *fb = am2z_fakebroker_new();
+    am2z_worker_t *w = s_worker(am2z_fakebroker_endpoint(fb), 20, 2);
+    ck_assert_int_eq(am2z_worker_start(w), AM2Z_OK);
+    am2z_msg_t msg;
+    am2z_fakebroker_expect(fb, AM2Z_CMD_READY, &msg, WAIT_MS);
+    am2z_msg_clear(&msg);
+    /*  silent broker: READY again and again, each on a new socket, the
+        gaps growing (backoff 100 ms doubling, jittered to 50..100%) */
+    enum { N = 5 };
+    uint64_t at[N];
+    char peers[N][64];
+    for (int i = 0; i < N; i++) {
+        am2z_fakebroker_expect(fb, AM2Z_CMD_READY, &msg, 5000);
+        ck_assert_str_eq(msg.worker, "test-worker");
+        am2z_msg_clear(&msg);
+        at[i] = am2z_clock_mono_us();
+        am2z_fakebroker_peer(fb, peers[i], sizeof peers[i]);
+        if (i > 0)
+            ck_assert_str_ne(peers[i], peers[i - 1]);
+    }
+    uint64_t first = at[1] - at[0], last = at[N - 1] - at[N - 2];
+    ck_assert_msg(first <= 200000, "first backoff %llu us", (unsigned long long)first);
+    ck_assert_msg(last >= 350000, "fourth backoff only %llu us", (unsigned long long)last);
+    ck_assert_msg(last >= 2 * first, "no backoff: %llu then %llu us",
+                  (unsigned long long)first, (unsigned long long)last);
+    /*  the (new) broker answers: the worker serves on this connection, and
+        the backoff starts from the bottom again */
+    am2z_msg_t hb;
+    am2z_msg_init(&hb, AM2Z_CMD_HEARTBEAT);
+    am2z_fakebroker_send(fb, &hb);
+    am2z_changes_t *c = am2z_changes_new();
+    am2z_changes_set_int(c, "count", 1);
+    am2z_state_t *st = am2z_fakebroker_state("sess-1", &c);
+    char id[AM2Z_ID_LEN + 1];
+    am2z_fakebroker_job(fb, "incr", st, 1, 0, id);
+    am2z_msg_t done;
+    am2z_fakebroker_wait_done(fb, id, &done, NULL, 0, NULL, WAIT_MS);
+    ck_assert(done.success);
+    am2z_msg_clear(&done);
+    uint64_t heard = am2z_clock_mono_us();
+    am2z_fakebroker_expect(fb, AM2Z_CMD_READY, &msg, 5000);
+    am2z_msg_clear(&msg);
+    uint64_t again = am2z_clock_mono_us() - heard;
+    ck_assert_msg(again < 300000, "after being heard, reconnected only after %llu us",
+                  (unsigned long long)again);
+    am2z_state_destroy(&st);
+    am2z_worker_destroy(&w);
+    am2z_fakebroker_destroy(&fb);
+}
+END_TEST
+
 static Suite *
 s_suite(void)
 {
@@ -760,10 +1040,14 @@ s_suite(void)
     tcase_add_test(tc, test_worker_refuses_job_beyond_credit);
     tcase_add_test(tc, test_worker_heartbeats);
     tcase_add_test(tc, test_worker_reregisters_after_disconnect);
+    tcase_add_test(tc, test_worker_job_after_reregistration_waits_for_stale_slot);
     tcase_add_test(tc, test_worker_reconnects_after_broker_silence);
     tcase_add_test(tc, test_worker_bad_job_frame_does_not_crash);
     tcase_add_test(tc, test_worker_run_returns_on_stop_flag_and_stop);
     tcase_add_test(tc, test_worker_works_over_inproc);
+    tcase_add_test(tc, test_worker_stop_drains_running_jobs_within_grace);
+    tcase_add_test(tc, test_worker_stop_hands_back_jobs_past_grace);
+    tcase_add_test(tc, test_worker_reconnect_backs_off_and_resets_when_heard);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -14,9 +14,38 @@
       DISCONNECT -> READY again
       actor EVENT / DONE -> forwarded as they come (pipe order = emit order,
                     so a job's events precede its DONE); DONE frees the slot
-    Broker silent for liveness x heartbeat -> new socket, READY again.
-    Stop -> DISCONNECT, cancel running jobs, forward their outcomes for up
-    to S_STOP_GRACE_MS, destroy the actors.
+    Broker silent for liveness x heartbeat -> new socket, READY again; while
+    it stays silent, again after an exponential, jittered backoff
+    (S_BACKOFF_MIN_MS doubling to S_BACKOFF_MAX_MS, never less than one
+    heartbeat). Hearing the broker resets the backoff.
+
+    Registrations: every READY after the first starts a new registration
+    epoch. The broker that receives it (restarted, or one that had counted
+    us dead) holds none of our earlier leases any more: it re-dispatches
+    those jobs itself. So jobs still running from an older epoch are
+    cancelled and their outcomes dropped. The broker grants full credit to
+    the new registration, and a JOB on the wire cannot say which
+    registration it was sent to (one sent just before the broker saw our
+    new READY belongs to the old one, yet arrives after it): so after a
+    re-registration a JOB that finds no idle slot waits in its lane's
+    pending queue (up to the lane's concurrency) and starts when a slot
+    frees. Before any re-registration such a JOB breaks the credit rule and
+    is refused. A DISCONNECT within one heartbeat of our last READY answers
+    something we sent before it: it is ignored, so a burst of them does not
+    re-register (and re-lease) over and over.
+
+    Stop is a drain in two phases, so no job is lost or run twice:
+      draining  (up to cfg.grace_ms) running jobs go on and their DONEs are
+                forwarded; heartbeats go on, so the broker keeps our leases
+                (a DISCONNECT now would make it re-dispatch them). A JOB that
+                arrives is held, not run: it keeps its slot of credit busy at
+                the broker, so dispatching to us dries up.
+      handing back  once nothing runs, or the grace period is over:
+                DISCONNECT. The broker forgets us and re-dispatches every
+                lease we still hold (held jobs, and jobs still running) as a
+                new attempt. Only then are running jobs cancelled; their
+                outcomes are dropped (the broker would refuse them as stale
+                leases anyway) while we wait up to S_CANCEL_WAIT_MS for them.
 */
 #include "am2z_worker_priv.h"
 
@@ -29,8 +58,11 @@
 #include <unistd.h>
 #include <zmq.h>
 
-/*  How long a stopping worker waits for running jobs (after cancelling them). */
-#define S_STOP_GRACE_MS 5000
+/*  How long a stopping worker waits for cancelled jobs to return. */
+#define S_CANCEL_WAIT_MS 5000
+/*  Reconnect backoff while the broker stays silent. */
+#define S_BACKOFF_MIN_MS 100
+#define S_BACKOFF_MAX_MS 5000
 /*  Longest poll, so a stop flag set by a signal handler is seen promptly. */
 #define S_POLL_MAX_MS 50
 /*  Largest body accepted from the broker (a JOB carries a whole state). */
@@ -70,15 +102,20 @@ typedef struct {
     am2zw_actor_args_t args;      /* read by the actor; stable address */
     atomic_bool cancel;           /* set here, read by the actor */
     bool busy;                    /* a job was sent and its DONE not seen */
+    uint32_t epoch;               /* registration epoch of the running job */
     char job[AM2Z_JOB_ID_MAX + 1];/* id of the running job */
     uint32_t attempt;             /* its attempt */
     uint64_t deadline_us;         /* lease deadline (mono), 0 = none */
 } s_slot_t;
 
-/*  Idle slots of one processor. */
+/*  Idle slots of one processor, and JOBs waiting for a slot (only after a
+    re-registration; see the file comment). npending <= concurrency. */
 typedef struct {
     size_t *idle;                 /* owned stack of slot indices */
     size_t nidle;                 /* entries on the stack */
+    am2z_msg_t **pending;         /* owned FIFO of decoded JOBs (ring) */
+    size_t npending;              /* entries queued */
+    size_t phead;                 /* index of the oldest */
 } s_lane_t;
 
 /*  Everything one run owns. Lives on the running thread's stack. */
@@ -96,8 +133,16 @@ typedef struct {
     uint64_t hb_us;               /* heartbeat interval */
     uint64_t next_hb_us;          /* when the next HEARTBEAT goes out */
     uint64_t last_heard_us;       /* last message from the broker */
-    bool stopping;                /* DISCONNECT sent; draining */
-    uint64_t stop_deadline_us;    /* give up waiting for actors then */
+    uint32_t epoch;               /* registration epoch: +1 per READY after the first */
+    uint64_t ready_at_us;         /* when the last READY went out */
+    uint64_t backoff_ms;          /* next reconnect backoff (before jitter) */
+    uint64_t next_reconnect_us;   /* no reconnect before this (0 = any time) */
+    uint64_t rng;                 /* xorshift state for the jitter */
+    bool stopping;                /* stop asked: draining (see the file comment) */
+    uint64_t drain_deadline_us;   /* grace period ends then */
+    size_t held;                  /* JOBs held (not run) while draining */
+    bool handed_back;             /* DISCONNECT sent: outcomes are dropped */
+    uint64_t stop_deadline_us;    /* give up waiting for cancelled jobs then */
 } s_engine_t;
 
 /* ---------------------------------------------------------------------------
@@ -116,6 +161,7 @@ am2z_worker_config_defaults(am2z_worker_config_t *cfg)
     cfg->log_level = AM2Z_LOG_INFO;
     cfg->log_format = AM2Z_LOG_TEXT;
     cfg->max_state_size = AM2ZW_MAX_STATE_DEFAULT;
+    cfg->grace_ms = AM2Z_WORKER_GRACE_DEFAULT_MS;
 }
 
 am2z_worker_t *
@@ -288,11 +334,33 @@ s_send_ready(s_engine_t *e)
     msg.nprocs = w->nprocs;
     int rc = s_send_msg(e, &msg);
     free(descs);
+    e->ready_at_us = am2z_clock_mono_us();
     if (rc == AM2Z_OK)
         AM2Z_LOG(w->log, AM2Z_LOG_INFO, "worker", "ready sent",
                  AM2Z_KS("worker", w->cfg.id), AM2Z_KS("broker", w->cfg.broker),
                  AM2Z_KU("processors", w->nprocs));
     return rc;
+}
+
+/*  READY again (new socket, or the broker asked): a new epoch. Jobs of the
+    older epochs are no longer ours to report (file comment): cancel them. */
+static void
+s_reregister(s_engine_t *e)
+{
+    e->epoch++;
+    size_t stale = 0;
+    for (size_t i = 0; i < e->nslots; i++) {
+        s_slot_t *slot = &e->slots[i];
+        if (slot->busy && slot->epoch < e->epoch) {
+            atomic_store(&slot->cancel, true);
+            stale++;
+        }
+    }
+    if (stale)
+        AM2Z_LOG(e->w->log, AM2Z_LOG_INFO, "worker",
+                 "re-registering: running jobs of the old registration cancelled",
+                 AM2Z_KU("jobs", stale));
+    s_send_ready(e);
 }
 
 /*  DONE {job, attempt, ok: false, error}. Takes *error_p. */
@@ -398,8 +466,17 @@ s_engine_fini(s_engine_t *e)
     free(e->slots);
     e->slots = NULL;
     if (e->lanes)
-        for (size_t i = 0; i < e->w->nprocs; i++)
-            free(e->lanes[i].idle);
+        for (size_t i = 0; i < e->w->nprocs; i++) {
+            s_lane_t *lane = &e->lanes[i];
+            for (size_t k = 0; lane->pending && k < lane->npending; k++) {
+                am2z_msg_t **m = &lane->pending[(lane->phead + k)
+                                                % e->w->procs[i].concurrency];
+                am2z_msg_clear(*m);
+                free(*m);
+            }
+            free(lane->pending);
+            free(lane->idle);
+        }
     free(e->lanes);
     e->lanes = NULL;
     free(e->items);
@@ -434,7 +511,8 @@ s_engine_init(s_engine_t *e, am2z_worker_t *w, zsock_t *control,
     for (size_t p = 0; p < w->nprocs; p++) {
         s_lane_t *lane = &e->lanes[p];
         lane->idle = calloc(w->procs[p].concurrency, sizeof *lane->idle);
-        if (!lane->idle)
+        lane->pending = calloc(w->procs[p].concurrency, sizeof *lane->pending);
+        if (!lane->idle || !lane->pending)
             goto fail;
         for (uint32_t c = 0; c < w->procs[p].concurrency; c++, s++) {
             s_slot_t *slot = &e->slots[s];
@@ -462,6 +540,12 @@ s_engine_init(s_engine_t *e, am2z_worker_t *w, zsock_t *control,
     uint64_t now = am2z_clock_mono_us();
     e->last_heard_us = now;
     e->next_hb_us = now + e->hb_us;
+    e->backoff_ms = S_BACKOFF_MIN_MS;
+    e->rng = now ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)e;
+    for (const char *c = w->cfg.id; *c; c++)
+        e->rng = e->rng * 31 + (unsigned char)*c;
+    if (e->rng == 0)
+        e->rng = 0x9e3779b97f4a7c15ULL;
     rc = s_send_ready(e);
     if (rc != AM2Z_OK)
         goto fail;
@@ -484,52 +568,16 @@ s_find_proc(const am2z_worker_t *w, const char *name)
     return -1;
 }
 
-/*  Takes the decoded JOB (*job is moved into the actor, or cleared). */
+/*  Starts *owned (taken) on an idle slot of lane p. */
 static void
-s_on_job(s_engine_t *e, am2z_msg_t *job)
+s_start_job(s_engine_t *e, size_t p, am2z_msg_t *owned)
 {
     am2z_worker_t *w = e->w;
-    am2z_error_t *error = NULL;
-    int p = s_find_proc(w, job->processor);
-    bool refuse = true;
-    if (p < 0) {
-        const char **names = calloc(w->nprocs, sizeof *names);
-        for (size_t i = 0; names && i < w->nprocs; i++)
-            names[i] = w->procs[i].name;
-        error = am2z_error_processor_not_found(job->processor, names,
-                                               names ? w->nprocs : 0);
-        free(names);
-    } else if (e->stopping) {
-        error = am2z_error_new(AM2Z_CAT_RESOURCE, "WORKER_STOPPING",
-                               "worker %s is stopping", w->cfg.id);
-    } else if (e->lanes[p].nidle == 0) {
-        AM2Z_LOG(w->log, AM2Z_LOG_WARN, "worker", "job without credit refused",
-                 AM2Z_KS("job", job->job), AM2Z_KS("processor", job->processor));
-        error = am2z_error_resource("processor slots", w->procs[p].concurrency,
-                                    w->procs[p].concurrency);
-    } else {
-        refuse = false;
-    }
-    if (refuse) {
-        s_send_failure(e, job, &error);
-        am2z_msg_clear(job);
-        return;
-    }
-
-    am2z_msg_t *owned = malloc(sizeof *owned);
-    if (!owned) {
-        error = am2z_error_resource("memory", 0, 0);
-        s_send_failure(e, job, &error);
-        am2z_msg_clear(job);
-        return;
-    }
-    *owned = *job;                        /* move */
-    am2z_msg_init(job, AM2Z_CMD_INVALID);
-
     s_lane_t *lane = &e->lanes[p];
     s_slot_t *slot = &e->slots[lane->idle[--lane->nidle]];
     snprintf(slot->job, sizeof slot->job, "%s", owned->job);
     slot->attempt = owned->attempt;
+    slot->epoch = e->epoch;
     slot->deadline_us = owned->timeout_ms
                             ? am2z_clock_mono_us() + owned->timeout_ms * 1000 : 0;
     atomic_store(&slot->cancel, false);
@@ -545,7 +593,7 @@ s_on_job(s_engine_t *e, am2z_msg_t *job)
         slot->busy = false;
         e->busy--;
         lane->idle[lane->nidle++] = (size_t)(slot - e->slots);
-        error = am2z_error_resource("actor pipe", 0, 0);
+        am2z_error_t *error = am2z_error_resource("actor pipe", 0, 0);
         s_send_failure(e, owned, &error);
         am2z_msg_clear(owned);
         free(owned);
@@ -554,6 +602,69 @@ s_on_job(s_engine_t *e, am2z_msg_t *job)
     AM2Z_LOG(w->log, AM2Z_LOG_DEBUG, "worker", "job started",
              AM2Z_KS("job", slot->job), AM2Z_KS("processor", slot->args.processor),
              AM2Z_KU("attempt", slot->attempt));
+}
+
+/*  Takes the decoded JOB (*job is moved into the actor or the pending
+    queue, or cleared). */
+static void
+s_on_job(s_engine_t *e, am2z_msg_t *job)
+{
+    am2z_worker_t *w = e->w;
+    am2z_error_t *error = NULL;
+    int p = s_find_proc(w, job->processor);
+    bool pend = false;
+    if (p < 0) {
+        const char **names = calloc(w->nprocs, sizeof *names);
+        for (size_t i = 0; names && i < w->nprocs; i++)
+            names[i] = w->procs[i].name;
+        error = am2z_error_processor_not_found(job->processor, names,
+                                               names ? w->nprocs : 0);
+        free(names);
+    } else if (e->stopping) {
+        /*  Held: handed back to the broker by our DISCONNECT (see the file
+            comment). A failed DONE would end the job for good under a
+            retry policy that allows no retry. */
+        e->held++;
+        AM2Z_LOG(w->log, AM2Z_LOG_INFO, "worker", "job held while stopping",
+                 AM2Z_KS("job", job->job), AM2Z_KS("processor", job->processor),
+                 AM2Z_KU("attempt", job->attempt));
+        am2z_msg_clear(job);
+        return;
+    } else if (e->lanes[p].nidle == 0) {
+        if (e->epoch > 0 && e->lanes[p].npending < w->procs[p].concurrency) {
+            pend = true;
+        } else {
+            AM2Z_LOG(w->log, AM2Z_LOG_WARN, "worker", "job without credit refused",
+                     AM2Z_KS("job", job->job), AM2Z_KS("processor", job->processor));
+            error = am2z_error_resource("processor slots", w->procs[p].concurrency,
+                                        w->procs[p].concurrency);
+        }
+    }
+    if (error || p < 0) {
+        s_send_failure(e, job, &error);
+        am2z_msg_clear(job);
+        return;
+    }
+
+    am2z_msg_t *owned = malloc(sizeof *owned);
+    if (!owned) {
+        error = am2z_error_resource("memory", 0, 0);
+        s_send_failure(e, job, &error);
+        am2z_msg_clear(job);
+        return;
+    }
+    *owned = *job;                        /* move */
+    am2z_msg_init(job, AM2Z_CMD_INVALID);
+    if (pend) {
+        s_lane_t *lane = &e->lanes[p];
+        size_t cap = w->procs[p].concurrency;
+        lane->pending[(lane->phead + lane->npending++) % cap] = owned;
+        AM2Z_LOG(w->log, AM2Z_LOG_DEBUG, "worker",
+                 "job waits for a slot of the old registration",
+                 AM2Z_KS("job", owned->job), AM2Z_KS("processor", owned->processor));
+        return;
+    }
+    s_start_job(e, (size_t)p, owned);
 }
 
 static void
@@ -603,10 +714,10 @@ s_on_broker_msg(s_engine_t *e, zmsg_t *raw)
     case AM2Z_CMD_HEARTBEAT:
         break;
     case AM2Z_CMD_DISCONNECT:
-        if (!e->stopping) {
+        if (!e->stopping && am2z_clock_mono_us() - e->ready_at_us >= e->hb_us) {
             AM2Z_LOG(w->log, AM2Z_LOG_INFO, "worker",
                      "broker asked to re-register");
-            s_send_ready(e);
+            s_reregister(e);
         }
         break;
     default:
@@ -627,6 +738,8 @@ s_on_broker(s_engine_t *e)
         if (!raw)
             break;
         e->last_heard_us = am2z_clock_mono_us();
+        e->backoff_ms = S_BACKOFF_MIN_MS;
+        e->next_reconnect_us = 0;
         s_on_broker_msg(e, raw);
         zmsg_destroy(&raw);
     }
@@ -645,9 +758,15 @@ s_on_actor(s_engine_t *e, s_slot_t *slot)
     char *cmd = zmsg_popstr(msg);
     zframe_t *body = zmsg_pop(msg);
     if (cmd && body && streq(cmd, "EVENT")) {
-        s_send(e, "EVENT", zframe_data(body), zframe_size(body));
+        if (!e->handed_back && !(slot->busy && slot->epoch < e->epoch))
+            s_send(e, "EVENT", zframe_data(body), zframe_size(body));
     } else if (cmd && body && streq(cmd, "DONE")) {
-        if (zframe_size(body) > 0)
+        if (e->handed_back || (slot->busy && slot->epoch < e->epoch))
+            AM2Z_LOG(e->w->log, AM2Z_LOG_INFO, "worker",
+                     e->handed_back ? "outcome of a handed-back job dropped"
+                                    : "outcome of the old registration dropped",
+                     AM2Z_KS("job", slot->job));
+        else if (zframe_size(body) > 0)
             s_send(e, "DONE", zframe_data(body), zframe_size(body));
         if (slot->busy) {
             AM2Z_LOG(e->w->log, AM2Z_LOG_DEBUG, "worker", "job done",
@@ -657,6 +776,12 @@ s_on_actor(s_engine_t *e, s_slot_t *slot)
             e->busy--;
             s_lane_t *lane = &e->lanes[slot->proc];
             lane->idle[lane->nidle++] = (size_t)(slot - e->slots);
+            if (lane->npending && !e->stopping) {
+                am2z_msg_t *next = lane->pending[lane->phead];
+                lane->phead = (lane->phead + 1) % e->w->procs[slot->proc].concurrency;
+                lane->npending--;
+                s_start_job(e, slot->proc, next);
+            }
         }
     } else {
         AM2Z_LOG(e->w->log, AM2Z_LOG_ERROR, "worker", "unexpected actor message",
@@ -678,17 +803,44 @@ s_stop_requested(s_engine_t *e)
            || zsys_interrupted;
 }
 
+/*  Phase 1 of a stop: keep running jobs, hold new ones (file comment). */
 static void
 s_begin_stop(s_engine_t *e)
 {
-    AM2Z_LOG(e->w->log, AM2Z_LOG_INFO, "worker", "stopping",
-             AM2Z_KS("worker", e->w->cfg.id), AM2Z_KU("running", e->busy));
+    AM2Z_LOG(e->w->log, AM2Z_LOG_INFO, "worker", "stopping: draining",
+             AM2Z_KS("worker", e->w->cfg.id), AM2Z_KU("running", e->busy),
+             AM2Z_KU("grace_ms", e->w->cfg.grace_ms));
     e->stopping = true;
+    e->drain_deadline_us = am2z_clock_mono_us() + e->w->cfg.grace_ms * 1000;
+    /*  JOBs waiting for a slot are held like new ones: handed back. */
+    for (size_t p = 0; p < e->w->nprocs; p++) {
+        s_lane_t *lane = &e->lanes[p];
+        for (; lane->npending; lane->npending--) {
+            am2z_msg_t **m = &lane->pending[lane->phead];
+            lane->phead = (lane->phead + 1) % e->w->procs[p].concurrency;
+            am2z_msg_clear(*m);
+            free(*m);
+            e->held++;
+        }
+    }
+}
+
+/*  Phase 2: DISCONNECT (the broker re-dispatches what we still hold), then
+    cancel whatever still runs. */
+static void
+s_hand_back(s_engine_t *e)
+{
+    if (e->busy || e->held)
+        AM2Z_LOG(e->w->log, e->busy ? AM2Z_LOG_WARN : AM2Z_LOG_INFO, "worker",
+                 "handing jobs back to the broker",
+                 AM2Z_KS("worker", e->w->cfg.id), AM2Z_KU("running", e->busy),
+                 AM2Z_KU("held", e->held));
     s_send_simple(e, AM2Z_CMD_DISCONNECT);
+    e->handed_back = true;
     for (size_t i = 0; i < e->nslots; i++)
         if (e->slots[i].busy)
             atomic_store(&e->slots[i].cancel, true);
-    e->stop_deadline_us = am2z_clock_mono_us() + (uint64_t)S_STOP_GRACE_MS * 1000;
+    e->stop_deadline_us = am2z_clock_mono_us() + (uint64_t)S_CANCEL_WAIT_MS * 1000;
 }
 
 /*  Background mode: "$TERM" on the control pipe means stop. */
@@ -722,6 +874,42 @@ s_check_deadlines(s_engine_t *e, uint64_t now)
     }
 }
 
+/*  xorshift64: the reconnect jitter. */
+static uint64_t
+s_rand(s_engine_t *e)
+{
+    uint64_t x = e->rng;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    e->rng = x;
+    return x;
+}
+
+/*  The broker has been silent for liveness x heartbeat: new socket, READY,
+    and the next try after the backoff (jittered to half..all of it, at
+    least one heartbeat so the broker has a chance to answer). */
+static int
+s_reconnect(s_engine_t *e, uint64_t now)
+{
+    AM2Z_LOG(e->w->log, AM2Z_LOG_WARN, "worker", "broker silent: reconnecting",
+             AM2Z_KS("broker", e->w->cfg.broker),
+             AM2Z_KU("silent_ms", (now - e->last_heard_us) / 1000),
+             AM2Z_KU("backoff_ms", e->backoff_ms));
+    int rc = s_connect(e);
+    if (rc != AM2Z_OK)
+        return rc;
+    s_reregister(e);
+    uint64_t half = e->backoff_ms / 2;
+    uint64_t wait_us = (half + s_rand(e) % (half + 1)) * 1000;
+    if (wait_us < e->hb_us)
+        wait_us = e->hb_us;
+    e->next_reconnect_us = now + wait_us;
+    e->backoff_ms = e->backoff_ms * 2 > S_BACKOFF_MAX_MS ? S_BACKOFF_MAX_MS
+                                                        : e->backoff_ms * 2;
+    return AM2Z_OK;
+}
+
 static int
 s_loop(s_engine_t *e)
 {
@@ -730,26 +918,23 @@ s_loop(s_engine_t *e)
         uint64_t now = am2z_clock_mono_us();
         if (!e->stopping && s_stop_requested(e))
             s_begin_stop(e);
-        if (e->stopping && (e->busy == 0 || now >= e->stop_deadline_us))
+        if (e->stopping && !e->handed_back
+            && (e->busy == 0 || now >= e->drain_deadline_us))
+            s_hand_back(e);
+        if (e->handed_back && (e->busy == 0 || now >= e->stop_deadline_us))
             return AM2Z_OK;
-        if (!e->stopping && now >= e->next_hb_us) {
+        if (!e->handed_back && now >= e->next_hb_us) {
             s_send_simple(e, AM2Z_CMD_HEARTBEAT);
             e->next_hb_us = now + e->hb_us;
         }
-        if (!e->stopping && now - e->last_heard_us > liveness_us) {
-            AM2Z_LOG(e->w->log, AM2Z_LOG_WARN, "worker",
-                     "broker silent: reconnecting",
-                     AM2Z_KS("broker", e->w->cfg.broker),
-                     AM2Z_KU("silent_ms", (now - e->last_heard_us) / 1000));
-            if (s_connect(e) != AM2Z_OK)
-                return AM2Z_ENETWORK;
-            s_send_ready(e);
-            e->last_heard_us = now;
-        }
+        /*  Not while stopping: a READY would take new work. */
+        if (!e->stopping && now - e->last_heard_us > liveness_us
+            && now >= e->next_reconnect_us && s_reconnect(e, now) != AM2Z_OK)
+            return AM2Z_ENETWORK;
         s_check_deadlines(e, now);
 
-        /*  Stopping: no more heartbeats, so only the poll cap applies. */
-        uint64_t wait_us = e->stopping ? (uint64_t)S_POLL_MAX_MS * 1000
+        /*  Handed back: no more heartbeats, so only the poll cap applies. */
+        uint64_t wait_us = e->handed_back ? (uint64_t)S_POLL_MAX_MS * 1000
                          : e->next_hb_us > now ? e->next_hb_us - now : 0;
         long timeout_ms = (long)((wait_us + 999) / 1000);
         if (timeout_ms > S_POLL_MAX_MS)

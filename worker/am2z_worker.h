@@ -23,11 +23,27 @@
 
     A JOB for an unknown processor, or beyond the processor's free slots
     (the broker broke the credit rule), is answered at once with a failed
-    DONE (ProcessorNotFoundError, retryable ResourceError). A JOB's lease
+    DONE (ProcessorNotFoundError, retryable ResourceError). Exception: after
+    a re-registration, jobs of the old registration may still occupy slots
+    (they are cancelled and their outcomes dropped: the broker re-dispatches
+    them itself), so a JOB that finds no free slot then waits for one. A JOB's lease
     length (`timeout`) sets the job's cancellation flag when it runs out.
     Broker silent for liveness x heartbeat: new socket, READY again (full
-    credit; running jobs' DONEs still flow). DISCONNECT from the broker:
-    READY again.
+    credit; running jobs' DONEs still flow); while it stays silent, again
+    after an exponential backoff with jitter (100 ms doubling to 5 s, never
+    less than one heartbeat), reset as soon as the broker is heard. A
+    restarted broker thus gets the worker back within seconds. DISCONNECT
+    from the broker: READY again.
+
+    Stopping (SIGTERM in am2z-example-worker, am2z_worker_stop) drains: jobs
+    already running go on for up to cfg.grace_ms and their outcomes are
+    delivered; heartbeats go on meanwhile so the broker keeps the leases. A
+    JOB arriving meanwhile is not run: it is held, which also uses up the
+    broker's credit for us. When nothing runs any more, or the grace period
+    is over, the worker sends DISCONNECT: the broker re-dispatches every job
+    the worker still holds (held, or still running) as a new attempt. Only
+    then are running jobs cancelled; their outcomes are dropped. No job is
+    lost and none completes twice.
 
     Thread safety: am2z_worker_t is used from one thread (the one that
     created it); a processor's ctx belongs to the actor thread running it.
@@ -120,13 +136,19 @@ typedef struct {
     int log_format;               /* am2z_log_format_t */
     uint64_t max_state_size;      /* largest next state a processor may
                                      produce, bytes; 0 = 1 MiB */
+    uint64_t grace_ms;            /* stop: how long running jobs may go on
+                                     before they are handed back; 0 = hand
+                                     back at once */
 } am2z_worker_config_t;
+
+/*  Default grace period of a stopping worker. */
+#define AM2Z_WORKER_GRACE_DEFAULT_MS 10000
 
 /*  Default backend endpoint of am2z-broker. */
 #define AM2Z_DEFAULT_BACKEND "tcp://127.0.0.1:7771"
 
 /*  Defaults: broker AM2Z_DEFAULT_BACKEND, heartbeat 1000 ms, liveness 5,
-    log info/text, max_state_size 1 MiB. */
+    log info/text, max_state_size 1 MiB, grace 10 s. */
 void am2z_worker_config_defaults(am2z_worker_config_t *cfg);
 
 /*  Creates a worker (not yet connected). cfg is copied. Returns NULL when out
@@ -153,8 +175,9 @@ int am2z_worker_start(am2z_worker_t *self);
 
 /*  Stops a worker started with am2z_worker_start (waits for its thread) or
     asks am2z_worker_run to return. Not running: no-op.
-    Stopping sends DISCONNECT, sets the cancellation flag of every running
-    job and forwards their outcomes for up to 5 s; a processor that ignores
+    Stopping drains (see the file comment): it returns once every running
+    job finished, or grace_ms after the stop when jobs were handed back and
+    cancelled, plus up to 5 s for them to return; a processor that ignores
     cancellation longer than that is still waited for (a thread cannot be
     killed safely), with a warning in the log. */
 void am2z_worker_stop(am2z_worker_t *self);

@@ -1,0 +1,648 @@
+/*  fault_test.c — Check suite "fault": real am2z-broker and
+    am2z-example-worker processes on 127.0.0.1, killed with real signals
+    while they hold work; libam2z checks that every accepted job ends with
+    exactly one result and that every session's state saw each job once.
+
+    Short heartbeats (100 ms, liveness 3) keep failure detection fast. Every
+    wait polls for the event it needs, bounded; nothing sleeps and hopes.
+    Brokers bind explicit free ports below the ephemeral ranges, so a
+    restarted broker gets the same ports back (a "*" port can be taken by
+    a parallel test while the broker is down).
+    Child processes get PR_SET_PDEATHSIG, and an atexit hook SIGKILLs them,
+    so a failing case leaves no daemon behind.
+*/
+#include "am2z_client.h"
+#include "am2z_testproc.h"
+#include "am2z_testutil.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define HB "100ms"
+#define LIVENESS "3"
+
+/* ---------------------------------------------------------------------------
+   Processes
+   ------------------------------------------------------------------------ */
+
+/*  Every child this test process started (for the atexit hook). */
+static pid_t s_kids[64];
+static size_t s_nkids;
+
+static void
+s_kill_kids(void)
+{
+    for (size_t i = 0; i < s_nkids; i++)
+        if (s_kids[i] > 0 && kill(s_kids[i], 0) == 0) {
+            kill(s_kids[i], SIGKILL);
+            waitpid(s_kids[i], NULL, 0);
+        }
+}
+
+/*  am2z_testproc_start, plus: the child dies with us. */
+static void
+s_spawn(am2z_testproc_t *p, char *const argv[])
+{
+    memset(p, 0, sizeof *p);
+    p->out_fd = -1;
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(126);
+        dup2(fds[1], STDOUT_FILENO);
+        close(fds[0]);
+        close(fds[1]);
+        execv(argv[0], argv);
+        fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    close(fds[1]);
+    p->pid = pid;
+    p->out_fd = fds[0];
+    if (s_nkids < sizeof s_kids / sizeof s_kids[0])
+        s_kids[s_nkids++] = pid;
+}
+
+typedef struct {
+    am2z_testproc_t proc;
+    char dir[512];
+    char frontend[256];
+    char backend[256];
+    char events[256];
+} s_broker_t;
+
+/*  A free TCP port on 127.0.0.1 below the kernel's ephemeral range and
+    CZMQ's "*" range (49152 and up), so that nothing else in the machine —
+    a parallel test binding "*", an outgoing connection — takes it while
+    our broker is down between a kill and its restart. */
+static int
+s_free_port(void)
+{
+    static uint64_t seed;
+    if (!seed)
+        seed = (uint64_t)getpid() * 2654435761u ^ (uint64_t)time(NULL);
+    for (int tries = 0; tries < 200; tries++) {
+        uint8_t r[2];
+        am2z_test_random_bytes(&seed, r, sizeof r);
+        int port = 20000 + (int)(((unsigned)r[0] << 8 | r[1]) % 12000);
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        ck_assert_int_ge(fd, 0);
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        int ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+        close(fd);
+        if (ok)
+            return port;
+    }
+    ck_abort_msg("no free port");
+    return -1;
+}
+
+/*  Starts a broker on b->dir and the endpoints in b (same ones after a
+    kill: the data dir and the ports stay). Returns 0, or -1 when it did not
+    report ready (e.g. a port was taken). */
+static int
+s_broker_try(s_broker_t *b)
+{
+    char *argv[] = { AM2Z_BROKER_BIN, "--data-dir", b->dir, "--frontend", b->frontend,
+                     "--backend", b->backend, "--events", b->events, "--heartbeat", HB,
+                     "--liveness", LIVENESS, "--durability", "periodic",
+                     "--log-level", "error", NULL };
+    s_spawn(&b->proc, argv);
+    if (am2z_testproc_wait_line(&b->proc, "ready", 10000) != 0) {
+        am2z_testproc_stop(&b->proc, SIGKILL, 5000);
+        return -1;
+    }
+    /*  the ready line names the endpoints it bound */
+    ck_assert_int_eq(am2z_testproc_field(&b->proc, "frontend", b->frontend,
+                                         sizeof b->frontend), 0);
+    ck_assert_int_eq(am2z_testproc_field(&b->proc, "backend", b->backend,
+                                         sizeof b->backend), 0);
+    ck_assert_int_eq(am2z_testproc_field(&b->proc, "events", b->events,
+                                         sizeof b->events), 0);
+    return 0;
+}
+
+/*  Restart on the same data dir and ports. */
+static void
+s_broker_start(s_broker_t *b)
+{
+    ck_assert_msg(s_broker_try(b) == 0, "broker did not report ready on %s",
+                  b->frontend);
+}
+
+static void
+s_broker_new(s_broker_t *b, const char *tag)
+{
+    memset(b, 0, sizeof *b);
+    am2z_test_tmpdir(tag, b->dir, sizeof b->dir);
+    for (int tries = 0; tries < 5; tries++) {
+        snprintf(b->frontend, sizeof b->frontend, "tcp://127.0.0.1:%d", s_free_port());
+        snprintf(b->backend, sizeof b->backend, "tcp://127.0.0.1:%d", s_free_port());
+        snprintf(b->events, sizeof b->events, "tcp://127.0.0.1:%d", s_free_port());
+        if (s_broker_try(b) == 0)
+            return;
+    }
+    ck_abort_msg("broker did not start");
+}
+
+static void
+s_broker_end(s_broker_t *b)
+{
+    int status = am2z_testproc_stop(&b->proc, SIGTERM, 10000);
+    ck_assert_msg(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "broker did not exit 0 on SIGTERM");
+    am2z_test_rmtree(b->dir);
+}
+
+static void
+s_worker_start_grace(am2z_testproc_t *w, const s_broker_t *b, const char *id,
+                     const char *concurrency, const char *grace)
+{
+    char *argv[] = { AM2Z_EXAMPLE_WORKER_BIN, "--broker", (char *)b->backend,
+                     "--id", (char *)id, "--heartbeat", HB, "--liveness", LIVENESS,
+                     "--grace", (char *)grace, "--concurrency", (char *)concurrency,
+                     "--log-level", "error", NULL };
+    s_spawn(w, argv);
+    ck_assert_msg(am2z_testproc_wait_line(w, "ready", 10000) == 0,
+                  "worker %s did not report ready", id);
+}
+
+static void
+s_worker_start(am2z_testproc_t *w, const s_broker_t *b, const char *id,
+               const char *concurrency)
+{
+    s_worker_start_grace(w, b, id, concurrency, "10s");
+}
+
+/*  SIGTERM, and the worker must drain and exit 0 in time. */
+static void
+s_worker_term(am2z_testproc_t *w)
+{
+    int status = am2z_testproc_stop(w, SIGTERM, 15000);
+    ck_assert_msg(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "worker did not exit 0 on SIGTERM (status %d)", status);
+}
+
+static am2z_client_t *
+s_client(const s_broker_t *b)
+{
+    am2z_client_t *c = NULL;
+    ck_assert_int_eq(am2z_client_connect(b->frontend, &c), AM2Z_OK);
+    am2z_client_set_timeout(c, 10000);
+    return c;
+}
+
+static void
+s_pause_ms(long ms)
+{
+    nanosleep(&(struct timespec){ .tv_sec = ms / 1000,
+                                  .tv_nsec = (ms % 1000) * 1000000L }, NULL);
+}
+
+/*  Polls (bounded) until the broker counts exactly `n` workers. */
+static void
+s_wait_workers(const s_broker_t *b, uint64_t n, int timeout_ms)
+{
+    am2z_client_t *c = s_client(b);
+    am2z_client_set_timeout(c, 1000);
+    am2z_stats_t st = { 0 };
+    for (int waited = 0; waited < timeout_ms; waited += 20) {
+        if (am2z_client_get_stats(c, &st) == AM2Z_OK && st.workers == n)
+            break;
+        s_pause_ms(20);
+    }
+    ck_assert_msg(st.workers == n, "broker counts %llu workers, expected %llu",
+                  (unsigned long long)st.workers, (unsigned long long)n);
+    am2z_client_destroy(&c);
+}
+
+/*  The job's status as the broker reports it ("waiting", "active", ...),
+    via QUERY job; "" when unknown. */
+static void
+s_job_status(am2z_client_t *c, const char *job, char *out, size_t size)
+{
+    static const char *const names[] = { "waiting", "active", "completed", "failed" };
+    out[0] = '\0';
+    uint8_t *data = NULL;
+    size_t n = 0;
+    if (am2z_client_query(c, "job", job, &data, &n) != AM2Z_OK)
+        return;
+    for (size_t i = 0; i < 4; i++) {
+        /*  a msgpack fixstr: 0xa0 | length, then the bytes */
+        uint8_t pat[16];
+        size_t len = strlen(names[i]);
+        pat[0] = (uint8_t)(0xa0 | len);
+        memcpy(pat + 1, names[i], len);
+        if (memmem(data, n, pat, len + 1)) {
+            snprintf(out, size, "%s", names[i]);
+            break;
+        }
+    }
+    free(data);
+}
+
+static void
+s_wait_status(am2z_client_t *c, const char *job, const char *want, int timeout_ms)
+{
+    char status[32] = "";
+    for (int waited = 0; waited < timeout_ms; waited += 10) {
+        s_job_status(c, job, status, sizeof status);
+        if (strcmp(status, want) == 0)
+            return;
+        s_pause_ms(10);
+    }
+    ck_abort_msg("job %s is '%s', never '%s'", job, status, want);
+}
+
+/*  A version-1 state of `session` with one integer key. */
+static am2z_state_t *
+s_state(const char *session, const char *key, int64_t value)
+{
+    am2z_state_t *st = NULL, *next = NULL, *v1 = NULL;
+    ck_assert_int_eq(am2z_state_new(session, am2z_clock_wall_ms(), &st), AM2Z_OK);
+    am2z_changes_t *ch = am2z_changes_new();
+    ck_assert_int_eq(am2z_changes_set_int(ch, key, value), AM2Z_OK);
+    ck_assert_int_eq(am2z_state_apply(st, ch, am2z_clock_wall_ms(), 0, &next), AM2Z_OK);
+    ck_assert_int_eq(am2z_state_with_metadata(next, session, 1,
+                                              am2z_state_created_at(next),
+                                              am2z_state_last_updated(next), &v1),
+                     AM2Z_OK);
+    am2z_changes_destroy(&ch);
+    am2z_state_destroy(&st);
+    am2z_state_destroy(&next);
+    return v1;
+}
+
+static uint64_t
+s_stored_version(am2z_client_t *c, const char *session)
+{
+    am2z_state_t *st = NULL;
+    ck_assert_int_eq(am2z_client_get_state(c, session, &st), AM2Z_OK);
+    uint64_t v = am2z_state_version(st);
+    am2z_state_destroy(&st);
+    return v;
+}
+
+/* ---------------------------------------------------------------------------
+   Cases
+   ------------------------------------------------------------------------ */
+
+START_TEST(test_fault_worker_sigkill_mid_job_completes_on_another_worker)
+{
+    s_broker_t b;
+    s_broker_new(&b, "fault-wkill");
+    am2z_testproc_t a, w2;
+    s_worker_start(&a, &b, "worker-a", "4");
+    s_wait_workers(&b, 1, 5000);
+    am2z_client_t *c = s_client(&b);
+    am2z_state_t *st = s_state("wkill-1", "ms", 2000);
+    char id[AM2Z_JOB_ID_MAX + 1];
+    ck_assert_int_eq(am2z_client_submit(c, "sleep", st, "wkill-1", NULL, id), AM2Z_OK);
+    am2z_client_t *q = s_client(&b);
+    s_wait_status(q, id, "active", 5000);       /* leased to A, the only one */
+    s_worker_start(&w2, &b, "worker-b", "4");
+    s_wait_workers(&b, 2, 5000);
+    int status = am2z_testproc_stop(&a, SIGKILL, 5000);
+    ck_assert(status != -1 && WIFSIGNALED(status));
+
+    am2z_result_t *r = NULL;
+    ck_assert_int_eq(am2z_client_wait(c, id, 15000, &r), AM2Z_OK);
+    ck_assert_msg(r->success, "job failed: %s", r->error ? r->error->message : "?");
+    ck_assert_uint_eq(r->attempt, 2);
+    ck_assert_uint_eq(am2z_state_version(r->state), 2);
+    am2z_result_destroy(&r);
+    /*  no second RESULT reached the caller (a round trip flushes the pipe) */
+    am2z_stats_t stats;
+    ck_assert_int_eq(am2z_client_get_stats(c, &stats), AM2Z_OK);
+    ck_assert_int_eq(am2z_client_poll(c, id, &r), AM2Z_ETIMEOUT);
+    /*  one success: the state moved once, and the stored result is that one */
+    ck_assert_uint_eq(s_stored_version(q, "wkill-1"), 2);
+    ck_assert_int_eq(am2z_client_wait(q, id, 5000, &r), AM2Z_OK);
+    ck_assert(r->success);
+    ck_assert_uint_eq(r->attempt, 2);
+    am2z_result_destroy(&r);
+
+    am2z_state_destroy(&st);
+    am2z_client_destroy(&q);
+    am2z_client_destroy(&c);
+    s_worker_term(&w2);
+    s_broker_end(&b);
+}
+END_TEST
+
+enum { K_JOBS = 1000, K_SESSIONS = 50 };
+
+START_TEST(test_fault_broker_sigkill_with_1000_jobs_in_flight_loses_none)
+{
+    s_broker_t b;
+    s_broker_new(&b, "fault-bkill");
+    am2z_testproc_t w[2];
+    s_worker_start(&w[0], &b, "worker-a", "4");
+    s_worker_start(&w[1], &b, "worker-b", "4");
+    s_wait_workers(&b, 2, 5000);
+
+    /*  1000 increments over 50 sessions, no input state: each session
+        starts at version 1 / count 0 and every job continues from the last */
+    static char sessions_buf[K_JOBS][32];
+    static const char *sessions[K_JOBS];
+    static const am2z_state_t *states[K_JOBS];
+    static char ids[K_JOBS][AM2Z_JOB_ID_MAX + 1];
+    for (int i = 0; i < K_JOBS; i++) {
+        snprintf(sessions_buf[i], sizeof sessions_buf[i], "bkill-%d", i % K_SESSIONS);
+        sessions[i] = sessions_buf[i];
+        states[i] = NULL;
+    }
+    am2z_client_t *c = s_client(&b);
+    am2z_client_set_timeout(c, 30000);
+    ck_assert_int_eq(am2z_client_submit_many(c, "increment", states, sessions, K_JOBS,
+                                             ids), AM2Z_OK);
+    for (int i = 0; i < K_JOBS; i++)
+        ck_assert_msg(strlen(ids[i]) > 0, "job %d not accepted: %s", i,
+                      am2z_client_last_error(c));
+    /*  all 1000 are durable: kill the broker now, mid-flight */
+    int status = am2z_testproc_stop(&b.proc, SIGKILL, 5000);
+    ck_assert(status != -1 && WIFSIGNALED(status));
+    am2z_client_destroy(&c);
+
+    s_broker_start(&b);                    /* same data dir, same ports */
+    s_wait_workers(&b, 2, 10000);                /* the workers came back */
+
+    /*  a new client fetches every result by id, twice */
+    am2z_client_t *f = s_client(&b);
+    static uint64_t version[K_JOBS];
+    static int64_t count[K_JOBS];
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < K_JOBS; i++) {
+            am2z_result_t *r = NULL;
+            int rc = am2z_client_wait(f, ids[i], 20000, &r);
+            ck_assert_msg(rc == AM2Z_OK, "job %d (%s): %s", i, ids[i], am2z_strerror(rc));
+            ck_assert_msg(r->success, "job %d failed: %s", i,
+                          r->error ? r->error->message : "?");
+            ck_assert_str_eq(r->session_id, sessions[i]);
+            int64_t n = -1;
+            ck_assert_int_eq(am2z_state_get_int(r->state, "count", &n), AM2Z_OK);
+            if (pass == 0) {
+                version[i] = am2z_state_version(r->state);
+                count[i] = n;
+            } else {
+                ck_assert_msg(version[i] == am2z_state_version(r->state) && count[i] == n,
+                              "job %d: two fetches differ", i);
+            }
+            am2z_result_destroy(&r);
+        }
+    }
+    /*  exactly once: the k-th job of a session (submission order) saw k-1
+        jobs before it, and each session moved by exactly its 20 jobs */
+    for (int i = 0; i < K_JOBS; i++) {
+        int k = i / K_SESSIONS + 1;
+        ck_assert_msg(count[i] == k && version[i] == (uint64_t)k + 1,
+                      "job %d (session %s, #%d): count %lld version %llu", i, sessions[i],
+                      k, (long long)count[i], (unsigned long long)version[i]);
+    }
+    for (int s = 0; s < K_SESSIONS; s++)
+        ck_assert_uint_eq(s_stored_version(f, sessions[s]), 1 + K_JOBS / K_SESSIONS);
+    am2z_client_destroy(&f);
+    s_worker_term(&w[0]);
+    s_worker_term(&w[1]);
+    s_broker_end(&b);
+}
+END_TEST
+
+START_TEST(test_fault_worker_sigterm_drains_running_jobs)
+{
+    s_broker_t b;
+    s_broker_new(&b, "fault-drain");
+    am2z_testproc_t a, w2;
+    s_worker_start(&a, &b, "worker-a", "4");
+    s_wait_workers(&b, 1, 5000);
+    am2z_client_t *c = s_client(&b);
+    am2z_client_t *q = s_client(&b);
+    enum { RUNNING = 4, EXTRA = 24 };
+    char running[RUNNING][AM2Z_JOB_ID_MAX + 1], extra[EXTRA][AM2Z_JOB_ID_MAX + 1];
+    for (int i = 0; i < RUNNING; i++) {
+        char session[32];
+        snprintf(session, sizeof session, "drain-%d", i);
+        am2z_state_t *st = s_state(session, "ms", 800 + 300 * i);   /* staggered */
+        ck_assert_int_eq(am2z_client_submit(c, "sleep", st, session, NULL, running[i]),
+                         AM2Z_OK);
+        am2z_state_destroy(&st);
+    }
+    for (int i = 0; i < RUNNING; i++)
+        s_wait_status(q, running[i], "active", 5000);
+    /*  a second worker, and more work than it can take at once: while A
+        drains, the broker offers A some of it; A must hand those back */
+    s_worker_start(&w2, &b, "worker-b", "4");
+    s_wait_workers(&b, 2, 5000);
+    for (int i = 0; i < EXTRA; i++) {
+        char session[32];
+        snprintf(session, sizeof session, "drain-x%d", i);
+        am2z_state_t *st = s_state(session, "ms", 300);
+        ck_assert_int_eq(am2z_client_submit(c, "sleep", st, session, NULL, extra[i]),
+                         AM2Z_OK);
+        am2z_state_destroy(&st);
+    }
+    uint64_t t0 = am2z_clock_mono_us();
+    s_worker_term(&a);                  /* blocks until A drained and exited 0 */
+    ck_assert_uint_lt(am2z_clock_mono_us() - t0, 8000000);
+
+    for (int i = 0; i < RUNNING; i++) {
+        am2z_result_t *r = NULL;
+        ck_assert_int_eq(am2z_client_wait(c, running[i], 10000, &r), AM2Z_OK);
+        ck_assert_msg(r->success, "running job %d failed: %s", i,
+                      r->error ? r->error->message : "?");
+        ck_assert_uint_eq(r->attempt, 1);
+        ck_assert_uint_eq(am2z_state_version(r->state), 2);
+        am2z_result_destroy(&r);
+    }
+    int handed_back = 0;
+    for (int i = 0; i < EXTRA; i++) {
+        am2z_result_t *r = NULL;
+        ck_assert_int_eq(am2z_client_wait(c, extra[i], 15000, &r), AM2Z_OK);
+        ck_assert_msg(r->success, "extra job %d failed: %s", i,
+                      r->error ? r->error->message : "?");
+        ck_assert_uint_eq(am2z_state_version(r->state), 2);
+        handed_back += r->attempt > 1;
+        am2z_result_destroy(&r);
+        char session[32];
+        snprintf(session, sizeof session, "drain-x%d", i);
+        ck_assert_uint_eq(s_stored_version(q, session), 2);
+    }
+    /*  A was offered extra jobs while it drained (a slot freed each time one
+        of its staggered jobs ended): it handed them back, and they ran
+        again elsewhere as attempt 2, once */
+    ck_assert_int_ge(handed_back, 1);
+    am2z_client_destroy(&q);
+    am2z_client_destroy(&c);
+    s_worker_term(&w2);
+    s_broker_end(&b);
+}
+END_TEST
+
+
+START_TEST(test_fault_worker_sigterm_past_grace_hands_job_back)
+{
+    s_broker_t b;
+    s_broker_new(&b, "fault-handback");
+    am2z_testproc_t a, w2;
+    s_worker_start_grace(&a, &b, "worker-a", "2", "300ms");
+    s_wait_workers(&b, 1, 5000);
+    am2z_client_t *c = s_client(&b);
+    am2z_client_t *q = s_client(&b);
+    am2z_state_t *st = s_state("handback-1", "ms", 3000);
+    char id[AM2Z_JOB_ID_MAX + 1];
+    ck_assert_int_eq(am2z_client_submit(c, "sleep", st, "handback-1", NULL, id), AM2Z_OK);
+    s_wait_status(q, id, "active", 5000);
+    s_worker_start(&w2, &b, "worker-b", "2");
+    s_wait_workers(&b, 2, 5000);
+    /*  the 3 s job outlives A's 300 ms grace: A hands it back, cancels it
+        and exits 0 well before the job would have ended */
+    uint64_t t0 = am2z_clock_mono_us();
+    s_worker_term(&a);
+    ck_assert_uint_lt(am2z_clock_mono_us() - t0, 2500000);
+    am2z_result_t *r = NULL;
+    ck_assert_int_eq(am2z_client_wait(c, id, 15000, &r), AM2Z_OK);
+    ck_assert_msg(r->success, "job failed: %s", r->error ? r->error->message : "?");
+    ck_assert_uint_eq(r->attempt, 2);                 /* run again, on B */
+    ck_assert_uint_eq(am2z_state_version(r->state), 2);
+    am2z_result_destroy(&r);
+    ck_assert_uint_eq(s_stored_version(q, "handback-1"), 2);
+    am2z_state_destroy(&st);
+    am2z_client_destroy(&q);
+    am2z_client_destroy(&c);
+    s_worker_term(&w2);
+    s_broker_end(&b);
+}
+END_TEST
+
+enum { R_JOBS = 200, R_SESSIONS = 20 };
+
+START_TEST(test_fault_rolling_restart_of_workers_loses_nothing)
+{
+    s_broker_t b;
+    s_broker_new(&b, "fault-roll");
+    am2z_testproc_t w[2];
+    s_worker_start(&w[0], &b, "roll-0", "4");
+    s_worker_start(&w[1], &b, "roll-1", "4");
+    s_wait_workers(&b, 2, 5000);
+
+    static char sessions_buf[R_JOBS][32];
+    static const char *sessions[R_JOBS];
+    static am2z_state_t *states[R_JOBS];
+    static char ids[R_JOBS][AM2Z_JOB_ID_MAX + 1];
+    for (int i = 0; i < R_JOBS; i++) {
+        snprintf(sessions_buf[i], sizeof sessions_buf[i], "roll-%d", i % R_SESSIONS);
+        sessions[i] = sessions_buf[i];
+        states[i] = s_state(sessions[i], "ms", 60);
+    }
+    am2z_client_t *c = s_client(&b);
+    ck_assert_int_eq(am2z_client_submit_many(c, "sleep",
+                                             (const am2z_state_t *const *)states,
+                                             sessions, R_JOBS, ids), AM2Z_OK);
+    for (int i = 0; i < R_JOBS; i++)
+        ck_assert(strlen(ids[i]) > 0);
+
+    /*  rolling restart while the jobs run: replace the older worker with a
+        new one, four times */
+    for (int round = 0; round < 4; round++) {
+        int old = round % 2;
+        char id[32];
+        snprintf(id, sizeof id, "roll-%d", round + 2);
+        s_worker_term(&w[old]);
+        s_worker_start(&w[old], &b, id, "4");
+    }
+
+    for (int i = 0; i < R_JOBS; i++) {
+        am2z_result_t *r = NULL;
+        ck_assert_int_eq(am2z_client_wait(c, ids[i], 20000, &r), AM2Z_OK);
+        ck_assert_msg(r->success, "job %d failed: %s", i, r->error ? r->error->message : "?");
+        /*  each session's jobs ran once each, in order */
+        ck_assert_uint_eq(am2z_state_version(r->state), (uint64_t)(i / R_SESSIONS) + 2);
+        am2z_result_destroy(&r);
+    }
+    for (int s = 0; s < R_SESSIONS; s++)
+        ck_assert_uint_eq(s_stored_version(c, sessions[s]), 1 + R_JOBS / R_SESSIONS);
+    for (int i = 0; i < R_JOBS; i++)
+        am2z_state_destroy(&states[i]);
+    am2z_client_destroy(&c);
+    s_worker_term(&w[0]);
+    s_worker_term(&w[1]);
+    s_broker_end(&b);
+}
+END_TEST
+
+START_TEST(test_fault_workers_reregister_after_broker_restart)
+{
+    s_broker_t b;
+    s_broker_new(&b, "fault-brestart");
+    am2z_testproc_t w;
+    s_worker_start(&w, &b, "worker-a", "2");
+    s_wait_workers(&b, 1, 5000);
+    am2z_client_t *c = s_client(&b);
+    am2z_result_t *r = NULL;
+    ck_assert_int_eq(am2z_client_execute(c, "increment", NULL, "brestart-1", NULL, &r),
+                     AM2Z_OK);
+    ck_assert(r->success);
+    am2z_result_destroy(&r);
+    am2z_client_destroy(&c);
+
+    for (int round = 0; round < 2; round++) {
+        int status = am2z_testproc_stop(&b.proc, SIGKILL, 5000);
+        ck_assert(status != -1 && WIFSIGNALED(status));
+        s_broker_start(&b);
+        s_wait_workers(&b, 1, 10000);
+        c = s_client(&b);
+        ck_assert_int_eq(am2z_client_execute(c, "increment", NULL, "brestart-1", NULL, &r),
+                         AM2Z_OK);
+        ck_assert(r->success);
+        int64_t n = 0;
+        ck_assert_int_eq(am2z_state_get_int(r->state, "count", &n), AM2Z_OK);
+        ck_assert_int_eq(n, round + 2);
+        am2z_result_destroy(&r);
+        am2z_client_destroy(&c);
+    }
+    s_worker_term(&w);
+    s_broker_end(&b);
+}
+END_TEST
+
+static Suite *
+s_suite(void)
+{
+    Suite *s = suite_create("fault");
+    TCase *tc = tcase_create("processes");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_fault_worker_sigkill_mid_job_completes_on_another_worker);
+    tcase_add_test(tc, test_fault_broker_sigkill_with_1000_jobs_in_flight_loses_none);
+    tcase_add_test(tc, test_fault_worker_sigterm_drains_running_jobs);
+    tcase_add_test(tc, test_fault_worker_sigterm_past_grace_hands_job_back);
+    tcase_add_test(tc, test_fault_rolling_restart_of_workers_loses_nothing);
+    tcase_add_test(tc, test_fault_workers_reregister_after_broker_restart);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int
+main(void)
+{
+    atexit(s_kill_kids);
+    signal(SIGPIPE, SIG_IGN);
+    return am2z_test_run(s_suite());
+}
