@@ -15,7 +15,11 @@
        executions of `increment`, of a chain of 3 increments and of a
        parallel of 3 increments (three-way merge); p50 / p99 each.
 
-    `--workload rt,tp,session,local` picks which run (in that order); `--json`
+    5. embedded runtime (am2z_runtime.h: broker + worker threads over
+       inproc://, LMDB in a temp dir, durability periodic): `--rounds`
+       sequential executions of `increment`; p50 / p99 (as "embedded").
+
+    `--workload rt,tp,session,local,embedded` picks which run (in that order); `--json`
     prints one JSON object a line (bench/run.sh parses them).
 
     It is a client only: start am2z-broker and am2z-example-worker first
@@ -23,8 +27,10 @@
 */
 #include "am2z_client.h"
 #include "am2z_config.h"
+#include "am2z_envelope.h"
 #include "am2z_examples.h"
 #include "am2z_local.h"
+#include "am2z_runtime.h"
 
 #include <czmq.h>
 #include <stdio.h>
@@ -59,7 +65,7 @@ static const am2z_cfg_def_t s_table[] = {
     { "cycles", AM2Z_CFG_UINT, offsetof(s_opts_t, cycles), 0, "1000", 1, 10000000, NULL,
       "session create -> execute -> stop cycles" },
     { "workload", AM2Z_CFG_STRING, offsetof(s_opts_t, workload), 64, "rt,tp", 0, 0, NULL,
-      "comma list of rt (round trip), tp (throughput), session (cycle), local" },
+      "rt (round trip), tp (throughput), session (cycle) — comma list; or local, or embedded" },
     { "json", AM2Z_CFG_BOOL, offsetof(s_opts_t, json), 0, "false", 0, 0, NULL,
       "one JSON object a line instead of text" },
     { NULL }
@@ -285,6 +291,63 @@ s_local(const s_opts_t *o)
 }
 
 static int
+s_embedded(const s_opts_t *o)
+{
+    char dir[] = "/tmp/am2z-bench-embedded.XXXXXX";
+    if (!mkdtemp(dir)) {
+        perror("am2z-bench: mkdtemp");
+        return -1;
+    }
+    /* OpenSSL keeps per-thread state: initialise it on this thread first */
+    uint8_t digest[AM2Z_SHA256_LEN];
+    am2z_sha256((const uint8_t *)"", 0, digest);
+    am2z_broker_config_t cfg;
+    am2z_broker_config_defaults(&cfg);
+    snprintf(cfg.common.data_dir, sizeof cfg.common.data_dir, "%s/data", dir);
+    cfg.common.durability = AM2Z_DURABILITY_PERIODIC;
+    cfg.common.log_level = AM2Z_LOG_WARN;
+    cfg.events[0] = '\0';
+    am2z_runtime_t *rt = am2z_runtime_new(&cfg);
+    size_t n = 0;
+    const am2z_processor_def_t *defs = am2z_example_processors(&n);
+    for (size_t i = 0; i < n; i++)
+        am2z_runtime_register(rt, &defs[i]);
+    int rc = am2z_runtime_start(rt);
+    if (rc != AM2Z_OK) {
+        fprintf(stderr, "am2z-bench: embedded runtime: %s\n", am2z_runtime_last_error(rt));
+        am2z_runtime_destroy(&rt);
+        return -1;
+    }
+    am2z_client_t *c = am2z_runtime_client(rt);
+    uint64_t *lat = calloc(o->rounds, sizeof *lat);
+    am2z_state_t *st = s_state("bench-embedded", o->state_bytes);
+    for (uint64_t i = 0; i < o->rounds + 50 && rc == 0; i++) {
+        am2z_result_t *r = NULL;
+        uint64_t t0 = am2z_clock_mono_us();
+        rc = am2z_client_execute(c, "increment", st, "bench-embedded", NULL, &r);
+        if (i >= 50)
+            lat[i - 50] = am2z_clock_mono_us() - t0;
+        if (rc == AM2Z_OK && !r->success)
+            rc = -1;
+        am2z_result_destroy(&r);
+    }
+    if (rc == 0) {
+        qsort(lat, o->rounds, sizeof *lat, s_cmp_u64);
+        s_report_latency(o, "embedded", lat, o->rounds);
+    } else {
+        fprintf(stderr, "am2z-bench: embedded execute failed\n");
+    }
+    am2z_state_destroy(&st);
+    free(lat);
+    am2z_runtime_destroy(&rt);
+    char cmd[sizeof dir + 16];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "am2z-bench: could not remove %s\n", dir);
+    return rc;
+}
+
+static int
 s_session_cycles(am2z_client_t *c, const s_opts_t *o)
 {
     uint64_t *lat = calloc(o->cycles, sizeof *lat);
@@ -330,7 +393,7 @@ main(int argc, char **argv)
         return 2;
     }
     if (args.help) {
-        printf("usage: am2z-bench [--broker EP] [--workload rt,tp,session,local] [--json] "
+        printf("usage: am2z-bench [--broker EP] [--workload rt,tp,session|local|embedded] [--json] "
                "[--rounds N] [--jobs N] [--cycles N] [--state-bytes N]\n\n");
         am2z_cfg_print_help(s_table, stdout);
         return 0;
@@ -338,6 +401,8 @@ main(int argc, char **argv)
     zsys_handler_set(NULL);
     if (strcmp(o.workload, "local") == 0)           /* no broker needed */
         return s_local(&o) == 0 ? 0 : 1;
+    if (strcmp(o.workload, "embedded") == 0)
+        return s_embedded(&o) == 0 ? 0 : 1;
     am2z_client_t *c = NULL;
     if (am2z_client_connect(o.broker, &c) != AM2Z_OK) {
         fprintf(stderr, "am2z-bench: cannot connect to %s\n", o.broker);

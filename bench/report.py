@@ -378,10 +378,19 @@ def main():
     L.append("")
     lp50 = summary(d.series("am2z", "local", "local", "p50_us").values())
     lp99 = summary(d.series("am2z", "local", "local", "p99_us").values())
-    L.append(f"`am2z_local_execute(increment)`, ~100 B state, {sz['rounds']:,} times in one session, "
-             f"one thread, no broker: p50 **{fmt_us(lp50)} µs**, p99 {fmt_us(lp99)} µs "
-             f"(µs resolution). The embedded runtime over `inproc://` (am2z_runtime.h) is not "
-             f"measured separately yet.")
+    ep50 = d.series("am2z", "embedded", "embedded", "p50_us")
+    ep99 = d.series("am2z", "embedded", "embedded", "p99_us")
+    L.append(f"{sz['rounds']:,} sequential executions of `increment`, ~100 B state, one session:")
+    L.append("")
+    L.append("| runtime | p50 µs | p99 µs | p50 ÷ am2z distributed (periodic) |")
+    L.append("|---|---|---|---|")
+    L.append(f"| embedded (`am2z_runtime.h`: broker + worker threads over `inproc://`, LMDB, periodic) | "
+             f"{fmt_us(summary(ep50.values()))} | {fmt_us(summary(ep99.values()))} | "
+             f"{fmt_ratio(pair_ratio(ep50, d.series('am2z', 'periodic', 'rt', 'p50_us')))} |")
+    L.append(f"| local (`am2z_local.h`: direct call in the calling thread, no broker, no LMDB) | "
+             f"{fmt_us(lp50)} | {fmt_us(lp99)} | — |")
+    L.append("")
+    L.append("(µs resolution: the local figures are at the clock's grain.)")
     L.append("")
     L.append("### 6. Peak RSS during workload 2 (VmHWM, MiB)")
     L.append("")

@@ -187,6 +187,12 @@ local_run() {
   else
     log "am2z local run $run FAILED: $(tail -2 "$work/local.err")"
   fi
+  # the embedded runtime: broker + worker threads over inproc://, periodic
+  if out="$("$BENCH" --workload embedded --json --rounds "$ROUNDS" 2>"$work/embedded.err")"; then
+    record am2z embedded embedded "$run" "" "$out"
+  else
+    log "am2z embedded run $run FAILED: $(tail -2 "$work/embedded.err")"
+  fi
 }
 
 # BullMQ: a fresh Redis (free loopback port, own dir) + one node worker per case.
