@@ -160,7 +160,11 @@ def chart(d, path):
     panels = [("tp", "jobs_per_s", "Throughput, ~100 B state (jobs/s, log)"),
               ("rt", "p50_us", "Round trip p50 (µs, log; lower is better)"),
               ("session", "p50_us", "New session → execute → stop p50 (µs, log)")]
-    tmp = tempfile.mkdtemp(prefix="am2z-chart-")
+    with tempfile.TemporaryDirectory(prefix="am2z-chart-") as tmp:
+        return s_chart_in(d, path, panels, tmp)
+
+
+def s_chart_in(d, path, panels, tmp):
     plots = []
     for i, (case, metric, title) in enumerate(panels):
         dat = os.path.join(tmp, f"p{i}.dat")
