@@ -26,6 +26,7 @@
 #include <msgpack.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,29 @@
     = 129 at most. Rounded up for headroom. */
 #define S_OVERHEAD_MAX 160
 
+/*  OpenSSL 3 resolves a legacy EVP_sha256() to its provider implementation
+    on every EVP_Digest call — half the cost of hashing a small record. The
+    algorithm is fetched once per process instead; after that the pointer
+    is only read (write-once, published by pthread_once), and it is freed
+    at exit, before OpenSSL's own cleanup (atexit runs in reverse order). */
+static pthread_once_t s_md_once = PTHREAD_ONCE_INIT;
+static EVP_MD *s_md;
+
+static void
+s_md_free(void)
+{
+    EVP_MD_free(s_md);
+    s_md = NULL;
+}
+
+static void
+s_md_fetch(void)
+{
+    s_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    if (s_md)
+        atexit(s_md_free);
+}
+
 int
 am2z_sha256(const uint8_t *data, size_t size, uint8_t out[AM2Z_SHA256_LEN])
 {
@@ -42,7 +66,8 @@ am2z_sha256(const uint8_t *data, size_t size, uint8_t out[AM2Z_SHA256_LEN])
     unsigned int len = 0;
     if (!out || (!data && size > 0))
         return AM2Z_EINVAL;
-    if (!EVP_Digest(data ? data : empty, size, out, &len, EVP_sha256(), NULL)
+    pthread_once(&s_md_once, s_md_fetch);
+    if (!EVP_Digest(data ? data : empty, size, out, &len, s_md ? s_md : EVP_sha256(), NULL)
         || len != AM2Z_SHA256_LEN)
         return AM2Z_ECRYPTO;
     return AM2Z_OK;
