@@ -818,10 +818,15 @@ s_unpack_scalar(const uint8_t *p, size_t n, msgpack_object *out)
 static int s_decode_map(const s_schema_t *sc, const uint8_t *p, size_t n, void *base,
                         const char *prefix, s_diag_t *d, uint32_t *seen_out);
 
-static void
+/*  The dotted name of a field for messages and nested prefixes. Top-level
+    fields (the common case, on every message) need no formatting. */
+static const char *
 s_path(char *out, const char *prefix, const char *key)
 {
-    snprintf(out, S_PATH_MAX, "%s%s%s", prefix, *prefix ? "." : "", key);
+    if (!*prefix)
+        return key;
+    snprintf(out, S_PATH_MAX, "%s.%s", prefix, key);
+    return out;
 }
 
 /*  Decodes an error map into e (zeroed, owned by the caller), then fills
@@ -1059,11 +1064,11 @@ s_decode_map(const s_schema_t *sc, const uint8_t *p, size_t n, void *base,
         if (!f)
             continue;                   /* unknown key: newer peer, same /1 */
         uint32_t bit = 1u << (f - sc->fields);
-        s_path(name, prefix, f->key);
+        const char *fname = s_path(name, prefix, f->key);
         if (seen & bit)
-            return s_fail(d, AM2Z_EPROTO, "duplicate field '%s'", name);
+            return s_fail(d, AM2Z_EPROTO, "duplicate field '%s'", fname);
         seen |= bit;
-        int rc = s_decode_field(f, p + vstart, pos - vstart, base, name, d);
+        int rc = s_decode_field(f, p + vstart, pos - vstart, base, fname, d);
         if (rc != AM2Z_OK)
             return rc;
     }
@@ -1078,11 +1083,12 @@ s_decode_map(const s_schema_t *sc, const uint8_t *p, size_t n, void *base,
         const s_field_t *f = &sc->fields[i];
         if (seen & (1u << i))
             continue;
-        s_path(name, prefix, f->key);
         if (f->flags & S_REQ)
-            return s_fail(d, AM2Z_EPROTO, "missing required field '%s'", name);
+            return s_fail(d, AM2Z_EPROTO, "missing required field '%s'",
+                          s_path(name, prefix, f->key));
         if ((f->flags & S_REQ_IF_KO) && ok && !*ok)
-            return s_fail(d, AM2Z_EPROTO, "missing required field '%s' (ok is false)", name);
+            return s_fail(d, AM2Z_EPROTO, "missing required field '%s' (ok is false)",
+                          s_path(name, prefix, f->key));
     }
     if (seen_out)
         *seen_out = seen;
