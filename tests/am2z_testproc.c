@@ -8,6 +8,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <check.h>
+#include <netinet/in.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -20,6 +25,24 @@ s_now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/*  Children started by this process, for the atexit hook. A forked test
+    case (Check's CK_FORK) inherits the list and the hook: it must leave
+    alone the daemons its parent started for the whole suite, so each entry
+    remembers which process started it. */
+static pid_t s_kids[256];
+static pid_t s_owner[256];
+static size_t s_nkids;
+
+static void
+s_kill_kids(void)
+{
+    for (size_t i = 0; i < s_nkids; i++)
+        if (s_owner[i] == getpid() && s_kids[i] > 0 && kill(s_kids[i], 0) == 0) {
+            kill(s_kids[i], SIGKILL);
+            waitpid(s_kids[i], NULL, 0);
+        }
+}
+
 int
 am2z_testproc_start(am2z_testproc_t *p, char *const argv[])
 {
@@ -28,6 +51,9 @@ am2z_testproc_start(am2z_testproc_t *p, char *const argv[])
     int fds[2];
     if (pipe(fds) != 0)
         return -1;
+    if (s_nkids == 0)
+        atexit(s_kill_kids);
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         close(fds[0]);
@@ -35,6 +61,9 @@ am2z_testproc_start(am2z_testproc_t *p, char *const argv[])
         return -1;
     }
     if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(126);            /* the parent died before prctl took */
         dup2(fds[1], STDOUT_FILENO);
         close(fds[0]);
         close(fds[1]);
@@ -45,7 +74,36 @@ am2z_testproc_start(am2z_testproc_t *p, char *const argv[])
     close(fds[1]);
     p->pid = pid;
     p->out_fd = fds[0];
+    if (s_nkids < sizeof s_kids / sizeof s_kids[0]) {
+        s_owner[s_nkids] = parent;
+        s_kids[s_nkids++] = pid;
+    }
     return 0;
+}
+
+int
+am2z_testproc_free_port(void)
+{
+    static unsigned seed;
+    if (!seed)
+        seed = (unsigned)getpid() * 2654435761u ^ (unsigned)time(NULL);
+    for (int tries = 0; tries < 200; tries++) {
+        seed = seed * 1103515245u + 12345u;
+        int port = 20000 + (int)((seed >> 8) % 12000);
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0)
+            break;
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        int ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+        close(fd);
+        if (ok)
+            return port;
+    }
+    ck_abort_msg("no free TCP port on 127.0.0.1");
+    return -1;
 }
 
 int

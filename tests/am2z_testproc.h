@@ -18,8 +18,18 @@ typedef struct {
 } am2z_testproc_t;
 
 /*  Starts argv[0] (a path) with argv, stdout piped to us, stderr inherited
-    (so its logs land in the test log). Returns 0 or -1. */
+    (so its logs land in the test log). The child gets SIGKILL when the
+    thread that started it dies (PR_SET_PDEATHSIG), and every child still
+    running when this process exits is SIGKILLed by an atexit hook, so a
+    failing test never leaves daemons behind. Returns 0 or -1. */
 int am2z_testproc_start(am2z_testproc_t *p, char *const argv[]);
+
+/*  A free TCP port on 127.0.0.1 in 20000..31999: below the kernel's
+    ephemeral range and CZMQ's "tcp://...:*" range (49152 and up), so that
+    nothing else on the machine — a parallel test binding "*", an outgoing
+    connection — takes it while a broker that owns it is down between a kill
+    and its restart. Fails the test when none is found. */
+int am2z_testproc_free_port(void);
 
 /*  Reads the child's stdout until a line containing `needle` arrives or
     timeout_ms passes; the line is kept in p->line. Returns 0 or -1. */

@@ -36,32 +36,6 @@ typedef struct {
     bool fixed;                   /* bind these endpoints (restart keeps them) */
 } s_env_t;
 
-/*  A free TCP port on 127.0.0.1 below the ephemeral and CZMQ "*" ranges,
-    so nothing takes it while a killed broker is down (as in fault_test). */
-static int
-s_free_port(void)
-{
-    static uint64_t seed;
-    if (!seed)
-        seed = (uint64_t)getpid() * 2654435761u ^ (uint64_t)time(NULL);
-    for (int tries = 0; tries < 200; tries++) {
-        uint8_t r[2];
-        am2z_test_random_bytes(&seed, r, sizeof r);
-        int port = 20000 + (int)(((unsigned)r[0] << 8 | r[1]) % 12000);
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        ck_assert_int_ge(fd, 0);
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-        int ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
-        close(fd);
-        if (ok)
-            return port;
-    }
-    ck_abort_msg("no free port");
-    return -1;
-}
 
 static void
 s_wait_registered(const s_env_t *env, const char *name)
@@ -561,9 +535,9 @@ END_TEST
 START_TEST(test_compose_broker_sigkill_mid_chain_resumes_from_last_step)
 {
     s_env_t env = { .fixed = true };
-    snprintf(env.frontend, sizeof env.frontend, "tcp://127.0.0.1:%d", s_free_port());
-    snprintf(env.backend, sizeof env.backend, "tcp://127.0.0.1:%d", s_free_port());
-    snprintf(env.events, sizeof env.events, "tcp://127.0.0.1:%d", s_free_port());
+    snprintf(env.frontend, sizeof env.frontend, "tcp://127.0.0.1:%d", am2z_testproc_free_port());
+    snprintf(env.backend, sizeof env.backend, "tcp://127.0.0.1:%d", am2z_testproc_free_port());
+    snprintf(env.events, sizeof env.events, "tcp://127.0.0.1:%d", am2z_testproc_free_port());
     s_start(&env, "cmp-kill");
     am2z_client_t *c = s_client(&env);
     s_log_t log = { 0 };

@@ -8,8 +8,8 @@
     Brokers bind explicit free ports below the ephemeral ranges, so a
     restarted broker gets the same ports back (a "*" port can be taken by
     a parallel test while the broker is down).
-    Child processes get PR_SET_PDEATHSIG, and an atexit hook SIGKILLs them,
-    so a failing case leaves no daemon behind.
+    am2z_testproc_start ties every child to the test's life, so a failing
+    case leaves no daemon behind.
 */
 #include "am2z_client.h"
 #include "am2z_testproc.h"
@@ -35,49 +35,6 @@
    Processes
    ------------------------------------------------------------------------ */
 
-/*  Every child this test process started (for the atexit hook). */
-static pid_t s_kids[64];
-static size_t s_nkids;
-
-static void
-s_kill_kids(void)
-{
-    for (size_t i = 0; i < s_nkids; i++)
-        if (s_kids[i] > 0 && kill(s_kids[i], 0) == 0) {
-            kill(s_kids[i], SIGKILL);
-            waitpid(s_kids[i], NULL, 0);
-        }
-}
-
-/*  am2z_testproc_start, plus: the child dies with us. */
-static void
-s_spawn(am2z_testproc_t *p, char *const argv[])
-{
-    memset(p, 0, sizeof *p);
-    p->out_fd = -1;
-    int fds[2];
-    ck_assert_int_eq(pipe(fds), 0);
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(126);
-        dup2(fds[1], STDOUT_FILENO);
-        close(fds[0]);
-        close(fds[1]);
-        execv(argv[0], argv);
-        fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
-        _exit(127);
-    }
-    close(fds[1]);
-    p->pid = pid;
-    p->out_fd = fds[0];
-    if (s_nkids < sizeof s_kids / sizeof s_kids[0])
-        s_kids[s_nkids++] = pid;
-}
-
 typedef struct {
     am2z_testproc_t proc;
     char dir[512];
@@ -85,35 +42,6 @@ typedef struct {
     char backend[256];
     char events[256];
 } s_broker_t;
-
-/*  A free TCP port on 127.0.0.1 below the kernel's ephemeral range and
-    CZMQ's "*" range (49152 and up), so that nothing else in the machine —
-    a parallel test binding "*", an outgoing connection — takes it while
-    our broker is down between a kill and its restart. */
-static int
-s_free_port(void)
-{
-    static uint64_t seed;
-    if (!seed)
-        seed = (uint64_t)getpid() * 2654435761u ^ (uint64_t)time(NULL);
-    for (int tries = 0; tries < 200; tries++) {
-        uint8_t r[2];
-        am2z_test_random_bytes(&seed, r, sizeof r);
-        int port = 20000 + (int)(((unsigned)r[0] << 8 | r[1]) % 12000);
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        ck_assert_int_ge(fd, 0);
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-        int ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
-        close(fd);
-        if (ok)
-            return port;
-    }
-    ck_abort_msg("no free port");
-    return -1;
-}
 
 /*  Starts a broker on b->dir and the endpoints in b (same ones after a
     kill: the data dir and the ports stay). Returns 0, or -1 when it did not
@@ -125,7 +53,7 @@ s_broker_try(s_broker_t *b)
                      "--backend", b->backend, "--events", b->events, "--heartbeat", HB,
                      "--liveness", LIVENESS, "--durability", "periodic",
                      "--log-level", "error", NULL };
-    s_spawn(&b->proc, argv);
+    ck_assert_int_eq(am2z_testproc_start(&b->proc, argv), 0);
     if (am2z_testproc_wait_line(&b->proc, "ready", 10000) != 0) {
         am2z_testproc_stop(&b->proc, SIGKILL, 5000);
         return -1;
@@ -154,9 +82,9 @@ s_broker_new(s_broker_t *b, const char *tag)
     memset(b, 0, sizeof *b);
     am2z_test_tmpdir(tag, b->dir, sizeof b->dir);
     for (int tries = 0; tries < 5; tries++) {
-        snprintf(b->frontend, sizeof b->frontend, "tcp://127.0.0.1:%d", s_free_port());
-        snprintf(b->backend, sizeof b->backend, "tcp://127.0.0.1:%d", s_free_port());
-        snprintf(b->events, sizeof b->events, "tcp://127.0.0.1:%d", s_free_port());
+        snprintf(b->frontend, sizeof b->frontend, "tcp://127.0.0.1:%d", am2z_testproc_free_port());
+        snprintf(b->backend, sizeof b->backend, "tcp://127.0.0.1:%d", am2z_testproc_free_port());
+        snprintf(b->events, sizeof b->events, "tcp://127.0.0.1:%d", am2z_testproc_free_port());
         if (s_broker_try(b) == 0)
             return;
     }
@@ -180,7 +108,7 @@ s_worker_start_grace(am2z_testproc_t *w, const s_broker_t *b, const char *id,
                      "--id", (char *)id, "--heartbeat", HB, "--liveness", LIVENESS,
                      "--grace", (char *)grace, "--concurrency", (char *)concurrency,
                      "--log-level", "error", NULL };
-    s_spawn(w, argv);
+    ck_assert_int_eq(am2z_testproc_start(w, argv), 0);
     ck_assert_msg(am2z_testproc_wait_line(w, "ready", 10000) == 0,
                   "worker %s did not report ready", id);
 }
@@ -642,7 +570,6 @@ s_suite(void)
 int
 main(void)
 {
-    atexit(s_kill_kids);
     signal(SIGPIPE, SIG_IGN);
     return am2z_test_run(s_suite());
 }

@@ -38,51 +38,6 @@
 #define MAX_FRAME (64 * 1024)
 
 /* ---------------------------------------------------------------------------
-   Processes (as in fault_test.c: children die with us)
-   ------------------------------------------------------------------------ */
-
-static pid_t s_kids[8];
-static size_t s_nkids;
-
-static void
-s_kill_kids(void)
-{
-    for (size_t i = 0; i < s_nkids; i++)
-        if (s_kids[i] > 0 && kill(s_kids[i], 0) == 0) {
-            kill(s_kids[i], SIGKILL);
-            waitpid(s_kids[i], NULL, 0);
-        }
-}
-
-static void
-s_spawn(am2z_testproc_t *p, char *const argv[])
-{
-    memset(p, 0, sizeof *p);
-    p->out_fd = -1;
-    int fds[2];
-    ck_assert_int_eq(pipe(fds), 0);
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(126);
-        dup2(fds[1], STDOUT_FILENO);
-        close(fds[0]);
-        close(fds[1]);
-        execv(argv[0], argv);
-        fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
-        _exit(127);
-    }
-    close(fds[1]);
-    p->pid = pid;
-    p->out_fd = fds[0];
-    if (s_nkids < sizeof s_kids / sizeof s_kids[0])
-        s_kids[s_nkids++] = pid;
-}
-
-/* ---------------------------------------------------------------------------
    Random input
    ------------------------------------------------------------------------ */
 
@@ -571,7 +526,7 @@ START_TEST(test_fuzz_broker_survives_10000_bad_messages_on_both_sockets)
                       "--events", "tcp://127.0.0.1:*", "--heartbeat", "100ms",
                       "--liveness", "5", "--max-frame-size", "64KiB",
                       "--durability", "periodic", "--log-level", "off", NULL };
-    s_spawn(&broker, bargv);
+    ck_assert_int_eq(am2z_testproc_start(&broker, bargv), 0);
     ck_assert_msg(am2z_testproc_wait_line(&broker, "ready", 10000) == 0,
                   "broker did not report ready");
     ck_assert_int_eq(am2z_testproc_field(&broker, "frontend", fe, sizeof fe), 0);
@@ -580,7 +535,7 @@ START_TEST(test_fuzz_broker_survives_10000_bad_messages_on_both_sockets)
     char *wargv[] = { AM2Z_EXAMPLE_WORKER_BIN, "--broker", be, "--id", "fuzz-real-worker",
                       "--heartbeat", "100ms", "--liveness", "5",
                       "--log-level", "error", NULL };
-    s_spawn(&worker, wargv);
+    ck_assert_int_eq(am2z_testproc_start(&worker, wargv), 0);
     ck_assert_msg(am2z_testproc_wait_line(&worker, "ready", 10000) == 0,
                   "worker did not report ready");
 
@@ -691,7 +646,6 @@ s_suite(void)
 int
 main(void)
 {
-    atexit(s_kill_kids);
     signal(SIGPIPE, SIG_IGN);
     return am2z_test_run(s_suite());
 }
