@@ -198,8 +198,10 @@ s_event(am2z_broker_t *self, job_t *job, const char *name, const char *session,
     if (rc == AM2Z_OK) {
         if (self->pub)
             s_send_frames(self->pub, NULL, 0, name, AM2Z_CMD_EVENT, body, size);
-        if (job && job->client.ident_size) {
-            /* EVENT has no req: the job id correlates */
+        if (job && job->client.ident_size && job->client.events) {
+            /* EVENT has no req: the job id correlates. Only clients that
+               asked (SUBMIT.events) get them: the others would drop them,
+               and they were 2 of the ~11 messages of every job. */
             s_send_frames(self->fe, job->client.ident, job->client.ident_size, NULL,
                           AM2Z_CMD_EVENT, body, size);
         }
@@ -631,6 +633,7 @@ s_on_submit(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
     job->not_before_ms = now + msg->delay_ms;
     job->seq = ++self->seq;
     job->client = *peer;
+    job->client.events = msg->events;
 
     int rc = s_put_job_record(self, job);
     if (rc != AM2Z_OK) {

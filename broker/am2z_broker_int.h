@@ -57,6 +57,7 @@ typedef struct {
     uint8_t ident[S_IDENT_MAX];
     size_t ident_size;            /* 0 = nobody (reloaded job) */
     uint64_t req;
+    bool events;                  /* the submitter wants the job's events (SUBMIT.events) */
 } peer_t;
 
 typedef enum { JOB_WAITING = 0, JOB_ACTIVE, JOB_FAILING } job_status_t;

@@ -627,6 +627,7 @@ s_submit_msg(am2z_client_t *self, const char *processor, const am2z_state_t *sta
         return AM2Z_EINVAL;
     }
     am2z_msg_init(msg, AM2Z_CMD_SUBMIT);
+    msg->events = self->nsubs > 0;      /* the broker sends events only when asked */
     msg->processor = (char *)processor;
     msg->session = (char *)session_id;
     if (state) {

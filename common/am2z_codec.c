@@ -407,12 +407,13 @@ static const s_schema_t s_comp_schema = S_SCHEMA(s_comp_fields, am2z_comp_desc_t
                          .aux = M(ncomps), .lo = 1, .hi = AM2Z_CODEC_MAX_COMPS, \
                          .sub = &s_comp_schema, .elem = "composite" }
 #define F_CALL(fl)     { .key = "call", .kind = K_BOOL, .flags = (fl), .off = M(call) }
+#define F_EVENTS(fl)   { .key = "events", .kind = K_BOOL, .flags = (fl), .off = M(events) }
 #define F_SELECT(fl)   { .key = "select", .kind = K_STR, .flags = (fl), .off = M(select), .str = &s_rule_key }
 
 /*  The command tables. Keep docs/PROTOCOL.md in step with these. */
 static const s_field_t s_submit[] = {
     F_REQ(S_REQ), F_PROC(S_REQ), F_SESSION(S_REQ), F_STATE(0), F_PRIO(0),
-    F_TIMEOUT(0), F_DELAY(0), F_DEPTH(0), F_IDEM(0), F_JOB(0),
+    F_TIMEOUT(0), F_DELAY(0), F_DEPTH(0), F_IDEM(0), F_JOB(0), F_EVENTS(0),
 };
 static const s_field_t s_fetch[] = { F_REQ(S_REQ), F_JOB(S_REQ) };
 static const s_field_t s_query[] = {

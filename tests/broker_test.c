@@ -228,16 +228,25 @@ s_wait_known(zsock_t *client, const char *proc)
     ck_abort_msg("processor %s never registered", proc);
 }
 
+/*  SUBMIT asking for the job's events on this connection (as a client
+    library with event subscriptions does). */
 static uint64_t
-s_submit(zsock_t *client, const char *proc, const char *session)
+s_submit_ev(zsock_t *client, const char *proc, const char *session, bool events)
 {
     am2z_msg_t m;
     am2z_msg_init(&m, AM2Z_CMD_SUBMIT);
     m.req = ++s_req;
     m.processor = (char *)proc;
     m.session = (char *)session;
+    m.events = events;
     s_send(client, &m);
     return m.req;
+}
+
+static uint64_t
+s_submit(zsock_t *client, const char *proc, const char *session)
+{
+    return s_submit_ev(client, proc, session, true);
 }
 
 /*  Submits and waits for ACCEPTED; copies the job id out. */
@@ -387,6 +396,20 @@ START_TEST(test_broker_result_reaches_submitter_with_version_bump)
     ck_assert_ptr_nonnull(name);
     ck_assert_str_eq(name, "session:created");
     zstr_free(&name);
+    am2z_msg_clear(&acc);
+    am2z_msg_clear(&j);
+    am2z_msg_clear(&r);
+
+    /* a client that did not ask for events gets none on its connection
+       (PUB still has them) — just ACCEPTED and RESULT */
+    trace[0] = '\0';
+    req = s_submit_ev(c, "inc", "s1", false);
+    ck_assert(s_recv(c, AM2Z_CMD_ACCEPTED, S_WAIT, &acc, trace, sizeof trace));
+    s_expect(w, AM2Z_CMD_JOB, &j);
+    s_done_inc(w, &j, j.attempt);
+    ck_assert(s_recv(c, AM2Z_CMD_RESULT, S_WAIT, &r, trace, sizeof trace));
+    ck_assert_uint_eq(r.req, req);
+    ck_assert_str_eq(trace, "");
     am2z_msg_clear(&acc);
     am2z_msg_clear(&j);
     am2z_msg_clear(&r);

@@ -131,6 +131,7 @@ s_fill(am2z_cmd_t cmd, am2z_msg_t *m)
         m->call_depth = 3;
         m->idem_key = s_str("order 17 / retry ok");
         m->job = s_str("0192f3a4b5c6d7e8f90a1b2c3d4e5f60");
+        m->events = true;
         break;
     case AM2Z_CMD_FETCH:
         m->req = UINT64_MAX;
@@ -302,6 +303,7 @@ s_msg_eq(const am2z_msg_t *a, const am2z_msg_t *b)
     s_error_eq(a->error, b->error);
     ck_assert_int_eq(a->success, b->success);
     ck_assert_int_eq(a->keep_state, b->keep_state);
+    ck_assert_int_eq(a->events, b->events);
     ck_assert_uint_eq(a->attempt, b->attempt);
     ck_assert_uint_eq(a->call_depth, b->call_depth);
     ck_assert_int_eq(a->priority, b->priority);
