@@ -1,12 +1,12 @@
 /*  am2z_ctx.c — the processor context and the actor thread that runs
-    processors (see am2z_worker_priv.h for the pipe protocol).
+    processors (see am2z_worker_priv.h for the actor protocol).
 
     One actor runs one job at a time: it decodes the input state, builds a
     ctx on its stack, calls the processor, applies the recorded changes and
     encodes the whole DONE body, so the worker's main thread only forwards
-    bytes. Events are encoded here too and sent over the pipe as they are
-    emitted; the pipe keeps order, so a job's events reach the broker before
-    its DONE.
+    bytes. Events are encoded here too and sent over the actor's DEALER as
+    they are emitted; one socket keeps order, so a job's events reach the
+    broker before its DONE. Bodies are handed to ZeroMQ without a copy.
 */
 #include "am2z_worker_priv.h"
 
@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zmq.h>
 
 
 /* ---------------------------------------------------------------------------
@@ -107,30 +108,85 @@ am2z_ctx_log(const am2z_ctx_t *ctx)
    Events
    ------------------------------------------------------------------------ */
 
-/*  Sends [cmd, body] to the main thread. Takes nothing; copies body. */
-static int
-s_pipe_send(zsock_t *pipe, const char *cmd, const uint8_t *body, size_t size)
-{
-    zmsg_t *msg = zmsg_new();
-    if (!msg)
-        return AM2Z_ENOMEM;
-    if (zmsg_addstr(msg, cmd) != 0 || zmsg_addmem(msg, body, size) != 0) {
-        zmsg_destroy(&msg);
-        return AM2Z_ENOMEM;
-    }
-    if (zmsg_send(&msg, pipe) != 0) {
-        zmsg_destroy(&msg);
-        return AM2Z_ENETWORK;
-    }
-    return AM2Z_OK;
-}
-
-/*  The worker's host: the actor pipe, and whether $TERM came while a
-    nested call was waiting (the actor then ends after the job). */
+/*  The worker's host: the actor's DEALER to the main thread's ROUTER, and
+    whether $TERM came while a nested call was waiting (the actor then ends
+    after the job). */
 typedef struct {
-    zsock_t *pipe;
+    void *sock;                   /* owned by the actor thread */
     bool term;
 } s_pipe_host_t;
+
+static void
+s_free_body(void *data, void *hint)
+{
+    (void)hint;
+    free(data);
+}
+
+/*  Sends [cmd, body] to the main thread. Takes *body_p (NULL = an empty
+    body); the bytes travel without a copy. Blocks while the main thread's
+    queue is full (its high-water mark). */
+static int
+s_pipe_send(s_pipe_host_t *h, const char *cmd, uint8_t **body_p, size_t size)
+{
+    uint8_t *body = *body_p;
+    *body_p = NULL;
+    zmq_msg_t m;
+    if ((body ? zmq_msg_init_data(&m, body, size, s_free_body, NULL)
+              : zmq_msg_init(&m)) != 0) {
+        free(body);
+        return AM2Z_ENOMEM;
+    }
+    int rc;
+    while ((rc = zmq_send(h->sock, cmd, strlen(cmd), ZMQ_SNDMORE)) == -1 && errno == EINTR)
+        ;
+    if (rc != -1)
+        while ((rc = zmq_msg_send(&m, h->sock, 0)) == -1 && errno == EINTR)
+            ;
+    zmq_msg_close(&m);
+    return rc == -1 ? AM2Z_ENETWORK : AM2Z_OK;
+}
+
+int
+am2zw_recv(void *sock, zmq_msg_t *parts, int max, int flags)
+{
+    int n = 0;
+    while (true) {
+        zmq_msg_t spare;
+        zmq_msg_t *m = n < max ? &parts[n] : &spare;
+        zmq_msg_init(m);
+        if (zmq_msg_recv(m, sock, n == 0 ? flags : 0) == -1) {
+            zmq_msg_close(m);
+            if (n == 0)
+                return -1;
+            if (errno == EINTR)
+                continue;
+            break;                        /* cannot happen: parts arrive together */
+        }
+        bool more = zmq_msg_more(m);
+        if (m == &spare)
+            zmq_msg_close(m);
+        n++;
+        if (!more)
+            break;
+    }
+    return n;
+}
+
+void
+am2zw_close(zmq_msg_t *parts, int n, int max)
+{
+    for (int i = 0; i < n && i < max; i++)
+        zmq_msg_close(&parts[i]);
+}
+
+/*  True when part m holds exactly the string s. */
+static bool
+s_is(zmq_msg_t *m, const char *s)
+{
+    size_t len = strlen(s);
+    return zmq_msg_size(m) == len && memcmp(zmq_msg_data(m), s, len) == 0;
+}
 
 static int
 s_emit(am2z_ctx_t *ctx, const char *event, const uint8_t *data, size_t size)
@@ -143,8 +199,8 @@ s_emit(am2z_ctx_t *ctx, const char *event, const uint8_t *data, size_t size)
     return rc;
 }
 
-/*  The worker's host: events become EVENT bodies sent over the actor pipe
-    (the main thread forwards them to the broker ahead of the DONE). */
+/*  The worker's host: events become EVENT bodies sent to the main thread
+    (which forwards them to the broker ahead of the DONE). */
 static int
 s_pipe_emit(void *host, const am2z_ctx_t *ctx, const char *event,
             const uint8_t *data, size_t size, uint64_t seq)
@@ -172,9 +228,7 @@ s_pipe_emit(void *host, const am2z_ctx_t *ctx, const char *event,
                  AM2Z_KS("error", am2z_strerror(rc)));
         return rc;
     }
-    rc = s_pipe_send(((s_pipe_host_t *)host)->pipe, "EVENT", body, body_size);
-    free(body);
-    return rc;
+    return s_pipe_send(host, "EVENT", &body, body_size);
 }
 
 /*  A failed call result (the call never got an answer). */
@@ -193,7 +247,7 @@ s_call_failed(const am2z_ctx_t *ctx, const char *name, am2z_error_t *error)
     return r;
 }
 
-/*  The worker's nested call: CALL {job, proc, state, depth} over the pipe
+/*  The worker's nested call: CALL {job, proc, state, depth} to the main thread
     (the main thread numbers it and forwards it to the broker, which runs
     the callee as a job of this session), then wait for ["RESULT", body].
     Cancellation of the caller ends the wait with a failed result. */
@@ -215,11 +269,10 @@ s_pipe_call(void *host, am2z_ctx_t *ctx, const char *name, const am2z_state_t *s
     size_t size = 0;
     int rc = am2z_msg_encode(&call, &body, &size);   /* borrowed: never cleared */
     if (rc == AM2Z_OK)
-        rc = s_pipe_send(h->pipe, "CALL", body, size);
+        rc = s_pipe_send(h, "CALL", &body, size);
     free(body);
     if (rc != AM2Z_OK)
         return rc == AM2Z_ENOMEM ? rc : AM2Z_ESTATE;
-    void *sock = zsock_resolve(h->pipe);
     while (true) {
         if (h->term || (ctx->cancel && atomic_load(ctx->cancel))) {
             am2z_error_t *e = am2z_error_new(AM2Z_CAT_EXECUTION, "CANCELLED",
@@ -227,26 +280,23 @@ s_pipe_call(void *host, am2z_ctx_t *ctx, const char *name, const am2z_state_t *s
             *out = s_call_failed(ctx, name, e);
             return *out ? AM2Z_OK : AM2Z_ENOMEM;
         }
-        zmq_pollitem_t item = { sock, 0, ZMQ_POLLIN, 0 };
+        zmq_pollitem_t item = { h->sock, 0, ZMQ_POLLIN, 0 };
         if (zmq_poll(&item, 1, 50) <= 0 || !(item.revents & ZMQ_POLLIN))
             continue;
-        zmsg_t *msg = zmsg_recv(h->pipe);
-        if (!msg)
+        zmq_msg_t parts[2];
+        int n = am2zw_recv(h->sock, parts, 2, ZMQ_DONTWAIT);
+        if (n < 0)
             continue;
-        char *cmd = zmsg_popstr(msg);
-        zframe_t *frame = zmsg_pop(msg);
-        bool result = cmd && streq(cmd, "RESULT") && frame;
-        if (!cmd || streq(cmd, "$TERM"))
+        bool result = n == 2 && s_is(&parts[0], "RESULT");
+        if (s_is(&parts[0], "$TERM"))
             h->term = true;
         am2z_msg_t r;
         am2z_msg_init(&r, AM2Z_CMD_INVALID);
-        int drc = result ? am2z_msg_decode(AM2Z_CMD_RESULT, zframe_data(frame),
-                                           zframe_size(frame), zframe_size(frame) + 1, &r,
-                                           NULL, 0)
+        int drc = result ? am2z_msg_decode(AM2Z_CMD_RESULT, zmq_msg_data(&parts[1]),
+                                           zmq_msg_size(&parts[1]),
+                                           zmq_msg_size(&parts[1]) + 1, &r, NULL, 0)
                          : AM2Z_EPROTO;
-        zframe_destroy(&frame);
-        zstr_free(&cmd);
-        zmsg_destroy(&msg);
+        am2zw_close(parts, n, 2);
         if (!result)
             continue;
         if (drc != AM2Z_OK) {
@@ -434,7 +484,6 @@ am2zw_outcome_clear(am2zw_outcome_t *out)
 static void
 s_run(s_pipe_host_t *h, const am2zw_actor_args_t *a, const am2z_msg_t *job)
 {
-    zsock_t *pipe = h->pipe;
     uint8_t *changes = NULL;
     size_t changes_size = 0;
     am2zw_outcome_t oc = { .exec_us = 1, .started_ms = am2z_clock_wall_ms() };
@@ -490,8 +539,9 @@ s_run(s_pipe_host_t *h, const am2zw_actor_args_t *a, const am2z_msg_t *job)
                  AM2Z_KS("error", am2z_strerror(rc)));
         body_size = 0;
     }
-    if (s_pipe_send(pipe, "DONE", body ? body : (const uint8_t *)"", body_size)
-        != AM2Z_OK)
+    if (!body)
+        body_size = 0;
+    if (s_pipe_send(h, "DONE", &body, body_size) != AM2Z_OK)
         AM2Z_LOG(a->log, AM2Z_LOG_ERROR, "worker", "actor pipe send failed",
                  AM2Z_KS("job", job->job), AM2Z_KS("processor", a->processor));
     free(body);
@@ -503,36 +553,36 @@ s_run(s_pipe_host_t *h, const am2zw_actor_args_t *a, const am2z_msg_t *job)
    The actor thread
    ------------------------------------------------------------------------ */
 
-void
-am2zw_actor(zsock_t *pipe, void *args)
+void *
+am2zw_actor(void *args)
 {
     const am2zw_actor_args_t *a = args;
-    s_pipe_host_t h = { .pipe = pipe, .term = false };
-    zsock_signal(pipe, 0);
+    s_pipe_host_t h = { .sock = a->sock, .term = false };
     while (!h.term) {
-        zmsg_t *msg = zmsg_recv(pipe);
-        if (!msg) {
+        zmq_msg_t parts[2];
+        int n = am2zw_recv(h.sock, parts, 2, 0);
+        if (n < 0) {
             if (errno == EINTR)
                 continue;
             break;
         }
-        char *cmd = zmsg_popstr(msg);
-        bool term = !cmd || streq(cmd, "$TERM");
-        if (!term && streq(cmd, "JOB")) {
-            zframe_t *frame = zmsg_pop(msg);
+        bool term = s_is(&parts[0], "$TERM");
+        if (!term && n == 2 && s_is(&parts[0], "JOB")) {
             am2z_msg_t *job = NULL;
-            if (frame && zframe_size(frame) == sizeof job)
-                memcpy(&job, zframe_data(frame), sizeof job);
-            zframe_destroy(&frame);
+            if (zmq_msg_size(&parts[1]) == sizeof job)
+                memcpy(&job, zmq_msg_data(&parts[1]), sizeof job);
+            am2zw_close(parts, n, 2);
+            n = 0;
             if (job) {
                 s_run(&h, a, job);
                 am2z_msg_clear(job);
                 free(job);
             }
         }
-        zstr_free(&cmd);
-        zmsg_destroy(&msg);
+        am2zw_close(parts, n, 2);
         if (term)
             break;
     }
+    zmq_close(h.sock);
+    return NULL;
 }

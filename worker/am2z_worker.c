@@ -5,15 +5,18 @@
     runs processor code and never decodes a state, so heartbeats and
     cancellations are served however long a processor takes.
 
-    Loop: poll the broker socket, every actor pipe and (background mode) the
-    control pipe, with a timeout bounded by the next heartbeat.
+    Loop: poll the broker socket, the actors' ROUTER (one socket for every
+    actor, see am2z_worker_priv.h) and (background mode) the control pipe,
+    with a timeout bounded by the next heartbeat; then read each readable
+    socket until it is empty (at most S_BATCH messages a turn).
       JOB        -> an idle slot of that processor: pointer to the decoded
-                    message over the actor's pipe; no idle slot (the broker
+                    message to the actor; no idle slot (the broker
                     broke the credit rule) -> DONE failed, resource error
       CANCEL     -> the slot's atomic cancellation flag
       DISCONNECT -> READY again
-      actor EVENT / DONE -> forwarded as they come (pipe order = emit order,
-                    so a job's events precede its DONE); DONE frees the slot
+      actor EVENT / DONE -> forwarded as they come (one actor's messages
+                    keep their order, so a job's events precede its DONE);
+                    DONE frees the slot
     Broker silent for liveness x heartbeat -> new socket, READY again; while
     it stays silent, again after an exponential, jittered backoff
     (S_BACKOFF_MIN_MS doubling to S_BACKOFF_MAX_MS, never less than one
@@ -53,6 +56,7 @@
 #include "am2z_codec.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -67,8 +71,8 @@
 #define S_POLL_MAX_MS 50
 /*  Largest body accepted from the broker (a JOB carries a whole state). */
 #define S_MAX_FRAME ((size_t)64 << 20)
-/*  Messages read from the broker per loop turn before actors get a look. */
-#define S_BROKER_BATCH 64
+/*  Messages read from one socket per loop turn before the others get a look. */
+#define S_BATCH 256
 /*  Linger of the broker socket when it is closed, so DISCONNECT goes out. */
 #define S_LINGER_MS 500
 
@@ -100,7 +104,8 @@ struct am2z_worker_t {
     Invariant: busy == false <=> the slot's index is on its lane's idle stack. */
 typedef struct {
     size_t proc;                  /* index into worker->procs */
-    zactor_t *actor;              /* owned */
+    pthread_t thread;             /* the actor; joined by s_engine_fini */
+    bool started;                 /* thread runs (owns its DEALER) */
     am2zw_actor_args_t args;      /* read by the actor; stable address */
     atomic_bool cancel;           /* set here, read by the actor */
     bool busy;                    /* a job was sent and its DONE not seen */
@@ -133,13 +138,15 @@ typedef struct {
     zsock_t *control;             /* background mode: the zactor pipe; else NULL */
     volatile int *stop_flag;      /* run(): caller's flag, may be NULL */
     zsock_t *dealer;              /* owned; to the broker */
+    zsock_t *router;              /* owned; every actor's DEALER connects here */
+    char endpoint[64];            /* router's inproc endpoint (unique) */
     s_slot_t *slots;              /* owned; never moves (actors point into it);
                                      nslots lane slots then nextras extras */
     size_t nslots;                /* lane slots (sum of concurrencies) */
     size_t nextras;               /* extra actors spawned (<= S_EXTRA_MAX) */
     uint64_t next_req;            /* CALL numbering */
     s_lane_t *lanes;              /* owned; one per processor */
-    zmq_pollitem_t *items;        /* owned; [dealer, slots..., control?] */
+    zmq_pollitem_t items[3];      /* [dealer, router, control?] */
     size_t nitems;                /* entries in items */
     size_t busy;                  /* slots running a job */
     uint64_t hb_us;               /* heartbeat interval */
@@ -339,6 +346,23 @@ s_send(s_engine_t *e, const char *cmd, const void *body, size_t size)
     return AM2Z_OK;
 }
 
+/*  s_send of a body received from an actor, forwarded without a copy. The
+    caller still closes *body. */
+static int
+s_send_body(s_engine_t *e, const char *cmd, zmq_msg_t *body)
+{
+    void *h = zsock_resolve(e->dealer);
+    if (zmq_send(h, AM2Z_PROTOCOL, strlen(AM2Z_PROTOCOL),
+                 ZMQ_SNDMORE | ZMQ_DONTWAIT) == -1) {
+        AM2Z_LOG(e->w->log, AM2Z_LOG_WARN, "worker", "message to broker dropped",
+                 AM2Z_KS("command", cmd), AM2Z_KS("error", zmq_strerror(errno)));
+        return AM2Z_ENETWORK;
+    }
+    zmq_send(h, cmd, strlen(cmd), ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_msg_send(body, h, ZMQ_DONTWAIT);
+    return AM2Z_OK;
+}
+
 static int
 s_send_msg(s_engine_t *e, const am2z_msg_t *msg)
 {
@@ -478,7 +502,7 @@ s_connect(s_engine_t *e)
         zsock_destroy(&e->dealer);
         return AM2Z_ENETWORK;
     }
-    if (e->items)
+    if (e->router)
         s_rebuild_items(e);
     return AM2Z_OK;
 }
@@ -493,46 +517,132 @@ s_rebuild_items(s_engine_t *e)
     size_t n = 0;
     e->items[n++] = (zmq_pollitem_t){ .socket = zsock_resolve(e->dealer),
                                       .events = ZMQ_POLLIN };
-    for (size_t i = 0; i < s_nall(e); i++)
-        e->items[n++] = (zmq_pollitem_t){
-            .socket = zsock_resolve(e->slots[i].actor), .events = ZMQ_POLLIN };
+    e->items[n++] = (zmq_pollitem_t){ .socket = zsock_resolve(e->router),
+                                      .events = ZMQ_POLLIN };
     if (e->control)
         e->items[n++] = (zmq_pollitem_t){ .socket = zsock_resolve(e->control),
                                           .events = ZMQ_POLLIN };
     e->nitems = n;
 }
 
-/*  Waits (unbounded) for a busy actor's DONE so that destroying it loses no
-    message; used only after the stop grace period ran out. */
-static void
-s_drain_slot(s_engine_t *e, s_slot_t *slot)
+/*  Sends [cmd, data] to slot's actor (the ROUTER prepends its routing id).
+    The actor's queue holds at most a JOB, a RESULT and "$TERM", so this
+    does not block. */
+static int
+s_to_actor(s_engine_t *e, const s_slot_t *slot, const char *cmd,
+           const void *data, size_t size)
 {
-    AM2Z_LOG(e->w->log, AM2Z_LOG_WARN, "worker",
-             "processor ignores cancellation; waiting for it",
-             AM2Z_KS("processor", slot->args.processor), AM2Z_KS("job", slot->job));
-    while (slot->busy) {
-        zmsg_t *msg = zmsg_recv(slot->actor);
-        if (!msg) {
+    void *h = zsock_resolve(e->router);
+    uint32_t id = (uint32_t)(slot - e->slots);
+    if (zmq_send(h, &id, sizeof id, ZMQ_SNDMORE) == -1)
+        return AM2Z_ENETWORK;
+    /*  Once the first part is queued the rest of a multipart always is. */
+    zmq_send(h, cmd, strlen(cmd), size || data ? ZMQ_SNDMORE : 0);
+    if (size || data)
+        zmq_send(h, data, size, 0);
+    return AM2Z_OK;
+}
+
+/*  Starts slot's actor thread on its own DEALER (routing id = slot index),
+    connected here so that a failure is seen here and a JOB can be routed
+    at once. Returns AM2Z_OK, AM2Z_ENETWORK or AM2Z_ENOMEM. */
+static int
+s_spawn(s_engine_t *e, s_slot_t *slot, size_t p)
+{
+    am2z_worker_t *w = e->w;
+    slot->proc = p;
+    atomic_init(&slot->cancel, false);
+    void *sock = zmq_socket(zsys_init(), ZMQ_DEALER);
+    if (!sock) {
+        AM2Z_LOG(w->log, AM2Z_LOG_ERROR, "worker", "zmq_socket(DEALER) for an actor failed",
+                 AM2Z_KS("processor", w->procs[p].name),
+                 AM2Z_KS("error", zmq_strerror(errno)));
+        return AM2Z_ENETWORK;
+    }
+    uint32_t id = (uint32_t)(slot - e->slots);
+    int linger = 0;
+    if (zmq_setsockopt(sock, ZMQ_ROUTING_ID, &id, sizeof id) != 0
+        || zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger) != 0
+        || zmq_connect(sock, e->endpoint) != 0) {
+        AM2Z_LOG(w->log, AM2Z_LOG_ERROR, "worker", "actor socket not connected",
+                 AM2Z_KS("error", zmq_strerror(errno)));
+        zmq_close(sock);
+        return AM2Z_ENETWORK;
+    }
+    /*  The connect queued the new peer on the ROUTER's command mailbox;
+        reading its events attaches it now (a send may skip that step), so
+        a JOB can be routed to it at once. */
+    zsock_events(e->router);
+    slot->args = (am2zw_actor_args_t){
+        .processor = w->procs[p].name, .fn = w->procs[p].fn,
+        .arg = w->procs[p].arg, .log = w->log,
+        .max_state_size = (size_t)w->cfg.max_state_size,
+        .cancel = &slot->cancel, .sock = sock,
+    };
+    int rc = pthread_create(&slot->thread, NULL, am2zw_actor, &slot->args);
+    if (rc != 0) {
+        AM2Z_LOG(w->log, AM2Z_LOG_ERROR, "worker", "pthread_create failed",
+                 AM2Z_KS("error", strerror(rc)));
+        zmq_close(sock);
+        return AM2Z_ENOMEM;
+    }
+    slot->started = true;
+    return AM2Z_OK;
+}
+
+/*  Waits (unbounded) for every busy actor's DONE so that ending it loses no
+    message; used only after the stop grace period ran out. Everything else
+    the actors send now is dropped. */
+static void
+s_drain_actors(s_engine_t *e)
+{
+    size_t waiting = 0;
+    for (size_t i = 0; i < s_nall(e); i++) {
+        s_slot_t *slot = &e->slots[i];
+        if (slot->started && slot->busy) {
+            AM2Z_LOG(e->w->log, AM2Z_LOG_WARN, "worker",
+                     "processor ignores cancellation; waiting for it",
+                     AM2Z_KS("processor", slot->args.processor),
+                     AM2Z_KS("job", slot->job));
+            waiting++;
+        }
+    }
+    void *h = zsock_resolve(e->router);
+    while (waiting) {
+        zmq_msg_t parts[3];
+        int n = am2zw_recv(h, parts, 3, 0);
+        if (n < 0) {
             if (errno == EINTR)
                 continue;
             break;
         }
-        char *cmd = zmsg_popstr(msg);
-        if (cmd && streq(cmd, "DONE"))
-            slot->busy = false;
-        zstr_free(&cmd);
-        zmsg_destroy(&msg);
+        if (n == 3 && zmq_msg_size(&parts[0]) == sizeof(uint32_t)
+            && zmq_msg_size(&parts[1]) == 4 && memcmp(zmq_msg_data(&parts[1]), "DONE", 4) == 0) {
+            uint32_t id;
+            memcpy(&id, zmq_msg_data(&parts[0]), sizeof id);
+            if (id < s_nall(e) && e->slots[id].busy) {
+                e->slots[id].busy = false;
+                waiting--;
+            }
+        }
+        am2zw_close(parts, n, 3);
     }
 }
 
 static void
 s_engine_fini(s_engine_t *e)
 {
-    for (size_t i = 0; e->slots && i < s_nall(e); i++) {
-        s_slot_t *slot = &e->slots[i];
-        if (slot->actor && slot->busy)
-            s_drain_slot(e, slot);
-        zactor_destroy(&slot->actor);
+    if (e->slots && e->router) {
+        s_drain_actors(e);
+        for (size_t i = 0; i < s_nall(e); i++)
+            if (e->slots[i].started && s_to_actor(e, &e->slots[i], "$TERM", NULL, 0) != AM2Z_OK)
+                AM2Z_LOG(e->w->log, AM2Z_LOG_ERROR, "worker", "actor not told to end",
+                         AM2Z_KS("error", zmq_strerror(errno)));
+        for (size_t i = 0; i < s_nall(e); i++)
+            if (e->slots[i].started) {
+                pthread_join(e->slots[i].thread, NULL);
+                e->slots[i].started = false;
+            }
     }
     free(e->slots);
     e->slots = NULL;
@@ -550,8 +660,7 @@ s_engine_fini(s_engine_t *e)
         }
     free(e->lanes);
     e->lanes = NULL;
-    free(e->items);
-    e->items = NULL;
+    zsock_destroy(&e->router);
     zsock_destroy(&e->dealer);
 }
 
@@ -573,30 +682,40 @@ s_engine_init(s_engine_t *e, am2z_worker_t *w, zsock_t *control,
         e->nslots += w->procs[i].concurrency;
     e->slots = calloc(e->nslots + S_EXTRA_MAX, sizeof *e->slots);
     e->lanes = calloc(w->nprocs, sizeof *e->lanes);
-    e->items = calloc(e->nslots + S_EXTRA_MAX + 2, sizeof *e->items);
     int rc = AM2Z_ENOMEM;
-    if (!e->slots || !e->lanes || !e->items)
+    if (!e->slots || !e->lanes)
         goto fail;
+
+    /*  The actors' ROUTER, on an endpoint no other engine in the process
+        uses (a closed one may stay registered for a while). */
+    char id[AM2Z_ID_LEN + 1];
+    if (am2z_id_new(id) != AM2Z_OK)
+        goto fail;
+    snprintf(e->endpoint, sizeof e->endpoint, "inproc://am2z-worker-%s", id);
+    rc = AM2Z_ENETWORK;
+    e->router = zsock_new(ZMQ_ROUTER);
+    if (!e->router)
+        goto fail;
+    zsock_set_router_mandatory(e->router, 1);
+    zsock_set_linger(e->router, 0);
+    if (zsock_bind(e->router, "%s", e->endpoint) != 0) {
+        AM2Z_LOG(w->log, AM2Z_LOG_ERROR, "worker", "actor endpoint not bound",
+                 AM2Z_KS("endpoint", e->endpoint), AM2Z_KS("error", zmq_strerror(errno)));
+        goto fail;
+    }
 
     size_t s = 0;
     for (size_t p = 0; p < w->nprocs; p++) {
         s_lane_t *lane = &e->lanes[p];
         lane->idle = calloc(w->procs[p].concurrency, sizeof *lane->idle);
         lane->pending = calloc(w->procs[p].concurrency, sizeof *lane->pending);
-        if (!lane->idle || !lane->pending)
+        if (!lane->idle || !lane->pending) {
+            rc = AM2Z_ENOMEM;
             goto fail;
+        }
         for (uint32_t c = 0; c < w->procs[p].concurrency; c++, s++) {
-            s_slot_t *slot = &e->slots[s];
-            slot->proc = p;
-            atomic_init(&slot->cancel, false);
-            slot->args = (am2zw_actor_args_t){
-                .processor = w->procs[p].name, .fn = w->procs[p].fn,
-                .arg = w->procs[p].arg, .log = w->log,
-                .max_state_size = (size_t)w->cfg.max_state_size,
-                .cancel = &slot->cancel,
-            };
-            slot->actor = zactor_new(am2zw_actor, &slot->args);
-            if (!slot->actor)
+            rc = s_spawn(e, &e->slots[s], p);
+            if (rc != AM2Z_OK)
                 goto fail;
             /*  Pushed in reverse so the first slot is taken first. */
             lane->idle[lane->nidle++] = s;
@@ -631,7 +750,8 @@ fail:
    ------------------------------------------------------------------------ */
 
 static void s_start_extra(s_engine_t *e, size_t p, am2z_msg_t *owned);
-static void s_on_call_result(s_engine_t *e, const am2z_msg_t *msg, zframe_t *body);
+static void s_on_call_result(s_engine_t *e, const am2z_msg_t *msg,
+                             const void *body, size_t size);
 
 static int
 s_find_proc(const am2z_worker_t *w, const char *name)
@@ -658,12 +778,8 @@ s_start_job(s_engine_t *e, size_t p, am2z_msg_t *owned)
     slot->busy = true;
     e->busy++;
 
-    zmsg_t *msg = zmsg_new();
-    if (!msg || zmsg_addstr(msg, "JOB") != 0
-        || zmsg_addmem(msg, &owned, sizeof owned) != 0
-        || zmsg_send(&msg, slot->actor) != 0) {
+    if (s_to_actor(e, slot, "JOB", &owned, sizeof owned) != AM2Z_OK) {
         /*  The actor never saw it: undo, fail the job. */
-        zmsg_destroy(&msg);
         slot->busy = false;
         e->busy--;
         lane->idle[lane->nidle++] = (size_t)(slot - e->slots);
@@ -760,23 +876,22 @@ s_on_cancel(s_engine_t *e, const am2z_msg_t *msg)
     }
 }
 
+/*  One message from the broker: n parts (the first min(n, 3) in parts). */
 static void
-s_on_broker_msg(s_engine_t *e, zmsg_t *raw)
+s_on_broker_msg(s_engine_t *e, zmq_msg_t *parts, int n)
 {
     am2z_worker_t *w = e->w;
-    if (zmsg_size(raw) != 3) {
+    if (n != 3) {
         AM2Z_LOG(w->log, AM2Z_LOG_WARN, "worker", "malformed message from broker",
-                 AM2Z_KU("frames", zmsg_size(raw)));
+                 AM2Z_KU("frames", n));
         return;
     }
-    zframe_t *sig = zmsg_first(raw);
-    zframe_t *cmd = zmsg_next(raw);
-    zframe_t *body = zmsg_next(raw);
+    zmq_msg_t *body = &parts[2];
     am2z_msg_t msg;
     char err[256] = "";
-    int rc = am2z_frames_decode(zframe_data(sig), zframe_size(sig),
-                                zframe_data(cmd), zframe_size(cmd),
-                                zframe_data(body), zframe_size(body),
+    int rc = am2z_frames_decode(zmq_msg_data(&parts[0]), zmq_msg_size(&parts[0]),
+                                zmq_msg_data(&parts[1]), zmq_msg_size(&parts[1]),
+                                zmq_msg_data(body), zmq_msg_size(body),
                                 S_MAX_FRAME, &msg, err, sizeof err);
     if (rc != AM2Z_OK) {
         AM2Z_LOG(w->log, AM2Z_LOG_WARN, "worker", "bad message from broker dropped",
@@ -791,7 +906,7 @@ s_on_broker_msg(s_engine_t *e, zmsg_t *raw)
         s_on_cancel(e, &msg);
         break;
     case AM2Z_CMD_RESULT:
-        s_on_call_result(e, &msg, body);
+        s_on_call_result(e, &msg, zmq_msg_data(body), zmq_msg_size(body));
         break;
     case AM2Z_CMD_HEARTBEAT:
         break;
@@ -813,17 +928,17 @@ s_on_broker_msg(s_engine_t *e, zmsg_t *raw)
 static void
 s_on_broker(s_engine_t *e)
 {
-    for (int n = 0; n < S_BROKER_BATCH; n++) {
-        if (!(zsock_events(e->dealer) & ZMQ_POLLIN))
-            break;
-        zmsg_t *raw = zmsg_recv(e->dealer);
-        if (!raw)
-            break;
+    void *h = zsock_resolve(e->dealer);
+    for (int i = 0; i < S_BATCH; i++) {
+        zmq_msg_t parts[3];
+        int n = am2zw_recv(h, parts, 3, ZMQ_DONTWAIT);
+        if (n < 0)
+            break;                        /* EAGAIN: read it all */
         e->last_heard_us = am2z_clock_mono_us();
         e->backoff_ms = S_BACKOFF_MIN_MS;
         e->next_reconnect_us = 0;
-        s_on_broker_msg(e, raw);
-        zmsg_destroy(&raw);
+        s_on_broker_msg(e, parts, n);
+        am2zw_close(parts, n, 3);
     }
 }
 
@@ -834,13 +949,12 @@ s_on_broker(s_engine_t *e)
 /*  A nested call from a running job: numbered here (req) and sent to the
     broker; the RESULT with that req goes back to this slot's actor. */
 static void
-s_on_call(s_engine_t *e, s_slot_t *slot, zframe_t *body)
+s_on_call(s_engine_t *e, s_slot_t *slot, const void *data, size_t dsize)
 {
     am2z_msg_t call;
     uint8_t *out = NULL;
     size_t size = 0;
-    int rc = am2z_msg_decode(AM2Z_CMD_CALL, zframe_data(body), zframe_size(body),
-                             zframe_size(body) + 1, &call, NULL, 0);
+    int rc = am2z_msg_decode(AM2Z_CMD_CALL, data, dsize, dsize + 1, &call, NULL, 0);
     if (rc == AM2Z_OK) {
         call.req = ++e->next_req;
         rc = am2z_msg_encode(&call, &out, &size);
@@ -858,18 +972,15 @@ s_on_call(s_engine_t *e, s_slot_t *slot, zframe_t *body)
 
 /*  RESULT {req} from the broker: the answer to a nested call. */
 static void
-s_on_call_result(s_engine_t *e, const am2z_msg_t *msg, zframe_t *body)
+s_on_call_result(s_engine_t *e, const am2z_msg_t *msg, const void *body, size_t size)
 {
     for (size_t i = 0; msg->req && i < s_nall(e); i++) {
         s_slot_t *slot = &e->slots[i];
         if (slot->busy && slot->call_req == msg->req) {
             slot->call_req = 0;
-            zmsg_t *m = zmsg_new();
-            if (m && zmsg_addstr(m, "RESULT") == 0
-                && zmsg_addmem(m, zframe_data(body), zframe_size(body)) == 0
-                && zmsg_send(&m, slot->actor) == 0)
-                return;
-            zmsg_destroy(&m);
+            if (s_to_actor(e, slot, "RESULT", body, size) != AM2Z_OK)
+                AM2Z_LOG(e->w->log, AM2Z_LOG_WARN, "worker", "RESULT not delivered",
+                         AM2Z_KS("job", slot->job), AM2Z_KS("error", zmq_strerror(errno)));
             return;
         }
     }
@@ -882,7 +993,6 @@ s_on_call_result(s_engine_t *e, const am2z_msg_t *msg, zframe_t *body)
 static void
 s_start_extra(s_engine_t *e, size_t p, am2z_msg_t *owned)
 {
-    am2z_worker_t *w = e->w;
     s_slot_t *slot = NULL;
     for (size_t i = e->nslots; i < s_nall(e) && !slot; i++)
         if (!e->slots[i].busy && e->slots[i].proc == p)
@@ -890,19 +1000,9 @@ s_start_extra(s_engine_t *e, size_t p, am2z_msg_t *owned)
     if (!slot && e->nextras < S_EXTRA_MAX) {
         s_slot_t *fresh = &e->slots[e->nslots + e->nextras];
         memset(fresh, 0, sizeof *fresh);
-        fresh->proc = p;
         fresh->extra = true;
-        atomic_init(&fresh->cancel, false);
-        fresh->args = (am2zw_actor_args_t){
-            .processor = w->procs[p].name, .fn = w->procs[p].fn,
-            .arg = w->procs[p].arg, .log = w->log,
-            .max_state_size = (size_t)w->cfg.max_state_size,
-            .cancel = &fresh->cancel,
-        };
-        fresh->actor = zactor_new(am2zw_actor, &fresh->args);
-        if (fresh->actor) {
+        if (s_spawn(e, fresh, p) == AM2Z_OK) {
             e->nextras++;
-            s_rebuild_items(e);
             slot = fresh;
         }
     }
@@ -922,10 +1022,7 @@ s_start_extra(s_engine_t *e, size_t p, am2z_msg_t *owned)
     atomic_store(&slot->cancel, false);
     slot->busy = true;
     e->busy++;
-    zmsg_t *msg = zmsg_new();
-    if (!msg || zmsg_addstr(msg, "JOB") != 0 || zmsg_addmem(msg, &owned, sizeof owned) != 0
-        || zmsg_send(&msg, slot->actor) != 0) {
-        zmsg_destroy(&msg);
+    if (s_to_actor(e, slot, "JOB", &owned, sizeof owned) != AM2Z_OK) {
         slot->busy = false;
         e->busy--;
         am2z_error_t *error = am2z_error_resource("actor pipe", 0, 0);
@@ -935,25 +1032,39 @@ s_start_extra(s_engine_t *e, size_t p, am2z_msg_t *owned)
     }
 }
 
-static void
-s_on_actor(s_engine_t *e, s_slot_t *slot)
+/*  True when part m holds exactly the string str. */
+static bool
+s_is(zmq_msg_t *m, const char *str)
 {
-    zmsg_t *msg = zmsg_recv(slot->actor);
-    if (!msg)
+    size_t len = strlen(str);
+    return zmq_msg_size(m) == len && memcmp(zmq_msg_data(m), str, len) == 0;
+}
+
+/*  One message from an actor: [id, cmd, body] (n parts). */
+static void
+s_on_actor(s_engine_t *e, zmq_msg_t *parts, int n)
+{
+    uint32_t id = UINT32_MAX;
+    if (n >= 1 && zmq_msg_size(&parts[0]) == sizeof id)
+        memcpy(&id, zmq_msg_data(&parts[0]), sizeof id);
+    if (n != 3 || id >= s_nall(e)) {
+        AM2Z_LOG(e->w->log, AM2Z_LOG_ERROR, "worker", "unexpected actor message",
+                 AM2Z_KU("frames", n));
         return;
-    char *cmd = zmsg_popstr(msg);
-    zframe_t *body = zmsg_pop(msg);
-    if (cmd && body && streq(cmd, "EVENT")) {
+    }
+    s_slot_t *slot = &e->slots[id];
+    zmq_msg_t *body = &parts[2];
+    if (s_is(&parts[1], "EVENT")) {
         if (!e->handed_back && !(slot->busy && slot->epoch < e->epoch))
-            s_send(e, "EVENT", zframe_data(body), zframe_size(body));
-    } else if (cmd && body && streq(cmd, "DONE")) {
+            s_send_body(e, "EVENT", body);
+    } else if (s_is(&parts[1], "DONE")) {
         if (e->handed_back || (slot->busy && slot->epoch < e->epoch))
             AM2Z_LOG(e->w->log, AM2Z_LOG_INFO, "worker",
                      e->handed_back ? "outcome of a handed-back job dropped"
                                     : "outcome of the old registration dropped",
                      AM2Z_KS("job", slot->job));
-        else if (zframe_size(body) > 0)
-            s_send(e, "DONE", zframe_data(body), zframe_size(body));
+        else if (zmq_msg_size(body) > 0)
+            s_send_body(e, "DONE", body);
         slot->call_req = 0;
         if (slot->busy && slot->extra) {
             slot->busy = false;           /* idle extra: reused by the next call */
@@ -973,15 +1084,27 @@ s_on_actor(s_engine_t *e, s_slot_t *slot)
                 s_start_job(e, slot->proc, next);
             }
         }
-    } else if (cmd && body && streq(cmd, "CALL")) {
-        s_on_call(e, slot, body);
+    } else if (s_is(&parts[1], "CALL")) {
+        s_on_call(e, slot, zmq_msg_data(body), zmq_msg_size(body));
     } else {
         AM2Z_LOG(e->w->log, AM2Z_LOG_ERROR, "worker", "unexpected actor message",
-                 AM2Z_KS("command", cmd));
+                 AM2Z_KU("slot", id));
     }
-    zframe_destroy(&body);
-    zstr_free(&cmd);
-    zmsg_destroy(&msg);
+}
+
+/*  Reads the actors' ROUTER until it is empty (or S_BATCH messages). */
+static void
+s_on_actors(s_engine_t *e)
+{
+    void *h = zsock_resolve(e->router);
+    for (int i = 0; i < S_BATCH; i++) {
+        zmq_msg_t parts[3];
+        int n = am2zw_recv(h, parts, 3, ZMQ_DONTWAIT);
+        if (n < 0)
+            break;
+        s_on_actor(e, parts, n);
+        am2zw_close(parts, n, 3);
+    }
 }
 
 /* ---------------------------------------------------------------------------
@@ -1143,12 +1266,9 @@ s_loop(s_engine_t *e)
             continue;
         if (e->items[0].revents & ZMQ_POLLIN)
             s_on_broker(e);
-        size_t nall = s_nall(e);          /* s_on_actor may spawn extras */
-        bool control = e->control && (e->items[1 + nall].revents & ZMQ_POLLIN);
-        for (size_t i = 0; i < nall; i++)
-            if (e->items[1 + i].revents & ZMQ_POLLIN)
-                s_on_actor(e, &e->slots[i]);
-        if (control)
+        if (e->items[1].revents & ZMQ_POLLIN)
+            s_on_actors(e);
+        if (e->control && (e->items[2].revents & ZMQ_POLLIN))
             s_on_control(e);
     }
 }

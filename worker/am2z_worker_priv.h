@@ -1,16 +1,23 @@
 /*  am2z_worker_priv.h — what the worker's main thread (am2z_worker.c) and
     its processor actors (am2z_ctx.c) share. Not installed, not public.
 
-    The two sides talk only through the actor's PAIR pipe:
+    The two sides talk only over inproc ZeroMQ: the main thread owns one
+    ROUTER; each actor owns one DEALER connected to it, whose routing id is
+    the actor's slot index (uint32_t, host order). So the main thread polls
+    one socket for all its actors, and each actor costs one socket.
 
         main -> actor   ["JOB", ptr]    ptr = am2z_msg_t * (a decoded JOB);
                                         the actor takes ownership
+        main -> actor   ["RESULT", body] the answer to the actor's CALL
+        main -> actor   "$TERM"         end the thread (main then joins it)
         actor -> main   ["EVENT", body] an encoded EVENT body, ready to send
+        actor -> main   ["CALL", body]  an encoded CALL body (a nested call)
         actor -> main   ["DONE", body]  an encoded DONE body, ready to send;
                                         the actor is idle again after it
-        main -> actor   "$TERM"         (zactor_destroy) end the thread
 
-    The actor encodes whole bodies so the main thread only prepends the
+    (The ROUTER prepends/strips the routing id.) One actor's messages reach
+    the main thread in the order it sent them, so a job's EVENTs precede its
+    DONE. The actor encodes whole bodies so the main thread only prepends the
     protocol signature and forwards: it never decodes a state and never runs
     processor code. The only memory both threads touch is the slot's
     cancellation flag (atomic) and the actor's immutable arguments below.
@@ -20,6 +27,7 @@
 
 #include <czmq.h>
 #include <stdatomic.h>
+#include <zmq.h>
 
 #include "am2z_compose.h"
 #include "am2z_worker.h"
@@ -37,10 +45,20 @@ typedef struct {
     am2z_log_t *log;              /* the worker's logger (thread-safe) */
     size_t max_state_size;        /* limit passed to am2z_state_apply */
     atomic_bool *cancel;          /* the slot's cancellation flag (main sets it) */
+    void *sock;                   /* DEALER, connected by main; the thread owns
+                                     (and closes) it once started */
 } am2zw_actor_args_t;
 
-/*  The actor thread body (a zactor_fn). args is an am2zw_actor_args_t *. */
-void am2zw_actor(zsock_t *pipe, void *args);
+/*  The actor thread body (a pthread start routine). args is an
+    am2zw_actor_args_t *. Returns NULL after "$TERM". */
+void *am2zw_actor(void *args);
+
+/*  Receives one whole message into parts[0..max-1] (parts beyond max are
+    dropped). flags apply to the first part (ZMQ_DONTWAIT). Returns the
+    number of parts (>= 1), or -1 and errno when nothing was received.
+    Release with am2zw_close(parts, n, max). */
+int am2zw_recv(void *sock, zmq_msg_t *parts, int max, int flags);
+void am2zw_close(zmq_msg_t *parts, int n, int max);
 
 /* ---------------------------------------------------------------------------
    Running one processor, for whichever host runs it: the worker's actors
