@@ -39,7 +39,7 @@
 #define S_AUX (-1)
 #define S_COMP_PREFIX "comp:"
 
-enum { U_TODO = 0, U_RUNNING = 1, U_DONE = 2, U_FAILED = 3 };
+enum { U_PENDING = 0, U_RUNNING = 1, U_DONE = 2, U_FAILED = 3 };
 enum { P_UNITS = 0, P_SELECT, P_TARGET, P_MERGE, P_OVER };
 enum { K_CHAIN = 0, K_PARALLEL, K_ROUTE, K_BATCH };
 
@@ -842,7 +842,7 @@ s_check_units(am2z_broker_t *self, flow_t *f)
         for (size_t k = first_failed + 1; k < f->n; k++)
             if (f->units[k].status == U_RUNNING) {
                 s_unit_cancel(self, &f->units[k]);
-                f->units[k].status = U_TODO;
+                f->units[k].status = U_PENDING;
             }
         return;
     }
@@ -932,12 +932,12 @@ s_run(am2z_broker_t *self, flow_t *f)
             return;
         }
         uint64_t id = f->id;
-        bool todo = false;
+        bool pending = false;
         for (size_t i = 0; i < f->n && s_get(self, id); i++) {
             unit_t *u = &f->units[i];
             if (u->status == U_DONE)
                 continue;
-            todo = true;
+            pending = true;
             if (f->comp->kind == K_PARALLEL) {
                 s_start_unit(self, f, (int)i, f->comp->steps[i], f->input);
                 continue;
@@ -968,7 +968,7 @@ s_run(am2z_broker_t *self, flow_t *f)
             s_start_unit(self, f, (int)i, f->comp->processor, in);
             am2z_state_destroy(&in);
         }
-        if (!todo && s_get(self, id))
+        if (!pending && s_get(self, id))
             s_combine(self, f);          /* every unit was done before a restart */
         return;
     }
