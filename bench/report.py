@@ -357,8 +357,9 @@ def main():
         L.append("")
     L.append("### 3. Chain of 3 and parallel of 3")
     L.append("")
-    L.append("Distributed (broker-orchestrated) composition: n/a (composition not implemented yet "
-             "in the broker). Local runtime (`am2z_local`, in-process, composites of 3 × `increment`; "
+    L.append("Distributed (broker-orchestrated) chain and parallel: not measured yet — the "
+             "broker runs composites now, but this harness has no workload for them yet. "
+             "Local runtime (`am2z_local`, in-process, composites of 3 × `increment`; "
              "parallel = three-way merge):")
     L.append("")
     L.append("| composite | p50 µs | p99 µs |")
