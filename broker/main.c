@@ -13,6 +13,7 @@
 #include <czmq.h>
 
 #include "am2z_broker.h"
+#include "am2z_sys.h"
 #include "am2z_error.h"
 
 extern char **environ;
@@ -76,6 +77,7 @@ main(int argc, char **argv)
     free(positional);
 
     zsys_handler_set(NULL);       /* our handlers, not CZMQ's */
+    am2z_sys_raise_limits(NULL);  /* one fd per ZeroMQ socket */
     zsys_init();
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

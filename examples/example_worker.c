@@ -16,6 +16,7 @@
     elsewhere as a new attempt) and cancelled; it exits 0.
 */
 #include "am2z_config.h"
+#include "am2z_sys.h"
 #include "am2z_examples.h"
 #include "am2z_worker.h"
 
@@ -74,6 +75,7 @@ main(int argc, char **argv)
 {
     /*  Our handler, not CZMQ's: it only sets a flag (before any CZMQ call). */
     zsys_handler_set(NULL);
+    am2z_sys_raise_limits(NULL);  /* one fd per ZeroMQ socket */
 
     /*  Handler first, so a signal during start-up is not fatal; the stop
         signals are blocked before any thread exists, so every worker
