@@ -645,7 +645,7 @@ am2z_cfg_load(const am2z_cfg_def_t *table, void *target,
    Reporting.
    ------------------------------------------------------------------------ */
 static const char *
-s_placeholder(am2z_cfg_type_t type)
+s_value_hint(am2z_cfg_type_t type)
 {
     switch (type) {
     case AM2Z_CFG_STRING: return " TEXT";
@@ -662,7 +662,7 @@ static void
 s_flag_text(const am2z_cfg_def_t *def, char *out, size_t out_size)
 {
     snprintf(out, out_size, "--%s%s%s", def->type == AM2Z_CFG_BOOL ? "[no-]" : "",
-             def->name, s_placeholder(def->type));
+             def->name, s_value_hint(def->type));
 }
 
 static void
