@@ -42,6 +42,14 @@ typedef struct {
     uint64_t max_queued_per_proc;          /* jobs of one processor queued or running */
     uint64_t max_queued_per_session;       /* jobs of one session queued or running */
     uint64_t max_call_depth;               /* am2z_ctx_call nesting allowed */
+    uint64_t idem_window_ms;               /* idempotency keys remembered this long */
+    uint64_t session_ttl_ms;               /* idle sessions expire; 0 = never */
+    uint64_t stop_grace_ms;                /* stop_session waits this long for running jobs */
+    uint64_t retain_completed;             /* completed results kept per processor */
+    uint64_t retain_completed_ms;          /* ... and for at most this long */
+    uint64_t retain_failed;                /* failed results kept per processor */
+    uint64_t retain_failed_ms;             /* ... and for at most this long */
+    uint64_t dlq_max;                      /* dead letters kept; the oldest goes first */
 } am2z_broker_config_t;
 
 /*  The broker's configuration table (common entries + endpoints), for

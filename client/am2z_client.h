@@ -52,6 +52,9 @@ typedef struct {
     uint64_t timeout_ms;          /* job timeout; 0 = processor's */
     uint64_t delay_ms;            /* not dispatched before now + delay */
     const char *idempotency_key;  /* NULL = none */
+    uint64_t repeat_every_ms;     /* > 0: a repeatable job, run every N ms */
+    uint64_t repeat_limit;        /* repeatable: at most N runs; 0 = no limit */
+    uint64_t repeat_start_ms;     /* repeatable: wall clock of the first run; 0 = now */
 } am2z_submit_opts_t;
 
 /* ---------------------------------------------------------------------------

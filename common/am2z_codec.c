@@ -54,6 +54,7 @@ static const char *const s_cmd_names[AM2Z_CMD_COUNT_] = {
     [AM2Z_CMD_CANCEL]       = "CANCEL",
     [AM2Z_CMD_DLQ]          = "DLQ",
     [AM2Z_CMD_CALL]         = "CALL",
+    [AM2Z_CMD_REPEAT]       = "REPEAT",
 };
 
 const char *
@@ -171,6 +172,7 @@ s_code_valid(const char *s, size_t len)
 
 static const char *const s_what_names[] = {
     "stats", "queues", "session-stats", "sessions", "processors", "state", "job", "dlq",
+    "repeats", "session-info",
 };
 
 static bool
@@ -197,6 +199,14 @@ s_op_valid(const char *s, size_t len)
 static const s_str_rule_t s_rule_op = { s_op_valid, "one of retry|discard" };
 
 static bool
+s_rop_valid(const char *s, size_t len)
+{
+    return len == 6 && memcmp(s, "cancel", 6) == 0;
+}
+
+static const s_str_rule_t s_rule_rop = { s_rop_valid, "cancel" };
+
+static bool
 s_key_valid(const char *s, size_t len)
 {
     return len >= 1 && len <= AM2Z_NAME_MAX && s_no_nul(s, len);
@@ -213,7 +223,8 @@ static const s_str_rule_t s_rule_key = {
 static const s_str_rule_t s_rule_path = {
     s_path_valid, "a string of 1..256 bytes without NUL" };
 static const s_str_rule_t s_rule_what = {
-    s_what_valid, "one of stats|queues|session-stats|sessions|processors|state|job|dlq" };
+    s_what_valid, "one of stats|queues|session-stats|sessions|processors|state|job|dlq|"
+    "repeats|session-info" };
 static const s_str_rule_t s_rule_idem = {
     s_idem_valid, "a string of 1..128 bytes without NUL" };
 static const s_str_rule_t s_rule_text = {
@@ -337,6 +348,10 @@ static const s_field_t s_proc_fields[] = {
     { .key = "conc",    .kind = K_U32, .flags = S_REQ, .off = P(concurrency), .lo = 1, .hi = UINT32_MAX },
     { .key = "timeout", .kind = K_U64, .off = P(timeout_ms), .hi = UINT64_MAX },
     { .key = "prio",    .kind = K_I64, .off = P(priority) },
+    { .key = "delay",   .kind = K_U64, .off = P(delay_ms), .hi = UINT64_MAX },
+    { .key = "rate",    .kind = K_U32, .off = P(rate_max), .hi = UINT32_MAX },
+    { .key = "per",     .kind = K_U64, .off = P(rate_per_ms), .hi = UINT64_MAX },
+    { .key = "cap",     .kind = K_U32, .off = P(max_active), .hi = UINT32_MAX },
     { .key = "retry",   .kind = K_NESTED, .off = P(retry), .sub = &s_retry_schema },
 };
 static const s_schema_t s_proc_schema = S_SCHEMA(s_proc_fields, am2z_proc_desc_t);
@@ -383,6 +398,7 @@ static const s_schema_t s_comp_schema = S_SCHEMA(s_comp_fields, am2z_comp_desc_t
 #define F_WORKER(fl)   { .key = "worker", .kind = K_STR, .flags = (fl), .off = M(worker), .str = &s_rule_job }
 #define F_WHAT(fl)     { .key = "what", .kind = K_STR, .flags = (fl), .off = M(what), .str = &s_rule_what }
 #define F_OP(fl)       { .key = "op", .kind = K_STR, .flags = (fl), .off = M(op), .str = &s_rule_op }
+#define F_ROP(fl)      { .key = "op", .kind = K_STR, .flags = (fl), .off = M(op), .str = &s_rule_rop }
 #define F_NAME(fl)     { .key = "name", .kind = K_STR, .flags = (fl), .off = M(name), .str = &s_rule_name }
 #define F_IDEM(fl)     { .key = "idem", .kind = K_STR, .flags = (fl), .off = M(idem_key), .str = &s_rule_idem }
 #define F_STATE(fl)    { .key = "state", .kind = K_RAW, .flags = (fl) | S_MAP, .off = M(state), .aux = M(state_size) }
@@ -408,19 +424,27 @@ static const s_schema_t s_comp_schema = S_SCHEMA(s_comp_fields, am2z_comp_desc_t
                          .sub = &s_comp_schema, .elem = "composite" }
 #define F_CALL(fl)     { .key = "call", .kind = K_BOOL, .flags = (fl), .off = M(call) }
 #define F_EVENTS(fl)   { .key = "events", .kind = K_BOOL, .flags = (fl), .off = M(events) }
+#define F_EVERY(fl)    { .key = "every", .kind = K_U64, .flags = (fl), .off = M(every_ms), .lo = 1, .hi = UINT64_MAX }
+#define F_LIMIT(fl)    { .key = "limit", .kind = K_U64, .flags = (fl), .off = M(limit), .hi = UINT64_MAX }
+#define F_START(fl)    { .key = "start", .kind = K_U64, .flags = (fl), .off = M(start_ms), .hi = UINT64_MAX }
+#define F_DUP(fl)      { .key = "dup", .kind = K_BOOL, .flags = (fl), .off = M(dup) }
+#define F_REPEAT(fl)   { .key = "repeat", .kind = K_BOOL, .flags = (fl), .off = M(repeat) }
 #define F_SELECT(fl)   { .key = "select", .kind = K_STR, .flags = (fl), .off = M(select), .str = &s_rule_key }
 
 /*  The command tables. Keep docs/PROTOCOL.md in step with these. */
 static const s_field_t s_submit[] = {
     F_REQ(S_REQ), F_PROC(S_REQ), F_SESSION(S_REQ), F_STATE(0), F_PRIO(0),
     F_TIMEOUT(0), F_DELAY(0), F_DEPTH(0), F_IDEM(0), F_JOB(0), F_EVENTS(0),
+    F_EVERY(0), F_LIMIT(0), F_START(0),
 };
 static const s_field_t s_fetch[] = { F_REQ(S_REQ), F_JOB(S_REQ) };
 static const s_field_t s_query[] = {
     F_REQ(S_REQ), F_WHAT(S_REQ), F_SESSION(0), F_PROC(0), F_JOB(0),
 };
 static const s_field_t s_stop_session[] = { F_REQ(S_REQ), F_SESSION(S_REQ), F_KEEP(0) };
-static const s_field_t s_accepted[] = { F_REQ(S_REQ), F_JOB(S_REQ), F_SESSION(0) };
+static const s_field_t s_accepted[] = {
+    F_REQ(S_REQ), F_JOB(S_REQ), F_SESSION(0), F_DUP(0), F_REPEAT(0),
+};
 static const s_field_t s_result[] = {
     F_REQ(0), F_JOB(S_REQ), F_OK(S_REQ), F_STATE(0), F_ERROR(S_REQ_IF_KO),
     F_ATTEMPT(0), F_EXEC(0), F_STARTED(0), F_PROC(0), F_SESSION(0), F_WORKER(0),
@@ -445,6 +469,7 @@ static const s_field_t s_job[] = {
 };
 static const s_field_t s_cancel[] = { F_JOB(S_REQ), F_ATTEMPT(0) };
 static const s_field_t s_dlq[] = { F_REQ(S_REQ), F_OP(S_REQ), F_JOB(S_REQ) };
+static const s_field_t s_repeat[] = { F_REQ(S_REQ), F_ROP(S_REQ), F_JOB(S_REQ) };
 static const s_field_t s_call[] = {
     F_REQ(S_REQ), F_JOB(S_REQ), F_PROC(S_REQ), F_STATE(0), F_DEPTH(0),
 };
@@ -468,6 +493,7 @@ static const s_schema_t s_cmd_schemas[AM2Z_CMD_COUNT_] = {
     [AM2Z_CMD_CANCEL]       = S_SCHEMA(s_cancel, am2z_msg_t),
     [AM2Z_CMD_DLQ]          = S_SCHEMA(s_dlq, am2z_msg_t),
     [AM2Z_CMD_CALL]         = S_SCHEMA(s_call, am2z_msg_t),
+    [AM2Z_CMD_REPEAT]       = S_SCHEMA(s_repeat, am2z_msg_t),
 };
 
 /*  Typed access to a field's slot. */

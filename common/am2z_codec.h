@@ -63,6 +63,8 @@ typedef enum {
     AM2Z_CMD_DLQ,           /* retry or discard a dead letter */
     /* worker -> broker (added later) */
     AM2Z_CMD_CALL,          /* a running job's nested call (am2z_ctx_call) */
+    /* client -> broker (added later) */
+    AM2Z_CMD_REPEAT,        /* cancel a repeatable job */
     AM2Z_CMD_COUNT_
 } am2z_cmd_t;
 
@@ -92,6 +94,10 @@ typedef struct {
     uint64_t timeout_ms;          /* 0 = none */
     int64_t priority;             /* default job priority */
     am2z_retry_policy_t retry;
+    uint64_t delay_ms;            /* default job delay; 0 = none */
+    uint32_t rate_max;            /* rate limit: at most rate_max dispatches ... */
+    uint64_t rate_per_ms;         /* ... per rate_per_ms, across all workers; 0 = none */
+    uint32_t max_active;          /* global cap on leased jobs; 0 = none */
 } am2z_proc_desc_t;
 
 /*  One route of a route composite (READY.comps[].routes[]). Owned. */
@@ -157,8 +163,8 @@ typedef struct {
     char *processor;              /* processor or composite name */
     char *session;                /* session id */
     char *worker;                 /* worker instance id (READY) */
-    char *what;                   /* QUERY: stats|queues|session-stats|sessions|processors|state|job|dlq */
-    char *op;                     /* DLQ: retry|discard */
+    char *what;                   /* QUERY: stats|queues|session-stats|sessions|processors|state|job|dlq|repeats|session-info */
+    char *op;                     /* DLQ: retry|discard; REPEAT: cancel */
     char *name;                   /* EVENT name */
     char *idem_key;               /* SUBMIT idempotency key */
     uint8_t *state;               /* msgpack map: input or resulting state */
@@ -185,6 +191,11 @@ typedef struct {
     am2z_comp_desc_t *comps;      /* READY: composites announced (optional) */
     size_t ncomps;
     char *select;                 /* DONE: the route selector's key (optional) */
+    uint64_t every_ms;            /* SUBMIT: repeat every N ms (repeatable job) */
+    uint64_t limit;               /* SUBMIT: repeat at most N runs; 0 = no limit */
+    uint64_t start_ms;            /* SUBMIT: repeat: wall clock of the first run; 0 = now */
+    bool dup;                     /* ACCEPTED: an idempotent duplicate (job = first id) */
+    bool repeat;                  /* ACCEPTED: job is a repeat id, not a job id */
 } am2z_msg_t;
 
 /*  Limits enforced by decode besides the body size. */

@@ -110,7 +110,8 @@ static const s_unit_t s_size_units[] = {
 
 /*  Durations: lower case only, so "1M" (a size typo) is not a minute. */
 static const s_unit_t s_ms_units[] = {
-    { "", 1 }, { "ms", 1 }, { "s", 1000 }, { "m", 60000 },
+    { "", 1 }, { "ms", 1 }, { "s", 1000 }, { "m", 60000 }, { "h", 3600000 },
+    { "d", 86400000 },
     { NULL, 0 },
 };
 

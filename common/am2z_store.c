@@ -40,9 +40,12 @@ static const char *const s_db_names[AM2Z_DB_COUNT_] = {
     [AM2Z_DB_RESULTS] = "results",
     [AM2Z_DB_DLQ] = "dlq",
     [AM2Z_DB_RUNS] = "runs",
-    [AM2Z_DB_READY] = "ready",
-    [AM2Z_DB_DELAYED] = "delayed",
+    [AM2Z_DB_REPEATS] = "repeats",
     [AM2Z_DB_META] = "meta",
+    [AM2Z_DB_IDEM] = "idem",
+    [AM2Z_DB_DONE] = "done",
+    [AM2Z_DB_BYSESSION] = "bysession",
+    [AM2Z_DB_SESSINFO] = "sessinfo",
 };
 
 /*  Invariants: txn is NULL exactly when the batch is closed or poisoned;
@@ -79,7 +82,7 @@ struct am2z_store_t {
 bool
 am2z_db_sealed(am2z_db_t db)
 {
-    return db >= AM2Z_DB_SESSIONS && db <= AM2Z_DB_RUNS;
+    return db >= AM2Z_DB_SESSIONS && db <= AM2Z_DB_REPEATS;
 }
 
 const char *
@@ -646,6 +649,63 @@ am2z_batch_get_record(am2z_store_batch_t *batch, am2z_db_t db,
         || !s_key_ok(batch->store, key, key_size))
         return AM2Z_EINVAL;
     return s_get_sealed(batch->store, batch->txn, db, key, key_size, rec);
+}
+
+int
+am2z_batch_get_raw(am2z_store_batch_t *batch, am2z_db_t db, const void *key,
+                   size_t key_size, void **value, size_t *value_size)
+{
+    if (value)
+        *value = NULL;
+    if (value_size)
+        *value_size = 0;
+    int rc = s_batch_usable(batch);
+    if (rc != AM2Z_OK)
+        return rc;
+    if (!value || !value_size || !s_db_ok(db) || am2z_db_sealed(db)
+        || !s_key_ok(batch->store, key, key_size))
+        return AM2Z_EINVAL;
+    MDB_val k = { key_size, (void *)key }, v;
+    int mrc = mdb_get(batch->txn, batch->store->dbi[db], &k, &v);
+    if (mrc == MDB_NOTFOUND)
+        return AM2Z_ENOTFOUND;
+    if (mrc != 0)
+        return AM2Z_EIO;
+    void *copy = malloc(v.mv_size ? v.mv_size : 1);
+    if (!copy)
+        return AM2Z_ENOMEM;
+    if (v.mv_size)
+        memcpy(copy, v.mv_data, v.mv_size);
+    *value = copy;
+    *value_size = v.mv_size;
+    return AM2Z_OK;
+}
+
+int
+am2z_batch_each(am2z_store_batch_t *batch, am2z_db_t db, const void *start,
+                size_t start_size, am2z_store_each_fn *fn, void *arg)
+{
+    int rc = s_batch_usable(batch);
+    if (rc != AM2Z_OK)
+        return rc;
+    if (!fn || !s_db_ok(db) || (start && !s_key_ok(batch->store, start, start_size)))
+        return AM2Z_EINVAL;
+    MDB_cursor *cur = NULL;
+    if (mdb_cursor_open(batch->txn, batch->store->dbi[db], &cur) != 0)
+        return AM2Z_EIO;
+    MDB_val k = { start_size, (void *)start }, v;
+    int mrc = mdb_cursor_get(cur, &k, &v, start ? MDB_SET_RANGE : MDB_FIRST);
+    rc = AM2Z_OK;
+    while (mrc == 0) {
+        rc = fn(k.mv_data, k.mv_size, v.mv_data, v.mv_size, arg);
+        if (rc != 0)
+            break;
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    if (rc == 0)
+        rc = mrc == MDB_NOTFOUND ? AM2Z_OK : AM2Z_EIO;
+    mdb_cursor_close(cur);
+    return rc;
 }
 
 /* ---------------------------------------------------------------------------

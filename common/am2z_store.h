@@ -60,9 +60,12 @@ typedef enum {
     AM2Z_DB_RESULTS,
     AM2Z_DB_DLQ,
     AM2Z_DB_RUNS,
-    AM2Z_DB_READY,       /* raw */
-    AM2Z_DB_DELAYED,     /* raw */
+    AM2Z_DB_REPEATS,     /* repeatable jobs (sealed) */
     AM2Z_DB_META,        /* raw */
+    AM2Z_DB_IDEM,        /* raw: idempotency key -> first job */
+    AM2Z_DB_DONE,        /* raw: retention index (processor, finish time, job) */
+    AM2Z_DB_BYSESSION,   /* raw: session -> its finished jobs */
+    AM2Z_DB_SESSINFO,    /* raw: session metadata (created-at, ...) */
     AM2Z_DB_COUNT_
 } am2z_db_t;
 
@@ -166,6 +169,22 @@ int am2z_batch_get_state(am2z_store_batch_t *batch, const char *session_id,
 int am2z_batch_get_record(am2z_store_batch_t *batch, am2z_db_t db,
                           const void *key, size_t key_size, am2z_record_t *rec);
 
+/*  A walk's callback (am2z_store_each, am2z_batch_each). */
+typedef int (am2z_store_each_fn)(const void *key, size_t key_size,
+                                 const void *value, size_t value_size, void *arg);
+
+/*  Raw reads inside the batch (see its own writes). Caller owns *value
+    (free()). Returns AM2Z_OK, AM2Z_ENOTFOUND, AM2Z_EINVAL (sealed db or bad
+    key), AM2Z_EIO, AM2Z_ENOMEM, or the batch's poison code. */
+int am2z_batch_get_raw(am2z_store_batch_t *batch, am2z_db_t db, const void *key,
+                       size_t key_size, void **value, size_t *value_size);
+
+/*  Like am2z_store_each, inside the batch: the walk sees the batch's own
+    uncommitted writes. fn must NOT write to the batch during the walk
+    (collect keys, then write after it returns). */
+int am2z_batch_each(am2z_store_batch_t *batch, am2z_db_t db, const void *start,
+                    size_t start_size, am2z_store_each_fn *fn, void *arg);
+
 /* ---------------------------------------------------------------------------
    Single operations (each its own batch) and reads.
    ------------------------------------------------------------------------ */
@@ -201,8 +220,6 @@ int am2z_store_get_raw(am2z_store_t *self, am2z_db_t db, const void *key,
     or AM2Z_EIO. The walk sees the last committed data (not an open batch);
     fn may call the store's readers and batch functions, but writes it
     commits are not guaranteed to be seen by this walk. */
-typedef int (am2z_store_each_fn)(const void *key, size_t key_size,
-                                 const void *value, size_t value_size, void *arg);
 int am2z_store_each(am2z_store_t *self, am2z_db_t db, const void *start,
                     size_t start_size, am2z_store_each_fn *fn, void *arg);
 

@@ -65,6 +65,10 @@ s_sample_procs(size_t *n)
     p[0].concurrency = 8;
     p[0].timeout_ms = 30000;
     p[0].priority = -3;
+    p[0].delay_ms = 250;
+    p[0].rate_max = 20;
+    p[0].rate_per_ms = 1000;
+    p[0].max_active = 3;
     p[0].retry = (am2z_retry_policy_t){
         .max_attempts = 5, .exponential = true, .delay_ms = 100, .multiplier = 2.5,
         .max_delay_ms = 60000, .jitter = 0.25,
@@ -132,6 +136,9 @@ s_fill(am2z_cmd_t cmd, am2z_msg_t *m)
         m->idem_key = s_str("order 17 / retry ok");
         m->job = s_str("0192f3a4b5c6d7e8f90a1b2c3d4e5f60");
         m->events = true;
+        m->every_ms = 60000;
+        m->limit = 12;
+        m->start_ms = 1763802325000ull;
         break;
     case AM2Z_CMD_FETCH:
         m->req = UINT64_MAX;
@@ -153,6 +160,8 @@ s_fill(am2z_cmd_t cmd, am2z_msg_t *m)
         m->req = 9;
         m->job = s_str("j1");
         m->session = s_str("s1");
+        m->dup = true;
+        m->repeat = true;
         break;
     case AM2Z_CMD_RESULT:
         m->req = 10;
@@ -244,6 +253,11 @@ s_fill(am2z_cmd_t cmd, am2z_msg_t *m)
         m->state_size = sizeof s_state;
         m->call_depth = 3;
         break;
+    case AM2Z_CMD_REPEAT:
+        m->req = 15;
+        m->op = s_str("cancel");
+        m->job = s_str("r1");
+        break;
     default:
         ck_abort_msg("no sample for command %d", cmd);
     }
@@ -314,6 +328,11 @@ s_msg_eq(const am2z_msg_t *a, const am2z_msg_t *b)
     ck_assert_uint_eq(a->ts_ms, b->ts_ms);
     ck_assert_uint_eq(a->seq, b->seq);
     ck_assert_uint_eq(a->credit, b->credit);
+    ck_assert_uint_eq(a->every_ms, b->every_ms);
+    ck_assert_uint_eq(a->limit, b->limit);
+    ck_assert_uint_eq(a->start_ms, b->start_ms);
+    ck_assert_int_eq(a->dup, b->dup);
+    ck_assert_int_eq(a->repeat, b->repeat);
     ck_assert_uint_eq(a->nprocs, b->nprocs);
     for (size_t i = 0; i < a->nprocs; i++) {
         const am2z_proc_desc_t *p = &a->procs[i], *q = &b->procs[i];
@@ -322,6 +341,10 @@ s_msg_eq(const am2z_msg_t *a, const am2z_msg_t *b)
         ck_assert_uint_eq(p->concurrency, q->concurrency);
         ck_assert_uint_eq(p->timeout_ms, q->timeout_ms);
         ck_assert_int_eq(p->priority, q->priority);
+        ck_assert_uint_eq(p->delay_ms, q->delay_ms);
+        ck_assert_uint_eq(p->rate_max, q->rate_max);
+        ck_assert_uint_eq(p->rate_per_ms, q->rate_per_ms);
+        ck_assert_uint_eq(p->max_active, q->max_active);
         ck_assert_uint_eq(p->retry.max_attempts, q->retry.max_attempts);
         ck_assert_int_eq(p->retry.exponential, q->retry.exponential);
         ck_assert_uint_eq(p->retry.delay_ms, q->retry.delay_ms);
@@ -580,6 +603,7 @@ START_TEST(test_required_fields_missing_are_refused)
         { AM2Z_CMD_CANCEL, { "job" } },
         { AM2Z_CMD_DLQ, { "req", "op", "job" } },
         { AM2Z_CMD_CALL, { "req", "job", "proc" } },
+        { AM2Z_CMD_REPEAT, { "req", "op", "job" } },
     };
     for (size_t i = 0; i < sizeof req / sizeof req[0]; i++) {
         for (size_t k = 0; req[i].keys[k]; k++) {

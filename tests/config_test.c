@@ -282,9 +282,9 @@ START_TEST(test_config_ms_suffixes)
 {
     static const struct { const char *text; uint64_t ms; } ok[] = {
         { "250", 250 }, { "250ms", 250 }, { "5s", 5000 }, { "2m", 120000 },
-        { "0", 0 }, { "10 s", 10000 },
+        { "0", 0 }, { "10 s", 10000 }, { "2h", 7200000 }, { "7d", 604800000 },
     };
-    static const char *const bad[] = { "1M", "1h", "1.5s", "s", "5 sec", "1MS" };
+    static const char *const bad[] = { "1M", "1H", "1.5s", "s", "5 sec", "1MS", "1w" };
     char err[AM2Z_CFG_ERR_MAX];
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
         s_cfg_t cfg = s_fresh();

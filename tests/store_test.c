@@ -228,7 +228,7 @@ START_TEST(test_store_reopen_finds_everything_committed)
     ck_assert_int_eq(am2z_store_begin(e.store, &b), AM2Z_OK);
     ck_assert_int_eq(am2z_batch_put_record(b, AM2Z_DB_JOBS, "j1", 2, 3,
                                            (const uint8_t *)"job", 3, NOW), AM2Z_OK);
-    ck_assert_int_eq(am2z_batch_put_raw(b, AM2Z_DB_READY, "k", 1, "v", 1), AM2Z_OK);
+    ck_assert_int_eq(am2z_batch_put_raw(b, AM2Z_DB_IDEM, "k", 1, "v", 1), AM2Z_OK);
     ck_assert_int_eq(am2z_store_commit(&b), AM2Z_OK);
     ck_assert_ptr_null(b);
 
@@ -242,7 +242,7 @@ START_TEST(test_store_reopen_finds_everything_committed)
     am2z_record_clear(&rec);
     void *v;
     size_t vs;
-    ck_assert_int_eq(am2z_store_get_raw(e.store, AM2Z_DB_READY, "k", 1, &v, &vs), AM2Z_OK);
+    ck_assert_int_eq(am2z_store_get_raw(e.store, AM2Z_DB_IDEM, "k", 1, &v, &vs), AM2Z_OK);
     ck_assert_uint_eq(vs, 1);
     ck_assert_mem_eq(v, "v", 1);
     free(v);
@@ -325,7 +325,7 @@ START_TEST(test_store_batch_reads_see_own_writes)
     ck_assert_mem_eq(rec.data, "res", 3);
     am2z_record_clear(&rec);
     ck_assert_int_eq(am2z_batch_get_record(b, AM2Z_DB_RESULTS, "q", 1, &rec), AM2Z_ENOTFOUND);
-    ck_assert_int_eq(am2z_batch_get_record(b, AM2Z_DB_READY, "r", 1, &rec), AM2Z_EINVAL);
+    ck_assert_int_eq(am2z_batch_get_record(b, AM2Z_DB_IDEM, "r", 1, &rec), AM2Z_EINVAL);
 
     /*  Outside the batch nothing is visible before the commit. */
     ck_assert_int_eq(am2z_store_get_state(e.store, "s1", &rec), AM2Z_ENOTFOUND);
@@ -351,7 +351,7 @@ START_TEST(test_store_group_commits_many_ops_in_one_batch)
         ck_assert_int_eq(am2z_batch_put_record(b, AM2Z_DB_JOBS, id, strlen(id), 1,
                                                (const uint8_t *)val, strlen(val), NOW),
                          AM2Z_OK);
-        ck_assert_int_eq(am2z_batch_put_raw(b, AM2Z_DB_READY, id, strlen(id), "", 0), AM2Z_OK);
+        ck_assert_int_eq(am2z_batch_put_raw(b, AM2Z_DB_IDEM, id, strlen(id), "", 0), AM2Z_OK);
         if (i == 1000) {
             /*  One failed op does not spoil the batch. */
             ck_assert_int_eq(am2z_batch_put_state(b, "taken", 0, 1, (const uint8_t *)"y", 1,
@@ -366,7 +366,7 @@ START_TEST(test_store_group_commits_many_ops_in_one_batch)
     ck_assert_int_eq(am2z_store_stats(e.store, &st), AM2Z_OK);
     ck_assert_uint_eq(st.sessions, 2001);
     ck_assert_uint_eq(st.jobs, 2000);
-    ck_assert_uint_eq(st.entries[AM2Z_DB_READY], 2000);
+    ck_assert_uint_eq(st.entries[AM2Z_DB_IDEM], 2000);
     s_expect_state(e.store, "s01234", 1, "state-1234");
     s_expect_state(e.store, "taken", 1, "x");
     s_env_close(&e);
@@ -384,7 +384,7 @@ START_TEST(test_store_sealed_record_put_get)
                                            (const uint8_t *)"dead", 4, NOW), AM2Z_OK);
     ck_assert_int_eq(am2z_batch_put_record(b, AM2Z_DB_RUNS, "empty", 5, 1, NULL, 0, NOW),
                      AM2Z_OK);
-    ck_assert_int_eq(am2z_batch_put_record(b, AM2Z_DB_READY, "k", 1, 1,
+    ck_assert_int_eq(am2z_batch_put_record(b, AM2Z_DB_IDEM, "k", 1, 1,
                                            (const uint8_t *)"x", 1, NOW), AM2Z_EINVAL);
     ck_assert_int_eq(am2z_batch_put_record(b, AM2Z_DB_JOBS, "", 0, 1,
                                            (const uint8_t *)"x", 1, NOW), AM2Z_EINVAL);
@@ -454,7 +454,7 @@ START_TEST(test_store_raw_put_get_each)
     ck_assert_int_eq(am2z_store_begin(e.store, &b), AM2Z_OK);
     const char *keys[] = { "p1/0003", "p1/0001", "p2/0001", "p1/0002" };
     for (size_t i = 0; i < 4; i++)
-        ck_assert_int_eq(am2z_batch_put_raw(b, AM2Z_DB_READY, keys[i], 7, keys[i] + 3, 4),
+        ck_assert_int_eq(am2z_batch_put_raw(b, AM2Z_DB_IDEM, keys[i], 7, keys[i] + 3, 4),
                          AM2Z_OK);
     ck_assert_int_eq(am2z_batch_put_raw(b, AM2Z_DB_SESSIONS, "k", 1, "v", 1), AM2Z_EINVAL);
     ck_assert_int_eq(am2z_batch_put_raw(b, AM2Z_DB_META, NULL, 0, "v", 1), AM2Z_EINVAL);
@@ -463,41 +463,41 @@ START_TEST(test_store_raw_put_get_each)
 
     void *v;
     size_t vs;
-    ck_assert_int_eq(am2z_store_get_raw(e.store, AM2Z_DB_READY, "p1/0002", 7, &v, &vs), AM2Z_OK);
+    ck_assert_int_eq(am2z_store_get_raw(e.store, AM2Z_DB_IDEM, "p1/0002", 7, &v, &vs), AM2Z_OK);
     ck_assert_uint_eq(vs, 4);
     ck_assert_mem_eq(v, "0002", 4);
     free(v);
     ck_assert_int_eq(am2z_store_get_raw(e.store, AM2Z_DB_META, "empty", 5, &v, &vs), AM2Z_OK);
     ck_assert_uint_eq(vs, 0);
     free(v);
-    ck_assert_int_eq(am2z_store_get_raw(e.store, AM2Z_DB_READY, "p9", 2, &v, &vs),
+    ck_assert_int_eq(am2z_store_get_raw(e.store, AM2Z_DB_IDEM, "p9", 2, &v, &vs),
                      AM2Z_ENOTFOUND);
     ck_assert_ptr_null(v);
     ck_assert_int_eq(am2z_store_get_raw(e.store, AM2Z_DB_JOBS, "p9", 2, &v, &vs), AM2Z_EINVAL);
 
     s_each_t c = { "", 0, 0 };
-    ck_assert_int_eq(am2z_store_each(e.store, AM2Z_DB_READY, NULL, 0, s_each_entry, &c), AM2Z_OK);
+    ck_assert_int_eq(am2z_store_each(e.store, AM2Z_DB_IDEM, NULL, 0, s_each_entry, &c), AM2Z_OK);
     ck_assert_str_eq(c.buf, "p1/0001=0001;p1/0002=0002;p1/0003=0003;p2/0001=0001;");
     memset(&c, 0, sizeof c);
-    ck_assert_int_eq(am2z_store_each(e.store, AM2Z_DB_READY, "p1/0002", 7, s_each_entry, &c),
+    ck_assert_int_eq(am2z_store_each(e.store, AM2Z_DB_IDEM, "p1/0002", 7, s_each_entry, &c),
                      AM2Z_OK);
     ck_assert_str_eq(c.buf, "p1/0002=0002;p1/0003=0003;p2/0001=0001;");
     memset(&c, 0, sizeof c);
     c.limit = 2;
-    ck_assert_int_eq(am2z_store_each(e.store, AM2Z_DB_READY, "p1/", 3, s_each_entry, &c), 7);
+    ck_assert_int_eq(am2z_store_each(e.store, AM2Z_DB_IDEM, "p1/", 3, s_each_entry, &c), 7);
     ck_assert_str_eq(c.buf, "p1/0001=0001;p1/0002=0002;");
     memset(&c, 0, sizeof c);
-    ck_assert_int_eq(am2z_store_each(e.store, AM2Z_DB_READY, "p3", 2, s_each_entry, &c), AM2Z_OK);
+    ck_assert_int_eq(am2z_store_each(e.store, AM2Z_DB_IDEM, "p3", 2, s_each_entry, &c), AM2Z_OK);
     ck_assert_int_eq(c.calls, 0);
-    ck_assert_int_eq(am2z_store_each(e.store, AM2Z_DB_DELAYED, NULL, 0, s_each_entry, &c),
+    ck_assert_int_eq(am2z_store_each(e.store, AM2Z_DB_DONE, NULL, 0, s_each_entry, &c),
                      AM2Z_OK);
     ck_assert_int_eq(c.calls, 0);
 
     ck_assert_int_eq(am2z_store_begin(e.store, &b), AM2Z_OK);
-    ck_assert_int_eq(am2z_batch_del(b, AM2Z_DB_READY, "p1/0001", 7), AM2Z_OK);
-    ck_assert_int_eq(am2z_batch_del(b, AM2Z_DB_READY, "p1/0001", 7), AM2Z_ENOTFOUND);
+    ck_assert_int_eq(am2z_batch_del(b, AM2Z_DB_IDEM, "p1/0001", 7), AM2Z_OK);
+    ck_assert_int_eq(am2z_batch_del(b, AM2Z_DB_IDEM, "p1/0001", 7), AM2Z_ENOTFOUND);
     ck_assert_int_eq(am2z_store_commit(&b), AM2Z_OK);
-    ck_assert_int_eq(am2z_store_get_raw(e.store, AM2Z_DB_READY, "p1/0001", 7, &v, &vs),
+    ck_assert_int_eq(am2z_store_get_raw(e.store, AM2Z_DB_IDEM, "p1/0001", 7, &v, &vs),
                      AM2Z_ENOTFOUND);
     s_env_close(&e);
 }
@@ -831,14 +831,14 @@ START_TEST(test_store_stats_count_entries)
             ck_assert_int_eq(am2z_batch_put_record(b, AM2Z_DB_JOBS, key, 3, 1, blob, 10, NOW),
                              AM2Z_OK);
         if (i < 5)
-            ck_assert_int_eq(am2z_batch_put_raw(b, AM2Z_DB_DELAYED, key, 3, "", 0), AM2Z_OK);
+            ck_assert_int_eq(am2z_batch_put_raw(b, AM2Z_DB_DONE, key, 3, "", 0), AM2Z_OK);
     }
     ck_assert_int_eq(am2z_store_commit(&b), AM2Z_OK);
     ck_assert_int_eq(am2z_store_stats(e.store, &st), AM2Z_OK);
     ck_assert_uint_eq(st.sessions, 50);
     ck_assert_uint_eq(st.entries[AM2Z_DB_SESSIONS], 50);
     ck_assert_uint_eq(st.jobs, 20);
-    ck_assert_uint_eq(st.entries[AM2Z_DB_DELAYED], 5);
+    ck_assert_uint_eq(st.entries[AM2Z_DB_DONE], 5);
     ck_assert_uint_eq(st.entries[AM2Z_DB_RESULTS], 0);
     ck_assert_uint_gt(st.used_bytes, used_empty + 50 * 3000);
     ck_assert_uint_le(st.used_bytes, st.map_size);
@@ -854,7 +854,7 @@ START_TEST(test_store_db_names_and_kinds)
     ck_assert_str_eq(am2z_db_name(AM2Z_DB_COUNT_), "unknown");
     ck_assert(am2z_db_sealed(AM2Z_DB_SESSIONS));
     ck_assert(am2z_db_sealed(AM2Z_DB_RUNS));
-    ck_assert(!am2z_db_sealed(AM2Z_DB_READY));
+    ck_assert(!am2z_db_sealed(AM2Z_DB_IDEM));
     ck_assert(!am2z_db_sealed(AM2Z_DB_META));
     am2z_record_clear(NULL);
 }

@@ -86,6 +86,10 @@ typedef struct {
     uint64_t timeout_ms;          /* announced in READY */
     int64_t priority;             /* announced in READY */
     am2z_retry_policy_t retry;    /* announced in READY */
+    uint64_t delay_ms;            /* announced in READY */
+    uint32_t rate_max;            /* announced in READY */
+    uint64_t rate_per_ms;         /* announced in READY */
+    uint32_t max_active;          /* announced in READY */
 } s_proc_t;
 
 struct am2z_worker_t {
@@ -318,6 +322,10 @@ am2z_worker_register(am2z_worker_t *self, const am2z_processor_def_t *def)
     p->timeout_ms = def->timeout_ms;
     p->priority = def->priority;
     p->retry = def->retry;
+    p->delay_ms = def->delay_ms;
+    p->rate_max = def->rate_max;
+    p->rate_per_ms = def->rate_max ? def->rate_interval_ms : 0;
+    p->max_active = def->max_active;
     self->nprocs++;
     return AM2Z_OK;
 }
@@ -406,6 +414,10 @@ s_send_ready(s_engine_t *e)
         descs[i].timeout_ms = w->procs[i].timeout_ms;
         descs[i].priority = w->procs[i].priority;
         descs[i].retry = w->procs[i].retry;
+        descs[i].delay_ms = w->procs[i].delay_ms;
+        descs[i].rate_max = w->procs[i].rate_max;
+        descs[i].rate_per_ms = w->procs[i].rate_per_ms;
+        descs[i].max_active = w->procs[i].max_active;
     }
     /*  Composites in their wire form (copies, freed below). */
     am2z_comp_desc_t *comps = w->ncomps ? calloc(w->ncomps, sizeof *comps) : NULL;

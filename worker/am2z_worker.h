@@ -79,8 +79,14 @@ typedef struct {
     const char *description;      /* may be NULL */
     uint32_t concurrency;         /* actor threads = slots; 0 means 1 */
     uint64_t timeout_ms;          /* 0 = none */
-    int64_t priority;             /* default job priority */
+    int64_t priority;             /* default job priority (higher runs first) */
     am2z_retry_policy_t retry;    /* zeroed = defaults */
+    uint64_t delay_ms;            /* default job delay; 0 = none */
+    uint32_t rate_max;            /* rate limit: at most rate_max jobs started ... */
+    uint64_t rate_interval_ms;    /* ... per rate_interval_ms, enforced by the
+                                     broker across all workers; 0/0 = none */
+    uint32_t max_active;          /* global cap on running jobs across all
+                                     workers (besides each worker's slots); 0 = none */
 } am2z_processor_def_t;
 
 /* ---------------------------------------------------------------------------
