@@ -10,10 +10,12 @@
 #include "am2z_client.h"
 #include "am2z_codec.h"
 #include "am2z_json.h"
+#include "am2z_store.h"
 #include "am2z_testproc.h"
 #include "am2z_testutil.h"
 
 #include <czmq.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
@@ -363,6 +365,60 @@ START_TEST(test_idem_key_past_its_window_starts_a_new_job)
 }
 END_TEST
 
+/*  Entries in the broker's idempotency database, read from another
+    process (LMDB allows that) while the broker runs. */
+static uint64_t
+s_idem_entries(const char *dir)
+{
+    am2z_config_t cfg;
+    memset(&cfg, 0, sizeof cfg);
+    snprintf(cfg.data_dir, sizeof cfg.data_dir, "%s", dir);
+    cfg.map_size = (uint64_t)1 << 30;            /* the broker's default */
+    cfg.durability = AM2Z_DURABILITY_SYNC;
+    cfg.max_state_size = 1u << 20;
+    cfg.max_sessions = 1000000;
+    cfg.max_frame_size = 4u << 20;
+    am2z_store_t *store = NULL;
+    char err[256] = "";
+    ck_assert_msg(am2z_store_open(&cfg, &store, err, sizeof err) == AM2Z_OK, "%s", err);
+    am2z_store_stats_t st;
+    memset(&st, 0, sizeof st);
+    ck_assert_int_eq(am2z_store_stats(store, &st), AM2Z_OK);
+    am2z_store_destroy(&store);
+    return st.entries[AM2Z_DB_IDEM];
+}
+
+START_TEST(test_idem_expired_keys_are_swept)
+{
+    s_env_t env = { 0 };
+    const char *extra[] = { "--idempotency-window", "1s", NULL };
+    s_start(&env, "idem-sweep", extra);
+    am2z_client_t *c = s_client(&env);
+    const char *keys[] = { "sweep-a", "sweep-b", "sweep-c" };
+    for (int i = 0; i < 3; i++) {
+        am2z_submit_opts_t opts = { .idempotency_key = keys[i] };
+        am2z_result_t *r = NULL;
+        ck_assert_int_eq(am2z_client_execute(c, "increment", NULL, "sweep-1", &opts, &r),
+                         AM2Z_OK);
+        ck_assert(r->success);
+        am2z_result_destroy(&r);
+    }
+    /* each key is an entry and a time index entry until its window ends
+       (that they are written is what the duplicate cases show); then the
+       sweep deletes both */
+    uint64_t n = s_idem_entries(env.dir);
+    ck_assert_msg(n <= 6, "more entries than keys: %" PRIu64, n);
+    for (int i = 0; i < 1500 && n > 0; i++) {
+        usleep(10 * 1000);
+        n = s_idem_entries(env.dir);
+    }
+    ck_assert_uint_eq(n, 0);
+    ck_assert_int_eq(s_count(c, "sweep-1", NULL), 3);
+    am2z_client_destroy(&c);
+    s_stop(&env);
+}
+END_TEST
+
 /* ---------------------------------------------------------------------------
    Repeatable jobs
    ------------------------------------------------------------------------ */
@@ -635,6 +691,7 @@ s_suite(void)
     tcase_add_test(idem, test_idem_conflicting_reuse_is_refused);
     tcase_add_test(idem, test_idem_two_submits_at_once_run_once);
     tcase_add_test(idem, test_idem_key_past_its_window_starts_a_new_job);
+    tcase_add_test(idem, test_idem_expired_keys_are_swept);
     suite_add_tcase(s, idem);
     TCase *rep = tcase_create("repeat");
     tcase_set_timeout(rep, 90);
