@@ -365,6 +365,63 @@ START_TEST(test_idem_key_past_its_window_starts_a_new_job)
 }
 END_TEST
 
+/*  A state of `session` with gate = path (the progress processor waits
+    for that file). */
+static am2z_state_t *
+s_gated_state(const char *session, const char *gate)
+{
+    am2z_state_t *st = NULL, *out = NULL;
+    ck_assert_int_eq(am2z_state_new(session, am2z_clock_wall_ms(), &st), AM2Z_OK);
+    am2z_changes_t *ch = am2z_changes_new();
+    ck_assert_int_eq(am2z_changes_set_str(ch, "gate", gate), AM2Z_OK);
+    ck_assert_int_eq(am2z_changes_set_int(ch, "waitMs", 60000), AM2Z_OK);
+    ck_assert_int_eq(am2z_state_apply(st, ch, am2z_clock_wall_ms(), 0, &out), AM2Z_OK);
+    am2z_changes_destroy(&ch);
+    am2z_state_destroy(&st);
+    return out;
+}
+
+static void
+s_open_gate(const char *gate)
+{
+    FILE *f = fopen(gate, "w");
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+}
+
+START_TEST(test_idem_duplicate_of_a_running_job_gets_its_result)
+{
+    s_env_t env = { 0 };
+    s_start(&env, "idem-running", NULL);
+    char gate[600];
+    snprintf(gate, sizeof gate, "%s/gate", env.dir);
+    am2z_state_t *st = s_gated_state("run-1", gate);
+    am2z_submit_opts_t opts = { .idempotency_key = "while-running" };
+    am2z_client_t *a = s_client(&env), *b = s_client(&env);
+    char first[AM2Z_JOB_ID_MAX + 1], dup[AM2Z_JOB_ID_MAX + 1];
+    ck_assert_int_eq(am2z_client_submit(a, "progress", st, "run-1", &opts, first), AM2Z_OK);
+    /* the first job is held at its gate; a duplicate from another client */
+    ck_assert_int_eq(am2z_client_submit(b, "progress", st, "run-1", &opts, dup), AM2Z_OK);
+    ck_assert_str_eq(dup, first);
+    am2z_result_t *r = NULL;
+    ck_assert_int_eq(am2z_client_poll(b, dup, &r), AM2Z_ETIMEOUT);   /* not before it ends */
+    s_open_gate(gate);
+    am2z_result_t *ra = NULL, *rb = NULL;
+    ck_assert_int_eq(am2z_client_wait(a, first, 20000, &ra), AM2Z_OK);
+    ck_assert_int_eq(am2z_client_wait(b, dup, 20000, &rb), AM2Z_OK);
+    ck_assert(ra->success);
+    ck_assert(rb->success);
+    ck_assert_uint_eq(am2z_state_version(rb->state), am2z_state_version(ra->state));
+    ck_assert_uint_eq(s_completed(a, "run-1", "progress"), 1);
+    am2z_result_destroy(&ra);
+    am2z_result_destroy(&rb);
+    am2z_state_destroy(&st);
+    am2z_client_destroy(&a);
+    am2z_client_destroy(&b);
+    s_stop(&env);
+}
+END_TEST
+
 /*  Entries in the broker's idempotency database, read from another
     process (LMDB allows that) while the broker runs. */
 static uint64_t
@@ -614,13 +671,7 @@ START_TEST(test_progress_events_in_order_and_in_job_status)
     s_events_t log = { .count = 0 };
     ck_assert_int_eq(am2z_client_on_event(c, "", s_on_event, &log), AM2Z_OK);
 
-    am2z_state_t *st = NULL, *with_gate = NULL;
-    ck_assert_int_eq(am2z_state_new("prog-1", am2z_clock_wall_ms(), &st), AM2Z_OK);
-    am2z_changes_t *ch = am2z_changes_new();
-    ck_assert_int_eq(am2z_changes_set_str(ch, "gate", gate), AM2Z_OK);
-    ck_assert_int_eq(am2z_changes_set_int(ch, "waitMs", 60000), AM2Z_OK);
-    ck_assert_int_eq(am2z_state_apply(st, ch, am2z_clock_wall_ms(), 0, &with_gate), AM2Z_OK);
-    am2z_changes_destroy(&ch);
+    am2z_state_t *with_gate = s_gated_state("prog-1", gate);
     char id[AM2Z_JOB_ID_MAX + 1];
     ck_assert_int_eq(am2z_client_submit(c, "progress", with_gate, "prog-1", NULL, id), AM2Z_OK);
 
@@ -642,9 +693,7 @@ START_TEST(test_progress_events_in_order_and_in_job_status)
     ck_assert_str_eq(status, "active");
     json_decref(j);
 
-    FILE *f = fopen(gate, "w");
-    ck_assert_ptr_nonnull(f);
-    fclose(f);
+    s_open_gate(gate);
     am2z_result_t *r = NULL;
     ck_assert_int_eq(am2z_client_wait(c, id, 20000, &r), AM2Z_OK);
     ck_assert_msg(r->success, "%s", r->error ? r->error->message : "?");
@@ -673,7 +722,6 @@ START_TEST(test_progress_events_in_order_and_in_job_status)
     j = s_job_status(q, id);
     ck_assert_str_eq(json_string_value(json_object_get(j, "status")), "completed");
     json_decref(j);
-    am2z_state_destroy(&st);
     am2z_state_destroy(&with_gate);
     am2z_client_destroy(&q);
     am2z_client_destroy(&c);
@@ -692,6 +740,7 @@ s_suite(void)
     tcase_add_test(idem, test_idem_two_submits_at_once_run_once);
     tcase_add_test(idem, test_idem_key_past_its_window_starts_a_new_job);
     tcase_add_test(idem, test_idem_expired_keys_are_swept);
+    tcase_add_test(idem, test_idem_duplicate_of_a_running_job_gets_its_result);
     suite_add_tcase(s, idem);
     TCase *rep = tcase_create("repeat");
     tcase_set_timeout(rep, 90);
