@@ -634,8 +634,8 @@ am2zb_repeat_tick(am2z_broker_t *self)
 void
 am2zb_repeat_timer(am2z_broker_t *self, uint64_t now_ms, uint64_t *next_ms)
 {
-    if (!self->repeats)
-        return;
+    if (!self->repeats || self->draining)
+        return;                   /* draining: no run is created, nothing to wake for */
     for (repeat_t *r = zhashx_first(self->repeats->table); r;
          r = zhashx_next(self->repeats->table)) {
         uint64_t left = r->rec.next_ms > now_ms ? r->rec.next_ms - now_ms : 0;
