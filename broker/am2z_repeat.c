@@ -649,10 +649,36 @@ am2zb_repeat_timer(am2z_broker_t *self, uint64_t now_ms, uint64_t *next_ms)
    ------------------------------------------------------------------------ */
 
 /*  A duplicate's answer: ACCEPTED {job: first, dup}, then the first job's
-    RESULT — now if it is stored, else when it finishes (as a fetcher). */
+    RESULT — now if it is stored, else when it finishes (as a fetcher).
+    When the first job is neither pending nor stored any more (its result
+    was deleted), the SUBMIT is refused instead (not_found): an ACCEPTED
+    would promise a RESULT that cannot come. */
 static void
 s_answer_dup(am2z_broker_t *self, const answer_t *a)
 {
+    job_t *job = a->repeat ? NULL : zhashx_lookup(self->jobs, a->id);
+    if (job && job->stopped)
+        job = NULL;
+    am2z_msg_t r;
+    am2z_msg_init(&r, AM2Z_CMD_INVALID);
+    if (!a->repeat && !job) {
+        am2z_record_t rec;
+        memset(&rec, 0, sizeof rec);
+        int rc = am2z_store_get_record(self->store, AM2Z_DB_RESULTS, a->id, strlen(a->id),
+                                       &rec);
+        if (rc == AM2Z_OK)
+            rc = am2z_msg_decode(AM2Z_CMD_RESULT, rec.data, rec.size, rec.size + 1, &r,
+                                 NULL, 0);
+        am2z_record_clear(&rec);
+        if (rc != AM2Z_OK) {
+            am2z_error_t *e = am2z_error_new(AM2Z_CAT_NOT_FOUND, "NOT_FOUND",
+                                             "idempotency key names job %s, whose result "
+                                             "is no longer stored", a->id);
+            am2zb_send_error(self, &a->peer, &e);
+            am2z_msg_clear(&r);
+            return;
+        }
+    }
     am2z_msg_t acc;
     am2z_msg_init(&acc, AM2Z_CMD_ACCEPTED);
     acc.job = (char *)a->id;
@@ -660,29 +686,10 @@ s_answer_dup(am2z_broker_t *self, const answer_t *a)
     acc.dup = true;
     acc.repeat = a->repeat;
     am2zb_send_client(self, &a->peer, &acc);
-    if (a->repeat)
-        return;                   /* a schedule has no result */
-    job_t *job = zhashx_lookup(self->jobs, a->id);
-    if (job && !job->stopped) {
+    if (job)
         am2zb_job_add_fetcher(job, &a->peer);
-        return;
-    }
-    am2z_record_t rec;
-    memset(&rec, 0, sizeof rec);
-    int rc = am2z_store_get_record(self->store, AM2Z_DB_RESULTS, a->id, strlen(a->id), &rec);
-    am2z_msg_t r;
-    am2z_msg_init(&r, AM2Z_CMD_INVALID);
-    if (rc == AM2Z_OK)
-        rc = am2z_msg_decode(AM2Z_CMD_RESULT, rec.data, rec.size, rec.size + 1, &r, NULL, 0);
-    am2z_record_clear(&rec);
-    if (rc == AM2Z_OK) {
+    else if (r.cmd == AM2Z_CMD_RESULT)
         am2zb_send_client(self, &a->peer, &r);
-    } else {
-        am2z_error_t *e = am2z_error_new(AM2Z_CAT_NOT_FOUND, "NOT_FOUND",
-                                         "the result of job %s (first use of this "
-                                         "idempotency key) is no longer stored", a->id);
-        am2zb_send_error(self, &a->peer, &e);
-    }
     am2z_msg_clear(&r);
 }
 

@@ -424,8 +424,8 @@ END_TEST
 
 /*  Entries in the broker's idempotency database, read from another
     process (LMDB allows that) while the broker runs. */
-static uint64_t
-s_idem_entries(const char *dir)
+static am2z_store_t *
+s_open_store(const char *dir)
 {
     am2z_config_t cfg;
     memset(&cfg, 0, sizeof cfg);
@@ -438,6 +438,13 @@ s_idem_entries(const char *dir)
     am2z_store_t *store = NULL;
     char err[256] = "";
     ck_assert_msg(am2z_store_open(&cfg, &store, err, sizeof err) == AM2Z_OK, "%s", err);
+    return store;
+}
+
+static uint64_t
+s_idem_entries(const char *dir)
+{
+    am2z_store_t *store = s_open_store(dir);
     am2z_store_stats_t st;
     memset(&st, 0, sizeof st);
     ck_assert_int_eq(am2z_store_stats(store, &st), AM2Z_OK);
@@ -471,6 +478,37 @@ START_TEST(test_idem_expired_keys_are_swept)
     }
     ck_assert_uint_eq(n, 0);
     ck_assert_int_eq(s_count(c, "sweep-1", NULL), 3);
+    am2z_client_destroy(&c);
+    s_stop(&env);
+}
+END_TEST
+
+START_TEST(test_idem_duplicate_of_a_job_without_result_is_refused)
+{
+    s_env_t env = { 0 };
+    s_start(&env, "idem-gone", NULL);
+    am2z_client_t *c = s_client(&env);
+    am2z_submit_opts_t opts = { .idempotency_key = "gone" };
+    am2z_result_t *r = NULL;
+    ck_assert_int_eq(am2z_client_execute(c, "increment", NULL, "gone-1", &opts, &r), AM2Z_OK);
+    char first[AM2Z_JOB_ID_MAX + 1];
+    snprintf(first, sizeof first, "%s", r->job_id);
+    am2z_result_destroy(&r);
+    /* the result goes (as retention would delete it), written by another
+       process into the broker's LMDB */
+    am2z_store_t *store = s_open_store(env.dir);
+    am2z_store_batch_t *batch = NULL;
+    ck_assert_int_eq(am2z_store_begin(store, &batch), AM2Z_OK);
+    ck_assert_int_eq(am2z_batch_del(batch, AM2Z_DB_RESULTS, first, strlen(first)), AM2Z_OK);
+    ck_assert_int_eq(am2z_store_commit(&batch), AM2Z_OK);
+    am2z_store_destroy(&store);
+    /* a duplicate cannot be promised a result: refused, naming the job */
+    char id[AM2Z_JOB_ID_MAX + 1];
+    ck_assert_int_eq(am2z_client_submit(c, "increment", NULL, "gone-1", &opts, id),
+                     AM2Z_EFAILED);
+    ck_assert_msg(strstr(am2z_client_last_error(c), first) != NULL, "%s",
+                  am2z_client_last_error(c));
+    ck_assert_int_eq(s_count(c, "gone-1", NULL), 1);
     am2z_client_destroy(&c);
     s_stop(&env);
 }
@@ -741,6 +779,7 @@ s_suite(void)
     tcase_add_test(idem, test_idem_key_past_its_window_starts_a_new_job);
     tcase_add_test(idem, test_idem_expired_keys_are_swept);
     tcase_add_test(idem, test_idem_duplicate_of_a_running_job_gets_its_result);
+    tcase_add_test(idem, test_idem_duplicate_of_a_job_without_result_is_refused);
     suite_add_tcase(s, idem);
     TCase *rep = tcase_create("repeat");
     tcase_set_timeout(rep, 90);
