@@ -610,19 +610,35 @@ s_on_submit(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
             return;
         }
     }
+    /* idempotency + repeat + progress (issue 6) */
+    if (am2zb_repeat_on_submit(self, peer, proc, msg))
+        return;                   /* a duplicate, a repeat schedule or a refusal */
+    job_t *submitted = am2zb_submit_job(self, peer, proc, msg);
+    if (submitted && msg->idem_key)
+        am2zb_idem_put(self, msg->idem_key, submitted->id, proc->name, submitted->session_id,
+                       false);
+}
+
+/*  The part of SUBMIT that creates the job (limits, record, lane, the
+    ACCEPTED effect): also used for a repeatable job's runs, whose peer is
+    nobody. Takes msg->state. Returns the job (borrowed: in its lane), or
+    NULL after answering the peer with the refusal. */
+job_t *
+am2zb_submit_job(am2z_broker_t *self, const peer_t *peer, proc_t *proc, am2z_msg_t *msg)
+{
     am2z_error_t *limit = s_submit_limits(self, proc, msg->session);
     if (limit) {
         AM2Z_LOG(self->log, AM2Z_LOG_INFO, S_COMPONENT, "submit refused",
                  AM2Z_KS("session", msg->session), AM2Z_KS("proc", proc->name),
                  AM2Z_KS("reason", limit->message));
         s_send_error(self, peer, &limit);
-        return;
+        return NULL;
     }
     am2z_store_batch_t *batch = s_batch(self);
     if (!batch) {
         am2z_error_t *e = s_resource_error(self);
         s_send_error(self, peer, &e);
-        return;
+        return NULL;
     }
     job_t *job = am2zb_job_new();
     effect_t *eff = calloc(1, sizeof *eff);
@@ -630,7 +646,7 @@ s_on_submit(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
         am2zb_job_destroy(&job);
         free(eff);
         s_send_error_fmt(self, peer, AM2Z_CAT_RESOURCE, "OUT_OF_MEMORY", "broker out of memory");
-        return;
+        return NULL;
     }
     uint64_t now = am2z_clock_wall_ms();
     if (s_make_job_id(job->id) != AM2Z_OK) {
@@ -638,7 +654,7 @@ s_on_submit(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
         free(eff);
         s_send_error_fmt(self, peer, AM2Z_CAT_RESOURCE, "RANDOM_UNAVAILABLE",
                          "cannot read random bytes for a job id");
-        return;
+        return NULL;
     }
     job->proc = proc;
     job->state = msg->state;
@@ -663,7 +679,7 @@ s_on_submit(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
         s_send_error(self, peer, &e);
         am2zb_job_destroy(&job);
         free(eff);
-        return;
+        return NULL;
     }
     session_t *session = am2zb_session_get(self, job->session_id, false);
     bool created = false;
@@ -679,7 +695,7 @@ s_on_submit(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
         am2zb_job_destroy(&job);
         free(eff);
         s_send_error_fmt(self, peer, AM2Z_CAT_RESOURCE, "OUT_OF_MEMORY", "broker out of memory");
-        return;
+        return NULL;
     }
     am2zb_job_track(self, job);
     am2zb_lane_push(session, job, false);
@@ -691,6 +707,7 @@ s_on_submit(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
     AM2Z_LOG(self->log, AM2Z_LOG_DEBUG, S_COMPONENT, "job submitted",
              AM2Z_KS("job", job->id), AM2Z_KS("proc", proc->name),
              AM2Z_KS("session", job->session_id));
+    return job;
 }
 
 static void
@@ -709,6 +726,7 @@ s_on_stop_session(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
     }
     if (!msg->keep_state)
         am2z_batch_delete_state(batch, msg->session);   /* ENOTFOUND is fine */
+    am2zb_repeat_stop_session(self, msg->session);  /* idempotency + repeat + progress (issue 6) */
 
     session_t *session = am2zb_session_get(self, msg->session, false);
     size_t cancelled = 0;
@@ -1042,6 +1060,7 @@ s_on_frontend(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
     case AM2Z_CMD_SUBMIT:       s_on_submit(self, peer, msg); break;
     case AM2Z_CMD_STOP_SESSION: s_on_stop_session(self, peer, msg); break;
     case AM2Z_CMD_DLQ:          s_on_dlq(self, peer, msg); break;
+    case AM2Z_CMD_REPEAT:       am2zb_repeat_on_command(self, peer, msg); break;
     case AM2Z_CMD_FETCH:
     case AM2Z_CMD_QUERY:        s_defer(self, peer, msg); break;
     case AM2Z_CMD_HEARTBEAT:
@@ -1404,6 +1423,7 @@ s_on_worker_event(am2z_broker_t *self, worker_t *worker, am2z_msg_t *msg)
                  AM2Z_KS("job", msg->job), AM2Z_KS("name", msg->name));
         return;
     }
+    am2zb_progress_event(self, job, msg);   /* idempotency + repeat + progress (issue 6) */
     am2zb_job_event(self, job, msg->name, msg->data, msg->data_size);
 }
 
@@ -1767,7 +1787,10 @@ s_query_job(am2z_broker_t *self, const peer_t *peer, const char *id, am2z_bw_t *
 {
     job_t *job = zhashx_lookup(self->jobs, id);
     if (job && !job->stopped) {
-        am2z_bw_map(w, 5);
+        am2z_bw_map(w, 5 + (job->has_progress ? 1u : 0u));
+        if (job->has_progress) {
+            am2z_bw_str(w, "progress"); am2z_bw_uint(w, job->progress);
+        }
         am2z_bw_str(w, "job");     am2z_bw_str(w, job->id);
         am2z_bw_str(w, "proc");    am2z_bw_str(w, job->proc->name);
         am2z_bw_str(w, "session"); am2z_bw_str(w, job->session_id);
@@ -1836,6 +1859,8 @@ s_on_query(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
         s_write_queues(self, w, NULL);
     } else if (strcmp(what, "dlq") == 0) {
         s_query_dlq(self, peer, msg, w, &answered);
+    } else if (strcmp(what, "repeats") == 0) {
+        am2zb_repeat_query(self, msg, w);
     } else if (strcmp(what, "session-stats") == 0 || strcmp(what, "state") == 0) {
         if (!msg->session) {
             s_send_error_fmt(self, peer, AM2Z_CAT_VALIDATION, "VALIDATION_ERROR",
@@ -2172,6 +2197,7 @@ s_stage_leftovers(am2z_broker_t *self)
         free(id);
     }
     am2zb_flow_tick(self);
+    am2zb_repeat_tick(self);      /* idempotency + repeat + progress (issue 6) */
 }
 
 static void
@@ -2208,6 +2234,7 @@ s_timers(am2z_broker_t *self, uint64_t *next_ms)
         if (left < next)
             next = left;
     }
+    am2zb_repeat_timer(self, wall, &next);  /* idempotency + repeat + progress (issue 6) */
     *next_ms = next;
 }
 
@@ -2278,6 +2305,7 @@ s_turn(am2z_broker_t *self, zsock_t *pipe, uint64_t timeout_ms)
     }
     self->batch = NULL;
     s_apply_effects(self, durable);
+    am2zb_repeat_after_commit(self, durable);   /* idempotency + repeat + progress (issue 6) */
     s_run_deferred(self);
     s_dispatch(self);
 }
@@ -2643,6 +2671,11 @@ am2z_broker_new(const am2z_broker_config_t *cfg, am2z_broker_t **out,
         snprintf(err, err_size, "cannot reload pending jobs: %s", am2z_strerror(rc));
         goto fail;
     }
+    rc = am2zb_repeat_new(self);  /* idempotency + repeat + progress (issue 6) */
+    if (rc != AM2Z_OK) {
+        snprintf(err, err_size, "cannot load repeatable jobs: %s", am2z_strerror(rc));
+        goto fail;
+    }
     rc = s_bind(self, ZMQ_ROUTER, cfg->frontend, &self->frontend, 0, err, err_size);
     if (rc == AM2Z_OK)
         rc = s_bind(self, ZMQ_ROUTER, cfg->backend, &self->backend, 1, err, err_size);
@@ -2691,6 +2724,7 @@ am2z_broker_destroy(am2z_broker_t **self_p)
        jobs, each container without walking the others */
     zlistx_destroy(&self->delayed);
     am2zb_flow_destroy(self);        /* runs only: jobs are freed below */
+    am2zb_repeat_destroy(self);      /* idempotency + repeat + progress (issue 6) */
     if (self->jobs) {
         for (job_t *job = zhashx_first(self->jobs); job; job = zhashx_next(self->jobs))
             am2zb_job_destroy(&job);
@@ -2737,4 +2771,26 @@ am2z_broker_actor(zsock_t *pipe, void *args)
     /* free this thread's OpenSSL state (SHA-256 of every envelope) now,
        not in a TLS destructor that races the process exit */
     OPENSSL_thread_stop();
+}
+
+/* ---------------------------------------------------------------------------
+   idempotency + repeat + progress (issue 6): sending for am2z_repeat.c
+   ------------------------------------------------------------------------ */
+
+void
+am2zb_send_client(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
+{
+    s_send_client(self, peer, msg);
+}
+
+void
+am2zb_send_error(am2z_broker_t *self, const peer_t *peer, am2z_error_t **error_p)
+{
+    s_send_error(self, peer, error_p);
+}
+
+am2z_error_t *
+am2zb_resource_error(am2z_broker_t *self)
+{
+    return s_resource_error(self);
 }

@@ -98,6 +98,9 @@ struct job_s {
     bool call;                    /* a nested call's child: no lane, no credit */
     uint64_t call_req;            /* its CALL's req, echoed in the RESULT */
     char call_worker[AM2Z_JOB_ID_MAX + 1]; /* id of the worker that called */
+    /* idempotency + repeat + progress (issue 6) */
+    uint64_t progress;            /* last job:progress value of any attempt */
+    bool has_progress;            /* a job:progress event was seen */
 };
 
 /*  A lease the broker expired while its worker still runs it. */
@@ -214,6 +217,8 @@ struct am2z_broker_t {
     bool draining;                /* stop flag seen: no new work, leases finish */
     uint64_t drain_deadline_us;   /* give up on running leases then */
     struct am2zb_flows_s *flows;  /* owned: workflow runs (am2z_flow.c) */
+    /* idempotency + repeat + progress (issue 6) */
+    struct am2zb_repeats_s *repeats; /* owned: schedules, pending answers (am2z_repeat.c) */
 };
 
 /* am2z_sched.c ------------------------------------------------------------ */
@@ -299,5 +304,52 @@ void am2zb_flow_call(am2z_broker_t *self, worker_t *worker, am2z_msg_t *msg);
 /*  The session of a running composite job was stopped: the run ends
     without a result (the caller already got one), root job destroyed. */
 void am2zb_flow_stop(am2z_broker_t *self, job_t *root);
+
+/* idempotency + repeat + progress (issue 6) ---------------------------------
+   am2z_repeat.c: idempotency keys (AM2Z_DB_IDEM), repeatable jobs
+   (AM2Z_DB_REPEATS), job progress. Every function runs on the loop thread;
+   "in turn" as for am2z_flow.c. */
+struct am2z_bw_t;
+/*  Creates self->repeats and loads the stored schedules (the next run of
+    one overdue after downtime is its next due time >= now). Returns AM2Z_OK,
+    AM2Z_ENOMEM or AM2Z_EIO. */
+int am2zb_repeat_new(am2z_broker_t *self);
+/*  NULL-safe. */
+void am2zb_repeat_destroy(am2z_broker_t *self);
+/*  In turn, for a validated SUBMIT (processor known, session and state
+    valid): answers it when it is an idempotent duplicate (after the
+    commit), reuses a key in conflict (ValidationError) or asks for a
+    repeatable job (schedule stored, ACCEPTED {repeat} after the commit).
+    Returns true when the SUBMIT is dealt with, false when a job must be
+    created as usual. */
+bool am2zb_repeat_on_submit(am2z_broker_t *self, const peer_t *peer, proc_t *proc,
+                            am2z_msg_t *msg);
+/*  In turn: remembers key -> first id for idem_window_ms. */
+void am2zb_idem_put(am2z_broker_t *self, const char *key, const char *id, const char *proc,
+                    const char *session, bool repeat);
+/*  In turn: REPEAT {req, op: cancel, job}. */
+void am2zb_repeat_on_command(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg);
+/*  In turn: STOP_SESSION cancels the session's schedules. */
+void am2zb_repeat_stop_session(am2z_broker_t *self, const char *session);
+/*  In turn: creates the jobs of due schedules, sweeps expired keys (bounded). */
+void am2zb_repeat_tick(am2z_broker_t *self);
+/*  After the commit (and the turn's effects): sends the answers that
+    waited for it; on a failed commit refuses them and reloads schedules. */
+void am2zb_repeat_after_commit(am2z_broker_t *self, bool durable);
+/*  Lowers *next_ms to the time until the next schedule is due. */
+void am2zb_repeat_timer(am2z_broker_t *self, uint64_t now_ms, uint64_t *next_ms);
+/*  QUERY what=repeats (session filter): writes the array into w. */
+void am2zb_repeat_query(am2z_broker_t *self, const am2z_msg_t *msg, struct am2z_bw_t *w);
+/*  A worker EVENT of a leased job: records job:progress on the job. */
+void am2zb_progress_event(am2z_broker_t *self, job_t *job, const am2z_msg_t *msg);
+/*  am2z_broker.c: creates a job for a SUBMIT past validation (see there). */
+job_t *am2zb_submit_job(am2z_broker_t *self, const peer_t *peer, proc_t *proc,
+                        am2z_msg_t *msg);
+/*  am2z_broker.c: sends to a client (nobody: nothing); msg->req = peer's. */
+void am2zb_send_client(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg);
+/*  am2z_broker.c: ERROR to a client; takes *error_p. */
+void am2zb_send_error(am2z_broker_t *self, const peer_t *peer, am2z_error_t **error_p);
+/*  am2z_broker.c: the ResourceError naming the LMDB map. Caller owns it. */
+am2z_error_t *am2zb_resource_error(am2z_broker_t *self);
 
 #endif

@@ -43,6 +43,12 @@ typedef struct {
     uint64_t delay_ms;            /* execute: not before now + delay */
     uint64_t job_timeout_ms;      /* execute: the job's own timeout */
     char processor[AM2Z_NAME_MAX + 2];       /* dlq list: only this processor */
+    /* queue controls (issue 6) */
+    char priority[32];            /* execute: job priority ("" = the processor's) */
+    char idem_key[AM2Z_NAME_MAX + 2];        /* execute: idempotency key */
+    uint64_t every_ms;            /* execute: repeat every N ms (a schedule) */
+    uint64_t limit;               /* execute --every: at most N runs */
+    uint64_t start_ms;            /* execute --every: wall clock ms of the first run */
 } s_opts_t;
 
 #define O(f) offsetof(s_opts_t, f)
@@ -69,6 +75,16 @@ static const am2z_cfg_def_t s_table[] = {
       "execute: the job's timeout (0 = the processor's)" },
     { "processor", AM2Z_CFG_STRING, O(processor), sizeof ((s_opts_t *)0)->processor,
       "", 0, 0, NULL, "dlq list: only this processor's dead letters" },
+    { "priority", AM2Z_CFG_STRING, O(priority), sizeof ((s_opts_t *)0)->priority,
+      "", 0, 0, NULL, "execute: job priority, an integer (higher runs first)" },
+    { "idempotency-key", AM2Z_CFG_STRING, O(idem_key), sizeof ((s_opts_t *)0)->idem_key,
+      "", 0, 0, NULL, "execute: a key that makes a resubmit return the first job" },
+    { "every", AM2Z_CFG_MS, O(every_ms), 0, "0", 0, 0, NULL,
+      "execute: a repeatable job, run every MS (prints its repeat id)" },
+    { "limit", AM2Z_CFG_UINT, O(limit), 0, "0", 0, 0, NULL,
+      "execute --every: at most N runs (0 = until cancelled)" },
+    { "start", AM2Z_CFG_UINT, O(start_ms), 0, "0", 0, 0, NULL,
+      "execute --every: first run at this wall clock, ms since the epoch (0 = now)" },
     { NULL, 0, 0, 0, NULL, 0, 0, NULL, NULL },
 };
 
@@ -240,6 +256,54 @@ s_load_state(const s_opts_t *opts, am2z_state_t **out)
     return S_EXIT_OK;
 }
 
+/*  --priority, --idempotency-key, --every, --limit, --start into *sub. */
+static int
+s_queue_controls(const s_opts_t *opts, am2z_submit_opts_t *sub)
+{
+    if (opts->priority[0]) {
+        char *end = NULL;
+        errno = 0;
+        long long v = strtoll(opts->priority, &end, 10);
+        if (errno || !end || *end || end == opts->priority)
+            return s_fail(S_EXIT_USAGE, "--priority: '%s' is not an integer", opts->priority);
+        sub->priority = v;
+        sub->has_priority = true;
+    }
+    if (opts->idem_key[0]) {
+        if (strlen(opts->idem_key) > AM2Z_NAME_MAX)
+            return s_fail(S_EXIT_USAGE, "--idempotency-key: at most %d bytes", AM2Z_NAME_MAX);
+        sub->idempotency_key = opts->idem_key;
+    }
+    if (!opts->every_ms && (opts->limit || opts->start_ms))
+        return s_fail(S_EXIT_USAGE, "--limit and --start need --every");
+    sub->repeat_every_ms = opts->every_ms;
+    sub->repeat_limit = opts->limit;
+    sub->repeat_start_ms = opts->start_ms;
+    return S_EXIT_OK;
+}
+
+/*  execute --every: stores the schedule and prints its repeat id. */
+static int
+s_submit_repeat(const s_opts_t *opts, am2z_client_t *client, const char *processor,
+                const am2z_state_t *state, const am2z_submit_opts_t *sub)
+{
+    char id[AM2Z_JOB_ID_MAX + 1];
+    int rc = am2z_client_submit(client, processor, state, opts->session, sub, id);
+    if (rc == AM2Z_EFAILED)
+        return s_fail(S_EXIT_FAILED, "execute: %s", am2z_client_last_error(client));
+    if (rc != AM2Z_OK)
+        return s_client_fail(client, "execute", rc);
+    json_t *j = json_object();
+    json_object_set_new(j, "repeatId", json_string(id));
+    json_object_set_new(j, "processor", json_string(processor));
+    json_object_set_new(j, "sessionId", json_string(opts->session));
+    json_object_set_new(j, "every", json_integer((json_int_t)sub->repeat_every_ms));
+    json_object_set_new(j, "limit", json_integer((json_int_t)sub->repeat_limit));
+    s_print_json(j, JSON_INDENT(2));
+    json_decref(j);
+    return S_EXIT_OK;
+}
+
 static int
 s_cmd_execute(const s_opts_t *opts, int argc, char **argv)
 {
@@ -264,6 +328,18 @@ s_cmd_execute(const s_opts_t *opts, int argc, char **argv)
         return code;
     }
     am2z_submit_opts_t sub = { .delay_ms = opts->delay_ms, .timeout_ms = opts->job_timeout_ms };
+    code = s_queue_controls(opts, &sub);
+    if (code != S_EXIT_OK) {
+        am2z_state_destroy(&state);
+        am2z_client_destroy(&client);
+        return code;
+    }
+    if (sub.repeat_every_ms) {
+        code = s_submit_repeat(opts, client, processor, state, &sub);
+        am2z_state_destroy(&state);
+        am2z_client_destroy(&client);
+        return code;
+    }
     am2z_result_t *result = NULL;
     int rc = am2z_client_execute(client, processor, state, opts->session, &sub, &result);
     if (rc != AM2Z_OK) {
@@ -449,6 +525,71 @@ s_cmd_dlq(const s_opts_t *opts, int argc, char **argv)
     return code;
 }
 
+/*  am2z repeat list [--session ID] | cancel ID (issue 6) */
+static int
+s_cmd_repeat(const s_opts_t *opts, int argc, char **argv)
+{
+    const char *op = argc > 0 ? argv[0] : "";
+    bool list = strcmp(op, "list") == 0;
+    bool cancel = strcmp(op, "cancel") == 0;
+    if (!list && !cancel)
+        return s_fail(S_EXIT_USAGE, "repeat: expected list or cancel ID (see am2z repeat --help)");
+    if (list ? argc != 1 : argc != 2)
+        return s_fail(S_EXIT_USAGE, "repeat %s: expected %s", op, list ? "no id" : "one repeat id");
+    if (cancel && !am2z_job_id_valid(argv[1], strlen(argv[1])))
+        return s_fail(S_EXIT_USAGE, "invalid repeat id '%s'", argv[1]);
+    if (list && opts->session[0] && !s_session_ok(opts->session))
+        return s_fail(S_EXIT_USAGE, "invalid session id '%s'", opts->session);
+    am2z_client_t *client = NULL;
+    int code = s_connect(opts, &client);
+    if (code != S_EXIT_OK)
+        return code;
+    if (list) {
+        am2z_repeat_list_t *rl = NULL;
+        int rc = am2z_client_repeat_list(client, opts->session[0] ? opts->session : NULL, &rl);
+        if (rc != AM2Z_OK) {
+            code = s_client_fail(client, "repeat list", rc);
+        } else {
+            json_t *arr = json_array();
+            for (size_t i = 0; i < rl->count; i++) {
+                const am2z_repeat_t *r = &rl->items[i];
+                json_t *o = json_object();
+                json_object_set_new(o, "repeatId", json_string(r->id));
+                json_object_set_new(o, "processor", json_string(r->processor));
+                json_object_set_new(o, "sessionId", json_string(r->session_id));
+                json_object_set_new(o, "every", json_integer((json_int_t)r->every_ms));
+                json_object_set_new(o, "limit", json_integer((json_int_t)r->limit));
+                json_object_set_new(o, "runs", json_integer((json_int_t)r->runs));
+                json_object_set_new(o, "nextRunAt", json_integer((json_int_t)r->next_ms));
+                json_object_set_new(o, "createdAt", json_integer((json_int_t)r->created_ms));
+                json_object_set_new(o, "lastJobId", r->last_job_id[0]
+                                                        ? json_string(r->last_job_id)
+                                                        : json_null());
+                json_array_append_new(arr, o);
+            }
+            s_print_json(arr, JSON_INDENT(2));
+            json_decref(arr);
+            am2z_repeat_list_destroy(&rl);
+        }
+    } else {
+        int rc = am2z_client_repeat_cancel(client, argv[1]);
+        if (rc == AM2Z_EFAILED) {
+            code = s_fail(S_EXIT_FAILED, "repeat cancel: %s", am2z_client_last_error(client));
+        } else if (rc != AM2Z_OK) {
+            code = s_client_fail(client, "repeat cancel", rc);
+        } else {
+            json_t *j = json_object();
+            json_object_set_new(j, "ok", json_true());
+            json_object_set_new(j, "repeatId", json_string(argv[1]));
+            json_object_set_new(j, "cancelled", json_true());
+            s_print_json(j, JSON_INDENT(2));
+            json_decref(j);
+        }
+    }
+    am2z_client_destroy(&client);
+    return code;
+}
+
 static void
 s_on_stop_signal(int sig)
 {
@@ -505,8 +646,10 @@ s_cmd_events(const s_opts_t *opts, int argc, char **argv)
 }
 
 static const s_command_t s_commands[] = {
-    { "execute", "PROCESSOR --session ID [--state JSON|@FILE] [--delay MS] [--job-timeout MS]",
-      "run a processor in a session and print its result", s_cmd_execute, 1 },
+    { "execute", "PROCESSOR --session ID [--state JSON|@FILE] [--delay MS] [--job-timeout MS]"
+      " [--priority N] [--idempotency-key KEY] [--every MS [--limit N] [--start EPOCH_MS]]",
+      "run a processor in a session and print its result (--every: store a repeatable "
+      "job and print its id)", s_cmd_execute, 1 },
     { "stats", "", "broker-wide counters", s_cmd_stats, 0 },
     { "queues", "[--session ID]", "per-processor queue counters (of one session with --session)",
       s_cmd_queues, 0 },
@@ -522,6 +665,9 @@ static const s_command_t s_commands[] = {
     { "dlq", "list [--session ID] [--processor NAME] | retry JOB | discard JOB",
       "dead letters: list them, re-enqueue one (same job id, fresh attempts), or delete one",
       s_cmd_dlq, -1 },
+    { "repeat", "list [--session ID] | cancel ID",
+      "repeatable jobs: list them (of one session with --session), or cancel one",
+      s_cmd_repeat, -1 },
     { NULL, NULL, NULL, NULL, 0 },
 };
 

@@ -30,6 +30,7 @@
 
 #include "am2z_codec.h"
 #include "am2z_reply.h"
+#include "am2z_repeat_reply.h"
 
 #include <czmq.h>
 #include <errno.h>
@@ -640,6 +641,11 @@ s_submit_msg(am2z_client_t *self, const char *processor, const am2z_state_t *sta
         msg->timeout_ms = opts->timeout_ms;
         msg->delay_ms = opts->delay_ms;
         msg->idem_key = (char *)opts->idempotency_key;
+        msg->every_ms = opts->repeat_every_ms;      /* issue 6: repeatable jobs */
+        if (opts->repeat_every_ms) {
+            msg->limit = opts->repeat_limit;
+            msg->start_ms = opts->repeat_start_ms;
+        }
     }
     return AM2Z_OK;
 }
@@ -653,6 +659,8 @@ s_submit_outcome(am2z_client_t *self, am2z_msg_t *answer, const char *processor,
 {
     if (answer->cmd == AM2Z_CMD_ACCEPTED && answer->job) {
         s_copy(job_id, AM2Z_JOB_ID_MAX + 1, answer->job);
+        if (answer->repeat)
+            return AM2Z_OK;       /* a schedule's id: no result will come */
         if (!s_entry_get(self, job_id)) {
             s_set_error(self, "out of memory tracking job %s", job_id);
             return AM2Z_ENOMEM;
@@ -823,6 +831,11 @@ am2z_client_execute(am2z_client_t *self, const char *processor, const am2z_state
     if (!self || !out)
         return AM2Z_EINVAL;
     *out = NULL;
+    if (opts && opts->repeat_every_ms) {
+        s_set_error(self, "execute: a repeatable job (repeat_every_ms) has no result to "
+                    "wait for; use am2z_client_submit");
+        return AM2Z_EINVAL;
+    }
     char job_id[AM2Z_JOB_ID_MAX + 1];
     am2z_error_t *refusal = NULL;
     int rc = s_submit(self, processor, state, session_id, opts, job_id, &refusal);
@@ -1211,6 +1224,56 @@ int
 am2z_client_dlq_discard(am2z_client_t *self, const char *job_id)
 {
     return s_dlq_op(self, "discard", job_id);
+}
+
+/* ---------------------------------------------------------------------------
+   Repeatable jobs (issue 6)
+   ------------------------------------------------------------------------ */
+
+int
+am2z_client_repeat_list(am2z_client_t *self, const char *session_id,
+                        am2z_repeat_list_t **out)
+{
+    if (!self || !out
+        || (session_id && !am2z_session_id_valid(session_id, strlen(session_id))))
+        return AM2Z_EINVAL;
+    *out = NULL;
+    am2z_msg_t answer;
+    int rc = s_query(self, "repeats", session_id, NULL, &answer);
+    if (rc != AM2Z_OK)
+        return rc;
+    char err[256] = "";
+    const uint8_t empty[] = { 0x90 };
+    rc = am2z_repeat_reply_decode(answer.data ? answer.data : empty,
+                                  answer.data ? answer.data_size : 1, out, err, sizeof err);
+    if (rc != AM2Z_OK)
+        s_set_error(self, "%s", err[0] ? err : am2z_strerror(rc));
+    am2z_msg_clear(&answer);
+    return rc;
+}
+
+int
+am2z_client_repeat_cancel(am2z_client_t *self, const char *repeat_id)
+{
+    if (!self || !repeat_id || !am2z_job_id_valid(repeat_id, strlen(repeat_id)))
+        return AM2Z_EINVAL;
+    am2z_msg_t req, answer;
+    am2z_msg_init(&req, AM2Z_CMD_REPEAT);
+    req.op = "cancel";
+    req.job = (char *)repeat_id;
+    int rc = s_request(self, &req, s_deadline(self->timeout_ms), &answer);
+    if (rc != AM2Z_OK)
+        return rc;
+    if (answer.cmd == AM2Z_CMD_ERROR) {
+        rc = s_refused(self, &answer, "repeat cancel");
+        if (rc != AM2Z_ENOTFOUND)
+            rc = AM2Z_EFAILED;
+    } else if (answer.cmd != AM2Z_CMD_REPLY) {
+        s_set_error(self, "unexpected %s in answer to REPEAT", am2z_cmd_name(answer.cmd));
+        rc = AM2Z_EPROTO;
+    }
+    am2z_msg_clear(&answer);
+    return rc;
 }
 
 /* ---------------------------------------------------------------------------

@@ -82,7 +82,8 @@ const char *am2z_client_last_error(const am2z_client_t *self);
    ------------------------------------------------------------------------ */
 
 /*  Runs `processor` in `session_id` on `state` (NULL: continue from the
-    session's stored state) and waits for the result. session_id NULL: the
+    session's stored state) and waits for the result. opts with
+    repeat_every_ms is AM2Z_EINVAL (a schedule has no result: use submit). session_id NULL: the
     state's metadata.sessionId (state must then be given). opts may be NULL.
     Returns AM2Z_OK (*out set; check (*out)->success), AM2Z_EINVAL,
     AM2Z_ETIMEOUT (no result within the client's timeout; the job goes on
@@ -112,7 +113,14 @@ int am2z_client_execute_many(am2z_client_t *self, const char *processor,
 /*  Asynchronous: submits and returns once the broker has made the job
     durable; job_id receives its id. Returns as execute, minus results,
     except that a refused SUBMIT is AM2Z_EFAILED (am2z_client_last_error
-    says why). */
+    says why).
+    Idempotency (opts->idempotency_key): a key the broker saw within its
+    idempotency window names the first job: job_id receives that job's id,
+    nothing new runs, and waiting for it returns the first job's result.
+    Reusing a key for another processor or session is refused (EFAILED).
+    Repeatable (opts->repeat_every_ms > 0): the broker stores a schedule and
+    job_id receives the REPEAT id (not a job id; nothing to wait for): see
+    "Repeatable jobs" below. */
 int am2z_client_submit(am2z_client_t *self, const char *processor,
                        const am2z_state_t *state, const char *session_id,
                        const am2z_submit_opts_t *opts,
@@ -272,6 +280,50 @@ int am2z_client_dlq_retry(am2z_client_t *self, const char *job_id);
 /*  Deletes a dead letter (its failed result stays fetchable). Returns
     AM2Z_OK, AM2Z_ENOTFOUND, AM2Z_EFAILED, AM2Z_ETIMEOUT, AM2Z_ENETWORK. */
 int am2z_client_dlq_discard(am2z_client_t *self, const char *job_id);
+
+/* ---------------------------------------------------------------------------
+   Repeatable jobs (issue 6)
+
+   am2z_client_submit with opts->repeat_every_ms > 0 stores a schedule in
+   the broker: one normal job of `processor` in the session, with the
+   submitted state and options, at opts->repeat_start_ms (wall clock ms; 0 =
+   now, plus opts->delay_ms) and then every repeat_every_ms, at most
+   repeat_limit times (0 = until cancelled). The schedule survives a broker
+   restart; runs missed while the broker was down are not made up (the
+   next run is the next due time). Stopping the session cancels it.
+   ------------------------------------------------------------------------ */
+
+/*  One schedule. */
+typedef struct {
+    char id[AM2Z_JOB_ID_MAX + 1];           /* the repeat id */
+    char processor[AM2Z_NAME_MAX + 1];
+    char session_id[AM2Z_SESSION_ID_MAX + 1];
+    uint64_t every_ms;
+    uint64_t limit;               /* 0 = no limit */
+    uint64_t runs;                /* jobs created so far */
+    uint64_t next_ms;             /* wall clock of the next run */
+    uint64_t created_ms;
+    char last_job_id[AM2Z_JOB_ID_MAX + 1];  /* "" = none yet */
+} am2z_repeat_t;
+
+typedef struct {
+    size_t count;
+    am2z_repeat_t *items;         /* owned; in repeat id (creation) order */
+} am2z_repeat_list_t;
+
+/*  NULL-safe, idempotent. */
+void am2z_repeat_list_destroy(am2z_repeat_list_t **self_p);
+
+/*  The broker's schedules, optionally of one session (NULL = all). Caller
+    owns *out. Returns AM2Z_OK, AM2Z_EINVAL, AM2Z_ETIMEOUT, AM2Z_ENETWORK,
+    AM2Z_EPROTO. */
+int am2z_client_repeat_list(am2z_client_t *self, const char *session_id,
+                            am2z_repeat_list_t **out);
+
+/*  Deletes a schedule: no further runs (a job already created runs).
+    Returns AM2Z_OK once durable, AM2Z_ENOTFOUND (no such schedule),
+    AM2Z_EFAILED (refused), AM2Z_EINVAL, AM2Z_ETIMEOUT, AM2Z_ENETWORK. */
+int am2z_client_repeat_cancel(am2z_client_t *self, const char *repeat_id);
 
 /* ---------------------------------------------------------------------------
    Events

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* ---------------------------------------------------------------------------
    Basics
@@ -194,6 +195,43 @@ s_emit(am2z_ctx_t *ctx)
         rc = am2z_ctx_progress(ctx, 50);
     if (rc == AM2Z_OK)
         rc = am2z_changes_set_int(am2z_ctx_changes(ctx), "emitted", 3);
+    return rc;
+}
+
+/*  Reports progress 25 and 50; then, when state.gate names a file, waits
+    (10 ms steps, cancellable, at most state.waitMs, default 10000) until
+    that file exists; then reports 75 and 100 and sets progress = 100. A
+    test observes the job's status mid-run by holding the gate closed. */
+static int
+s_progress(am2z_ctx_t *ctx)
+{
+    int rc = am2z_ctx_progress(ctx, 25);
+    if (rc == AM2Z_OK)
+        rc = am2z_ctx_progress(ctx, 50);
+    char gate[512] = "";
+    if (rc == AM2Z_OK
+        && am2z_state_get_strcpy(am2z_ctx_state(ctx), "gate", gate, sizeof gate) == AM2Z_OK
+        && gate[0]) {
+        int64_t wait_ms = 10000;
+        am2z_state_get_int(am2z_ctx_state(ctx), "waitMs", &wait_ms);
+        int64_t waited = 0;
+        while (access(gate, F_OK) != 0) {
+            if (am2z_ctx_cancelled(ctx) || waited >= wait_ms) {
+                am2z_error_t *e = am2z_error_new(AM2Z_CAT_EXECUTION, "GATE_CLOSED",
+                                                 "gate %s did not open within %lld ms",
+                                                 gate, (long long)waited);
+                return am2z_ctx_fail(ctx, &e);
+            }
+            nanosleep(&(struct timespec){ .tv_nsec = 10 * 1000000L }, NULL);
+            waited += 10;
+        }
+    }
+    if (rc == AM2Z_OK)
+        rc = am2z_ctx_progress(ctx, 75);
+    if (rc == AM2Z_OK)
+        rc = am2z_ctx_progress(ctx, 100);
+    if (rc == AM2Z_OK)
+        rc = am2z_changes_set_int(am2z_ctx_changes(ctx), "progress", 100);
     return rc;
 }
 
@@ -567,6 +605,9 @@ static const am2z_processor_def_t s_defs[] = {
       .description = "calls the composite calc; count = its count" },
     { .name = "recurse", .fn = s_recurse, .concurrency = 2,
       .description = "calls itself state.n levels deep; depth = innermost call depth" },
+    /* progress reporting (issue 6) */
+    { .name = "progress", .fn = s_progress, .concurrency = 2,
+      .description = "progress 25, 50, (waits for the file state.gate), 75, 100" },
 };
 
 /* ---------------------------------------------------------------------------

@@ -32,6 +32,9 @@
         call-calc          am2z_ctx_call(calc) (a composite); count = its count
         recurse            calls itself state.n levels deep (n - 1 each);
                            depth = the innermost call depth
+        progress           progress 25, 50; waits for the file state.gate
+                           (if given, at most state.waitMs); 75, 100;
+                           progress = 100
 
     Composites (am2z_example_composites):
         process-order      chain(validate-order, check-inventory,

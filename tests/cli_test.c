@@ -1,5 +1,6 @@
 /*  cli_test.c — Check suite "cli": the `am2z` command against a real
     am2z-broker and am2z-example-worker on 127.0.0.1 ephemeral ports. */
+#include "am2z_clock.h"
 #include "am2z_testproc.h"
 #include "am2z_testutil.h"
 
@@ -30,6 +31,22 @@ s_am2z(bool with_broker, const char *a0, const char *a1, const char *a2,
         argv[n++] = "--broker";
         argv[n++] = s_frontend;
     }
+    argv[n] = NULL;
+    return am2z_testproc_run(argv, s_out, sizeof s_out, 30000);
+}
+
+/*  Like s_am2z with any number of arguments (NULL-terminated), always with
+    --broker. */
+static int
+s_am2z_argv(const char *const *args)
+{
+    char *argv[32];
+    int n = 0;
+    argv[n++] = AM2Z_BIN;
+    for (size_t i = 0; args[i] && n < 28; i++)
+        argv[n++] = (char *)args[i];
+    argv[n++] = "--broker";
+    argv[n++] = s_frontend;
     argv[n] = NULL;
     return am2z_testproc_run(argv, s_out, sizeof s_out, 30000);
 }
@@ -135,7 +152,7 @@ END_TEST
 START_TEST(test_cli_every_command_has_help)
 {
     const char *cmds[] = { "execute", "stats", "queues", "sessions", "state",
-                           "stop-session", "events" };
+                           "stop-session", "events", "repeat" };
     ck_assert_int_eq(s_am2z(false, "--help", NULL, NULL, NULL, NULL, NULL), 0);
     ck_assert_ptr_nonnull(strstr(s_out, "execute"));
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
@@ -191,6 +208,90 @@ START_TEST(test_cli_events_prints_published_events)
 }
 END_TEST
 
+/* queue controls (issue 6) --------------------------------------------- */
+
+START_TEST(test_cli_repeat_create_list_cancel)
+{
+    char start[32];
+    snprintf(start, sizeof start, "%llu",
+             (unsigned long long)(am2z_clock_wall_ms() + 3600ull * 1000));
+    const char *create[] = { "execute", "increment", "--session", "cli-r1", "--every", "1m",
+                             "--limit", "4", "--start", start, NULL };
+    ck_assert_int_eq(s_am2z_argv(create), 0);
+    json_t *j = s_json();
+    const char *id_text = json_string_value(json_object_get(j, "repeatId"));
+    ck_assert_ptr_nonnull(id_text);
+    char id[80];
+    snprintf(id, sizeof id, "%s", id_text);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "every")), 60000);
+    json_decref(j);
+
+    const char *list[] = { "repeat", "list", "--session", "cli-r1", NULL };
+    ck_assert_int_eq(s_am2z_argv(list), 0);
+    j = s_json();
+    ck_assert(json_is_array(j));
+    ck_assert_uint_eq(json_array_size(j), 1);
+    json_t *r = json_array_get(j, 0);
+    ck_assert_str_eq(json_string_value(json_object_get(r, "repeatId")), id);
+    ck_assert_str_eq(json_string_value(json_object_get(r, "processor")), "increment");
+    ck_assert_int_eq(json_integer_value(json_object_get(r, "limit")), 4);
+    ck_assert_int_eq(json_integer_value(json_object_get(r, "runs")), 0);
+    ck_assert_int_eq(json_integer_value(json_object_get(r, "nextRunAt")),
+                     (json_int_t)strtoull(start, NULL, 10));
+    json_decref(j);
+
+    const char *cancel[] = { "repeat", "cancel", id, NULL };
+    ck_assert_int_eq(s_am2z_argv(cancel), 0);
+    j = s_json();
+    ck_assert(json_is_true(json_object_get(j, "cancelled")));
+    json_decref(j);
+    ck_assert_int_eq(s_am2z_argv(list), 0);
+    j = s_json();
+    ck_assert_uint_eq(json_array_size(j), 0);
+    json_decref(j);
+    ck_assert_int_eq(s_am2z_argv(cancel), 1);                 /* gone: not found */
+
+    const char *bad_id[] = { "repeat", "cancel", "bad id!", NULL };
+    const char *bad_op[] = { "repeat", "frobnicate", NULL };
+    const char *extra[] = { "repeat", "list", "surplus", NULL };
+    const char *no_every[] = { "execute", "increment", "--session", "cli-r1", "--limit", "3",
+                               NULL };
+    const char *bad_prio[] = { "execute", "increment", "--session", "cli-r1", "--priority",
+                               "high", NULL };
+    ck_assert_int_eq(s_am2z_argv(bad_id), 2);
+    ck_assert_int_eq(s_am2z_argv(bad_op), 2);
+    ck_assert_int_eq(s_am2z_argv(extra), 2);
+    ck_assert_int_eq(s_am2z_argv(no_every), 2);
+    ck_assert_int_eq(s_am2z_argv(bad_prio), 2);
+    /* a schedule the broker refuses: exit 1 with the reason */
+    const char *unknown[] = { "execute", "no-such", "--session", "cli-r1", "--every", "1s", NULL };
+    ck_assert_int_eq(s_am2z_argv(unknown), 1);
+}
+END_TEST
+
+START_TEST(test_cli_execute_idempotency_key_and_priority)
+{
+    const char *run[] = { "execute", "increment", "--session", "cli-i1", "--idempotency-key",
+                          "cli-once", "--priority", "5", NULL };
+    ck_assert_int_eq(s_am2z_argv(run), 0);
+    json_t *j = s_json();
+    char first[80];
+    snprintf(first, sizeof first, "%s", json_string_value(json_object_get(j, "jobId")));
+    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(j, "state"), "count")), 1);
+    json_decref(j);
+    /* again: the first job and its result; the processor did not run again */
+    ck_assert_int_eq(s_am2z_argv(run), 0);
+    j = s_json();
+    ck_assert_str_eq(json_string_value(json_object_get(j, "jobId")), first);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(j, "state"), "count")), 1);
+    json_decref(j);
+    ck_assert_int_eq(s_am2z(true, "state", "cli-i1", NULL, NULL, NULL, NULL), 0);
+    j = s_json();
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "count")), 1);
+    json_decref(j);
+}
+END_TEST
+
 static Suite *
 s_suite(void)
 {
@@ -204,6 +305,8 @@ s_suite(void)
     tcase_add_test(tc, test_cli_every_command_has_help);
     tcase_add_test(tc, test_cli_queries_and_stop_session);
     tcase_add_test(tc, test_cli_events_prints_published_events);
+    tcase_add_test(tc, test_cli_repeat_create_list_cancel);
+    tcase_add_test(tc, test_cli_execute_idempotency_key_and_priority);
     suite_add_tcase(s, tc);
     return s;
 }

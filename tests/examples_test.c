@@ -162,14 +162,14 @@ START_TEST(test_examples_table_is_well_formed)
 {
     size_t n = 0;
     const am2z_processor_def_t *defs = am2z_example_processors(&n);
-    ck_assert_uint_eq(n, 32);
+    ck_assert_uint_eq(n, 33);
     const char *expected[] = {
         "increment", "validate-email", "append", "sleep", "fail", "flaky", "emit",
         "validate-order", "check-inventory", "process-payment", "create-shipment",
         "send-confirmation", "update-inventory", "fail-retry", "backoff", "sleep-stubborn",
         "double", "add10", "append-a", "append-b", "append-c", "set-status-a", "set-status-b",
         "count-branches", "pick-tier", "tag-premium", "tag-basic", "bump", "tick",
-        "call-double-twice", "call-calc", "recurse",
+        "call-double-twice", "call-calc", "recurse", "progress",
     };
     for (size_t i = 0; i < n; i++) {
         ck_assert_str_eq(defs[i].name, expected[i]);
