@@ -1777,7 +1777,7 @@ s_query_job(am2z_broker_t *self, const peer_t *peer, const char *id, am2z_bw_t *
 {
     job_t *job = zhashx_lookup(self->jobs, id);
     if (job && !job->stopped) {
-        am2z_bw_map(w, 6);
+        am2z_bw_map(w, 8);
         am2z_bw_str(w, "job");     am2z_bw_str(w, job->id);
         am2z_bw_str(w, "proc");    am2z_bw_str(w, job->proc->name);
         am2z_bw_str(w, "session"); am2z_bw_str(w, job->session_id);
@@ -1785,6 +1785,8 @@ s_query_job(am2z_broker_t *self, const peer_t *peer, const char *id, am2z_bw_t *
         am2z_bw_str(w, job->status == JOB_WAITING ? "waiting" : "active");
         am2z_bw_str(w, "attempt"); am2z_bw_uint(w, job->attempt);
         am2z_bw_str(w, "dispatched"); am2z_bw_uint(w, job->dispatched_ms);
+        am2z_bw_str(w, "created"); am2z_bw_uint(w, job->created_ms);
+        am2z_bw_str(w, "due");     am2z_bw_uint(w, job->not_before_ms);
         return;
     }
     am2z_record_t rec;
