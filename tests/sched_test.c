@@ -191,6 +191,24 @@ s_submit(am2z_client_t *c, const char *proc, const char *session, bool has_prio,
                   "submit %s: %s", proc, am2z_client_last_error(c));
 }
 
+/*  A worker registers the example processors and leaves again: SUBMITs
+    are accepted, nothing runs until the next worker comes. */
+static void
+s_register_then_leave(s_env_t *env)
+{
+    s_start_worker(env, NULL);
+    am2z_testproc_stop(&env->worker[env->nworkers - 1], SIGTERM, 10000);
+    env->nworkers--;
+    am2z_client_t *c = s_client(env);
+    am2z_stats_t st = { .workers = 1 };
+    for (int i = 0; i < 500 && st.workers > env->nworkers; i++) {
+        if (am2z_client_get_stats(c, &st) != AM2Z_OK || st.workers > env->nworkers)
+            usleep(10 * 1000);
+    }
+    ck_assert_uint_eq(st.workers, env->nworkers);
+    am2z_client_destroy(&c);
+}
+
 /*  The ticket of a finished gate job. */
 static int64_t
 s_ticket(am2z_client_t *c, const char *id)
@@ -296,6 +314,42 @@ START_TEST(test_sched_equal_priority_runs_in_submission_order)
 }
 END_TEST
 
+START_TEST(test_sched_priority_order_is_rebuilt_after_broker_kill)
+{
+    s_env_t env = { 0 };
+    s_start_broker(&env, "sched-prio-kill");
+    s_register_then_leave(&env);
+    am2z_client_t *c = s_client(&env);
+    struct { const char *session; bool has; int64_t prio; } jobs[] = {
+        { "rk-a", false, 0 }, { "rk-b", true, 5 }, { "rk-lane", false, 0 },
+        { "rk-c", true, 5 }, { "rk-lane", true, 7 }, { "rk-d", true, -1 },
+        { "rk-lane", true, 7 }, { "rk-e", true, 9 },
+    };
+    enum { N = sizeof jobs / sizeof jobs[0] };
+    char ids[N][AM2Z_JOB_ID_MAX + 1];
+    for (size_t i = 0; i < N; i++)
+        s_submit(c, "gate", jobs[i].session, jobs[i].has, jobs[i].prio, ids[i]);
+    am2z_client_destroy(&c);
+    ck_assert_int_eq(kill(env.broker.pid, SIGKILL), 0);
+    am2z_testproc_stop(&env.broker, 0, 10000);
+
+    s_start_broker(&env, "sched-prio-kill");
+    s_start_worker(&env, "1");
+    c = s_client(&env);
+    /* e(9); rk-lane's two 7s (its lane: 7, 7, then 0); b, c (5); then at
+       0 rk-a, which re-entered its ring at the reload, before rk-lane's
+       0, which re-entered after its 7s ran; d(-1) */
+    const size_t expected[N] = { 7, 4, 6, 1, 3, 0, 2, 5 };
+    for (size_t k = 0; k < N; k++) {
+        int64_t t = s_ticket(c, ids[expected[k]]);
+        ck_assert_msg(t == (int64_t)k + 1, "job %zu (%s) ran as %lld, expected %zu",
+                      expected[k], jobs[expected[k]].session, (long long)t, k + 1);
+    }
+    am2z_client_destroy(&c);
+    s_stop(&env);
+}
+END_TEST
+
 /* ---------------------------------------------------------------------------
    Delay
    ------------------------------------------------------------------------ */
@@ -354,18 +408,8 @@ START_TEST(test_sched_delayed_job_survives_broker_kill_and_runs_after_due)
 {
     s_env_t env = { 0 };
     s_start_broker(&env, "sched-delay-kill");
-    /* a worker registers "increment" and leaves: the job cannot run
-       before the kill */
-    s_start_worker(&env, NULL);
-    am2z_testproc_stop(&env.worker[0], SIGTERM, 10000);
-    env.nworkers = 0;
+    s_register_then_leave(&env);      /* the job cannot run before the kill */
     am2z_client_t *c = s_client(&env);
-    am2z_stats_t st = { .workers = 1 };
-    for (int i = 0; i < 500 && st.workers > 0; i++) {
-        if (am2z_client_get_stats(c, &st) != AM2Z_OK || st.workers > 0)
-            usleep(10 * 1000);
-    }
-    ck_assert_uint_eq(st.workers, 0);
     char id[AM2Z_JOB_ID_MAX + 1];
     am2z_submit_opts_t opts = { .delay_ms = 3000 };
     ck_assert_int_eq(am2z_client_submit(c, "increment", NULL, "delay-kill", &opts, id),
@@ -604,6 +648,7 @@ s_suite(void)
     tcase_add_test(tc, test_sched_higher_priority_sessions_run_first_equal_in_submission_order);
     tcase_add_test(tc, test_sched_session_lane_orders_by_priority_and_processor_default);
     tcase_add_test(tc, test_sched_equal_priority_runs_in_submission_order);
+    tcase_add_test(tc, test_sched_priority_order_is_rebuilt_after_broker_kill);
     tcase_add_test(tc, test_sched_delayed_job_is_not_dispatched_before_due);
     tcase_add_test(tc, test_sched_delayed_job_survives_broker_kill_and_runs_after_due);
     tcase_add_test(tc, test_sched_rate_limit_holds_across_workers);
