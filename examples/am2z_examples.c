@@ -661,6 +661,7 @@ static const char *const s_abc_steps[] = { "append-a", "append-b", "append-c" };
 static const char *const s_ab_steps[] = { "append-a", "append-b" };
 static const char *const s_status_steps[] = { "set-status-a", "set-status-b" };
 static const char *const s_ticks_steps[] = { "tick", "tick", "tick", "tick", "tick" };
+static const char *const s_rated_steps[] = { "rated", "rated", "rated", "rated", "rated" };
 static const am2z_route_t s_tier_routes[] = {
     { "premium", "tag-premium" }, { "basic", "tag-basic" } };
 static const am2z_route_t s_kind_routes[] = {
@@ -701,6 +702,10 @@ static const am2z_composite_def_t s_comps[] = {
       .payloads_path = "payloads" },
     { .name = "ticks", .kind = AM2Z_COMPOSITE_CHAIN, .description = "five ticks",
       .steps = s_ticks_steps, .nsteps = 5 },
+    /* scheduling (issue 6) */
+    { .name = "rated-chain", .kind = AM2Z_COMPOSITE_CHAIN,
+      .description = "five rated steps (rate limit 20 per 1000 ms)",
+      .steps = s_rated_steps, .nsteps = 5 },
 };
 
 const am2z_composite_def_t *

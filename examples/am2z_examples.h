@@ -58,6 +58,7 @@
                            calc -> calc
         bump-all           batch of bump over state.payloads
         ticks              chain of five ticks
+        rated-chain        chain of five rated (scheduling)
 
     The order processors use the AM2Z README state shape:
         {order: {id, items: [{sku, qty, price}], customer: {email}}}

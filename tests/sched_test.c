@@ -493,6 +493,58 @@ START_TEST(test_sched_rate_limit_holds_across_workers)
 }
 END_TEST
 
+/*  Broker timestamps of processor:active events of one processor. */
+typedef struct {
+    const char *proc;
+    uint64_t ts[256];
+    size_t n;
+} s_actives_t;
+
+static void
+s_on_active(const am2z_event_t *ev, void *arg)
+{
+    s_actives_t *a = arg;
+    if (strcmp(ev->name, "processor:active") == 0 && strcmp(ev->processor, a->proc) == 0
+        && a->n < sizeof a->ts / sizeof a->ts[0])
+        a->ts[a->n++] = ev->ts_ms;
+}
+
+START_TEST(test_sched_rate_limit_holds_for_workflow_steps)
+{
+    s_env_t env = { 0 };
+    s_start_broker(&env, "sched-rate-steps");
+    s_start_worker(&env, NULL);
+    s_start_worker(&env, NULL);
+    am2z_client_t *c = s_client(&env);
+    s_actives_t act = { .proc = "rated" };
+    ck_assert_int_eq(am2z_client_on_event(c, "processor:active", s_on_active, &act), AM2Z_OK);
+    enum { RUNS = 8, STEPS = 5, RATE = 20, PER = 1000 };
+    char ids[RUNS][AM2Z_JOB_ID_MAX + 1];
+    s_submit_sessions(c, "rated-chain", "rchain", RUNS, ids);
+    for (size_t i = 0; i < RUNS; i++) {
+        am2z_result_t *r = NULL;
+        ck_assert_int_eq(am2z_client_wait(c, ids[i], 30000, &r), AM2Z_OK);
+        ck_assert_msg(r->success, "run failed: %s", r->error ? r->error->message : "?");
+        int64_t count = 0;
+        ck_assert_int_eq(am2z_state_get_int(r->state, "count", &count), AM2Z_OK);
+        ck_assert_int_eq(count, STEPS);
+        am2z_result_destroy(&r);
+    }
+    /* every step lease was announced before its run's result */
+    ck_assert_uint_eq(act.n, RUNS * STEPS);
+    qsort(act.ts, act.n, sizeof act.ts[0], s_u64_cmp);
+    /* the event is stamped just after its lease (same loop turn): a window
+       of PER ms with more than RATE leases would show RATE + 1 events
+       within far less than PER - 100 ms */
+    for (size_t i = 0; i + RATE < act.n; i++)
+        ck_assert_msg(act.ts[i + RATE] - act.ts[i] >= PER - 100,
+                      "step leases %zu..%zu within %llu ms", i, i + RATE,
+                      (unsigned long long)(act.ts[i + RATE] - act.ts[i]));
+    am2z_client_destroy(&c);
+    s_stop(&env);
+}
+END_TEST
+
 START_TEST(test_sched_cap_holds_across_workers)
 {
     s_env_t env = { 0 };
@@ -652,6 +704,7 @@ s_suite(void)
     tcase_add_test(tc, test_sched_delayed_job_is_not_dispatched_before_due);
     tcase_add_test(tc, test_sched_delayed_job_survives_broker_kill_and_runs_after_due);
     tcase_add_test(tc, test_sched_rate_limit_holds_across_workers);
+    tcase_add_test(tc, test_sched_rate_limit_holds_for_workflow_steps);
     tcase_add_test(tc, test_sched_cap_holds_across_workers);
     tcase_add_test(tc, test_sched_processors_query_reports_scheduling_defaults);
     tcase_add_test(tc, test_sched_small_session_is_not_starved_by_a_large_backlog);
