@@ -129,7 +129,7 @@ struct session_s {
     zlistx_t *lane;               /* job_t* in submission order (borrowed) */
     job_t *active;                /* ACTIVE or FAILING job, borrowed */
     proc_t *ring_proc;            /* whose ring holds us, or NULL */
-    void *ring_handle;            /* handle in ring_proc->ring */
+    void *ring_handle;            /* handle in ring_list */
     void *delay_handle;           /* handle in broker->delayed */
     zhashx_t *stats;              /* proc name -> counts_t* (owned) */
     /* scheduling (issue 6) */
