@@ -7,6 +7,11 @@
        bounded by the session count), with at most `--window` unanswered
        jobs; prints jobs/s from the first submit to the last result.
 
+    2b. distributed composites: `--rounds` sequential executions of the
+       example worker's `chain3` (increment three times in a row) and
+       `par3` (three parallel increments, three-way merged), run by the
+       broker as workflow runs; p50 / p99 each (workloads chain3, par3).
+
     3. session cycle: `--cycles` times, a new session -> execute one
        `increment` -> stop_session (state deleted); p50 / p99 of the whole
        cycle, as AM2Z's createSession / executeInSession / stopSession.
@@ -19,7 +24,7 @@
        inproc://, LMDB in a temp dir, durability periodic): `--rounds`
        sequential executions of `increment`; p50 / p99 (as "embedded").
 
-    `--workload rt,tp,session,local,embedded` picks which run (in that order); `--json`
+    `--workload rt,tp,chain3,par3,session,local,embedded` picks which run (in that order); `--json`
     prints one JSON object a line (bench/run.sh parses them).
 
     It is a client only: start am2z-broker and am2z-example-worker first
@@ -65,7 +70,8 @@ static const am2z_cfg_def_t s_table[] = {
     { "cycles", AM2Z_CFG_UINT, offsetof(s_opts_t, cycles), 0, "1000", 1, 10000000, NULL,
       "session create -> execute -> stop cycles" },
     { "workload", AM2Z_CFG_STRING, offsetof(s_opts_t, workload), 64, "rt,tp", 0, 0, NULL,
-      "rt (round trip), tp (throughput), session (cycle) — comma list; or local, or embedded" },
+      "rt (round trip), tp (throughput), chain3, par3 (composites), session (cycle) — comma "
+      "list; or local, or embedded" },
     { "json", AM2Z_CFG_BOOL, offsetof(s_opts_t, json), 0, "false", 0, 0, NULL,
       "one JSON object a line instead of text" },
     { NULL }
@@ -131,18 +137,21 @@ s_state(const char *session, uint64_t bytes)
     return next;
 }
 
+/*  `rounds` sequential executions of `proc` in one session (after 50
+    warm-ups), reported as `label`. */
 static int
-s_round_trips(am2z_client_t *c, const s_opts_t *o)
+s_round_trips(am2z_client_t *c, const s_opts_t *o, const char *proc, const char *label)
 {
     uint64_t *lat = calloc(o->rounds, sizeof *lat);
     char session[64];
-    snprintf(session, sizeof session, "bench-rt-%d", (int)getpid());
+    snprintf(session, sizeof session, "bench-%s-%d", label, (int)getpid());
     am2z_state_t *st = s_state(session, o->state_bytes);
     /* warm up: connection, session creation, page cache */
     for (int i = 0; i < 50; i++) {
         am2z_result_t *r = NULL;
-        if (am2z_client_execute(c, "increment", st, session, NULL, &r) != AM2Z_OK || !r->success) {
-            fprintf(stderr, "am2z-bench: warm-up failed: %s\n", am2z_client_last_error(c));
+        if (am2z_client_execute(c, proc, st, session, NULL, &r) != AM2Z_OK || !r->success) {
+            fprintf(stderr, "am2z-bench: %s warm-up failed: %s\n", proc,
+                    r && r->error ? r->error->message : am2z_client_last_error(c));
             return -1;
         }
         am2z_result_destroy(&r);
@@ -150,16 +159,17 @@ s_round_trips(am2z_client_t *c, const s_opts_t *o)
     for (uint64_t i = 0; i < o->rounds; i++) {
         am2z_result_t *r = NULL;
         uint64_t t0 = am2z_clock_mono_us();
-        int rc = am2z_client_execute(c, "increment", st, session, NULL, &r);
+        int rc = am2z_client_execute(c, proc, st, session, NULL, &r);
         lat[i] = am2z_clock_mono_us() - t0;
         if (rc != AM2Z_OK || !r->success) {
-            fprintf(stderr, "am2z-bench: round trip %llu failed\n", (unsigned long long)i);
+            fprintf(stderr, "am2z-bench: %s round trip %llu failed\n", proc,
+                    (unsigned long long)i);
             return -1;
         }
         am2z_result_destroy(&r);
     }
     qsort(lat, o->rounds, sizeof *lat, s_cmp_u64);
-    s_report_latency(o, "rt", lat, o->rounds);
+    s_report_latency(o, label, lat, o->rounds);
     am2z_client_stop_session(c, session, false);
     am2z_state_destroy(&st);
     free(lat);
@@ -393,7 +403,8 @@ main(int argc, char **argv)
         return 2;
     }
     if (args.help) {
-        printf("usage: am2z-bench [--broker EP] [--workload rt,tp,session|local|embedded] [--json] "
+        printf("usage: am2z-bench [--broker EP] [--workload rt,tp,chain3,par3,session|local|embedded] "
+               "[--json] "
                "[--rounds N] [--jobs N] [--cycles N] [--state-bytes N]\n\n");
         am2z_cfg_print_help(s_table, stdout);
         return 0;
@@ -410,7 +421,13 @@ main(int argc, char **argv)
     }
     am2z_client_set_timeout(c, 30000);
     int rc = 0;
-    if (o.rounds && s_wants(o.workload, "rt") && s_round_trips(c, &o) != 0)
+    if (o.rounds && s_wants(o.workload, "rt") && s_round_trips(c, &o, "increment", "rt") != 0)
+        rc = 1;
+    if (rc == 0 && o.rounds && s_wants(o.workload, "chain3")
+        && s_round_trips(c, &o, "chain3", "chain3") != 0)
+        rc = 1;
+    if (rc == 0 && o.rounds && s_wants(o.workload, "par3")
+        && s_round_trips(c, &o, "par3", "par3") != 0)
         rc = 1;
     if (rc == 0 && o.jobs && s_wants(o.workload, "tp") && s_throughput(c, &o) != 0)
         rc = 1;

@@ -276,6 +276,10 @@ def main():
              f"{g(b_rt)} / {g(med(d, 'bullmq', 'aof', 'rt', 'p99_us'))} µs | {g(fl_rt)} µs |")
     L.append(f"| throughput, periodic / sync | {g(tp_per)} / {g(tp_syn)} jobs/s | {g(b_tp)} jobs/s | "
              f"{g(fl_tp)} msgs/s |")
+    L.append(f"| chain of 3 / parallel of 3, p50 | {g(med(d, 'am2z', 'periodic', 'chain3', 'p50_us'))} / "
+             f"{g(med(d, 'am2z', 'periodic', 'par3', 'p50_us'))} µs | "
+             f"{g(med(d, 'bullmq', 'aof', 'chain3', 'p50_us'))} / "
+             f"{g(med(d, 'bullmq', 'aof', 'par3', 'p50_us'))} µs (flows) | |")
     L.append(f"| new session → execute → stop, p50 | {g(sc)} µs | {g(b_sc)} µs | |")
     b_rss = med(d, "bullmq", "aof", "tp", rss_total)
     L.append(f"| broker + worker peak RSS (throughput run) | {g(rss[0] / 1024 if rss else None, '{:.1f}')} MiB | "
@@ -319,7 +323,13 @@ def main():
     r5 = pair_ratio(d.series("am2z", "sync", "tp", "jobs_per_s"), d.series("bullmq", "aof", "tp", "jobs_per_s"))
     tgt("throughput ≥ 5× BullMQ (am2z sync ÷ BullMQ AOF everysec)", r5 and r5[0],
         r5 is not None and r5[0] >= 5, fmt_ratio(r5))
+    ch = med(d, "am2z", "periodic", "chain3", "p50_us")
+    pa = med(d, "am2z", "periodic", "par3", "p50_us")
+    tgt("chain of 3 p50 ≤ 600 µs (periodic)", ch, ch is not None and ch <= 600, f"{g(ch)} µs")
+    tgt("parallel of 3 p50 ≤ 450 µs (periodic)", pa, pa is not None and pa <= 450, f"{g(pa)} µs")
     tgt("session create → execute → stop p50 ≤ 500 µs (periodic)", sc, sc is not None and sc <= 500, f"{g(sc)} µs")
+    lo = med(d, "am2z", "local", "local", "p50_us")
+    tgt("local execute p50 ≤ 1 µs", lo, lo is not None and lo <= 1, f"{g(lo)} µs")
     rss_max = max((summary(v for v in (rss_total(r) for r in d.rows if r["system"] == "am2z"
                                        and r["config"] == c and r["case"] == "tp") if v) or (0,))[0]
                   for c in ("periodic", "sync"))
@@ -357,9 +367,23 @@ def main():
         L.append("")
     L.append("### 3. Chain of 3 and parallel of 3")
     L.append("")
-    L.append("Distributed (broker-orchestrated) chain and parallel: not measured yet — the "
-             "broker runs composites now, but this harness has no workload for them yet. "
-             "Local runtime (`am2z_local`, in-process, composites of 3 × `increment`; "
+    nf = sz.get("rounds_flow")
+    L.append(f"Distributed: {nf:,} sequential executions each of the example worker's `chain3` "
+             "(`increment` three times in a row) and `par3` (three `increment` branches at once, "
+             "three-way merged), run by the broker as durable workflow runs (every step leased to "
+             "the worker, run records in LMDB). BullMQ: a FlowProducer flow on queue `flow` — "
+             "chain3 = three nested jobs, each incrementing its child's result; par3 = three "
+             "`increment` children under a `merge` parent (BullMQ's way to join branches), timed "
+             "from `flowProducer.add` to the top job finished." if nf else
+             "Distributed chain / parallel: not in these results (older run).")
+    L.append("")
+    for label, case in (("chain of 3", "chain3"), ("parallel of 3", "par3")):
+        if configs(d, case):
+            L.append(f"**{label}**")
+            L.append("")
+            latency_table(d, case, "rt", L)
+            L.append("")
+    L.append("Local runtime (`am2z_local`, in-process, composites of 3 × `increment`; "
              "parallel = three-way merge):")
     L.append("")
     L.append("| composite | p50 µs | p99 µs |")

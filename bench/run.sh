@@ -39,9 +39,9 @@ while (($#)); do
   shift
 done
 if [[ $mode == full ]]; then
-  ROUNDS=2000 JOBS=50000 CYCLES=1000 ROUNDS_4K=2000 JOBS_4K=20000 ROUNDS_64K=500 JOBS_64K=5000
+  ROUNDS=2000 JOBS=50000 CYCLES=1000 ROUNDS_FLOW=1000 ROUNDS_4K=2000 JOBS_4K=20000 ROUNDS_64K=500 JOBS_64K=5000
 else
-  ROUNDS=300 JOBS=5000 CYCLES=200 ROUNDS_4K=300 JOBS_4K=2000 ROUNDS_64K=100 JOBS_64K=500
+  ROUNDS=300 JOBS=5000 CYCLES=200 ROUNDS_FLOW=200 ROUNDS_4K=300 JOBS_4K=2000 ROUNDS_64K=100 JOBS_64K=500
 fi
 WINDOW=2000
 log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -240,6 +240,10 @@ for run in $(seq "$runs"); do
   ((peer)) && bull_case off tp "$run" --workload tp --jobs "$JOBS" --window "$WINDOW"
   am2z_case sync tp "$run" --workload tp --jobs "$JOBS" --window "$WINDOW"
   ((peer)) && bull_case aof tp "$run" --workload tp --jobs "$JOBS" --window "$WINDOW"
+  am2z_case periodic chain3 "$run" --workload chain3 --rounds "$ROUNDS_FLOW"
+  ((peer)) && bull_case aof chain3 "$run" --workload chain3 --rounds "$ROUNDS_FLOW"
+  am2z_case periodic par3 "$run" --workload par3 --rounds "$ROUNDS_FLOW"
+  ((peer)) && bull_case aof par3 "$run" --workload par3 --rounds "$ROUNDS_FLOW"
   am2z_case periodic session "$run" --workload session --cycles "$CYCLES"
   ((peer)) && bull_case off session "$run" --workload session --cycles "$CYCLES"
   am2z_case sync session "$run" --workload session --cycles "$CYCLES"
@@ -288,7 +292,7 @@ json.dump({
   "bullmq": "$( ((peer)) && node -p "require('$peerdir/node_modules/bullmq/package.json').version")",
   "ioredis": "$( ((peer)) && node -p "require('$peerdir/node_modules/ioredis/package.json').version")",
   "worker_concurrency": $conc, "window": $WINDOW,
-  "sizes": {"rounds": $ROUNDS, "jobs": $JOBS, "cycles": $CYCLES, "rounds_4k": $ROUNDS_4K,
+  "sizes": {"rounds": $ROUNDS, "jobs": $JOBS, "cycles": $CYCLES, "rounds_flow": $ROUNDS_FLOW, "rounds_4k": $ROUNDS_4K,
             "jobs_4k": $JOBS_4K, "rounds_64k": $ROUNDS_64K, "jobs_64k": $JOBS_64K},
   "peer": $peer, "notes": $(python3 -c 'import json,sys; print(json.dumps(sys.argv[1:]))' "${notes[@]}"),
 }, open(sys.argv[1], "w"), indent=1)

@@ -2381,8 +2381,15 @@ s_loop(am2z_broker_t *self, volatile int *stop_flag, zsock_t *pipe)
     while (!self->stopping) {
         s_turn(self, pipe, next_ms);
         s_timers(self, &next_ms);
-        if (zlistx_size(self->failures) || zlistx_size(self->dirty)
-            || zlistx_size(self->cleanup) || am2zb_flow_busy(self))
+        /* failures and composite work have someone waiting: turn again at
+           once; record rewrites (dirty, cleanup) ride on a later turn's
+           commit, within 10 ms */
+        uint64_t flow_ms = am2zb_flow_next_ms(self);
+        if (flow_ms < next_ms)
+            next_ms = flow_ms;
+        if (zlistx_size(self->failures))
+            next_ms = 0;
+        else if (zlistx_size(self->dirty) || zlistx_size(self->cleanup))
             next_ms = next_ms > 10 ? 10 : next_ms;
         if (stop_flag && *stop_flag && !self->stopping) {
             s_drain_step(self);

@@ -325,8 +325,10 @@ void am2zb_flow_register(am2z_broker_t *self, const am2z_comp_desc_t *comps, siz
 void am2zb_flow_tick(am2z_broker_t *self);
 /*  After the commit: leases waiting steps to workers (priority, no lane). */
 void am2zb_flow_dispatch(am2z_broker_t *self);
-/*  True when tick has work (the loop then turns again soon). */
-bool am2zb_flow_busy(am2z_broker_t *self);
+/*  When tick next has work: 0 = now (outcomes to apply, a composite job
+    to start, run records to write), else ms to the earliest run deadline,
+    UINT64_MAX = nothing pending. */
+uint64_t am2zb_flow_next_ms(am2z_broker_t *self);
 /*  A step's successful DONE (lease already ended, credit returned). In turn. */
 void am2zb_flow_done(am2z_broker_t *self, job_t *job, worker_t *worker, am2z_msg_t *msg);
 /*  A step failed for good (retries exhausted). Takes *error_p. In turn. */

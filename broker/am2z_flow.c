@@ -1507,21 +1507,31 @@ am2zb_flow_tick(am2z_broker_t *self)
     s_pump(self);
 }
 
-bool
-am2zb_flow_busy(am2z_broker_t *self)
+uint64_t
+am2zb_flow_next_ms(am2z_broker_t *self)
 {
     am2zb_flows_t *fl = self->flows;
     if (!fl)
-        return false;
+        return UINT64_MAX;
     if (zlistx_size(fl->queue))
-        return true;
-    for (proc_t *proc = zhashx_first(self->procs); proc; proc = zhashx_next(self->procs))
+        return 0;
+    /* a composite job at its lane's head (accepted after the last commit)
+       starts in the next tick: turn again at once, not after a poll */
+    for (proc_t *proc = self->draining ? NULL : zhashx_first(self->procs); proc;
+         proc = zhashx_next(self->procs))
         if (proc->comp && am2zb_ring_first(proc))
-            return true;
-    for (flow_t *f = zhashx_first(fl->runs); f; f = zhashx_next(fl->runs))
-        if (f->dirty || f->deadline_us)
-            return true;
-    return false;
+            return 0;              /* (a draining broker starts no run) */
+    uint64_t next = UINT64_MAX, mono = am2z_clock_mono_us();
+    for (flow_t *f = zhashx_first(fl->runs); f; f = zhashx_next(fl->runs)) {
+        if (f->dirty)
+            return 0;
+        if (f->deadline_us && f->phase != P_OVER) {
+            uint64_t left = f->deadline_us > mono ? (f->deadline_us - mono + 999) / 1000 : 0;
+            if (left < next)
+                next = left;
+        }
+    }
+    return next;
 }
 
 /*  A call's child goes to any worker serving the processor, credit or

@@ -661,6 +661,7 @@ static const char *const s_abc_steps[] = { "append-a", "append-b", "append-c" };
 static const char *const s_ab_steps[] = { "append-a", "append-b" };
 static const char *const s_status_steps[] = { "set-status-a", "set-status-b" };
 static const char *const s_ticks_steps[] = { "tick", "tick", "tick", "tick", "tick" };
+static const char *const s_inc3_steps[] = { "increment", "increment", "increment" };
 static const char *const s_rated_steps[] = { "rated", "rated", "rated", "rated", "rated" };
 static const am2z_route_t s_tier_routes[] = {
     { "premium", "tag-premium" }, { "basic", "tag-basic" } };
@@ -702,6 +703,13 @@ static const am2z_composite_def_t s_comps[] = {
       .payloads_path = "payloads" },
     { .name = "ticks", .kind = AM2Z_COMPOSITE_CHAIN, .description = "five ticks",
       .steps = s_ticks_steps, .nsteps = 5 },
+    /* the benchmark's workload 3 (bench/am2z_bench.c) */
+    { .name = "chain3", .kind = AM2Z_COMPOSITE_CHAIN,
+      .description = "increment three times in a row (count + 3)",
+      .steps = s_inc3_steps, .nsteps = 3 },
+    { .name = "par3", .kind = AM2Z_COMPOSITE_PARALLEL,
+      .description = "increment in three parallel branches, three-way merged (count + 1)",
+      .steps = s_inc3_steps, .nsteps = 3 },
     /* scheduling (issue 6) */
     { .name = "rated-chain", .kind = AM2Z_COMPOSITE_CHAIN,
       .description = "five rated steps (rate limit 20 per 1000 ms)",

@@ -185,7 +185,7 @@ START_TEST(test_examples_table_is_well_formed)
     ck_assert_ptr_nonnull(am2z_example_processors(NULL));
     size_t nc = 0;
     const am2z_composite_def_t *comps = am2z_example_composites(&nc);
-    ck_assert_uint_ge(nc, 14);     /* 13 + rated-chain (scheduling) */
+    ck_assert_uint_eq(nc, 16);     /* 15 + rated-chain (scheduling) */
     for (size_t i = 0; i < nc; i++) {
         char err[256] = "";
         ck_assert_msg(am2z_composite_validate(&comps[i], err, sizeof err) == AM2Z_OK,

@@ -725,11 +725,12 @@ s_engine_init(s_engine_t *e, am2z_worker_t *w, zsock_t *control,
             rc = AM2Z_ENOMEM;
             goto fail;
         }
+        /*  Actor threads start on a slot's first JOB (s_start_job): a
+            worker serving many processors pays threads and sockets only for
+            the slots its traffic uses (the idle stack is LIFO, so a lightly
+            loaded processor keeps reusing its first slots). */
         for (uint32_t c = 0; c < w->procs[p].concurrency; c++, s++) {
-            rc = s_spawn(e, &e->slots[s], p);
-            if (rc != AM2Z_OK)
-                goto fail;
-            /*  Pushed in reverse so the first slot is taken first. */
+            e->slots[s].proc = p;
             lane->idle[lane->nidle++] = s;
         }
     }
@@ -781,6 +782,14 @@ s_start_job(s_engine_t *e, size_t p, am2z_msg_t *owned)
     am2z_worker_t *w = e->w;
     s_lane_t *lane = &e->lanes[p];
     s_slot_t *slot = &e->slots[lane->idle[--lane->nidle]];
+    if (!slot->started && s_spawn(e, slot, p) != AM2Z_OK) {
+        lane->idle[lane->nidle++] = (size_t)(slot - e->slots);
+        am2z_error_t *error = am2z_error_resource("actor threads", 0, 0);
+        s_send_failure(e, owned, &error);
+        am2z_msg_clear(owned);
+        free(owned);
+        return;
+    }
     snprintf(slot->job, sizeof slot->job, "%s", owned->job);
     slot->attempt = owned->attempt;
     slot->epoch = e->epoch;

@@ -17,7 +17,8 @@
 
     A worker connects to a broker's backend (DEALER -> ROUTER), announces its
     processors with READY (credit = each processor's concurrency), and runs
-    every processor in its own actor threads (as many as its concurrency).
+    every processor in its own actor threads (as many as its concurrency,
+    each started on its slot's first job).
     The worker's main thread owns the broker socket, heartbeats and forwards
     events; it never runs processor code.
 

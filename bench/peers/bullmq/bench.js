@@ -7,12 +7,18 @@
 //       a BullMQ Worker on queue "increment" (processor
 //       {...data, count: data.count + 1}); prints "ready"; also opens and
 //       closes per-session workers when the client asks (session workload).
-//   node bench.js client --port P --workload rt|tp|session [--rounds N]
+//   node bench.js client --port P --workload rt|tp|chain3|par3|session [--rounds N]
 //       [--jobs N] [--window N] [--cycles N] [--state-bytes N]
 //       prints one JSON object a line, the same fields as am2z-bench --json:
 //       rt:      sequential queue.add + job.waitUntilFinished, p50/p99 µs;
 //       tp:      addBulk in chunks, at most `window` unfinished jobs, jobs/s
 //                from the first add to the last "completed" event;
+//       chain3:  a flow (FlowProducer) of three nested jobs on queue "flow":
+//                each increments its child's result (BullMQ runs the
+//                deepest child first), p50/p99 of flow add -> top finished;
+//       par3:    a flow of three `increment` children under a "merge"
+//                parent that merges their results (BullMQ's way to run
+//                branches in parallel and join them), p50/p99 as chain3;
 //       session: AM2Z's DistributedRuntime session lifecycle on BullMQ —
 //                a queue + QueueEvents + worker per session, one job,
 //                then stopSession = close the worker, obliterate the queue.
@@ -20,7 +26,7 @@
 // Jobs are kept on completion (BullMQ's default), as am2z keeps results.
 'use strict';
 
-const { Queue, Worker, QueueEvents } = require('bullmq');
+const { Queue, Worker, QueueEvents, FlowProducer } = require('bullmq');
 const IORedis = require('ioredis');
 
 const CTL = 'am2z-bench:ctl';
@@ -46,6 +52,15 @@ async function increment(job) {
   return { ...job.data, count: job.data.count + 1 };
 }
 
+// Steps of the flow workloads: "inc" increments its child's result (or its
+// own data at a leaf); "merge" joins the children's results.
+async function flowStep(job) {
+  const values = Object.values(await job.getChildrenValues());
+  if (job.name === 'merge') return Object.assign({}, job.data, ...values);
+  const base = values.length ? values[0] : job.data;
+  return { ...base, count: base.count + 1 };
+}
+
 // A state of about `bytes` JSON bytes: count, session, filler.
 function state(session, bytes) {
   const base = JSON.stringify({ count: 0, sessionId: session, pad: '' }).length;
@@ -65,7 +80,8 @@ function latency(o, name, lat) {
 
 async function worker(o) {
   const main = new Worker('increment', increment, { connection: connection(o), concurrency: o.concurrency });
-  await main.waitUntilReady();
+  const flow = new Worker('flow', flowStep, { connection: connection(o), concurrency: o.concurrency });
+  await Promise.all([main.waitUntilReady(), flow.waitUntilReady()]);
   const sessions = new Map();
   const sub = new IORedis(connection(o));
   const pub = new IORedis(connection(o));
@@ -84,7 +100,7 @@ async function worker(o) {
     await pub.publish(ACK, text);
   });
   const stop = async () => {
-    await Promise.all([main.close(), ...[...sessions.values()].map((w) => w.close())]);
+    await Promise.all([main.close(), flow.close(), ...[...sessions.values()].map((w) => w.close())]);
     sub.disconnect();
     pub.disconnect();
     process.exit(0);
@@ -109,6 +125,34 @@ async function roundTrips(o) {
   }
   await Promise.all([queue.close(), events.close()]);
   return latency(o, 'rt', lat);
+}
+
+function chainTree(data) {
+  let node = { name: 'inc', queueName: 'flow', data };
+  for (let i = 1; i < 3; i++) node = { name: 'inc', queueName: 'flow', data: {}, children: [node] };
+  return node;
+}
+
+function parTree(data) {
+  const child = () => ({ name: 'inc', queueName: 'flow', data });
+  return { name: 'merge', queueName: 'flow', data, children: [child(), child(), child()] };
+}
+
+async function flows(o, name, tree) {
+  const producer = new FlowProducer({ connection: connection(o) });
+  const events = new QueueEvents('flow', { connection: connection(o), lastEventId: '0-0' });
+  await events.waitUntilReady();
+  let data = state(`bench-${name}`, o.stateBytes);
+  const lat = [];
+  for (let i = 0; i < o.rounds + 50; i++) {      // 50 warm-up rounds
+    const t0 = nowUs();
+    const added = await producer.add(tree(data));
+    const r = await added.job.waitUntilFinished(events, 30000);
+    if (i >= 50) lat.push(nowUs() - t0);
+    data = { ...data, count: r.count };
+  }
+  await Promise.all([producer.close(), events.close()]);
+  return latency(o, name, lat);
 }
 
 async function throughput(o) {
@@ -188,7 +232,10 @@ async function sessionCycles(o) {
 async function client(o) {
   // a lost completion must fail the case, not hang the harness
   setTimeout(() => { console.error('bullmq-bench: no end after 600 s'); process.exit(1); }, 600000).unref();
-  const run = { rt: roundTrips, tp: throughput, session: sessionCycles }[o.workload];
+  const run = {
+    rt: roundTrips, tp: throughput, session: sessionCycles,
+    chain3: (x) => flows(x, 'chain3', chainTree), par3: (x) => flows(x, 'par3', parTree),
+  }[o.workload];
   if (!run) throw new Error(`unknown workload ${o.workload}`);
   console.log(JSON.stringify(await run(o)));
   process.exit(0);
