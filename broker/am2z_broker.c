@@ -421,6 +421,7 @@ s_finish(am2z_broker_t *self, job_t *job, bool ok, uint8_t **state_p, size_t sta
     r->attempt = job->attempt;
     r->exec_us = exec_us;
     r->started_at_ms = started_ms;
+    r->dispatched_ms = job->dispatched_ms;
     if (ok && state_p && *state_p) {
         r->state = *state_p;
         r->state_size = state_size;
@@ -662,10 +663,10 @@ am2zb_submit_job(am2z_broker_t *self, const peer_t *peer, proc_t *proc, am2z_msg
     msg->state = NULL;
     job->prio = msg->priority ? msg->priority : proc->priority;
     job->timeout_ms = msg->timeout_ms ? msg->timeout_ms : proc->timeout_ms;
-    job->delay_ms = msg->delay_ms;
+    job->delay_ms = msg->delay_ms ? msg->delay_ms : proc->delay_ms;
     job->depth = msg->call_depth;
     job->created_ms = now;
-    job->not_before_ms = now + msg->delay_ms;
+    job->not_before_ms = now + job->delay_ms;
     job->seq = ++self->seq;
     job->client = *peer;
     job->client.events = msg->events;
@@ -755,6 +756,7 @@ s_on_stop_session(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
             cancel.job = NULL;
             am2z_msg_clear(&cancel);
             job_t *shadow = s_job_shadow(active);
+            am2zb_sched_release(active);          /* its cap slot: the lease is over */
             active->stopped = true;
             active->session = NULL;
             session->active = NULL;
@@ -1125,6 +1127,14 @@ s_on_ready(am2z_broker_t *self, const uint8_t *ident, size_t ident_size, am2z_ms
             proc->description = d->description ? strdup(d->description) : NULL;
         }
         if (!proc->registered) {
+            const char *why = NULL;
+            if (am2zb_proc_sched_set(proc, d, &why) != AM2Z_OK) {
+                /* not served by this worker: its limits cannot be kept */
+                AM2Z_LOG(self->log, AM2Z_LOG_ERROR, S_COMPONENT, "processor refused",
+                         AM2Z_KS("worker", worker->id), AM2Z_KS("proc", d->name),
+                         AM2Z_KS("reason", why));
+                continue;
+            }
             proc->timeout_ms = d->timeout_ms;
             proc->priority = d->priority;
             proc->retry = d->retry;
@@ -1787,7 +1797,7 @@ s_query_job(am2z_broker_t *self, const peer_t *peer, const char *id, am2z_bw_t *
 {
     job_t *job = zhashx_lookup(self->jobs, id);
     if (job && !job->stopped) {
-        am2z_bw_map(w, 5 + (job->has_progress ? 1u : 0u));
+        am2z_bw_map(w, 8 + (job->has_progress ? 1u : 0u));
         if (job->has_progress) {
             am2z_bw_str(w, "progress"); am2z_bw_uint(w, job->progress);
         }
@@ -1797,6 +1807,9 @@ s_query_job(am2z_broker_t *self, const peer_t *peer, const char *id, am2z_bw_t *
         am2z_bw_str(w, "status");
         am2z_bw_str(w, job->status == JOB_WAITING ? "waiting" : "active");
         am2z_bw_str(w, "attempt"); am2z_bw_uint(w, job->attempt);
+        am2z_bw_str(w, "dispatched"); am2z_bw_uint(w, job->dispatched_ms);
+        am2z_bw_str(w, "created"); am2z_bw_uint(w, job->created_ms);
+        am2z_bw_str(w, "due");     am2z_bw_uint(w, job->not_before_ms);
         return;
     }
     am2z_record_t rec;
@@ -1815,12 +1828,13 @@ s_query_job(am2z_broker_t *self, const peer_t *peer, const char *id, am2z_bw_t *
                              "result of job %s is unreadable: %s", id, am2z_strerror(rc));
         return;
     }
-    am2z_bw_map(w, 5);
+    am2z_bw_map(w, 6);
     am2z_bw_str(w, "job");     am2z_bw_str(w, id);
     am2z_bw_str(w, "proc");    am2z_bw_str(w, r.processor);
     am2z_bw_str(w, "session"); am2z_bw_str(w, r.session);
     am2z_bw_str(w, "status");  am2z_bw_str(w, r.success ? "completed" : "failed");
     am2z_bw_str(w, "attempt"); am2z_bw_uint(w, r.attempt);
+    am2z_bw_str(w, "dispatched"); am2z_bw_uint(w, r.dispatched_ms);
     am2z_msg_clear(&r);
 }
 
@@ -1908,13 +1922,19 @@ s_on_query(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
                     slots += wp->concurrency;
                 }
             }
-            am2z_bw_map(w, 6);
+            am2z_bw_map(w, 11);
             am2z_bw_str(w, "name");        am2z_bw_str(w, p->name);
             am2z_bw_str(w, "description"); am2z_bw_str(w, p->description ? p->description : "");
             am2z_bw_str(w, "workers");     am2z_bw_uint(w, workers);
             am2z_bw_str(w, "slots");       am2z_bw_uint(w, slots);
             am2z_bw_str(w, "timeout");     am2z_bw_uint(w, p->timeout_ms);
             am2z_bw_str(w, "priority");    am2z_bw_int(w, p->priority);
+            /* scheduling (issue 6) */
+            am2z_bw_str(w, "delay");       am2z_bw_uint(w, p->delay_ms);
+            am2z_bw_str(w, "rate");        am2z_bw_uint(w, p->rate_ring ? p->rate_max : 0);
+            am2z_bw_str(w, "per");         am2z_bw_uint(w, p->rate_ring ? p->rate_per_ms : 0);
+            am2z_bw_str(w, "cap");         am2z_bw_uint(w, p->max_active);
+            am2z_bw_str(w, "leased");      am2z_bw_uint(w, p->leased);
         }
     } else if (strcmp(what, "job") == 0) {
         if (!msg->job) {
@@ -2096,6 +2116,7 @@ s_lease(am2z_broker_t *self, worker_t *worker, session_t *session, job_t *job)
     job->attempt++;
     job->status = JOB_ACTIVE;
     job->worker = worker;
+    am2zb_sched_take(job, am2z_clock_wall_ms());
     if (job->timeout_ms) {
         /* the broker's clock starts at dispatch: the worker's own deadline
            (from receipt) is never earlier, so the broker decides */
@@ -2128,6 +2149,10 @@ s_lease(am2z_broker_t *self, worker_t *worker, session_t *session, job_t *job)
         zlistx_add_end(self->dirty, id);
 }
 
+/*  Leases what may go now: per processor, sessions of the highest
+    priority bucket first (round-robin inside it), while the rate window,
+    the cap and some worker's credit allow. Sessions whose delayed head
+    became due join their rings first, so a due job goes out this turn. */
 static void
 s_dispatch(am2z_broker_t *self)
 {
@@ -2135,12 +2160,15 @@ s_dispatch(am2z_broker_t *self)
     if (!self->nworkers || self->draining)
         return;
     uint64_t now = am2z_clock_wall_ms();
+    am2zb_delayed_due(self, now, NULL);
     for (proc_t *proc = zhashx_first(self->procs); proc; proc = zhashx_next(self->procs)) {
-        while (zlistx_size(proc->ring) > 0) {
+        session_t *session;
+        while ((session = am2zb_ring_first(proc)) != NULL) {
+            if (!am2zb_sched_admit(proc, now, false))
+                break;             /* rate window full or cap reached */
             worker_t *worker = am2zb_pick_worker(self, proc);
             if (!worker)
                 break;
-            session_t *session = zlistx_first(proc->ring);
             am2zb_session_unready(self, session);
             job_t *job = zlistx_first(session->lane);
             if (session->active || !job)
@@ -2235,6 +2263,15 @@ s_timers(am2z_broker_t *self, uint64_t *next_ms)
             next = left;
     }
     am2zb_repeat_timer(self, wall, &next);  /* idempotency + repeat + progress (issue 6) */
+    /* rate limits: wake when a full window opens for a processor that has
+       jobs waiting (not before: no spinning while it is full) */
+    for (proc_t *p = zhashx_first(self->procs); p; p = zhashx_next(self->procs)) {
+        if (!p->rate_ring || p->queued <= p->leased)
+            continue;
+        uint64_t open = am2zb_sched_rate_next(p);
+        if (open > wall && open - wall < next)
+            next = open - wall;
+    }
     *next_ms = next;
 }
 
@@ -2457,6 +2494,16 @@ s_seq_cmp(const void *a, const void *b)
     return x->seq < y->seq ? -1 : x->seq > y->seq ? 1 : 0;
 }
 
+/*  Sessions by the submission order of their lane heads (empty last). */
+static int
+s_head_seq_cmp(const void *a, const void *b)
+{
+    const job_t *x = zlistx_first(((const session_t *)a)->lane);
+    const job_t *y = zlistx_first(((const session_t *)b)->lane);
+    uint64_t sx = x ? x->seq : UINT64_MAX, sy = y ? y->seq : UINT64_MAX;
+    return sx < sy ? -1 : sx > sy ? 1 : 0;
+}
+
 /*  Reloads pending jobs into their lanes in submission order (job->seq:
     ids are random past their millisecond prefix). A job that was leased
     when the broker stopped keeps its attempt count and is leased again. */
@@ -2536,8 +2583,21 @@ s_reload(am2z_broker_t *self)
         am2zb_lane_push(session, job, false);
     }
     zlistx_destroy(&loaded_jobs);
-    for (session_t *s = zhashx_first(self->sessions); s; s = zhashx_next(self->sessions))
-        am2zb_session_kick(self, s, now);
+    /* rings in the order the sessions' head jobs were submitted: the same
+       round-robin order as before the restart, as near as it can be told */
+    zlistx_t *order = zlistx_new();
+    if (order) {
+        zlistx_set_comparator(order, s_head_seq_cmp);
+        for (session_t *s = zhashx_first(self->sessions); s; s = zhashx_next(self->sessions))
+            zlistx_add_end(order, s);
+        zlistx_sort(order);
+        for (session_t *s = zlistx_first(order); s; s = zlistx_next(order))
+            am2zb_session_kick(self, s, now);
+        zlistx_destroy(&order);
+    } else {
+        for (session_t *s = zhashx_first(self->sessions); s; s = zhashx_next(self->sessions))
+            am2zb_session_kick(self, s, now);
+    }
     zlistx_destroy(&r.keys);
     if (loaded || bad)
         AM2Z_LOG(self->log, AM2Z_LOG_INFO, S_COMPONENT, "pending jobs reloaded",
@@ -2564,7 +2624,7 @@ s_proc_free(void **item)
     proc_t *p = *item;
     if (!p)
         return;
-    zlistx_destroy(&p->ring);
+    am2zb_proc_sched_free(p);
     free(p->name);
     free(p->description);
     am2z_comp_desc_clear(p->comp);

@@ -15,9 +15,17 @@
       outcome is discarded when its worker answers or dies.
     - A job owned by an effect (this turn's finished jobs) is in no table and
       has session == NULL.
-    - A session is in at most one place: one processor ring (its lane head is
-      due and it has no active job), or self->delayed (head not yet due), or
-      neither.
+    - A session is in at most one place: one ring of its head job's
+      processor (its lane head is due and it has no active job), or
+      self->delayed (head not yet due), or neither. The ring is the bucket
+      of the head job's priority (proc->buckets, priority descending).
+    - A session's lane is ordered by (prio desc, seq asc), except that a
+      job put back at the front (lost worker, retry backoff: job->requeued)
+      stays first (s_lane_cmp in am2z_sched.c).
+    - proc->leased counts the leases of that processor that hold a cap slot
+      (job->cap_held): set by am2zb_sched_take, released by am2zb_lease_end
+      (DONE, expiry, lost worker, retry, stop, destroy). Nested calls'
+      children hold none.
     - proc_t and worker credit entries live until the broker is destroyed /
       the worker is forgotten; sessions until STOP_SESSION or destroy.
     - A job with a lease deadline is in self->leases (lease_handle set)
@@ -101,6 +109,10 @@ struct job_s {
     /* idempotency + repeat + progress (issue 6) */
     uint64_t progress;            /* last job:progress value of any attempt */
     bool has_progress;            /* a job:progress event was seen */
+    /* scheduling (issue 6) */
+    bool requeued;                /* put back at its lane's front: stays first */
+    bool cap_held;                /* counted in proc->leased */
+    uint64_t dispatched_ms;       /* wall clock of the current/last lease, 0 = none */
 };
 
 /*  A lease the broker expired while its worker still runs it. */
@@ -120,10 +132,19 @@ struct session_s {
     zlistx_t *lane;               /* job_t* in submission order (borrowed) */
     job_t *active;                /* ACTIVE or FAILING job, borrowed */
     proc_t *ring_proc;            /* whose ring holds us, or NULL */
-    void *ring_handle;            /* handle in ring_proc->ring */
+    void *ring_handle;            /* handle in ring_list */
     void *delay_handle;           /* handle in broker->delayed */
     zhashx_t *stats;              /* proc name -> counts_t* (owned) */
+    /* scheduling (issue 6) */
+    zlistx_t *ring_list;          /* the bucket ring holding us (borrowed), or NULL */
+    int64_t ring_prio;            /* that bucket's priority */
 };
+
+/*  Sessions ready for one processor whose head jobs have priority prio. */
+typedef struct {
+    int64_t prio;
+    zlistx_t *ring;               /* session_t* (borrowed), round-robin order */
+} bucket_t;
 
 struct proc_s {
     char *name;                   /* owned */
@@ -132,11 +153,22 @@ struct proc_s {
     int64_t priority;
     am2z_retry_policy_t retry;
     bool registered;              /* some worker announced it since start */
-    zlistx_t *ring;               /* session_t* ready for this processor */
     size_t rr;                    /* round-robin cursor into broker->workers */
     uint64_t queued;              /* its jobs in broker->jobs (waiting or leased) */
     counts_t counts;
     am2z_comp_desc_t *comp;       /* owned: a composite (run by the broker), or NULL */
+    /* scheduling (issue 6): defaults from the first READY that announced it */
+    bucket_t *buckets;            /* owned array, prio descending: ready sessions */
+    size_t nbuckets;
+    size_t buckets_cap;
+    uint64_t delay_ms;            /* default job delay, 0 = none */
+    uint32_t rate_max;            /* at most rate_max leases ... */
+    uint64_t rate_per_ms;         /* ... in any rate_per_ms window; 0 = no limit */
+    uint64_t *rate_ring;          /* owned: wall ms of the last rate_max leases */
+    uint32_t rate_n;              /* entries in rate_ring */
+    uint32_t rate_pos;            /* next to write (the oldest once full) */
+    uint32_t max_active;          /* cap on leases across all workers, 0 = none */
+    uint32_t leased;              /* leases holding a cap slot (job->cap_held) */
 };
 
 typedef struct {
@@ -244,6 +276,23 @@ wproc_t *am2zb_worker_proc(worker_t *worker, const proc_t *proc);
 worker_t *am2zb_pick_worker(am2z_broker_t *self, proc_t *proc);
 void am2zb_delayed_due(am2z_broker_t *self, uint64_t now_ms, uint64_t *next_ms);
 void am2zb_ident_hex(const uint8_t *ident, size_t size, char *out);
+/* scheduling (issue 6) */
+/*  The first session of proc's highest non-empty priority bucket, or NULL. */
+session_t *am2zb_ring_first(const proc_t *proc);
+/*  Frees proc's buckets and rate ring (proc destructor). */
+void am2zb_proc_sched_free(proc_t *proc);
+/*  READY's scheduling defaults for a processor seen for the first time.
+    Returns AM2Z_OK, or AM2Z_EINVAL / AM2Z_ENOMEM with why (for the log). */
+int am2zb_proc_sched_set(proc_t *proc, const am2z_proc_desc_t *desc, const char **why);
+/*  May proc lease one more job now (rate window and cap; call = a nested
+    call's child, which only the rate limit holds)? */
+bool am2zb_sched_admit(const proc_t *proc, uint64_t now_ms, bool call);
+/*  Records a lease of job now: rate window, cap slot, job->dispatched_ms. */
+void am2zb_sched_take(job_t *job, uint64_t now_ms);
+/*  Gives back job's cap slot, if it holds one. Idempotent. */
+void am2zb_sched_release(job_t *job);
+/*  When proc's rate window next opens (wall ms), 0 = open now or no limit. */
+uint64_t am2zb_sched_rate_next(const proc_t *proc);
 
 /* am2z_broker.c (used by am2z_sched.c and am2z_flow.c) -------------------- */
 void am2zb_send_worker(am2z_broker_t *self, const worker_t *worker, am2z_msg_t *msg);

@@ -1467,8 +1467,8 @@ am2zb_flow_tick(am2z_broker_t *self)
          proc = zhashx_next(self->procs)) {
         if (!proc->comp)
             continue;
-        while (zlistx_size(proc->ring) > 0) {
-            session_t *session = zlistx_first(proc->ring);
+        session_t *session;
+        while ((session = am2zb_ring_first(proc)) != NULL) {
             am2zb_session_unready(self, session);
             job_t *job = zlistx_first(session->lane);
             if (session->active || !job)
@@ -1519,7 +1519,7 @@ am2zb_flow_next_ms(am2z_broker_t *self)
        starts in the next tick: turn again at once, not after a poll */
     for (proc_t *proc = self->draining ? NULL : zhashx_first(self->procs); proc;
          proc = zhashx_next(self->procs))
-        if (proc->comp && zlistx_size(proc->ring))
+        if (proc->comp && am2zb_ring_first(proc))
             return 0;              /* (a draining broker starts no run) */
     uint64_t next = UINT64_MAX, mono = am2z_clock_mono_us();
     for (flow_t *f = zhashx_first(fl->runs); f; f = zhashx_next(fl->runs)) {
@@ -1669,6 +1669,10 @@ am2zb_flow_dispatch(am2z_broker_t *self)
         if (job->not_before_ms <= now)
             zlistx_add_end(go, job);
     for (job_t *job = zlistx_first(go); job; job = zlistx_next(go)) {
+        /* the processor's rate limit holds steps and calls; its cap holds
+           steps only (a waiting caller must never hold its child's slot) */
+        if (!am2zb_sched_admit(job->proc, now, job->call))
+            continue;
         worker_t *worker = job->call ? s_pick_any(self, job->proc)
                                      : am2zb_pick_worker(self, job->proc);
         if (!worker)
@@ -1681,6 +1685,7 @@ am2zb_flow_dispatch(am2z_broker_t *self)
         job->attempt++;
         job->status = JOB_ACTIVE;
         job->worker = worker;
+        am2zb_sched_take(job, now);
         if (job->timeout_ms) {
             job->deadline_us = am2z_clock_mono_us() + job->timeout_ms * 1000;
             job->lease_list = self->leases;

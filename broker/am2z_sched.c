@@ -6,6 +6,18 @@
     job is leased; it can only come back after that job ends. So with k
     ready sessions, each gets one job out of every k, whatever its backlog.
     Workers are picked round-robin per processor among those with credit.
+
+    Priority (issue 6): a lane is kept in (prio desc, seq asc) order, and a
+    processor's ready sessions sit in one ring per priority of their head
+    job (proc->buckets, highest first). Dispatch always serves the highest
+    non-empty bucket, round-robin inside it, so fairness holds among equal
+    priorities and a higher priority always goes first.
+
+    Rate limit and cap: proc->rate_ring holds the wall-clock times of the
+    last rate_max leases; one more lease is allowed when the oldest of them
+    is at least rate_per_ms old, so no window of rate_per_ms ms ever holds
+    more than rate_max leases. proc->leased counts the leases holding a
+    cap slot; am2zb_lease_end gives the slot back.
 */
 #include "am2z_broker_int.h"
 
@@ -40,6 +52,7 @@ am2zb_job_destroy(job_t **job_p)
 void
 am2zb_lease_end(job_t *job)
 {
+    am2zb_sched_release(job);
     if (job->lease_handle) {
         zlistx_delete(job->lease_list, job->lease_handle);
         job->lease_handle = NULL;
@@ -87,6 +100,19 @@ s_free_item(void **item)
     *item = NULL;
 }
 
+/*  Lane order: a job put back at the front stays first; then higher
+    priority first; then submission order. */
+static int
+s_lane_cmp(const void *a, const void *b)
+{
+    const job_t *x = a, *y = b;
+    if (x->requeued != y->requeued)
+        return x->requeued ? -1 : 1;
+    if (x->prio != y->prio)
+        return x->prio > y->prio ? -1 : 1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq ? 1 : 0;
+}
+
 session_t *
 am2zb_session_get(am2z_broker_t *self, const char *id, bool create)
 {
@@ -107,6 +133,7 @@ am2zb_session_get(am2z_broker_t *self, const char *id, bool create)
         return NULL;
     }
     zhashx_set_destructor(session->stats, s_free_item);
+    zlistx_set_comparator(session->lane, s_lane_cmp);
     zhashx_insert(self->sessions, id, session);
     return session;
 }
@@ -132,12 +159,73 @@ am2zb_session_counts(session_t *session, const char *proc)
     return counts;
 }
 
+/*  The bucket of priority prio in proc (created when create), or NULL. */
+static bucket_t *
+s_bucket(proc_t *proc, int64_t prio, bool create)
+{
+    size_t i = 0;
+    while (i < proc->nbuckets && proc->buckets[i].prio > prio)
+        i++;
+    if (i < proc->nbuckets && proc->buckets[i].prio == prio)
+        return &proc->buckets[i];
+    if (!create)
+        return NULL;
+    if (proc->nbuckets == proc->buckets_cap) {
+        size_t cap = proc->buckets_cap ? 2 * proc->buckets_cap : 4;
+        bucket_t *grown = realloc(proc->buckets, cap * sizeof *grown);
+        if (!grown)
+            return NULL;
+        proc->buckets = grown;
+        proc->buckets_cap = cap;
+    }
+    zlistx_t *ring = zlistx_new();
+    if (!ring)
+        return NULL;
+    memmove(&proc->buckets[i + 1], &proc->buckets[i],
+            (proc->nbuckets - i) * sizeof *proc->buckets);
+    proc->buckets[i].prio = prio;
+    proc->buckets[i].ring = ring;
+    proc->nbuckets++;
+    return &proc->buckets[i];
+}
+
+/*  Empty buckets are kept while there are few (the usual one or two
+    priorities cost no allocation per dispatch); past that they go, so
+    arbitrary client priorities cannot grow the array for ever. */
+#define S_BUCKETS_KEPT 8
+
+static void
+s_bucket_trim(proc_t *proc, int64_t prio)
+{
+    if (proc->nbuckets <= S_BUCKETS_KEPT)
+        return;
+    bucket_t *b = s_bucket(proc, prio, false);
+    if (!b || zlistx_size(b->ring))
+        return;
+    size_t i = (size_t)(b - proc->buckets);
+    zlistx_destroy(&b->ring);
+    memmove(&proc->buckets[i], &proc->buckets[i + 1],
+            (proc->nbuckets - i - 1) * sizeof *proc->buckets);
+    proc->nbuckets--;
+}
+
+session_t *
+am2zb_ring_first(const proc_t *proc)
+{
+    for (size_t i = 0; i < proc->nbuckets; i++)
+        if (zlistx_size(proc->buckets[i].ring))
+            return zlistx_first(proc->buckets[i].ring);
+    return NULL;
+}
+
 void
 am2zb_session_unready(am2z_broker_t *self, session_t *session)
 {
     if (session->ring_handle) {
-        zlistx_delete(session->ring_proc->ring, session->ring_handle);
+        zlistx_delete(session->ring_list, session->ring_handle);
+        s_bucket_trim(session->ring_proc, session->ring_prio);
         session->ring_handle = NULL;
+        session->ring_list = NULL;
         session->ring_proc = NULL;
     }
     if (session->delay_handle) {
@@ -155,27 +243,36 @@ am2zb_session_kick(am2z_broker_t *self, session_t *session, uint64_t now_ms)
     if (session->active || zlistx_size(session->lane) == 0)
         return;
     job_t *head = zlistx_first(session->lane);
-    if (head->not_before_ms > now_ms) {
+    bucket_t *b = head->not_before_ms > now_ms ? NULL : s_bucket(head->proc, head->prio, true);
+    if (!b) {
+        /* not due yet (or out of memory: the delayed list retries it) */
         session->delay_handle = zlistx_add_end(self->delayed, session);
     } else {
         session->ring_proc = head->proc;
-        session->ring_handle = zlistx_add_end(head->proc->ring, session);
+        session->ring_list = b->ring;
+        session->ring_prio = head->prio;
+        session->ring_handle = zlistx_add_end(b->ring, session);
     }
 }
 
+/*  front: the job was running (lost worker, retry): it stays first.
+    Otherwise it takes its place by (prio desc, seq asc), searched from the
+    back (the usual case, equal priorities, appends). */
 void
 am2zb_lane_push(session_t *session, job_t *job, bool front)
 {
     am2zb_lease_end(job);
     job->session = session;
     job->status = JOB_WAITING;
+    job->requeued = front;
     job->lane_handle = front ? zlistx_add_start(session->lane, job)
-                             : zlistx_add_end(session->lane, job);
+                             : zlistx_insert(session->lane, job, false);
 }
 
 void
 am2zb_lane_remove(session_t *session, job_t *job)
 {
+    job->requeued = false;
     if (job->lane_handle) {
         zlistx_detach(session->lane, job->lane_handle);
         job->lane_handle = NULL;
@@ -220,15 +317,96 @@ am2zb_proc_get(am2z_broker_t *self, const char *name, bool create)
     if (!proc)
         return NULL;
     proc->name = strdup(name);
-    proc->ring = zlistx_new();
-    if (!proc->name || !proc->ring) {
-        free(proc->name);
-        zlistx_destroy(&proc->ring);
+    if (!proc->name) {
         free(proc);
         return NULL;
     }
     zhashx_insert(self->procs, name, proc);
     return proc;
+}
+
+void
+am2zb_proc_sched_free(proc_t *proc)
+{
+    for (size_t i = 0; i < proc->nbuckets; i++)
+        zlistx_destroy(&proc->buckets[i].ring);
+    free(proc->buckets);
+    proc->buckets = NULL;
+    proc->nbuckets = proc->buckets_cap = 0;
+    free(proc->rate_ring);
+    proc->rate_ring = NULL;
+}
+
+/*  A rate window of more leases than this is refused (its ring would be
+    rate_max timestamps). */
+#define S_RATE_MAX 1000000u
+
+int
+am2zb_proc_sched_set(proc_t *proc, const am2z_proc_desc_t *desc, const char **why)
+{
+    *why = NULL;
+    if (desc->rate_max && desc->rate_per_ms) {
+        if (desc->rate_max > S_RATE_MAX) {
+            *why = "rate above 1000000 jobs per interval";
+            return AM2Z_EINVAL;
+        }
+        uint64_t *ring = calloc(desc->rate_max, sizeof *ring);
+        if (!ring) {
+            *why = "out of memory for the rate window";
+            return AM2Z_ENOMEM;
+        }
+        free(proc->rate_ring);
+        proc->rate_ring = ring;
+        proc->rate_max = desc->rate_max;
+        proc->rate_per_ms = desc->rate_per_ms;
+        proc->rate_n = proc->rate_pos = 0;
+    }
+    proc->delay_ms = desc->delay_ms;
+    proc->max_active = desc->max_active;
+    return AM2Z_OK;
+}
+
+bool
+am2zb_sched_admit(const proc_t *proc, uint64_t now_ms, bool call)
+{
+    if (!call && proc->max_active && proc->leased >= proc->max_active)
+        return false;
+    return am2zb_sched_rate_next(proc) <= now_ms;
+}
+
+void
+am2zb_sched_take(job_t *job, uint64_t now_ms)
+{
+    proc_t *proc = job->proc;
+    job->dispatched_ms = now_ms;
+    if (proc->rate_ring) {
+        proc->rate_ring[proc->rate_pos] = now_ms;
+        proc->rate_pos = (proc->rate_pos + 1) % proc->rate_max;
+        if (proc->rate_n < proc->rate_max)
+            proc->rate_n++;
+    }
+    if (!job->call && !job->cap_held) {
+        job->cap_held = true;
+        proc->leased++;
+    }
+}
+
+void
+am2zb_sched_release(job_t *job)
+{
+    if (job->cap_held) {
+        job->cap_held = false;
+        if (job->proc && job->proc->leased)
+            job->proc->leased--;
+    }
+}
+
+uint64_t
+am2zb_sched_rate_next(const proc_t *proc)
+{
+    if (!proc->rate_ring || proc->rate_n < proc->rate_max)
+        return 0;
+    return proc->rate_ring[proc->rate_pos] + proc->rate_per_ms;
 }
 
 /* ---------------------------------------------------------------------------

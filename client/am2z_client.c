@@ -158,6 +158,7 @@ s_result_from_msg(am2z_msg_t *msg)
     r->attempt = msg->attempt;
     r->exec_us = msg->exec_us;
     r->started_at_ms = msg->started_at_ms;
+    r->dispatched_ms = msg->dispatched_ms;
     if (r->success && msg->state) {
         int rc = am2z_state_decode(msg->state, msg->state_size, &r->state);
         if (rc != AM2Z_OK) {

@@ -413,6 +413,7 @@ static const s_schema_t s_comp_schema = S_SCHEMA(s_comp_fields, am2z_comp_desc_t
 #define F_DELAY(fl)    { .key = "delay", .kind = K_U64, .flags = (fl), .off = M(delay_ms), .hi = UINT64_MAX }
 #define F_EXEC(fl)     { .key = "exec_us", .kind = K_U64, .flags = (fl), .off = M(exec_us), .hi = UINT64_MAX }
 #define F_STARTED(fl)  { .key = "started", .kind = K_U64, .flags = (fl), .off = M(started_at_ms), .hi = UINT64_MAX }
+#define F_DISPATCHED(fl) { .key = "dispatched", .kind = K_U64, .flags = (fl), .off = M(dispatched_ms), .hi = UINT64_MAX }
 #define F_TS(fl)       { .key = "ts", .kind = K_U64, .flags = (fl), .off = M(ts_ms), .hi = UINT64_MAX }
 #define F_SEQ(fl)      { .key = "seq", .kind = K_U64, .flags = (fl), .off = M(seq), .hi = UINT64_MAX }
 #define F_CREDIT(fl)   { .key = "credit", .kind = K_U64, .flags = (fl), .off = M(credit), .lo = 1, .hi = 1000000 }
@@ -448,6 +449,7 @@ static const s_field_t s_accepted[] = {
 static const s_field_t s_result[] = {
     F_REQ(0), F_JOB(S_REQ), F_OK(S_REQ), F_STATE(0), F_ERROR(S_REQ_IF_KO),
     F_ATTEMPT(0), F_EXEC(0), F_STARTED(0), F_PROC(0), F_SESSION(0), F_WORKER(0),
+    F_DISPATCHED(0),
 };
 static const s_field_t s_reply[] = { F_REQ(S_REQ), F_DATA(0), F_OK(0) };
 static const s_field_t s_error[] = { F_REQ(0), F_ERROR(S_REQ) };

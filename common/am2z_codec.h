@@ -196,6 +196,8 @@ typedef struct {
     uint64_t start_ms;            /* SUBMIT: repeat: wall clock of the first run; 0 = now */
     bool dup;                     /* ACCEPTED: an idempotent duplicate (job = first id) */
     bool repeat;                  /* ACCEPTED: job is a repeat id, not a job id */
+    /* scheduling (issue 6) */
+    uint64_t dispatched_ms;       /* RESULT: wall clock of the final attempt's lease */
 } am2z_msg_t;
 
 /*  Limits enforced by decode besides the body size. */

@@ -28,6 +28,9 @@ typedef struct {
     uint32_t attempt;             /* attempts made (1-based) */
     uint64_t exec_us;             /* processor run time, µs (>= 1 when it ran) */
     uint64_t started_at_ms;       /* wall clock when the last attempt started */
+    /* scheduling (issue 6) */
+    uint64_t dispatched_ms;       /* broker's wall clock when it leased the last
+                                     attempt (0 = never leased, or not known) */
 } am2z_result_t;
 
 /*  NULL-safe, idempotent. */

@@ -9,6 +9,7 @@
 
 #include "am2z_clock.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -539,6 +540,68 @@ s_recurse(am2z_ctx_t *ctx)
 }
 
 /* ---------------------------------------------------------------------------
+   Scheduling (issue 6): what the broker's priorities, delays, rate limits
+   and caps do is visible in these processors' results.
+   ------------------------------------------------------------------------ */
+
+/*  Process-wide: the order in which gate jobs ran in this worker, and how
+    many capped jobs run now / at most. The only mutable statics here. */
+static atomic_llong s_tickets;
+static atomic_int s_capped_now;
+static atomic_int s_capped_max;
+
+/*  Waits (10 ms polls, honouring cancellation) until the file named by
+    state.file exists, when one is named; then ticket = this worker's next
+    ticket (1, 2, ...): with one slot, the order jobs ran in. */
+static int
+s_gate(am2z_ctx_t *ctx)
+{
+    char path[1024];
+    if (am2z_state_get_strcpy(am2z_ctx_state(ctx), "file", path, sizeof path) == AM2Z_OK) {
+        while (access(path, F_OK) != 0) {
+            if (am2z_ctx_cancelled(ctx)) {
+                am2z_error_t *e = am2z_error_new(AM2Z_CAT_EXECUTION, "CANCELLED",
+                                                 "gate cancelled before %s existed", path);
+                return am2z_ctx_fail(ctx, &e);
+            }
+            nanosleep(&(struct timespec){ .tv_nsec = 10 * 1000000L }, NULL);
+        }
+    }
+    long long ticket = atomic_fetch_add(&s_tickets, 1) + 1;
+    return am2z_changes_set_int(am2z_ctx_changes(ctx), "ticket", (int64_t)ticket);
+}
+
+/*  Counts itself in while it sleeps state.ms (default 50, 5 ms steps,
+    honouring cancellation); active = how many ran at once in this worker
+    when it entered, maxActive = the most this worker has seen so far. */
+static int
+s_capped(am2z_ctx_t *ctx)
+{
+    int now = atomic_fetch_add(&s_capped_now, 1) + 1;
+    int max = atomic_load(&s_capped_max);
+    while (now > max && !atomic_compare_exchange_weak(&s_capped_max, &max, now))
+        ;
+    int64_t ms = 50;
+    am2z_state_get_int(am2z_ctx_state(ctx), "ms", &ms);
+    int rc = AM2Z_OK;
+    for (int64_t slept = 0; slept < ms; slept += 5) {
+        if (am2z_ctx_cancelled(ctx)) {
+            atomic_fetch_sub(&s_capped_now, 1);
+            am2z_error_t *e = am2z_error_new(AM2Z_CAT_EXECUTION, "CANCELLED",
+                                             "capped cancelled");
+            return am2z_ctx_fail(ctx, &e);
+        }
+        nanosleep(&(struct timespec){ .tv_nsec = 5 * 1000000L }, NULL);
+    }
+    atomic_fetch_sub(&s_capped_now, 1);
+    rc = am2z_changes_set_int(am2z_ctx_changes(ctx), "active", now);
+    if (rc == AM2Z_OK)
+        rc = am2z_changes_set_int(am2z_ctx_changes(ctx), "maxActive",
+                                  atomic_load(&s_capped_max));
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------
    The table
    ------------------------------------------------------------------------ */
 
@@ -608,6 +671,20 @@ static const am2z_processor_def_t s_defs[] = {
     /* progress reporting (issue 6) */
     { .name = "progress", .fn = s_progress, .concurrency = 2,
       .description = "progress 25, 50, (waits for the file state.gate), 75, 100" },
+    /* scheduling (issue 6) */
+    { .name = "gate", .fn = s_gate, .concurrency = 1,
+      .description = "waits until the file state.file exists (if named); "
+                     "ticket = this worker's run order (1, 2, ...)" },
+    { .name = "gate-urgent", .fn = s_gate, .concurrency = 1, .priority = 5,
+      .description = "as gate, default priority 5" },
+    { .name = "rated", .fn = s_increment, .concurrency = 4,
+      .rate_max = 20, .rate_interval_ms = 1000,
+      .description = "count += 1; at most 20 jobs per 1000 ms across all workers" },
+    { .name = "capped", .fn = s_capped, .concurrency = 4, .max_active = 2,
+      .description = "sleeps state.ms (default 50); at most 2 running across all "
+                     "workers; active / maxActive = concurrency this worker saw" },
+    { .name = "later", .fn = s_increment, .concurrency = 2, .delay_ms = 1000,
+      .description = "count += 1; jobs wait 1000 ms by default (delay)" },
 };
 
 /* ---------------------------------------------------------------------------
@@ -625,6 +702,7 @@ static const char *const s_ab_steps[] = { "append-a", "append-b" };
 static const char *const s_status_steps[] = { "set-status-a", "set-status-b" };
 static const char *const s_ticks_steps[] = { "tick", "tick", "tick", "tick", "tick" };
 static const char *const s_inc3_steps[] = { "increment", "increment", "increment" };
+static const char *const s_rated_steps[] = { "rated", "rated", "rated", "rated", "rated" };
 static const am2z_route_t s_tier_routes[] = {
     { "premium", "tag-premium" }, { "basic", "tag-basic" } };
 static const am2z_route_t s_kind_routes[] = {
@@ -672,6 +750,10 @@ static const am2z_composite_def_t s_comps[] = {
     { .name = "par3", .kind = AM2Z_COMPOSITE_PARALLEL,
       .description = "increment in three parallel branches, three-way merged (count + 1)",
       .steps = s_inc3_steps, .nsteps = 3 },
+    /* scheduling (issue 6) */
+    { .name = "rated-chain", .kind = AM2Z_COMPOSITE_CHAIN,
+      .description = "five rated steps (rate limit 20 per 1000 ms)",
+      .steps = s_rated_steps, .nsteps = 5 },
 };
 
 const am2z_composite_def_t *

@@ -35,6 +35,14 @@
         progress           progress 25, 50; waits for the file state.gate
                            (if given, at most state.waitMs); 75, 100;
                            progress = 100
+        gate               waits until the file state.file exists (when
+                           named; polls, honours cancellation); ticket =
+                           this worker's run order 1, 2, ... (scheduling)
+        gate-urgent        as gate, default priority 5
+        rated              count += 1; rate limit 20 per 1000 ms
+        capped             sleeps state.ms (50); cap 2 across workers;
+                           active / maxActive = what this worker saw
+        later              count += 1; default delay 1000 ms
 
     Composites (am2z_example_composites):
         process-order      chain(validate-order, check-inventory,
@@ -53,11 +61,13 @@
                            calc -> calc
         bump-all           batch of bump over state.payloads
         ticks              chain of five ticks
+        rated-chain        chain of five rated (scheduling)
 
     The order processors use the AM2Z README state shape:
         {order: {id, items: [{sku, qty, price}], customer: {email}}}
 
-    Thread safety: the processors keep no state; any number may run at once.
+    Thread safety: any number may run at once. Only gate (a ticket counter)
+    and capped (its concurrency counters) keep process-wide state, in atomics.
 */
 #ifndef AM2Z_EXAMPLES_H_INCLUDED
 #define AM2Z_EXAMPLES_H_INCLUDED

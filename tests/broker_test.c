@@ -1157,6 +1157,143 @@ START_TEST(test_broker_daemon_reports_ready_and_stops_on_sigterm)
 }
 END_TEST
 
+/* ---------------------------------------------------------------------------
+   Scheduling (issue 6): the concurrency cap's slot accounting
+   ------------------------------------------------------------------------ */
+
+/*  A worker announcing the given processor descriptions. */
+static zsock_t *
+s_worker_descs(const fixture_t *fx, const char *id, am2z_proc_desc_t *descs, size_t n)
+{
+    zsock_t *w = zsock_new_dealer(fx->ep[1]);
+    ck_assert_ptr_nonnull(w);
+    am2z_msg_t m;
+    am2z_msg_init(&m, AM2Z_CMD_READY);
+    m.worker = (char *)id;
+    m.procs = descs;
+    m.nprocs = n;
+    s_send(w, &m);
+    return w;
+}
+
+START_TEST(test_broker_cap_slot_returns_on_expiry_stop_loss_and_done)
+{
+    fixture_t fx;
+    s_broker_start(&fx, true);
+    am2z_proc_desc_t d;
+    memset(&d, 0, sizeof d);
+    d.name = (char *)"capx";
+    d.concurrency = 4;              /* credit would allow 4 at once ... */
+    d.max_active = 1;               /* ... the cap only 1 */
+    d.retry.max_attempts = 1;       /* no timeout: only A has one (below) */
+    zsock_t *w1 = s_worker_descs(&fx, "w1", &d, 1);
+    zsock_t *c = s_client(&fx);
+    s_wait_known(c, "capx");
+    char a[64], b[64], cc[64], e[64];
+    am2z_msg_t sub, acc;
+    am2z_msg_init(&sub, AM2Z_CMD_SUBMIT);
+    sub.req = ++s_req;
+    sub.processor = (char *)"capx";
+    sub.session = (char *)"A";
+    sub.timeout_ms = 1000;          /* longer than the quiet window below */
+    s_send(c, &sub);
+    s_expect(c, AM2Z_CMD_ACCEPTED, &acc);
+    snprintf(a, sizeof a, "%s", acc.job);
+    am2z_msg_clear(&acc);
+    s_submit_ok(c, "capx", "B", b);
+    s_submit_ok(c, "capx", "C", cc);
+    am2z_msg_t j, r;
+    s_expect(w1, AM2Z_CMD_JOB, &j);
+    ck_assert_str_eq(j.job, a);
+    am2z_msg_clear(&j);
+    s_expect_none(w1, AM2Z_CMD_JOB);           /* the cap holds */
+    /* expiry: A times out (one attempt), its slot goes to B */
+    s_expect(c, AM2Z_CMD_RESULT, &r);
+    ck_assert_str_eq(r.job, a);
+    ck_assert(!r.success);
+    am2z_msg_clear(&r);
+    s_expect(w1, AM2Z_CMD_JOB, &j);
+    ck_assert_str_eq(j.job, b);
+    am2z_msg_clear(&j);
+    s_expect_none(w1, AM2Z_CMD_JOB);
+    /* stop: B's session stops, its slot goes to C */
+    am2z_msg_t stop;
+    am2z_msg_init(&stop, AM2Z_CMD_STOP_SESSION);
+    stop.req = ++s_req;
+    stop.session = (char *)"B";
+    s_send(c, &stop);
+    s_expect(w1, AM2Z_CMD_JOB, &j);
+    ck_assert_str_eq(j.job, cc);
+    am2z_msg_clear(&j);
+    /* loss: w1 leaves holding C; C goes to w2, whose READY changes nothing
+       (first registration wins: the cap stays 1) */
+    am2z_msg_t bye;
+    am2z_msg_init(&bye, AM2Z_CMD_DISCONNECT);
+    bye.worker = (char *)"w1";
+    s_send(w1, &bye);
+    d.max_active = 0;
+    zsock_t *w2 = s_worker_descs(&fx, "w2", &d, 1);
+    s_expect(w2, AM2Z_CMD_JOB, &j);
+    ck_assert_str_eq(j.job, cc);
+    ck_assert_uint_eq(j.attempt, 2);
+    s_submit_ok(c, "capx", "E", e);
+    s_expect_none(w2, AM2Z_CMD_JOB);           /* still capped at 1 */
+    /* DONE: C's slot goes to E */
+    s_done_inc(w2, &j, 2);
+    am2z_msg_clear(&j);
+    s_expect(w2, AM2Z_CMD_JOB, &j);
+    ck_assert_str_eq(j.job, e);
+    s_done_inc(w2, &j, 1);
+    am2z_msg_clear(&j);
+    bool c_done = false, e_done = false;
+    for (int i = 0; i < 4 && !(c_done && e_done); i++) {
+        s_expect(c, AM2Z_CMD_RESULT, &r);
+        if (strcmp(r.job, cc) == 0) {
+            ck_assert(r.success);
+            ck_assert_uint_gt(r.dispatched_ms, 0);
+            c_done = true;
+        } else if (strcmp(r.job, e) == 0) {
+            ck_assert(r.success);
+            e_done = true;
+        }
+        am2z_msg_clear(&r);
+    }
+    ck_assert(c_done && e_done);
+    zsock_destroy(&w1);
+    zsock_destroy(&w2);
+    zsock_destroy(&c);
+    s_broker_stop(&fx);
+}
+END_TEST
+
+START_TEST(test_broker_refuses_a_rate_window_too_large_to_keep)
+{
+    fixture_t fx;
+    s_broker_start(&fx, true);
+    am2z_proc_desc_t d[2];
+    memset(d, 0, sizeof d);
+    d[0].name = (char *)"toofast";
+    d[0].concurrency = 1;
+    d[0].rate_max = 2000000;
+    d[0].rate_per_ms = 1000;
+    d[1].name = (char *)"fine";
+    d[1].concurrency = 1;
+    zsock_t *w = s_worker_descs(&fx, "w1", d, 2);
+    zsock_t *c = s_client(&fx);
+    s_wait_known(c, "fine");
+    uint64_t req = s_submit(c, "toofast", "s1");
+    am2z_msg_t e;
+    s_expect(c, AM2Z_CMD_ERROR, &e);
+    ck_assert_uint_eq(e.req, req);
+    ck_assert_int_eq(e.error->kind, AM2Z_KIND_PROCESSOR_NOT_FOUND);
+    am2z_msg_clear(&e);
+    s_expect_none(w, AM2Z_CMD_JOB);
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    s_broker_stop(&fx);
+}
+END_TEST
+
 static Suite *
 s_suite(void)
 {
@@ -1180,6 +1317,8 @@ s_suite(void)
     tcase_add_test(tc, test_broker_map_full_refuses_submits_and_keeps_serving);
     tcase_add_test(tc, test_broker_jobrec_round_trips_and_refuses_garbage);
     tcase_add_test(tc, test_broker_daemon_reports_ready_and_stops_on_sigterm);
+    tcase_add_test(tc, test_broker_cap_slot_returns_on_expiry_stop_loss_and_done);
+    tcase_add_test(tc, test_broker_refuses_a_rate_window_too_large_to_keep);
     suite_add_tcase(s, tc);
     return s;
 }

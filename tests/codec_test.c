@@ -173,6 +173,7 @@ s_fill(am2z_cmd_t cmd, am2z_msg_t *m)
         m->attempt = 3;
         m->exec_us = 123456;
         m->started_at_ms = 1763802325123ull;
+        m->dispatched_ms = 1763802325120ull;
         m->processor = s_str("p");
         m->session = s_str("s1");
         m->worker = s_str("w-01");
@@ -325,6 +326,7 @@ s_msg_eq(const am2z_msg_t *a, const am2z_msg_t *b)
     ck_assert_uint_eq(a->delay_ms, b->delay_ms);
     ck_assert_uint_eq(a->exec_us, b->exec_us);
     ck_assert_uint_eq(a->started_at_ms, b->started_at_ms);
+    ck_assert_uint_eq(a->dispatched_ms, b->dispatched_ms);
     ck_assert_uint_eq(a->ts_ms, b->ts_ms);
     ck_assert_uint_eq(a->seq, b->seq);
     ck_assert_uint_eq(a->credit, b->credit);
