@@ -214,6 +214,8 @@ struct am2z_broker_t {
     bool draining;                /* stop flag seen: no new work, leases finish */
     uint64_t drain_deadline_us;   /* give up on running leases then */
     struct am2zb_flows_s *flows;  /* owned: workflow runs (am2z_flow.c) */
+    /* session lifecycle + retention (issue 6) */
+    struct am2zb_lc_s *lc;        /* owned: session info, stops, retention (am2z_lifecycle.c) */
 };
 
 /* am2z_sched.c ------------------------------------------------------------ */
@@ -297,5 +299,59 @@ void am2zb_flow_call(am2z_broker_t *self, worker_t *worker, am2z_msg_t *msg);
 /*  The session of a running composite job was stopped: the run ends
     without a result (the caller already got one), root job destroyed. */
 void am2zb_flow_stop(am2z_broker_t *self, job_t *root);
+
+/* session lifecycle + retention (issue 6): am2z_lifecycle.c. Every
+   function runs on the loop thread; "in turn" as for am2z_flow.c. -------- */
+typedef struct am2zb_lc_s am2zb_lc_t;
+struct am2z_bw_t;
+/*  Loads session info (sessinfo, stored states, reloaded lanes) and counts
+    the retention index. After s_reload. AM2Z_OK, AM2Z_ENOMEM, AM2Z_EIO. */
+int am2zb_lc_new(am2z_broker_t *self);
+/*  NULL-safe. */
+void am2zb_lc_destroy(am2z_broker_t *self);
+/*  In turn: a job entered the session's lane (SUBMIT, DLQ retry). Creates
+    the session's info (stored in the batch) when it is new: returns true
+    then. The session is busy: it cannot expire. */
+bool am2zb_lc_touch(am2z_broker_t *self, const char *session, uint64_t now_ms);
+/*  In turn, from s_finish once the result record is in the batch: writes
+    its `done` and `bysession` entries, trims the processor's results beyond
+    retain-completed / retain-failed, counts it for the session; when the
+    session is now idle, stores its info and starts its TTL. */
+void am2zb_lc_finished(am2z_broker_t *self, const job_t *job, bool ok, uint64_t now_ms);
+/*  In turn: a job's result record goes (DLQ retry): its index entries too. */
+void am2zb_lc_result_dropped(am2z_broker_t *self, const char *session, const char *job_id);
+/*  In turn: a dead letter was written; drops the oldest beyond dlq-max. */
+void am2zb_lc_dead_lettered(am2z_broker_t *self, const char *job_id);
+/*  In turn: a dead letter was deleted (retry, discard). */
+void am2zb_lc_dlq_removed(am2z_broker_t *self);
+/*  In turn, from STOP_SESSION once its jobs are cancelled: deletes the
+    session's results, index entries and info unless keep; the REPLY goes
+    after the commit, once wait_job (and, wait_all, every stopped leased job
+    of the session) ended or stop-grace passed. */
+void am2zb_lc_stop(am2z_broker_t *self, const peer_t *peer, const char *session, bool keep,
+                   const char *wait_job, bool wait_all, uint64_t cancelled);
+/*  In turn: expires idle sessions past session-ttl, trims results by age
+    and by count (bounded work per turn). */
+void am2zb_lc_tick(am2z_broker_t *self);
+/*  After the commit: answers stops (or refuses them when !durable) and
+    publishes session:cleanup. */
+void am2zb_lc_committed(am2z_broker_t *self, bool durable);
+/*  ms until the lifecycle needs a turn (UINT64_MAX: never). */
+uint64_t am2zb_lc_next_ms(am2z_broker_t *self);
+/*  The loop ends: stops still waiting are answered. */
+void am2zb_lc_shutdown(am2z_broker_t *self);
+/*  QUERY what=session-info (session?): writes the answer, or sends ERROR
+    not_found and sets *answered. */
+void am2zb_lc_query_info(am2z_broker_t *self, const peer_t *peer, const am2z_msg_t *msg,
+                         struct am2z_bw_t *w, bool *answered);
+/*  QUERY stats: writes AM2ZB_LC_STATS_FIELDS key/value pairs (store, ...). */
+#define AM2ZB_LC_STATS_FIELDS 4
+void am2zb_lc_write_stats(am2z_broker_t *self, struct am2z_bw_t *w);
+/*  am2z_broker.c, for the above. */
+void am2zb_event(am2z_broker_t *self, const char *name, const char *session,
+                 const uint8_t *data, size_t data_size);
+void am2zb_send_reply(am2z_broker_t *self, const peer_t *peer, uint8_t **data_p, size_t size);
+void am2zb_send_error(am2z_broker_t *self, const peer_t *peer, am2z_error_t **error_p);
+am2z_error_t *am2zb_resource_error(am2z_broker_t *self);
 
 #endif
