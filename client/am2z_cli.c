@@ -327,11 +327,16 @@ s_cmd_queues(const s_opts_t *opts, int argc, char **argv)
     return s_query_print(opts, "queues", NULL);
 }
 
+/*  am2z sessions [--session ID]: session-info (issue 6) — an array of
+    {id, created, lastActivity, queued, running, completed, failed}, or
+    that one map with --session (exit 1, not_found, when it is unknown). */
 static int
 s_cmd_sessions(const s_opts_t *opts, int argc, char **argv)
 {
     (void)argc, (void)argv;
-    return s_query_print(opts, "sessions", NULL);
+    if (opts->session[0] && !s_session_ok(opts->session))
+        return s_fail(S_EXIT_USAGE, "invalid session id '%s'", opts->session);
+    return s_query_print(opts, "session-info", opts->session[0] ? opts->session : NULL);
 }
 
 static int
@@ -510,7 +515,9 @@ static const s_command_t s_commands[] = {
     { "stats", "", "broker-wide counters", s_cmd_stats, 0 },
     { "queues", "[--session ID]", "per-processor queue counters (of one session with --session)",
       s_cmd_queues, 0 },
-    { "sessions", "", "active session ids", s_cmd_sessions, 0 },
+    { "sessions", "[--session ID]",
+      "known sessions: id, created, lastActivity, queued, running, completed, failed",
+      s_cmd_sessions, 0 },
     { "processors", "", "registered processors", s_cmd_processors, 0 },
     { "state", "SESSION", "the stored state of a session", s_cmd_state, 1 },
     { "job", "JOB", "status of a job", s_cmd_job, 1 },

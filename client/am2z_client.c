@@ -1122,6 +1122,55 @@ am2z_client_is_processor_registered(am2z_client_t *self, const char *name,
 }
 
 /* ---------------------------------------------------------------------------
+   Session lifecycle (issue 6)
+   ------------------------------------------------------------------------ */
+
+static int
+s_session_query(am2z_client_t *self, const char *session_id, am2z_session_list_t **out)
+{
+    am2z_msg_t answer;
+    int rc = s_query(self, "session-info", session_id, NULL, &answer);
+    if (rc != AM2Z_OK)
+        return rc;
+    char err[256] = "";
+    const uint8_t empty[] = { 0x90 };
+    rc = am2z_reply_decode_sessions(answer.data ? answer.data : empty,
+                                    answer.data ? answer.data_size : 1, out, err, sizeof err);
+    if (rc != AM2Z_OK)
+        s_set_error(self, "%s", err[0] ? err : am2z_strerror(rc));
+    am2z_msg_clear(&answer);
+    return rc;
+}
+
+int
+am2z_client_session_list(am2z_client_t *self, am2z_session_list_t **out)
+{
+    if (!self || !out)
+        return AM2Z_EINVAL;
+    *out = NULL;
+    return s_session_query(self, NULL, out);
+}
+
+int
+am2z_client_session_info(am2z_client_t *self, const char *session_id,
+                         am2z_session_info_t *out)
+{
+    if (!self || !out || !session_id || !am2z_session_id_valid(session_id, strlen(session_id)))
+        return AM2Z_EINVAL;
+    memset(out, 0, sizeof *out);
+    am2z_session_list_t *list = NULL;
+    int rc = s_session_query(self, session_id, &list);
+    if (rc == AM2Z_OK && list->count != 1) {
+        s_set_error(self, "REPLY session-info: expected one session, got %zu", list->count);
+        rc = AM2Z_EPROTO;
+    }
+    if (rc == AM2Z_OK)
+        *out = list->items[0];
+    am2z_session_list_destroy(&list);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------
    Dead letters
    ------------------------------------------------------------------------ */
 
