@@ -375,7 +375,8 @@ s_cmd_stop_session(const s_opts_t *opts, int argc, char **argv)
     int code = s_connect(opts, &client);
     if (code != S_EXIT_OK)
         return code;
-    int rc = am2z_client_stop_session(client, session, opts->keep_state);
+    am2z_stop_report_t report;
+    int rc = am2z_client_stop_session_report(client, session, opts->keep_state, &report);
     if (rc != AM2Z_OK) {
         code = s_client_fail(client, "stop-session", rc);
     } else {
@@ -383,6 +384,8 @@ s_cmd_stop_session(const s_opts_t *opts, int argc, char **argv)
         json_object_set_new(j, "ok", json_true());
         json_object_set_new(j, "sessionId", json_string(session));
         json_object_set_new(j, "keepState", json_boolean(opts->keep_state));
+        json_object_set_new(j, "cancelled", json_integer((json_int_t)report.cancelled));
+        json_object_set_new(j, "abandoned", json_integer((json_int_t)report.abandoned));
         s_print_json(j, JSON_INDENT(2));
         json_decref(j);
     }

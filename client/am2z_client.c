@@ -985,17 +985,34 @@ am2z_client_query(am2z_client_t *self, const char *what, const char *session_id,
 int
 am2z_client_stop_session(am2z_client_t *self, const char *session_id, bool keep_state)
 {
+    return am2z_client_stop_session_report(self, session_id, keep_state, NULL);
+}
+
+int
+am2z_client_stop_session_report(am2z_client_t *self, const char *session_id,
+                                bool keep_state, am2z_stop_report_t *out)
+{
+    if (out)
+        memset(out, 0, sizeof *out);
     if (!self || !session_id || !am2z_session_id_valid(session_id, strlen(session_id)))
         return AM2Z_EINVAL;
     am2z_msg_t req, answer;
     am2z_msg_init(&req, AM2Z_CMD_STOP_SESSION);
     req.session = (char *)session_id;
     req.keep_state = keep_state;
+    /* the broker answers once the session's running job ended (or its
+       stop-grace ran out): this client's timeout is the bound */
     int rc = s_request(self, &req, s_deadline(self->timeout_ms), &answer);
     if (rc == AM2Z_OK && answer.cmd == AM2Z_CMD_ERROR)
         rc = s_refused(self, &answer, "stop-session");
     else if (rc == AM2Z_OK && answer.cmd != AM2Z_CMD_REPLY)
         rc = AM2Z_EPROTO;
+    if (rc == AM2Z_OK && out && answer.data) {
+        char err[256] = "";
+        rc = am2z_reply_decode_stop(answer.data, answer.data_size, out, err, sizeof err);
+        if (rc != AM2Z_OK)
+            s_set_error(self, "%s", err[0] ? err : am2z_strerror(rc));
+    }
     am2z_msg_clear(&answer);
     return rc;
 }

@@ -243,6 +243,18 @@ typedef struct {
 /*  NULL-safe, idempotent. */
 void am2z_session_list_destroy(am2z_session_list_t **self_p);
 
+/*  What a stop did (the broker's STOP_SESSION REPLY). */
+typedef struct {
+    uint64_t cancelled;           /* queued and running jobs cancelled */
+    uint64_t abandoned;           /* running jobs still running when stop-grace
+                                     ran out (their outcome is discarded) */
+} am2z_stop_report_t;
+
+/*  am2z_client_stop_session that also reports what the stop did. out may
+    be NULL. Same returns. */
+int am2z_client_stop_session_report(am2z_client_t *self, const char *session_id,
+                                    bool keep_state, am2z_stop_report_t *out);
+
 /*  Every session the broker knows (queued or running jobs, stored state or
     info). Caller owns *out. Returns AM2Z_OK, AM2Z_EINVAL, AM2Z_ETIMEOUT,
     AM2Z_ENETWORK, AM2Z_EPROTO. */

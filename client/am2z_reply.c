@@ -448,3 +448,24 @@ am2z_session_list_destroy(am2z_session_list_t **self_p)
     free(*self_p);
     *self_p = NULL;
 }
+
+int
+am2z_reply_decode_stop(const uint8_t *data, size_t size, am2z_stop_report_t *out,
+                       char *err, size_t err_size)
+{
+    memset(out, 0, sizeof *out);
+    msgpack_unpacked up;
+    int rc = s_unpack(data, size, &up, err, err_size);
+    if (rc != AM2Z_OK)
+        return rc;
+    if (up.data.type == MSGPACK_OBJECT_MAP) {
+        out->cancelled = s_map_uint(&up.data, "cancelled");
+        out->abandoned = s_map_uint(&up.data, "abandoned");
+    } else if (up.data.type != MSGPACK_OBJECT_NIL) {
+        rc = AM2Z_EPROTO;
+        if (err && err_size)
+            snprintf(err, err_size, "REPLY stop-session: data must be a map");
+    }
+    msgpack_unpacked_destroy(&up);
+    return rc;
+}
