@@ -889,7 +889,7 @@ am2zb_lc_next_ms(am2z_broker_t *self)
     for (bucket_t *b = zhashx_first(lc->buckets); b; b = zhashx_next(lc->buckets)) {
         for (int o = 0; o < 2; o++) {
             if (b->count[o] > s_retain_count(self, o))
-                return 0;
+                return 1;         /* count trim left over: soon, never spinning */
             if (!b->count[o] || b->oldest_ms[o] == UINT64_MAX)
                 continue;
             uint64_t at = b->oldest_ms[o] + s_retain_age(self, o);
