@@ -19,7 +19,8 @@
       due and it has no active job), or self->delayed (head not yet due), or
       neither.
     - proc_t and worker credit entries live until the broker is destroyed /
-      the worker is forgotten; sessions until STOP_SESSION or destroy.
+      the worker is forgotten; sessions until STOP_SESSION, expiry
+      (session-ttl, am2z_lifecycle.c) or destroy.
     - A job with a lease deadline is in self->leases (lease_handle set)
       exactly while it is ACTIVE; am2zb_lease_end() takes it out, and
       am2zb_lane_push / am2zb_job_destroy call it.

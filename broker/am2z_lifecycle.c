@@ -73,14 +73,13 @@ typedef struct {
     last_ms (oldest first); a session with queued or running jobs is not in
     `idle` (am2zb_lc_touch takes it out; the expiry check re-verifies).
     bucket counts equal the `done` entries of the committed store plus this
-    turn's batch, unless `recount` is set (a commit failed). */
+    turn's batch (a failed commit reloads everything from the store). */
 struct am2zb_lc_s {
     zhashx_t *sessions;           /* id -> sinfo_t* (owned) */
     zlistx_t *idle;               /* sinfo_t* (borrowed), by last_ms */
     zhashx_t *buckets;            /* proc name -> bucket_t* (owned) */
     zlistx_t *staged;             /* stop_t* of this turn (owned) */
     zlistx_t *pending;            /* stop_t* committed, waiting (owned) */
-    bool recount;                 /* reload counts and sessions from the store */
     bool dlq_base_known;          /* dlq_base read in this turn */
     uint64_t dlq_base;            /* committed dead letters at the turn's start */
     int64_t dlq_delta;            /* this turn's puts minus deletions */
@@ -818,13 +817,6 @@ am2zb_lc_tick(am2z_broker_t *self)
     am2zb_lc_t *lc = self->lc;
     if (!lc)
         return;
-    if (lc->recount && !zlistx_size(lc->pending)) {
-        zhashx_purge(lc->sessions);
-        zlistx_purge(lc->idle);
-        zhashx_purge(lc->buckets);
-        s_load(self);
-        lc->recount = false;
-    }
     uint64_t now = am2z_clock_wall_ms();
     s_expire_sessions(self, now);
     s_retain(self, now);
@@ -837,8 +829,18 @@ am2zb_lc_committed(am2z_broker_t *self, bool durable)
     if (!lc)
         return;
     lc->dlq_base_known = false;
-    if (!durable)
-        lc->recount = true;
+    if (!durable) {
+        /* the turn's writes are gone: what memory says of them too.
+           Reload from the committed store (no batch is open now). */
+        zlistx_purge(lc->idle);
+        zhashx_purge(lc->sessions);
+        zhashx_purge(lc->buckets);
+        int rc = s_load(self);
+        if (rc != AM2Z_OK)
+            AM2Z_LOG(self->log, AM2Z_LOG_ERROR, S_COMPONENT,
+                     "cannot reload session info after a failed commit",
+                     AM2Z_KS("error", am2z_strerror(rc)));
+    }
     stop_t *st;
     while ((st = zlistx_first(lc->staged))) {
         zlistx_detach_cur(lc->staged);

@@ -211,7 +211,8 @@ int am2z_client_list_processors(am2z_client_t *self, am2z_strlist_t **out);
 int am2z_client_is_processor_registered(am2z_client_t *self, const char *name,
                                         bool *registered);
 
-/*  Raw query (what: stats|queues|session-stats|sessions|processors|state|job|dlq):
+/*  Raw query (what: stats|queues|session-stats|sessions|session-info|processors|
+    state|job|dlq):
     the broker's REPLY data as one msgpack object (nil when the REPLY had
     none), caller owns *data (free()). The CLI turns it into JSON. For
     what = "job" the session_id argument carries the job id. Returns
