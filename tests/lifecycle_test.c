@@ -486,6 +486,7 @@ typedef struct {
     bool any;                     /* some event arrived */
     bool cleaned;
     char reason[32];
+    uint64_t ts_ms;               /* the broker's time of the cleanup */
 } s_feed_t;
 
 static void
@@ -501,6 +502,7 @@ s_on_event(const am2z_event_t *ev, void *arg)
         snprintf(f->reason, sizeof f->reason, "%s", reason ? reason : "");
         json_decref(j);
     }
+    f->ts_ms = ev->ts_ms;
     f->cleaned = true;
 }
 
@@ -527,14 +529,16 @@ START_TEST(test_idle_sessions_expire_after_ttl)
     ck_assert(r->success);
     char job[AM2Z_JOB_ID_MAX + 1];
     snprintf(job, sizeof job, "%s", r->job_id);
+    uint64_t started = r->started_at_ms;
     am2z_result_destroy(&r);
     am2z_state_destroy(&st);
-    ck_assert_int_eq(s_fetch(&env, job), AM2Z_OK);
     /* then, idle, it does: session:cleanup with reason "expired" */
     for (int i = 0; i < 400 && !f.cleaned; i++)
         am2z_events_next(feed, 50, s_on_event, &f);
     ck_assert_msg(f.cleaned, "no session:cleanup for ttl-1");
     ck_assert_str_eq(f.reason, "expired");
+    /* not while it ran: the job slept 1500 ms from its start */
+    ck_assert_uint_ge(f.ts_ms, started + 1500);
     s_assert_gone(&env, c, "ttl-1", job);
     am2z_events_destroy(&feed);
     am2z_client_destroy(&c);
