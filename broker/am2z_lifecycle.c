@@ -18,10 +18,11 @@
 
     sessinfo value: version byte 1, then created, lastActivity, completed,
     failed as big-endian uint64. It is written when the session is created
-    (same batch as its first job), when it becomes idle (the batch of the
-    job that emptied it) and by stop with keep_state — never per job while
-    the session is busy: last activity of a busy session lives in memory
-    only, and a busy session cannot expire anyway.
+    (same batch as its first job) and by stop with keep_state; after that
+    finished jobs only mark it dirty, and the dirty ones are written
+    together at most once a second (and at a clean exit) — no extra random
+    write per job. A crash loses at most that last second of counts; last
+    activity is then also taken from the state envelope's updated time.
 
     Everything here runs on the broker's loop thread.
 */
@@ -36,6 +37,8 @@
 
 #define S_BUDGET 256              /* index entries deleted per turn by timers */
 #define S_EXPIRE_MAX 64           /* sessions expired per turn */
+#define S_INFO_FLUSH_MS 1000      /* changed session info is stored this often */
+#define S_INFO_FLUSH_MAX 4096     /* ... at most this many per turn */
 #define S_INFO_SIZE 33
 #define S_INFO_VERSION 1
 #define S_KEY_MAX 512             /* LMDB's key limit (511) + 1 */
@@ -48,6 +51,7 @@ typedef struct {
     uint64_t completed;           /* jobs completed since created */
     uint64_t failed;              /* jobs failed since created */
     void *idle_handle;            /* in lc->idle while idle, else NULL */
+    void *dirty_handle;           /* in lc->dirty while its stored info is stale */
 } sinfo_t;
 
 /*  Retained results of one processor: [0] completed, [1] failed. */
@@ -86,6 +90,8 @@ struct am2zb_lc_s {
     uint64_t dlq_dropped;         /* dead letters dropped since start */
     uint64_t expired;             /* sessions expired since start */
     uint64_t trimmed;             /* results deleted by retention since start */
+    zlistx_t *dirty;              /* sinfo_t* (borrowed) whose counts changed */
+    uint64_t flush_at_ms;         /* wall clock: store the dirty ones then */
 };
 
 /* ---------------------------------------------------------------------------
@@ -283,6 +289,8 @@ s_idle(am2zb_lc_t *lc, sinfo_t *si)
     si->idle_handle = zlistx_insert(lc->idle, si, false);   /* from the end */
 }
 
+static void s_clean(am2zb_lc_t *lc, sinfo_t *si);
+
 static void
 s_sinfo_remove(am2zb_lc_t *lc, const char *id)
 {
@@ -290,6 +298,7 @@ s_sinfo_remove(am2zb_lc_t *lc, const char *id)
     if (!si)
         return;
     s_unidle(lc, si);
+    s_clean(lc, si);
     zhashx_delete(lc->sessions, id);      /* frees si */
 }
 
@@ -312,6 +321,47 @@ s_info_put(am2z_broker_t *self, const sinfo_t *si)
     return rc;
 }
 
+static void
+s_clean(am2zb_lc_t *lc, sinfo_t *si)
+{
+    if (si->dirty_handle) {
+        zlistx_delete(lc->dirty, si->dirty_handle);
+        si->dirty_handle = NULL;
+    }
+}
+
+/*  Stores the info now (in this turn's batch). */
+static void
+s_info_store(am2z_broker_t *self, sinfo_t *si)
+{
+    s_clean(self->lc, si);
+    s_info_put(self, si);
+}
+
+/*  The counts changed: stored within S_INFO_FLUSH_MS (or at shutdown). */
+static void
+s_dirty(am2z_broker_t *self, sinfo_t *si)
+{
+    am2zb_lc_t *lc = self->lc;
+    if (si->dirty_handle)
+        return;
+    if (!zlistx_size(lc->dirty))
+        lc->flush_at_ms = am2z_clock_wall_ms() + S_INFO_FLUSH_MS;
+    si->dirty_handle = zlistx_add_end(lc->dirty, si);
+}
+
+/*  Stores the dirty infos (bounded), in turn or at shutdown. */
+static void
+s_flush_info(am2z_broker_t *self, size_t max)
+{
+    am2zb_lc_t *lc = self->lc;
+    sinfo_t *si;
+    for (size_t n = 0; n < max && (si = zlistx_first(lc->dirty)); n++)
+        s_info_store(self, si);
+    if (zlistx_size(lc->dirty))
+        lc->flush_at_ms = am2z_clock_wall_ms();
+}
+
 bool
 am2zb_lc_touch(am2z_broker_t *self, const char *session, uint64_t now_ms)
 {
@@ -322,7 +372,7 @@ am2zb_lc_touch(am2z_broker_t *self, const char *session, uint64_t now_ms)
         si = s_sinfo_add(lc, session, now_ms, now_ms);
         if (!si)
             return false;
-        s_info_put(self, si);
+        s_info_store(self, si);
         created = true;
     }
     if (now_ms > si->last_ms)
@@ -517,10 +567,9 @@ am2zb_lc_finished(am2z_broker_t *self, const job_t *job, bool ok, uint64_t now_m
         si->failed++;
     if (now_ms > si->last_ms)
         si->last_ms = now_ms;
-    if (!s_busy(self, si->id)) {
-        s_info_put(self, si);
+    s_dirty(self, si);
+    if (!s_busy(self, si->id))
         s_idle(lc, si);
-    }
 }
 
 void
@@ -676,7 +725,7 @@ am2zb_lc_stop(am2z_broker_t *self, const peer_t *peer, const char *session, bool
             uint64_t now = am2z_clock_wall_ms();
             if (now > si->last_ms)
                 si->last_ms = now;
-            s_info_put(self, si);
+            s_info_store(self, si);
             s_idle(lc, si);
         }
     } else {
@@ -820,6 +869,8 @@ am2zb_lc_tick(am2z_broker_t *self)
     uint64_t now = am2z_clock_wall_ms();
     s_expire_sessions(self, now);
     s_retain(self, now);
+    if (zlistx_size(lc->dirty) && now >= lc->flush_at_ms)
+        s_flush_info(self, S_INFO_FLUSH_MAX);
 }
 
 void
@@ -833,6 +884,7 @@ am2zb_lc_committed(am2z_broker_t *self, bool durable)
         /* the turn's writes are gone: what memory says of them too.
            Reload from the committed store (no batch is open now). */
         zlistx_purge(lc->idle);
+        zlistx_purge(lc->dirty);
         zhashx_purge(lc->sessions);
         zhashx_purge(lc->buckets);
         int rc = s_load(self);
@@ -888,6 +940,11 @@ am2zb_lc_next_ms(am2z_broker_t *self)
         if (left < next)
             next = left;
     }
+    if (zlistx_size(lc->dirty)) {
+        uint64_t left = lc->flush_at_ms > now ? lc->flush_at_ms - now : 0;
+        if (left < next)
+            next = left;
+    }
     for (bucket_t *b = zhashx_first(lc->buckets); b; b = zhashx_next(lc->buckets)) {
         for (int o = 0; o < 2; o++) {
             if (b->count[o] > s_retain_count(self, o))
@@ -909,6 +966,17 @@ am2zb_lc_shutdown(am2z_broker_t *self)
     am2zb_lc_t *lc = self->lc;
     if (!lc)
         return;
+    if (zlistx_size(lc->dirty)) {
+        /* the loop is over: one last batch of its own */
+        self->batch = NULL;
+        self->batch_rc = AM2Z_OK;
+        s_flush_info(self, SIZE_MAX);
+        int rc = self->batch ? am2z_store_commit(&self->batch) : self->batch_rc;
+        if (rc != AM2Z_OK)
+            AM2Z_LOG(self->log, AM2Z_LOG_WARN, S_COMPONENT, "cannot store session info at exit",
+                     AM2Z_KS("error", am2z_strerror(rc)));
+        self->batch = NULL;
+    }
     stop_t *st;
     while ((st = zlistx_first(lc->pending))) {
         zlistx_detach_cur(lc->pending);
@@ -1019,6 +1087,12 @@ s_load_info(const void *key, size_t key_size, const void *value, size_t value_si
     sinfo_t *si = s_sinfo_add(self->lc, id, s_get_u64(v + 1), s_get_u64(v + 9));
     if (!si)
         return 2;
+    /* a crash can lose the last second of info: the state knows better */
+    am2z_record_t rec;
+    memset(&rec, 0, sizeof rec);
+    if (am2z_store_get_state(self->store, id, &rec) == AM2Z_OK && rec.updated_ms > si->last_ms)
+        si->last_ms = rec.updated_ms;
+    am2z_record_clear(&rec);
     si->completed = s_get_u64(v + 17);
     si->failed = s_get_u64(v + 25);
     return 0;
@@ -1104,7 +1178,9 @@ am2zb_lc_new(am2z_broker_t *self)
     lc->buckets = zhashx_new();
     lc->staged = zlistx_new();
     lc->pending = zlistx_new();
-    if (!lc->sessions || !lc->idle || !lc->buckets || !lc->staged || !lc->pending)
+    lc->dirty = zlistx_new();
+    if (!lc->sessions || !lc->idle || !lc->buckets || !lc->staged || !lc->pending
+        || !lc->dirty)
         return AM2Z_ENOMEM;
     zhashx_set_destructor(lc->sessions, s_sinfo_free);
     zhashx_set_destructor(lc->buckets, s_bucket_free);
@@ -1126,6 +1202,7 @@ am2zb_lc_destroy(am2z_broker_t *self)
     if (!lc)
         return;
     zlistx_destroy(&lc->idle);        /* borrowed items: before the sessions */
+    zlistx_destroy(&lc->dirty);
     zhashx_destroy(&lc->sessions);
     zhashx_destroy(&lc->buckets);
     zlistx_destroy(&lc->staged);
