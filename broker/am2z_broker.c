@@ -239,6 +239,26 @@ am2zb_job_event(am2z_broker_t *self, job_t *job, const char *name,
     s_event(self, job, name, job->session_id, job->proc->name, data, data_size);
 }
 
+/* session lifecycle + retention (issue 6): for am2z_lifecycle.c */
+void
+am2zb_event(am2z_broker_t *self, const char *name, const char *session,
+            const uint8_t *data, size_t data_size)
+{
+    s_event(self, NULL, name, session, NULL, data, data_size);
+}
+
+void
+am2zb_send_reply(am2z_broker_t *self, const peer_t *peer, uint8_t **data_p, size_t size)
+{
+    s_send_reply(self, peer, data_p, size);
+}
+
+void
+am2zb_send_error(am2z_broker_t *self, const peer_t *peer, am2z_error_t **error_p)
+{
+    s_send_error(self, peer, error_p);
+}
+
 /*  Builds a one-level map {k1: v1, ...} of (key, type, value) triples:
     type 's' string, 'u' uint, 'b' bool, 'r' raw msgpack (ptr, size). */
 static int
@@ -335,6 +355,12 @@ s_resource_error(am2z_broker_t *self)
     memset(&st, 0, sizeof st);
     am2z_store_stats(self->store, &st);
     return am2z_error_resource("lmdb map (map-size)", st.map_size, st.used_bytes);
+}
+
+am2z_error_t *
+am2zb_resource_error(am2z_broker_t *self)
+{
+    return s_resource_error(self);
 }
 
 static am2z_error_t *s_error_from_rc(int rc, const char *what);
@@ -449,6 +475,8 @@ s_finish(am2z_broker_t *self, job_t *job, bool ok, uint8_t **state_p, size_t sta
             AM2Z_LOG(self->log, AM2Z_LOG_ERROR, S_COMPONENT, "cannot store result",
                      AM2Z_KS("job", job->id), AM2Z_KS("error", am2z_strerror(rc)));
         am2z_batch_del(batch, AM2Z_DB_JOBS, job->id, strlen(job->id));  /* ENOTFOUND ok */
+        if (rc == AM2Z_OK)
+            am2zb_lc_finished(self, job, ok, am2z_clock_wall_ms());
     }
     zlistx_add_end(self->effects, eff);
     if (session)
@@ -701,6 +729,7 @@ am2zb_submit_job(am2z_broker_t *self, const peer_t *peer, proc_t *proc, am2z_msg
     am2zb_job_track(self, job);
     am2zb_lane_push(session, job, false);
     am2zb_session_kick(self, session, now);
+    am2zb_lc_touch(self, job->session_id, now);
     eff->kind = EFF_SUBMIT;
     eff->job = job;
     eff->created = created;
@@ -731,6 +760,8 @@ s_on_stop_session(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
 
     session_t *session = am2zb_session_get(self, msg->session, false);
     size_t cancelled = 0;
+    char wait_id[AM2Z_ID_LEN + 1] = "";   /* the leased job the reply waits for */
+    bool wait_all = false;                /* a composite: all its stopped steps */
     if (session) {
         am2zb_session_unready(self, session);
         job_t *job;
@@ -757,6 +788,10 @@ s_on_stop_session(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
             am2z_msg_clear(&cancel);
             job_t *shadow = s_job_shadow(active);
             am2zb_sched_release(active);          /* its cap slot: the lease is over */
+            if (active->proc->comp)
+                wait_all = true;
+            else
+                memcpy(wait_id, active->id, sizeof wait_id);
             active->stopped = true;
             active->session = NULL;
             session->active = NULL;
@@ -771,15 +806,9 @@ s_on_stop_session(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
         }
         am2zb_session_remove(self, session);
     }
-    effect_t *eff = calloc(1, sizeof *eff);
-    if (eff && (eff->session = strdup(msg->session))) {
-        eff->kind = EFF_STOP;
-        eff->peer = *peer;
-        eff->keep = msg->keep_state;
-        zlistx_add_end(self->effects, eff);
-    } else {
-        free(eff);
-    }
+    /* results, info, the reply after the running jobs ended (stop-grace) */
+    am2zb_lc_stop(self, peer, msg->session, msg->keep_state, wait_id[0] ? wait_id : NULL,
+                  wait_all, cancelled);
     AM2Z_LOG(self->log, AM2Z_LOG_INFO, S_COMPONENT, "session stopped",
              AM2Z_KS("session", msg->session), AM2Z_KB("keep", msg->keep_state),
              AM2Z_KU("cancelled", cancelled));
@@ -879,8 +908,11 @@ s_on_dlq(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
         job->attempt = 0;             /* fresh attempts */
         rc = s_put_job_record(self, job);
         if (rc == AM2Z_OK) {
+            am2zb_lc_result_dropped(self, job->session_id, job->id);
             am2z_batch_del(batch, AM2Z_DB_RESULTS, job->id, strlen(job->id));
             rc = am2z_batch_del(batch, AM2Z_DB_DLQ, job->id, strlen(job->id));
+            if (rc == AM2Z_OK)
+                am2zb_lc_dlq_removed(self);
         }
         session_t *session = rc == AM2Z_OK ? am2zb_session_get(self, job->session_id, true)
                                            : NULL;
@@ -896,8 +928,11 @@ s_on_dlq(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
         am2zb_job_track(self, job);
         am2zb_lane_push(session, job, false);
         am2zb_session_kick(self, session, now);
+        am2zb_lc_touch(self, job->session_id, now);
     } else {
         rc = am2z_batch_del(batch, AM2Z_DB_DLQ, msg->job, strlen(msg->job));
+        if (rc == AM2Z_OK)
+            am2zb_lc_dlq_removed(self);
         if (rc != AM2Z_OK) {
             am2z_error_t *e = s_error_from_rc(rc, "dlq discard");
             s_send_error(self, peer, &e);
@@ -1190,6 +1225,8 @@ s_dead_letter(am2z_broker_t *self, const job_t *job, const am2z_error_t *error)
     if (rc == AM2Z_OK)
         rc = am2z_batch_put_record(batch, AM2Z_DB_DLQ, job->id, strlen(job->id),
                                    job->attempt, data, size, rec.failed_ms);
+    if (rc == AM2Z_OK)
+        am2zb_lc_dead_lettered(self, job->id);     /* the dlq-max bound */
     if (rc != AM2Z_OK)
         AM2Z_LOG(self->log, AM2Z_LOG_ERROR, S_COMPONENT, "cannot store dead letter",
                  AM2Z_KS("job", job->id), AM2Z_KS("error", am2z_strerror(rc)));
@@ -1689,22 +1726,8 @@ s_apply_effects(am2z_broker_t *self, bool durable)
             s_apply_finish(self, eff, durable);
         } else if (eff->kind == EFF_DLQ) {
             s_apply_dlq(self, eff, durable, now);
-        } else {
-            if (durable) {
-                uint8_t *data = NULL;
-                size_t size = 0;
-                if (s_map(&data, &size, 2, "session", 's', eff->session,
-                          "keepState", 'b', (int)eff->keep) == AM2Z_OK)
-                    s_event(self, NULL, "session:cleanup", eff->session, NULL, data, size);
-                free(data);
-                if (s_map(&data, &size, 1, "ok", 'b', 1) == AM2Z_OK)
-                    s_send_reply(self, &eff->peer, &data, size);
-                free(data);
-            } else {
-                am2z_error_t *e = s_resource_error(self);
-                s_send_error(self, &eff->peer, &e);
-            }
         }
+        /* STOP_SESSION is answered by am2zb_lc_committed */
         void *item = eff;
         s_effect_free(&item);
     }
@@ -1859,7 +1882,7 @@ s_on_query(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
                 running++;
         }
         zhashx_t *set = s_active_sessions(self);
-        am2z_bw_map(w, 8);
+        am2z_bw_map(w, 8 + AM2ZB_LC_STATS_FIELDS);
         am2z_bw_str(w, "uptimeMs");   am2z_bw_uint(w, (am2z_clock_mono_us() - self->started_us) / 1000);
         am2z_bw_str(w, "processors"); am2z_bw_uint(w, zhashx_size(self->procs));
         am2z_bw_str(w, "workers");    am2z_bw_uint(w, self->nworkers);
@@ -1868,6 +1891,7 @@ s_on_query(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
         am2z_bw_str(w, "waiting");    am2z_bw_uint(w, waiting);
         am2z_bw_str(w, "completed");  am2z_bw_uint(w, self->completed);
         am2z_bw_str(w, "failed");     am2z_bw_uint(w, self->failed);
+        am2zb_lc_write_stats(self, w);   /* store, dlqDropped, ... */
         zhashx_destroy(&set);
     } else if (strcmp(what, "queues") == 0) {
         s_write_queues(self, w, NULL);
@@ -1911,6 +1935,8 @@ s_on_query(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
             am2z_bw_str(w, k);
         zlistx_destroy(&keys);
         zhashx_destroy(&set);
+    } else if (strcmp(what, "session-info") == 0) {
+        am2zb_lc_query_info(self, peer, msg, w, &answered);
     } else if (strcmp(what, "processors") == 0) {
         am2z_bw_array(w, (uint32_t)zhashx_size(self->procs));
         for (proc_t *p = zhashx_first(self->procs); p; p = zhashx_next(self->procs)) {
@@ -1955,7 +1981,7 @@ s_on_query(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
     } else {
         s_send_error_fmt(self, peer, AM2Z_CAT_VALIDATION, "VALIDATION_ERROR",
                          "unknown query '%s' (stats, queues, session-stats, sessions, "
-                         "processors, state, job, dlq)", what);
+                         "session-info, processors, state, job, dlq)", what);
         answered = true;
     }
     if (!answered) {
@@ -2226,6 +2252,7 @@ s_stage_leftovers(am2z_broker_t *self)
     }
     am2zb_flow_tick(self);
     am2zb_repeat_tick(self);      /* idempotency + repeat + progress (issue 6) */
+    am2zb_lc_tick(self);          /* session expiry, retention */
 }
 
 static void
@@ -2272,6 +2299,9 @@ s_timers(am2z_broker_t *self, uint64_t *next_ms)
         if (open > wall && open - wall < next)
             next = open - wall;
     }
+    uint64_t lc_next = am2zb_lc_next_ms(self);
+    if (lc_next < next)
+        next = lc_next;
     *next_ms = next;
 }
 
@@ -2343,6 +2373,7 @@ s_turn(am2z_broker_t *self, zsock_t *pipe, uint64_t timeout_ms)
     self->batch = NULL;
     s_apply_effects(self, durable);
     am2zb_repeat_after_commit(self, durable);   /* idempotency + repeat + progress (issue 6) */
+    am2zb_lc_committed(self, durable);   /* STOP replies, session:cleanup */
     s_run_deferred(self);
     s_dispatch(self);
 }
@@ -2424,6 +2455,7 @@ s_loop(am2z_broker_t *self, volatile int *stop_flag, zsock_t *pipe)
             next_ms = next_ms > 20 ? 20 : next_ms;
         }
     }
+    am2zb_lc_shutdown(self);         /* stops still waiting: answer now */
     am2z_store_flush(self->store);
     AM2Z_LOG(self->log, AM2Z_LOG_INFO, S_COMPONENT, "stopped");
     return AM2Z_OK;
@@ -2736,6 +2768,12 @@ am2z_broker_new(const am2z_broker_config_t *cfg, am2z_broker_t **out,
         snprintf(err, err_size, "cannot load repeatable jobs: %s", am2z_strerror(rc));
         goto fail;
     }
+    rc = am2zb_lc_new(self);
+    if (rc != AM2Z_OK) {
+        snprintf(err, err_size, "cannot load sessions and retention index: %s",
+                 am2z_strerror(rc));
+        goto fail;
+    }
     rc = s_bind(self, ZMQ_ROUTER, cfg->frontend, &self->frontend, 0, err, err_size);
     if (rc == AM2Z_OK)
         rc = s_bind(self, ZMQ_ROUTER, cfg->backend, &self->backend, 1, err, err_size);
@@ -2785,6 +2823,7 @@ am2z_broker_destroy(am2z_broker_t **self_p)
     zlistx_destroy(&self->delayed);
     am2zb_flow_destroy(self);        /* runs only: jobs are freed below */
     am2zb_repeat_destroy(self);      /* idempotency + repeat + progress (issue 6) */
+    am2zb_lc_destroy(self);
     if (self->jobs) {
         for (job_t *job = zhashx_first(self->jobs); job; job = zhashx_next(self->jobs))
             am2zb_job_destroy(&job);
@@ -2835,6 +2874,7 @@ am2z_broker_actor(zsock_t *pipe, void *args)
 
 /* ---------------------------------------------------------------------------
    idempotency + repeat + progress (issue 6): sending for am2z_repeat.c
+   (am2zb_send_error and am2zb_resource_error are defined above)
    ------------------------------------------------------------------------ */
 
 void
@@ -2843,14 +2883,3 @@ am2zb_send_client(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
     s_send_client(self, peer, msg);
 }
 
-void
-am2zb_send_error(am2z_broker_t *self, const peer_t *peer, am2z_error_t **error_p)
-{
-    s_send_error(self, peer, error_p);
-}
-
-am2z_error_t *
-am2zb_resource_error(am2z_broker_t *self)
-{
-    return s_resource_error(self);
-}

@@ -27,7 +27,8 @@
       (DONE, expiry, lost worker, retry, stop, destroy). Nested calls'
       children hold none.
     - proc_t and worker credit entries live until the broker is destroyed /
-      the worker is forgotten; sessions until STOP_SESSION or destroy.
+      the worker is forgotten; sessions until STOP_SESSION, expiry
+      (session-ttl, am2z_lifecycle.c) or destroy.
     - A job with a lease deadline is in self->leases (lease_handle set)
       exactly while it is ACTIVE; am2zb_lease_end() takes it out, and
       am2zb_lane_push / am2zb_job_destroy call it.
@@ -251,6 +252,8 @@ struct am2z_broker_t {
     struct am2zb_flows_s *flows;  /* owned: workflow runs (am2z_flow.c) */
     /* idempotency + repeat + progress (issue 6) */
     struct am2zb_repeats_s *repeats; /* owned: schedules, pending answers (am2z_repeat.c) */
+    /* session lifecycle + retention (issue 6) */
+    struct am2zb_lc_s *lc;        /* owned: session info, stops, retention (am2z_lifecycle.c) */
 };
 
 /* am2z_sched.c ------------------------------------------------------------ */
@@ -398,6 +401,58 @@ job_t *am2zb_submit_job(am2z_broker_t *self, const peer_t *peer, proc_t *proc,
 void am2zb_send_client(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg);
 /*  am2z_broker.c: ERROR to a client; takes *error_p. */
 void am2zb_send_error(am2z_broker_t *self, const peer_t *peer, am2z_error_t **error_p);
+
+/* session lifecycle + retention (issue 6): am2z_lifecycle.c. Every
+   function runs on the loop thread; "in turn" as for am2z_flow.c. -------- */
+typedef struct am2zb_lc_s am2zb_lc_t;
+struct am2z_bw_t;
+/*  Loads session info (sessinfo, stored states, reloaded lanes) and counts
+    the retention index. After s_reload. AM2Z_OK, AM2Z_ENOMEM, AM2Z_EIO. */
+int am2zb_lc_new(am2z_broker_t *self);
+/*  NULL-safe. */
+void am2zb_lc_destroy(am2z_broker_t *self);
+/*  In turn: a job entered the session's lane (SUBMIT, DLQ retry). Creates
+    the session's info (stored in the batch) when it is new: returns true
+    then. The session is busy: it cannot expire. */
+bool am2zb_lc_touch(am2z_broker_t *self, const char *session, uint64_t now_ms);
+/*  In turn, from s_finish once the result record is in the batch: writes
+    its `done` and `bysession` entries, trims the processor's results beyond
+    retain-completed / retain-failed, counts it for the session; when the
+    session is now idle, stores its info and starts its TTL. */
+void am2zb_lc_finished(am2z_broker_t *self, const job_t *job, bool ok, uint64_t now_ms);
+/*  In turn: a job's result record goes (DLQ retry): its index entries too. */
+void am2zb_lc_result_dropped(am2z_broker_t *self, const char *session, const char *job_id);
+/*  In turn: a dead letter was written; drops the oldest beyond dlq-max. */
+void am2zb_lc_dead_lettered(am2z_broker_t *self, const char *job_id);
+/*  In turn: a dead letter was deleted (retry, discard). */
+void am2zb_lc_dlq_removed(am2z_broker_t *self);
+/*  In turn, from STOP_SESSION once its jobs are cancelled: deletes the
+    session's results, index entries and info unless keep; the REPLY goes
+    after the commit, once wait_job (and, wait_all, every stopped leased job
+    of the session) ended or stop-grace passed. */
+void am2zb_lc_stop(am2z_broker_t *self, const peer_t *peer, const char *session, bool keep,
+                   const char *wait_job, bool wait_all, uint64_t cancelled);
+/*  In turn: expires idle sessions past session-ttl, trims results by age
+    and by count (bounded work per turn). */
+void am2zb_lc_tick(am2z_broker_t *self);
+/*  After the commit: answers stops (or refuses them when !durable) and
+    publishes session:cleanup. */
+void am2zb_lc_committed(am2z_broker_t *self, bool durable);
+/*  ms until the lifecycle needs a turn (UINT64_MAX: never). */
+uint64_t am2zb_lc_next_ms(am2z_broker_t *self);
+/*  The loop ends: stops still waiting are answered. */
+void am2zb_lc_shutdown(am2z_broker_t *self);
+/*  QUERY what=session-info (session?): writes the answer, or sends ERROR
+    not_found and sets *answered. */
+void am2zb_lc_query_info(am2z_broker_t *self, const peer_t *peer, const am2z_msg_t *msg,
+                         struct am2z_bw_t *w, bool *answered);
+/*  QUERY stats: writes AM2ZB_LC_STATS_FIELDS key/value pairs (store, ...). */
+#define AM2ZB_LC_STATS_FIELDS 4
+void am2zb_lc_write_stats(am2z_broker_t *self, struct am2z_bw_t *w);
+/*  am2z_broker.c, for the above. */
+void am2zb_event(am2z_broker_t *self, const char *name, const char *session,
+                 const uint8_t *data, size_t data_size);
+void am2zb_send_reply(am2z_broker_t *self, const peer_t *peer, uint8_t **data_p, size_t size);
 /*  am2z_broker.c: the ResourceError naming the LMDB map. Caller owns it. */
 am2z_error_t *am2zb_resource_error(am2z_broker_t *self);
 

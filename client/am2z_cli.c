@@ -403,11 +403,16 @@ s_cmd_queues(const s_opts_t *opts, int argc, char **argv)
     return s_query_print(opts, "queues", NULL);
 }
 
+/*  am2z sessions [--session ID]: session-info (issue 6) — an array of
+    {id, created, lastActivity, queued, running, completed, failed}, or
+    that one map with --session (exit 1, not_found, when it is unknown). */
 static int
 s_cmd_sessions(const s_opts_t *opts, int argc, char **argv)
 {
     (void)argc, (void)argv;
-    return s_query_print(opts, "sessions", NULL);
+    if (opts->session[0] && !s_session_ok(opts->session))
+        return s_fail(S_EXIT_USAGE, "invalid session id '%s'", opts->session);
+    return s_query_print(opts, "session-info", opts->session[0] ? opts->session : NULL);
 }
 
 static int
@@ -446,7 +451,8 @@ s_cmd_stop_session(const s_opts_t *opts, int argc, char **argv)
     int code = s_connect(opts, &client);
     if (code != S_EXIT_OK)
         return code;
-    int rc = am2z_client_stop_session(client, session, opts->keep_state);
+    am2z_stop_report_t report;
+    int rc = am2z_client_stop_session_report(client, session, opts->keep_state, &report);
     if (rc != AM2Z_OK) {
         code = s_client_fail(client, "stop-session", rc);
     } else {
@@ -454,6 +460,8 @@ s_cmd_stop_session(const s_opts_t *opts, int argc, char **argv)
         json_object_set_new(j, "ok", json_true());
         json_object_set_new(j, "sessionId", json_string(session));
         json_object_set_new(j, "keepState", json_boolean(opts->keep_state));
+        json_object_set_new(j, "cancelled", json_integer((json_int_t)report.cancelled));
+        json_object_set_new(j, "abandoned", json_integer((json_int_t)report.abandoned));
         s_print_json(j, JSON_INDENT(2));
         json_decref(j);
     }
@@ -653,7 +661,9 @@ static const s_command_t s_commands[] = {
     { "stats", "", "broker-wide counters", s_cmd_stats, 0 },
     { "queues", "[--session ID]", "per-processor queue counters (of one session with --session)",
       s_cmd_queues, 0 },
-    { "sessions", "", "active session ids", s_cmd_sessions, 0 },
+    { "sessions", "[--session ID]",
+      "known sessions: id, created, lastActivity, queued, running, completed, failed",
+      s_cmd_sessions, 0 },
     { "processors", "", "registered processors", s_cmd_processors, 0 },
     { "state", "SESSION", "the stored state of a session", s_cmd_state, 1 },
     { "job", "JOB", "status of a job", s_cmd_job, 1 },

@@ -999,17 +999,34 @@ am2z_client_query(am2z_client_t *self, const char *what, const char *session_id,
 int
 am2z_client_stop_session(am2z_client_t *self, const char *session_id, bool keep_state)
 {
+    return am2z_client_stop_session_report(self, session_id, keep_state, NULL);
+}
+
+int
+am2z_client_stop_session_report(am2z_client_t *self, const char *session_id,
+                                bool keep_state, am2z_stop_report_t *out)
+{
+    if (out)
+        memset(out, 0, sizeof *out);
     if (!self || !session_id || !am2z_session_id_valid(session_id, strlen(session_id)))
         return AM2Z_EINVAL;
     am2z_msg_t req, answer;
     am2z_msg_init(&req, AM2Z_CMD_STOP_SESSION);
     req.session = (char *)session_id;
     req.keep_state = keep_state;
+    /* the broker answers once the session's running job ended (or its
+       stop-grace ran out): this client's timeout is the bound */
     int rc = s_request(self, &req, s_deadline(self->timeout_ms), &answer);
     if (rc == AM2Z_OK && answer.cmd == AM2Z_CMD_ERROR)
         rc = s_refused(self, &answer, "stop-session");
     else if (rc == AM2Z_OK && answer.cmd != AM2Z_CMD_REPLY)
         rc = AM2Z_EPROTO;
+    if (rc == AM2Z_OK && out && answer.data) {
+        char err[256] = "";
+        rc = am2z_reply_decode_stop(answer.data, answer.data_size, out, err, sizeof err);
+        if (rc != AM2Z_OK)
+            s_set_error(self, "%s", err[0] ? err : am2z_strerror(rc));
+    }
     am2z_msg_clear(&answer);
     return rc;
 }
@@ -1133,6 +1150,55 @@ am2z_client_is_processor_registered(am2z_client_t *self, const char *name,
             *registered = true;
     am2z_strlist_destroy(&list);
     return AM2Z_OK;
+}
+
+/* ---------------------------------------------------------------------------
+   Session lifecycle (issue 6)
+   ------------------------------------------------------------------------ */
+
+static int
+s_session_query(am2z_client_t *self, const char *session_id, am2z_session_list_t **out)
+{
+    am2z_msg_t answer;
+    int rc = s_query(self, "session-info", session_id, NULL, &answer);
+    if (rc != AM2Z_OK)
+        return rc;
+    char err[256] = "";
+    const uint8_t empty[] = { 0x90 };
+    rc = am2z_reply_decode_sessions(answer.data ? answer.data : empty,
+                                    answer.data ? answer.data_size : 1, out, err, sizeof err);
+    if (rc != AM2Z_OK)
+        s_set_error(self, "%s", err[0] ? err : am2z_strerror(rc));
+    am2z_msg_clear(&answer);
+    return rc;
+}
+
+int
+am2z_client_session_list(am2z_client_t *self, am2z_session_list_t **out)
+{
+    if (!self || !out)
+        return AM2Z_EINVAL;
+    *out = NULL;
+    return s_session_query(self, NULL, out);
+}
+
+int
+am2z_client_session_info(am2z_client_t *self, const char *session_id,
+                         am2z_session_info_t *out)
+{
+    if (!self || !out || !session_id || !am2z_session_id_valid(session_id, strlen(session_id)))
+        return AM2Z_EINVAL;
+    memset(out, 0, sizeof *out);
+    am2z_session_list_t *list = NULL;
+    int rc = s_session_query(self, session_id, &list);
+    if (rc == AM2Z_OK && list->count != 1) {
+        s_set_error(self, "REPLY session-info: expected one session, got %zu", list->count);
+        rc = AM2Z_EPROTO;
+    }
+    if (rc == AM2Z_OK)
+        *out = list->items[0];
+    am2z_session_list_destroy(&list);
+    return rc;
 }
 
 /* ---------------------------------------------------------------------------

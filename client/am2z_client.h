@@ -159,8 +159,13 @@ int am2z_client_poll(am2z_client_t *self, const char *job_id,
    Sessions and introspection
    ------------------------------------------------------------------------ */
 
-/*  Cancels the session's queued and running jobs and deletes its state
-    (unless keep_state). Unknown session: AM2Z_OK. */
+/*  Cancels the session's queued jobs (their callers get a failed RESULT,
+    SESSION_STOPPED), sets the cancellation flag of its running job and
+    waits — on the broker, up to its stop-grace — for that job's worker to
+    answer; deletes the session's state, results and info unless
+    keep_state (then the state and the results stay). Returns once the
+    broker answered, so this client's timeout should exceed the broker's
+    stop-grace. Unknown session: AM2Z_OK. */
 int am2z_client_stop_session(am2z_client_t *self, const char *session_id,
                              bool keep_state);
 
@@ -214,7 +219,8 @@ int am2z_client_list_processors(am2z_client_t *self, am2z_strlist_t **out);
 int am2z_client_is_processor_registered(am2z_client_t *self, const char *name,
                                         bool *registered);
 
-/*  Raw query (what: stats|queues|session-stats|sessions|processors|state|job|dlq):
+/*  Raw query (what: stats|queues|session-stats|sessions|session-info|processors|
+    state|job|dlq):
     the broker's REPLY data as one msgpack object (nil when the REPLY had
     none), caller owns *data (free()). The CLI turns it into JSON. For
     what = "job" the session_id argument carries the job id. Returns
@@ -222,6 +228,51 @@ int am2z_client_is_processor_registered(am2z_client_t *self, const char *name,
     refusal), AM2Z_ETIMEOUT, AM2Z_ENETWORK. */
 int am2z_client_query(am2z_client_t *self, const char *what,
                       const char *session_id, uint8_t **data, size_t *size);
+
+/* ---------------------------------------------------------------------------
+   Session lifecycle (issue 6)
+   ------------------------------------------------------------------------ */
+
+/*  What the broker knows of one session (QUERY what=session-info). */
+typedef struct {
+    char id[AM2Z_SESSION_ID_MAX + 1];
+    uint64_t created_ms;          /* wall clock of its first job */
+    uint64_t last_activity_ms;    /* wall clock of its last submit or finish */
+    uint64_t queued;              /* jobs waiting (due or delayed) */
+    uint64_t running;             /* jobs leased to a worker */
+    uint64_t completed;           /* jobs completed since it was created */
+    uint64_t failed;              /* jobs failed since it was created */
+} am2z_session_info_t;
+
+typedef struct {
+    size_t count;
+    am2z_session_info_t *items;   /* owned; in session id order */
+} am2z_session_list_t;
+
+/*  NULL-safe, idempotent. */
+void am2z_session_list_destroy(am2z_session_list_t **self_p);
+
+/*  What a stop did (the broker's STOP_SESSION REPLY). */
+typedef struct {
+    uint64_t cancelled;           /* queued and running jobs cancelled */
+    uint64_t abandoned;           /* running jobs still running when stop-grace
+                                     ran out (their outcome is discarded) */
+} am2z_stop_report_t;
+
+/*  am2z_client_stop_session that also reports what the stop did. out may
+    be NULL. Same returns. */
+int am2z_client_stop_session_report(am2z_client_t *self, const char *session_id,
+                                    bool keep_state, am2z_stop_report_t *out);
+
+/*  Every session the broker knows (queued or running jobs, stored state or
+    info). Caller owns *out. Returns AM2Z_OK, AM2Z_EINVAL, AM2Z_ETIMEOUT,
+    AM2Z_ENETWORK, AM2Z_EPROTO. */
+int am2z_client_session_list(am2z_client_t *self, am2z_session_list_t **out);
+
+/*  One session's info into *out. Returns AM2Z_OK, AM2Z_ENOTFOUND (unknown
+    session), AM2Z_EINVAL, or as session_list. */
+int am2z_client_session_info(am2z_client_t *self, const char *session_id,
+                             am2z_session_info_t *out);
 
 /* ---------------------------------------------------------------------------
    Dead letters

@@ -365,3 +365,107 @@ am2z_dlq_list_destroy(am2z_dlq_list_t **self_p)
     free(self);
     *self_p = NULL;
 }
+
+/* session lifecycle (issue 6) --------------------------------------------- */
+
+static int
+s_session_info(const msgpack_object *e, am2z_session_info_t *si, size_t i, char *err,
+               size_t err_size)
+{
+    if (e->type != MSGPACK_OBJECT_MAP) {
+        if (err && err_size)
+            snprintf(err, err_size, "REPLY session-info: element %zu must be a map", i);
+        return AM2Z_EPROTO;
+    }
+    bool have_id = false;
+    for (uint32_t k = 0; k < e->via.map.size; k++) {
+        const msgpack_object *key = &e->via.map.ptr[k].key;
+        const msgpack_object *val = &e->via.map.ptr[k].val;
+        if (s_key_is(key, "id") && val->type == MSGPACK_OBJECT_STR) {
+            s_copy_str(si->id, sizeof si->id, val);
+            have_id = true;
+        }
+    }
+    if (!have_id) {
+        if (err && err_size)
+            snprintf(err, err_size, "REPLY session-info: element %zu has no id", i);
+        return AM2Z_EPROTO;
+    }
+    si->created_ms = s_map_uint(e, "created");
+    si->last_activity_ms = s_map_uint(e, "lastActivity");
+    si->queued = s_map_uint(e, "queued");
+    si->running = s_map_uint(e, "running");
+    si->completed = s_map_uint(e, "completed");
+    si->failed = s_map_uint(e, "failed");
+    return AM2Z_OK;
+}
+
+int
+am2z_reply_decode_sessions(const uint8_t *data, size_t size, am2z_session_list_t **out,
+                           char *err, size_t err_size)
+{
+    msgpack_unpacked up;
+    int rc = s_unpack(data, size, &up, err, err_size);
+    if (rc != AM2Z_OK)
+        return rc;
+    const msgpack_object *a = &up.data;
+    bool one = a->type == MSGPACK_OBJECT_MAP;
+    am2z_session_list_t *list = NULL;
+    if (!one && a->type != MSGPACK_OBJECT_ARRAY) {
+        rc = AM2Z_EPROTO;
+        if (err && err_size)
+            snprintf(err, err_size, "REPLY session-info: data must be an array or a map");
+        goto done;
+    }
+    size_t n = one ? 1 : a->via.array.size;
+    list = calloc(1, sizeof *list);
+    if (!list || (n && !(list->items = calloc(n, sizeof *list->items)))) {
+        rc = AM2Z_ENOMEM;
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        rc = s_session_info(one ? a : &a->via.array.ptr[i], &list->items[i], i, err, err_size);
+        if (rc != AM2Z_OK)
+            goto done;
+        list->count++;
+    }
+done:
+    msgpack_unpacked_destroy(&up);
+    if (rc != AM2Z_OK) {
+        am2z_session_list_destroy(&list);
+        return rc;
+    }
+    *out = list;
+    return AM2Z_OK;
+}
+
+void
+am2z_session_list_destroy(am2z_session_list_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    free((*self_p)->items);
+    free(*self_p);
+    *self_p = NULL;
+}
+
+int
+am2z_reply_decode_stop(const uint8_t *data, size_t size, am2z_stop_report_t *out,
+                       char *err, size_t err_size)
+{
+    memset(out, 0, sizeof *out);
+    msgpack_unpacked up;
+    int rc = s_unpack(data, size, &up, err, err_size);
+    if (rc != AM2Z_OK)
+        return rc;
+    if (up.data.type == MSGPACK_OBJECT_MAP) {
+        out->cancelled = s_map_uint(&up.data, "cancelled");
+        out->abandoned = s_map_uint(&up.data, "abandoned");
+    } else if (up.data.type != MSGPACK_OBJECT_NIL) {
+        rc = AM2Z_EPROTO;
+        if (err && err_size)
+            snprintf(err, err_size, "REPLY stop-session: data must be a map");
+    }
+    msgpack_unpacked_destroy(&up);
+    return rc;
+}

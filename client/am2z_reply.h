@@ -38,4 +38,13 @@ int am2z_reply_decode_strlist(const uint8_t *data, size_t size,
 int am2z_reply_decode_dlq(const uint8_t *data, size_t size, am2z_dlq_list_t **out,
                           char *err, size_t err_size);
 
+/*  session-info: [{id, created, lastActivity, queued, running, completed,
+    failed}, ...] or one such map (a list of one). Caller owns *out. */
+int am2z_reply_decode_sessions(const uint8_t *data, size_t size,
+                               am2z_session_list_t **out, char *err, size_t err_size);
+
+/*  STOP_SESSION: {ok, cancelled, abandoned}. Missing counters read as 0. */
+int am2z_reply_decode_stop(const uint8_t *data, size_t size, am2z_stop_report_t *out,
+                           char *err, size_t err_size);
+
 #endif

@@ -174,14 +174,39 @@ START_TEST(test_cli_queries_and_stop_session)
     j = s_json();
     ck_assert_ptr_nonnull(json_object_get(j, "increment"));
     json_decref(j);
+    /* sessions: session-info maps (issue 6), scriptable JSON */
     ck_assert_int_eq(s_am2z(true, "sessions", NULL, NULL, NULL, NULL, NULL), 0);
-    ck_assert_ptr_nonnull(strstr(s_out, "cli-4"));
+    j = s_json();
+    ck_assert(json_is_array(j));
+    json_t *mine = NULL;
+    for (size_t i = 0; i < json_array_size(j); i++) {
+        const char *id = json_string_value(json_object_get(json_array_get(j, i), "id"));
+        if (id && strcmp(id, "cli-4") == 0)
+            mine = json_array_get(j, i);
+    }
+    ck_assert_msg(mine != NULL, "cli-4 not listed: %s", s_out);
+    ck_assert_int_eq(json_integer_value(json_object_get(mine, "completed")), 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(mine, "failed")), 0);
+    ck_assert_int_eq(json_integer_value(json_object_get(mine, "queued")), 0);
+    ck_assert_int_eq(json_integer_value(json_object_get(mine, "running")), 0);
+    ck_assert_int_gt(json_integer_value(json_object_get(mine, "created")), 0);
+    ck_assert_int_ge(json_integer_value(json_object_get(mine, "lastActivity")),
+                     json_integer_value(json_object_get(mine, "created")));
+    json_decref(j);
+    ck_assert_int_eq(s_am2z(true, "sessions", "--session", "cli-4", NULL, NULL, NULL), 0);
+    j = s_json();
+    ck_assert_str_eq(json_string_value(json_object_get(j, "id")), "cli-4");
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "completed")), 1);
+    json_decref(j);
     ck_assert_int_eq(s_am2z(true, "state", "cli-4", NULL, NULL, NULL, NULL), 0);
     j = s_json();
     ck_assert_int_eq(json_integer_value(json_object_get(j, "count")), 2);
     json_decref(j);
     ck_assert_int_eq(s_am2z(true, "stop-session", "cli-4", NULL, NULL, NULL, NULL), 0);
     ck_assert_int_ne(s_am2z(true, "state", "cli-4", NULL, NULL, NULL, NULL), 0);
+    /* gone from session-info too: not_found exits 1 */
+    ck_assert_int_eq(s_am2z(true, "sessions", "--session", "cli-4", NULL, NULL, NULL), 1);
+    ck_assert_int_eq(s_am2z(true, "sessions", "--session", "bad id!", NULL, NULL, NULL), 2);
 }
 END_TEST
 
