@@ -9,9 +9,11 @@
     "store thread" of DESIGN.md: no LMDB txn or env ever crosses a thread.
 
     Scheduling: a job is queued in its session's lane; jobs of one session
-    run one at a time in submission order. A processor's ready ring holds the
-    sessions whose next job is for that processor; dispatch takes sessions
-    from the ring in turn (fair across sessions) against worker credit.
+    run one at a time, by priority then submission order. A processor's
+    ready rings (one per priority) hold the sessions whose next job is for
+    that processor; dispatch serves the highest priority first and takes
+    sessions in turn within it (fair across sessions), against worker
+    credit, the processor's rate limit and its global cap.
 
     Thread safety: a broker is driven by one thread. am2z_broker_actor runs
     it as a CZMQ actor for the embedded runtime; send "$TERM" to stop.

@@ -130,7 +130,7 @@ typedef struct {
 
 struct session_s {
     char *id;                     /* owned */
-    zlistx_t *lane;               /* job_t* in submission order (borrowed) */
+    zlistx_t *lane;               /* job_t* by (prio desc, seq asc) (borrowed) */
     job_t *active;                /* ACTIVE or FAILING job, borrowed */
     proc_t *ring_proc;            /* whose ring holds us, or NULL */
     void *ring_handle;            /* handle in ring_list */

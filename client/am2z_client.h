@@ -11,7 +11,8 @@
     *successful call* whose result has success == false and an error.
 
     Sessions: each session has its own state, stored by the broker and
-    versioned. Jobs of one session run one at a time, in submission order;
+    versioned. Jobs of one session run one at a time, highest priority
+    first, then in submission order;
     different sessions run in parallel. A job submitted with a state runs on
     that state's user keys, rebased onto the session's stored version; a job
     submitted without one continues from the stored state (or a fresh
