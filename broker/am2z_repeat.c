@@ -65,6 +65,9 @@ struct am2zb_repeats_s {
     zhashx_t *table;              /* repeat id -> repeat_t* (owned) */
     zlistx_t *answers;            /* answer_t* of this turn (owned) */
     uint64_t next_sweep_ms;       /* wall clock of the next idempotency sweep */
+    uint64_t min_next_ms;         /* a lower bound of every schedule's next_ms:
+                                     before it nothing is due, so neither the
+                                     tick nor the timer walks the table */
 };
 
 /* ---------------------------------------------------------------------------
@@ -198,6 +201,8 @@ s_load(am2z_broker_t *self)
         }
         snprintf(r->id, sizeof r->id, "%s", id);
         r->rec.next_ms = s_advance(r->rec.next_ms, r->rec.every_ms, now, true);
+        if (r->rec.next_ms < self->repeats->min_next_ms)
+            self->repeats->min_next_ms = r->rec.next_ms;
         if (zhashx_insert(self->repeats->table, r->id, r) != 0) {
             void *item = r;
             s_repeat_free(&item);
@@ -226,6 +231,7 @@ am2zb_repeat_new(am2z_broker_t *self)
         return AM2Z_ENOMEM;
     zhashx_set_destructor(r->table, s_repeat_free);
     zlistx_set_destructor(r->answers, s_free);
+    r->min_next_ms = UINT64_MAX;  /* s_load lowers it */
     return s_load(self);
 }
 
@@ -354,6 +360,8 @@ s_new_schedule(am2z_broker_t *self, const peer_t *peer, proc_t *proc, am2z_msg_t
     r->rec.limit = msg->limit;
     r->rec.next_ms = (msg->start_ms ? msg->start_ms : now) + msg->delay_ms;
     r->rec.created_ms = now;
+    if (r->rec.next_ms < self->repeats->min_next_ms)
+        self->repeats->min_next_ms = r->rec.next_ms;
     int rc = s_put_schedule(self, r);
     if (rc != AM2Z_OK || zhashx_insert(self->repeats->table, r->id, r) != 0) {
         AM2Z_LOG(self->log, AM2Z_LOG_WARN, S_COMPONENT, "cannot store repeatable job",
@@ -621,14 +629,22 @@ am2zb_repeat_tick(am2z_broker_t *self)
     s_sweep(self, now);
     if (self->draining)
         return;                   /* no new work while stopping; runs wait */
+    am2zb_repeats_t *rp = self->repeats;
+    if (now < rp->min_next_ms)
+        return;                   /* nothing due: no walk */
     repeat_t *due[S_RUNS_PER_TURN];
     size_t n = 0;
-    for (repeat_t *r = zhashx_first(self->repeats->table); r && n < S_RUNS_PER_TURN;
-         r = zhashx_next(self->repeats->table))
+    for (repeat_t *r = zhashx_first(rp->table); r && n < S_RUNS_PER_TURN;
+         r = zhashx_next(rp->table))
         if (r->rec.next_ms <= now)
             due[n++] = r;
     for (size_t i = 0; i < n; i++)
-        s_run(self, due[i], now);
+        s_run(self, due[i], now);  /* advances next_ms or deletes the schedule */
+    uint64_t min = UINT64_MAX;
+    for (repeat_t *r = zhashx_first(rp->table); r; r = zhashx_next(rp->table))
+        if (r->rec.next_ms < min)
+            min = r->rec.next_ms;
+    rp->min_next_ms = min;
 }
 
 void
@@ -636,12 +652,12 @@ am2zb_repeat_timer(am2z_broker_t *self, uint64_t now_ms, uint64_t *next_ms)
 {
     if (!self->repeats || self->draining)
         return;                   /* draining: no run is created, nothing to wake for */
-    for (repeat_t *r = zhashx_first(self->repeats->table); r;
-         r = zhashx_next(self->repeats->table)) {
-        uint64_t left = r->rec.next_ms > now_ms ? r->rec.next_ms - now_ms : 0;
-        if (left < *next_ms)
-            *next_ms = left;
-    }
+    uint64_t at = self->repeats->min_next_ms;   /* a lower bound: may wake early */
+    if (at == UINT64_MAX)
+        return;
+    uint64_t left = at > now_ms ? at - now_ms : 0;
+    if (left < *next_ms)
+        *next_ms = left;
 }
 
 /* ---------------------------------------------------------------------------
@@ -738,6 +754,7 @@ am2zb_repeat_after_commit(am2z_broker_t *self, bool durable)
     if (!durable) {
         /* memory ran ahead of the store: start again from what is stored */
         zhashx_purge(rp->table);
+        rp->min_next_ms = UINT64_MAX;  /* s_load lowers it */
         if (s_load(self) != AM2Z_OK)
             AM2Z_LOG(self->log, AM2Z_LOG_ERROR, S_COMPONENT,
                      "cannot reload repeatable jobs after a failed commit");
