@@ -190,6 +190,38 @@ am2z_cluster_client(const am2z_cluster_t *cl, uint64_t timeout_ms)
     return c;
 }
 
+#ifdef AM2Z_BIN
+int
+am2z_cluster_cli(const am2z_cluster_t *cl, const char *const *args, char *out,
+                 size_t out_size)
+{
+    const char *const head[] = { AM2Z_BIN, NULL };
+    const char *const tail[] = { "--broker", cl->frontend, NULL };
+    char *argv[S_ARGV_MAX];
+    int n = 0;
+    s_append(argv, &n, head);
+    for (int i = 0; args[i] && i < 28; i++)
+        argv[n++] = (char *)args[i];
+    s_append(argv, &n, tail);
+    return am2z_testproc_run(argv, out, out_size, 30000);
+}
+#endif
+
+long
+am2z_cluster_broker_rss_kib(const am2z_cluster_t *cl)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)cl->broker.pid);
+    FILE *f = fopen(path, "r");
+    long kib = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kib;
+}
+
 am2z_state_t *
 am2z_cluster_state(const char *session, const char *key, int64_t value, const char *text)
 {

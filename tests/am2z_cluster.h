@@ -105,6 +105,16 @@ void am2z_cluster_stop(am2z_cluster_t *cl);
     it (am2z_client_destroy). */
 am2z_client_t *am2z_cluster_client(const am2z_cluster_t *cl, uint64_t timeout_ms);
 
+/*  Runs `am2z ARGS... --broker <frontend>` (args NULL-ended, at most 28) to
+    completion (30 s), its stdout in out (NUL-terminated, truncated).
+    Returns its exit code, or -1 on failure or timeout. Only in test
+    executables built with the am2z CLI (AM2Z_BIN). */
+int am2z_cluster_cli(const am2z_cluster_t *cl, const char *const *args, char *out,
+                     size_t out_size);
+
+/*  The broker's resident set size in KiB (VmRSS), or -1. */
+long am2z_cluster_broker_rss_kib(const am2z_cluster_t *cl);
+
 /*  A version-1 state of `session` with key = text (when text is not NULL)
     or key = value (int). Caller owns it. */
 am2z_state_t *am2z_cluster_state(const char *session, const char *key, int64_t value,

@@ -39,15 +39,7 @@ s_am2z(bool with_broker, const char *a0, const char *a1, const char *a2,
 static int
 s_am2z_argv(const char *const *args)
 {
-    char *argv[32];
-    int n = 0;
-    argv[n++] = AM2Z_BIN;
-    for (size_t i = 0; args[i] && n < 28; i++)
-        argv[n++] = (char *)args[i];
-    argv[n++] = "--broker";
-    argv[n++] = s_cl.frontend;
-    argv[n] = NULL;
-    return am2z_testproc_run(argv, s_out, sizeof s_out, 30000);
+    return am2z_cluster_cli(&s_cl, args, s_out, sizeof s_out);
 }
 
 static json_t *

@@ -582,22 +582,6 @@ END_TEST
    Leak check
    ------------------------------------------------------------------------ */
 
-/*  VmRSS of a process in KiB, or -1. */
-static long
-s_rss_kib(pid_t pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    long kib = -1;
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
-            break;
-    if (f)
-        fclose(f);
-    return kib;
-}
-
 static void
 s_cycles(am2z_client_t *c, int from, int to)
 {
@@ -639,9 +623,9 @@ START_TEST(test_create_execute_stop_cycles_leave_nothing_behind)
 
     int cycles = s_cycle_count();
     s_cycles(c, 0, S_WARMUP);
-    long rss0 = s_rss_kib(env.broker.pid);
+    long rss0 = am2z_cluster_broker_rss_kib(&env);
     s_cycles(c, S_WARMUP, S_WARMUP + cycles);
-    long rss1 = s_rss_kib(env.broker.pid);
+    long rss1 = am2z_cluster_broker_rss_kib(&env);
 
     j = s_stats(c);
     json_t *store = json_object_get(j, "store");

@@ -20,22 +20,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/*  Resident set size of a process in KiB (VmRSS), or -1. */
-static long
-s_rss_kib(pid_t pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    long kib = -1;
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
-            break;
-    if (f)
-        fclose(f);
-    return kib;
-}
-
 /*  Events of one client's own jobs: name, attempt, broker timestamp. */
 typedef struct {
     struct {
@@ -275,16 +259,8 @@ static char s_out[65536];
 static int
 s_cli(const am2z_cluster_t *env, const char *a0, const char *a1, const char *a2)
 {
-    char *argv[10];
-    int n = 0;
-    argv[n++] = AM2Z_BIN;
-    const char *args[] = { a0, a1, a2 };
-    for (int i = 0; i < 3 && args[i]; i++)
-        argv[n++] = (char *)args[i];
-    argv[n++] = "--broker";
-    argv[n++] = (char *)env->frontend;
-    argv[n] = NULL;
-    return am2z_testproc_run(argv, s_out, sizeof s_out, 30000);
+    const char *const args[] = { a0, a1, a2, NULL };
+    return am2z_cluster_cli(env, args, s_out, sizeof s_out);
 }
 
 static json_t *
@@ -478,9 +454,9 @@ START_TEST(test_rel_bounded_queues_refuse_with_resource_error)
         for (int i = 0; i < CHUNK; i++)
             ck_assert_str_eq(ids[i], "");          /* every one refused */
         if (sent + CHUNK == WARM)
-            rss_warm = s_rss_kib(env.broker.pid);
+            rss_warm = am2z_cluster_broker_rss_kib(&env);
     }
-    long rss_after = s_rss_kib(env.broker.pid);
+    long rss_after = am2z_cluster_broker_rss_kib(&env);
     ck_assert_int_gt(rss_warm, 0);
 #ifndef AM2Z_SANITIZED
     /* (AddressSanitizer's quarantine keeps freed memory on purpose, so the
