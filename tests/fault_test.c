@@ -99,8 +99,7 @@ s_pause_ms(long ms)
 static void
 s_wait_workers(const am2z_cluster_t *b, uint64_t n, int timeout_ms)
 {
-    am2z_client_t *c = am2z_cluster_client(b, 10000);
-    am2z_client_set_timeout(c, 1000);
+    am2z_client_t *c = am2z_cluster_client(b, 1000);
     am2z_stats_t st = { 0 };
     for (int waited = 0; waited < timeout_ms; waited += 20) {
         if (am2z_client_get_stats(c, &st) == AM2Z_OK && st.workers == n)
