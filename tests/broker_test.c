@@ -6,6 +6,7 @@
 */
 #include "am2z_broker.h"
 #include "am2z_clock.h"
+#include "am2z_cluster.h"
 #include "am2z_codec.h"
 #include "am2z_envelope.h"
 #include "am2z_log.h"
@@ -1126,16 +1127,10 @@ END_TEST
 
 START_TEST(test_broker_daemon_reports_ready_and_stops_on_sigterm)
 {
-    char dir[512];
-    am2z_test_tmpdir("broker-daemon", dir, sizeof dir);
-    char *argv[] = { AM2Z_BROKER_BIN, "--data-dir", dir,
-                     "--frontend", "tcp://127.0.0.1:*", "--backend", "tcp://127.0.0.1:*",
-                     "--events", "tcp://127.0.0.1:*", "--log-level", "warn", NULL };
-    am2z_testproc_t p;
-    ck_assert_int_eq(am2z_testproc_start(&p, argv), 0);
-    ck_assert_int_eq(am2z_testproc_wait_line(&p, "ready", 10000), 0);
-    char fe[256];
-    ck_assert_int_eq(am2z_testproc_field(&p, "frontend", fe, sizeof fe), 0);
+    static const char *const flags[] = { "--log-level", "warn", NULL };
+    am2z_cluster_t cl = { .flags = flags };
+    am2z_cluster_start_broker(&cl, "broker-daemon", NULL);
+    const char *fe = cl.frontend;
     ck_assert(strncmp(fe, "tcp://127.0.0.1:", 16) == 0);
     zsock_t *c = zsock_new_dealer(fe);
     size_t size = 0;
@@ -1143,9 +1138,7 @@ START_TEST(test_broker_daemon_reports_ready_and_stops_on_sigterm)
     ck_assert_ptr_nonnull(data);
     free(data);
     zsock_destroy(&c);
-    int status = am2z_testproc_stop(&p, SIGTERM, 10000);
-    ck_assert(status != -1 && WIFEXITED(status));
-    ck_assert_int_eq(WEXITSTATUS(status), 0);
+    am2z_cluster_halt(&cl);                     /* SIGTERM: exit 0 */
 
     static char out[16384];
     char *bad[] = { AM2Z_BROKER_BIN, "--map-size", "lots", NULL };
@@ -1153,7 +1146,7 @@ START_TEST(test_broker_daemon_reports_ready_and_stops_on_sigterm)
     char *help[] = { AM2Z_BROKER_BIN, "--help", NULL };
     ck_assert_int_eq(am2z_testproc_run(help, out, sizeof out, 10000), 0);
     ck_assert_ptr_nonnull(strstr(out, "frontend"));
-    am2z_test_rmtree(dir);
+    am2z_test_rmtree(cl.dir);
 }
 END_TEST
 

@@ -1,6 +1,7 @@
 /*  cli_test.c — Check suite "cli": the `am2z` command against a real
     am2z-broker and am2z-example-worker on 127.0.0.1 ephemeral ports. */
 #include "am2z_clock.h"
+#include "am2z_cluster.h"
 #include "am2z_testproc.h"
 #include "am2z_testutil.h"
 
@@ -10,9 +11,7 @@
 #include <string.h>
 #include <sys/wait.h>
 
-static char s_dir[512];
-static am2z_testproc_t s_broker, s_worker;
-static char s_frontend[256], s_backend[256], s_events[256];
+static am2z_cluster_t s_cl;
 static char s_out[65536];
 
 /*  Runs `am2z ARGS... --broker FRONTEND` (when with_broker) and returns its
@@ -29,7 +28,7 @@ s_am2z(bool with_broker, const char *a0, const char *a1, const char *a2,
         argv[n++] = (char *)args[i];
     if (with_broker) {
         argv[n++] = "--broker";
-        argv[n++] = s_frontend;
+        argv[n++] = s_cl.frontend;
     }
     argv[n] = NULL;
     return am2z_testproc_run(argv, s_out, sizeof s_out, 30000);
@@ -40,15 +39,7 @@ s_am2z(bool with_broker, const char *a0, const char *a1, const char *a2,
 static int
 s_am2z_argv(const char *const *args)
 {
-    char *argv[32];
-    int n = 0;
-    argv[n++] = AM2Z_BIN;
-    for (size_t i = 0; args[i] && n < 28; i++)
-        argv[n++] = (char *)args[i];
-    argv[n++] = "--broker";
-    argv[n++] = s_frontend;
-    argv[n] = NULL;
-    return am2z_testproc_run(argv, s_out, sizeof s_out, 30000);
+    return am2z_cluster_cli(&s_cl, args, s_out, sizeof s_out);
 }
 
 static json_t *
@@ -60,41 +51,23 @@ s_json(void)
     return j;
 }
 
+/*  No heartbeat flag here: broker and worker run on their defaults. */
+static const char *const s_flags[] = { "--log-level", "warn", NULL };
+
 static void
 s_setup(void)
 {
-    am2z_test_tmpdir("cli", s_dir, sizeof s_dir);
-    char *bargv[] = { AM2Z_BROKER_BIN, "--data-dir", s_dir,
-                      "--frontend", "tcp://127.0.0.1:*", "--backend", "tcp://127.0.0.1:*",
-                      "--events", "tcp://127.0.0.1:*", "--log-level", "warn", NULL };
-    ck_assert_int_eq(am2z_testproc_start(&s_broker, bargv), 0);
-    ck_assert_int_eq(am2z_testproc_wait_line(&s_broker, "ready", 10000), 0);
-    ck_assert_int_eq(am2z_testproc_field(&s_broker, "frontend", s_frontend, sizeof s_frontend), 0);
-    ck_assert_int_eq(am2z_testproc_field(&s_broker, "backend", s_backend, sizeof s_backend), 0);
-    ck_assert_int_eq(am2z_testproc_field(&s_broker, "events", s_events, sizeof s_events), 0);
-    char *wargv[] = { AM2Z_EXAMPLE_WORKER_BIN, "--broker", s_backend, "--log-level", "warn", NULL };
-    ck_assert_int_eq(am2z_testproc_start(&s_worker, wargv), 0);
-    ck_assert_int_eq(am2z_testproc_wait_line(&s_worker, "ready", 10000), 0);
-    /* wait (bounded) until the broker lists the worker's processors */
-    for (int i = 0; i < 500; i++) {
-        if (s_am2z(true, "stats", NULL, NULL, NULL, NULL, NULL) == 0) {
-            json_t *j = s_json();
-            json_int_t workers = json_integer_value(json_object_get(j, "workers"));
-            json_decref(j);
-            if (workers >= 1)
-                return;
-        }
-        usleep(10 * 1000);
-    }
-    ck_abort_msg("the worker never registered");
+    s_cl.flags = s_flags;
+    am2z_cluster_start(&s_cl, "cli", NULL);
 }
 
+/*  Stops worker and broker; does not check the broker's exit status. */
 static void
 s_teardown(void)
 {
-    am2z_testproc_stop(&s_worker, SIGTERM, 10000);
-    am2z_testproc_stop(&s_broker, SIGTERM, 10000);
-    am2z_test_rmtree(s_dir);
+    am2z_cluster_stop_workers(&s_cl);
+    am2z_testproc_stop(&s_cl.broker, SIGTERM, 10000);
+    am2z_test_rmtree(s_cl.dir);
 }
 
 START_TEST(test_cli_execute_prints_result_json)
@@ -214,7 +187,7 @@ START_TEST(test_cli_events_prints_published_events)
 {
     /* subscribe first, then run a job, then read what the subscriber printed */
     char *argv[] = { AM2Z_BIN, "events", "--filter", "processor:", "--count", "2",
-                     "--events", s_events, NULL };
+                     "--events", s_cl.events, NULL };
     am2z_testproc_t sub;
     ck_assert_int_eq(am2z_testproc_start(&sub, argv), 0);
     /* PUB/SUB joins asynchronously: keep running jobs until lines arrive */

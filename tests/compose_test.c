@@ -9,6 +9,7 @@
     needs.
 */
 #include "am2z_client.h"
+#include "am2z_cluster.h"
 #include "am2z_codec.h"
 #include "am2z_examples.h"
 #include "am2z_json.h"
@@ -28,96 +29,29 @@
 #include <time.h>
 #include <unistd.h>
 
-typedef struct {
-    char dir[512];
-    am2z_testproc_t broker;
-    am2z_testproc_t worker;
-    char frontend[256], backend[256], events[256];
-    bool fixed;                   /* bind these endpoints (restart keeps them) */
-} s_env_t;
-
-
-static void
-s_wait_registered(const s_env_t *env, const char *name)
-{
-    am2z_client_t *c = NULL;
-    ck_assert_int_eq(am2z_client_connect(env->frontend, &c), AM2Z_OK);
-    am2z_client_set_timeout(c, 2000);
-    bool yes = false;
-    for (int i = 0; i < 500 && !yes; i++) {
-        if (am2z_client_is_processor_registered(c, name, &yes) != AM2Z_OK || !yes)
-            usleep(10 * 1000);
-    }
-    ck_assert_msg(yes, "%s never registered", name);
-    am2z_client_destroy(&c);
-}
-
-static void
-s_start_worker(s_env_t *env)
-{
-    char *argv[] = { AM2Z_EXAMPLE_WORKER_BIN, "--broker", env->backend,
-                     "--heartbeat", "200ms", "--log-level", "warn", NULL };
-    ck_assert_int_eq(am2z_testproc_start(&env->worker, argv), 0);
-    ck_assert_msg(am2z_testproc_wait_line(&env->worker, "ready", 10000) == 0,
-                  "worker did not report ready");
-    s_wait_registered(env, "tick");
-}
-
 /*  Starts the broker alone (on env->dir; on the fixed endpoints when set). */
 static void
-s_start_broker(s_env_t *env, const char *tag, const char *depth)
+s_start_broker(am2z_cluster_t *env, const char *tag, const char *depth)
 {
-    if (!env->dir[0])
-        am2z_test_tmpdir(tag, env->dir, sizeof env->dir);
-    const char *any = "tcp://127.0.0.1:*";
-    char *argv[] = { AM2Z_BROKER_BIN, "--data-dir", env->dir,
-                     "--frontend", env->fixed ? env->frontend : (char *)any,
-                     "--backend", env->fixed ? env->backend : (char *)any,
-                     "--events", env->fixed ? env->events : (char *)any,
-                     "--heartbeat", "200ms", "--log-level", "warn",
-                     "--max-call-depth", (char *)depth, NULL };
-    ck_assert_int_eq(am2z_testproc_start(&env->broker, argv), 0);
-    ck_assert_msg(am2z_testproc_wait_line(&env->broker, "ready", 10000) == 0,
-                  "broker did not report ready");
-    ck_assert_int_eq(am2z_testproc_field(&env->broker, "frontend", env->frontend,
-                                         sizeof env->frontend), 0);
-    ck_assert_int_eq(am2z_testproc_field(&env->broker, "backend", env->backend,
-                                         sizeof env->backend), 0);
-    ck_assert_int_eq(am2z_testproc_field(&env->broker, "events", env->events,
-                                         sizeof env->events), 0);
+    const char *extra[] = { "--max-call-depth", depth, NULL };
+    am2z_cluster_start_broker(env, tag, extra);
 }
 
+/*  The broker, then one worker, waited for until its processors and the
+    composites it announces in its READY are known. */
 static void
-s_start_with(s_env_t *env, const char *tag, const char *depth)
+s_start_with(am2z_cluster_t *env, const char *tag, const char *depth)
 {
     s_start_broker(env, tag, depth);
-    s_start_worker(env);
-    s_wait_registered(env, "calc");   /* announced in the worker's READY */
+    am2z_cluster_add_worker(env, NULL);
+    am2z_cluster_wait_processor(env, "tick");
+    am2z_cluster_wait_processor(env, "calc");   /* announced in the worker's READY */
 }
 
 static void
-s_start(s_env_t *env, const char *tag)
+s_start(am2z_cluster_t *env, const char *tag)
 {
     s_start_with(env, tag, "10");
-}
-
-static void
-s_stop(s_env_t *env)
-{
-    am2z_testproc_stop(&env->worker, SIGTERM, 10000);
-    int status = am2z_testproc_stop(&env->broker, SIGTERM, 15000);
-    ck_assert_msg(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
-                  "broker did not exit 0 on SIGTERM");
-    am2z_test_rmtree(env->dir);
-}
-
-static am2z_client_t *
-s_client(const s_env_t *env)
-{
-    am2z_client_t *c = NULL;
-    ck_assert_int_eq(am2z_client_connect(env->frontend, &c), AM2Z_OK);
-    am2z_client_set_timeout(c, 15000);
-    return c;
 }
 
 /*  A version-1 state of `session` with the user keys of a JSON object. */
@@ -239,9 +173,9 @@ s_exec(am2z_client_t *c, const char *name, const char *session, const char *json
 
 START_TEST(test_compose_chain_runs_steps_in_order_one_version_each)
 {
-    s_env_t env = { 0 };
+    am2z_cluster_t env = { 0 };
     s_start(&env, "cmp-chain");
-    am2z_client_t *c = s_client(&env);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     s_log_t log = { 0 };
     ck_assert_int_eq(am2z_client_on_event(c, "", s_record, &log), AM2Z_OK);
     am2z_result_t *r = s_exec(c, "calc", "chain-1", "{\"count\": 5}");
@@ -296,15 +230,15 @@ START_TEST(test_compose_chain_runs_steps_in_order_one_version_each)
                      14);
     json_decref(j);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
 START_TEST(test_compose_chain_failure_names_step_position_and_partial_state)
 {
-    s_env_t env = { 0 };
+    am2z_cluster_t env = { 0 };
     s_start(&env, "cmp-chain-fail");
-    am2z_client_t *c = s_client(&env);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     s_log_t log = { 0 };
     ck_assert_int_eq(am2z_client_on_event(c, "workflow:", s_record, &log), AM2Z_OK);
     am2z_result_t *r = s_exec(c, "calc-fail", "chain-2", "{\"count\": 5}");
@@ -328,7 +262,7 @@ START_TEST(test_compose_chain_failure_names_step_position_and_partial_state)
     am2z_state_t *stored = NULL;
     ck_assert_int_eq(am2z_client_get_state(c, "chain-2", &stored), AM2Z_ENOTFOUND);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
@@ -338,9 +272,9 @@ END_TEST
 
 START_TEST(test_compose_parallel_merges_branches_conflicts_strict_and_merge_processor)
 {
-    s_env_t env = { 0 };
+    am2z_cluster_t env = { 0 };
     s_start(&env, "cmp-par");
-    am2z_client_t *c = s_client(&env);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     s_log_t log = { 0 };
     ck_assert_int_eq(am2z_client_on_event(c, "", s_record, &log), AM2Z_OK);
 
@@ -380,7 +314,7 @@ START_TEST(test_compose_parallel_merges_branches_conflicts_strict_and_merge_proc
     ck_assert_uint_eq(am2z_state_version(r->state), 2);
     am2z_result_destroy(&r);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
@@ -390,9 +324,9 @@ END_TEST
 
 START_TEST(test_compose_route_by_path_selector_fallback_and_no_route)
 {
-    s_env_t env = { 0 };
+    am2z_cluster_t env = { 0 };
     s_start(&env, "cmp-route");
-    am2z_client_t *c = s_client(&env);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     char by[32];
 
     am2z_result_t *r = s_exec(c, "tier-route", "route-1", "{\"tier\": \"premium\"}");
@@ -422,7 +356,7 @@ START_TEST(test_compose_route_by_path_selector_fallback_and_no_route)
     ck_assert_str_eq(by, "basic");
     am2z_result_destroy(&r);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
@@ -432,9 +366,9 @@ END_TEST
 
 START_TEST(test_compose_batch_runs_payloads_in_their_sessions_in_order)
 {
-    s_env_t env = { 0 };
+    am2z_cluster_t env = { 0 };
     s_start(&env, "cmp-batch");
-    am2z_client_t *c = s_client(&env);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     /* b-2 already has state: its payload runs on it */
     am2z_result_t *r = s_exec(c, "increment", "b-2", "{\"count\": 40}");
     ck_assert(r->success);
@@ -481,7 +415,7 @@ START_TEST(test_compose_batch_runs_payloads_in_their_sessions_in_order)
     ck_assert_uint_eq(am2z_state_version(r->state), 2);
     am2z_result_destroy(&r);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
@@ -494,9 +428,9 @@ END_TEST
 
 START_TEST(test_compose_nested_parallel_in_chain_in_route)
 {
-    s_env_t env = { 0 };
+    am2z_cluster_t env = { 0 };
     s_start(&env, "cmp-nest");
-    am2z_client_t *c = s_client(&env);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     s_log_t log = { 0 };
     ck_assert_int_eq(am2z_client_on_event(c, "workflow:", s_record, &log), AM2Z_OK);
     am2z_result_t *r = s_exec(c, "kind-route", "nest-1", S_ORDER);
@@ -524,7 +458,7 @@ START_TEST(test_compose_nested_parallel_in_chain_in_route)
     ck_assert_uint_eq(am2z_state_version(r->state), 5);
     am2z_result_destroy(&r);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
@@ -534,12 +468,10 @@ END_TEST
 
 START_TEST(test_compose_broker_sigkill_mid_chain_resumes_from_last_step)
 {
-    s_env_t env = { .fixed = true };
-    snprintf(env.frontend, sizeof env.frontend, "tcp://127.0.0.1:%d", am2z_testproc_free_port());
-    snprintf(env.backend, sizeof env.backend, "tcp://127.0.0.1:%d", am2z_testproc_free_port());
-    snprintf(env.events, sizeof env.events, "tcp://127.0.0.1:%d", am2z_testproc_free_port());
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_pick_ports(&env);          /* a restart binds the same ports */
     s_start(&env, "cmp-kill");
-    am2z_client_t *c = s_client(&env);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     s_log_t log = { 0 };
     ck_assert_int_eq(am2z_client_on_event(c, "processor:completed", s_record, &log), AM2Z_OK);
     am2z_state_t *st = s_state("kill-1", "{\"ms\": 300, \"steps\": 0}");
@@ -553,8 +485,7 @@ START_TEST(test_compose_broker_sigkill_mid_chain_resumes_from_last_step)
     ck_assert_int_lt(log.count, 5);
     usleep(100 * 1000);           /* the record of step 2 is committed by now */
     am2z_client_destroy(&c);
-    ck_assert_int_eq(kill(env.broker.pid, SIGKILL), 0);
-    am2z_testproc_stop(&env.broker, 0, 10000);
+    am2z_cluster_kill_broker(&env);
 
     /* same data dir, same ports: the composite is known again before the
        worker (still running) reconnects, and the run resumes from its
@@ -563,7 +494,7 @@ START_TEST(test_compose_broker_sigkill_mid_chain_resumes_from_last_step)
     am2z_events_t *feed = NULL;             /* leases of the resumed steps */
     ck_assert_int_eq(am2z_events_subscribe(env.events, "processor:active", "kill-1", &feed),
                      AM2Z_OK);
-    c = s_client(&env);
+    c = am2z_cluster_client(&env, 15000);
     ck_assert_int_eq(am2z_client_wait(c, id, 15000, &r), AM2Z_OK);
     ck_assert_msg(r->success, "resumed run failed: %s", r->error ? r->error->message : "?");
     ck_assert_int_eq(s_int_at(r->state, "steps"), 5);          /* as if each ran once */
@@ -578,15 +509,15 @@ START_TEST(test_compose_broker_sigkill_mid_chain_resumes_from_last_step)
     am2z_events_destroy(&feed);
     am2z_state_destroy(&st);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
 START_TEST(test_compose_timeout_bounds_the_run_and_stop_session_ends_it)
 {
-    s_env_t env = { 0 };
+    am2z_cluster_t env = { 0 };
     s_start(&env, "cmp-stop");
-    am2z_client_t *c = s_client(&env);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     /* the SUBMIT's timeout bounds the whole run, not each step */
     am2z_state_t *st = s_state("to-1", "{\"ms\": 200, \"steps\": 0}");
     am2z_submit_opts_t opts = { .timeout_ms = 500 };
@@ -615,7 +546,7 @@ START_TEST(test_compose_timeout_bounds_the_run_and_stop_session_ends_it)
     am2z_result_destroy(&r);
     am2z_state_destroy(&st);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
@@ -625,9 +556,9 @@ END_TEST
 
 START_TEST(test_compose_ctx_call_runs_callee_in_the_callers_session)
 {
-    s_env_t env = { 0 };
+    am2z_cluster_t env = { 0 };
     s_start(&env, "cmp-call");
-    am2z_client_t *c = s_client(&env);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     am2z_result_t *r = s_exec(c, "call-double-twice", "call-1", "{\"count\": 5}");
     ck_assert_msg(r->success, "call-double-twice: %s", r->error ? r->error->message : "?");
     ck_assert_int_eq(s_int_at(r->state, "count"), 20);
@@ -649,15 +580,15 @@ START_TEST(test_compose_ctx_call_runs_callee_in_the_callers_session)
     ck_assert_int_eq(s_int_at(r->state, "depth"), 10);
     am2z_result_destroy(&r);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
 START_TEST(test_compose_ctx_call_recursion_20_deep_with_concurrency_2)
 {
-    s_env_t env = { 0 };
+    am2z_cluster_t env = { 0 };
     s_start_with(&env, "cmp-deep", "25");
-    am2z_client_t *c = s_client(&env);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     /* two at once: 42 callers waiting, each callee on an extra actor */
     am2z_state_t *a = s_state("deep-1", "{\"n\": 20}");
     am2z_state_t *b = s_state("deep-2", "{\"n\": 20}");
@@ -675,7 +606,7 @@ START_TEST(test_compose_ctx_call_recursion_20_deep_with_concurrency_2)
     am2z_state_destroy(&a);
     am2z_state_destroy(&b);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 

@@ -7,6 +7,7 @@
     client, so no socket crosses a fork.
 */
 #include "am2z_client.h"
+#include "am2z_cluster.h"
 #include "am2z_testproc.h"
 #include "am2z_testutil.h"
 
@@ -16,97 +17,34 @@
 #include <string.h>
 #include <sys/wait.h>
 
-static char s_dir[512];
-static am2z_testproc_t s_broker;
-static am2z_testproc_t s_workers[2];
-static char s_frontend[256];
-static char s_backend[256];
-static char s_events[256];
+static am2z_cluster_t s_cl;
 
-static void
-s_start_worker(am2z_testproc_t *w, const char *id)
-{
-    char *argv[] = { AM2Z_EXAMPLE_WORKER_BIN, "--broker", s_backend,
-                     "--id", (char *)id, "--log-level", "warn", NULL };
-    ck_assert_int_eq(am2z_testproc_start(w, argv), 0);
-    ck_assert_msg(am2z_testproc_wait_line(w, "ready", 10000) == 0,
-                  "worker %s did not report ready", id);
-}
-
-/*  Waits (bounded) until the broker counts `n` workers. */
-static void
-s_wait_workers(uint64_t n)
-{
-    am2z_client_t *c = NULL;
-    ck_assert_int_eq(am2z_client_connect(s_frontend, &c), AM2Z_OK);
-    am2z_client_set_timeout(c, 2000);
-    am2z_stats_t st = { 0 };
-    for (int i = 0; i < 1000; i++) {
-        if (am2z_client_get_stats(c, &st) == AM2Z_OK && st.workers >= n)
-            break;
-        usleep(10 * 1000);
-    }
-    ck_assert_uint_ge(st.workers, n);
-    am2z_client_destroy(&c);
-}
+/*  No heartbeat flag here: broker and workers run on their defaults. */
+static const char *const s_flags[] = { "--log-level", "warn", NULL };
 
 static void
 s_setup(void)
 {
-    am2z_test_tmpdir("e2e", s_dir, sizeof s_dir);
-    char *argv[] = { AM2Z_BROKER_BIN, "--data-dir", s_dir,
-                     "--frontend", "tcp://127.0.0.1:*",
-                     "--backend", "tcp://127.0.0.1:*",
-                     "--events", "tcp://127.0.0.1:*",
-                     "--durability", "periodic", "--log-level", "warn", NULL };
-    ck_assert_int_eq(am2z_testproc_start(&s_broker, argv), 0);
-    ck_assert_msg(am2z_testproc_wait_line(&s_broker, "ready", 10000) == 0,
-                  "broker did not report ready");
-    ck_assert_int_eq(am2z_testproc_field(&s_broker, "frontend", s_frontend, sizeof s_frontend), 0);
-    ck_assert_int_eq(am2z_testproc_field(&s_broker, "backend", s_backend, sizeof s_backend), 0);
-    ck_assert_int_eq(am2z_testproc_field(&s_broker, "events", s_events, sizeof s_events), 0);
-    s_start_worker(&s_workers[0], "worker-a");
-    s_start_worker(&s_workers[1], "worker-b");
-    s_wait_workers(2);
+    s_cl.flags = s_flags;
+    const char *const periodic[] = { "--durability", "periodic", NULL };
+    const char *const a[] = { "--id", "worker-a", NULL };
+    const char *const b[] = { "--id", "worker-b", NULL };
+    am2z_cluster_start_broker(&s_cl, "e2e", periodic);
+    am2z_cluster_add_worker(&s_cl, a);
+    am2z_cluster_add_worker(&s_cl, b);
+    am2z_cluster_wait_workers(&s_cl, 2);
 }
 
 static void
 s_teardown(void)
 {
-    for (int i = 0; i < 2; i++)
-        am2z_testproc_stop(&s_workers[i], SIGTERM, 10000);
-    int status = am2z_testproc_stop(&s_broker, SIGTERM, 10000);
-    ck_assert_msg(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
-                  "broker did not exit 0 on SIGTERM");
-    am2z_test_rmtree(s_dir);
+    am2z_cluster_stop(&s_cl);
 }
 
 static am2z_client_t *
 s_client(void)
 {
-    am2z_client_t *c = NULL;
-    ck_assert_int_eq(am2z_client_connect(s_frontend, &c), AM2Z_OK);
-    am2z_client_set_timeout(c, 10000);
-    return c;
-}
-
-/*  A state for `session` with count = n. */
-static am2z_state_t *
-s_count_state(const char *session, int64_t n)
-{
-    am2z_state_t *st = NULL, *next = NULL;
-    ck_assert_int_eq(am2z_state_new(session, am2z_clock_wall_ms(), &st), AM2Z_OK);
-    am2z_changes_t *ch = am2z_changes_new();
-    ck_assert_int_eq(am2z_changes_set_int(ch, "count", n), AM2Z_OK);
-    /* apply bumps the version; rebuild at version 1 so tests read clearly */
-    ck_assert_int_eq(am2z_state_apply(st, ch, am2z_clock_wall_ms(), 0, &next), AM2Z_OK);
-    am2z_state_t *v1 = NULL;
-    ck_assert_int_eq(am2z_state_with_metadata(next, session, 1, am2z_state_created_at(next),
-                                              am2z_state_last_updated(next), &v1), AM2Z_OK);
-    am2z_changes_destroy(&ch);
-    am2z_state_destroy(&st);
-    am2z_state_destroy(&next);
-    return v1;
+    return am2z_cluster_client(&s_cl, 10000);
 }
 
 static int64_t
@@ -120,7 +58,7 @@ s_count(const am2z_state_t *st)
 START_TEST(test_e2e_increment_returns_count_plus_one_and_version_plus_one)
 {
     am2z_client_t *c = s_client();
-    am2z_state_t *st = s_count_state("inc-1", 5);
+    am2z_state_t *st = am2z_cluster_state("inc-1", "count", 5, NULL);
     am2z_result_t *r = NULL;
     ck_assert_int_eq(am2z_client_execute(c, "increment", st, "inc-1", NULL, &r), AM2Z_OK);
     ck_assert_msg(r->success, "increment failed: %s", r->error ? r->error->message : "?");
@@ -144,7 +82,7 @@ END_TEST
 START_TEST(test_e2e_state_persists_in_session_and_get_state_sees_it)
 {
     am2z_client_t *c = s_client();
-    am2z_state_t *st = s_count_state("persist-1", 0);
+    am2z_state_t *st = am2z_cluster_state("persist-1", "count", 0, NULL);
     am2z_result_t *r = NULL;
     ck_assert_int_eq(am2z_client_execute(c, "increment", st, "persist-1", NULL, &r), AM2Z_OK);
     ck_assert(r->success);
@@ -205,11 +143,11 @@ START_TEST(test_e2e_sessions_are_isolated)
             s_iso_t iso = { 0 };
             snprintf(iso.session, sizeof iso.session, "iso-%d", k);
             am2z_client_t *c = NULL;
-            if (am2z_client_connect(s_frontend, &c) != AM2Z_OK)
+            if (am2z_client_connect(s_cl.frontend, &c) != AM2Z_OK)
                 _exit(10);
             am2z_client_set_timeout(c, 10000);
             am2z_client_on_event(c, "", s_iso_event, &iso);
-            am2z_state_t *st = s_count_state(iso.session, k * 100);
+            am2z_state_t *st = am2z_cluster_state(iso.session, "count", k * 100, NULL);
             for (int i = 0; i < 10; i++) {
                 am2z_result_t *r = NULL;
                 if (am2z_client_execute(c, "increment", i == 0 ? st : NULL, iso.session,
@@ -245,7 +183,7 @@ START_TEST(test_e2e_two_workers_serve_one_processor)
     for (int i = 0; i < N; i++) {
         char session[32];
         snprintf(session, sizeof session, "pair-%d", i);
-        am2z_state_t *st = s_count_state(session, i);
+        am2z_state_t *st = am2z_cluster_state(session, "count", i, NULL);
         ck_assert_int_eq(am2z_client_submit(c, "increment", st, session, NULL, ids[i]), AM2Z_OK);
         am2z_state_destroy(&st);
     }
@@ -270,7 +208,7 @@ START_TEST(test_e2e_submit_many_pipelines_across_sessions)
     for (int i = 0; i < N; i++) {
         char session[32];
         snprintf(session, sizeof session, "bulk-%d", i % 8);
-        states[i] = s_count_state(session, 100 * i);
+        states[i] = am2z_cluster_state(session, "count", 100 * i, NULL);
         sessions[i] = am2z_state_session_id(states[i]);
     }
     char ids[N][AM2Z_JOB_ID_MAX + 1];
@@ -381,7 +319,7 @@ START_TEST(test_e2e_stats_count_jobs)
     const am2z_queue_stats_t *f0 = s_find(q0, "fail");
     uint64_t fail_failed0 = f0 ? f0->failed : 0;
 
-    am2z_state_t *st = s_count_state("stats-1", 0);
+    am2z_state_t *st = am2z_cluster_state("stats-1", "count", 0, NULL);
     for (int i = 0; i < 7; i++) {
         am2z_result_t *r = NULL;
         ck_assert_int_eq(am2z_client_execute(c, "increment", i ? NULL : st, "stats-1", NULL, &r),
@@ -497,7 +435,7 @@ END_TEST
 START_TEST(test_e2e_stop_session_deletes_state)
 {
     am2z_client_t *c = s_client();
-    am2z_state_t *st = s_count_state("stop-1", 41);
+    am2z_state_t *st = am2z_cluster_state("stop-1", "count", 41, NULL);
     am2z_result_t *r = NULL;
     ck_assert_int_eq(am2z_client_execute(c, "increment", st, "stop-1", NULL, &r), AM2Z_OK);
     ck_assert(r->success);

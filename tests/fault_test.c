@@ -12,6 +12,7 @@
     case leaves no daemon behind.
 */
 #include "am2z_client.h"
+#include "am2z_cluster.h"
 #include "am2z_testproc.h"
 #include "am2z_testutil.h"
 
@@ -35,86 +36,44 @@
    Processes
    ------------------------------------------------------------------------ */
 
-typedef struct {
-    am2z_testproc_t proc;
-    char dir[512];
-    char frontend[256];
-    char backend[256];
-    char events[256];
-} s_broker_t;
+/*  Broker and workers: short heartbeats, quiet logs. */
+static const char *const s_flags[] = { "--heartbeat", HB, "--liveness", LIVENESS,
+                                       "--log-level", "error", NULL };
+static const char *const s_periodic[] = { "--durability", "periodic", NULL };
 
-/*  Starts a broker on b->dir and the endpoints in b (same ones after a
-    kill: the data dir and the ports stay). Returns 0, or -1 when it did not
-    report ready (e.g. a port was taken). */
-static int
-s_broker_try(s_broker_t *b)
-{
-    char *argv[] = { AM2Z_BROKER_BIN, "--data-dir", b->dir, "--frontend", b->frontend,
-                     "--backend", b->backend, "--events", b->events, "--heartbeat", HB,
-                     "--liveness", LIVENESS, "--durability", "periodic",
-                     "--log-level", "error", NULL };
-    ck_assert_int_eq(am2z_testproc_start(&b->proc, argv), 0);
-    if (am2z_testproc_wait_line(&b->proc, "ready", 10000) != 0) {
-        am2z_testproc_stop(&b->proc, SIGKILL, 5000);
-        return -1;
-    }
-    /*  the ready line names the endpoints it bound */
-    ck_assert_int_eq(am2z_testproc_field(&b->proc, "frontend", b->frontend,
-                                         sizeof b->frontend), 0);
-    ck_assert_int_eq(am2z_testproc_field(&b->proc, "backend", b->backend,
-                                         sizeof b->backend), 0);
-    ck_assert_int_eq(am2z_testproc_field(&b->proc, "events", b->events,
-                                         sizeof b->events), 0);
-    return 0;
-}
-
-/*  Restart on the same data dir and ports. */
+/*  A broker on a new data dir and explicit free ports, which a restart
+    (am2z_cluster_start_broker) binds again. */
 static void
-s_broker_start(s_broker_t *b)
-{
-    ck_assert_msg(s_broker_try(b) == 0, "broker did not report ready on %s",
-                  b->frontend);
-}
-
-static void
-s_broker_new(s_broker_t *b, const char *tag)
+s_broker_new(am2z_cluster_t *b, const char *tag)
 {
     memset(b, 0, sizeof *b);
-    am2z_test_tmpdir(tag, b->dir, sizeof b->dir);
+    b->flags = s_flags;
     for (int tries = 0; tries < 5; tries++) {
-        snprintf(b->frontend, sizeof b->frontend, "tcp://127.0.0.1:%d", am2z_testproc_free_port());
-        snprintf(b->backend, sizeof b->backend, "tcp://127.0.0.1:%d", am2z_testproc_free_port());
-        snprintf(b->events, sizeof b->events, "tcp://127.0.0.1:%d", am2z_testproc_free_port());
-        if (s_broker_try(b) == 0)
+        am2z_cluster_pick_ports(b);
+        if (am2z_cluster_try_broker(b, tag, s_periodic) == 0)
             return;
     }
     ck_abort_msg("broker did not start");
 }
 
+/*  Restart on the same data dir and ports. */
 static void
-s_broker_end(s_broker_t *b)
+s_broker_start(am2z_cluster_t *b)
 {
-    int status = am2z_testproc_stop(&b->proc, SIGTERM, 10000);
-    ck_assert_msg(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
-                  "broker did not exit 0 on SIGTERM");
-    am2z_test_rmtree(b->dir);
+    am2z_cluster_start_broker(b, NULL, s_periodic);
 }
 
 static void
-s_worker_start_grace(am2z_testproc_t *w, const s_broker_t *b, const char *id,
+s_worker_start_grace(am2z_testproc_t *w, const am2z_cluster_t *b, const char *id,
                      const char *concurrency, const char *grace)
 {
-    char *argv[] = { AM2Z_EXAMPLE_WORKER_BIN, "--broker", (char *)b->backend,
-                     "--id", (char *)id, "--heartbeat", HB, "--liveness", LIVENESS,
-                     "--grace", (char *)grace, "--concurrency", (char *)concurrency,
-                     "--log-level", "error", NULL };
-    ck_assert_int_eq(am2z_testproc_start(w, argv), 0);
-    ck_assert_msg(am2z_testproc_wait_line(w, "ready", 10000) == 0,
-                  "worker %s did not report ready", id);
+    const char *const extra[] = { "--id", id, "--grace", grace,
+                                  "--concurrency", concurrency, NULL };
+    am2z_cluster_spawn_worker(b, w, extra);
 }
 
 static void
-s_worker_start(am2z_testproc_t *w, const s_broker_t *b, const char *id,
+s_worker_start(am2z_testproc_t *w, const am2z_cluster_t *b, const char *id,
                const char *concurrency)
 {
     s_worker_start_grace(w, b, id, concurrency, "10s");
@@ -129,15 +88,6 @@ s_worker_term(am2z_testproc_t *w)
                   "worker did not exit 0 on SIGTERM (status %d)", status);
 }
 
-static am2z_client_t *
-s_client(const s_broker_t *b)
-{
-    am2z_client_t *c = NULL;
-    ck_assert_int_eq(am2z_client_connect(b->frontend, &c), AM2Z_OK);
-    am2z_client_set_timeout(c, 10000);
-    return c;
-}
-
 static void
 s_pause_ms(long ms)
 {
@@ -147,10 +97,9 @@ s_pause_ms(long ms)
 
 /*  Polls (bounded) until the broker counts exactly `n` workers. */
 static void
-s_wait_workers(const s_broker_t *b, uint64_t n, int timeout_ms)
+s_wait_workers(const am2z_cluster_t *b, uint64_t n, int timeout_ms)
 {
-    am2z_client_t *c = s_client(b);
-    am2z_client_set_timeout(c, 1000);
+    am2z_client_t *c = am2z_cluster_client(b, 1000);
     am2z_stats_t st = { 0 };
     for (int waited = 0; waited < timeout_ms; waited += 20) {
         if (am2z_client_get_stats(c, &st) == AM2Z_OK && st.workers == n)
@@ -200,25 +149,6 @@ s_wait_status(am2z_client_t *c, const char *job, const char *want, int timeout_m
     ck_abort_msg("job %s is '%s', never '%s'", job, status, want);
 }
 
-/*  A version-1 state of `session` with one integer key. */
-static am2z_state_t *
-s_state(const char *session, const char *key, int64_t value)
-{
-    am2z_state_t *st = NULL, *next = NULL, *v1 = NULL;
-    ck_assert_int_eq(am2z_state_new(session, am2z_clock_wall_ms(), &st), AM2Z_OK);
-    am2z_changes_t *ch = am2z_changes_new();
-    ck_assert_int_eq(am2z_changes_set_int(ch, key, value), AM2Z_OK);
-    ck_assert_int_eq(am2z_state_apply(st, ch, am2z_clock_wall_ms(), 0, &next), AM2Z_OK);
-    ck_assert_int_eq(am2z_state_with_metadata(next, session, 1,
-                                              am2z_state_created_at(next),
-                                              am2z_state_last_updated(next), &v1),
-                     AM2Z_OK);
-    am2z_changes_destroy(&ch);
-    am2z_state_destroy(&st);
-    am2z_state_destroy(&next);
-    return v1;
-}
-
 static uint64_t
 s_stored_version(am2z_client_t *c, const char *session)
 {
@@ -235,16 +165,16 @@ s_stored_version(am2z_client_t *c, const char *session)
 
 START_TEST(test_fault_worker_sigkill_mid_job_completes_on_another_worker)
 {
-    s_broker_t b;
+    am2z_cluster_t b;
     s_broker_new(&b, "fault-wkill");
     am2z_testproc_t a, w2;
     s_worker_start(&a, &b, "worker-a", "4");
     s_wait_workers(&b, 1, 5000);
-    am2z_client_t *c = s_client(&b);
-    am2z_state_t *st = s_state("wkill-1", "ms", 2000);
+    am2z_client_t *c = am2z_cluster_client(&b, 10000);
+    am2z_state_t *st = am2z_cluster_state("wkill-1", "ms", 2000, NULL);
     char id[AM2Z_JOB_ID_MAX + 1];
     ck_assert_int_eq(am2z_client_submit(c, "sleep", st, "wkill-1", NULL, id), AM2Z_OK);
-    am2z_client_t *q = s_client(&b);
+    am2z_client_t *q = am2z_cluster_client(&b, 10000);
     s_wait_status(q, id, "active", 5000);       /* leased to A, the only one */
     s_worker_start(&w2, &b, "worker-b", "4");
     s_wait_workers(&b, 2, 5000);
@@ -272,7 +202,7 @@ START_TEST(test_fault_worker_sigkill_mid_job_completes_on_another_worker)
     am2z_client_destroy(&q);
     am2z_client_destroy(&c);
     s_worker_term(&w2);
-    s_broker_end(&b);
+    am2z_cluster_stop(&b);
 }
 END_TEST
 
@@ -280,7 +210,7 @@ enum { K_JOBS = 1000, K_SESSIONS = 50 };
 
 START_TEST(test_fault_broker_sigkill_with_1000_jobs_in_flight_loses_none)
 {
-    s_broker_t b;
+    am2z_cluster_t b;
     s_broker_new(&b, "fault-bkill");
     am2z_testproc_t w[2];
     s_worker_start(&w[0], &b, "worker-a", "4");
@@ -298,7 +228,7 @@ START_TEST(test_fault_broker_sigkill_with_1000_jobs_in_flight_loses_none)
         sessions[i] = sessions_buf[i];
         states[i] = NULL;
     }
-    am2z_client_t *c = s_client(&b);
+    am2z_client_t *c = am2z_cluster_client(&b, 10000);
     am2z_client_set_timeout(c, 30000);
     ck_assert_int_eq(am2z_client_submit_many(c, "increment", states, sessions, K_JOBS,
                                              ids), AM2Z_OK);
@@ -306,7 +236,7 @@ START_TEST(test_fault_broker_sigkill_with_1000_jobs_in_flight_loses_none)
         ck_assert_msg(strlen(ids[i]) > 0, "job %d not accepted: %s", i,
                       am2z_client_last_error(c));
     /*  all 1000 are durable: kill the broker now, mid-flight */
-    int status = am2z_testproc_stop(&b.proc, SIGKILL, 5000);
+    int status = am2z_testproc_stop(&b.broker, SIGKILL, 5000);
     ck_assert(status != -1 && WIFSIGNALED(status));
     am2z_client_destroy(&c);
 
@@ -314,7 +244,7 @@ START_TEST(test_fault_broker_sigkill_with_1000_jobs_in_flight_loses_none)
     s_wait_workers(&b, 2, 10000);                /* the workers came back */
 
     /*  a new client fetches every result by id, twice */
-    am2z_client_t *f = s_client(&b);
+    am2z_client_t *f = am2z_cluster_client(&b, 10000);
     static uint64_t version[K_JOBS];
     static int64_t count[K_JOBS];
     for (int pass = 0; pass < 2; pass++) {
@@ -350,25 +280,25 @@ START_TEST(test_fault_broker_sigkill_with_1000_jobs_in_flight_loses_none)
     am2z_client_destroy(&f);
     s_worker_term(&w[0]);
     s_worker_term(&w[1]);
-    s_broker_end(&b);
+    am2z_cluster_stop(&b);
 }
 END_TEST
 
 START_TEST(test_fault_worker_sigterm_drains_running_jobs)
 {
-    s_broker_t b;
+    am2z_cluster_t b;
     s_broker_new(&b, "fault-drain");
     am2z_testproc_t a, w2;
     s_worker_start(&a, &b, "worker-a", "4");
     s_wait_workers(&b, 1, 5000);
-    am2z_client_t *c = s_client(&b);
-    am2z_client_t *q = s_client(&b);
+    am2z_client_t *c = am2z_cluster_client(&b, 10000);
+    am2z_client_t *q = am2z_cluster_client(&b, 10000);
     enum { RUNNING = 4, EXTRA = 24 };
     char running[RUNNING][AM2Z_JOB_ID_MAX + 1], extra[EXTRA][AM2Z_JOB_ID_MAX + 1];
     for (int i = 0; i < RUNNING; i++) {
         char session[32];
         snprintf(session, sizeof session, "drain-%d", i);
-        am2z_state_t *st = s_state(session, "ms", 800 + 300 * i);   /* staggered */
+        am2z_state_t *st = am2z_cluster_state(session, "ms", 800 + 300 * i, NULL);   /* staggered */
         ck_assert_int_eq(am2z_client_submit(c, "sleep", st, session, NULL, running[i]),
                          AM2Z_OK);
         am2z_state_destroy(&st);
@@ -382,7 +312,7 @@ START_TEST(test_fault_worker_sigterm_drains_running_jobs)
     for (int i = 0; i < EXTRA; i++) {
         char session[32];
         snprintf(session, sizeof session, "drain-x%d", i);
-        am2z_state_t *st = s_state(session, "ms", 300);
+        am2z_state_t *st = am2z_cluster_state(session, "ms", 300, NULL);
         ck_assert_int_eq(am2z_client_submit(c, "sleep", st, session, NULL, extra[i]),
                          AM2Z_OK);
         am2z_state_destroy(&st);
@@ -420,21 +350,21 @@ START_TEST(test_fault_worker_sigterm_drains_running_jobs)
     am2z_client_destroy(&q);
     am2z_client_destroy(&c);
     s_worker_term(&w2);
-    s_broker_end(&b);
+    am2z_cluster_stop(&b);
 }
 END_TEST
 
 
 START_TEST(test_fault_worker_sigterm_past_grace_hands_job_back)
 {
-    s_broker_t b;
+    am2z_cluster_t b;
     s_broker_new(&b, "fault-handback");
     am2z_testproc_t a, w2;
     s_worker_start_grace(&a, &b, "worker-a", "2", "300ms");
     s_wait_workers(&b, 1, 5000);
-    am2z_client_t *c = s_client(&b);
-    am2z_client_t *q = s_client(&b);
-    am2z_state_t *st = s_state("handback-1", "ms", 3000);
+    am2z_client_t *c = am2z_cluster_client(&b, 10000);
+    am2z_client_t *q = am2z_cluster_client(&b, 10000);
+    am2z_state_t *st = am2z_cluster_state("handback-1", "ms", 3000, NULL);
     char id[AM2Z_JOB_ID_MAX + 1];
     ck_assert_int_eq(am2z_client_submit(c, "sleep", st, "handback-1", NULL, id), AM2Z_OK);
     s_wait_status(q, id, "active", 5000);
@@ -456,7 +386,7 @@ START_TEST(test_fault_worker_sigterm_past_grace_hands_job_back)
     am2z_client_destroy(&q);
     am2z_client_destroy(&c);
     s_worker_term(&w2);
-    s_broker_end(&b);
+    am2z_cluster_stop(&b);
 }
 END_TEST
 
@@ -464,7 +394,7 @@ enum { R_JOBS = 200, R_SESSIONS = 20 };
 
 START_TEST(test_fault_rolling_restart_of_workers_loses_nothing)
 {
-    s_broker_t b;
+    am2z_cluster_t b;
     s_broker_new(&b, "fault-roll");
     am2z_testproc_t w[2];
     s_worker_start(&w[0], &b, "roll-0", "4");
@@ -478,9 +408,9 @@ START_TEST(test_fault_rolling_restart_of_workers_loses_nothing)
     for (int i = 0; i < R_JOBS; i++) {
         snprintf(sessions_buf[i], sizeof sessions_buf[i], "roll-%d", i % R_SESSIONS);
         sessions[i] = sessions_buf[i];
-        states[i] = s_state(sessions[i], "ms", 60);
+        states[i] = am2z_cluster_state(sessions[i], "ms", 60, NULL);
     }
-    am2z_client_t *c = s_client(&b);
+    am2z_client_t *c = am2z_cluster_client(&b, 10000);
     ck_assert_int_eq(am2z_client_submit_many(c, "sleep",
                                              (const am2z_state_t *const *)states,
                                              sessions, R_JOBS, ids), AM2Z_OK);
@@ -512,18 +442,18 @@ START_TEST(test_fault_rolling_restart_of_workers_loses_nothing)
     am2z_client_destroy(&c);
     s_worker_term(&w[0]);
     s_worker_term(&w[1]);
-    s_broker_end(&b);
+    am2z_cluster_stop(&b);
 }
 END_TEST
 
 START_TEST(test_fault_workers_reregister_after_broker_restart)
 {
-    s_broker_t b;
+    am2z_cluster_t b;
     s_broker_new(&b, "fault-brestart");
     am2z_testproc_t w;
     s_worker_start(&w, &b, "worker-a", "2");
     s_wait_workers(&b, 1, 5000);
-    am2z_client_t *c = s_client(&b);
+    am2z_client_t *c = am2z_cluster_client(&b, 10000);
     am2z_result_t *r = NULL;
     ck_assert_int_eq(am2z_client_execute(c, "increment", NULL, "brestart-1", NULL, &r),
                      AM2Z_OK);
@@ -532,11 +462,11 @@ START_TEST(test_fault_workers_reregister_after_broker_restart)
     am2z_client_destroy(&c);
 
     for (int round = 0; round < 2; round++) {
-        int status = am2z_testproc_stop(&b.proc, SIGKILL, 5000);
+        int status = am2z_testproc_stop(&b.broker, SIGKILL, 5000);
         ck_assert(status != -1 && WIFSIGNALED(status));
         s_broker_start(&b);
         s_wait_workers(&b, 1, 10000);
-        c = s_client(&b);
+        c = am2z_cluster_client(&b, 10000);
         ck_assert_int_eq(am2z_client_execute(c, "increment", NULL, "brestart-1", NULL, &r),
                          AM2Z_OK);
         ck_assert(r->success);
@@ -547,7 +477,7 @@ START_TEST(test_fault_workers_reregister_after_broker_restart)
         am2z_client_destroy(&c);
     }
     s_worker_term(&w);
-    s_broker_end(&b);
+    am2z_cluster_stop(&b);
 }
 END_TEST
 

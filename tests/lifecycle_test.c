@@ -10,6 +10,7 @@
     and waits for the event it needs.
 */
 #include "am2z_client.h"
+#include "am2z_cluster.h"
 #include "am2z_json.h"
 #include "am2z_testproc.h"
 #include "am2z_testutil.h"
@@ -22,109 +23,6 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-typedef struct {
-    char dir[512];
-    am2z_testproc_t broker;
-    am2z_testproc_t worker;
-    char frontend[256], backend[256], events[256];
-} s_env_t;
-
-static void
-s_start_worker(s_env_t *env)
-{
-    char *argv[] = { AM2Z_EXAMPLE_WORKER_BIN, "--broker", env->backend,
-                     "--heartbeat", "200ms", "--log-level", "warn", NULL };
-    ck_assert_int_eq(am2z_testproc_start(&env->worker, argv), 0);
-    ck_assert_msg(am2z_testproc_wait_line(&env->worker, "ready", 10000) == 0,
-                  "worker did not report ready");
-    am2z_client_t *c = NULL;
-    ck_assert_int_eq(am2z_client_connect(env->frontend, &c), AM2Z_OK);
-    am2z_client_set_timeout(c, 2000);
-    am2z_stats_t st = { 0 };
-    for (int i = 0; i < 500 && st.workers < 1; i++) {
-        if (am2z_client_get_stats(c, &st) != AM2Z_OK || st.workers < 1)
-            usleep(10 * 1000);
-    }
-    ck_assert_uint_ge(st.workers, 1);
-    am2z_client_destroy(&c);
-}
-
-/*  Starts a broker on env->dir (made once) with extra settings (NULL-ended),
-    then one worker. */
-static void
-s_start(s_env_t *env, const char *tag, const char *const *extra)
-{
-    if (!env->dir[0])
-        am2z_test_tmpdir(tag, env->dir, sizeof env->dir);
-    char *argv[40];
-    int n = 0;
-    const char *base[] = { AM2Z_BROKER_BIN, "--data-dir", env->dir,
-                           "--frontend", "tcp://127.0.0.1:*", "--backend", "tcp://127.0.0.1:*",
-                           "--events", "tcp://127.0.0.1:*", "--heartbeat", "200ms",
-                           "--log-level", "warn", NULL };
-    for (int i = 0; base[i]; i++)
-        argv[n++] = (char *)base[i];
-    for (int i = 0; extra && extra[i] && n < 38; i++)
-        argv[n++] = (char *)extra[i];
-    argv[n] = NULL;
-    ck_assert_int_eq(am2z_testproc_start(&env->broker, argv), 0);
-    ck_assert_msg(am2z_testproc_wait_line(&env->broker, "ready", 10000) == 0,
-                  "broker did not report ready");
-    ck_assert_int_eq(am2z_testproc_field(&env->broker, "frontend", env->frontend,
-                                         sizeof env->frontend), 0);
-    ck_assert_int_eq(am2z_testproc_field(&env->broker, "backend", env->backend,
-                                         sizeof env->backend), 0);
-    ck_assert_int_eq(am2z_testproc_field(&env->broker, "events", env->events,
-                                         sizeof env->events), 0);
-    s_start_worker(env);
-}
-
-/*  Stops worker and broker (SIGTERM: both must exit 0); keeps the dir. */
-static void
-s_halt(s_env_t *env)
-{
-    am2z_testproc_stop(&env->worker, SIGTERM, 10000);
-    int status = am2z_testproc_stop(&env->broker, SIGTERM, 15000);
-    ck_assert_msg(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
-                  "broker did not exit 0 on SIGTERM");
-}
-
-static void
-s_stop(s_env_t *env)
-{
-    s_halt(env);
-    am2z_test_rmtree(env->dir);
-}
-
-static am2z_client_t *
-s_client(const s_env_t *env, uint64_t timeout_ms)
-{
-    am2z_client_t *c = NULL;
-    ck_assert_int_eq(am2z_client_connect(env->frontend, &c), AM2Z_OK);
-    am2z_client_set_timeout(c, timeout_ms);
-    return c;
-}
-
-/*  A version-1 state of `session` with key = value. */
-static am2z_state_t *
-s_state(const char *session, const char *key, int64_t value, const char *text)
-{
-    am2z_state_t *st = NULL, *next = NULL, *v1 = NULL;
-    ck_assert_int_eq(am2z_state_new(session, am2z_clock_wall_ms(), &st), AM2Z_OK);
-    am2z_changes_t *ch = am2z_changes_new();
-    if (text)
-        ck_assert_int_eq(am2z_changes_set_str(ch, key, text), AM2Z_OK);
-    else
-        ck_assert_int_eq(am2z_changes_set_int(ch, key, value), AM2Z_OK);
-    ck_assert_int_eq(am2z_state_apply(st, ch, am2z_clock_wall_ms(), 0, &next), AM2Z_OK);
-    ck_assert_int_eq(am2z_state_with_metadata(next, session, 1, am2z_state_created_at(next),
-                                              am2z_state_last_updated(next), &v1), AM2Z_OK);
-    am2z_changes_destroy(&ch);
-    am2z_state_destroy(&st);
-    am2z_state_destroy(&next);
-    return v1;
-}
 
 /*  Runs `increment` in session and returns its job id; count is the
     resulting count. */
@@ -146,7 +44,7 @@ s_increment(am2z_client_t *c, const char *session, char job[AM2Z_JOB_ID_MAX + 1]
 static void
 s_fail_job(am2z_client_t *c, const char *session, char job[AM2Z_JOB_ID_MAX + 1])
 {
-    am2z_state_t *st = s_state(session, "category", 0, "business");
+    am2z_state_t *st = am2z_cluster_state(session, "category", 0, "business");
     am2z_result_t *r = NULL;
     ck_assert_int_eq(am2z_client_execute(c, "fail", st, session, NULL, &r), AM2Z_OK);
     ck_assert(!r->success);
@@ -161,16 +59,16 @@ static void
 s_submit(am2z_client_t *c, const char *proc, const char *session, const char *key,
          int64_t value, char job[AM2Z_JOB_ID_MAX + 1])
 {
-    am2z_state_t *st = key ? s_state(session, key, value, NULL) : NULL;
+    am2z_state_t *st = key ? am2z_cluster_state(session, key, value, NULL) : NULL;
     ck_assert_int_eq(am2z_client_submit(c, proc, st, session, NULL, job), AM2Z_OK);
     am2z_state_destroy(&st);
 }
 
 /*  Is the job's result stored? Fetched by a fresh client (nothing cached). */
 static int
-s_fetch(const s_env_t *env, const char *job)
+s_fetch(const am2z_cluster_t *env, const char *job)
 {
-    am2z_client_t *c = s_client(env, 5000);
+    am2z_client_t *c = am2z_cluster_client(env, 5000);
     am2z_result_t *r = NULL;
     int rc = am2z_client_wait(c, job, 5000, &r);
     am2z_result_destroy(&r);
@@ -220,7 +118,7 @@ s_store_count(am2z_client_t *c, const char *db)
 }
 
 static void
-s_assert_stored(const s_env_t *env, am2z_client_t *c, const char *session, const char *job,
+s_assert_stored(const am2z_cluster_t *env, am2z_client_t *c, const char *session, const char *job,
                 int64_t count)
 {
     am2z_state_t *st = NULL;
@@ -236,7 +134,7 @@ s_assert_stored(const s_env_t *env, am2z_client_t *c, const char *session, const
 }
 
 static void
-s_assert_gone(const s_env_t *env, am2z_client_t *c, const char *session, const char *job)
+s_assert_gone(const am2z_cluster_t *env, am2z_client_t *c, const char *session, const char *job)
 {
     am2z_state_t *st = NULL;
     ck_assert_int_eq(am2z_client_get_state(c, session, &st), AM2Z_ENOTFOUND);
@@ -252,9 +150,9 @@ s_assert_gone(const s_env_t *env, am2z_client_t *c, const char *session, const c
 
 START_TEST(test_session_info_counts_and_survives_restart)
 {
-    s_env_t env = { 0 };
-    s_start(&env, "lc-info", NULL);
-    am2z_client_t *c = s_client(&env, 15000);
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start(&env, "lc-info", NULL);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     uint64_t before = am2z_clock_wall_ms();
     s_increment(c, "info-1", NULL, NULL);
     s_increment(c, "info-1", NULL, NULL);
@@ -296,9 +194,9 @@ START_TEST(test_session_info_counts_and_survives_restart)
     am2z_client_destroy(&c);
 
     /* created, last activity and counts come back from the store */
-    s_halt(&env);
-    s_start(&env, "lc-info", NULL);
-    c = s_client(&env, 15000);
+    am2z_cluster_halt(&env);
+    am2z_cluster_start(&env, "lc-info", NULL);
+    c = am2z_cluster_client(&env, 15000);
     ck_assert_int_eq(am2z_client_session_info(c, "info-1", &si), AM2Z_OK);
     ck_assert_uint_eq(si.created_ms, created);
     ck_assert_uint_eq(si.last_activity_ms, last);
@@ -306,7 +204,7 @@ START_TEST(test_session_info_counts_and_survives_restart)
     ck_assert_uint_eq(si.failed, 1);
     ck_assert_int_eq(am2z_client_session_info(c, "info-2", &si), AM2Z_ENOTFOUND);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
@@ -329,9 +227,9 @@ START_TEST(test_stop_session_waits_for_running_job_and_cleans_up)
     /* a grace far beyond the client's timeout: the reply can only come in
        time if the running job saw its cancellation flag and ended */
     const char *extra[] = { "--stop-grace", "120s", NULL };
-    s_env_t env = { 0 };
-    s_start(&env, "lc-stop", extra);
-    am2z_client_t *c = s_client(&env, 30000);
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start(&env, "lc-stop", extra);
+    am2z_client_t *c = am2z_cluster_client(&env, 30000);
     char done[AM2Z_JOB_ID_MAX + 1], sleeper[AM2Z_JOB_ID_MAX + 1];
     char q1[AM2Z_JOB_ID_MAX + 1], q2[AM2Z_JOB_ID_MAX + 1];
     int64_t count = 0;
@@ -380,16 +278,16 @@ START_TEST(test_stop_session_waits_for_running_job_and_cleans_up)
     ck_assert_uint_eq(rep.cancelled, 0);
     ck_assert_int_eq(am2z_client_stop_session(c, "bad id!", false), AM2Z_EINVAL);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
 START_TEST(test_stop_grace_expiry_and_late_done_never_touch_new_incarnation)
 {
     const char *extra[] = { "--stop-grace", "100ms", NULL };
-    s_env_t env = { 0 };
-    s_start(&env, "lc-grace", extra);
-    am2z_client_t *c = s_client(&env, 15000);
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start(&env, "lc-grace", extra);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     char stubborn[AM2Z_JOB_ID_MAX + 1];
     s_submit(c, "sleep-stubborn", "late-1", "ms", 2000, stubborn);
     s_wait_counts(c, "late-1", 0, 1);
@@ -422,15 +320,15 @@ START_TEST(test_stop_grace_expiry_and_late_done_never_touch_new_incarnation)
     am2z_state_destroy(&st);
     ck_assert_int_eq(s_fetch(&env, job), AM2Z_OK);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
 START_TEST(test_stop_keep_state_keeps_state_and_results)
 {
-    s_env_t env = { 0 };
-    s_start(&env, "lc-keep", NULL);
-    am2z_client_t *c = s_client(&env, 15000);
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start(&env, "lc-keep", NULL);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     char a[AM2Z_JOB_ID_MAX + 1], b[AM2Z_JOB_ID_MAX + 1];
     s_increment(c, "keep-1", a, NULL);
     s_increment(c, "keep-1", b, NULL);
@@ -451,15 +349,15 @@ START_TEST(test_stop_keep_state_keeps_state_and_results)
     s_increment(c, "keep-1", NULL, &count);
     ck_assert_int_eq(count, 3);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
 START_TEST(test_stop_never_touches_prefix_named_sessions)
 {
-    s_env_t env = { 0 };
-    s_start(&env, "lc-prefix", NULL);
-    am2z_client_t *c = s_client(&env, 15000);
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start(&env, "lc-prefix", NULL);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     const char *ids[] = { "s1", "s10", "s1:x", "s" };
     char jobs[4][AM2Z_JOB_ID_MAX + 1];
     for (int i = 0; i < 4; i++)
@@ -473,7 +371,7 @@ START_TEST(test_stop_never_touches_prefix_named_sessions)
     ck_assert_int_eq(s_store_count(c, "done"), 3);
     ck_assert_int_eq(s_store_count(c, "sessinfo"), 3);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
@@ -509,9 +407,9 @@ s_on_event(const am2z_event_t *ev, void *arg)
 START_TEST(test_idle_sessions_expire_after_ttl)
 {
     const char *extra[] = { "--session-ttl", "700ms", NULL };
-    s_env_t env = { 0 };
-    s_start(&env, "lc-ttl", extra);
-    am2z_client_t *c = s_client(&env, 15000);
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start(&env, "lc-ttl", extra);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     am2z_events_t *feed = NULL;
     ck_assert_int_eq(am2z_events_subscribe(env.events, "", NULL, &feed), AM2Z_OK);
     s_feed_t f = { .session = "ttl-1" };
@@ -523,7 +421,7 @@ START_TEST(test_idle_sessions_expire_after_ttl)
     ck_assert(f.any);
 
     /* a busy session does not expire: this job outlives the TTL */
-    am2z_state_t *st = s_state("ttl-1", "ms", 1500, NULL);
+    am2z_state_t *st = am2z_cluster_state("ttl-1", "ms", 1500, NULL);
     am2z_result_t *r = NULL;
     ck_assert_int_eq(am2z_client_execute(c, "sleep", st, "ttl-1", NULL, &r), AM2Z_OK);
     ck_assert(r->success);
@@ -544,15 +442,15 @@ START_TEST(test_idle_sessions_expire_after_ttl)
     am2z_client_destroy(&c);
 
     /* a session known only from the store expires after a restart */
-    s_halt(&env);
+    am2z_cluster_halt(&env);
     const char *none[] = { "--session-ttl", "0", NULL };
-    s_start(&env, "lc-ttl", none);
-    c = s_client(&env, 15000);
+    am2z_cluster_start(&env, "lc-ttl", none);
+    c = am2z_cluster_client(&env, 15000);
     s_increment(c, "ttl-2", job, NULL);
     am2z_client_destroy(&c);
-    s_halt(&env);
-    s_start(&env, "lc-ttl", extra);
-    c = s_client(&env, 15000);
+    am2z_cluster_halt(&env);
+    am2z_cluster_start(&env, "lc-ttl", extra);
+    c = am2z_cluster_client(&env, 15000);
     am2z_session_info_t si;
     int rc = AM2Z_OK;
     for (int i = 0; i < 1500 && rc == AM2Z_OK; i++) {
@@ -563,7 +461,7 @@ START_TEST(test_idle_sessions_expire_after_ttl)
     ck_assert_int_eq(rc, AM2Z_ENOTFOUND);
     s_assert_gone(&env, c, "ttl-2", job);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
@@ -574,9 +472,9 @@ END_TEST
 START_TEST(test_retention_by_count_keeps_the_newest)
 {
     const char *extra[] = { "--retain-completed", "3", "--retain-failed", "2", NULL };
-    s_env_t env = { 0 };
-    s_start(&env, "lc-retain", extra);
-    am2z_client_t *c = s_client(&env, 15000);
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start(&env, "lc-retain", extra);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     char ok[6][AM2Z_JOB_ID_MAX + 1], bad[3][AM2Z_JOB_ID_MAX + 1];
     for (int i = 0; i < 6; i++)
         s_increment(c, i % 2 ? "ret-a" : "ret-b", ok[i], NULL);
@@ -594,9 +492,9 @@ START_TEST(test_retention_by_count_keeps_the_newest)
     ck_assert_int_eq(s_store_count(c, "bysession"), 5);
     /* counts are recounted at start: the bound holds after a restart */
     am2z_client_destroy(&c);
-    s_halt(&env);
-    s_start(&env, "lc-retain", extra);
-    c = s_client(&env, 15000);
+    am2z_cluster_halt(&env);
+    am2z_cluster_start(&env, "lc-retain", extra);
+    c = am2z_cluster_client(&env, 15000);
     char more[AM2Z_JOB_ID_MAX + 1];
     s_increment(c, "ret-b", more, NULL);
     ck_assert_int_eq(s_fetch(&env, ok[3]), AM2Z_ENOTFOUND);
@@ -607,16 +505,16 @@ START_TEST(test_retention_by_count_keeps_the_newest)
     ck_assert_int_eq(s_store_count(c, "done"), s_store_count(c, "results"));
     ck_assert_int_eq(s_store_count(c, "bysession"), s_store_count(c, "results"));
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
 START_TEST(test_retention_by_age)
 {
     const char *extra[] = { "--retain-completed-age", "1s", NULL };
-    s_env_t env = { 0 };
-    s_start(&env, "lc-age", extra);
-    am2z_client_t *c = s_client(&env, 15000);
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start(&env, "lc-age", extra);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     char job[AM2Z_JOB_ID_MAX + 1];
     s_increment(c, "age-1", job, NULL);
     int rc = AM2Z_OK;
@@ -636,16 +534,16 @@ START_TEST(test_retention_by_age)
     ck_assert_int_ge(json_integer_value(json_object_get(j, "resultsTrimmed")), 1);
     json_decref(j);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
 START_TEST(test_dlq_bound_drops_the_oldest)
 {
     const char *extra[] = { "--dlq-max", "2", NULL };
-    s_env_t env = { 0 };
-    s_start(&env, "lc-dlq", extra);
-    am2z_client_t *c = s_client(&env, 15000);
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start(&env, "lc-dlq", extra);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     char jobs[4][AM2Z_JOB_ID_MAX + 1];
     for (int i = 0; i < 4; i++) {
         /* ids start with their millisecond: one ms apart, age order is id order */
@@ -676,29 +574,13 @@ START_TEST(test_dlq_bound_drops_the_oldest)
     ck_assert_int_eq(json_integer_value(json_object_get(j, "dlqDropped")), 2);
     json_decref(j);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
 /* ---------------------------------------------------------------------------
    Leak check
    ------------------------------------------------------------------------ */
-
-/*  VmRSS of a process in KiB, or -1. */
-static long
-s_rss_kib(pid_t pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    long kib = -1;
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
-            break;
-    if (f)
-        fclose(f);
-    return kib;
-}
 
 static void
 s_cycles(am2z_client_t *c, int from, int to)
@@ -732,18 +614,18 @@ s_cycle_count(void)
 START_TEST(test_create_execute_stop_cycles_leave_nothing_behind)
 {
     const char *extra[] = { "--durability", "periodic", NULL };
-    s_env_t env = { 0 };
-    s_start(&env, "lc-leak", extra);
-    am2z_client_t *c = s_client(&env, 15000);
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start(&env, "lc-leak", extra);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     json_t *j = s_stats(c);
     json_t *baseline = json_deep_copy(json_object_get(j, "store"));
     json_decref(j);
 
     int cycles = s_cycle_count();
     s_cycles(c, 0, S_WARMUP);
-    long rss0 = s_rss_kib(env.broker.pid);
+    long rss0 = am2z_cluster_broker_rss_kib(&env);
     s_cycles(c, S_WARMUP, S_WARMUP + cycles);
-    long rss1 = s_rss_kib(env.broker.pid);
+    long rss1 = am2z_cluster_broker_rss_kib(&env);
 
     j = s_stats(c);
     json_t *store = json_object_get(j, "store");
@@ -775,7 +657,7 @@ START_TEST(test_create_execute_stop_cycles_leave_nothing_behind)
                   "broker RSS grew from %ld to %ld KiB over %d cycles", rss0, rss1, cycles);
 #endif
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 

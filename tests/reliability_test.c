@@ -8,6 +8,7 @@
     wait is bounded and waits for the event it needs.
 */
 #include "am2z_client.h"
+#include "am2z_cluster.h"
 #include "am2z_testproc.h"
 #include "am2z_testutil.h"
 
@@ -18,119 +19,6 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-typedef struct {
-    char dir[512];
-    am2z_testproc_t broker;
-    am2z_testproc_t worker;
-    char frontend[256], backend[256], events[256];
-} s_env_t;
-
-static void
-s_start_worker(s_env_t *env)
-{
-    char *argv[] = { AM2Z_EXAMPLE_WORKER_BIN, "--broker", env->backend,
-                     "--heartbeat", "200ms", "--log-level", "warn", NULL };
-    ck_assert_int_eq(am2z_testproc_start(&env->worker, argv), 0);
-    ck_assert_msg(am2z_testproc_wait_line(&env->worker, "ready", 10000) == 0,
-                  "worker did not report ready");
-    /* bounded: until the broker counts it */
-    am2z_client_t *c = NULL;
-    ck_assert_int_eq(am2z_client_connect(env->frontend, &c), AM2Z_OK);
-    am2z_client_set_timeout(c, 2000);
-    am2z_stats_t st = { 0 };
-    for (int i = 0; i < 500 && st.workers < 1; i++) {
-        if (am2z_client_get_stats(c, &st) != AM2Z_OK || st.workers < 1)
-            usleep(10 * 1000);
-    }
-    ck_assert_uint_ge(st.workers, 1);
-    am2z_client_destroy(&c);
-}
-
-/*  Starts a broker on env->dir (made once) with extra settings (NULL-ended
-    pairs), then one worker. */
-static void
-s_start(s_env_t *env, const char *tag, const char *const *extra)
-{
-    if (!env->dir[0])
-        am2z_test_tmpdir(tag, env->dir, sizeof env->dir);
-    char *argv[32];
-    int n = 0;
-    const char *base[] = { AM2Z_BROKER_BIN, "--data-dir", env->dir,
-                           "--frontend", "tcp://127.0.0.1:*", "--backend", "tcp://127.0.0.1:*",
-                           "--events", "tcp://127.0.0.1:*", "--heartbeat", "200ms",
-                           "--log-level", "warn", NULL };
-    for (int i = 0; base[i]; i++)
-        argv[n++] = (char *)base[i];
-    for (int i = 0; extra && extra[i] && n < 30; i++)
-        argv[n++] = (char *)extra[i];
-    argv[n] = NULL;
-    ck_assert_int_eq(am2z_testproc_start(&env->broker, argv), 0);
-    ck_assert_msg(am2z_testproc_wait_line(&env->broker, "ready", 10000) == 0,
-                  "broker did not report ready");
-    ck_assert_int_eq(am2z_testproc_field(&env->broker, "frontend", env->frontend,
-                                         sizeof env->frontend), 0);
-    ck_assert_int_eq(am2z_testproc_field(&env->broker, "backend", env->backend,
-                                         sizeof env->backend), 0);
-    ck_assert_int_eq(am2z_testproc_field(&env->broker, "events", env->events,
-                                         sizeof env->events), 0);
-    s_start_worker(env);
-}
-
-static void
-s_stop(s_env_t *env)
-{
-    am2z_testproc_stop(&env->worker, SIGTERM, 10000);
-    int status = am2z_testproc_stop(&env->broker, SIGTERM, 15000);
-    ck_assert_msg(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
-                  "broker did not exit 0 on SIGTERM");
-    am2z_test_rmtree(env->dir);
-}
-
-static am2z_client_t *
-s_client(const s_env_t *env)
-{
-    am2z_client_t *c = NULL;
-    ck_assert_int_eq(am2z_client_connect(env->frontend, &c), AM2Z_OK);
-    am2z_client_set_timeout(c, 15000);
-    return c;
-}
-
-/*  Resident set size of a process in KiB (VmRSS), or -1. */
-static long
-s_rss_kib(pid_t pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    long kib = -1;
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
-            break;
-    if (f)
-        fclose(f);
-    return kib;
-}
-
-/*  A version-1 state of `session` with key = value (int) or key = text. */
-static am2z_state_t *
-s_state(const char *session, const char *key, int64_t value, const char *text)
-{
-    am2z_state_t *st = NULL, *next = NULL, *v1 = NULL;
-    ck_assert_int_eq(am2z_state_new(session, am2z_clock_wall_ms(), &st), AM2Z_OK);
-    am2z_changes_t *ch = am2z_changes_new();
-    if (text)
-        ck_assert_int_eq(am2z_changes_set_str(ch, key, text), AM2Z_OK);
-    else
-        ck_assert_int_eq(am2z_changes_set_int(ch, key, value), AM2Z_OK);
-    ck_assert_int_eq(am2z_state_apply(st, ch, am2z_clock_wall_ms(), 0, &next), AM2Z_OK);
-    ck_assert_int_eq(am2z_state_with_metadata(next, session, 1, am2z_state_created_at(next),
-                                              am2z_state_last_updated(next), &v1), AM2Z_OK);
-    am2z_changes_destroy(&ch);
-    am2z_state_destroy(&st);
-    am2z_state_destroy(&next);
-    return v1;
-}
 
 /*  Events of one client's own jobs: name, attempt, broker timestamp. */
 typedef struct {
@@ -200,12 +88,12 @@ s_in_dlq(am2z_client_t *c, const char *proc, const char *job_id, uint32_t *attem
 
 START_TEST(test_rel_flaky_succeeds_on_third_attempt_with_failed_events)
 {
-    s_env_t env = { 0 };
-    s_start(&env, "rel-flaky", NULL);
-    am2z_client_t *c = s_client(&env);
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start(&env, "rel-flaky", NULL);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     s_log_t log = { 0 };
     ck_assert_int_eq(am2z_client_on_event(c, "", s_record, &log), AM2Z_OK);
-    am2z_state_t *st = s_state("flaky-1", "failures", 2, NULL);
+    am2z_state_t *st = am2z_cluster_state("flaky-1", "failures", 2, NULL);
     am2z_result_t *r = NULL;
     ck_assert_int_eq(am2z_client_execute(c, "flaky", st, "flaky-1", NULL, &r), AM2Z_OK);
     ck_assert_msg(r->success, "flaky failed: %s", r->error ? r->error->message : "?");
@@ -221,18 +109,18 @@ START_TEST(test_rel_flaky_succeeds_on_third_attempt_with_failed_events)
     am2z_result_destroy(&r);
     am2z_state_destroy(&st);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
 START_TEST(test_rel_exhausted_job_fails_with_attempts_and_is_dead_lettered)
 {
-    s_env_t env = { 0 };
-    s_start(&env, "rel-exhaust", NULL);
-    am2z_client_t *c = s_client(&env);
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start(&env, "rel-exhaust", NULL);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     s_log_t log = { 0 };
     ck_assert_int_eq(am2z_client_on_event(c, "", s_record, &log), AM2Z_OK);
-    am2z_state_t *st = s_state("exh-1", "category", 0, "execution");
+    am2z_state_t *st = am2z_cluster_state("exh-1", "category", 0, "execution");
     am2z_result_t *r = NULL;
     ck_assert_int_eq(am2z_client_execute(c, "fail-retry", st, "exh-1", NULL, &r), AM2Z_OK);
     ck_assert(!r->success);
@@ -256,18 +144,18 @@ START_TEST(test_rel_exhausted_job_fails_with_attempts_and_is_dead_lettered)
     am2z_result_destroy(&r);
     am2z_state_destroy(&st);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
 START_TEST(test_rel_non_retryable_validation_failure_runs_once)
 {
-    s_env_t env = { 0 };
-    s_start(&env, "rel-valid", NULL);
-    am2z_client_t *c = s_client(&env);
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start(&env, "rel-valid", NULL);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     s_log_t log = { 0 };
     ck_assert_int_eq(am2z_client_on_event(c, "", s_record, &log), AM2Z_OK);
-    am2z_state_t *st = s_state("val-1", "category", 0, "validation");
+    am2z_state_t *st = am2z_cluster_state("val-1", "category", 0, "validation");
     am2z_result_t *r = NULL;
     ck_assert_int_eq(am2z_client_execute(c, "fail-retry", st, "val-1", NULL, &r), AM2Z_OK);
     ck_assert(!r->success);
@@ -279,15 +167,15 @@ START_TEST(test_rel_non_retryable_validation_failure_runs_once)
     am2z_result_destroy(&r);
     am2z_state_destroy(&st);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
 START_TEST(test_rel_exponential_backoff_spaces_attempts)
 {
-    s_env_t env = { 0 };
-    s_start(&env, "rel-backoff", NULL);
-    am2z_client_t *c = s_client(&env);
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start(&env, "rel-backoff", NULL);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     s_log_t log = { 0 };
     ck_assert_int_eq(am2z_client_on_event(c, "", s_record, &log), AM2Z_OK);
     am2z_result_t *r = NULL;
@@ -305,7 +193,7 @@ START_TEST(test_rel_exponential_backoff_spaces_attempts)
     }
     am2z_result_destroy(&r);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
@@ -317,7 +205,7 @@ END_TEST
 static void
 s_make_dead_letter(am2z_client_t *c, const char *session, char id[AM2Z_JOB_ID_MAX + 1])
 {
-    am2z_state_t *st = s_state(session, "category", 0, "execution");
+    am2z_state_t *st = am2z_cluster_state(session, "category", 0, "execution");
     am2z_result_t *r = NULL;
     ck_assert_int_eq(am2z_client_execute(c, "fail-retry", st, session, NULL, &r), AM2Z_OK);
     ck_assert(!r->success);
@@ -328,9 +216,9 @@ s_make_dead_letter(am2z_client_t *c, const char *session, char id[AM2Z_JOB_ID_MA
 
 START_TEST(test_rel_dlq_retry_and_discard_through_the_client)
 {
-    s_env_t env = { 0 };
-    s_start(&env, "rel-dlq", NULL);
-    am2z_client_t *c = s_client(&env);
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start(&env, "rel-dlq", NULL);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     char id[AM2Z_JOB_ID_MAX + 1];
     s_make_dead_letter(c, "dlq-1", id);
     ck_assert(s_in_dlq(c, "fail-retry", id, NULL));
@@ -338,7 +226,7 @@ START_TEST(test_rel_dlq_retry_and_discard_through_the_client)
     /* retry: same id, fresh attempts; another client waits by that id */
     ck_assert_int_eq(am2z_client_dlq_retry(c, id), AM2Z_OK);
     ck_assert(!s_in_dlq(c, "fail-retry", id, NULL));
-    am2z_client_t *other = s_client(&env);
+    am2z_client_t *other = am2z_cluster_client(&env, 15000);
     am2z_result_t *r = NULL;
     ck_assert_int_eq(am2z_client_wait(other, id, 10000, &r), AM2Z_OK);
     ck_assert(!r->success);
@@ -362,25 +250,17 @@ START_TEST(test_rel_dlq_retry_and_discard_through_the_client)
     ck_assert_int_eq(am2z_client_dlq_retry(c, "bad/id"), AM2Z_EINVAL);
     am2z_client_destroy(&other);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
 static char s_out[65536];
 
 static int
-s_cli(const s_env_t *env, const char *a0, const char *a1, const char *a2)
+s_cli(const am2z_cluster_t *env, const char *a0, const char *a1, const char *a2)
 {
-    char *argv[10];
-    int n = 0;
-    argv[n++] = AM2Z_BIN;
-    const char *args[] = { a0, a1, a2 };
-    for (int i = 0; i < 3 && args[i]; i++)
-        argv[n++] = (char *)args[i];
-    argv[n++] = "--broker";
-    argv[n++] = (char *)env->frontend;
-    argv[n] = NULL;
-    return am2z_testproc_run(argv, s_out, sizeof s_out, 30000);
+    const char *const args[] = { a0, a1, a2, NULL };
+    return am2z_cluster_cli(env, args, s_out, sizeof s_out);
 }
 
 static json_t *
@@ -393,7 +273,7 @@ s_json(void)
 }
 
 static bool
-s_cli_lists(const s_env_t *env, const char *id)
+s_cli_lists(const am2z_cluster_t *env, const char *id)
 {
     ck_assert_int_eq(s_cli(env, "dlq", "list", NULL), 0);
     json_t *j = s_json();
@@ -414,9 +294,9 @@ s_cli_lists(const s_env_t *env, const char *id)
 
 START_TEST(test_rel_dlq_cli_lists_retries_and_discards)
 {
-    s_env_t env = { 0 };
-    s_start(&env, "rel-dlqcli", NULL);
-    am2z_client_t *c = s_client(&env);
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start(&env, "rel-dlqcli", NULL);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     char id[AM2Z_JOB_ID_MAX + 1];
     s_make_dead_letter(c, "dlqcli-1", id);
     ck_assert(s_cli_lists(&env, id));
@@ -443,7 +323,7 @@ START_TEST(test_rel_dlq_cli_lists_retries_and_discards)
     ck_assert_int_eq(s_cli(&env, "dlq", "--help", NULL), 0);
     ck_assert_ptr_nonnull(strstr(s_out, "retry JOB"));
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
@@ -474,11 +354,11 @@ s_assert_unchanged(am2z_client_t *c, const char *session)
 
 START_TEST(test_rel_timeout_fails_attempt_with_timeout_error)
 {
-    s_env_t env = { 0 };
-    s_start(&env, "rel-timeout", NULL);
-    am2z_client_t *c = s_client(&env);
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start(&env, "rel-timeout", NULL);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     s_seed(c, "to-1");
-    am2z_state_t *st = s_state("to-1", "ms", 500, NULL);
+    am2z_state_t *st = am2z_cluster_state("to-1", "ms", 500, NULL);
     am2z_submit_opts_t opts = { .timeout_ms = 100 };
     am2z_result_t *r = NULL;
     ck_assert_int_eq(am2z_client_execute(c, "sleep", st, "to-1", &opts, &r), AM2Z_OK);
@@ -495,18 +375,18 @@ START_TEST(test_rel_timeout_fails_attempt_with_timeout_error)
     s_seed(c, "to-2");
     am2z_state_destroy(&st);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
 START_TEST(test_rel_late_done_after_lease_expiry_is_rejected)
 {
-    s_env_t env = { 0 };
-    s_start(&env, "rel-late", NULL);
-    am2z_client_t *c = s_client(&env);
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start(&env, "rel-late", NULL);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     s_seed(c, "late-1");
     /* sleep-stubborn ignores CANCEL and succeeds 500 ms after its 100 ms lease */
-    am2z_state_t *st = s_state("late-1", "ms", 600, NULL);
+    am2z_state_t *st = am2z_cluster_state("late-1", "ms", 600, NULL);
     am2z_submit_opts_t opts = { .timeout_ms = 100 };
     am2z_result_t *r = NULL;
     ck_assert_int_eq(am2z_client_execute(c, "sleep-stubborn", st, "late-1", &opts, &r), AM2Z_OK);
@@ -517,7 +397,7 @@ START_TEST(test_rel_late_done_after_lease_expiry_is_rejected)
     am2z_result_destroy(&r);
     /* sleep-stubborn has one slot: it comes back only with the late DONE,
        so this job completing proves the late DONE arrived */
-    am2z_state_t *zero = s_state("late-2", "ms", 0, NULL);
+    am2z_state_t *zero = am2z_cluster_state("late-2", "ms", 0, NULL);
     ck_assert_int_eq(am2z_client_execute(c, "sleep-stubborn", zero, "late-2", NULL, &r),
                      AM2Z_OK);
     ck_assert(r->success);
@@ -526,7 +406,7 @@ START_TEST(test_rel_late_done_after_lease_expiry_is_rejected)
     am2z_state_destroy(&zero);
     am2z_state_destroy(&st);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
@@ -536,13 +416,13 @@ END_TEST
 
 START_TEST(test_rel_bounded_queues_refuse_with_resource_error)
 {
-    s_env_t env = { 0 };
+    am2z_cluster_t env = { 0 };
     const char *extra[] = { "--max-queued-per-processor", "3", "--max-queued-per-session", "2",
                             NULL };
-    s_start(&env, "rel-limits", extra);
-    am2z_client_t *c = s_client(&env);
-    am2z_state_t *slow_a = s_state("lim-a", "ms", 20000, NULL);
-    am2z_state_t *slow_b = s_state("lim-b", "ms", 20000, NULL);
+    am2z_cluster_start(&env, "rel-limits", extra);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
+    am2z_state_t *slow_a = am2z_cluster_state("lim-a", "ms", 20000, NULL);
+    am2z_state_t *slow_b = am2z_cluster_state("lim-b", "ms", 20000, NULL);
     char id[AM2Z_JOB_ID_MAX + 1];
     ck_assert_int_eq(am2z_client_submit(c, "sleep", slow_a, "lim-a", NULL, id), AM2Z_OK);
     ck_assert_int_eq(am2z_client_submit(c, "sleep", NULL, "lim-a", NULL, id), AM2Z_OK);
@@ -574,9 +454,9 @@ START_TEST(test_rel_bounded_queues_refuse_with_resource_error)
         for (int i = 0; i < CHUNK; i++)
             ck_assert_str_eq(ids[i], "");          /* every one refused */
         if (sent + CHUNK == WARM)
-            rss_warm = s_rss_kib(env.broker.pid);
+            rss_warm = am2z_cluster_broker_rss_kib(&env);
     }
-    long rss_after = s_rss_kib(env.broker.pid);
+    long rss_after = am2z_cluster_broker_rss_kib(&env);
     ck_assert_int_gt(rss_warm, 0);
 #ifndef AM2Z_SANITIZED
     /* (AddressSanitizer's quarantine keeps freed memory on purpose, so the
@@ -592,7 +472,7 @@ START_TEST(test_rel_bounded_queues_refuse_with_resource_error)
     ck_assert_int_eq(am2z_client_stop_session(c, "lim-a", false), AM2Z_OK);
     ck_assert_int_eq(am2z_client_stop_session(c, "lim-b", false), AM2Z_OK);
     /* room again */
-    am2z_state_t *quick = s_state("lim-c", "ms", 1, NULL);
+    am2z_state_t *quick = am2z_cluster_state("lim-c", "ms", 1, NULL);
     ck_assert_int_eq(am2z_client_execute(c, "sleep", quick, "lim-c", NULL, &r), AM2Z_OK);
     ck_assert(r->success);
     am2z_result_destroy(&r);
@@ -600,7 +480,7 @@ START_TEST(test_rel_bounded_queues_refuse_with_resource_error)
     am2z_state_destroy(&slow_a);
     am2z_state_destroy(&slow_b);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
@@ -650,15 +530,15 @@ s_warm_feed(am2z_client_t *c, am2z_events_t *feed)
 
 START_TEST(test_rel_sigterm_drains_running_job_and_pending_resume_after_restart)
 {
-    s_env_t env = { 0 };
+    am2z_cluster_t env = { 0 };
     const char *extra[] = { "--grace", "10s", NULL };
-    s_start(&env, "rel-drain", extra);
+    am2z_cluster_start(&env, "rel-drain", extra);
     am2z_events_t *feed = NULL;
     ck_assert_int_eq(am2z_events_subscribe(env.events, "processor:active", NULL, &feed),
                      AM2Z_OK);
-    am2z_client_t *c = s_client(&env);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     s_warm_feed(c, feed);
-    am2z_state_t *st = s_state("drain-1", "ms", 800, NULL);
+    am2z_state_t *st = am2z_cluster_state("drain-1", "ms", 800, NULL);
     char running[AM2Z_JOB_ID_MAX + 1], pending[AM2Z_JOB_ID_MAX + 1];
     ck_assert_int_eq(am2z_client_submit(c, "sleep", st, "drain-1", NULL, running), AM2Z_OK);
     ck_assert_int_eq(am2z_client_submit(c, "increment", NULL, "drain-1", NULL, pending),
@@ -689,12 +569,12 @@ START_TEST(test_rel_sigterm_drains_running_job_and_pending_resume_after_restart)
     int status = am2z_testproc_stop(&env.broker, 0, 15000);
     ck_assert_msg(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
                   "broker did not drain and exit 0");
-    am2z_testproc_stop(&env.worker, SIGTERM, 10000);
+    am2z_cluster_stop_workers(&env);
 
     /* restart on the same data dir: the finished job is not re-run, the
        pending ones run */
-    s_start(&env, "rel-drain", extra);
-    c = s_client(&env);
+    am2z_cluster_start(&env, "rel-drain", extra);
+    c = am2z_cluster_client(&env, 15000);
     am2z_result_t *r = NULL;
     ck_assert_int_eq(am2z_client_wait(c, running, 10000, &r), AM2Z_OK);
     ck_assert_msg(r->success, "running job: %s", r->error ? r->error->message : "?");
@@ -711,18 +591,18 @@ START_TEST(test_rel_sigterm_drains_running_job_and_pending_resume_after_restart)
     }
     am2z_state_destroy(&st);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
 START_TEST(test_rel_sigkill_restart_reruns_leased_job_once_with_attempt_counted)
 {
-    s_env_t env = { 0 };
-    s_start(&env, "rel-kill", NULL);
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start(&env, "rel-kill", NULL);
     am2z_events_t *feed = NULL;
     ck_assert_int_eq(am2z_events_subscribe(env.events, "processor:active", NULL, &feed),
                      AM2Z_OK);
-    am2z_client_t *c = s_client(&env);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     /* a finished job: never re-run */
     am2z_result_t *r = NULL;
     ck_assert_int_eq(am2z_client_execute(c, "increment", NULL, "kill-0", NULL, &r), AM2Z_OK);
@@ -731,7 +611,7 @@ START_TEST(test_rel_sigkill_restart_reruns_leased_job_once_with_attempt_counted)
     snprintf(done_id, sizeof done_id, "%s", r->job_id);
     am2z_result_destroy(&r);
     /* a leased job, killed mid-run */
-    am2z_state_t *st = s_state("kill-1", "ms", 1500, NULL);
+    am2z_state_t *st = am2z_cluster_state("kill-1", "ms", 1500, NULL);
     char id[AM2Z_JOB_ID_MAX + 1];
     s_warm_feed(c, feed);
     ck_assert_int_eq(am2z_client_submit(c, "sleep", st, "kill-1", NULL, id), AM2Z_OK);
@@ -743,12 +623,11 @@ START_TEST(test_rel_sigkill_restart_reruns_leased_job_once_with_attempt_counted)
     free(data);
     am2z_client_destroy(&c);
     am2z_events_destroy(&feed);
-    ck_assert_int_eq(kill(env.broker.pid, SIGKILL), 0);
-    am2z_testproc_stop(&env.broker, 0, 10000);
-    am2z_testproc_stop(&env.worker, SIGTERM, 10000);
+    am2z_cluster_kill_broker(&env);
+    am2z_cluster_stop_workers(&env);
 
-    s_start(&env, "rel-kill", NULL);
-    c = s_client(&env);
+    am2z_cluster_start(&env, "rel-kill", NULL);
+    c = am2z_cluster_client(&env, 15000);
     ck_assert_int_eq(am2z_client_wait(c, id, 15000, &r), AM2Z_OK);
     ck_assert_msg(r->success, "re-run failed: %s", r->error ? r->error->message : "?");
     ck_assert_uint_eq(r->attempt, 2);
@@ -763,7 +642,7 @@ START_TEST(test_rel_sigkill_restart_reruns_leased_job_once_with_attempt_counted)
     am2z_result_destroy(&r);
     am2z_state_destroy(&st);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 

@@ -8,6 +8,7 @@
     condition it needs; nothing asserts on how fast anything is.
 */
 #include "am2z_client.h"
+#include "am2z_cluster.h"
 #include "am2z_codec.h"
 #include "am2z_json.h"
 #include "am2z_store.h"
@@ -23,82 +24,6 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-typedef struct {
-    char dir[512];
-    am2z_testproc_t broker;
-    am2z_testproc_t worker;
-    char frontend[256], backend[256], events[256];
-} s_env_t;
-
-static void
-s_start_worker(s_env_t *env)
-{
-    char *argv[] = { AM2Z_EXAMPLE_WORKER_BIN, "--broker", env->backend,
-                     "--heartbeat", "200ms", "--log-level", "warn", NULL };
-    ck_assert_int_eq(am2z_testproc_start(&env->worker, argv), 0);
-    ck_assert_msg(am2z_testproc_wait_line(&env->worker, "ready", 10000) == 0,
-                  "worker did not report ready");
-    am2z_client_t *c = NULL;
-    ck_assert_int_eq(am2z_client_connect(env->frontend, &c), AM2Z_OK);
-    am2z_client_set_timeout(c, 2000);
-    am2z_stats_t st = { 0 };
-    for (int i = 0; i < 500 && st.workers < 1; i++) {
-        if (am2z_client_get_stats(c, &st) != AM2Z_OK || st.workers < 1)
-            usleep(10 * 1000);
-    }
-    ck_assert_uint_ge(st.workers, 1);
-    am2z_client_destroy(&c);
-}
-
-/*  Starts a broker on env->dir (made once) with extra settings, then one
-    worker. */
-static void
-s_start(s_env_t *env, const char *tag, const char *const *extra)
-{
-    if (!env->dir[0])
-        am2z_test_tmpdir(tag, env->dir, sizeof env->dir);
-    char *argv[32];
-    int n = 0;
-    const char *base[] = { AM2Z_BROKER_BIN, "--data-dir", env->dir,
-                           "--frontend", "tcp://127.0.0.1:*", "--backend", "tcp://127.0.0.1:*",
-                           "--events", "tcp://127.0.0.1:*", "--heartbeat", "200ms",
-                           "--log-level", "warn", NULL };
-    for (int i = 0; base[i]; i++)
-        argv[n++] = (char *)base[i];
-    for (int i = 0; extra && extra[i] && n < 30; i++)
-        argv[n++] = (char *)extra[i];
-    argv[n] = NULL;
-    ck_assert_int_eq(am2z_testproc_start(&env->broker, argv), 0);
-    ck_assert_msg(am2z_testproc_wait_line(&env->broker, "ready", 10000) == 0,
-                  "broker did not report ready");
-    ck_assert_int_eq(am2z_testproc_field(&env->broker, "frontend", env->frontend,
-                                         sizeof env->frontend), 0);
-    ck_assert_int_eq(am2z_testproc_field(&env->broker, "backend", env->backend,
-                                         sizeof env->backend), 0);
-    ck_assert_int_eq(am2z_testproc_field(&env->broker, "events", env->events,
-                                         sizeof env->events), 0);
-    s_start_worker(env);
-}
-
-static void
-s_stop(s_env_t *env)
-{
-    am2z_testproc_stop(&env->worker, SIGTERM, 10000);
-    int status = am2z_testproc_stop(&env->broker, SIGTERM, 15000);
-    ck_assert_msg(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
-                  "broker did not exit 0 on SIGTERM");
-    am2z_test_rmtree(env->dir);
-}
-
-static am2z_client_t *
-s_client(const s_env_t *env)
-{
-    am2z_client_t *c = NULL;
-    ck_assert_int_eq(am2z_client_connect(env->frontend, &c), AM2Z_OK);
-    am2z_client_set_timeout(c, 15000);
-    return c;
-}
 
 /*  The session's stored count (0 when no state yet) and version. */
 static int64_t
@@ -164,16 +89,16 @@ s_completed(am2z_client_t *c, const char *session, const char *proc)
 
 START_TEST(test_idem_duplicate_returns_first_job_and_its_result)
 {
-    s_env_t env = { 0 };
-    s_start(&env, "idem-dup", NULL);
-    am2z_client_t *c = s_client(&env);
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start(&env, "idem-dup", NULL);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     am2z_submit_opts_t opts = { .idempotency_key = "order-17" };
 
     am2z_result_t *r1 = NULL, *r2 = NULL;
     ck_assert_int_eq(am2z_client_execute(c, "increment", NULL, "idem-1", &opts, &r1), AM2Z_OK);
     ck_assert_msg(r1->success, "%s", r1->error ? r1->error->message : "?");
     /* the same key again, from another connection: the first job's result */
-    am2z_client_t *c2 = s_client(&env);
+    am2z_client_t *c2 = am2z_cluster_client(&env, 15000);
     ck_assert_int_eq(am2z_client_execute(c2, "increment", NULL, "idem-1", &opts, &r2), AM2Z_OK);
     ck_assert(r2->success);
     ck_assert_str_eq(r2->job_id, r1->job_id);
@@ -207,15 +132,15 @@ START_TEST(test_idem_duplicate_returns_first_job_and_its_result)
     am2z_result_destroy(&r2);
     am2z_client_destroy(&c2);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
 START_TEST(test_idem_conflicting_reuse_is_refused)
 {
-    s_env_t env = { 0 };
-    s_start(&env, "idem-conflict", NULL);
-    am2z_client_t *c = s_client(&env);
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start(&env, "idem-conflict", NULL);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     am2z_submit_opts_t opts = { .idempotency_key = "key-A" };
     char first[AM2Z_JOB_ID_MAX + 1], id[AM2Z_JOB_ID_MAX + 1];
     ck_assert_int_eq(am2z_client_submit(c, "increment", NULL, "conf-1", &opts, first), AM2Z_OK);
@@ -240,7 +165,7 @@ START_TEST(test_idem_conflicting_reuse_is_refused)
     ck_assert_int_eq(s_count(c, "conf-1", NULL), 1);
     ck_assert_int_eq(s_count(c, "conf-2", NULL), 0);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
@@ -285,8 +210,8 @@ s_raw_recv(zsock_t *sock, am2z_msg_t *m)
 
 START_TEST(test_idem_two_submits_at_once_run_once)
 {
-    s_env_t env = { 0 };
-    s_start(&env, "idem-turn", NULL);
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start(&env, "idem-turn", NULL);
     zsock_t *sock = zsock_new_dealer(env.frontend);
     ck_assert_ptr_nonnull(sock);
     /* back to back on one connection: the broker reads both in one turn
@@ -322,20 +247,20 @@ START_TEST(test_idem_two_submits_at_once_run_once)
     ck_assert_int_eq(counts[0], 1);
     ck_assert_int_eq(counts[1], 1);
     zsock_destroy(&sock);
-    am2z_client_t *c = s_client(&env);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     ck_assert_int_eq(s_count(c, "turn-1", NULL), 1);
     ck_assert_uint_eq(s_completed(c, "turn-1", "increment"), 1);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
 START_TEST(test_idem_key_past_its_window_starts_a_new_job)
 {
-    s_env_t env = { 0 };
+    am2z_cluster_t env = { 0 };
     const char *extra[] = { "--idempotency-window", "1s", NULL };
-    s_start(&env, "idem-window", extra);
-    am2z_client_t *c = s_client(&env);
+    am2z_cluster_start(&env, "idem-window", extra);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     am2z_submit_opts_t opts = { .idempotency_key = "short-lived" };
     am2z_result_t *r = NULL;
     ck_assert_int_eq(am2z_client_execute(c, "increment", NULL, "win-1", &opts, &r), AM2Z_OK);
@@ -361,7 +286,7 @@ START_TEST(test_idem_key_past_its_window_starts_a_new_job)
     ck_assert_int_eq(am2z_client_submit(c, "increment", NULL, "win-1", &opts, again), AM2Z_OK);
     ck_assert_str_eq(again, id);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
@@ -391,13 +316,13 @@ s_open_gate(const char *gate)
 
 START_TEST(test_idem_duplicate_of_a_running_job_gets_its_result)
 {
-    s_env_t env = { 0 };
-    s_start(&env, "idem-running", NULL);
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start(&env, "idem-running", NULL);
     char gate[600];
     snprintf(gate, sizeof gate, "%s/gate", env.dir);
     am2z_state_t *st = s_gated_state("run-1", gate);
     am2z_submit_opts_t opts = { .idempotency_key = "while-running" };
-    am2z_client_t *a = s_client(&env), *b = s_client(&env);
+    am2z_client_t *a = am2z_cluster_client(&env, 15000), *b = am2z_cluster_client(&env, 15000);
     char first[AM2Z_JOB_ID_MAX + 1], dup[AM2Z_JOB_ID_MAX + 1];
     ck_assert_int_eq(am2z_client_submit(a, "progress", st, "run-1", &opts, first), AM2Z_OK);
     /* the first job is held at its gate; a duplicate from another client */
@@ -418,7 +343,7 @@ START_TEST(test_idem_duplicate_of_a_running_job_gets_its_result)
     am2z_state_destroy(&st);
     am2z_client_destroy(&a);
     am2z_client_destroy(&b);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
@@ -454,10 +379,10 @@ s_idem_entries(const char *dir)
 
 START_TEST(test_idem_expired_keys_are_swept)
 {
-    s_env_t env = { 0 };
+    am2z_cluster_t env = { 0 };
     const char *extra[] = { "--idempotency-window", "1s", NULL };
-    s_start(&env, "idem-sweep", extra);
-    am2z_client_t *c = s_client(&env);
+    am2z_cluster_start(&env, "idem-sweep", extra);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     const char *keys[] = { "sweep-a", "sweep-b", "sweep-c" };
     for (int i = 0; i < 3; i++) {
         am2z_submit_opts_t opts = { .idempotency_key = keys[i] };
@@ -479,15 +404,15 @@ START_TEST(test_idem_expired_keys_are_swept)
     ck_assert_uint_eq(n, 0);
     ck_assert_int_eq(s_count(c, "sweep-1", NULL), 3);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
 START_TEST(test_idem_duplicate_of_a_job_without_result_is_refused)
 {
-    s_env_t env = { 0 };
-    s_start(&env, "idem-gone", NULL);
-    am2z_client_t *c = s_client(&env);
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start(&env, "idem-gone", NULL);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     am2z_submit_opts_t opts = { .idempotency_key = "gone" };
     am2z_result_t *r = NULL;
     ck_assert_int_eq(am2z_client_execute(c, "increment", NULL, "gone-1", &opts, &r), AM2Z_OK);
@@ -510,7 +435,7 @@ START_TEST(test_idem_duplicate_of_a_job_without_result_is_refused)
                   am2z_client_last_error(c));
     ck_assert_int_eq(s_count(c, "gone-1", NULL), 1);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
@@ -520,9 +445,9 @@ END_TEST
 
 START_TEST(test_repeat_runs_limit_times_then_stops)
 {
-    s_env_t env = { 0 };
-    s_start(&env, "repeat-limit", NULL);
-    am2z_client_t *c = s_client(&env);
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start(&env, "repeat-limit", NULL);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     am2z_submit_opts_t opts = { .repeat_every_ms = 100, .repeat_limit = 3 };
     char id[AM2Z_JOB_ID_MAX + 1];
     ck_assert_int_eq(am2z_client_submit(c, "increment", NULL, "rep-1", &opts, id), AM2Z_OK);
@@ -540,15 +465,15 @@ START_TEST(test_repeat_runs_limit_times_then_stops)
     am2z_result_t *r = NULL;
     ck_assert_int_eq(am2z_client_wait(c, id, 2000, &r), AM2Z_ENOTFOUND);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
 START_TEST(test_repeat_list_and_cancel)
 {
-    s_env_t env = { 0 };
-    s_start(&env, "repeat-list", NULL);
-    am2z_client_t *c = s_client(&env);
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start(&env, "repeat-list", NULL);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     uint64_t start = am2z_clock_wall_ms() + 3600 * 1000;
     am2z_submit_opts_t opts = { .repeat_every_ms = 60000, .repeat_limit = 5,
                                 .repeat_start_ms = start };
@@ -604,15 +529,15 @@ START_TEST(test_repeat_list_and_cancel)
     ck_assert_int_eq(am2z_client_stop_session(c, "list-2", false), AM2Z_OK);
     ck_assert_uint_eq(s_repeats(c, "list-2", NULL), 0);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
 START_TEST(test_repeat_survives_broker_kill_and_restart)
 {
-    s_env_t env = { 0 };
-    s_start(&env, "repeat-kill", NULL);
-    am2z_client_t *c = s_client(&env);
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start(&env, "repeat-kill", NULL);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     am2z_submit_opts_t opts = { .repeat_every_ms = 1500, .repeat_limit = 3 };
     char id[AM2Z_JOB_ID_MAX + 1];
     ck_assert_int_eq(am2z_client_submit(c, "increment", NULL, "kill-1", &opts, id), AM2Z_OK);
@@ -622,27 +547,26 @@ START_TEST(test_repeat_survives_broker_kill_and_restart)
     ck_assert_msg(s_repeats(c, "kill-1", &runs) == 1 && runs < 3,
                   "the schedule ended before the broker could be killed");
     am2z_client_destroy(&c);
-    ck_assert_int_eq(kill(env.broker.pid, SIGKILL), 0);
-    am2z_testproc_stop(&env.broker, 0, 10000);
-    am2z_testproc_stop(&env.worker, SIGTERM, 10000);
+    am2z_cluster_kill_broker(&env);
+    am2z_cluster_stop_workers(&env);
 
-    s_start(&env, "repeat-kill", NULL);
-    c = s_client(&env);
+    am2z_cluster_start(&env, "repeat-kill", NULL);
+    c = am2z_cluster_client(&env, 15000);
     /* the stored schedule goes on: its remaining runs happen, no more */
     for (int i = 0; i < 1000 && s_repeats(c, "kill-1", NULL) > 0; i++)
         usleep(20 * 1000);
     ck_assert_uint_eq(s_repeats(c, "kill-1", NULL), 0);
     ck_assert_int_eq(s_wait_count(c, "kill-1", 3, 15000), 3);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
 START_TEST(test_repeat_refuses_bad_schedules)
 {
-    s_env_t env = { 0 };
-    s_start(&env, "repeat-bad", NULL);
-    am2z_client_t *c = s_client(&env);
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start(&env, "repeat-bad", NULL);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     char id[AM2Z_JOB_ID_MAX + 1];
     am2z_submit_opts_t opts = { .repeat_every_ms = (uint64_t)3651 * 86400000 };
     ck_assert_int_eq(am2z_client_submit(c, "increment", NULL, "bad-1", &opts, id), AM2Z_EFAILED);
@@ -655,7 +579,7 @@ START_TEST(test_repeat_refuses_bad_schedules)
                      AM2Z_EFAILED);
     ck_assert_uint_eq(s_repeats(c, NULL, NULL), 0);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
@@ -701,11 +625,11 @@ s_job_status(am2z_client_t *c, const char *id)
 
 START_TEST(test_progress_events_in_order_and_in_job_status)
 {
-    s_env_t env = { 0 };
-    s_start(&env, "progress", NULL);
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start(&env, "progress", NULL);
     char gate[600];
     snprintf(gate, sizeof gate, "%s/gate", env.dir);
-    am2z_client_t *c = s_client(&env);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
     s_events_t log = { .count = 0 };
     ck_assert_int_eq(am2z_client_on_event(c, "", s_on_event, &log), AM2Z_OK);
 
@@ -714,7 +638,7 @@ START_TEST(test_progress_events_in_order_and_in_job_status)
     ck_assert_int_eq(am2z_client_submit(c, "progress", with_gate, "prog-1", NULL, id), AM2Z_OK);
 
     /* the job waits at the gate after 50: its status shows it */
-    am2z_client_t *q = s_client(&env);
+    am2z_client_t *q = am2z_cluster_client(&env, 15000);
     int64_t seen = -1;
     const char *status = "";
     json_t *j = NULL;
@@ -763,7 +687,7 @@ START_TEST(test_progress_events_in_order_and_in_job_status)
     am2z_state_destroy(&with_gate);
     am2z_client_destroy(&q);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 

@@ -14,6 +14,7 @@
     wait is bounded and waits for the event it needs.
 */
 #include "am2z_client.h"
+#include "am2z_cluster.h"
 #include "am2z_json.h"
 #include "am2z_testproc.h"
 #include "am2z_testutil.h"
@@ -27,100 +28,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define S_WORKERS_MAX 2
-
-typedef struct {
-    char dir[512];
-    am2z_testproc_t broker;
-    am2z_testproc_t worker[S_WORKERS_MAX];
-    size_t nworkers;
-    char frontend[256], backend[256], events[256];
-} s_env_t;
-
-static am2z_client_t *
-s_client(const s_env_t *env)
-{
-    am2z_client_t *c = NULL;
-    ck_assert_int_eq(am2z_client_connect(env->frontend, &c), AM2Z_OK);
-    am2z_client_set_timeout(c, 30000);
-    return c;
-}
-
-/*  Starts one more worker (concurrency NULL = each processor's own) and
-    waits until the broker counts it. */
+/*  Starts one more worker, named sched-wN (concurrency NULL = each
+    processor's own), and waits until the broker counts it. */
 static void
-s_start_worker(s_env_t *env, const char *concurrency)
+s_start_worker(am2z_cluster_t *env, const char *concurrency)
 {
-    ck_assert_uint_lt(env->nworkers, S_WORKERS_MAX);
     char id[32];
     snprintf(id, sizeof id, "sched-w%zu", env->nworkers + 1);
-    char *argv[] = { AM2Z_EXAMPLE_WORKER_BIN, "--broker", env->backend, "--id", id,
-                     "--heartbeat", "200ms", "--log-level", "warn",
-                     concurrency ? "--concurrency" : NULL, (char *)concurrency, NULL };
-    am2z_testproc_t *w = &env->worker[env->nworkers];
-    ck_assert_int_eq(am2z_testproc_start(w, argv), 0);
-    ck_assert_msg(am2z_testproc_wait_line(w, "ready", 10000) == 0,
-                  "worker did not report ready");
-    env->nworkers++;
-    am2z_client_t *c = s_client(env);
-    am2z_client_set_timeout(c, 2000);
-    am2z_stats_t st = { 0 };
-    for (int i = 0; i < 500 && st.workers < env->nworkers; i++) {
-        if (am2z_client_get_stats(c, &st) != AM2Z_OK || st.workers < env->nworkers)
-            usleep(10 * 1000);
-    }
-    ck_assert_uint_eq(st.workers, env->nworkers);
-    am2z_client_destroy(&c);
-}
-
-/*  Starts a broker on env->dir (made once per case) on fresh ports. */
-static void
-s_start_broker(s_env_t *env, const char *tag)
-{
-    if (!env->dir[0])
-        am2z_test_tmpdir(tag, env->dir, sizeof env->dir);
-    char *argv[] = { AM2Z_BROKER_BIN, "--data-dir", env->dir,
-                     "--frontend", "tcp://127.0.0.1:*", "--backend", "tcp://127.0.0.1:*",
-                     "--events", "tcp://127.0.0.1:*", "--heartbeat", "200ms",
-                     "--log-level", "warn", NULL };
-    ck_assert_int_eq(am2z_testproc_start(&env->broker, argv), 0);
-    ck_assert_msg(am2z_testproc_wait_line(&env->broker, "ready", 10000) == 0,
-                  "broker did not report ready");
-    ck_assert_int_eq(am2z_testproc_field(&env->broker, "frontend", env->frontend,
-                                         sizeof env->frontend), 0);
-    ck_assert_int_eq(am2z_testproc_field(&env->broker, "backend", env->backend,
-                                         sizeof env->backend), 0);
-    ck_assert_int_eq(am2z_testproc_field(&env->broker, "events", env->events,
-                                         sizeof env->events), 0);
-}
-
-static void
-s_stop(s_env_t *env)
-{
-    for (size_t i = 0; i < env->nworkers; i++)
-        am2z_testproc_stop(&env->worker[i], SIGTERM, 10000);
-    env->nworkers = 0;
-    int status = am2z_testproc_stop(&env->broker, SIGTERM, 15000);
-    ck_assert_msg(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
-                  "broker did not exit 0 on SIGTERM");
-    am2z_test_rmtree(env->dir);
-}
-
-/*  A version-1 state of `session` with key = text. */
-static am2z_state_t *
-s_state_str(const char *session, const char *key, const char *text)
-{
-    am2z_state_t *st = NULL, *next = NULL, *v1 = NULL;
-    ck_assert_int_eq(am2z_state_new(session, am2z_clock_wall_ms(), &st), AM2Z_OK);
-    am2z_changes_t *ch = am2z_changes_new();
-    ck_assert_int_eq(am2z_changes_set_str(ch, key, text), AM2Z_OK);
-    ck_assert_int_eq(am2z_state_apply(st, ch, am2z_clock_wall_ms(), 0, &next), AM2Z_OK);
-    ck_assert_int_eq(am2z_state_with_metadata(next, session, 1, am2z_state_created_at(next),
-                                              am2z_state_last_updated(next), &v1), AM2Z_OK);
-    am2z_changes_destroy(&ch);
-    am2z_state_destroy(&st);
-    am2z_state_destroy(&next);
-    return v1;
+    const char *extra[] = { "--id", id, concurrency ? "--concurrency" : NULL, concurrency, NULL };
+    am2z_cluster_start_worker(env, extra);
 }
 
 /*  QUERY job as JSON (caller json_decref). */
@@ -163,11 +79,11 @@ s_wait_active(am2z_client_t *c, const char *id)
     waiting for a file; returns its id once it is leased. The file path
     goes to path (created by s_release). */
 static void
-s_hold(s_env_t *env, am2z_client_t *c, const char *session, char *path, size_t path_size,
+s_hold(am2z_cluster_t *env, am2z_client_t *c, const char *session, char *path, size_t path_size,
        char id[AM2Z_JOB_ID_MAX + 1])
 {
     snprintf(path, path_size, "%s/release", env->dir);
-    am2z_state_t *st = s_state_str(session, "file", path);
+    am2z_state_t *st = am2z_cluster_state(session, "file", 0, path);
     ck_assert_int_eq(am2z_client_submit(c, "gate", st, session, NULL, id), AM2Z_OK);
     am2z_state_destroy(&st);
     s_wait_active(c, id);
@@ -194,12 +110,12 @@ s_submit(am2z_client_t *c, const char *proc, const char *session, bool has_prio,
 /*  A worker registers the example processors and leaves again: SUBMITs
     are accepted, nothing runs until the next worker comes. */
 static void
-s_register_then_leave(s_env_t *env)
+s_register_then_leave(am2z_cluster_t *env)
 {
     s_start_worker(env, NULL);
     am2z_testproc_stop(&env->worker[env->nworkers - 1], SIGTERM, 10000);
     env->nworkers--;
-    am2z_client_t *c = s_client(env);
+    am2z_client_t *c = am2z_cluster_client(env, 30000);
     am2z_stats_t st = { .workers = 1 };
     for (int i = 0; i < 500 && st.workers > env->nworkers; i++) {
         if (am2z_client_get_stats(c, &st) != AM2Z_OK || st.workers > env->nworkers)
@@ -228,10 +144,10 @@ s_ticket(am2z_client_t *c, const char *id)
 
 START_TEST(test_sched_higher_priority_sessions_run_first_equal_in_submission_order)
 {
-    s_env_t env = { 0 };
-    s_start_broker(&env, "sched-prio");
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start_broker(&env, "sched-prio", NULL);
     s_start_worker(&env, "1");
-    am2z_client_t *c = s_client(&env);
+    am2z_client_t *c = am2z_cluster_client(&env, 30000);
     char path[600], hold[AM2Z_JOB_ID_MAX + 1];
     s_hold(&env, c, "prio-hold", path, sizeof path, hold);
     /* one job per session, queued behind the held slot */
@@ -253,16 +169,16 @@ START_TEST(test_sched_higher_priority_sessions_run_first_equal_in_submission_ord
                       jobs[expected[k]].session, (long long)t, k + 2);
     }
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
 START_TEST(test_sched_session_lane_orders_by_priority_and_processor_default)
 {
-    s_env_t env = { 0 };
-    s_start_broker(&env, "sched-lane");
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start_broker(&env, "sched-lane", NULL);
     s_start_worker(&env, "1");
-    am2z_client_t *c = s_client(&env);
+    am2z_client_t *c = am2z_cluster_client(&env, 30000);
     char path[600], hold[AM2Z_JOB_ID_MAX + 1];
     /* the session's own first job holds it: the rest wait in its lane */
     s_hold(&env, c, "lane", path, sizeof path, hold);
@@ -286,16 +202,16 @@ START_TEST(test_sched_session_lane_orders_by_priority_and_processor_default)
                       expected[k], jobs[expected[k]].proc, (long long)t, k + 2);
     }
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
 START_TEST(test_sched_equal_priority_runs_in_submission_order)
 {
-    s_env_t env = { 0 };
-    s_start_broker(&env, "sched-fifo");
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start_broker(&env, "sched-fifo", NULL);
     s_start_worker(&env, "1");
-    am2z_client_t *c = s_client(&env);
+    am2z_client_t *c = am2z_cluster_client(&env, 30000);
     char path[600], hold[AM2Z_JOB_ID_MAX + 1];
     s_hold(&env, c, "fifo-hold", path, sizeof path, hold);
     enum { N = 8 };
@@ -310,16 +226,16 @@ START_TEST(test_sched_equal_priority_runs_in_submission_order)
     for (size_t i = 0; i < N; i++)
         ck_assert_int_eq(s_ticket(c, ids[i]), (int64_t)i + 2);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
 START_TEST(test_sched_priority_order_is_rebuilt_after_broker_kill)
 {
-    s_env_t env = { 0 };
-    s_start_broker(&env, "sched-prio-kill");
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start_broker(&env, "sched-prio-kill", NULL);
     s_register_then_leave(&env);
-    am2z_client_t *c = s_client(&env);
+    am2z_client_t *c = am2z_cluster_client(&env, 30000);
     struct { const char *session; bool has; int64_t prio; } jobs[] = {
         { "rk-a", false, 0 }, { "rk-b", true, 5 }, { "rk-lane", false, 0 },
         { "rk-c", true, 5 }, { "rk-lane", true, 7 }, { "rk-d", true, -1 },
@@ -330,12 +246,11 @@ START_TEST(test_sched_priority_order_is_rebuilt_after_broker_kill)
     for (size_t i = 0; i < N; i++)
         s_submit(c, "gate", jobs[i].session, jobs[i].has, jobs[i].prio, ids[i]);
     am2z_client_destroy(&c);
-    ck_assert_int_eq(kill(env.broker.pid, SIGKILL), 0);
-    am2z_testproc_stop(&env.broker, 0, 10000);
+    am2z_cluster_kill_broker(&env);
 
-    s_start_broker(&env, "sched-prio-kill");
+    am2z_cluster_start_broker(&env, "sched-prio-kill", NULL);
     s_start_worker(&env, "1");
-    c = s_client(&env);
+    c = am2z_cluster_client(&env, 30000);
     /* e(9); rk-lane's two 7s (its lane: 7, 7, then 0); b, c (5); then at
        0 rk-a, which re-entered its ring at the reload, before rk-lane's
        0, which re-entered after its 7s ran; d(-1) */
@@ -346,7 +261,7 @@ START_TEST(test_sched_priority_order_is_rebuilt_after_broker_kill)
                       expected[k], jobs[expected[k]].session, (long long)t, k + 1);
     }
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
@@ -370,10 +285,10 @@ s_dispatched(am2z_client_t *c, const char *id, uint32_t attempt)
 
 START_TEST(test_sched_delayed_job_is_not_dispatched_before_due)
 {
-    s_env_t env = { 0 };
-    s_start_broker(&env, "sched-delay");
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start_broker(&env, "sched-delay", NULL);
     s_start_worker(&env, NULL);
-    am2z_client_t *c = s_client(&env);
+    am2z_client_t *c = am2z_cluster_client(&env, 30000);
     /* per job */
     char id[AM2Z_JOB_ID_MAX + 1];
     am2z_submit_opts_t opts = { .delay_ms = 1500 };
@@ -400,16 +315,16 @@ START_TEST(test_sched_delayed_job_is_not_dispatched_before_due)
     ck_assert_uint_ge(s_dispatched(c, id2, 1), due2);
     ck_assert_uint_ge(s_dispatched(c, id3, 1), due3);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
 START_TEST(test_sched_delayed_job_survives_broker_kill_and_runs_after_due)
 {
-    s_env_t env = { 0 };
-    s_start_broker(&env, "sched-delay-kill");
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start_broker(&env, "sched-delay-kill", NULL);
     s_register_then_leave(&env);      /* the job cannot run before the kill */
-    am2z_client_t *c = s_client(&env);
+    am2z_client_t *c = am2z_cluster_client(&env, 30000);
     char id[AM2Z_JOB_ID_MAX + 1];
     am2z_submit_opts_t opts = { .delay_ms = 3000 };
     ck_assert_int_eq(am2z_client_submit(c, "increment", NULL, "delay-kill", &opts, id),
@@ -418,11 +333,10 @@ START_TEST(test_sched_delayed_job_survives_broker_kill_and_runs_after_due)
     uint64_t created = s_juint(j, "created");
     json_decref(j);
     am2z_client_destroy(&c);
-    ck_assert_int_eq(kill(env.broker.pid, SIGKILL), 0);
-    am2z_testproc_stop(&env.broker, 0, 10000);
+    am2z_cluster_kill_broker(&env);
 
-    s_start_broker(&env, "sched-delay-kill");
-    c = s_client(&env);
+    am2z_cluster_start_broker(&env, "sched-delay-kill", NULL);
+    c = am2z_cluster_client(&env, 30000);
     /* reloaded with its due time from the record */
     j = s_query_job(c, id);
     ck_assert_uint_eq(s_juint(j, "created"), created);
@@ -431,7 +345,7 @@ START_TEST(test_sched_delayed_job_survives_broker_kill_and_runs_after_due)
     s_start_worker(&env, NULL);
     ck_assert_uint_ge(s_dispatched(c, id, 1), created + 3000);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
@@ -469,11 +383,11 @@ s_submit_sessions(am2z_client_t *c, const char *proc, const char *prefix, size_t
 
 START_TEST(test_sched_rate_limit_holds_across_workers)
 {
-    s_env_t env = { 0 };
-    s_start_broker(&env, "sched-rate");
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start_broker(&env, "sched-rate", NULL);
     s_start_worker(&env, NULL);
     s_start_worker(&env, NULL);
-    am2z_client_t *c = s_client(&env);
+    am2z_client_t *c = am2z_cluster_client(&env, 30000);
     enum { N = 100, RATE = 20, PER = 1000 };   /* "rated": 20 per 1000 ms */
     char ids[N][AM2Z_JOB_ID_MAX + 1];
     s_submit_sessions(c, "rated", "rate", N, ids);
@@ -489,7 +403,7 @@ START_TEST(test_sched_rate_limit_holds_across_workers)
                       "dispatches %zu..%zu within %llu ms", i, i + RATE,
                       (unsigned long long)(d[i + RATE] - d[i]));
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
@@ -511,11 +425,11 @@ s_on_active(const am2z_event_t *ev, void *arg)
 
 START_TEST(test_sched_rate_limit_holds_for_workflow_steps)
 {
-    s_env_t env = { 0 };
-    s_start_broker(&env, "sched-rate-steps");
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start_broker(&env, "sched-rate-steps", NULL);
     s_start_worker(&env, NULL);
     s_start_worker(&env, NULL);
-    am2z_client_t *c = s_client(&env);
+    am2z_client_t *c = am2z_cluster_client(&env, 30000);
     s_actives_t act = { .proc = "rated" };
     ck_assert_int_eq(am2z_client_on_event(c, "processor:active", s_on_active, &act), AM2Z_OK);
     enum { RUNS = 8, STEPS = 5, RATE = 20, PER = 1000 };
@@ -541,17 +455,17 @@ START_TEST(test_sched_rate_limit_holds_for_workflow_steps)
                       "step leases %zu..%zu within %llu ms", i, i + RATE,
                       (unsigned long long)(act.ts[i + RATE] - act.ts[i]));
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
 START_TEST(test_sched_cap_holds_across_workers)
 {
-    s_env_t env = { 0 };
-    s_start_broker(&env, "sched-cap");
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start_broker(&env, "sched-cap", NULL);
     s_start_worker(&env, NULL);    /* "capped": 4 slots per worker, cap 2 */
     s_start_worker(&env, NULL);
-    am2z_client_t *c = s_client(&env);
+    am2z_client_t *c = am2z_cluster_client(&env, 30000);
     enum { N = 16, CAP = 2 };
     char ids[N][AM2Z_JOB_ID_MAX + 1];
     s_submit_sessions(c, "capped", "cap", N, ids);
@@ -593,16 +507,16 @@ START_TEST(test_sched_cap_holds_across_workers)
     ck_assert_int_le(most, CAP);
     ck_assert_int_eq(most, CAP);   /* the cap, not a lack of work, was the limit */
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
 START_TEST(test_sched_processors_query_reports_scheduling_defaults)
 {
-    s_env_t env = { 0 };
-    s_start_broker(&env, "sched-procs");
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start_broker(&env, "sched-procs", NULL);
     s_start_worker(&env, NULL);
-    am2z_client_t *c = s_client(&env);
+    am2z_client_t *c = am2z_cluster_client(&env, 30000);
     uint8_t *data = NULL;
     size_t size = 0;
     ck_assert_int_eq(am2z_client_query(c, "processors", NULL, &data, &size), AM2Z_OK);
@@ -636,7 +550,7 @@ START_TEST(test_sched_processors_query_reports_scheduling_defaults)
     ck_assert_int_eq(seen, 5);
     json_decref(j);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
@@ -646,10 +560,10 @@ END_TEST
 
 START_TEST(test_sched_small_session_is_not_starved_by_a_large_backlog)
 {
-    s_env_t env = { 0 };
-    s_start_broker(&env, "sched-fair");
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start_broker(&env, "sched-fair", NULL);
     s_start_worker(&env, "1");
-    am2z_client_t *c = s_client(&env);
+    am2z_client_t *c = am2z_cluster_client(&env, 30000);
     char path[600], hold[AM2Z_JOB_ID_MAX + 1];
     s_hold(&env, c, "fair-hold", path, sizeof path, hold);
     /* session big: 10,000 jobs queued first; session small: 10 after */
@@ -658,7 +572,7 @@ START_TEST(test_sched_small_session_is_not_starved_by_a_large_backlog)
     const char *sessions[CHUNK];
     char (*ids)[AM2Z_JOB_ID_MAX + 1] = calloc(CHUNK, sizeof *ids);
     ck_assert_ptr_nonnull(ids);
-    am2z_client_t *bulk = s_client(&env);
+    am2z_client_t *bulk = am2z_cluster_client(&env, 30000);
     for (size_t i = 0; i < CHUNK; i++)
         sessions[i] = "fair-big";
     for (size_t done = 0; done < BIG; done += CHUNK) {
@@ -687,7 +601,7 @@ START_TEST(test_sched_small_session_is_not_starved_by_a_large_backlog)
     }
     am2z_client_destroy(&bulk);
     am2z_client_destroy(&c);
-    s_stop(&env);
+    am2z_cluster_stop(&env);
 }
 END_TEST
 
