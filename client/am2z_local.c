@@ -197,7 +197,9 @@ s_event_raw(am2z_local_t *rt, const char *name, const char *job, const char *ses
     rt->on_event(&ev, rt->on_event_arg);
 }
 
-/*  A lifecycle event of job j with a JSON object as data (taken). */
+/*  A lifecycle event of job j with a JSON object as data (taken). Call it
+    through S_EVENT, which builds the JSON only when someone listens: with
+    no on_event callback the event costs one increment. */
 static void
 s_event(s_job_t *j, const char *name, uint32_t attempt, json_t *data)
 {
@@ -210,6 +212,14 @@ s_event(s_job_t *j, const char *name, uint32_t attempt, json_t *data)
                 bytes, size);
     free(bytes);
 }
+
+#define S_EVENT(j, name, attempt, ...)                                  \
+    do {                                                                \
+        if ((j)->rt->on_event)                                          \
+            s_event((j), (name), (attempt), json_pack(__VA_ARGS__));    \
+        else                                                            \
+            (j)->seq++;                                                 \
+    } while (0)
 
 /*  Host callback: a processor's custom event or progress. */
 static int
@@ -292,7 +302,7 @@ s_exec_proc(s_job_t *j, const s_proc_t *p, const am2z_state_t *input, am2z_resul
     am2zw_host_t host = { .emit = s_host_emit, .call = s_host_call, .host = j };
     for (uint32_t attempt = 1;; attempt++) {
         r->attempt = attempt;
-        s_event(j, "processor:active", attempt, json_pack("{s:s}", "worker", "local"));
+        S_EVENT(j, "processor:active", attempt, "{s:s}", "worker", "local");
         am2zw_invoke_t inv = {
             .processor = p->name, .fn = p->def.fn, .arg = p->def.arg,
             .session = j->session, .job_id = j->job_id, .attempt = attempt,
@@ -308,19 +318,19 @@ s_exec_proc(s_job_t *j, const s_proc_t *p, const am2z_state_t *input, am2z_resul
             oc.error = am2z_error_timeout(p->name, p->def.timeout_ms);
         }
         if (oc.next) {
-            s_event(j, "processor:job:completed", attempt,
-                    json_pack("{s:I,s:I}", "executionTime", (json_int_t)oc.exec_us, "version",
-                              (json_int_t)am2z_state_version(oc.next)));
+            S_EVENT(j, "processor:job:completed", attempt,
+                    "{s:I,s:I}", "executionTime", (json_int_t)oc.exec_us, "version",
+                    (json_int_t)am2z_state_version(oc.next));
             s_succeed(r, &oc.next);
             am2zw_outcome_clear(&oc);
             return;
         }
         const am2z_error_t *e = oc.error;
-        s_event(j, "processor:job:failed", attempt,
-                json_pack("{s:I,s:{s:s,s:s,s:s,s:b}}", "attempt", (json_int_t)attempt, "error",
-                          "code", e ? e->code : "", "message", e ? e->message : "",
-                          "category", e ? am2z_category_name(e->category) : "",
-                          "retryable", e ? e->retryable : 0));
+        S_EVENT(j, "processor:job:failed", attempt,
+                "{s:I,s:{s:s,s:s,s:s,s:b}}", "attempt", (json_int_t)attempt, "error",
+                "code", e ? e->code : "", "message", e ? e->message : "",
+                "category", e ? am2z_category_name(e->category) : "",
+                "retryable", e ? e->retryable : 0);
         if (!am2z_retry_allowed(policy, e, attempt)) {
             s_fail(r, &oc.error);
             am2zw_outcome_clear(&oc);
@@ -341,10 +351,10 @@ s_exec_proc(s_job_t *j, const s_proc_t *p, const am2z_state_t *input, am2z_resul
 static void
 s_step_event(s_job_t *j, const char *step, size_t position, size_t total)
 {
-    s_event(j, "processor:completed", 1,
-            json_pack("{s:s,s:s,s:I,s:I,s:b}", "composite", j->processor, "step", step,
-                      "position", (json_int_t)position, "total", (json_int_t)total,
-                      "stepCompleted", 1));
+    S_EVENT(j, "processor:completed", 1,
+            "{s:s,s:s,s:I,s:I,s:b}", "composite", j->processor, "step", step,
+            "position", (json_int_t)position, "total", (json_int_t)total,
+            "stepCompleted", 1);
 }
 
 /*  r fails with the child's failure wrapped (what/unit as for
@@ -432,9 +442,9 @@ s_combine(s_job_t *j, const am2z_composite_def_t *c, const am2z_state_t *input,
     int rc = am2z_merge_states(input, states, n, c->strict, am2z_clock_wall_ms(), 0, &merged,
                                &conflicts, &nconflicts);
     for (size_t i = 0; i < nconflicts; i++)
-        s_event(j, "merge:conflict", 1,
-                json_pack("{s:s,s:I,s:b}", "path", conflicts[i].path, "winner",
-                          (json_int_t)conflicts[i].winner, "strict", c->strict));
+        S_EVENT(j, "merge:conflict", 1,
+                "{s:s,s:I,s:b}", "path", conflicts[i].path, "winner",
+                (json_int_t)conflicts[i].winner, "strict", c->strict);
     if (rc == AM2Z_OK) {
         s_succeed(r, &merged);
     } else {
@@ -730,8 +740,8 @@ s_exec(am2z_local_t *rt, const char *name, const am2z_state_t *input, const char
         s_exec_proc(&j, p, input, r);
     } else if (c) {
         uint64_t t0 = am2z_clock_mono_us();
-        s_event(&j, "workflow:started", 1,
-                json_pack("{s:s,s:s}", "composite", name, "kind", am2z_composite_kind_name(c->kind)));
+        S_EVENT(&j, "workflow:started", 1,
+                "{s:s,s:s}", "composite", name, "kind", am2z_composite_kind_name(c->kind));
         switch (c->kind) {
         case AM2Z_COMPOSITE_CHAIN:    s_exec_chain(&j, c, input, r); break;
         case AM2Z_COMPOSITE_PARALLEL: s_exec_parallel(&j, c, input, r); break;
@@ -744,8 +754,8 @@ s_exec(am2z_local_t *rt, const char *name, const am2z_state_t *input, const char
             am2z_error_t *e = am2z_error_timeout(name, c->timeout_ms);
             s_fail(r, &e);
         }
-        s_event(&j, r->success ? "workflow:completed" : "workflow:failed", 1,
-                json_pack("{s:s,s:I}", "composite", name, "executionTime", (json_int_t)r->exec_us));
+        S_EVENT(&j, r->success ? "workflow:completed" : "workflow:failed", 1,
+                "{s:s,s:I}", "composite", name, "executionTime", (json_int_t)r->exec_us);
     } else {
         am2z_error_t *e = s_not_found(rt, name);
         s_fail(r, &e);

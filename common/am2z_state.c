@@ -1,9 +1,11 @@
 /*  am2z_state.c — see am2z_state.h.
 
-    Representation. A state owns its encoded bytes and a msgpack-c view of
-    them (msgpack_unpacked; its str/bin/ext pointers reference the bytes), so
-    a read walks objects without decoding again and allocates nothing. The
-    metadata fields are cached in the struct when the state is built.
+    Representation. A state is one malloc'd block: the struct, then its
+    encoded bytes. Reads walk those bytes in place (s_lookup, with the
+    s_head / s_skip readers below), so a state needs no decoded view: a
+    decode is a structural check, one copy and a walk of the metadata map,
+    and a read allocates nothing. The metadata fields are cached in the
+    struct when the state is built.
 
     Building. Every constructor goes through s_build(): the user part of a
     source map becomes a small tree in one msgpack_zone (freed at once), the
@@ -12,15 +14,17 @@
     state or from a change) or a map / array the changes had to open. Only
     maps on a changed path are opened; everything else is copied verbatim,
     so raw values (bin, ext, float32, any int width) round-trip exactly and
-    an untouched subtree costs one memcpy. The encoded result then goes
-    through the same validating decode as peer bytes (s_adopt), so there is
-    one definition of a well-formed state.
+    an untouched subtree costs one memcpy. The encoding is written straight
+    into the new state's block; its metadata is the one just written, so
+    only the structure (depth) is checked again.
 
-    Byte walking. Opening a map or recording a change reads msgpack bytes
-    directly (s_head / s_skip) instead of through msgpack-c, because
-    msgpack-c would re-encode values rather than keep their bytes. Those
-    readers only ever see bytes that am2z_msgpack_check() accepted, and they
-    still bounds-check every header.
+    Byte walking. Reading, opening a map or recording a change reads msgpack
+    bytes directly (s_head / s_skip) instead of through msgpack-c, because
+    msgpack-c would re-encode values rather than keep their bytes, and
+    unpacking a whole state (a zone, an object tree) to read one key costs
+    more than the processor that reads it. Those readers only ever see bytes
+    that am2z_msgpack_check() accepted, and they still bounds-check every
+    header.
 */
 #include "am2z_state.h"
 
@@ -567,18 +571,22 @@ fail:
    The state object
    ------------------------------------------------------------------------ */
 
-/*  Invariants once built: data[0..size) passed am2z_msgpack_check() at
-    AM2Z_STATE_DEPTH_MAX and is one map; view.data is its decoded form;
-    exactly one string key "metadata" whose fields are cached below. */
+/*  Invariants once built: the encoded map (S_DATA, `size` bytes, stored in
+    the same block right after the struct) passed am2z_msgpack_check() at
+    AM2Z_STATE_DEPTH_MAX and holds exactly one string key "metadata" whose
+    fields are cached below. One block holds the struct and the bytes, so a
+    state costs one allocation. Reads walk the bytes in place (s_lookup);
+    there is no decoded copy to build or free. */
 struct am2z_state_t {
-    uint8_t *data;              /* owned: the encoded map */
-    size_t size;                /* bytes in data */
-    msgpack_unpacked view;      /* owned zone; str/bin/ext point into data */
+    size_t size;                /* bytes of the encoded map */
     uint64_t version;           /* metadata.version, >= 1 */
     uint64_t created_at;        /* metadata.createdAt, ms */
     uint64_t last_updated;      /* metadata.lastUpdated, ms */
     char session_id[AM2Z_SESSION_ID_MAX + 1];   /* metadata.sessionId */
 };
+
+/*  The encoded map of a state: the bytes after the struct. */
+#define S_DATA(self) ((const uint8_t *)((self) + 1))
 
 /*  Metadata for a state being built. */
 typedef struct {
@@ -589,69 +597,123 @@ typedef struct {
     uint64_t last_updated;
 } s_meta_t;
 
+/*  The string key at p (header h) equals s[0..len). */
 static bool
-s_obj_is_str(const msgpack_object *o, const char *s, size_t len)
+s_key_is(const uint8_t *p, const s_head_t *h, const char *s, size_t len)
 {
-    return o->type == MSGPACK_OBJECT_STR && o->via.str.size == len
-           && memcmp(o->via.str.ptr, s, len) == 0;
+    return h->type == AM2Z_VT_STR && h->len == len && memcmp(p + h->hdr, s, len) == 0;
 }
 
-/*  First value under string key s[0..len) of a map object, or NULL. */
-static const msgpack_object *
-s_obj_map_get(const msgpack_object *map, const char *s, size_t len)
+/*  An integer object at p (header h, type INT): *neg tells which of *u
+    (>= 0) or *i (< 0) holds it, as msgpack-c's positive/negative split. */
+static void
+s_int_read(const uint8_t *p, const s_head_t *h, bool *neg, uint64_t *u, int64_t *i)
 {
-    for (uint32_t i = 0; i < map->via.map.size; i++)
-        if (s_obj_is_str(&map->via.map.ptr[i].key, s, len))
-            return &map->via.map.ptr[i].val;
-    return NULL;
+    uint8_t b = p[0];
+    *neg = false;
+    *u = 0;
+    *i = 0;
+    if (b <= 0x7f) {
+        *u = b;
+    } else if (b >= 0xe0) {
+        *neg = true;
+        *i = (int8_t)b;
+    } else if (b >= 0xcc && b <= 0xcf) {
+        *u = am2z_be_read(p + 1, (size_t)h->len);
+    } else {                                        /* 0xd0..0xd3 */
+        unsigned shift = 64u - 8u * (unsigned)h->len;
+        int64_t v = (int64_t)(am2z_be_read(p + 1, (size_t)h->len) << shift) >> shift;
+        if (v < 0) {
+            *neg = true;
+            *i = v;
+        } else {
+            *u = (uint64_t)v;
+        }
+    }
 }
 
-/*  Validates the metadata map of a decoded state and caches its fields.
-    Unknown metadata keys are tolerated (forward compatibility); the known
-    ones must each appear once with the right type. */
+/*  Validates the metadata map and caches its fields. Unknown metadata keys
+    are tolerated (forward compatibility); the known ones must each appear
+    once with the right type. The bytes passed am2z_msgpack_check and are a
+    map. */
 static int
 s_read_metadata(am2z_state_t *self)
 {
-    const msgpack_object *root = &self->view.data;
-    const msgpack_object *meta = NULL;
-    for (uint32_t i = 0; i < root->via.map.size; i++) {
-        if (s_obj_is_str(&root->via.map.ptr[i].key, S_METADATA, S_METADATA_LEN)) {
+    const uint8_t *p = S_DATA(self);
+    size_t n = self->size;
+    s_head_t h;
+    if (s_head(p, n, &h) != 0 || h.type != AM2Z_VT_MAP)
+        return AM2Z_EPROTO;
+    const uint8_t *meta = NULL;
+    size_t meta_n = 0;
+    size_t pos = h.hdr;
+    for (uint64_t i = 0; i < h.count; i++) {
+        s_head_t kh;
+        size_t ks = s_skip(p + pos, n - pos);
+        if (ks == 0 || s_head(p + pos, n - pos, &kh) != 0)
+            return AM2Z_EPROTO;
+        bool is_meta = s_key_is(p + pos, &kh, S_METADATA, S_METADATA_LEN);
+        pos += ks;
+        size_t vs = s_skip(p + pos, n - pos);
+        if (vs == 0)
+            return AM2Z_EPROTO;
+        if (is_meta) {
             if (meta)
                 return AM2Z_EPROTO;
-            meta = &root->via.map.ptr[i].val;
+            meta = p + pos;
+            meta_n = vs;
         }
+        pos += vs;
     }
-    if (!meta || meta->type != MSGPACK_OBJECT_MAP)
+    s_head_t mh;
+    if (!meta || s_head(meta, meta_n, &mh) != 0 || mh.type != AM2Z_VT_MAP)
         return AM2Z_EPROTO;
 
     static const char *const names[] = { "version", "sessionId", "createdAt",
                                          "lastUpdated" };
+    static const size_t lens[] = { 7, 9, 9, 11 };
     unsigned seen = 0;
-    for (uint32_t i = 0; i < meta->via.map.size; i++) {
-        const msgpack_object *key = &meta->via.map.ptr[i].key;
-        const msgpack_object *val = &meta->via.map.ptr[i].val;
+    pos = mh.hdr;
+    for (uint64_t i = 0; i < mh.count; i++) {
+        s_head_t kh, vh;
+        size_t ks = s_skip(meta + pos, meta_n - pos);
+        if (ks == 0 || s_head(meta + pos, meta_n - pos, &kh) != 0)
+            return AM2Z_EPROTO;
+        const uint8_t *key = meta + pos;
+        pos += ks;
+        size_t vs = s_skip(meta + pos, meta_n - pos);
+        if (vs == 0 || s_head(meta + pos, meta_n - pos, &vh) != 0)
+            return AM2Z_EPROTO;
+        const uint8_t *val = meta + pos;
+        pos += vs;
         for (unsigned k = 0; k < 4; k++) {
-            if (!s_obj_is_str(key, names[k], strlen(names[k])))
+            if (!s_key_is(key, &kh, names[k], lens[k]))
                 continue;
             if (seen & (1u << k))
                 return AM2Z_EPROTO;
             seen |= 1u << k;
             if (k == 1) {
-                if (val->type != MSGPACK_OBJECT_STR
-                    || !am2z_session_id_valid(val->via.str.ptr, val->via.str.size))
+                const char *s = (const char *)val + vh.hdr;
+                if (vh.type != AM2Z_VT_STR || !am2z_session_id_valid(s, (size_t)vh.len))
                     return AM2Z_EPROTO;
-                memcpy(self->session_id, val->via.str.ptr, val->via.str.size);
-                self->session_id[val->via.str.size] = '\0';
+                memcpy(self->session_id, s, (size_t)vh.len);
+                self->session_id[vh.len] = '\0';
                 continue;
             }
-            if (val->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+            bool neg;
+            uint64_t u;
+            int64_t iv;
+            if (vh.type != AM2Z_VT_INT)
+                return AM2Z_EPROTO;
+            s_int_read(val, &vh, &neg, &u, &iv);
+            if (neg)
                 return AM2Z_EPROTO;
             if (k == 0)
-                self->version = val->via.u64;
+                self->version = u;
             else if (k == 2)
-                self->created_at = val->via.u64;
+                self->created_at = u;
             else
-                self->last_updated = val->via.u64;
+                self->last_updated = u;
         }
     }
     if (seen != 0xf || self->version == 0)
@@ -665,51 +727,23 @@ am2z_state_destroy(am2z_state_t **self_p)
     if (!self_p || !*self_p)
         return;
     am2z_state_t *self = *self_p;
-    msgpack_unpacked_destroy(&self->view);
-    free(self->data);
     free(self);
     *self_p = NULL;
 }
 
-/*  Takes ownership of data[0..size) (malloc'd; freed on failure too),
-    validates it as a state and builds the object. Returns AM2Z_OK,
-    AM2Z_EPROTO or AM2Z_ENOMEM. */
-static int
-s_adopt(uint8_t *data, size_t size, am2z_state_t **out)
+/*  A block for a state of `size` bytes (metadata unset). NULL
+    when out of memory. */
+static am2z_state_t *
+s_state_alloc(size_t size)
 {
-    int rc = AM2Z_EPROTO;
-    am2z_state_t *self = NULL;
-    if (am2z_msgpack_check(data, size, AM2Z_STATE_DEPTH_MAX) != AM2Z_OK
-        || data[0] < 0x80 || (data[0] > 0x8f && data[0] != 0xde && data[0] != 0xdf))
-        goto fail;
-    self = calloc(1, sizeof *self);
-    if (!self) {
-        rc = AM2Z_ENOMEM;
-        goto fail;
-    }
-    self->data = data;
+    if (size > SIZE_MAX - sizeof(am2z_state_t))
+        return NULL;
+    am2z_state_t *self = malloc(sizeof *self + size);
+    if (!self)
+        return NULL;
+    memset(self, 0, sizeof *self);
     self->size = size;
-    data = NULL;
-    msgpack_unpacked_init(&self->view);
-    switch (msgpack_unpack_next(&self->view, (const char *)self->data, size, NULL)) {
-    case MSGPACK_UNPACK_SUCCESS:
-        break;
-    case MSGPACK_UNPACK_NOMEM_ERROR:
-        rc = AM2Z_ENOMEM;
-        goto fail;
-    default:
-        goto fail;
-    }
-    rc = s_read_metadata(self);
-    if (rc != AM2Z_OK)
-        goto fail;
-    *out = self;
-    return AM2Z_OK;
-
-fail:
-    free(data);
-    am2z_state_destroy(&self);
-    return rc;
+    return self;
 }
 
 int
@@ -720,26 +754,39 @@ am2z_state_decode(const uint8_t *data, size_t size, am2z_state_t **out)
     *out = NULL;
     if (!data || size == 0)
         return AM2Z_EPROTO;
-    uint8_t *copy = malloc(size);
-    if (!copy)
+    if (am2z_msgpack_check(data, size, AM2Z_STATE_DEPTH_MAX) != AM2Z_OK
+        || data[0] < 0x80 || (data[0] > 0x8f && data[0] != 0xde && data[0] != 0xdf))
+        return AM2Z_EPROTO;
+    am2z_state_t *self = s_state_alloc(size);
+    if (!self)
         return AM2Z_ENOMEM;
-    memcpy(copy, data, size);
-    return s_adopt(copy, size, out);
+    memcpy((uint8_t *)(self + 1), data, size);
+    int rc = s_read_metadata(self);
+    if (rc != AM2Z_OK) {
+        am2z_state_destroy(&self);
+        return rc;
+    }
+    *out = self;
+    return AM2Z_OK;
 }
 
 am2z_state_t *
 am2z_state_dup(const am2z_state_t *self)
 {
-    am2z_state_t *copy = NULL;
-    if (self)
-        am2z_state_decode(self->data, self->size, &copy);
+    if (!self)
+        return NULL;
+    /*  A valid state copied as it is: one block, no second validation. */
+    am2z_state_t *copy = s_state_alloc(self->size);
+    if (!copy)
+        return NULL;
+    memcpy(copy, self, sizeof *copy + self->size);
     return copy;
 }
 
 const uint8_t *
 am2z_state_data(const am2z_state_t *self)
 {
-    return self ? self->data : NULL;
+    return self ? S_DATA(self) : NULL;
 }
 
 size_t
@@ -1081,6 +1128,31 @@ s_pack_state(msgpack_packer *pk, const s_meta_t *meta, const s_node_t *root)
     return failed ? -1 : 0;
 }
 
+/*  The packer target of a build: a state block growing as bytes come in,
+    so the finished encoding needs no copy. */
+typedef struct {
+    am2z_state_t *block;    /* owned until adopted; data after the struct */
+    size_t size;            /* encoded bytes written */
+    size_t cap;             /* room for encoded bytes */
+} s_out_t;
+
+static int
+s_out_write(void *data, const char *buf, size_t len)
+{
+    s_out_t *o = data;
+    if (len > o->cap - o->size) {
+        size_t cap = 2 * o->cap > o->size + len ? 2 * o->cap : o->size + len;
+        am2z_state_t *grown = realloc(o->block, sizeof *grown + cap);
+        if (!grown)
+            return -1;
+        o->block = grown;
+        o->cap = cap;
+    }
+    memcpy((uint8_t *)(o->block + 1) + o->size, buf, len);
+    o->size += len;
+    return 0;
+}
+
 /*  Builds a state whose user keys are those of `src` (one validated map, or
     NULL for none) with `changes` applied (NULL for none). Returns AM2Z_OK,
     AM2Z_ETYPE, AM2Z_ERESOURCE (larger than max_size when non-zero, or
@@ -1089,13 +1161,21 @@ static int
 s_build(const uint8_t *src, size_t src_size, const am2z_changes_t *changes,
         const s_meta_t *meta, size_t max_size, am2z_state_t **out)
 {
-    msgpack_zone zone;
-    if (!msgpack_zone_init(&zone, 4096))
+    /*  Room for the source, every change's path and value, and metadata:
+        enough for the usual build, so the block is allocated once. */
+    size_t cap = src_size + meta->session_id_len + 96;
+    for (size_t i = 0; changes && i < changes->count; i++)
+        cap += changes->items[i].path_len + changes->items[i].value_size + 10;
+    s_out_t o = { .block = s_state_alloc(cap), .cap = cap };
+    if (!o.block)
         return AM2Z_ENOMEM;
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
+    msgpack_zone zone;
+    if (!msgpack_zone_init(&zone, 2048)) {
+        free(o.block);
+        return AM2Z_ENOMEM;
+    }
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_packer_init(&pk, &o, s_out_write);
     int rc;
 
     s_node_t root = { .kind = S_NODE_MAP };
@@ -1114,19 +1194,31 @@ s_build(const uint8_t *src, size_t src_size, const am2z_changes_t *changes,
         rc = AM2Z_ENOMEM;
         goto done;
     }
-    if (max_size && sb.size > max_size) {
+    if (max_size && o.size > max_size) {
         rc = AM2Z_ERESOURCE;
         goto done;
     }
-    size_t size = sb.size;
-    rc = s_adopt((uint8_t *)msgpack_sbuffer_release(&sb), size, out);
-    /*  The bytes are our own encoding of validated parts; the one way they
-        can fail validation is a change that nested values too deep. */
-    if (rc == AM2Z_EPROTO)
+    /*  The bytes are our own encoding of validated parts with the metadata
+        we wrote, so only the structure is checked again: the one way it can
+        fail is a change that nested values too deep. */
+    if (am2z_msgpack_check((const uint8_t *)(o.block + 1), o.size,
+                           AM2Z_STATE_DEPTH_MAX) != AM2Z_OK) {
         rc = AM2Z_ERESOURCE;
+        goto done;
+    }
+    am2z_state_t *self = o.block;
+    o.block = NULL;
+    self->size = o.size;
+    self->version = meta->version;
+    self->created_at = meta->created_at;
+    self->last_updated = meta->last_updated;
+    memcpy(self->session_id, meta->session_id, meta->session_id_len);
+    self->session_id[meta->session_id_len] = '\0';
+    *out = self;
+    rc = AM2Z_OK;
 
 done:
-    msgpack_sbuffer_destroy(&sb);
+    free(o.block);
     msgpack_zone_destroy(&zone);
     return rc;
 }
@@ -1186,7 +1278,7 @@ am2z_state_with_metadata(const am2z_state_t *self, const char *session_id,
     int rc = s_meta_init(&meta, session_id, version, created_at_ms, last_updated_ms);
     if (rc != AM2Z_OK)
         return rc;
-    return s_build(self->data, self->size, NULL, &meta, 0, out);
+    return s_build(S_DATA(self), self->size, NULL, &meta, 0, out);
 }
 
 int
@@ -1207,77 +1299,100 @@ am2z_state_apply(const am2z_state_t *input, const am2z_changes_t *changes,
         .created_at = input->created_at,
         .last_updated = now_ms,
     };
-    return s_build(input->data, input->size, changes, &meta, max_size, out);
+    return s_build(S_DATA(input), input->size, changes, &meta, max_size, out);
 }
 
 /* ---------------------------------------------------------------------------
    Reading
    ------------------------------------------------------------------------ */
 
-/*  The value at `path`, walking the decoded view. Returns AM2Z_OK,
-    AM2Z_EINVAL or AM2Z_ENOTFOUND (also when a segment meets a scalar). */
+/*  The value at `path`, walking the encoded bytes: *vp points at its first
+    byte, *vn counts the bytes from there to the end of the state, *vh is its
+    header. Returns AM2Z_OK, AM2Z_EINVAL or AM2Z_ENOTFOUND (also when a
+    segment meets a scalar). */
 static int
-s_lookup(const am2z_state_t *self, const char *path, const msgpack_object **out)
+s_lookup(const am2z_state_t *self, const char *path, const uint8_t **vp, size_t *vn,
+         s_head_t *vh)
 {
     if (!self || !path)
         return AM2Z_EINVAL;
     size_t len = s_path_len(path);
     if (!s_path_ok(path, len))
         return AM2Z_EINVAL;
-    const msgpack_object *cur = &self->view.data;
+    const uint8_t *cur = S_DATA(self);
+    size_t n = self->size;
     const char *seg = path;
     const char *end = path + len;
-    while (cur) {
+    while (true) {
         const char *dot = memchr(seg, '.', (size_t)(end - seg));
-        size_t n = dot ? (size_t)(dot - seg) : (size_t)(end - seg);
+        size_t seglen = dot ? (size_t)(dot - seg) : (size_t)(end - seg);
+        s_head_t h;
         uint32_t index;
-        if (cur->type == MSGPACK_OBJECT_MAP)
-            cur = s_obj_map_get(cur, seg, n);
-        else if (cur->type == MSGPACK_OBJECT_ARRAY && s_path_index(seg, n, &index)
-                 && index < cur->via.array.size)
-            cur = &cur->via.array.ptr[index];
-        else
-            cur = NULL;
+        if (s_head(cur, n, &h) != 0)
+            return AM2Z_ENOTFOUND;
+        size_t pos = h.hdr;
+        bool found = false;
+        if (h.type == AM2Z_VT_MAP) {
+            for (uint64_t i = 0; i < h.count && !found; i++) {
+                s_head_t kh;
+                size_t ks = s_skip(cur + pos, n - pos);
+                if (ks == 0 || s_head(cur + pos, n - pos, &kh) != 0)
+                    return AM2Z_ENOTFOUND;
+                found = s_key_is(cur + pos, &kh, seg, seglen);
+                pos += ks;
+                if (!found) {
+                    size_t vs = s_skip(cur + pos, n - pos);
+                    if (vs == 0)
+                        return AM2Z_ENOTFOUND;
+                    pos += vs;
+                }
+            }
+        } else if (h.type == AM2Z_VT_ARRAY && s_path_index(seg, seglen, &index)
+                   && index < h.count) {
+            for (uint32_t i = 0; i < index; i++) {
+                size_t vs = s_skip(cur + pos, n - pos);
+                if (vs == 0)
+                    return AM2Z_ENOTFOUND;
+                pos += vs;
+            }
+            found = true;
+        }
+        if (!found)
+            return AM2Z_ENOTFOUND;
+        cur += pos;
+        n -= pos;
         if (!dot)
             break;
         seg = dot + 1;
     }
-    if (!cur)
+    if (s_head(cur, n, vh) != 0)
         return AM2Z_ENOTFOUND;
-    *out = cur;
+    *vp = cur;
+    *vn = n;
     return AM2Z_OK;
 }
 
 bool
 am2z_state_has(const am2z_state_t *self, const char *path)
 {
-    const msgpack_object *o;
-    return s_lookup(self, path, &o) == AM2Z_OK;
+    const uint8_t *p;
+    size_t n;
+    s_head_t h;
+    return s_lookup(self, path, &p, &n, &h) == AM2Z_OK;
 }
 
 int
 am2z_state_type(const am2z_state_t *self, const char *path, am2z_vtype_t *type)
 {
-    const msgpack_object *o;
+    const uint8_t *p;
+    size_t n;
+    s_head_t h;
     if (!type)
         return AM2Z_EINVAL;
-    int rc = s_lookup(self, path, &o);
+    int rc = s_lookup(self, path, &p, &n, &h);
     if (rc != AM2Z_OK)
         return rc;
-    switch (o->type) {
-    case MSGPACK_OBJECT_NIL:              *type = AM2Z_VT_NIL; break;
-    case MSGPACK_OBJECT_BOOLEAN:          *type = AM2Z_VT_BOOL; break;
-    case MSGPACK_OBJECT_POSITIVE_INTEGER:
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER: *type = AM2Z_VT_INT; break;
-    case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64:          *type = AM2Z_VT_FLOAT; break;
-    case MSGPACK_OBJECT_STR:              *type = AM2Z_VT_STR; break;
-    case MSGPACK_OBJECT_BIN:              *type = AM2Z_VT_BIN; break;
-    case MSGPACK_OBJECT_ARRAY:            *type = AM2Z_VT_ARRAY; break;
-    case MSGPACK_OBJECT_MAP:              *type = AM2Z_VT_MAP; break;
-    case MSGPACK_OBJECT_EXT:              *type = AM2Z_VT_EXT; break;
-    default:                              return AM2Z_EPROTO;
-    }
+    *type = h.type;
     return AM2Z_OK;
 }
 
@@ -1285,16 +1400,18 @@ int
 am2z_state_get_str(const am2z_state_t *self, const char *path,
                    const char **str, size_t *len)
 {
-    const msgpack_object *o;
+    const uint8_t *p;
+    size_t n;
+    s_head_t h;
     if (!str || !len)
         return AM2Z_EINVAL;
-    int rc = s_lookup(self, path, &o);
+    int rc = s_lookup(self, path, &p, &n, &h);
     if (rc != AM2Z_OK)
         return rc;
-    if (o->type != MSGPACK_OBJECT_STR)
+    if (h.type != AM2Z_VT_STR)
         return AM2Z_ETYPE;
-    *str = o->via.str.ptr;
-    *len = o->via.str.size;
+    *str = (const char *)p + h.hdr;
+    *len = (size_t)h.len;
     return AM2Z_OK;
 }
 
@@ -1319,39 +1436,57 @@ am2z_state_get_strcpy(const am2z_state_t *self, const char *path,
 int
 am2z_state_get_int(const am2z_state_t *self, const char *path, int64_t *value)
 {
-    const msgpack_object *o;
+    const uint8_t *p;
+    size_t n;
+    s_head_t h;
     if (!value)
         return AM2Z_EINVAL;
-    int rc = s_lookup(self, path, &o);
+    int rc = s_lookup(self, path, &p, &n, &h);
     if (rc != AM2Z_OK)
         return rc;
-    if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
-        *value = o->via.i64;
+    if (h.type != AM2Z_VT_INT)
+        return AM2Z_ETYPE;
+    bool neg;
+    uint64_t u;
+    int64_t i;
+    s_int_read(p, &h, &neg, &u, &i);
+    if (neg) {
+        *value = i;
         return AM2Z_OK;
     }
-    if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
-        return AM2Z_ETYPE;
-    if (o->via.u64 > INT64_MAX)
+    if (u > INT64_MAX)
         return AM2Z_ERESOURCE;
-    *value = (int64_t)o->via.u64;
+    *value = (int64_t)u;
     return AM2Z_OK;
 }
 
 int
 am2z_state_get_float(const am2z_state_t *self, const char *path, double *value)
 {
-    const msgpack_object *o;
+    const uint8_t *p;
+    size_t n;
+    s_head_t h;
     if (!value)
         return AM2Z_EINVAL;
-    int rc = s_lookup(self, path, &o);
+    int rc = s_lookup(self, path, &p, &n, &h);
     if (rc != AM2Z_OK)
         return rc;
-    switch (o->type) {
-    case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64:          *value = o->via.f64; break;
-    case MSGPACK_OBJECT_POSITIVE_INTEGER: *value = (double)o->via.u64; break;
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER: *value = (double)o->via.i64; break;
-    default:                              return AM2Z_ETYPE;
+    if (h.type == AM2Z_VT_FLOAT && h.len == 4) {
+        uint32_t bits = (uint32_t)am2z_be_read(p + 1, 4);
+        float f;
+        memcpy(&f, &bits, sizeof f);
+        *value = f;
+    } else if (h.type == AM2Z_VT_FLOAT) {
+        uint64_t bits = am2z_be_read(p + 1, 8);
+        memcpy(value, &bits, sizeof *value);
+    } else if (h.type == AM2Z_VT_INT) {
+        bool neg;
+        uint64_t u;
+        int64_t i;
+        s_int_read(p, &h, &neg, &u, &i);
+        *value = neg ? (double)i : (double)u;
+    } else {
+        return AM2Z_ETYPE;
     }
     return AM2Z_OK;
 }
@@ -1359,43 +1494,46 @@ am2z_state_get_float(const am2z_state_t *self, const char *path, double *value)
 int
 am2z_state_get_bool(const am2z_state_t *self, const char *path, bool *value)
 {
-    const msgpack_object *o;
+    const uint8_t *p;
+    size_t n;
+    s_head_t h;
     if (!value)
         return AM2Z_EINVAL;
-    int rc = s_lookup(self, path, &o);
+    int rc = s_lookup(self, path, &p, &n, &h);
     if (rc != AM2Z_OK)
         return rc;
-    if (o->type != MSGPACK_OBJECT_BOOLEAN)
+    if (h.type != AM2Z_VT_BOOL)
         return AM2Z_ETYPE;
-    *value = o->via.boolean;
+    *value = p[0] == 0xc3;
     return AM2Z_OK;
 }
 
 int
 am2z_state_get_nil(const am2z_state_t *self, const char *path)
 {
-    const msgpack_object *o;
-    int rc = s_lookup(self, path, &o);
+    const uint8_t *p;
+    size_t n;
+    s_head_t h;
+    int rc = s_lookup(self, path, &p, &n, &h);
     if (rc != AM2Z_OK)
         return rc;
-    return o->type == MSGPACK_OBJECT_NIL ? AM2Z_OK : AM2Z_ETYPE;
+    return h.type == AM2Z_VT_NIL ? AM2Z_OK : AM2Z_ETYPE;
 }
 
 int
 am2z_state_get_count(const am2z_state_t *self, const char *path, size_t *count)
 {
-    const msgpack_object *o;
+    const uint8_t *p;
+    size_t n;
+    s_head_t h;
     if (!count)
         return AM2Z_EINVAL;
-    int rc = s_lookup(self, path, &o);
+    int rc = s_lookup(self, path, &p, &n, &h);
     if (rc != AM2Z_OK)
         return rc;
-    if (o->type == MSGPACK_OBJECT_ARRAY)
-        *count = o->via.array.size;
-    else if (o->type == MSGPACK_OBJECT_MAP)
-        *count = o->via.map.size;
-    else
+    if (h.type != AM2Z_VT_ARRAY && h.type != AM2Z_VT_MAP)
         return AM2Z_ETYPE;
+    *count = (size_t)h.count;
     return AM2Z_OK;
 }
 
@@ -1405,28 +1543,22 @@ am2z_state_get_raw(const am2z_state_t *self, const char *path,
 {
     if (!self || !path || !data || !size)
         return AM2Z_EINVAL;
-    if (path[0] == '\0') {
-        uint8_t *copy = malloc(self->size);
-        if (!copy)
-            return AM2Z_ENOMEM;
-        memcpy(copy, self->data, self->size);
-        *data = copy;
-        *size = self->size;
-        return AM2Z_OK;
+    const uint8_t *p = S_DATA(self);
+    size_t n = self->size;
+    if (path[0] != '\0') {
+        s_head_t h;
+        int rc = s_lookup(self, path, &p, &n, &h);
+        if (rc != AM2Z_OK)
+            return rc;
+        n = s_skip(p, n);
+        if (n == 0)
+            return AM2Z_EPROTO;
     }
-    const msgpack_object *o;
-    int rc = s_lookup(self, path, &o);
-    if (rc != AM2Z_OK)
-        return rc;
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    if (msgpack_pack_object(&pk, *o) != 0) {
-        msgpack_sbuffer_destroy(&sb);
+    uint8_t *copy = malloc(n);
+    if (!copy)
         return AM2Z_ENOMEM;
-    }
-    *size = sb.size;
-    *data = (uint8_t *)msgpack_sbuffer_release(&sb);
+    memcpy(copy, p, n);
+    *data = copy;
+    *size = n;
     return AM2Z_OK;
 }
