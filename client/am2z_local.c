@@ -246,15 +246,27 @@ s_host_call(void *host, am2z_ctx_t *ctx, const char *name, const am2z_state_t *s
    Results
    ------------------------------------------------------------------------ */
 
+/*  snprintf(dst, size, "%s", src) without the format machinery: this
+    runs three times per execution. */
+static void
+s_copy(char *dst, size_t size, const char *src)
+{
+    size_t len = strlen(src);
+    if (len >= size)
+        len = size - 1;
+    memcpy(dst, src, len);
+    dst[len] = '\0';
+}
+
 static am2z_result_t *
 s_result(const s_job_t *j)
 {
     am2z_result_t *r = am2z_result_new();
     if (!r)
         return NULL;
-    snprintf(r->job_id, sizeof r->job_id, "%s", j->job_id);
-    snprintf(r->processor, sizeof r->processor, "%s", j->processor);
-    snprintf(r->session_id, sizeof r->session_id, "%s", j->session);
+    s_copy(r->job_id, sizeof r->job_id, j->job_id);
+    s_copy(r->processor, sizeof r->processor, j->processor);
+    s_copy(r->session_id, sizeof r->session_id, j->session);
     r->started_at_ms = am2z_clock_wall_ms();
     r->attempt = 1;
     r->exec_us = 1;

@@ -8,9 +8,9 @@
     struct when the state is built.
 
     Building. Every constructor goes through s_build(): the user part of a
-    source map becomes a small tree in one msgpack_zone (freed at once), the
-    changes are applied to that tree, and the tree is encoded with "metadata"
-    first. A tree node is either a slice of encoded bytes (from the source
+    source map becomes a small tree in one arena (s_arena_t, freed at
+    once), the changes are applied to that tree, and the tree is encoded
+    with "metadata" first. A tree node is either a slice of encoded bytes (from the source
     state or from a change) or a map / array the changes had to open. Only
     maps on a changed path are opened; everything else is copied verbatim,
     so raw values (bin, ext, float32, any int width) round-trip exactly and
@@ -33,6 +33,7 @@
 #include "am2z_mpcheck.h"
 
 #include <msgpack.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -859,15 +860,38 @@ struct s_node {
     s_slice_t *appended;    /* ARRAY: elements added by changes, in order */
 };
 
+/*  Where a build's tree lives: a small stack buffer first (enough for a
+    state of a few dozen keys), then a msgpack_zone made on first need.
+    Everything is freed at once when the build ends. */
+typedef struct {
+    _Alignas(max_align_t) uint8_t stack[2048];
+    size_t used;            /* bytes of stack handed out */
+    msgpack_zone *zone;     /* owned; NULL until the stack is full */
+} s_arena_t;
+
+static void *
+s_arena_alloc(s_arena_t *a, size_t size)
+{
+    size_t need = (size + (_Alignof(max_align_t) - 1)) & ~(_Alignof(max_align_t) - 1);
+    if (need >= size && need <= sizeof a->stack - a->used) {
+        void *p = a->stack + a->used;
+        a->used += need;
+        return p;
+    }
+    if (!a->zone && !(a->zone = msgpack_zone_new(4096)))
+        return NULL;
+    return msgpack_zone_malloc(a->zone, size);
+}
+
 /*  Grows a zone-allocated vector to hold one more element. The old block
     stays in the zone until the build ends: cheaper than tracking frees. */
 static int
-s_grow(msgpack_zone *zone, void **items, size_t count, size_t *cap, size_t elem)
+s_grow(s_arena_t *zone, void **items, size_t count, size_t *cap, size_t elem)
 {
     if (count < *cap)
         return AM2Z_OK;
     size_t ncap = *cap ? 2 * *cap : 8;
-    void *grown = msgpack_zone_malloc(zone, ncap * elem);
+    void *grown = s_arena_alloc(zone, ncap * elem);
     if (!grown)
         return AM2Z_ENOMEM;
     if (count)
@@ -878,16 +902,16 @@ s_grow(msgpack_zone *zone, void **items, size_t count, size_t *cap, size_t elem)
 }
 
 static s_node_t *
-s_node_new(msgpack_zone *zone, s_kind_t kind)
+s_node_new(s_arena_t *zone, s_kind_t kind)
 {
-    s_node_t *node = msgpack_zone_malloc(zone, sizeof *node);
+    s_node_t *node = s_arena_alloc(zone, sizeof *node);
     if (node)
         *node = (s_node_t) { .kind = kind };
     return node;
 }
 
 static int
-s_map_push(msgpack_zone *zone, s_node_t *map, const s_entry_t *entry)
+s_map_push(s_arena_t *zone, s_node_t *map, const s_entry_t *entry)
 {
     int rc = s_grow(zone, (void **)&map->entries, map->count, &map->cap,
                     sizeof(s_entry_t));
@@ -911,7 +935,7 @@ s_map_find(s_node_t *map, const char *name, size_t len)
     drop_metadata, string keys "metadata" are left out (the top level).
     Returns AM2Z_OK, AM2Z_ETYPE (not a map), AM2Z_EPROTO or AM2Z_ENOMEM. */
 static int
-s_open_map(msgpack_zone *zone, s_node_t *node, bool drop_metadata)
+s_open_map(s_arena_t *zone, s_node_t *node, bool drop_metadata)
 {
     const uint8_t *p = node->raw.bytes;
     size_t n = node->raw.size;
@@ -957,7 +981,7 @@ s_open_map(msgpack_zone *zone, s_node_t *node, bool drop_metadata)
 /*  Adds one element to the array at `node` (RAW array or ARRAY); a RAW
     array becomes an ARRAY whose base is its original elements. */
 static int
-s_array_append(msgpack_zone *zone, s_node_t *node, const s_change_t *c)
+s_array_append(s_arena_t *zone, s_node_t *node, const s_change_t *c)
 {
     if (node->kind == S_NODE_RAW) {
         s_head_t h;
@@ -985,7 +1009,7 @@ s_array_append(msgpack_zone *zone, s_node_t *node, const s_change_t *c)
 
 /*  Applies one change to the tree rooted at the MAP `root`. */
 static int
-s_apply_change(msgpack_zone *zone, s_node_t *root, const s_change_t *c)
+s_apply_change(s_arena_t *zone, s_node_t *root, const s_change_t *c)
 {
     s_node_t *map = root;
     const char *seg = c->path;
@@ -1096,11 +1120,8 @@ s_pack_node(msgpack_packer *pk, const s_node_t *node)
     return -1;
 }
 
-static int
-s_pack_str(msgpack_packer *pk, const char *s)
-{
-    return msgpack_pack_str_with_body(pk, s, strlen(s));
-}
+/*  Packs a string literal (its length known at compile time). */
+#define S_PACK_LIT(pk, lit) msgpack_pack_str_with_body((pk), (lit), sizeof(lit) - 1)
 
 /*  The whole state: metadata first, then the root's entries in order. */
 static int
@@ -1109,15 +1130,15 @@ s_pack_state(msgpack_packer *pk, const s_meta_t *meta, const s_node_t *root)
     if (root->count >= UINT32_MAX)
         return -1;
     int failed = msgpack_pack_map(pk, root->count + 1)
-        || s_pack_str(pk, S_METADATA)
+        || S_PACK_LIT(pk, S_METADATA)
         || msgpack_pack_map(pk, 4)
-        || s_pack_str(pk, "version")
+        || S_PACK_LIT(pk, "version")
         || msgpack_pack_uint64(pk, meta->version)
-        || s_pack_str(pk, "sessionId")
+        || S_PACK_LIT(pk, "sessionId")
         || msgpack_pack_str_with_body(pk, meta->session_id, meta->session_id_len)
-        || s_pack_str(pk, "createdAt")
+        || S_PACK_LIT(pk, "createdAt")
         || msgpack_pack_uint64(pk, meta->created_at)
-        || s_pack_str(pk, "lastUpdated")
+        || S_PACK_LIT(pk, "lastUpdated")
         || msgpack_pack_uint64(pk, meta->last_updated);
     for (size_t i = 0; i < root->count && !failed; i++) {
         const s_entry_t *e = &root->entries[i];
@@ -1126,6 +1147,31 @@ s_pack_state(msgpack_packer *pk, const s_meta_t *meta, const s_node_t *root)
                  || s_pack_node(pk, e->value);
     }
     return failed ? -1 : 0;
+}
+
+/*  False when no change can make the state deeper than the limit: every
+    change is a delete or sets a scalar at a path of few segments (a path of
+    k segments puts the value under k maps; the source already passed the
+    depth check, and opening its maps adds no depth). */
+static bool
+s_may_deepen(const am2z_changes_t *changes)
+{
+    for (size_t i = 0; changes && i < changes->count; i++) {
+        const s_change_t *c = &changes->items[i];
+        if (c->op == S_OP_DEL)
+            continue;
+        s_head_t h;
+        if (c->op != S_OP_SET || s_head(c->value, c->value_size, &h) != 0
+            || h.type == AM2Z_VT_MAP || h.type == AM2Z_VT_ARRAY)
+            return true;
+        size_t segments = 1;
+        for (const char *d = c->path; (d = memchr(d, '.', c->path_len - (size_t)(d - c->path)));
+             d++)
+            segments++;
+        if (segments >= AM2Z_STATE_DEPTH_MAX)
+            return true;
+    }
+    return false;
 }
 
 /*  The packer target of a build: a state block growing as bytes come in,
@@ -1169,11 +1215,9 @@ s_build(const uint8_t *src, size_t src_size, const am2z_changes_t *changes,
     s_out_t o = { .block = s_state_alloc(cap), .cap = cap };
     if (!o.block)
         return AM2Z_ENOMEM;
-    msgpack_zone zone;
-    if (!msgpack_zone_init(&zone, 2048)) {
-        free(o.block);
-        return AM2Z_ENOMEM;
-    }
+    s_arena_t zone;
+    zone.used = 0;
+    zone.zone = NULL;
     msgpack_packer pk;
     msgpack_packer_init(&pk, &o, s_out_write);
     int rc;
@@ -1199,10 +1243,12 @@ s_build(const uint8_t *src, size_t src_size, const am2z_changes_t *changes,
         goto done;
     }
     /*  The bytes are our own encoding of validated parts with the metadata
-        we wrote, so only the structure is checked again: the one way it can
-        fail is a change that nested values too deep. */
-    if (am2z_msgpack_check((const uint8_t *)(o.block + 1), o.size,
-                           AM2Z_STATE_DEPTH_MAX) != AM2Z_OK) {
+        we wrote; the one way they can be invalid is a change that nested
+        values too deep, so the structure is checked again when a change
+        could have done that (s_may_deepen). */
+    if (s_may_deepen(changes)
+        && am2z_msgpack_check((const uint8_t *)(o.block + 1), o.size,
+                              AM2Z_STATE_DEPTH_MAX) != AM2Z_OK) {
         rc = AM2Z_ERESOURCE;
         goto done;
     }
@@ -1219,7 +1265,8 @@ s_build(const uint8_t *src, size_t src_size, const am2z_changes_t *changes,
 
 done:
     free(o.block);
-    msgpack_zone_destroy(&zone);
+    if (zone.zone)
+        msgpack_zone_free(zone.zone);
     return rc;
 }
 
