@@ -36,6 +36,8 @@ struct am2z_local_t {
     void *on_event_arg;
     uint32_t max_depth;
     uint64_t rng;                 /* xorshift state for backoff jitter */
+    uint64_t id_next;             /* splitmix64 counter for job ids */
+    uint8_t id_salt[2];           /* random; the last id bytes */
 };
 
 /*  One job being run: what its host callbacks need. */
@@ -97,6 +99,13 @@ am2z_local_new(void)
     zhashx_set_destructor(self->sessions, s_state_free);
     self->max_depth = AM2Z_CALL_DEPTH_MAX_DEFAULT;
     self->rng = am2z_clock_mono_us() | 1;
+    uint8_t seed[sizeof self->id_next + sizeof self->id_salt];
+    if (am2z_random_bytes(seed, sizeof seed) != AM2Z_OK) {
+        am2z_local_destroy(&self);
+        return NULL;
+    }
+    memcpy(&self->id_next, seed, sizeof self->id_next);
+    memcpy(self->id_salt, seed + sizeof self->id_next, sizeof self->id_salt);
     return self;
 }
 
@@ -730,6 +739,24 @@ s_not_found(am2z_local_t *rt, const char *name)
     return e;
 }
 
+/*  A job id as am2z_id_new makes them, without a getrandom call per job:
+    the random part is splitmix64 of a counter seeded from the kernel (a
+    bijection, so ids of one runtime never repeat) and a random salt. */
+static void
+s_job_id(am2z_local_t *rt, char out[AM2Z_ID_LEN + 1])
+{
+    uint64_t z = (rt->id_next += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    uint8_t rnd[AM2Z_ID_RANDOM];
+    for (size_t i = 0; i < 8; i++)
+        rnd[i] = (uint8_t)(z >> (56 - 8 * i));
+    rnd[8] = rt->id_salt[0];
+    rnd[9] = rt->id_salt[1];
+    am2z_id_format(out, am2z_clock_wall_ms(), rnd);
+}
+
 static int
 s_exec(am2z_local_t *rt, const char *name, const am2z_state_t *input, const char *session,
        uint32_t depth, am2z_result_t **out)
@@ -738,8 +765,7 @@ s_exec(am2z_local_t *rt, const char *name, const am2z_state_t *input, const char
     if (!name || !input || !session)
         return AM2Z_EINVAL;
     s_job_t j = { .rt = rt, .session = session, .processor = name, .depth = depth };
-    if (am2z_id_new(j.job_id) != AM2Z_OK)
-        return AM2Z_EIO;
+    s_job_id(rt, j.job_id);
     am2z_result_t *r = s_result(&j);
     if (!r)
         return AM2Z_ENOMEM;
