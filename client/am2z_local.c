@@ -268,7 +268,7 @@ s_copy(char *dst, size_t size, const char *src)
 }
 
 static am2z_result_t *
-s_result(const s_job_t *j)
+s_result(const s_job_t *j, uint64_t now_ms)
 {
     am2z_result_t *r = am2z_result_new();
     if (!r)
@@ -276,7 +276,7 @@ s_result(const s_job_t *j)
     s_copy(r->job_id, sizeof r->job_id, j->job_id);
     s_copy(r->processor, sizeof r->processor, j->processor);
     s_copy(r->session_id, sizeof r->session_id, j->session);
-    r->started_at_ms = am2z_clock_wall_ms();
+    r->started_at_ms = now_ms;
     r->attempt = 1;
     r->exec_us = 1;
     return r;
@@ -743,7 +743,7 @@ s_not_found(am2z_local_t *rt, const char *name)
     the random part is splitmix64 of a counter seeded from the kernel (a
     bijection, so ids of one runtime never repeat) and a random salt. */
 static void
-s_job_id(am2z_local_t *rt, char out[AM2Z_ID_LEN + 1])
+s_job_id(am2z_local_t *rt, uint64_t now_ms, char out[AM2Z_ID_LEN + 1])
 {
     uint64_t z = (rt->id_next += 0x9e3779b97f4a7c15ull);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -754,7 +754,7 @@ s_job_id(am2z_local_t *rt, char out[AM2Z_ID_LEN + 1])
         rnd[i] = (uint8_t)(z >> (56 - 8 * i));
     rnd[8] = rt->id_salt[0];
     rnd[9] = rt->id_salt[1];
-    am2z_id_format(out, am2z_clock_wall_ms(), rnd);
+    am2z_id_format(out, now_ms, rnd);
 }
 
 static int
@@ -765,8 +765,9 @@ s_exec(am2z_local_t *rt, const char *name, const am2z_state_t *input, const char
     if (!name || !input || !session)
         return AM2Z_EINVAL;
     s_job_t j = { .rt = rt, .session = session, .processor = name, .depth = depth };
-    s_job_id(rt, j.job_id);
-    am2z_result_t *r = s_result(&j);
+    uint64_t now = am2z_clock_wall_ms();
+    s_job_id(rt, now, j.job_id);
+    am2z_result_t *r = s_result(&j, now);
     if (!r)
         return AM2Z_ENOMEM;
     const s_proc_t *p = zhashx_lookup(rt->procs, name);

@@ -455,7 +455,10 @@ am2zw_invoke(const am2zw_invoke_t *inv, am2zw_outcome_t *out)
         return;
     }
     size_t max = inv->max_state_size ? inv->max_state_size : AM2ZW_MAX_STATE_DEFAULT;
-    rc = am2z_state_apply(inv->input, ctx.changes, am2z_clock_wall_ms(), max, &out->next);
+    /*  lastUpdated: the start plus the run, which saves reading the wall
+        clock again (a clock step during the run is not worth tracking). */
+    rc = am2z_state_apply(inv->input, ctx.changes, out->started_ms + (t1 - t0) / 1000, max,
+                          &out->next);
     if (rc == AM2Z_OK) {
         out->changes = ctx.changes;
         return;
