@@ -1293,11 +1293,20 @@ int
 am2z_state_from_map(const char *session_id, const uint8_t *user_map,
                     size_t user_map_size, uint64_t now_ms, am2z_state_t **out)
 {
+    return am2z_state_from_map_meta(session_id, user_map, user_map_size, 1, now_ms, now_ms,
+                                    out);
+}
+
+int
+am2z_state_from_map_meta(const char *session_id, const uint8_t *user_map,
+                         size_t user_map_size, uint64_t version, uint64_t created_at_ms,
+                         uint64_t last_updated_ms, am2z_state_t **out)
+{
     if (!out)
         return AM2Z_EINVAL;
     *out = NULL;
     s_meta_t meta;
-    int rc = s_meta_init(&meta, session_id, 1, now_ms, now_ms);
+    int rc = s_meta_init(&meta, session_id, version, created_at_ms, last_updated_ms);
     if (rc != AM2Z_OK)
         return rc;
     if (user_map_size == 0)

@@ -86,6 +86,15 @@ int am2z_state_from_map(const char *session_id, const uint8_t *user_map,
                         size_t user_map_size, uint64_t now_ms,
                         am2z_state_t **out);
 
+/*  As am2z_state_from_map, with the metadata given (as for
+    am2z_state_with_metadata): one build instead of from_map followed by
+    with_metadata. Returns AM2Z_OK, AM2Z_EINVAL (bad session id or version
+    0), AM2Z_EPROTO (user_map is not exactly one msgpack map), AM2Z_ENOMEM. */
+int am2z_state_from_map_meta(const char *session_id, const uint8_t *user_map,
+                             size_t user_map_size, uint64_t version,
+                             uint64_t created_at_ms, uint64_t last_updated_ms,
+                             am2z_state_t **out);
+
 /*  Decodes and validates encoded state bytes (copied as they are, so the
     bytes of am2z_state_data() equal the input). Returns AM2Z_OK, AM2Z_EINVAL
     (out is NULL), AM2Z_EPROTO (not one map / metadata missing, duplicated,

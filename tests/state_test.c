@@ -1310,6 +1310,33 @@ START_TEST(test_state_reads_every_number_width)
 }
 END_TEST
 
+/*  from_map_meta = from_map then with_metadata, in one build. */
+START_TEST(test_state_from_map_meta)
+{
+    const uint8_t map[] = { 0x82, 0xa1, 'a', 0x01, 0xa8, 'm', 'e', 't', 'a', 'd', 'a', 't', 'a',
+                            0x02 };
+    am2z_state_t *one = NULL, *two = NULL, *want = NULL;
+    ck_assert_int_eq(am2z_state_from_map_meta(SID, map, sizeof map, 7, 100, 200, &one), AM2Z_OK);
+    ck_assert_int_eq(am2z_state_from_map(SID, map, sizeof map, 50, &two), AM2Z_OK);
+    ck_assert_int_eq(am2z_state_with_metadata(two, SID, 7, 100, 200, &want), AM2Z_OK);
+    ck_assert_uint_eq(am2z_state_version(one), 7);
+    ck_assert_uint_eq(am2z_state_created_at(one), 100);
+    ck_assert_uint_eq(am2z_state_last_updated(one), 200);
+    ck_assert_uint_eq(am2z_state_size(one), am2z_state_size(want));
+    ck_assert_mem_eq(am2z_state_data(one), am2z_state_data(want), am2z_state_size(want));
+    am2z_state_t *bad = NULL;
+    ck_assert_int_eq(am2z_state_from_map_meta(SID, map, sizeof map, 0, 1, 1, &bad), AM2Z_EINVAL);
+    ck_assert_int_eq(am2z_state_from_map_meta("bad id", map, sizeof map, 1, 1, 1, &bad),
+                     AM2Z_EINVAL);
+    ck_assert_int_eq(am2z_state_from_map_meta(SID, map, sizeof map - 1, 1, 1, 1, &bad),
+                     AM2Z_EPROTO);
+    ck_assert_ptr_null(bad);
+    am2z_state_destroy(&one);
+    am2z_state_destroy(&two);
+    am2z_state_destroy(&want);
+}
+END_TEST
+
 static Suite *
 s_suite(void)
 {
@@ -1336,6 +1363,7 @@ s_suite(void)
     tcase_add_test(tc, test_state_decode_rejects_garbage);
     tcase_add_test(tc, test_state_bad_paths_rejected);
     tcase_add_test(tc, test_state_reads_every_number_width);
+    tcase_add_test(tc, test_state_from_map_meta);
     suite_add_tcase(s, tc);
     return s;
 }
