@@ -580,6 +580,8 @@ fail:
     there is no decoded copy to build or free. */
 struct am2z_state_t {
     size_t size;                /* bytes of the encoded map */
+    size_t meta_at;             /* offset of the metadata map (the value) */
+    size_t meta_len;            /* its bytes: lets walks step over it at once */
     uint64_t version;           /* metadata.version, >= 1 */
     uint64_t created_at;        /* metadata.createdAt, ms */
     uint64_t last_updated;      /* metadata.lastUpdated, ms */
@@ -663,6 +665,8 @@ s_read_metadata(am2z_state_t *self)
                 return AM2Z_EPROTO;
             meta = p + pos;
             meta_n = vs;
+            self->meta_at = pos;
+            self->meta_len = vs;
         }
         pos += vs;
     }
@@ -932,10 +936,13 @@ s_map_find(s_node_t *map, const char *name, size_t len)
 }
 
 /*  Opens a RAW map node into a MAP node, every value a RAW child. With
-    drop_metadata, string keys "metadata" are left out (the top level).
+    drop_metadata, string keys "metadata" are left out (the top level); a
+    value starting at `meta` (the source state's metadata map, or NULL) is
+    meta_len bytes long, so it need not be walked.
     Returns AM2Z_OK, AM2Z_ETYPE (not a map), AM2Z_EPROTO or AM2Z_ENOMEM. */
 static int
-s_open_map(s_arena_t *zone, s_node_t *node, bool drop_metadata)
+s_open_map(s_arena_t *zone, s_node_t *node, bool drop_metadata, const uint8_t *meta,
+           size_t meta_len)
 {
     const uint8_t *p = node->raw.bytes;
     size_t n = node->raw.size;
@@ -959,7 +966,7 @@ s_open_map(s_arena_t *zone, s_node_t *node, bool drop_metadata)
             e.name_len = (size_t)kh.len;
         }
         pos += e.key_size;
-        size_t value_size = s_skip(p + pos, n - pos);
+        size_t value_size = p + pos == meta ? meta_len : s_skip(p + pos, n - pos);
         if (value_size == 0)
             return AM2Z_EPROTO;
         bool skip = drop_metadata && e.name && e.name_len == S_METADATA_LEN
@@ -1033,7 +1040,7 @@ s_apply_change(s_arena_t *zone, s_node_t *root, const s_change_t *c)
             map = fresh.value;
         } else {
             if (e->value->kind == S_NODE_RAW) {
-                rc = s_open_map(zone, e->value, false);
+                rc = s_open_map(zone, e->value, false, NULL, 0);
                 if (rc != AM2Z_OK)
                     return rc;
             } else if (e->value->kind != S_NODE_MAP) {
@@ -1088,6 +1095,33 @@ s_apply_change(s_arena_t *zone, s_node_t *root, const s_change_t *c)
     }
 }
 
+/*  The packer target of a build: a state block growing as bytes come in,
+    so the finished encoding needs no copy. */
+typedef struct {
+    am2z_state_t *block;    /* owned until adopted; data after the struct */
+    size_t size;            /* encoded bytes written */
+    size_t cap;             /* room for encoded bytes */
+    size_t meta_at;         /* where s_pack_state put the metadata map */
+    size_t meta_len;        /* and its bytes */
+} s_out_t;
+
+static int
+s_out_write(void *data, const char *buf, size_t len)
+{
+    s_out_t *o = data;
+    if (len > o->cap - o->size) {
+        size_t cap = 2 * o->cap > o->size + len ? 2 * o->cap : o->size + len;
+        am2z_state_t *grown = realloc(o->block, sizeof *grown + cap);
+        if (!grown)
+            return -1;
+        o->block = grown;
+        o->cap = cap;
+    }
+    memcpy((uint8_t *)(o->block + 1) + o->size, buf, len);
+    o->size += len;
+    return 0;
+}
+
 /*  Packs a tree node. Recursion depth is bounded by the number of path
     segments (at most AM2Z_PATH_LEN_MAX / 2 + 1): only changed maps are
     nodes below the root. Returns 0 or -1 (out of memory / too many). */
@@ -1129,8 +1163,11 @@ s_pack_state(msgpack_packer *pk, const s_meta_t *meta, const s_node_t *root)
 {
     if (root->count >= UINT32_MAX)
         return -1;
+    s_out_t *o = pk->data;
     int failed = msgpack_pack_map(pk, root->count + 1)
-        || S_PACK_LIT(pk, S_METADATA)
+        || S_PACK_LIT(pk, S_METADATA);
+    o->meta_at = o->size;
+    failed = failed
         || msgpack_pack_map(pk, 4)
         || S_PACK_LIT(pk, "version")
         || msgpack_pack_uint64(pk, meta->version)
@@ -1140,6 +1177,7 @@ s_pack_state(msgpack_packer *pk, const s_meta_t *meta, const s_node_t *root)
         || msgpack_pack_uint64(pk, meta->created_at)
         || S_PACK_LIT(pk, "lastUpdated")
         || msgpack_pack_uint64(pk, meta->last_updated);
+    o->meta_len = o->size - o->meta_at;
     for (size_t i = 0; i < root->count && !failed; i++) {
         const s_entry_t *e = &root->entries[i];
         failed = (e->key ? s_write(pk, e->key, e->key_size)
@@ -1174,38 +1212,14 @@ s_may_deepen(const am2z_changes_t *changes)
     return false;
 }
 
-/*  The packer target of a build: a state block growing as bytes come in,
-    so the finished encoding needs no copy. */
-typedef struct {
-    am2z_state_t *block;    /* owned until adopted; data after the struct */
-    size_t size;            /* encoded bytes written */
-    size_t cap;             /* room for encoded bytes */
-} s_out_t;
-
-static int
-s_out_write(void *data, const char *buf, size_t len)
-{
-    s_out_t *o = data;
-    if (len > o->cap - o->size) {
-        size_t cap = 2 * o->cap > o->size + len ? 2 * o->cap : o->size + len;
-        am2z_state_t *grown = realloc(o->block, sizeof *grown + cap);
-        if (!grown)
-            return -1;
-        o->block = grown;
-        o->cap = cap;
-    }
-    memcpy((uint8_t *)(o->block + 1) + o->size, buf, len);
-    o->size += len;
-    return 0;
-}
-
 /*  Builds a state whose user keys are those of `src` (one validated map, or
     NULL for none) with `changes` applied (NULL for none). Returns AM2Z_OK,
     AM2Z_ETYPE, AM2Z_ERESOURCE (larger than max_size when non-zero, or
     nested deeper than AM2Z_STATE_DEPTH_MAX) or AM2Z_ENOMEM. */
 static int
-s_build(const uint8_t *src, size_t src_size, const am2z_changes_t *changes,
-        const s_meta_t *meta, size_t max_size, am2z_state_t **out)
+s_build(const uint8_t *src, size_t src_size, const am2z_state_t *src_state,
+        const am2z_changes_t *changes, const s_meta_t *meta, size_t max_size,
+        am2z_state_t **out)
 {
     /*  Room for the source, every change's path and value, and metadata:
         enough for the usual build, so the block is allocated once. */
@@ -1225,7 +1239,9 @@ s_build(const uint8_t *src, size_t src_size, const am2z_changes_t *changes,
     s_node_t root = { .kind = S_NODE_MAP };
     if (src) {
         root = (s_node_t) { .kind = S_NODE_RAW, .raw = { src, src_size } };
-        rc = s_open_map(&zone, &root, true);
+        rc = s_open_map(&zone, &root, true,
+                        src_state ? src + src_state->meta_at : NULL,
+                        src_state ? src_state->meta_len : 0);
         if (rc != AM2Z_OK)
             goto done;
     }
@@ -1255,6 +1271,8 @@ s_build(const uint8_t *src, size_t src_size, const am2z_changes_t *changes,
     am2z_state_t *self = o.block;
     o.block = NULL;
     self->size = o.size;
+    self->meta_at = o.meta_at;
+    self->meta_len = o.meta_len;
     self->version = meta->version;
     self->created_at = meta->created_at;
     self->last_updated = meta->last_updated;
@@ -1317,7 +1335,7 @@ am2z_state_from_map_meta(const char *session_id, const uint8_t *user_map,
             || s_head(user_map, user_map_size, &h) != 0 || h.type != AM2Z_VT_MAP)
             return AM2Z_EPROTO;
     }
-    return s_build(user_map, user_map_size, NULL, &meta, 0, out);
+    return s_build(user_map, user_map_size, NULL, NULL, &meta, 0, out);
 }
 
 int
@@ -1334,7 +1352,7 @@ am2z_state_with_metadata(const am2z_state_t *self, const char *session_id,
     int rc = s_meta_init(&meta, session_id, version, created_at_ms, last_updated_ms);
     if (rc != AM2Z_OK)
         return rc;
-    return s_build(S_DATA(self), self->size, NULL, &meta, 0, out);
+    return s_build(S_DATA(self), self->size, self, NULL, &meta, 0, out);
 }
 
 int
@@ -1355,7 +1373,7 @@ am2z_state_apply(const am2z_state_t *input, const am2z_changes_t *changes,
         .created_at = input->created_at,
         .last_updated = now_ms,
     };
-    return s_build(S_DATA(input), input->size, changes, &meta, max_size, out);
+    return s_build(S_DATA(input), input->size, input, changes, &meta, max_size, out);
 }
 
 /* ---------------------------------------------------------------------------
@@ -1397,7 +1415,8 @@ s_lookup(const am2z_state_t *self, const char *path, const uint8_t **vp, size_t 
                 found = s_key_is(cur + pos, &kh, seg, seglen);
                 pos += ks;
                 if (!found) {
-                    size_t vs = s_skip(cur + pos, n - pos);
+                    size_t vs = cur + pos == S_DATA(self) + self->meta_at
+                                    ? self->meta_len : s_skip(cur + pos, n - pos);
                     if (vs == 0)
                         return AM2Z_ENOTFOUND;
                     pos += vs;

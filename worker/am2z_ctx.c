@@ -489,11 +489,12 @@ s_run(s_pipe_host_t *h, const am2zw_actor_args_t *a, const am2z_msg_t *job)
 {
     uint8_t *changes = NULL;
     size_t changes_size = 0;
-    am2zw_outcome_t oc = { .exec_us = 1, .started_ms = am2z_clock_wall_ms() };
+    am2zw_outcome_t oc = { .exec_us = 1 };
 
     am2z_state_t *input = NULL;
     int rc = am2z_state_decode(job->state, job->state_size, &input);
     if (rc != AM2Z_OK) {
+        oc.started_ms = am2z_clock_wall_ms();     /* am2zw_invoke sets it otherwise */
         oc.error = am2z_error_new(AM2Z_CAT_PROTOCOL, "INVALID_STATE",
                                   "job %s: input state does not decode: %s",
                                   job->job, am2z_strerror(rc));
