@@ -206,26 +206,44 @@ typedef enum { S_OP_SET = 0, S_OP_DEL, S_OP_APPEND, S_OP_COUNT } s_op_t;
 
 static const char *const s_op_names[S_OP_COUNT] = { "set", "del", "append" };
 
-/*  One recorded change. `path` and `value` both point into `buf`. */
+/*  One recorded change. `path` and `value` both point into one buffer:
+    `buf` when the change owns it, else the changes' inline bytes. */
 typedef struct {
     s_op_t op;
     const char *path;       /* NUL-terminated, valid, not under metadata */
     size_t path_len;
     const uint8_t *value;   /* exactly one msgpack object; NULL for del */
     size_t value_size;
-    char *buf;              /* owned: path, NUL, value bytes */
+    char *buf;              /* owned (path, NUL, value bytes), or NULL */
 } s_change_t;
 
+/*  Room kept inside the object, so the usual processor (a few small
+    changes) records them without allocating. */
+#define S_INLINE_ITEMS 4
+#define S_INLINE_BYTES 256
+
+/*  The object never moves once allocated, so pointers into `inline_bytes`
+    stay valid for its life. */
 struct am2z_changes_t {
-    s_change_t *items;      /* owned, in recording order */
+    s_change_t *items;      /* in recording order: inline_items, or owned */
     size_t count;
     size_t cap;
+    size_t inline_used;     /* bytes of inline_bytes handed out */
+    s_change_t inline_items[S_INLINE_ITEMS];
+    _Alignas(8) char inline_bytes[S_INLINE_BYTES];
 };
 
 am2z_changes_t *
 am2z_changes_new(void)
 {
-    return calloc(1, sizeof(am2z_changes_t));
+    am2z_changes_t *self = malloc(sizeof *self);
+    if (!self)
+        return NULL;
+    self->items = self->inline_items;
+    self->count = 0;
+    self->cap = S_INLINE_ITEMS;
+    self->inline_used = 0;
+    return self;
 }
 
 void
@@ -236,7 +254,8 @@ am2z_changes_destroy(am2z_changes_t **self_p)
     am2z_changes_t *self = *self_p;
     for (size_t i = 0; i < self->count; i++)
         free(self->items[i].buf);
-    free(self->items);
+    if (self->items != self->inline_items)
+        free(self->items);
     free(self);
     *self_p = NULL;
 }
@@ -268,16 +287,24 @@ s_record(am2z_changes_t *self, s_op_t op, const char *path, size_t path_len,
     if (rc != AM2Z_OK)
         return rc;
     if (self->count == self->cap) {
-        size_t cap = self->cap ? 2 * self->cap : 8;
-        s_change_t *items = realloc(self->items, cap * sizeof *items);
+        size_t cap = 2 * self->cap;
+        bool was_inline = self->items == self->inline_items;
+        s_change_t *items = realloc(was_inline ? NULL : self->items, cap * sizeof *items);
         if (!items)
             return AM2Z_ENOMEM;
+        if (was_inline)
+            memcpy(items, self->inline_items, sizeof self->inline_items);
         self->items = items;
         self->cap = cap;
     }
-    char *buf = malloc(path_len + 1 + hdr_size + body_size);
-    if (!buf)
+    size_t need = path_len + 1 + hdr_size + body_size;
+    char *buf, *owned = NULL;
+    if (need <= S_INLINE_BYTES - self->inline_used) {
+        buf = self->inline_bytes + self->inline_used;
+        self->inline_used += need;
+    } else if (!(buf = owned = malloc(need))) {
         return AM2Z_ENOMEM;
+    }
     memcpy(buf, path, path_len);
     buf[path_len] = '\0';
     uint8_t *value = (uint8_t *)buf + path_len + 1;
@@ -291,7 +318,7 @@ s_record(am2z_changes_t *self, s_op_t op, const char *path, size_t path_len,
         .path_len = path_len,
         .value = op == S_OP_DEL ? NULL : value,
         .value_size = hdr_size + body_size,
-        .buf = buf,
+        .buf = owned,
     };
     return AM2Z_OK;
 }
