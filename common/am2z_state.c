@@ -1136,6 +1136,8 @@ static int
 s_out_write(void *data, const char *buf, size_t len)
 {
     s_out_t *o = data;
+    if (len == 0)
+        return 0;                   /* an empty body may come as NULL */
     if (len > o->cap - o->size) {
         size_t cap = 2 * o->cap > o->size + len ? 2 * o->cap : o->size + len;
         am2z_state_t *grown = realloc(o->block, sizeof *grown + cap);
