@@ -36,6 +36,8 @@ struct am2z_local_t {
     void *on_event_arg;
     uint32_t max_depth;
     uint64_t rng;                 /* xorshift state for backoff jitter */
+    uint64_t id_next;             /* splitmix64 counter for job ids */
+    uint8_t id_salt[2];           /* random; the last id bytes */
 };
 
 /*  One job being run: what its host callbacks need. */
@@ -97,6 +99,13 @@ am2z_local_new(void)
     zhashx_set_destructor(self->sessions, s_state_free);
     self->max_depth = AM2Z_CALL_DEPTH_MAX_DEFAULT;
     self->rng = am2z_clock_mono_us() | 1;
+    uint8_t seed[sizeof self->id_next + sizeof self->id_salt];
+    if (am2z_random_bytes(seed, sizeof seed) != AM2Z_OK) {
+        am2z_local_destroy(&self);
+        return NULL;
+    }
+    memcpy(&self->id_next, seed, sizeof self->id_next);
+    memcpy(self->id_salt, seed + sizeof self->id_next, sizeof self->id_salt);
     return self;
 }
 
@@ -197,7 +206,9 @@ s_event_raw(am2z_local_t *rt, const char *name, const char *job, const char *ses
     rt->on_event(&ev, rt->on_event_arg);
 }
 
-/*  A lifecycle event of job j with a JSON object as data (taken). */
+/*  A lifecycle event of job j with a JSON object as data (taken). Call it
+    through S_EVENT, which builds the JSON only when someone listens: with
+    no on_event callback the event costs one increment. */
 static void
 s_event(s_job_t *j, const char *name, uint32_t attempt, json_t *data)
 {
@@ -210,6 +221,14 @@ s_event(s_job_t *j, const char *name, uint32_t attempt, json_t *data)
                 bytes, size);
     free(bytes);
 }
+
+#define S_EVENT(j, name, attempt, ...)                                  \
+    do {                                                                \
+        if ((j)->rt->on_event)                                          \
+            s_event((j), (name), (attempt), json_pack(__VA_ARGS__));    \
+        else                                                            \
+            (j)->seq++;                                                 \
+    } while (0)
 
 /*  Host callback: a processor's custom event or progress. */
 static int
@@ -236,16 +255,28 @@ s_host_call(void *host, am2z_ctx_t *ctx, const char *name, const am2z_state_t *s
    Results
    ------------------------------------------------------------------------ */
 
+/*  snprintf(dst, size, "%s", src) without the format machinery: this
+    runs three times per execution. */
+static void
+s_copy(char *dst, size_t size, const char *src)
+{
+    size_t len = strlen(src);
+    if (len >= size)
+        len = size - 1;
+    memcpy(dst, src, len);
+    dst[len] = '\0';
+}
+
 static am2z_result_t *
-s_result(const s_job_t *j)
+s_result(const s_job_t *j, uint64_t now_ms)
 {
     am2z_result_t *r = am2z_result_new();
     if (!r)
         return NULL;
-    snprintf(r->job_id, sizeof r->job_id, "%s", j->job_id);
-    snprintf(r->processor, sizeof r->processor, "%s", j->processor);
-    snprintf(r->session_id, sizeof r->session_id, "%s", j->session);
-    r->started_at_ms = am2z_clock_wall_ms();
+    s_copy(r->job_id, sizeof r->job_id, j->job_id);
+    s_copy(r->processor, sizeof r->processor, j->processor);
+    s_copy(r->session_id, sizeof r->session_id, j->session);
+    r->started_at_ms = now_ms;
     r->attempt = 1;
     r->exec_us = 1;
     return r;
@@ -292,7 +323,7 @@ s_exec_proc(s_job_t *j, const s_proc_t *p, const am2z_state_t *input, am2z_resul
     am2zw_host_t host = { .emit = s_host_emit, .call = s_host_call, .host = j };
     for (uint32_t attempt = 1;; attempt++) {
         r->attempt = attempt;
-        s_event(j, "processor:active", attempt, json_pack("{s:s}", "worker", "local"));
+        S_EVENT(j, "processor:active", attempt, "{s:s}", "worker", "local");
         am2zw_invoke_t inv = {
             .processor = p->name, .fn = p->def.fn, .arg = p->def.arg,
             .session = j->session, .job_id = j->job_id, .attempt = attempt,
@@ -308,19 +339,19 @@ s_exec_proc(s_job_t *j, const s_proc_t *p, const am2z_state_t *input, am2z_resul
             oc.error = am2z_error_timeout(p->name, p->def.timeout_ms);
         }
         if (oc.next) {
-            s_event(j, "processor:job:completed", attempt,
-                    json_pack("{s:I,s:I}", "executionTime", (json_int_t)oc.exec_us, "version",
-                              (json_int_t)am2z_state_version(oc.next)));
+            S_EVENT(j, "processor:job:completed", attempt,
+                    "{s:I,s:I}", "executionTime", (json_int_t)oc.exec_us, "version",
+                    (json_int_t)am2z_state_version(oc.next));
             s_succeed(r, &oc.next);
             am2zw_outcome_clear(&oc);
             return;
         }
         const am2z_error_t *e = oc.error;
-        s_event(j, "processor:job:failed", attempt,
-                json_pack("{s:I,s:{s:s,s:s,s:s,s:b}}", "attempt", (json_int_t)attempt, "error",
-                          "code", e ? e->code : "", "message", e ? e->message : "",
-                          "category", e ? am2z_category_name(e->category) : "",
-                          "retryable", e ? e->retryable : 0));
+        S_EVENT(j, "processor:job:failed", attempt,
+                "{s:I,s:{s:s,s:s,s:s,s:b}}", "attempt", (json_int_t)attempt, "error",
+                "code", e ? e->code : "", "message", e ? e->message : "",
+                "category", e ? am2z_category_name(e->category) : "",
+                "retryable", e ? e->retryable : 0);
         if (!am2z_retry_allowed(policy, e, attempt)) {
             s_fail(r, &oc.error);
             am2zw_outcome_clear(&oc);
@@ -341,10 +372,10 @@ s_exec_proc(s_job_t *j, const s_proc_t *p, const am2z_state_t *input, am2z_resul
 static void
 s_step_event(s_job_t *j, const char *step, size_t position, size_t total)
 {
-    s_event(j, "processor:completed", 1,
-            json_pack("{s:s,s:s,s:I,s:I,s:b}", "composite", j->processor, "step", step,
-                      "position", (json_int_t)position, "total", (json_int_t)total,
-                      "stepCompleted", 1));
+    S_EVENT(j, "processor:completed", 1,
+            "{s:s,s:s,s:I,s:I,s:b}", "composite", j->processor, "step", step,
+            "position", (json_int_t)position, "total", (json_int_t)total,
+            "stepCompleted", 1);
 }
 
 /*  r fails with the child's failure wrapped (what/unit as for
@@ -432,9 +463,9 @@ s_combine(s_job_t *j, const am2z_composite_def_t *c, const am2z_state_t *input,
     int rc = am2z_merge_states(input, states, n, c->strict, am2z_clock_wall_ms(), 0, &merged,
                                &conflicts, &nconflicts);
     for (size_t i = 0; i < nconflicts; i++)
-        s_event(j, "merge:conflict", 1,
-                json_pack("{s:s,s:I,s:b}", "path", conflicts[i].path, "winner",
-                          (json_int_t)conflicts[i].winner, "strict", c->strict));
+        S_EVENT(j, "merge:conflict", 1,
+                "{s:s,s:I,s:b}", "path", conflicts[i].path, "winner",
+                (json_int_t)conflicts[i].winner, "strict", c->strict);
     if (rc == AM2Z_OK) {
         s_succeed(r, &merged);
     } else {
@@ -708,6 +739,24 @@ s_not_found(am2z_local_t *rt, const char *name)
     return e;
 }
 
+/*  A job id as am2z_id_new makes them, without a getrandom call per job:
+    the random part is splitmix64 of a counter seeded from the kernel (a
+    bijection, so ids of one runtime never repeat) and a random salt. */
+static void
+s_job_id(am2z_local_t *rt, uint64_t now_ms, char out[AM2Z_ID_LEN + 1])
+{
+    uint64_t z = (rt->id_next += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    uint8_t rnd[AM2Z_ID_RANDOM];
+    for (size_t i = 0; i < 8; i++)
+        rnd[i] = (uint8_t)(z >> (56 - 8 * i));
+    rnd[8] = rt->id_salt[0];
+    rnd[9] = rt->id_salt[1];
+    am2z_id_format(out, now_ms, rnd);
+}
+
 static int
 s_exec(am2z_local_t *rt, const char *name, const am2z_state_t *input, const char *session,
        uint32_t depth, am2z_result_t **out)
@@ -716,9 +765,9 @@ s_exec(am2z_local_t *rt, const char *name, const am2z_state_t *input, const char
     if (!name || !input || !session)
         return AM2Z_EINVAL;
     s_job_t j = { .rt = rt, .session = session, .processor = name, .depth = depth };
-    if (am2z_id_new(j.job_id) != AM2Z_OK)
-        return AM2Z_EIO;
-    am2z_result_t *r = s_result(&j);
+    uint64_t now = am2z_clock_wall_ms();
+    s_job_id(rt, now, j.job_id);
+    am2z_result_t *r = s_result(&j, now);
     if (!r)
         return AM2Z_ENOMEM;
     const s_proc_t *p = zhashx_lookup(rt->procs, name);
@@ -730,8 +779,8 @@ s_exec(am2z_local_t *rt, const char *name, const am2z_state_t *input, const char
         s_exec_proc(&j, p, input, r);
     } else if (c) {
         uint64_t t0 = am2z_clock_mono_us();
-        s_event(&j, "workflow:started", 1,
-                json_pack("{s:s,s:s}", "composite", name, "kind", am2z_composite_kind_name(c->kind)));
+        S_EVENT(&j, "workflow:started", 1,
+                "{s:s,s:s}", "composite", name, "kind", am2z_composite_kind_name(c->kind));
         switch (c->kind) {
         case AM2Z_COMPOSITE_CHAIN:    s_exec_chain(&j, c, input, r); break;
         case AM2Z_COMPOSITE_PARALLEL: s_exec_parallel(&j, c, input, r); break;
@@ -744,8 +793,8 @@ s_exec(am2z_local_t *rt, const char *name, const am2z_state_t *input, const char
             am2z_error_t *e = am2z_error_timeout(name, c->timeout_ms);
             s_fail(r, &e);
         }
-        s_event(&j, r->success ? "workflow:completed" : "workflow:failed", 1,
-                json_pack("{s:s,s:I}", "composite", name, "executionTime", (json_int_t)r->exec_us));
+        S_EVENT(&j, r->success ? "workflow:completed" : "workflow:failed", 1,
+                "{s:s,s:I}", "composite", name, "executionTime", (json_int_t)r->exec_us);
     } else {
         am2z_error_t *e = s_not_found(rt, name);
         s_fail(r, &e);

@@ -19,7 +19,11 @@
     the same depth limit; lifecycle and custom events go to the on_event
     callback in order. One difference: a processor running past its timeout
     cannot be interrupted in-process — its attempt fails with a Timeout
-    error when it returns, and its changes are discarded.
+    error when it returns, and its changes are discarded. Job ids look like
+    the broker's (am2z_clock.h) and never repeat within a runtime, but their
+    random part comes from a generator seeded once, not from the kernel
+    per job: in-process ids are not capabilities, so they need not be
+    unguessable.
 
     Thread safety: not thread-safe; one thread uses a local runtime.
 */

@@ -25,31 +25,47 @@ am2z_clock_mono_us(void)
 }
 
 int
-am2z_id_new(char out[AM2Z_ID_LEN + 1])
+am2z_random_bytes(void *buf, size_t n)
 {
-    static const char hex[] = "0123456789abcdef";
-    uint8_t rnd[10];
+    uint8_t *p = buf;
     size_t got = 0;
-    while (got < sizeof rnd) {
-        ssize_t n = getrandom(rnd + got, sizeof rnd - got, 0);
-        if (n < 0) {
+    while (got < n) {
+        ssize_t r = getrandom(p + got, n - got, 0);
+        if (r < 0) {
             if (errno == EINTR)
                 continue;
             return AM2Z_EIO;
         }
-        got += (size_t)n;
+        got += (size_t)r;
     }
+    return AM2Z_OK;
+}
+
+void
+am2z_id_format(char out[AM2Z_ID_LEN + 1], uint64_t ms, const uint8_t rnd[AM2Z_ID_RANDOM])
+{
+    static const char hex[] = "0123456789abcdef";
     /* 48 bits of milliseconds: good until the year 10889. */
-    uint64_t ms = am2z_clock_wall_ms() & 0xffffffffffffull;
+    ms &= 0xffffffffffffull;
     for (int i = 11; i >= 0; i--) {
         out[i] = hex[ms & 0xf];
         ms >>= 4;
     }
-    for (size_t i = 0; i < sizeof rnd; i++) {
+    for (size_t i = 0; i < AM2Z_ID_RANDOM; i++) {
         out[12 + 2 * i] = hex[rnd[i] >> 4];
         out[13 + 2 * i] = hex[rnd[i] & 0xf];
     }
     out[AM2Z_ID_LEN] = '\0';
+}
+
+int
+am2z_id_new(char out[AM2Z_ID_LEN + 1])
+{
+    uint8_t rnd[AM2Z_ID_RANDOM];
+    int rc = am2z_random_bytes(rnd, sizeof rnd);
+    if (rc != AM2Z_OK)
+        return rc;
+    am2z_id_format(out, am2z_clock_wall_ms(), rnd);
     return AM2Z_OK;
 }
 

@@ -34,6 +34,20 @@ uint64_t am2z_clock_mono_us(void);
     Returns AM2Z_OK, or AM2Z_EIO if the kernel's random source failed. */
 int am2z_id_new(char out[AM2Z_ID_LEN + 1]);
 
+/*  Random bytes in an id (20 hex characters). */
+#define AM2Z_ID_RANDOM 10
+
+/*  The id of wall-clock time `ms` and random bytes `rnd`, as am2z_id_new
+    writes it (which is this with fresh kernel randomness). For callers that
+    make many ids from their own generator seeded by am2z_random_bytes, and
+    so avoid a getrandom call per id. */
+void am2z_id_format(char out[AM2Z_ID_LEN + 1], uint64_t ms,
+                    const uint8_t rnd[AM2Z_ID_RANDOM]);
+
+/*  Fills buf[0..n) from the kernel's random source. Returns AM2Z_OK or
+    AM2Z_EIO. */
+int am2z_random_bytes(void *buf, size_t n);
+
 /*  Limits on names and ids that arrive from users or peers. */
 #define AM2Z_NAME_MAX       128   /* processor, composite, event names */
 #define AM2Z_SESSION_ID_MAX 128   /* session ids */

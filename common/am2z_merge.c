@@ -85,6 +85,17 @@ s_extends(const msgpack_object *prefix, const msgpack_object *arr)
     return true;
 }
 
+/*  Appends key to a path buffer as a dotted segment. */
+static void
+s_path_join(char *out, size_t out_size, const char *path, const msgpack_object *key)
+{
+    const char *sep = path[0] ? "." : "";
+    if (key->type == MSGPACK_OBJECT_STR)
+        snprintf(out, out_size, "%s%s%.*s", path, sep, (int)key->via.str.size, key->via.str.ptr);
+    else
+        snprintf(out, out_size, "%s%s?", path, sep);
+}
+
 static void s_merge_map(s_ctx_t *ctx, msgpack_packer *pk, const msgpack_object *in,
                         const msgpack_object *const *br, size_t n, const char *path,
                         bool top);
@@ -94,8 +105,11 @@ static void s_merge_map(s_ctx_t *ctx, msgpack_packer *pk, const msgpack_object *
 static bool
 s_merge_value(s_ctx_t *ctx, msgpack_packer *pk, const msgpack_object *key,
               const msgpack_object *in, const msgpack_object *const *br, size_t n,
-              const char *path)
+              const char *parent)
 {
+    /*  The key's dotted path is only needed to recurse or to report a
+        conflict: built then, not for every key. */
+    char path[AM2Z_PATH_LEN_MAX + 1];
     size_t nchanged = 0, last = 0;
     bool agree = true;
     const msgpack_object *first = NULL;
@@ -125,6 +139,7 @@ s_merge_value(s_ctx_t *ctx, msgpack_packer *pk, const msgpack_object *key,
         }
         for (size_t i = 0; i < n; i++)
             sub[i] = br[i] ? br[i] : in;
+        s_path_join(path, sizeof path, parent, key);
         s_merge_map(ctx, pk, in, sub, n, path, false);
         free(sub);
         return true;
@@ -146,6 +161,7 @@ s_merge_value(s_ctx_t *ctx, msgpack_packer *pk, const msgpack_object *key,
         }
         return true;
     } else if (nchanged > 0) {
+        s_path_join(path, sizeof path, parent, key);
         s_conflict(ctx, path, last);
         take = br[last];
     }
@@ -154,17 +170,6 @@ s_merge_value(s_ctx_t *ctx, msgpack_packer *pk, const msgpack_object *key,
     msgpack_pack_object(pk, *key);
     msgpack_pack_object(pk, *take);
     return true;
-}
-
-/*  Appends key to a path buffer as a dotted segment. */
-static void
-s_path_join(char *out, size_t out_size, const char *path, const msgpack_object *key)
-{
-    const char *sep = path[0] ? "." : "";
-    if (key->type == MSGPACK_OBJECT_STR)
-        snprintf(out, out_size, "%s%s%.*s", path, sep, (int)key->via.str.size, key->via.str.ptr);
-    else
-        snprintf(out, out_size, "%s%s?", path, sep);
 }
 
 /*  Packs the merge of maps in and br[0..n) (any may be NULL = empty). At the
@@ -178,7 +183,6 @@ s_merge_map(s_ctx_t *ctx, msgpack_packer *pk, const msgpack_object *in,
     msgpack_packer bpk;
     msgpack_packer_init(&bpk, &body, msgpack_sbuffer_write);
     uint32_t count = 0;
-    char sub[AM2Z_PATH_LEN_MAX + 1];
 
     /* keys in input order, then keys new in branch 0, 1, ... */
     for (size_t src = 0; src <= n; src++) {
@@ -197,17 +201,18 @@ s_merge_map(s_ctx_t *ctx, msgpack_packer *pk, const msgpack_object *in,
                 seen = msgpack_object_equal(m->via.map.ptr[d].key, *key);
             if (seen)
                 continue;
-            const msgpack_object **vals = calloc(n ? n : 1, sizeof *vals);
+            const msgpack_object *few[8];
+            const msgpack_object **vals = n <= 8 ? few : calloc(n, sizeof *vals);
             if (!vals) {
                 ctx->rc = AM2Z_ENOMEM;
                 continue;
             }
             for (size_t i = 0; i < n; i++)
                 vals[i] = s_lookup(br[i], key);
-            s_path_join(sub, sizeof sub, path, key);
-            if (s_merge_value(ctx, &bpk, key, s_lookup(in, key), vals, n, sub))
+            if (s_merge_value(ctx, &bpk, key, s_lookup(in, key), vals, n, path))
                 count++;
-            free(vals);
+            if (vals != few)
+                free(vals);
         }
     }
     msgpack_pack_map(pk, count);
@@ -241,7 +246,6 @@ am2z_merge_states(const am2z_state_t *input, const am2z_state_t *const *branches
     const msgpack_object **brp = calloc(n, sizeof *brp);
     msgpack_sbuffer merged;
     msgpack_sbuffer_init(&merged);
-    am2z_state_t *tmp = NULL;
     if (!br || !brp)
         goto done;
     rc = AM2Z_EINVAL;
@@ -265,10 +269,8 @@ am2z_merge_states(const am2z_state_t *input, const am2z_state_t *const *branches
         rc = AM2Z_ECONFLICT;
         goto done;
     }
-    rc = am2z_state_from_map(session, (const uint8_t *)merged.data, merged.size, now_ms, &tmp);
-    if (rc != AM2Z_OK)
-        goto done;
-    rc = am2z_state_with_metadata(tmp, session, am2z_state_version(input) + 1,
+    rc = am2z_state_from_map_meta(session, (const uint8_t *)merged.data, merged.size,
+                                  am2z_state_version(input) + 1,
                                   am2z_state_created_at(input), now_ms, out);
     if (rc == AM2Z_OK && max_size && am2z_state_size(*out) > max_size) {
         am2z_state_destroy(out);
@@ -282,7 +284,6 @@ done:
             *nconflicts = ctx.nconflicts;
     }
     free(ctx.conflicts);
-    am2z_state_destroy(&tmp);
     msgpack_sbuffer_destroy(&merged);
     free(br);
     free(brp);

@@ -1,26 +1,30 @@
 /*  am2z_state.c — see am2z_state.h.
 
-    Representation. A state owns its encoded bytes and a msgpack-c view of
-    them (msgpack_unpacked; its str/bin/ext pointers reference the bytes), so
-    a read walks objects without decoding again and allocates nothing. The
-    metadata fields are cached in the struct when the state is built.
+    Representation. A state is one malloc'd block: the struct, then its
+    encoded bytes. Reads walk those bytes in place (s_lookup, with the
+    s_head / s_skip readers below), so a state needs no decoded view: a
+    decode is a structural check, one copy and a walk of the metadata map,
+    and a read allocates nothing. The metadata fields are cached in the
+    struct when the state is built.
 
     Building. Every constructor goes through s_build(): the user part of a
-    source map becomes a small tree in one msgpack_zone (freed at once), the
-    changes are applied to that tree, and the tree is encoded with "metadata"
-    first. A tree node is either a slice of encoded bytes (from the source
+    source map becomes a small tree in one arena (s_arena_t, freed at
+    once), the changes are applied to that tree, and the tree is encoded
+    with "metadata" first. A tree node is either a slice of encoded bytes (from the source
     state or from a change) or a map / array the changes had to open. Only
     maps on a changed path are opened; everything else is copied verbatim,
     so raw values (bin, ext, float32, any int width) round-trip exactly and
-    an untouched subtree costs one memcpy. The encoded result then goes
-    through the same validating decode as peer bytes (s_adopt), so there is
-    one definition of a well-formed state.
+    an untouched subtree costs one memcpy. The encoding is written straight
+    into the new state's block; its metadata is the one just written, so
+    only the structure (depth) is checked again.
 
-    Byte walking. Opening a map or recording a change reads msgpack bytes
-    directly (s_head / s_skip) instead of through msgpack-c, because
-    msgpack-c would re-encode values rather than keep their bytes. Those
-    readers only ever see bytes that am2z_msgpack_check() accepted, and they
-    still bounds-check every header.
+    Byte walking. Reading, opening a map or recording a change reads msgpack
+    bytes directly (s_head / s_skip) instead of through msgpack-c, because
+    msgpack-c would re-encode values rather than keep their bytes, and
+    unpacking a whole state (a zone, an object tree) to read one key costs
+    more than the processor that reads it. Those readers only ever see bytes
+    that am2z_msgpack_check() accepted, and they still bounds-check every
+    header.
 */
 #include "am2z_state.h"
 
@@ -29,6 +33,7 @@
 #include "am2z_mpcheck.h"
 
 #include <msgpack.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -201,26 +206,44 @@ typedef enum { S_OP_SET = 0, S_OP_DEL, S_OP_APPEND, S_OP_COUNT } s_op_t;
 
 static const char *const s_op_names[S_OP_COUNT] = { "set", "del", "append" };
 
-/*  One recorded change. `path` and `value` both point into `buf`. */
+/*  One recorded change. `path` and `value` both point into one buffer:
+    `buf` when the change owns it, else the changes' inline bytes. */
 typedef struct {
     s_op_t op;
     const char *path;       /* NUL-terminated, valid, not under metadata */
     size_t path_len;
     const uint8_t *value;   /* exactly one msgpack object; NULL for del */
     size_t value_size;
-    char *buf;              /* owned: path, NUL, value bytes */
+    char *buf;              /* owned (path, NUL, value bytes), or NULL */
 } s_change_t;
 
+/*  Room kept inside the object, so the usual processor (a few small
+    changes) records them without allocating. */
+#define S_INLINE_ITEMS 4
+#define S_INLINE_BYTES 256
+
+/*  The object never moves once allocated, so pointers into `inline_bytes`
+    stay valid for its life. */
 struct am2z_changes_t {
-    s_change_t *items;      /* owned, in recording order */
+    s_change_t *items;      /* in recording order: inline_items, or owned */
     size_t count;
     size_t cap;
+    size_t inline_used;     /* bytes of inline_bytes handed out */
+    s_change_t inline_items[S_INLINE_ITEMS];
+    _Alignas(8) char inline_bytes[S_INLINE_BYTES];
 };
 
 am2z_changes_t *
 am2z_changes_new(void)
 {
-    return calloc(1, sizeof(am2z_changes_t));
+    am2z_changes_t *self = malloc(sizeof *self);
+    if (!self)
+        return NULL;
+    self->items = self->inline_items;
+    self->count = 0;
+    self->cap = S_INLINE_ITEMS;
+    self->inline_used = 0;
+    return self;
 }
 
 void
@@ -231,7 +254,8 @@ am2z_changes_destroy(am2z_changes_t **self_p)
     am2z_changes_t *self = *self_p;
     for (size_t i = 0; i < self->count; i++)
         free(self->items[i].buf);
-    free(self->items);
+    if (self->items != self->inline_items)
+        free(self->items);
     free(self);
     *self_p = NULL;
 }
@@ -263,16 +287,24 @@ s_record(am2z_changes_t *self, s_op_t op, const char *path, size_t path_len,
     if (rc != AM2Z_OK)
         return rc;
     if (self->count == self->cap) {
-        size_t cap = self->cap ? 2 * self->cap : 8;
-        s_change_t *items = realloc(self->items, cap * sizeof *items);
+        size_t cap = 2 * self->cap;
+        bool was_inline = self->items == self->inline_items;
+        s_change_t *items = realloc(was_inline ? NULL : self->items, cap * sizeof *items);
         if (!items)
             return AM2Z_ENOMEM;
+        if (was_inline)
+            memcpy(items, self->inline_items, sizeof self->inline_items);
         self->items = items;
         self->cap = cap;
     }
-    char *buf = malloc(path_len + 1 + hdr_size + body_size);
-    if (!buf)
+    size_t need = path_len + 1 + hdr_size + body_size;
+    char *buf, *owned = NULL;
+    if (need <= S_INLINE_BYTES - self->inline_used) {
+        buf = self->inline_bytes + self->inline_used;
+        self->inline_used += need;
+    } else if (!(buf = owned = malloc(need))) {
         return AM2Z_ENOMEM;
+    }
     memcpy(buf, path, path_len);
     buf[path_len] = '\0';
     uint8_t *value = (uint8_t *)buf + path_len + 1;
@@ -286,7 +318,7 @@ s_record(am2z_changes_t *self, s_op_t op, const char *path, size_t path_len,
         .path_len = path_len,
         .value = op == S_OP_DEL ? NULL : value,
         .value_size = hdr_size + body_size,
-        .buf = buf,
+        .buf = owned,
     };
     return AM2Z_OK;
 }
@@ -567,18 +599,24 @@ fail:
    The state object
    ------------------------------------------------------------------------ */
 
-/*  Invariants once built: data[0..size) passed am2z_msgpack_check() at
-    AM2Z_STATE_DEPTH_MAX and is one map; view.data is its decoded form;
-    exactly one string key "metadata" whose fields are cached below. */
+/*  Invariants once built: the encoded map (S_DATA, `size` bytes, stored in
+    the same block right after the struct) passed am2z_msgpack_check() at
+    AM2Z_STATE_DEPTH_MAX and holds exactly one string key "metadata" whose
+    fields are cached below. One block holds the struct and the bytes, so a
+    state costs one allocation. Reads walk the bytes in place (s_lookup);
+    there is no decoded copy to build or free. */
 struct am2z_state_t {
-    uint8_t *data;              /* owned: the encoded map */
-    size_t size;                /* bytes in data */
-    msgpack_unpacked view;      /* owned zone; str/bin/ext point into data */
+    size_t size;                /* bytes of the encoded map */
+    size_t meta_at;             /* offset of the metadata map (the value) */
+    size_t meta_len;            /* its bytes: lets walks step over it at once */
     uint64_t version;           /* metadata.version, >= 1 */
     uint64_t created_at;        /* metadata.createdAt, ms */
     uint64_t last_updated;      /* metadata.lastUpdated, ms */
     char session_id[AM2Z_SESSION_ID_MAX + 1];   /* metadata.sessionId */
 };
+
+/*  The encoded map of a state: the bytes after the struct. */
+#define S_DATA(self) ((const uint8_t *)((self) + 1))
 
 /*  Metadata for a state being built. */
 typedef struct {
@@ -589,69 +627,125 @@ typedef struct {
     uint64_t last_updated;
 } s_meta_t;
 
+/*  The string key at p (header h) equals s[0..len). */
 static bool
-s_obj_is_str(const msgpack_object *o, const char *s, size_t len)
+s_key_is(const uint8_t *p, const s_head_t *h, const char *s, size_t len)
 {
-    return o->type == MSGPACK_OBJECT_STR && o->via.str.size == len
-           && memcmp(o->via.str.ptr, s, len) == 0;
+    return h->type == AM2Z_VT_STR && h->len == len && memcmp(p + h->hdr, s, len) == 0;
 }
 
-/*  First value under string key s[0..len) of a map object, or NULL. */
-static const msgpack_object *
-s_obj_map_get(const msgpack_object *map, const char *s, size_t len)
+/*  An integer object at p (header h, type INT): *neg tells which of *u
+    (>= 0) or *i (< 0) holds it, as msgpack-c's positive/negative split. */
+static void
+s_int_read(const uint8_t *p, const s_head_t *h, bool *neg, uint64_t *u, int64_t *i)
 {
-    for (uint32_t i = 0; i < map->via.map.size; i++)
-        if (s_obj_is_str(&map->via.map.ptr[i].key, s, len))
-            return &map->via.map.ptr[i].val;
-    return NULL;
+    uint8_t b = p[0];
+    *neg = false;
+    *u = 0;
+    *i = 0;
+    if (b <= 0x7f) {
+        *u = b;
+    } else if (b >= 0xe0) {
+        *neg = true;
+        *i = (int8_t)b;
+    } else if (b >= 0xcc && b <= 0xcf) {
+        *u = am2z_be_read(p + 1, (size_t)h->len);
+    } else {                                        /* 0xd0..0xd3 */
+        unsigned shift = 64u - 8u * (unsigned)h->len;
+        int64_t v = (int64_t)(am2z_be_read(p + 1, (size_t)h->len) << shift) >> shift;
+        if (v < 0) {
+            *neg = true;
+            *i = v;
+        } else {
+            *u = (uint64_t)v;
+        }
+    }
 }
 
-/*  Validates the metadata map of a decoded state and caches its fields.
-    Unknown metadata keys are tolerated (forward compatibility); the known
-    ones must each appear once with the right type. */
+/*  Validates the metadata map and caches its fields. Unknown metadata keys
+    are tolerated (forward compatibility); the known ones must each appear
+    once with the right type. The bytes passed am2z_msgpack_check and are a
+    map. */
 static int
 s_read_metadata(am2z_state_t *self)
 {
-    const msgpack_object *root = &self->view.data;
-    const msgpack_object *meta = NULL;
-    for (uint32_t i = 0; i < root->via.map.size; i++) {
-        if (s_obj_is_str(&root->via.map.ptr[i].key, S_METADATA, S_METADATA_LEN)) {
+    const uint8_t *p = S_DATA(self);
+    size_t n = self->size;
+    s_head_t h;
+    if (s_head(p, n, &h) != 0 || h.type != AM2Z_VT_MAP)
+        return AM2Z_EPROTO;
+    const uint8_t *meta = NULL;
+    size_t meta_n = 0;
+    size_t pos = h.hdr;
+    for (uint64_t i = 0; i < h.count; i++) {
+        s_head_t kh;
+        size_t ks = s_skip(p + pos, n - pos);
+        if (ks == 0 || s_head(p + pos, n - pos, &kh) != 0)
+            return AM2Z_EPROTO;
+        bool is_meta = s_key_is(p + pos, &kh, S_METADATA, S_METADATA_LEN);
+        pos += ks;
+        size_t vs = s_skip(p + pos, n - pos);
+        if (vs == 0)
+            return AM2Z_EPROTO;
+        if (is_meta) {
             if (meta)
                 return AM2Z_EPROTO;
-            meta = &root->via.map.ptr[i].val;
+            meta = p + pos;
+            meta_n = vs;
+            self->meta_at = pos;
+            self->meta_len = vs;
         }
+        pos += vs;
     }
-    if (!meta || meta->type != MSGPACK_OBJECT_MAP)
+    s_head_t mh;
+    if (!meta || s_head(meta, meta_n, &mh) != 0 || mh.type != AM2Z_VT_MAP)
         return AM2Z_EPROTO;
 
     static const char *const names[] = { "version", "sessionId", "createdAt",
                                          "lastUpdated" };
+    static const size_t lens[] = { 7, 9, 9, 11 };
     unsigned seen = 0;
-    for (uint32_t i = 0; i < meta->via.map.size; i++) {
-        const msgpack_object *key = &meta->via.map.ptr[i].key;
-        const msgpack_object *val = &meta->via.map.ptr[i].val;
+    pos = mh.hdr;
+    for (uint64_t i = 0; i < mh.count; i++) {
+        s_head_t kh, vh;
+        size_t ks = s_skip(meta + pos, meta_n - pos);
+        if (ks == 0 || s_head(meta + pos, meta_n - pos, &kh) != 0)
+            return AM2Z_EPROTO;
+        const uint8_t *key = meta + pos;
+        pos += ks;
+        size_t vs = s_skip(meta + pos, meta_n - pos);
+        if (vs == 0 || s_head(meta + pos, meta_n - pos, &vh) != 0)
+            return AM2Z_EPROTO;
+        const uint8_t *val = meta + pos;
+        pos += vs;
         for (unsigned k = 0; k < 4; k++) {
-            if (!s_obj_is_str(key, names[k], strlen(names[k])))
+            if (!s_key_is(key, &kh, names[k], lens[k]))
                 continue;
             if (seen & (1u << k))
                 return AM2Z_EPROTO;
             seen |= 1u << k;
             if (k == 1) {
-                if (val->type != MSGPACK_OBJECT_STR
-                    || !am2z_session_id_valid(val->via.str.ptr, val->via.str.size))
+                const char *s = (const char *)val + vh.hdr;
+                if (vh.type != AM2Z_VT_STR || !am2z_session_id_valid(s, (size_t)vh.len))
                     return AM2Z_EPROTO;
-                memcpy(self->session_id, val->via.str.ptr, val->via.str.size);
-                self->session_id[val->via.str.size] = '\0';
+                memcpy(self->session_id, s, (size_t)vh.len);
+                self->session_id[vh.len] = '\0';
                 continue;
             }
-            if (val->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+            bool neg;
+            uint64_t u;
+            int64_t iv;
+            if (vh.type != AM2Z_VT_INT)
+                return AM2Z_EPROTO;
+            s_int_read(val, &vh, &neg, &u, &iv);
+            if (neg)
                 return AM2Z_EPROTO;
             if (k == 0)
-                self->version = val->via.u64;
+                self->version = u;
             else if (k == 2)
-                self->created_at = val->via.u64;
+                self->created_at = u;
             else
-                self->last_updated = val->via.u64;
+                self->last_updated = u;
         }
     }
     if (seen != 0xf || self->version == 0)
@@ -665,51 +759,23 @@ am2z_state_destroy(am2z_state_t **self_p)
     if (!self_p || !*self_p)
         return;
     am2z_state_t *self = *self_p;
-    msgpack_unpacked_destroy(&self->view);
-    free(self->data);
     free(self);
     *self_p = NULL;
 }
 
-/*  Takes ownership of data[0..size) (malloc'd; freed on failure too),
-    validates it as a state and builds the object. Returns AM2Z_OK,
-    AM2Z_EPROTO or AM2Z_ENOMEM. */
-static int
-s_adopt(uint8_t *data, size_t size, am2z_state_t **out)
+/*  A block for a state of `size` bytes (metadata unset). NULL
+    when out of memory. */
+static am2z_state_t *
+s_state_alloc(size_t size)
 {
-    int rc = AM2Z_EPROTO;
-    am2z_state_t *self = NULL;
-    if (am2z_msgpack_check(data, size, AM2Z_STATE_DEPTH_MAX) != AM2Z_OK
-        || data[0] < 0x80 || (data[0] > 0x8f && data[0] != 0xde && data[0] != 0xdf))
-        goto fail;
-    self = calloc(1, sizeof *self);
-    if (!self) {
-        rc = AM2Z_ENOMEM;
-        goto fail;
-    }
-    self->data = data;
+    if (size > SIZE_MAX - sizeof(am2z_state_t))
+        return NULL;
+    am2z_state_t *self = malloc(sizeof *self + size);
+    if (!self)
+        return NULL;
+    memset(self, 0, sizeof *self);
     self->size = size;
-    data = NULL;
-    msgpack_unpacked_init(&self->view);
-    switch (msgpack_unpack_next(&self->view, (const char *)self->data, size, NULL)) {
-    case MSGPACK_UNPACK_SUCCESS:
-        break;
-    case MSGPACK_UNPACK_NOMEM_ERROR:
-        rc = AM2Z_ENOMEM;
-        goto fail;
-    default:
-        goto fail;
-    }
-    rc = s_read_metadata(self);
-    if (rc != AM2Z_OK)
-        goto fail;
-    *out = self;
-    return AM2Z_OK;
-
-fail:
-    free(data);
-    am2z_state_destroy(&self);
-    return rc;
+    return self;
 }
 
 int
@@ -720,26 +786,39 @@ am2z_state_decode(const uint8_t *data, size_t size, am2z_state_t **out)
     *out = NULL;
     if (!data || size == 0)
         return AM2Z_EPROTO;
-    uint8_t *copy = malloc(size);
-    if (!copy)
+    if (am2z_msgpack_check(data, size, AM2Z_STATE_DEPTH_MAX) != AM2Z_OK
+        || data[0] < 0x80 || (data[0] > 0x8f && data[0] != 0xde && data[0] != 0xdf))
+        return AM2Z_EPROTO;
+    am2z_state_t *self = s_state_alloc(size);
+    if (!self)
         return AM2Z_ENOMEM;
-    memcpy(copy, data, size);
-    return s_adopt(copy, size, out);
+    memcpy((uint8_t *)(self + 1), data, size);
+    int rc = s_read_metadata(self);
+    if (rc != AM2Z_OK) {
+        am2z_state_destroy(&self);
+        return rc;
+    }
+    *out = self;
+    return AM2Z_OK;
 }
 
 am2z_state_t *
 am2z_state_dup(const am2z_state_t *self)
 {
-    am2z_state_t *copy = NULL;
-    if (self)
-        am2z_state_decode(self->data, self->size, &copy);
+    if (!self)
+        return NULL;
+    /*  A valid state copied as it is: one block, no second validation. */
+    am2z_state_t *copy = s_state_alloc(self->size);
+    if (!copy)
+        return NULL;
+    memcpy(copy, self, sizeof *copy + self->size);
     return copy;
 }
 
 const uint8_t *
 am2z_state_data(const am2z_state_t *self)
 {
-    return self ? self->data : NULL;
+    return self ? S_DATA(self) : NULL;
 }
 
 size_t
@@ -812,15 +891,38 @@ struct s_node {
     s_slice_t *appended;    /* ARRAY: elements added by changes, in order */
 };
 
+/*  Where a build's tree lives: a small stack buffer first (enough for a
+    state of a few dozen keys), then a msgpack_zone made on first need.
+    Everything is freed at once when the build ends. */
+typedef struct {
+    _Alignas(max_align_t) uint8_t stack[2048];
+    size_t used;            /* bytes of stack handed out */
+    msgpack_zone *zone;     /* owned; NULL until the stack is full */
+} s_arena_t;
+
+static void *
+s_arena_alloc(s_arena_t *a, size_t size)
+{
+    size_t need = (size + (_Alignof(max_align_t) - 1)) & ~(_Alignof(max_align_t) - 1);
+    if (need >= size && need <= sizeof a->stack - a->used) {
+        void *p = a->stack + a->used;
+        a->used += need;
+        return p;
+    }
+    if (!a->zone && !(a->zone = msgpack_zone_new(4096)))
+        return NULL;
+    return msgpack_zone_malloc(a->zone, size);
+}
+
 /*  Grows a zone-allocated vector to hold one more element. The old block
     stays in the zone until the build ends: cheaper than tracking frees. */
 static int
-s_grow(msgpack_zone *zone, void **items, size_t count, size_t *cap, size_t elem)
+s_grow(s_arena_t *zone, void **items, size_t count, size_t *cap, size_t elem)
 {
     if (count < *cap)
         return AM2Z_OK;
     size_t ncap = *cap ? 2 * *cap : 8;
-    void *grown = msgpack_zone_malloc(zone, ncap * elem);
+    void *grown = s_arena_alloc(zone, ncap * elem);
     if (!grown)
         return AM2Z_ENOMEM;
     if (count)
@@ -831,16 +933,16 @@ s_grow(msgpack_zone *zone, void **items, size_t count, size_t *cap, size_t elem)
 }
 
 static s_node_t *
-s_node_new(msgpack_zone *zone, s_kind_t kind)
+s_node_new(s_arena_t *zone, s_kind_t kind)
 {
-    s_node_t *node = msgpack_zone_malloc(zone, sizeof *node);
+    s_node_t *node = s_arena_alloc(zone, sizeof *node);
     if (node)
         *node = (s_node_t) { .kind = kind };
     return node;
 }
 
 static int
-s_map_push(msgpack_zone *zone, s_node_t *map, const s_entry_t *entry)
+s_map_push(s_arena_t *zone, s_node_t *map, const s_entry_t *entry)
 {
     int rc = s_grow(zone, (void **)&map->entries, map->count, &map->cap,
                     sizeof(s_entry_t));
@@ -861,10 +963,13 @@ s_map_find(s_node_t *map, const char *name, size_t len)
 }
 
 /*  Opens a RAW map node into a MAP node, every value a RAW child. With
-    drop_metadata, string keys "metadata" are left out (the top level).
+    drop_metadata, string keys "metadata" are left out (the top level); a
+    value starting at `meta` (the source state's metadata map, or NULL) is
+    meta_len bytes long, so it need not be walked.
     Returns AM2Z_OK, AM2Z_ETYPE (not a map), AM2Z_EPROTO or AM2Z_ENOMEM. */
 static int
-s_open_map(msgpack_zone *zone, s_node_t *node, bool drop_metadata)
+s_open_map(s_arena_t *zone, s_node_t *node, bool drop_metadata, const uint8_t *meta,
+           size_t meta_len)
 {
     const uint8_t *p = node->raw.bytes;
     size_t n = node->raw.size;
@@ -888,7 +993,7 @@ s_open_map(msgpack_zone *zone, s_node_t *node, bool drop_metadata)
             e.name_len = (size_t)kh.len;
         }
         pos += e.key_size;
-        size_t value_size = s_skip(p + pos, n - pos);
+        size_t value_size = p + pos == meta ? meta_len : s_skip(p + pos, n - pos);
         if (value_size == 0)
             return AM2Z_EPROTO;
         bool skip = drop_metadata && e.name && e.name_len == S_METADATA_LEN
@@ -910,7 +1015,7 @@ s_open_map(msgpack_zone *zone, s_node_t *node, bool drop_metadata)
 /*  Adds one element to the array at `node` (RAW array or ARRAY); a RAW
     array becomes an ARRAY whose base is its original elements. */
 static int
-s_array_append(msgpack_zone *zone, s_node_t *node, const s_change_t *c)
+s_array_append(s_arena_t *zone, s_node_t *node, const s_change_t *c)
 {
     if (node->kind == S_NODE_RAW) {
         s_head_t h;
@@ -938,7 +1043,7 @@ s_array_append(msgpack_zone *zone, s_node_t *node, const s_change_t *c)
 
 /*  Applies one change to the tree rooted at the MAP `root`. */
 static int
-s_apply_change(msgpack_zone *zone, s_node_t *root, const s_change_t *c)
+s_apply_change(s_arena_t *zone, s_node_t *root, const s_change_t *c)
 {
     s_node_t *map = root;
     const char *seg = c->path;
@@ -962,7 +1067,7 @@ s_apply_change(msgpack_zone *zone, s_node_t *root, const s_change_t *c)
             map = fresh.value;
         } else {
             if (e->value->kind == S_NODE_RAW) {
-                rc = s_open_map(zone, e->value, false);
+                rc = s_open_map(zone, e->value, false, NULL, 0);
                 if (rc != AM2Z_OK)
                     return rc;
             } else if (e->value->kind != S_NODE_MAP) {
@@ -1017,6 +1122,35 @@ s_apply_change(msgpack_zone *zone, s_node_t *root, const s_change_t *c)
     }
 }
 
+/*  The packer target of a build: a state block growing as bytes come in,
+    so the finished encoding needs no copy. */
+typedef struct {
+    am2z_state_t *block;    /* owned until adopted; data after the struct */
+    size_t size;            /* encoded bytes written */
+    size_t cap;             /* room for encoded bytes */
+    size_t meta_at;         /* where s_pack_state put the metadata map */
+    size_t meta_len;        /* and its bytes */
+} s_out_t;
+
+static int
+s_out_write(void *data, const char *buf, size_t len)
+{
+    s_out_t *o = data;
+    if (len == 0)
+        return 0;                   /* an empty body may come as NULL */
+    if (len > o->cap - o->size) {
+        size_t cap = 2 * o->cap > o->size + len ? 2 * o->cap : o->size + len;
+        am2z_state_t *grown = realloc(o->block, sizeof *grown + cap);
+        if (!grown)
+            return -1;
+        o->block = grown;
+        o->cap = cap;
+    }
+    memcpy((uint8_t *)(o->block + 1) + o->size, buf, len);
+    o->size += len;
+    return 0;
+}
+
 /*  Packs a tree node. Recursion depth is bounded by the number of path
     segments (at most AM2Z_PATH_LEN_MAX / 2 + 1): only changed maps are
     nodes below the root. Returns 0 or -1 (out of memory / too many). */
@@ -1049,11 +1183,8 @@ s_pack_node(msgpack_packer *pk, const s_node_t *node)
     return -1;
 }
 
-static int
-s_pack_str(msgpack_packer *pk, const char *s)
-{
-    return msgpack_pack_str_with_body(pk, s, strlen(s));
-}
+/*  Packs a string literal (its length known at compile time). */
+#define S_PACK_LIT(pk, lit) msgpack_pack_str_with_body((pk), (lit), sizeof(lit) - 1)
 
 /*  The whole state: metadata first, then the root's entries in order. */
 static int
@@ -1061,17 +1192,21 @@ s_pack_state(msgpack_packer *pk, const s_meta_t *meta, const s_node_t *root)
 {
     if (root->count >= UINT32_MAX)
         return -1;
+    s_out_t *o = pk->data;
     int failed = msgpack_pack_map(pk, root->count + 1)
-        || s_pack_str(pk, S_METADATA)
+        || S_PACK_LIT(pk, S_METADATA);
+    o->meta_at = o->size;
+    failed = failed
         || msgpack_pack_map(pk, 4)
-        || s_pack_str(pk, "version")
+        || S_PACK_LIT(pk, "version")
         || msgpack_pack_uint64(pk, meta->version)
-        || s_pack_str(pk, "sessionId")
+        || S_PACK_LIT(pk, "sessionId")
         || msgpack_pack_str_with_body(pk, meta->session_id, meta->session_id_len)
-        || s_pack_str(pk, "createdAt")
+        || S_PACK_LIT(pk, "createdAt")
         || msgpack_pack_uint64(pk, meta->created_at)
-        || s_pack_str(pk, "lastUpdated")
+        || S_PACK_LIT(pk, "lastUpdated")
         || msgpack_pack_uint64(pk, meta->last_updated);
+    o->meta_len = o->size - o->meta_at;
     for (size_t i = 0; i < root->count && !failed; i++) {
         const s_entry_t *e = &root->entries[i];
         failed = (e->key ? s_write(pk, e->key, e->key_size)
@@ -1081,27 +1216,61 @@ s_pack_state(msgpack_packer *pk, const s_meta_t *meta, const s_node_t *root)
     return failed ? -1 : 0;
 }
 
+/*  False when no change can make the state deeper than the limit: every
+    change is a delete or sets a scalar at a path of few segments (a path of
+    k segments puts the value under k maps; the source already passed the
+    depth check, and opening its maps adds no depth). */
+static bool
+s_may_deepen(const am2z_changes_t *changes)
+{
+    for (size_t i = 0; changes && i < changes->count; i++) {
+        const s_change_t *c = &changes->items[i];
+        if (c->op == S_OP_DEL)
+            continue;
+        s_head_t h;
+        if (c->op != S_OP_SET || s_head(c->value, c->value_size, &h) != 0
+            || h.type == AM2Z_VT_MAP || h.type == AM2Z_VT_ARRAY)
+            return true;
+        size_t segments = 1;
+        for (const char *d = c->path; (d = memchr(d, '.', c->path_len - (size_t)(d - c->path)));
+             d++)
+            segments++;
+        if (segments >= AM2Z_STATE_DEPTH_MAX)
+            return true;
+    }
+    return false;
+}
+
 /*  Builds a state whose user keys are those of `src` (one validated map, or
     NULL for none) with `changes` applied (NULL for none). Returns AM2Z_OK,
     AM2Z_ETYPE, AM2Z_ERESOURCE (larger than max_size when non-zero, or
     nested deeper than AM2Z_STATE_DEPTH_MAX) or AM2Z_ENOMEM. */
 static int
-s_build(const uint8_t *src, size_t src_size, const am2z_changes_t *changes,
-        const s_meta_t *meta, size_t max_size, am2z_state_t **out)
+s_build(const uint8_t *src, size_t src_size, const am2z_state_t *src_state,
+        const am2z_changes_t *changes, const s_meta_t *meta, size_t max_size,
+        am2z_state_t **out)
 {
-    msgpack_zone zone;
-    if (!msgpack_zone_init(&zone, 4096))
+    /*  Room for the source, every change's path and value, and metadata:
+        enough for the usual build, so the block is allocated once. */
+    size_t cap = src_size + meta->session_id_len + 96;
+    for (size_t i = 0; changes && i < changes->count; i++)
+        cap += changes->items[i].path_len + changes->items[i].value_size + 10;
+    s_out_t o = { .block = s_state_alloc(cap), .cap = cap };
+    if (!o.block)
         return AM2Z_ENOMEM;
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
+    s_arena_t zone;
+    zone.used = 0;
+    zone.zone = NULL;
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_packer_init(&pk, &o, s_out_write);
     int rc;
 
     s_node_t root = { .kind = S_NODE_MAP };
     if (src) {
         root = (s_node_t) { .kind = S_NODE_RAW, .raw = { src, src_size } };
-        rc = s_open_map(&zone, &root, true);
+        rc = s_open_map(&zone, &root, true,
+                        src_state ? src + src_state->meta_at : NULL,
+                        src_state ? src_state->meta_len : 0);
         if (rc != AM2Z_OK)
             goto done;
     }
@@ -1114,20 +1283,37 @@ s_build(const uint8_t *src, size_t src_size, const am2z_changes_t *changes,
         rc = AM2Z_ENOMEM;
         goto done;
     }
-    if (max_size && sb.size > max_size) {
+    if (max_size && o.size > max_size) {
         rc = AM2Z_ERESOURCE;
         goto done;
     }
-    size_t size = sb.size;
-    rc = s_adopt((uint8_t *)msgpack_sbuffer_release(&sb), size, out);
-    /*  The bytes are our own encoding of validated parts; the one way they
-        can fail validation is a change that nested values too deep. */
-    if (rc == AM2Z_EPROTO)
+    /*  The bytes are our own encoding of validated parts with the metadata
+        we wrote; the one way they can be invalid is a change that nested
+        values too deep, so the structure is checked again when a change
+        could have done that (s_may_deepen). */
+    if (s_may_deepen(changes)
+        && am2z_msgpack_check((const uint8_t *)(o.block + 1), o.size,
+                              AM2Z_STATE_DEPTH_MAX) != AM2Z_OK) {
         rc = AM2Z_ERESOURCE;
+        goto done;
+    }
+    am2z_state_t *self = o.block;
+    o.block = NULL;
+    self->size = o.size;
+    self->meta_at = o.meta_at;
+    self->meta_len = o.meta_len;
+    self->version = meta->version;
+    self->created_at = meta->created_at;
+    self->last_updated = meta->last_updated;
+    memcpy(self->session_id, meta->session_id, meta->session_id_len);
+    self->session_id[meta->session_id_len] = '\0';
+    *out = self;
+    rc = AM2Z_OK;
 
 done:
-    msgpack_sbuffer_destroy(&sb);
-    msgpack_zone_destroy(&zone);
+    free(o.block);
+    if (zone.zone)
+        msgpack_zone_free(zone.zone);
     return rc;
 }
 
@@ -1154,11 +1340,20 @@ int
 am2z_state_from_map(const char *session_id, const uint8_t *user_map,
                     size_t user_map_size, uint64_t now_ms, am2z_state_t **out)
 {
+    return am2z_state_from_map_meta(session_id, user_map, user_map_size, 1, now_ms, now_ms,
+                                    out);
+}
+
+int
+am2z_state_from_map_meta(const char *session_id, const uint8_t *user_map,
+                         size_t user_map_size, uint64_t version, uint64_t created_at_ms,
+                         uint64_t last_updated_ms, am2z_state_t **out)
+{
     if (!out)
         return AM2Z_EINVAL;
     *out = NULL;
     s_meta_t meta;
-    int rc = s_meta_init(&meta, session_id, 1, now_ms, now_ms);
+    int rc = s_meta_init(&meta, session_id, version, created_at_ms, last_updated_ms);
     if (rc != AM2Z_OK)
         return rc;
     if (user_map_size == 0)
@@ -1169,7 +1364,7 @@ am2z_state_from_map(const char *session_id, const uint8_t *user_map,
             || s_head(user_map, user_map_size, &h) != 0 || h.type != AM2Z_VT_MAP)
             return AM2Z_EPROTO;
     }
-    return s_build(user_map, user_map_size, NULL, &meta, 0, out);
+    return s_build(user_map, user_map_size, NULL, NULL, &meta, 0, out);
 }
 
 int
@@ -1186,7 +1381,7 @@ am2z_state_with_metadata(const am2z_state_t *self, const char *session_id,
     int rc = s_meta_init(&meta, session_id, version, created_at_ms, last_updated_ms);
     if (rc != AM2Z_OK)
         return rc;
-    return s_build(self->data, self->size, NULL, &meta, 0, out);
+    return s_build(S_DATA(self), self->size, self, NULL, &meta, 0, out);
 }
 
 int
@@ -1207,77 +1402,101 @@ am2z_state_apply(const am2z_state_t *input, const am2z_changes_t *changes,
         .created_at = input->created_at,
         .last_updated = now_ms,
     };
-    return s_build(input->data, input->size, changes, &meta, max_size, out);
+    return s_build(S_DATA(input), input->size, input, changes, &meta, max_size, out);
 }
 
 /* ---------------------------------------------------------------------------
    Reading
    ------------------------------------------------------------------------ */
 
-/*  The value at `path`, walking the decoded view. Returns AM2Z_OK,
-    AM2Z_EINVAL or AM2Z_ENOTFOUND (also when a segment meets a scalar). */
+/*  The value at `path`, walking the encoded bytes: *vp points at its first
+    byte, *vn counts the bytes from there to the end of the state, *vh is its
+    header. Returns AM2Z_OK, AM2Z_EINVAL or AM2Z_ENOTFOUND (also when a
+    segment meets a scalar). */
 static int
-s_lookup(const am2z_state_t *self, const char *path, const msgpack_object **out)
+s_lookup(const am2z_state_t *self, const char *path, const uint8_t **vp, size_t *vn,
+         s_head_t *vh)
 {
     if (!self || !path)
         return AM2Z_EINVAL;
     size_t len = s_path_len(path);
     if (!s_path_ok(path, len))
         return AM2Z_EINVAL;
-    const msgpack_object *cur = &self->view.data;
+    const uint8_t *cur = S_DATA(self);
+    size_t n = self->size;
     const char *seg = path;
     const char *end = path + len;
-    while (cur) {
+    while (true) {
         const char *dot = memchr(seg, '.', (size_t)(end - seg));
-        size_t n = dot ? (size_t)(dot - seg) : (size_t)(end - seg);
+        size_t seglen = dot ? (size_t)(dot - seg) : (size_t)(end - seg);
+        s_head_t h;
         uint32_t index;
-        if (cur->type == MSGPACK_OBJECT_MAP)
-            cur = s_obj_map_get(cur, seg, n);
-        else if (cur->type == MSGPACK_OBJECT_ARRAY && s_path_index(seg, n, &index)
-                 && index < cur->via.array.size)
-            cur = &cur->via.array.ptr[index];
-        else
-            cur = NULL;
+        if (s_head(cur, n, &h) != 0)
+            return AM2Z_ENOTFOUND;
+        size_t pos = h.hdr;
+        bool found = false;
+        if (h.type == AM2Z_VT_MAP) {
+            for (uint64_t i = 0; i < h.count && !found; i++) {
+                s_head_t kh;
+                size_t ks = s_skip(cur + pos, n - pos);
+                if (ks == 0 || s_head(cur + pos, n - pos, &kh) != 0)
+                    return AM2Z_ENOTFOUND;
+                found = s_key_is(cur + pos, &kh, seg, seglen);
+                pos += ks;
+                if (!found) {
+                    size_t vs = cur + pos == S_DATA(self) + self->meta_at
+                                    ? self->meta_len : s_skip(cur + pos, n - pos);
+                    if (vs == 0)
+                        return AM2Z_ENOTFOUND;
+                    pos += vs;
+                }
+            }
+        } else if (h.type == AM2Z_VT_ARRAY && s_path_index(seg, seglen, &index)
+                   && index < h.count) {
+            for (uint32_t i = 0; i < index; i++) {
+                size_t vs = s_skip(cur + pos, n - pos);
+                if (vs == 0)
+                    return AM2Z_ENOTFOUND;
+                pos += vs;
+            }
+            found = true;
+        }
+        if (!found)
+            return AM2Z_ENOTFOUND;
+        cur += pos;
+        n -= pos;
         if (!dot)
             break;
         seg = dot + 1;
     }
-    if (!cur)
+    if (s_head(cur, n, vh) != 0)
         return AM2Z_ENOTFOUND;
-    *out = cur;
+    *vp = cur;
+    *vn = n;
     return AM2Z_OK;
 }
 
 bool
 am2z_state_has(const am2z_state_t *self, const char *path)
 {
-    const msgpack_object *o;
-    return s_lookup(self, path, &o) == AM2Z_OK;
+    const uint8_t *p;
+    size_t n;
+    s_head_t h;
+    return s_lookup(self, path, &p, &n, &h) == AM2Z_OK;
 }
 
 int
 am2z_state_type(const am2z_state_t *self, const char *path, am2z_vtype_t *type)
 {
-    const msgpack_object *o;
+    const uint8_t *p;
+    size_t n;
+    s_head_t h;
     if (!type)
         return AM2Z_EINVAL;
-    int rc = s_lookup(self, path, &o);
+    int rc = s_lookup(self, path, &p, &n, &h);
     if (rc != AM2Z_OK)
         return rc;
-    switch (o->type) {
-    case MSGPACK_OBJECT_NIL:              *type = AM2Z_VT_NIL; break;
-    case MSGPACK_OBJECT_BOOLEAN:          *type = AM2Z_VT_BOOL; break;
-    case MSGPACK_OBJECT_POSITIVE_INTEGER:
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER: *type = AM2Z_VT_INT; break;
-    case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64:          *type = AM2Z_VT_FLOAT; break;
-    case MSGPACK_OBJECT_STR:              *type = AM2Z_VT_STR; break;
-    case MSGPACK_OBJECT_BIN:              *type = AM2Z_VT_BIN; break;
-    case MSGPACK_OBJECT_ARRAY:            *type = AM2Z_VT_ARRAY; break;
-    case MSGPACK_OBJECT_MAP:              *type = AM2Z_VT_MAP; break;
-    case MSGPACK_OBJECT_EXT:              *type = AM2Z_VT_EXT; break;
-    default:                              return AM2Z_EPROTO;
-    }
+    *type = h.type;
     return AM2Z_OK;
 }
 
@@ -1285,16 +1504,18 @@ int
 am2z_state_get_str(const am2z_state_t *self, const char *path,
                    const char **str, size_t *len)
 {
-    const msgpack_object *o;
+    const uint8_t *p;
+    size_t n;
+    s_head_t h;
     if (!str || !len)
         return AM2Z_EINVAL;
-    int rc = s_lookup(self, path, &o);
+    int rc = s_lookup(self, path, &p, &n, &h);
     if (rc != AM2Z_OK)
         return rc;
-    if (o->type != MSGPACK_OBJECT_STR)
+    if (h.type != AM2Z_VT_STR)
         return AM2Z_ETYPE;
-    *str = o->via.str.ptr;
-    *len = o->via.str.size;
+    *str = (const char *)p + h.hdr;
+    *len = (size_t)h.len;
     return AM2Z_OK;
 }
 
@@ -1319,39 +1540,57 @@ am2z_state_get_strcpy(const am2z_state_t *self, const char *path,
 int
 am2z_state_get_int(const am2z_state_t *self, const char *path, int64_t *value)
 {
-    const msgpack_object *o;
+    const uint8_t *p;
+    size_t n;
+    s_head_t h;
     if (!value)
         return AM2Z_EINVAL;
-    int rc = s_lookup(self, path, &o);
+    int rc = s_lookup(self, path, &p, &n, &h);
     if (rc != AM2Z_OK)
         return rc;
-    if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
-        *value = o->via.i64;
+    if (h.type != AM2Z_VT_INT)
+        return AM2Z_ETYPE;
+    bool neg;
+    uint64_t u;
+    int64_t i;
+    s_int_read(p, &h, &neg, &u, &i);
+    if (neg) {
+        *value = i;
         return AM2Z_OK;
     }
-    if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
-        return AM2Z_ETYPE;
-    if (o->via.u64 > INT64_MAX)
+    if (u > INT64_MAX)
         return AM2Z_ERESOURCE;
-    *value = (int64_t)o->via.u64;
+    *value = (int64_t)u;
     return AM2Z_OK;
 }
 
 int
 am2z_state_get_float(const am2z_state_t *self, const char *path, double *value)
 {
-    const msgpack_object *o;
+    const uint8_t *p;
+    size_t n;
+    s_head_t h;
     if (!value)
         return AM2Z_EINVAL;
-    int rc = s_lookup(self, path, &o);
+    int rc = s_lookup(self, path, &p, &n, &h);
     if (rc != AM2Z_OK)
         return rc;
-    switch (o->type) {
-    case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64:          *value = o->via.f64; break;
-    case MSGPACK_OBJECT_POSITIVE_INTEGER: *value = (double)o->via.u64; break;
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER: *value = (double)o->via.i64; break;
-    default:                              return AM2Z_ETYPE;
+    if (h.type == AM2Z_VT_FLOAT && h.len == 4) {
+        uint32_t bits = (uint32_t)am2z_be_read(p + 1, 4);
+        float f;
+        memcpy(&f, &bits, sizeof f);
+        *value = f;
+    } else if (h.type == AM2Z_VT_FLOAT) {
+        uint64_t bits = am2z_be_read(p + 1, 8);
+        memcpy(value, &bits, sizeof *value);
+    } else if (h.type == AM2Z_VT_INT) {
+        bool neg;
+        uint64_t u;
+        int64_t i;
+        s_int_read(p, &h, &neg, &u, &i);
+        *value = neg ? (double)i : (double)u;
+    } else {
+        return AM2Z_ETYPE;
     }
     return AM2Z_OK;
 }
@@ -1359,43 +1598,46 @@ am2z_state_get_float(const am2z_state_t *self, const char *path, double *value)
 int
 am2z_state_get_bool(const am2z_state_t *self, const char *path, bool *value)
 {
-    const msgpack_object *o;
+    const uint8_t *p;
+    size_t n;
+    s_head_t h;
     if (!value)
         return AM2Z_EINVAL;
-    int rc = s_lookup(self, path, &o);
+    int rc = s_lookup(self, path, &p, &n, &h);
     if (rc != AM2Z_OK)
         return rc;
-    if (o->type != MSGPACK_OBJECT_BOOLEAN)
+    if (h.type != AM2Z_VT_BOOL)
         return AM2Z_ETYPE;
-    *value = o->via.boolean;
+    *value = p[0] == 0xc3;
     return AM2Z_OK;
 }
 
 int
 am2z_state_get_nil(const am2z_state_t *self, const char *path)
 {
-    const msgpack_object *o;
-    int rc = s_lookup(self, path, &o);
+    const uint8_t *p;
+    size_t n;
+    s_head_t h;
+    int rc = s_lookup(self, path, &p, &n, &h);
     if (rc != AM2Z_OK)
         return rc;
-    return o->type == MSGPACK_OBJECT_NIL ? AM2Z_OK : AM2Z_ETYPE;
+    return h.type == AM2Z_VT_NIL ? AM2Z_OK : AM2Z_ETYPE;
 }
 
 int
 am2z_state_get_count(const am2z_state_t *self, const char *path, size_t *count)
 {
-    const msgpack_object *o;
+    const uint8_t *p;
+    size_t n;
+    s_head_t h;
     if (!count)
         return AM2Z_EINVAL;
-    int rc = s_lookup(self, path, &o);
+    int rc = s_lookup(self, path, &p, &n, &h);
     if (rc != AM2Z_OK)
         return rc;
-    if (o->type == MSGPACK_OBJECT_ARRAY)
-        *count = o->via.array.size;
-    else if (o->type == MSGPACK_OBJECT_MAP)
-        *count = o->via.map.size;
-    else
+    if (h.type != AM2Z_VT_ARRAY && h.type != AM2Z_VT_MAP)
         return AM2Z_ETYPE;
+    *count = (size_t)h.count;
     return AM2Z_OK;
 }
 
@@ -1405,28 +1647,22 @@ am2z_state_get_raw(const am2z_state_t *self, const char *path,
 {
     if (!self || !path || !data || !size)
         return AM2Z_EINVAL;
-    if (path[0] == '\0') {
-        uint8_t *copy = malloc(self->size);
-        if (!copy)
-            return AM2Z_ENOMEM;
-        memcpy(copy, self->data, self->size);
-        *data = copy;
-        *size = self->size;
-        return AM2Z_OK;
+    const uint8_t *p = S_DATA(self);
+    size_t n = self->size;
+    if (path[0] != '\0') {
+        s_head_t h;
+        int rc = s_lookup(self, path, &p, &n, &h);
+        if (rc != AM2Z_OK)
+            return rc;
+        n = s_skip(p, n);
+        if (n == 0)
+            return AM2Z_EPROTO;
     }
-    const msgpack_object *o;
-    int rc = s_lookup(self, path, &o);
-    if (rc != AM2Z_OK)
-        return rc;
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    if (msgpack_pack_object(&pk, *o) != 0) {
-        msgpack_sbuffer_destroy(&sb);
+    uint8_t *copy = malloc(n);
+    if (!copy)
         return AM2Z_ENOMEM;
-    }
-    *size = sb.size;
-    *data = (uint8_t *)msgpack_sbuffer_release(&sb);
+    memcpy(copy, p, n);
+    *data = copy;
+    *size = n;
     return AM2Z_OK;
 }

@@ -86,6 +86,15 @@ int am2z_state_from_map(const char *session_id, const uint8_t *user_map,
                         size_t user_map_size, uint64_t now_ms,
                         am2z_state_t **out);
 
+/*  As am2z_state_from_map, with the metadata given (as for
+    am2z_state_with_metadata): one build instead of from_map followed by
+    with_metadata. Returns AM2Z_OK, AM2Z_EINVAL (bad session id or version
+    0), AM2Z_EPROTO (user_map is not exactly one msgpack map), AM2Z_ENOMEM. */
+int am2z_state_from_map_meta(const char *session_id, const uint8_t *user_map,
+                             size_t user_map_size, uint64_t version,
+                             uint64_t created_at_ms, uint64_t last_updated_ms,
+                             am2z_state_t **out);
+
 /*  Decodes and validates encoded state bytes (copied as they are, so the
     bytes of am2z_state_data() equal the input). Returns AM2Z_OK, AM2Z_EINVAL
     (out is NULL), AM2Z_EPROTO (not one map / metadata missing, duplicated,
@@ -100,7 +109,8 @@ int am2z_state_with_metadata(const am2z_state_t *self, const char *session_id,
                              uint64_t version, uint64_t created_at_ms,
                              uint64_t last_updated_ms, am2z_state_t **out);
 
-/*  Deep copy. Returns NULL only when out of memory. */
+/*  Deep copy (one allocation; the bytes are not validated again). Returns
+    NULL only when out of memory. */
 am2z_state_t *am2z_state_dup(const am2z_state_t *self);
 
 /*  NULL-safe, idempotent. */
@@ -139,8 +149,8 @@ int am2z_state_get_bool(const am2z_state_t *self, const char *path, bool *value)
 int am2z_state_get_nil(const am2z_state_t *self, const char *path);
 /*  Element count of an array or map at path. */
 int am2z_state_get_count(const am2z_state_t *self, const char *path, size_t *count);
-/*  The value at path re-encoded as one msgpack object. Caller owns *data
-    (free()). An empty path returns the whole state. */
+/*  The bytes of the value at path (one msgpack object, as stored). Caller
+    owns *data (free()). An empty path returns the whole state. */
 int am2z_state_get_raw(const am2z_state_t *self, const char *path,
                        uint8_t **data, size_t *size);
 

@@ -1235,6 +1235,108 @@ START_TEST(test_state_bad_paths_rejected)
 }
 END_TEST
 
+/*  Reads decode every msgpack integer and float width in place, keep
+    get_raw's bytes as stored, and index arrays and nested maps. */
+START_TEST(test_state_reads_every_number_width)
+{
+    static const struct {
+        const char *path;
+        uint8_t bytes[9];
+        size_t size;
+        int64_t want;
+    } ints[] = {
+        { "a", { 0x05 }, 1, 5 },
+        { "b", { 0xff }, 1, -1 },
+        { "c", { 0xe0 }, 1, -32 },
+        { "d", { 0xcc, 0xc8 }, 2, 200 },
+        { "e", { 0xcd, 0x12, 0x34 }, 3, 0x1234 },
+        { "f", { 0xce, 0x89, 0xab, 0xcd, 0xef }, 5, 0x89abcdefLL },
+        { "g", { 0xcf, 0, 0, 0, 1, 0, 0, 0, 0 }, 9, 0x100000000LL },
+        { "h", { 0xd0, 0x80 }, 2, -128 },
+        { "i", { 0xd0, 0x7f }, 2, 127 },
+        { "j", { 0xd1, 0xff, 0x00 }, 3, -256 },
+        { "k", { 0xd2, 0xff, 0xff, 0xff, 0xfe }, 5, -2 },
+        { "l", { 0xd3, 0x80, 0, 0, 0, 0, 0, 0, 0 }, 9, INT64_MIN },
+        { "m", { 0xd3, 0, 0, 0, 0, 0, 0, 0, 9 }, 9, 9 },
+    };
+    am2z_state_t *s1 = s_new(1);
+    am2z_changes_t *ch = am2z_changes_new();
+    for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++)
+        ck_assert_int_eq(am2z_changes_set_raw(ch, ints[k].path, ints[k].bytes, ints[k].size),
+                         AM2Z_OK);
+    const uint8_t f32[] = { 0xca, 0x3f, 0xc0, 0x00, 0x00 };            /* 1.5f */
+    const uint8_t f64[] = { 0xcb, 0xc0, 0x04, 0, 0, 0, 0, 0, 0 };      /* -2.5 */
+    const uint8_t arr[] = { 0x93, 0x01, 0x81, 0xa1, 'x', 0xc3, 0xa2, 'h', 'i' };
+    am2z_changes_set_raw(ch, "f32", f32, sizeof f32);
+    am2z_changes_set_raw(ch, "f64", f64, sizeof f64);
+    am2z_changes_set_raw(ch, "arr", arr, sizeof arr);
+    am2z_state_t *st = s_apply(s1, &ch, 2);
+
+    for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++) {
+        int64_t v = 0;
+        double d = 0;
+        ck_assert_int_eq(am2z_state_get_int(st, ints[k].path, &v), AM2Z_OK);
+        ck_assert_int_eq(v, ints[k].want);
+        ck_assert_int_eq(am2z_state_get_float(st, ints[k].path, &d), AM2Z_OK);
+        ck_assert_double_eq(d, (double)ints[k].want);
+        uint8_t *raw = NULL;
+        size_t raw_size = 0;
+        ck_assert_int_eq(am2z_state_get_raw(st, ints[k].path, &raw, &raw_size), AM2Z_OK);
+        ck_assert_uint_eq(raw_size, ints[k].size);
+        ck_assert_mem_eq(raw, ints[k].bytes, raw_size);
+        free(raw);
+    }
+    double d = 0;
+    ck_assert_int_eq(am2z_state_get_float(st, "f32", &d), AM2Z_OK);
+    ck_assert_double_eq(d, 1.5);
+    ck_assert_int_eq(am2z_state_get_float(st, "f64", &d), AM2Z_OK);
+    ck_assert_double_eq(d, -2.5);
+    int64_t v;
+    ck_assert_int_eq(am2z_state_get_int(st, "f32", &v), AM2Z_ETYPE);
+    ck_assert_int_eq(am2z_state_get_int(st, "arr.0", &v), AM2Z_OK);
+    ck_assert_int_eq(v, 1);
+    bool b = false;
+    ck_assert_int_eq(am2z_state_get_bool(st, "arr.1.x", &b), AM2Z_OK);
+    ck_assert(b);
+    char buf[4];
+    ck_assert_int_eq(am2z_state_get_strcpy(st, "arr.2", buf, sizeof buf), AM2Z_OK);
+    ck_assert_str_eq(buf, "hi");
+    ck_assert_int_eq(am2z_state_get_int(st, "arr.3", &v), AM2Z_ENOTFOUND);
+    ck_assert_int_eq(am2z_state_get_int(st, "arr.0.x", &v), AM2Z_ENOTFOUND);
+    ck_assert_int_eq(am2z_state_get_int(st, "metadata.version", &v), AM2Z_OK);
+    ck_assert_int_eq(v, 2);
+    am2z_state_destroy(&st);
+    am2z_state_destroy(&s1);
+}
+END_TEST
+
+/*  from_map_meta = from_map then with_metadata, in one build. */
+START_TEST(test_state_from_map_meta)
+{
+    const uint8_t map[] = { 0x82, 0xa1, 'a', 0x01, 0xa8, 'm', 'e', 't', 'a', 'd', 'a', 't', 'a',
+                            0x02 };
+    am2z_state_t *one = NULL, *two = NULL, *want = NULL;
+    ck_assert_int_eq(am2z_state_from_map_meta(SID, map, sizeof map, 7, 100, 200, &one), AM2Z_OK);
+    ck_assert_int_eq(am2z_state_from_map(SID, map, sizeof map, 50, &two), AM2Z_OK);
+    ck_assert_int_eq(am2z_state_with_metadata(two, SID, 7, 100, 200, &want), AM2Z_OK);
+    ck_assert_uint_eq(am2z_state_version(one), 7);
+    ck_assert_uint_eq(am2z_state_created_at(one), 100);
+    ck_assert_uint_eq(am2z_state_last_updated(one), 200);
+    ck_assert_uint_eq(am2z_state_size(one), am2z_state_size(want));
+    ck_assert_mem_eq(am2z_state_data(one), am2z_state_data(want), am2z_state_size(want));
+    am2z_state_t *bad = NULL;
+    ck_assert_int_eq(am2z_state_from_map_meta(SID, map, sizeof map, 0, 1, 1, &bad), AM2Z_EINVAL);
+    ck_assert_int_eq(am2z_state_from_map_meta("bad id", map, sizeof map, 1, 1, 1, &bad),
+                     AM2Z_EINVAL);
+    ck_assert_int_eq(am2z_state_from_map_meta(SID, map, sizeof map - 1, 1, 1, 1, &bad),
+                     AM2Z_EPROTO);
+    ck_assert_ptr_null(bad);
+    am2z_state_destroy(&one);
+    am2z_state_destroy(&two);
+    am2z_state_destroy(&want);
+}
+END_TEST
+
 static Suite *
 s_suite(void)
 {
@@ -1260,6 +1362,8 @@ s_suite(void)
     tcase_add_test(tc, test_changes_decode_rejects_garbage);
     tcase_add_test(tc, test_state_decode_rejects_garbage);
     tcase_add_test(tc, test_state_bad_paths_rejected);
+    tcase_add_test(tc, test_state_reads_every_number_width);
+    tcase_add_test(tc, test_state_from_map_meta);
     suite_add_tcase(s, tc);
     return s;
 }

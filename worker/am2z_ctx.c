@@ -455,7 +455,10 @@ am2zw_invoke(const am2zw_invoke_t *inv, am2zw_outcome_t *out)
         return;
     }
     size_t max = inv->max_state_size ? inv->max_state_size : AM2ZW_MAX_STATE_DEFAULT;
-    rc = am2z_state_apply(inv->input, ctx.changes, am2z_clock_wall_ms(), max, &out->next);
+    /*  lastUpdated: the start plus the run, which saves reading the wall
+        clock again (a clock step during the run is not worth tracking). */
+    rc = am2z_state_apply(inv->input, ctx.changes, out->started_ms + (t1 - t0) / 1000, max,
+                          &out->next);
     if (rc == AM2Z_OK) {
         out->changes = ctx.changes;
         return;
@@ -486,11 +489,12 @@ s_run(s_pipe_host_t *h, const am2zw_actor_args_t *a, const am2z_msg_t *job)
 {
     uint8_t *changes = NULL;
     size_t changes_size = 0;
-    am2zw_outcome_t oc = { .exec_us = 1, .started_ms = am2z_clock_wall_ms() };
+    am2zw_outcome_t oc = { .exec_us = 1 };
 
     am2z_state_t *input = NULL;
     int rc = am2z_state_decode(job->state, job->state_size, &input);
     if (rc != AM2Z_OK) {
+        oc.started_ms = am2z_clock_wall_ms();     /* am2zw_invoke sets it otherwise */
         oc.error = am2z_error_new(AM2Z_CAT_PROTOCOL, "INVALID_STATE",
                                   "job %s: input state does not decode: %s",
                                   job->job, am2z_strerror(rc));
