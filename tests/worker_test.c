@@ -319,6 +319,16 @@ START_TEST(test_worker_register_validates)
     def.fn = NULL;
     ck_assert_int_eq(am2z_worker_register(w, &def), AM2Z_EINVAL);
     ck_assert_int_eq(am2z_worker_register(w, NULL), AM2Z_EINVAL);
+    /*  a rate limit needs both numbers, and at most 1,000,000 per window */
+    am2z_processor_def_t rated = { .name = "rated", .fn = p_incr, .rate_max = 5 };
+    ck_assert_int_eq(am2z_worker_register(w, &rated), AM2Z_EINVAL);
+    rated.rate_max = 0;
+    rated.rate_interval_ms = 1000;
+    ck_assert_int_eq(am2z_worker_register(w, &rated), AM2Z_EINVAL);
+    rated.rate_max = 1000001;
+    ck_assert_int_eq(am2z_worker_register(w, &rated), AM2Z_EINVAL);
+    rated.rate_max = 20;
+    ck_assert_int_eq(am2z_worker_register(w, &rated), AM2Z_OK);
     am2z_worker_destroy(&w);
     am2z_worker_destroy(&w);                                       /* idempotent */
     am2z_worker_destroy(NULL);

@@ -296,6 +296,15 @@ am2z_worker_register(am2z_worker_t *self, const am2z_processor_def_t *def)
                  AM2Z_KS("processor", name));
         return AM2Z_EINVAL;
     }
+    if ((def->rate_max == 0) != (def->rate_interval_ms == 0) || def->rate_max > 1000000) {
+        /* a rate limit needs both numbers; the broker keeps at most
+           1,000,000 lease times per window */
+        AM2Z_LOG(self->log, AM2Z_LOG_ERROR, "worker",
+                 "invalid rate limit: rate_max (1..1000000) and rate_interval_ms go together",
+                 AM2Z_KS("processor", name), AM2Z_KU("rate_max", def->rate_max),
+                 AM2Z_KU("rate_interval_ms", def->rate_interval_ms));
+        return AM2Z_EINVAL;
+    }
     for (size_t i = 0; i < self->nprocs; i++) {
         if (streq(self->procs[i].name, name)) {
             AM2Z_LOG(self->log, AM2Z_LOG_ERROR, "worker",
@@ -324,7 +333,7 @@ am2z_worker_register(am2z_worker_t *self, const am2z_processor_def_t *def)
     p->retry = def->retry;
     p->delay_ms = def->delay_ms;
     p->rate_max = def->rate_max;
-    p->rate_per_ms = def->rate_max ? def->rate_interval_ms : 0;
+    p->rate_per_ms = def->rate_interval_ms;
     p->max_active = def->max_active;
     self->nprocs++;
     return AM2Z_OK;

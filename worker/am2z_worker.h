@@ -85,7 +85,9 @@ typedef struct {
     uint64_t delay_ms;            /* default job delay; 0 = none */
     uint32_t rate_max;            /* rate limit: at most rate_max jobs started ... */
     uint64_t rate_interval_ms;    /* ... per rate_interval_ms, enforced by the
-                                     broker across all workers; 0/0 = none */
+                                     broker across all workers; 0/0 = none;
+                                     one without the other (or rate_max >
+                                     1,000,000) is refused at registration */
     uint32_t max_active;          /* global cap on running jobs across all
                                      workers (besides each worker's slots); 0 = none */
 } am2z_processor_def_t;
@@ -166,7 +168,8 @@ am2z_worker_t *am2z_worker_new(const am2z_worker_config_t *cfg);
 void am2z_worker_destroy(am2z_worker_t **self_p);
 
 /*  Registers a processor; only before start/run. Returns AM2Z_OK, AM2Z_EINVAL
-    (bad name, no fn, duplicate name: err names it), AM2Z_ESTATE (running). */
+    (bad name, no fn, duplicate name, a rate limit without its interval or
+    the reverse: the log names it), AM2Z_ESTATE (running). */
 int am2z_worker_register(am2z_worker_t *self, const am2z_processor_def_t *def);
 
 /*  Runs the worker on the calling thread until am2z_worker_stop() (from
