@@ -98,12 +98,12 @@ am2z_broker_config_defaults(am2z_broker_config_t *cfg)
    Sending
    ------------------------------------------------------------------------ */
 
-/*  Sends [ident?][prefix?]["AM2Z/1"][cmd][body]. Never blocks: a ROUTER
+/*  Sends [ident?][prefix?]["AM2Z/1"][cmd][body] now. Never blocks: a ROUTER
     drops messages to vanished peers or full pipes, a PUB drops for slow
     subscribers. */
 static void
-s_send_frames(void *sock, const uint8_t *ident, size_t ident_size,
-              const char *prefix, am2z_cmd_t cmd, const uint8_t *body, size_t size)
+s_send_now(void *sock, const uint8_t *ident, size_t ident_size,
+           const char *prefix, am2z_cmd_t cmd, const uint8_t *body, size_t size)
 {
     const char *name = am2z_cmd_name(cmd);
     if (ident && zmq_send(sock, ident, ident_size, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
@@ -115,6 +115,172 @@ s_send_frames(void *sock, const uint8_t *ident, size_t ident_size,
     if (zmq_send(sock, name, strlen(name), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
         return;
     zmq_send(sock, body, size, ZMQ_DONTWAIT);
+}
+
+/* ---------------------------------------------------------------------------
+   Outbox (durability sync).
+
+   In sync mode the store defers each commit's meta flush
+   (am2z_store_defer_meta, LMDB MDB_NOMETASYNC): a commit fdatasyncs its
+   data pages and writes its meta page unflushed, so it is consistent but
+   becomes durable only at the next fdatasync of the file. That is the data
+   flush of the next commit that writes (LMDB flushes the data before it
+   writes the new meta, and the flush covers the earlier meta page), or an
+   explicit am2z_store_sync(). Everything the broker sends after a commit
+   may speak for it (ACCEPTED, RESULT, a STOP reply, a JOB of a job just
+   accepted, events), so while the last commit is not durable every send is
+   held here, in order, tagged with that commit's txn id, and goes out as
+   soon as am2z_store_durable() reaches it. At the end of a turn the broker
+   either lets the next turn's commit make it durable (more input is
+   already waiting, and the outbox has not waited a turn yet), or calls
+   am2z_store_sync() at once. So under load one fsync per commit instead of
+   two (data + meta), and an answer never leaves before its commit is on
+   disk; idle, the latency is as before (two flushes before the answer).
+   Everything runs on the loop thread: no syncer thread, no LMDB handle
+   shared across threads.
+   ------------------------------------------------------------------------ */
+
+/*  Whether a send now must wait behind the outbox. */
+static bool
+s_must_hold(am2z_broker_t *self)
+{
+    return self->hold_sends
+           && (self->out_n
+               || am2z_store_durable(self->store) < am2z_store_committed(self->store));
+}
+
+/*  Queues a copy of the message. On out of memory it is sent now (a
+    client may then see an answer before its commit is durable; the log
+    says so) rather than lost. */
+static void
+s_hold(am2z_broker_t *self, void *sock, const uint8_t *ident, size_t ident_size,
+       const char *prefix, am2z_cmd_t cmd, const uint8_t *body, size_t size)
+{
+    size_t np = prefix ? strlen(prefix) + 1 : 0;
+    if (self->out_n == self->out_cap) {
+        size_t cap = self->out_cap ? self->out_cap * 2 : 256;
+        held_t **ring = malloc(cap * sizeof *ring);
+        if (!ring)
+            goto now;
+        for (size_t i = 0; i < self->out_n; i++)
+            ring[i] = self->outbox[(self->out_head + i) % self->out_cap];
+        free(self->outbox);
+        self->outbox = ring;
+        self->out_cap = cap;
+        self->out_head = 0;
+    }
+    held_t *h = malloc(sizeof *h + ident_size + np + size);
+    if (!h)
+        goto now;
+    uint8_t *p = (uint8_t *)(h + 1);
+    h->sock = sock;
+    h->ident = ident ? p : NULL;
+    h->ident_size = ident ? ident_size : 0;
+    if (ident)
+        memcpy(p, ident, ident_size);
+    p += ident ? ident_size : 0;
+    h->prefix = prefix ? (char *)p : NULL;
+    if (prefix)
+        memcpy(p, prefix, np);
+    p += np;
+    h->cmd = cmd;
+    h->body = p;
+    h->size = size;
+    if (size)
+        memcpy(p, body, size);
+    h->txn = am2z_store_committed(self->store);
+    self->outbox[(self->out_head + self->out_n) % self->out_cap] = h;
+    self->out_n++;
+    return;
+now:
+    AM2Z_LOG(self->log, AM2Z_LOG_ERROR, S_COMPONENT,
+             "out of memory holding a message for durability: sent at once",
+             AM2Z_KS("cmd", am2z_cmd_name(cmd)));
+    s_send_now(sock, ident, ident_size, prefix, cmd, body, size);
+}
+
+/*  Sends the held messages whose commit is durable (all of them: all). */
+static void
+s_outbox_release(am2z_broker_t *self, bool all)
+{
+    uint64_t durable = am2z_store_durable(self->store);
+    while (self->out_n) {
+        held_t *h = self->outbox[self->out_head];
+        if (!all && h->txn > durable)
+            break;
+        s_send_now(h->sock, h->ident, h->ident_size, h->prefix, h->cmd, h->body, h->size);
+        free(h);
+        self->out_head = (self->out_head + 1) % self->out_cap;
+        self->out_n--;
+    }
+    if (!self->out_n)
+        self->out_head = 0;
+}
+
+/*  Frees what is still held (the broker is destroyed; not sent). */
+static void
+s_outbox_free(am2z_broker_t *self)
+{
+    while (self->out_n) {
+        free(self->outbox[self->out_head]);
+        self->out_head = (self->out_head + 1) % self->out_cap;
+        self->out_n--;
+    }
+    free(self->outbox);
+    self->outbox = NULL;
+    self->out_cap = self->out_head = 0;
+}
+
+/*  A message is waiting on the frontend or the backend. */
+static bool
+s_input_waiting(am2z_broker_t *self)
+{
+    void *socks[2] = { self->fe, self->be };
+    for (int i = 0; i < 2; i++) {
+        int ev = 0;
+        size_t sz = sizeof ev;
+        if (socks[i] && zmq_getsockopt(socks[i], ZMQ_EVENTS, &ev, &sz) == 0
+            && (ev & ZMQ_POLLIN))
+            return true;
+    }
+    return false;
+}
+
+/*  End of a turn: the held messages either wait for the next turn's
+    commit (input is waiting and they have not waited a turn yet) or are
+    made durable now. Returns true while messages stay held. */
+static bool
+s_outbox_settle(am2z_broker_t *self)
+{
+    s_outbox_release(self, false);
+    if (!self->out_n) {
+        self->held_turn = false;
+        return false;
+    }
+    if (!self->held_turn && s_input_waiting(self)) {
+        self->held_turn = true;
+        return true;
+    }
+    int rc = am2z_store_sync(self->store);
+    if (rc != AM2Z_OK) {
+        AM2Z_LOG(self->log, AM2Z_LOG_ERROR, S_COMPONENT, "store sync failed: answers held",
+                 AM2Z_KS("error", am2z_strerror(rc)), AM2Z_KU("held", self->out_n));
+        return true;
+    }
+    s_outbox_release(self, false);
+    self->held_turn = false;
+    return self->out_n > 0;
+}
+
+/*  Sends now, or holds the message behind the outbox (sync durability). */
+static void
+s_send_frames(am2z_broker_t *self, void *sock, const uint8_t *ident, size_t ident_size,
+              const char *prefix, am2z_cmd_t cmd, const uint8_t *body, size_t size)
+{
+    if (sock != self->be && s_must_hold(self))
+        s_hold(self, sock, ident, ident_size, prefix, cmd, body, size);
+    else
+        s_send_now(sock, ident, ident_size, prefix, cmd, body, size);
 }
 
 static void
@@ -129,7 +295,7 @@ s_send_msg(am2z_broker_t *self, void *sock, const uint8_t *ident, size_t ident_s
                  AM2Z_KS("cmd", am2z_cmd_name(msg->cmd)), AM2Z_KS("error", am2z_strerror(rc)));
         return;
     }
-    s_send_frames(sock, ident, ident_size, prefix, msg->cmd, body, size);
+    s_send_frames(self, sock, ident, ident_size, prefix, msg->cmd, body, size);
     free(body);
 }
 
@@ -216,12 +382,12 @@ s_event(am2z_broker_t *self, job_t *job, const char *name, const char *session,
     int rc = am2z_msg_encode(&msg, &body, &size);
     if (rc == AM2Z_OK) {
         if (self->pub)
-            s_send_frames(self->pub, NULL, 0, name, AM2Z_CMD_EVENT, body, size);
+            s_send_frames(self, self->pub, NULL, 0, name, AM2Z_CMD_EVENT, body, size);
         if (job && job->client.ident_size && job->client.events) {
             /* EVENT has no req: the job id correlates. Only clients that
                asked (SUBMIT.events) get them: the others would drop them,
                and they were 2 of the ~11 messages of every job. */
-            s_send_frames(self->fe, job->client.ident, job->client.ident_size, NULL,
+            s_send_frames(self, self->fe, job->client.ident, job->client.ident_size, NULL,
                           AM2Z_CMD_EVENT, body, size);
         }
         free(body);
@@ -412,10 +578,24 @@ s_effect_free(void **item)
 /*  Takes the job out of every table (unless it is a shadow), records its
     final outcome in the batch (result put, job record delete) and queues a
     FINISH effect owning it. Takes *state_p and *error_p. */
+static void s_finish_v(am2z_broker_t *self, job_t *job, bool ok, uint8_t **state_p,
+                       size_t state_size, uint64_t version, am2z_error_t **error_p,
+                       uint64_t exec_us, uint64_t started_ms, const char *worker_id);
+
 static void
 s_finish(am2z_broker_t *self, job_t *job, bool ok, uint8_t **state_p, size_t state_size,
          am2z_error_t **error_p, uint64_t exec_us, uint64_t started_ms,
          const char *worker_id)
+{
+    s_finish_v(self, job, ok, state_p, state_size, 0, error_p, exec_us, started_ms, worker_id);
+}
+
+/*  s_finish with the version of *state_p when the caller knows it (0 =
+    unknown: the completed event decodes the state for it). */
+static void
+s_finish_v(am2z_broker_t *self, job_t *job, bool ok, uint8_t **state_p, size_t state_size,
+           uint64_t version, am2z_error_t **error_p, uint64_t exec_us, uint64_t started_ms,
+           const char *worker_id)
 {
     am2zb_flow_job_finished(self, job, ok, state_p ? *state_p : NULL, state_size,
                             error_p ? *error_p : NULL);
@@ -437,6 +617,7 @@ s_finish(am2z_broker_t *self, job_t *job, bool ok, uint8_t **state_p, size_t sta
     }
     eff->kind = EFF_FINISH;
     eff->job = job;
+    eff->version = ok ? version : 0;
     am2z_msg_t *r = &eff->result;
     am2z_msg_init(r, AM2Z_CMD_RESULT);
     r->job = strdup(job->id);
@@ -1450,8 +1631,8 @@ s_on_done(am2z_broker_t *self, worker_t *worker, am2z_msg_t *msg)
             AM2Z_LOG(self->log, AM2Z_LOG_WARN, S_COMPONENT, "job result refused",
                      AM2Z_KS("job", job->id), AM2Z_KS("reason", error ? error->message : "?"));
         }
-        s_finish(self, job, ok, &msg->state, msg->state_size, &error, msg->exec_us,
-                 msg->started_at_ms, worker->id);
+        s_finish_v(self, job, ok, &msg->state, msg->state_size, new_version, &error,
+                   msg->exec_us, msg->started_at_ms, worker->id);
         am2z_error_destroy(&error);
         return;
     }
@@ -1661,11 +1842,13 @@ s_apply_finish(am2z_broker_t *self, effect_t *eff, bool durable)
             zlistx_add_end(self->cleanup, id);
     }
     if (r->success) {
-        am2z_state_t *st = NULL;
-        uint64_t version = 0;
-        if (r->state && am2z_state_decode(r->state, r->state_size, &st) == AM2Z_OK)
-            version = am2z_state_version(st);
-        am2z_state_destroy(&st);
+        uint64_t version = r->state ? eff->version : 0;
+        if (r->state && !version) {
+            am2z_state_t *st = NULL;
+            if (am2z_state_decode(r->state, r->state_size, &st) == AM2Z_OK)
+                version = am2z_state_version(st);
+            am2z_state_destroy(&st);
+        }
         uint8_t *data = NULL;
         size_t size = 0;
         if (s_map(&data, &size, 2, "executionTime", 'u', r->exec_us,
@@ -2221,6 +2404,24 @@ s_str_free(void **item)
     *item = NULL;
 }
 
+/*  Rewrites the records of jobs leased in earlier turns (attempt count),
+    in this turn's batch. Runs after the turn's messages were handled, so a
+    job whose DONE came in the same turn is gone from self->jobs and its
+    record is only deleted, not first rewritten (same batch, same commit:
+    what reaches the disk is unchanged). */
+static void
+s_stage_dirty(am2z_broker_t *self)
+{
+    char *id;
+    while ((id = zlistx_first(self->dirty))) {
+        zlistx_detach_cur(self->dirty);
+        job_t *job = zhashx_lookup(self->jobs, id);
+        if (job && job->accepted && !job->stopped)
+            s_put_job_record(self, job);
+        free(id);
+    }
+}
+
 /*  Stages what earlier turns left for this batch. */
 static void
 s_stage_leftovers(am2z_broker_t *self)
@@ -2236,13 +2437,6 @@ s_stage_leftovers(am2z_broker_t *self)
         free(f);
     }
     char *id;
-    while ((id = zlistx_first(self->dirty))) {
-        zlistx_detach_cur(self->dirty);
-        job_t *job = zhashx_lookup(self->jobs, id);
-        if (job && job->accepted && !job->stopped)
-            s_put_job_record(self, job);
-        free(id);
-    }
     while ((id = zlistx_first(self->cleanup))) {
         zlistx_detach_cur(self->cleanup);
         am2z_store_batch_t *batch = s_batch(self);
@@ -2358,6 +2552,7 @@ s_turn(am2z_broker_t *self, zsock_t *pipe, uint64_t timeout_ms)
         if (!got)
             break;
     }
+    s_stage_dirty(self);
     bool durable = true;
     if (self->batch) {
         int crc = am2z_store_commit(&self->batch);
@@ -2371,11 +2566,15 @@ s_turn(am2z_broker_t *self, zsock_t *pipe, uint64_t timeout_ms)
         durable = false;
     }
     self->batch = NULL;
+    if (self->out_n)
+        s_outbox_release(self, false);   /* what this commit's data flush made durable */
     s_apply_effects(self, durable);
     am2zb_repeat_after_commit(self, durable);   /* idempotency + repeat + progress (issue 6) */
     am2zb_lc_committed(self, durable);   /* STOP replies, session:cleanup */
     s_run_deferred(self);
     s_dispatch(self);
+    if (self->out_n)
+        s_outbox_settle(self);
 }
 
 /*  Leases that still run (stopped ones included: their workers are busy). */
@@ -2454,9 +2653,12 @@ s_loop(am2z_broker_t *self, volatile int *stop_flag, zsock_t *pipe)
             s_drain_step(self);
             next_ms = next_ms > 20 ? 20 : next_ms;
         }
+        if (self->out_n)
+            next_ms = self->held_turn ? 0 : (next_ms > 10 ? 10 : next_ms);
     }
     am2zb_lc_shutdown(self);         /* stops still waiting: answer now */
-    am2z_store_flush(self->store);
+    if (am2z_store_flush(self->store) == AM2Z_OK)
+        s_outbox_release(self, true);
     AM2Z_LOG(self->log, AM2Z_LOG_INFO, S_COMPONENT, "stopped");
     return AM2Z_OK;
 }
@@ -2781,6 +2983,15 @@ am2z_broker_new(const am2z_broker_config_t *cfg, am2z_broker_t **out,
         rc = s_bind(self, ZMQ_PUB, cfg->events, &self->events, 2, err, err_size);
     if (rc != AM2Z_OK)
         goto fail;
+    if (cfg->common.durability == AM2Z_DURABILITY_SYNC) {
+        /* one fsync per commit; answers wait for durability (Outbox) */
+        rc = am2z_store_defer_meta(self->store);
+        if (rc != AM2Z_OK) {
+            snprintf(err, err_size, "cannot defer meta flushes: %s", am2z_strerror(rc));
+            goto fail;
+        }
+        self->hold_sends = true;
+    }
     self->fe = zsock_resolve(self->frontend);
     self->be = zsock_resolve(self->backend);
     self->pub = self->events ? zsock_resolve(self->events) : NULL;
@@ -2809,6 +3020,7 @@ am2z_broker_destroy(am2z_broker_t **self_p)
     zsock_destroy(&self->events);
     if (self->store)
         am2z_store_flush(self->store);
+    s_outbox_free(self);
     am2z_store_destroy(&self->store);
     while (self->nworkers)
         am2zb_worker_forget(self, self->workers[self->nworkers - 1], "broker stopping");
