@@ -29,6 +29,7 @@
 #include <zmq.h>
 
 #define S_DRAIN_MAX 512
+#define S_HOLD_BUSY 8             /* a turn with this many messages is busy (Outbox) */
 #define S_MAX_FRAMES 5
 #define S_POLL_MAX_MS 100
 #define S_HWM 100000
@@ -247,8 +248,10 @@ s_input_waiting(am2z_broker_t *self)
 }
 
 /*  End of a turn: the held messages either wait for the next turn's
-    commit (input is waiting and they have not waited a turn yet) or are
-    made durable now. Returns true while messages stay held. */
+    commit (they have not waited a turn yet, and input is waiting or this
+    turn was busy: S_HOLD_BUSY messages or more, so more is on its way —
+    the loop then polls at most 1 ms) or are made durable now. Returns
+    true while messages stay held. */
 static bool
 s_outbox_settle(am2z_broker_t *self)
 {
@@ -257,7 +260,7 @@ s_outbox_settle(am2z_broker_t *self)
         self->held_turn = false;
         return false;
     }
-    if (!self->held_turn && s_input_waiting(self)) {
+    if (!self->held_turn && (self->turn_msgs >= S_HOLD_BUSY || s_input_waiting(self))) {
         self->held_turn = true;
         return true;
     }
@@ -2272,15 +2275,15 @@ s_resolve_input(am2z_broker_t *self, job_t *job, am2z_state_t **out)
     } else if (job->state) {
         uint64_t version = 1, created = now;
         am2z_state_t *sub = NULL, *base = NULL;
-        if (am2z_state_decode(job->state, job->state_size, &sub) == AM2Z_OK) {
+        if (stored) {
+            version = am2z_state_version(stored);
+            created = am2z_state_created_at(stored);
+        } else if (am2z_state_decode(job->state, job->state_size, &sub) == AM2Z_OK) {
+            /* only without a stored state does the submitted one's metadata count */
             version = am2z_state_version(sub);
             created = am2z_state_created_at(sub);
         }
         am2z_state_destroy(&sub);
-        if (stored) {
-            version = am2z_state_version(stored);
-            created = am2z_state_created_at(stored);
-        }
         rc = am2z_state_from_map(job->session_id, job->state, job->state_size, now, &base);
         if (rc == AM2Z_OK)
             rc = am2z_state_with_metadata(base, job->session_id, version, created, now, out);
@@ -2539,7 +2542,8 @@ s_turn(am2z_broker_t *self, zsock_t *pipe, uint64_t timeout_ms)
     self->batch = NULL;
     self->batch_rc = AM2Z_OK;
     s_stage_leftovers(self);
-    for (int n = 0; n < S_DRAIN_MAX;) {
+    int n = 0;
+    for (; n < S_DRAIN_MAX;) {
         bool got = false;
         if (s_recv_one(self, self->fe, true)) {
             got = true;
@@ -2552,6 +2556,7 @@ s_turn(am2z_broker_t *self, zsock_t *pipe, uint64_t timeout_ms)
         if (!got)
             break;
     }
+    self->turn_msgs = n;
     s_stage_dirty(self);
     bool durable = true;
     if (self->batch) {
@@ -2566,8 +2571,11 @@ s_turn(am2z_broker_t *self, zsock_t *pipe, uint64_t timeout_ms)
         durable = false;
     }
     self->batch = NULL;
-    if (self->out_n)
+    if (self->out_n) {
         s_outbox_release(self, false);   /* what this commit's data flush made durable */
+        if (!self->out_n)
+            self->held_turn = false;     /* what this turn holds has not waited yet */
+    }
     s_apply_effects(self, durable);
     am2zb_repeat_after_commit(self, durable);   /* idempotency + repeat + progress (issue 6) */
     am2zb_lc_committed(self, durable);   /* STOP replies, session:cleanup */
@@ -2654,7 +2662,7 @@ s_loop(am2z_broker_t *self, volatile int *stop_flag, zsock_t *pipe)
             next_ms = next_ms > 20 ? 20 : next_ms;
         }
         if (self->out_n)
-            next_ms = self->held_turn ? 0 : (next_ms > 10 ? 10 : next_ms);
+            next_ms = next_ms > (self->held_turn ? 1 : 10) ? (self->held_turn ? 1 : 10) : next_ms;
     }
     am2zb_lc_shutdown(self);         /* stops still waiting: answer now */
     if (am2z_store_flush(self->store) == AM2Z_OK)

@@ -276,6 +276,7 @@ struct am2z_broker_t {
     size_t out_n;                 /* held messages */
     size_t out_cap;               /* slots in outbox */
     bool held_turn;               /* the outbox already waited through one turn */
+    int turn_msgs;                /* messages handled by the last turn */
 };
 
 /* am2z_sched.c ------------------------------------------------------------ */

@@ -350,7 +350,13 @@ static int
 s_recv_one(am2z_client_t *self, uint64_t deadline)
 {
     zmq_pollitem_t item = { .socket = self->handle, .events = ZMQ_POLLIN };
-    for (;;) {
+    /* a message already queued needs no zmq_poll (which always costs a
+       poll(2) syscall): ZMQ_EVENTS reads the socket's own state */
+    int ev = 0;
+    size_t ev_size = sizeof ev;
+    bool ready = zmq_getsockopt(self->handle, ZMQ_EVENTS, &ev, &ev_size) == 0
+                 && (ev & ZMQ_POLLIN);
+    while (!ready) {
         int n = zmq_poll(&item, 1, s_remaining_ms(deadline));
         if (n > 0)
             break;
