@@ -362,11 +362,56 @@ s_send_reply(am2z_broker_t *self, const peer_t *peer, uint8_t **data_p, size_t s
     am2z_msg_clear(&msg);
 }
 
-/*  Publishes an EVENT on PUB and, when a job is given, to its submitter. */
+/*  Reads the subscription messages the events socket (XPUB) queued and
+    counts the topics subscribed. XPUB passes the first subscription of a
+    topic and the last unsubscription (also when a subscriber goes away),
+    so subs > 0 exactly while somebody subscribes to something. */
+static void
+s_pub_drain(am2z_broker_t *self)
+{
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    while (zmq_msg_recv(&m, self->pub, ZMQ_DONTWAIT) >= 0) {
+        const uint8_t *d = zmq_msg_data(&m);
+        if (zmq_msg_size(&m) >= 1 && d[0] == 1)
+            self->subs++;
+        else if (zmq_msg_size(&m) >= 1 && d[0] == 0 && self->subs)
+            self->subs--;
+    }
+    zmq_msg_close(&m);
+}
+
+/*  Somebody may receive what is published now. */
+static bool
+s_pub_wanted(am2z_broker_t *self)
+{
+    if (!self->pub)
+        return false;
+    s_pub_drain(self);
+    return self->subs > 0;
+}
+
+/*  Would an event of job reach anybody (s_event)? */
+static bool
+s_event_wanted(am2z_broker_t *self, const job_t *job)
+{
+    return (job->client.ident_size && job->client.events) || s_pub_wanted(self);
+}
+
+/*  Publishes an EVENT on PUB and, when a job is given, to its submitter.
+    An event nobody can receive (no subscriber on the events socket, no
+    submitter that asked for events) is not even encoded. */
 static void
 s_event(am2z_broker_t *self, job_t *job, const char *name, const char *session,
         const char *proc, const uint8_t *data, size_t data_size)
 {
+    bool to_client = job && job->client.ident_size && job->client.events;
+    bool to_pub = s_pub_wanted(self);
+    if (!to_client && !to_pub) {
+        if (job)
+            ++job->event_seq;      /* numbering stays as if it was sent */
+        return;
+    }
     am2z_msg_t msg;
     am2z_msg_init(&msg, AM2Z_CMD_EVENT);
     msg.name = (char *)name;
@@ -384,9 +429,9 @@ s_event(am2z_broker_t *self, job_t *job, const char *name, const char *session,
     size_t size = 0;
     int rc = am2z_msg_encode(&msg, &body, &size);
     if (rc == AM2Z_OK) {
-        if (self->pub)
+        if (to_pub)
             s_send_frames(self, self->pub, NULL, 0, name, AM2Z_CMD_EVENT, body, size);
-        if (job && job->client.ident_size && job->client.events) {
+        if (to_client) {
             /* EVENT has no req: the job id correlates. Only clients that
                asked (SUBMIT.events) get them: the others would drop them,
                and they were 2 of the ~11 messages of every job. */
@@ -1844,7 +1889,9 @@ s_apply_finish(am2z_broker_t *self, effect_t *eff, bool durable)
         if (id)
             zlistx_add_end(self->cleanup, id);
     }
-    if (r->success) {
+    if (r->success && !s_event_wanted(self, job)) {
+        ++job->event_seq;
+    } else if (r->success) {
         uint64_t version = r->state ? eff->version : 0;
         if (r->state && !version) {
             am2z_state_t *st = NULL;
@@ -2353,7 +2400,9 @@ s_lease(am2z_broker_t *self, worker_t *worker, session_t *session, job_t *job)
 
     uint8_t *data = NULL;
     size_t size = 0;
-    if (s_map(&data, &size, 1, "worker", 's', worker->id) == AM2Z_OK)
+    if (!s_event_wanted(self, job))
+        ++job->event_seq;
+    else if (s_map(&data, &size, 1, "worker", 's', worker->id) == AM2Z_OK)
         am2zb_job_event(self, job, "processor:active", data, size);
     free(data);
     char *id = strdup(job->id);
@@ -2988,7 +3037,7 @@ am2z_broker_new(const am2z_broker_config_t *cfg, am2z_broker_t **out,
     if (rc == AM2Z_OK)
         rc = s_bind(self, ZMQ_ROUTER, cfg->backend, &self->backend, 1, err, err_size);
     if (rc == AM2Z_OK && cfg->events[0])
-        rc = s_bind(self, ZMQ_PUB, cfg->events, &self->events, 2, err, err_size);
+        rc = s_bind(self, ZMQ_XPUB, cfg->events, &self->events, 2, err, err_size);
     if (rc != AM2Z_OK)
         goto fail;
     if (cfg->common.durability == AM2Z_DURABILITY_SYNC) {

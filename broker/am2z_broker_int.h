@@ -237,8 +237,9 @@ struct am2z_broker_t {
     am2z_store_t *store;          /* owned */
     zsock_t *frontend;            /* ROUTER, clients */
     zsock_t *backend;             /* ROUTER, workers */
-    zsock_t *events;              /* PUB or NULL */
+    zsock_t *events;              /* XPUB (publishes, counts subscriptions) or NULL */
     void *fe, *be, *pub;          /* raw libzmq handles of the above */
+    uint64_t subs;                /* topics subscribed on events (XPUB), s_pub_drain */
     char endpoint[3][AM2Z_ENDPOINT_MAX];
     zhashx_t *jobs;               /* id -> job_t* (owned) */
     zhashx_t *sessions;           /* id -> session_t* (owned) */
