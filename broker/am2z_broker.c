@@ -19,6 +19,7 @@
 #include "am2z_merge.h"
 #include "am2z_retry.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <openssl/crypto.h>
 #include <stdarg.h>
@@ -767,9 +768,42 @@ s_job_shadow(job_t *job)
     they cannot be guessed from another id. Submission order is job->seq
     (stored in the record), not the key order. */
 static int
-s_make_job_id(char out[AM2Z_ID_LEN + 1])
+s_make_job_id(am2z_broker_t *self, char out[AM2Z_ID_LEN + 1])
 {
-    return am2z_id_new(out);
+    /* the same format as am2z_id_new(), with the random bytes taken from a
+       pool filled by one getrandom(2) per 64 ids (rnd_pool) instead of
+       one syscall per job */
+    static const char hex[] = "0123456789abcdef";
+    enum { RND = 10 };
+    if (self->rnd_left < RND) {
+        size_t got = 0;
+        while (got < sizeof self->rnd_pool) {
+            ssize_t n = getrandom(self->rnd_pool + got, sizeof self->rnd_pool - got, 0);
+            if (n < 0) {
+                if (errno == EINTR)
+                    continue;
+                return AM2Z_EIO;
+            }
+            got += (size_t)n;
+        }
+        self->rnd_left = sizeof self->rnd_pool;
+    }
+    const uint8_t *rnd = self->rnd_pool + sizeof self->rnd_pool - self->rnd_left;
+    uint64_t ms = am2z_clock_wall_ms() & 0xffffffffffffull;   /* 48 bits */
+    for (int i = 11; i >= 0; i--) {
+        out[i] = hex[ms & 0xf];
+        ms >>= 4;
+    }
+    for (size_t i = 0; i < RND; i++) {
+        out[12 + 2 * i] = hex[rnd[i] >> 4];
+        out[13 + 2 * i] = hex[rnd[i] & 0xf];
+    }
+    out[AM2Z_ID_LEN] = '\0';
+    /* used bytes are wiped: an id is a capability, the pool must not keep
+       copies of handed-out ones around for longer than needed */
+    memset((void *)rnd, 0, RND);
+    self->rnd_left -= RND;
+    return AM2Z_OK;
 }
 
 static void
@@ -907,7 +941,7 @@ am2zb_submit_job(am2z_broker_t *self, const peer_t *peer, proc_t *proc, am2z_msg
         return NULL;
     }
     uint64_t now = am2z_clock_wall_ms();
-    if (s_make_job_id(job->id) != AM2Z_OK) {
+    if (s_make_job_id(self, job->id) != AM2Z_OK) {
         am2zb_job_destroy(&job);
         free(eff);
         s_send_error_fmt(self, peer, AM2Z_CAT_RESOURCE, "RANDOM_UNAVAILABLE",

@@ -240,6 +240,8 @@ struct am2z_broker_t {
     zsock_t *events;              /* XPUB (publishes, counts subscriptions) or NULL */
     void *fe, *be, *pub;          /* raw libzmq handles of the above */
     uint64_t subs;                /* topics subscribed on events (XPUB), s_pub_drain */
+    uint8_t rnd_pool[640];        /* getrandom bytes for job ids (s_make_job_id) */
+    size_t rnd_left;              /* unused bytes at the end of rnd_pool */
     char endpoint[3][AM2Z_ENDPOINT_MAX];
     zhashx_t *jobs;               /* id -> job_t* (owned) */
     zhashx_t *sessions;           /* id -> session_t* (owned) */
