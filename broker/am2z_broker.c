@@ -382,14 +382,16 @@ s_pub_drain(am2z_broker_t *self)
     zmq_msg_close(&m);
 }
 
-/*  Somebody may receive what is published now. */
+/*  Somebody may receive what is published now. The subscriptions are
+    read when the turn's poll finds the events socket readable (reading it
+    here, at every event, would cost a poll(2) and a getpid(2) in libzmq
+    each time): a subscription that arrives during a turn counts from the
+    next turn on — a subscriber cannot tell when its subscription is active
+    on a PUB socket either. */
 static bool
 s_pub_wanted(am2z_broker_t *self)
 {
-    if (!self->pub)
-        return false;
-    s_pub_drain(self);
-    return self->subs > 0;
+    return self->pub && self->subs > 0;
 }
 
 /*  Would an event of job reach anybody (s_event)? */
@@ -2607,19 +2609,26 @@ s_on_pipe(am2z_broker_t *self, zsock_t *pipe)
 static void
 s_turn(am2z_broker_t *self, zsock_t *pipe, uint64_t timeout_ms)
 {
-    zmq_pollitem_t items[3] = {
+    zmq_pollitem_t items[4] = {
         { self->fe, 0, ZMQ_POLLIN, 0 },
         { self->be, 0, ZMQ_POLLIN, 0 },
+        { self->pub, 0, ZMQ_POLLIN, 0 },
         { pipe ? zsock_resolve(pipe) : NULL, 0, ZMQ_POLLIN, 0 },
     };
+    if (!self->pub)
+        items[2] = items[3];      /* the pipe moves up; n counts what is set */
+    int nitems = 2 + (self->pub ? 1 : 0) + (pipe ? 1 : 0);
     if (timeout_ms > S_POLL_MAX_MS)
         timeout_ms = S_POLL_MAX_MS;
-    int rc = zmq_poll(items, pipe ? 3 : 2, (long)timeout_ms);
+    int rc = zmq_poll(items, nitems, (long)timeout_ms);
     if (rc < 0 && zmq_errno() == ETERM) {
         self->stopping = true;
         return;
     }
-    if (pipe && (items[2].revents & ZMQ_POLLIN) && !s_on_pipe(self, pipe))
+    if (self->pub && (items[2].revents & ZMQ_POLLIN))
+        s_pub_drain(self);        /* subscriptions changed */
+    zmq_pollitem_t *pipe_item = &items[nitems - 1];
+    if (pipe && (pipe_item->revents & ZMQ_POLLIN) && !s_on_pipe(self, pipe))
         self->stopping = true;
 
     self->batch = NULL;
