@@ -30,6 +30,7 @@
 #include <zmq.h>
 
 #define S_DRAIN_MAX 512
+#define S_SUB_CHECK_US 100        /* no subscriber: look for one this often (s_pub_wanted) */
 #define S_HOLD_BUSY 8             /* a turn with this many messages is busy (Outbox) */
 #define S_MAX_FRAMES 5
 #define S_POLL_MAX_MS 100
@@ -383,15 +384,25 @@ s_pub_drain(am2z_broker_t *self)
 }
 
 /*  Somebody may receive what is published now. The subscriptions are
-    read when the turn's poll finds the events socket readable (reading it
-    here, at every event, would cost a poll(2) and a getpid(2) in libzmq
-    each time): a subscription that arrives during a turn counts from the
-    next turn on — a subscriber cannot tell when its subscription is active
-    on a PUB socket either. */
+    read when the turn's poll finds the events socket readable and, while
+    nobody subscribes, here at most every S_SUB_CHECK_US (reading the socket
+    at every event would cost a poll(2) and a getpid(2) in libzmq each
+    time). A PUB socket itself notices new subscribers with a similar delay
+    (libzmq processes their commands at most about once a millisecond while
+    sending), so a new subscriber sees the same events as before. */
 static bool
 s_pub_wanted(am2z_broker_t *self)
 {
-    return self->pub && self->subs > 0;
+    if (!self->pub)
+        return false;
+    if (!self->subs) {
+        uint64_t now = am2z_clock_mono_us();
+        if (now - self->subs_checked_us >= S_SUB_CHECK_US) {
+            self->subs_checked_us = now;
+            s_pub_drain(self);
+        }
+    }
+    return self->subs > 0;
 }
 
 /*  Would an event of job reach anybody (s_event)? */
@@ -2625,8 +2636,10 @@ s_turn(am2z_broker_t *self, zsock_t *pipe, uint64_t timeout_ms)
         self->stopping = true;
         return;
     }
-    if (self->pub && (items[2].revents & ZMQ_POLLIN))
+    if (self->pub && (items[2].revents & ZMQ_POLLIN)) {
         s_pub_drain(self);        /* subscriptions changed */
+        self->subs_checked_us = am2z_clock_mono_us();
+    }
     zmq_pollitem_t *pipe_item = &items[nitems - 1];
     if (pipe && (pipe_item->revents & ZMQ_POLLIN) && !s_on_pipe(self, pipe))
         self->stopping = true;
@@ -2634,19 +2647,28 @@ s_turn(am2z_broker_t *self, zsock_t *pipe, uint64_t timeout_ms)
     self->batch = NULL;
     self->batch_rc = AM2Z_OK;
     s_stage_leftovers(self);
+    /* Alternate between the sockets the poll found readable; one that
+       comes up empty is not read again this turn (what arrives meanwhile
+       makes the next poll return at once). An empty DONTWAIT read costs
+       libzmq a poll(2) and a getpid(2) on the socket's mailbox: reading
+       both sockets until both were empty cost about one of each per
+       message. */
+    bool fe_open = rc < 0 || (items[0].revents & ZMQ_POLLIN);
+    bool be_open = rc < 0 || (items[1].revents & ZMQ_POLLIN);
     int n = 0;
-    for (; n < S_DRAIN_MAX;) {
-        bool got = false;
-        if (s_recv_one(self, self->fe, true)) {
-            got = true;
-            n++;
+    while (n < S_DRAIN_MAX && (fe_open || be_open)) {
+        if (fe_open) {
+            if (s_recv_one(self, self->fe, true))
+                n++;
+            else
+                fe_open = false;
         }
-        if (s_recv_one(self, self->be, false)) {
-            got = true;
-            n++;
+        if (be_open) {
+            if (s_recv_one(self, self->be, false))
+                n++;
+            else
+                be_open = false;
         }
-        if (!got)
-            break;
     }
     self->turn_msgs = n;
     s_stage_dirty(self);

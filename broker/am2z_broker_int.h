@@ -240,6 +240,7 @@ struct am2z_broker_t {
     zsock_t *events;              /* XPUB (publishes, counts subscriptions) or NULL */
     void *fe, *be, *pub;          /* raw libzmq handles of the above */
     uint64_t subs;                /* topics subscribed on events (XPUB), s_pub_drain */
+    uint64_t subs_checked_us;     /* mono time of the last s_pub_drain */
     uint8_t rnd_pool[640];        /* getrandom bytes for job ids (s_make_job_id) */
     size_t rnd_left;              /* unused bytes at the end of rnd_pool */
     char endpoint[3][AM2Z_ENDPOINT_MAX];
