@@ -198,6 +198,7 @@ typedef struct {
     bool created;                 /* SUBMIT: first job of a new session */
     am2z_msg_t result;            /* FINISH: the RESULT body (req 0), owned */
     char *worker;                 /* FINISH: worker id for the event, owned */
+    uint64_t version;             /* FINISH: version of result.state, 0 = unknown */
     peer_t peer;                  /* STOP, DLQ: requester */
     char *session;                /* STOP: session id; DLQ: job id; owned */
     bool keep;                    /* STOP */
@@ -216,14 +217,32 @@ typedef struct {
     am2z_error_t *error;          /* owned */
 } failure_t;
 
+/*  A message held back until the commit it may speak for is durable
+    (sync mode defers each commit's meta flush: am2z_store_defer_meta).
+    One allocation: the struct, then ident, prefix (NUL-terminated), body. */
+typedef struct {
+    void *sock;                   /* borrowed: fe, be or pub */
+    uint8_t *ident;               /* into this allocation, NULL = none */
+    size_t ident_size;
+    char *prefix;                 /* into this allocation, NULL = none */
+    am2z_cmd_t cmd;
+    uint8_t *body;                /* into this allocation */
+    size_t size;
+    uint64_t txn;                 /* sendable once am2z_store_durable() >= txn */
+} held_t;
+
 struct am2z_broker_t {
     am2z_broker_config_t cfg;     /* copy */
     am2z_log_t *log;              /* owned */
     am2z_store_t *store;          /* owned */
     zsock_t *frontend;            /* ROUTER, clients */
     zsock_t *backend;             /* ROUTER, workers */
-    zsock_t *events;              /* PUB or NULL */
+    zsock_t *events;              /* XPUB (publishes, counts subscriptions) or NULL */
     void *fe, *be, *pub;          /* raw libzmq handles of the above */
+    uint64_t subs;                /* topics subscribed on events (XPUB), s_pub_drain */
+    uint64_t subs_checked_us;     /* mono time of the last s_pub_drain */
+    uint8_t rnd_pool[640];        /* getrandom bytes for job ids (s_make_job_id) */
+    size_t rnd_left;              /* unused bytes at the end of rnd_pool */
     char endpoint[3][AM2Z_ENDPOINT_MAX];
     zhashx_t *jobs;               /* id -> job_t* (owned) */
     zhashx_t *sessions;           /* id -> session_t* (owned) */
@@ -254,6 +273,14 @@ struct am2z_broker_t {
     struct am2zb_repeats_s *repeats; /* owned: schedules, pending answers (am2z_repeat.c) */
     /* session lifecycle + retention (issue 6) */
     struct am2zb_lc_s *lc;        /* owned: session info, stops, retention (am2z_lifecycle.c) */
+    /* sync durability with one fsync per commit (issue 7, am2z_broker.c "Outbox") */
+    bool hold_sends;              /* the store defers meta flushes: sends may wait */
+    held_t **outbox;              /* owned ring of held messages, send order */
+    size_t out_head;              /* first held message */
+    size_t out_n;                 /* held messages */
+    size_t out_cap;               /* slots in outbox */
+    bool held_turn;               /* the outbox already waited through one turn */
+    int turn_msgs;                /* messages handled by the last turn */
 };
 
 /* am2z_sched.c ------------------------------------------------------------ */

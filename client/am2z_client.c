@@ -350,7 +350,15 @@ static int
 s_recv_one(am2z_client_t *self, uint64_t deadline)
 {
     zmq_pollitem_t item = { .socket = self->handle, .events = ZMQ_POLLIN };
-    for (;;) {
+    zmq_msg_t frames[S_MAX_FRAMES];
+    /* a message already queued is read at once: libzmq takes it from the
+       pipe without a syscall, where zmq_poll (or ZMQ_EVENTS) always costs
+       a poll(2) on the socket's mailbox */
+    zmq_msg_init(&frames[0]);
+    bool ready = zmq_msg_recv(&frames[0], self->handle, ZMQ_DONTWAIT) >= 0;
+    if (!ready)
+        zmq_msg_close(&frames[0]);
+    while (!ready) {
         int n = zmq_poll(&item, 1, s_remaining_ms(deadline));
         if (n > 0)
             break;
@@ -365,10 +373,13 @@ s_recv_one(am2z_client_t *self, uint64_t deadline)
                     zmq_strerror(zmq_errno()));
         return AM2Z_ENETWORK;
     }
-    zmq_msg_t frames[S_MAX_FRAMES];
     size_t nframes = 0;
     int more = 1;
     int rc = AM2Z_OK;
+    if (ready) {
+        more = zmq_msg_more(&frames[0]);
+        nframes = 1;
+    }
     while (more) {
         zmq_msg_t scratch;
         zmq_msg_t *f = nframes < S_MAX_FRAMES ? &frames[nframes] : &scratch;

@@ -15,6 +15,14 @@
       the LMDB txn unusable (MDB_TXN_ERROR), so the batch aborts it at once
       and remembers the error: every later operation and the commit return
       it, and nothing of the batch reaches the disk.
+    - am2z_store_defer_meta() (sync mode) sets MDB_NOMETASYNC: a commit
+      still fdatasyncs its data pages before it writes its meta page, but
+      that meta page is written without a flush. LMDB stays consistent (ACI)
+      and the commit becomes durable at the next fdatasync of the file:
+      the data flush of the next commit that writes anything, or
+      am2z_store_sync(). The store tracks this by LMDB txn id
+      (committed_txn / durable_txn) so the caller can hold back what it
+      promised about a commit until it is durable.
     - Reads outside a batch renew one cached read-only txn and reset it
       when done, so a snapshot never outlives the call (it would pin pages
       and make the file grow).
@@ -77,6 +85,9 @@ struct am2z_store_t {
     uint64_t unsynced_commits;          /* commits not yet fsynced */
     uint64_t unsynced_since_ms;         /* mono ms of the oldest of them */
     uint64_t syncs;                     /* fsyncs done by flush / flush_due */
+    bool defer_meta;                    /* sync mode + MDB_NOMETASYNC (defer_meta) */
+    uint64_t committed_txn;             /* LMDB txn id of the last commit that wrote */
+    uint64_t durable_txn;               /* ... of the last one known on disk */
 };
 
 bool
@@ -278,7 +289,7 @@ am2z_store_destroy(am2z_store_t **self_p)
     am2z_store_abort(&batch);
     if (self->rtxn)
         mdb_txn_abort(self->rtxn);
-    if (self->unsynced_commits > 0)
+    if (self->unsynced_commits > 0 || self->durable_txn != self->committed_txn)
         mdb_env_sync(self->env, 1);
     mdb_env_close(self->env);
     free(self);
@@ -456,11 +467,27 @@ am2z_store_commit(am2z_store_batch_t **batch_p)
         return AM2Z_ESTATE;
     int rc = batch->poison;
     if (rc == AM2Z_OK) {
+        am2z_store_t *store = batch->store;
+        MDB_envinfo before;
+        if (store->defer_meta)
+            mdb_env_info(store->env, &before);
         int mrc = mdb_txn_commit(batch->txn);   /* frees the txn either way */
         if (mrc != 0)
             rc = s_write_error(mrc) == AM2Z_ERESOURCE ? AM2Z_ERESOURCE : AM2Z_EIO;
         else
-            s_note_commit(batch->store);
+            s_note_commit(store);
+        if (store->defer_meta) {
+            /* a commit that wrote (the last txn id moved) fdatasynced the
+               file before writing its meta page: every earlier commit's
+               meta is on disk now. One that failed before its meta write
+               may have synced too, but nothing says so: durable stays. */
+            MDB_envinfo after;
+            mdb_env_info(store->env, &after);
+            if (mrc == 0 && after.me_last_txnid != before.me_last_txnid) {
+                store->durable_txn = (uint64_t)before.me_last_txnid;
+                store->committed_txn = (uint64_t)after.me_last_txnid;
+            }
+        }
     }
     s_batch_close(batch);
     return rc;
@@ -883,10 +910,54 @@ am2z_store_list_sessions(am2z_store_t *self, am2z_store_session_fn *fn,
    ------------------------------------------------------------------------ */
 
 int
+am2z_store_defer_meta(am2z_store_t *self)
+{
+    if (!self || self->durability != AM2Z_DURABILITY_SYNC || self->batch.open)
+        return AM2Z_EINVAL;
+    if (self->defer_meta)
+        return AM2Z_OK;
+    if (mdb_env_set_flags(self->env, MDB_NOMETASYNC, 1) != 0)
+        return AM2Z_EIO;
+    MDB_envinfo info;
+    mdb_env_info(self->env, &info);
+    self->committed_txn = self->durable_txn = (uint64_t)info.me_last_txnid;
+    self->defer_meta = true;
+    return AM2Z_OK;
+}
+
+uint64_t
+am2z_store_committed(const am2z_store_t *self)
+{
+    return self ? self->committed_txn : 0;
+}
+
+uint64_t
+am2z_store_durable(const am2z_store_t *self)
+{
+    return self ? self->durable_txn : 0;
+}
+
+int
+am2z_store_sync(am2z_store_t *self)
+{
+    if (!self)
+        return AM2Z_EINVAL;
+    if (self->defer_meta && self->durable_txn != self->committed_txn) {
+        if (mdb_env_sync(self->env, 1) != 0)
+            return AM2Z_EIO;
+        self->durable_txn = self->committed_txn;
+        self->syncs++;
+    }
+    return am2z_store_flush(self);
+}
+
+int
 am2z_store_flush(am2z_store_t *self)
 {
     if (!self)
         return AM2Z_EINVAL;
+    if (self->defer_meta && self->durable_txn != self->committed_txn)
+        return am2z_store_sync(self);
     if (self->unsynced_commits == 0)
         return AM2Z_OK;
     if (mdb_env_sync(self->env, 1) != 0)

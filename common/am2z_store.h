@@ -229,7 +229,8 @@ typedef int (am2z_store_session_fn)(const char *session_id, void *arg);
 int am2z_store_list_sessions(am2z_store_t *self, am2z_store_session_fn *fn,
                              void *arg);
 
-/*  Durability. flush fsyncs now (no-op when nothing is pending).
+/*  Durability. flush fsyncs now (no-op when nothing is pending; with
+    am2z_store_defer_meta() also a commit waiting for its meta flush).
     flush_due fsyncs only when periodic mode has unsynced commits older than
     flush_interval_ms, and returns the ms until it next needs calling
     (UINT64_MAX when nothing is pending) through *next_ms (may be NULL).
@@ -238,6 +239,28 @@ int am2z_store_list_sessions(am2z_store_t *self, am2z_store_session_fn *fn,
     the commits stay pending and the next call retries). */
 int am2z_store_flush(am2z_store_t *self);
 int am2z_store_flush_due(am2z_store_t *self, uint64_t now_ms, uint64_t *next_ms);
+
+/*  Sync mode only, before any batch is open: commits stop flushing their
+    meta page (LMDB MDB_NOMETASYNC). A commit then returns once its data is
+    on disk, but it is durable only after the next fdatasync of the file:
+    the next commit that writes anything (its data flush covers the earlier
+    meta page) or am2z_store_sync(). The database stays consistent either
+    way; a power loss may undo the commits after am2z_store_durable().
+    Callers that answer "durable" must wait for am2z_store_durable() to
+    reach the commit (am2z_store_committed() right after it). Returns
+    AM2Z_OK, AM2Z_EINVAL (not sync mode, batch open) or AM2Z_EIO. */
+int am2z_store_defer_meta(am2z_store_t *self);
+
+/*  LMDB txn id of the last commit that wrote something, and of the last
+    one known to be on disk (equal unless am2z_store_defer_meta() is on and
+    a commit waits for its meta flush). 0 for NULL. */
+uint64_t am2z_store_committed(const am2z_store_t *self);
+uint64_t am2z_store_durable(const am2z_store_t *self);
+
+/*  Makes every commit durable now (one fdatasync when something waits):
+    afterwards am2z_store_durable() == am2z_store_committed(). Also does
+    what am2z_store_flush() does. AM2Z_OK, AM2Z_EINVAL, AM2Z_EIO. */
+int am2z_store_sync(am2z_store_t *self);
 
 /*  Monotonic milliseconds (am2z_clock_mono_us() / 1000): the clock of
     am2z_store_flush_due. */

@@ -808,6 +808,50 @@ START_TEST(test_store_sync_durability_has_nothing_pending)
 }
 END_TEST
 
+START_TEST(test_store_deferred_meta_is_durable_after_next_commit_or_sync)
+{
+    s_env_t e;
+    s_env_open(&e, "store-defer");
+    ck_assert_int_eq(am2z_store_defer_meta(e.store), AM2Z_OK);
+    ck_assert_int_eq(am2z_store_defer_meta(e.store), AM2Z_OK);      /* idempotent */
+    ck_assert_uint_eq(am2z_store_durable(e.store), am2z_store_committed(e.store));
+    uint64_t c0 = am2z_store_committed(e.store);
+    /* a commit that writes: committed moves, durable stays behind it */
+    ck_assert_int_eq(PUT(e.store, "s1", 0, 1, "x"), AM2Z_OK);
+    uint64_t c1 = am2z_store_committed(e.store);
+    ck_assert_uint_gt(c1, c0);
+    ck_assert_uint_eq(am2z_store_durable(e.store), c0);
+    /* the next one's data flush covers the earlier meta page */
+    ck_assert_int_eq(PUT(e.store, "s1", 1, 2, "y"), AM2Z_OK);
+    uint64_t c2 = am2z_store_committed(e.store);
+    ck_assert_uint_gt(c2, c1);
+    ck_assert_uint_eq(am2z_store_durable(e.store), c1);
+    /* an empty commit writes no meta: nothing moves */
+    am2z_store_batch_t *b;
+    ck_assert_int_eq(am2z_store_begin(e.store, &b), AM2Z_OK);
+    ck_assert_int_eq(am2z_store_commit(&b), AM2Z_OK);
+    ck_assert_uint_eq(am2z_store_committed(e.store), c2);
+    ck_assert_uint_eq(am2z_store_durable(e.store), c1);
+    /* sync makes the last one durable */
+    ck_assert_int_eq(am2z_store_sync(e.store), AM2Z_OK);
+    ck_assert_uint_eq(am2z_store_durable(e.store), c2);
+    ck_assert_int_eq(am2z_store_sync(e.store), AM2Z_OK);          /* nothing to do */
+    s_env_reopen(&e);
+    s_expect_state(e.store, "s1", 2, "y");
+    s_env_close(&e);
+
+    /* periodic mode has no deferred meta (its commits flush later anyway) */
+    s_env_open(&e, "store-defer-periodic");
+    am2z_store_destroy(&e.store);
+    e.cfg.durability = AM2Z_DURABILITY_PERIODIC;
+    e.store = s_open(&e.cfg);
+    ck_assert_int_eq(am2z_store_defer_meta(e.store), AM2Z_EINVAL);
+    ck_assert_int_eq(am2z_store_defer_meta(NULL), AM2Z_EINVAL);
+    ck_assert_uint_eq(am2z_store_committed(NULL), 0);
+    s_env_close(&e);
+}
+END_TEST
+
 START_TEST(test_store_stats_count_entries)
 {
     s_env_t e;
@@ -934,6 +978,7 @@ s_suite(void)
     tcase_add_test(tc, test_store_enforces_max_state_size);
     tcase_add_test(tc, test_store_periodic_durability_flushes_when_due);
     tcase_add_test(tc, test_store_sync_durability_has_nothing_pending);
+    tcase_add_test(tc, test_store_deferred_meta_is_durable_after_next_commit_or_sync);
     tcase_add_test(tc, test_store_stats_count_entries);
     tcase_add_test(tc, test_store_db_names_and_kinds);
     tcase_add_test(tc, test_store_open_creates_dirs_and_reports_errors);
