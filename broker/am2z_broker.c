@@ -129,11 +129,13 @@ s_send_now(void *sock, const uint8_t *ident, size_t ident_size,
    becomes durable only at the next fdatasync of the file. That is the data
    flush of the next commit that writes (LMDB flushes the data before it
    writes the new meta, and the flush covers the earlier meta page), or an
-   explicit am2z_store_sync(). Everything the broker sends after a commit
-   may speak for it (ACCEPTED, RESULT, a STOP reply, a JOB of a job just
-   accepted, events), so while the last commit is not durable every send is
+   explicit am2z_store_sync(). Everything the broker sends to a client or
+   PUB after a commit may speak for it (ACCEPTED, RESULT, a STOP reply,
+   events), so while the last commit is not durable every such send is
    held here, in order, tagged with that commit's txn id, and goes out as
-   soon as am2z_store_durable() reaches it. At the end of a turn the broker
+   soon as am2z_store_durable() reaches it. Messages to workers are not
+   held (docs/RELIABILITY.md: a job may start before its acceptance is on
+   disk; a power loss then undoes it and its run is discarded). At the end of a turn the broker
    either lets the next turn's commit make it durable (more input is
    already waiting, and the outbox has not waited a turn yet), or calls
    am2z_store_sync() at once. So under load one fsync per commit instead of
