@@ -30,7 +30,6 @@
 
 #include "am2z_codec.h"
 #include "am2z_reply.h"
-#include "am2z_repeat_reply.h"
 
 #include <czmq.h>
 #include <errno.h>
@@ -1322,7 +1321,7 @@ am2z_client_repeat_list(am2z_client_t *self, const char *session_id,
         return rc;
     char err[256] = "";
     const uint8_t empty[] = { 0x90 };
-    rc = am2z_repeat_reply_decode(answer.data ? answer.data : empty,
+    rc = am2z_reply_decode_repeats(answer.data ? answer.data : empty,
                                   answer.data ? answer.data_size : 1, out, err, sizeof err);
     if (rc != AM2Z_OK)
         s_set_error(self, "%s", err[0] ? err : am2z_strerror(rc));

@@ -43,6 +43,11 @@ int am2z_reply_decode_dlq(const uint8_t *data, size_t size, am2z_dlq_list_t **ou
 int am2z_reply_decode_sessions(const uint8_t *data, size_t size,
                                am2z_session_list_t **out, char *err, size_t err_size);
 
+/*  repeats: [{id, proc, session, every, limit, runs, next, created, last?}].
+    Caller owns *out. */
+int am2z_reply_decode_repeats(const uint8_t *data, size_t size, am2z_repeat_list_t **out,
+                              char *err, size_t err_size);
+
 /*  STOP_SESSION: {ok, cancelled, abandoned}. Missing counters read as 0. */
 int am2z_reply_decode_stop(const uint8_t *data, size_t size, am2z_stop_report_t *out,
                            char *err, size_t err_size);
