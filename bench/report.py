@@ -530,7 +530,9 @@ def main():
              "`appendonly no`, or `appendonly yes` + `appendfsync everysec`). Round trip = "
              "`queue.add` + `job.waitUntilFinished(queueEvents)`; throughput = `addBulk` in chunks "
              "with the same window, completions counted from QueueEvents. Processor: "
-             "`{...data, count: data.count + 1}` (am2z's `increment` also writes a short message).")
+             "`{...data, count: data.count + 1}` (am2z's `increment` also writes a short message). "
+             "Both keep the newest 1,000 completed jobs: am2z's default `retain-completed`, "
+             "BullMQ `removeOnComplete: 1000`.")
     L.append("- p50 / p99: per run, the 50th / 99th percentile of that run's samples; the table "
              "shows the median of those over the runs with [min–max].")
     L.append("- Peak RSS: `VmHWM` from /proc/PID/status right after the throughput run.")

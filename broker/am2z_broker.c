@@ -77,7 +77,7 @@ const am2z_cfg_def_t am2z_broker_config_table[] = {
     { "stop-grace", AM2Z_CFG_MS, offsetof(am2z_broker_config_t, stop_grace_ms), 0,
       "5s", 0, 3600000, NULL, "stop_session: how long running jobs may take to stop" },
     { "retain-completed", AM2Z_CFG_UINT, offsetof(am2z_broker_config_t, retain_completed), 0,
-      "10000", 0, (uint64_t)1 << 40, NULL, "completed results kept per processor" },
+      "1000", 0, (uint64_t)1 << 40, NULL, "completed results kept per processor" },
     { "retain-completed-age", AM2Z_CFG_MS,
       offsetof(am2z_broker_config_t, retain_completed_ms), 0, "24h", 1000,
       (uint64_t)3650 * 86400000, NULL, "completed results older than this are deleted" },

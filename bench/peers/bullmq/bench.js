@@ -23,7 +23,9 @@
 //                a queue + QueueEvents + worker per session, one job,
 //                then stopSession = close the worker, obliterate the queue.
 //
-// Jobs are kept on completion (BullMQ's default), as am2z keeps results.
+// Completed jobs: the newest 1,000 are kept (removeOnComplete: 1000, a
+// common BullMQ setting), as am2z keeps 1,000 completed results per
+// processor by default (retain-completed).
 'use strict';
 
 const { Queue, Worker, QueueEvents, FlowProducer } = require('bullmq');
@@ -66,6 +68,8 @@ function state(session, bytes) {
   const base = JSON.stringify({ count: 0, sessionId: session, pad: '' }).length;
   return { count: 0, sessionId: session, pad: 'x'.repeat(Math.max(0, bytes - base)) };
 }
+
+const KEEP = { removeOnComplete: 1000 };
 
 const nowUs = () => Number(process.hrtime.bigint() / 1000n);
 
@@ -118,7 +122,7 @@ async function roundTrips(o) {
   const lat = [];
   for (let i = 0; i < o.rounds + 50; i++) {      // 50 warm-up rounds
     const t0 = nowUs();
-    const job = await queue.add('increment', data);
+    const job = await queue.add('increment', data, KEEP);
     const r = await job.waitUntilFinished(events, 30000);
     if (i >= 50) lat.push(nowUs() - t0);
     data.count = r.count;
@@ -128,14 +132,16 @@ async function roundTrips(o) {
 }
 
 function chainTree(data) {
-  let node = { name: 'inc', queueName: 'flow', data };
-  for (let i = 1; i < 3; i++) node = { name: 'inc', queueName: 'flow', data: {}, children: [node] };
+  let node = { name: 'inc', queueName: 'flow', data, opts: KEEP };
+  for (let i = 1; i < 3; i++) {
+    node = { name: 'inc', queueName: 'flow', data: {}, opts: KEEP, children: [node] };
+  }
   return node;
 }
 
 function parTree(data) {
-  const child = () => ({ name: 'inc', queueName: 'flow', data });
-  return { name: 'merge', queueName: 'flow', data, children: [child(), child(), child()] };
+  const child = () => ({ name: 'inc', queueName: 'flow', data, opts: KEEP });
+  return { name: 'merge', queueName: 'flow', data, opts: KEEP, children: [child(), child(), child()] };
 }
 
 async function flows(o, name, tree) {
@@ -171,7 +177,7 @@ async function throughput(o) {
     if (submitted < o.jobs && submitted - done <= o.window - chunk) {
       const n = Math.min(chunk, o.jobs - submitted);
       const bulk = [];
-      for (let i = 0; i < n; i++) bulk.push({ name: 'increment', data: datas[(submitted + i) % sessions] });
+      for (let i = 0; i < n; i++) bulk.push({ name: 'increment', data: datas[(submitted + i) % sessions], opts: KEEP });
       await queue.addBulk(bulk);
       submitted += n;
       continue;
@@ -212,7 +218,7 @@ async function sessionCycles(o) {
     // seen and waitUntilFinished times out (happened ~1 in 500 cycles)
     const events = new QueueEvents(name, { connection: connection(o), lastEventId: '0-0' });
     await Promise.all([events.waitUntilReady(), ask('open', name)]);
-    const job = await queue.add('increment', state(name, o.stateBytes));
+    const job = await queue.add('increment', state(name, o.stateBytes), KEEP);
     try {
       await job.waitUntilFinished(events, 30000);
     } catch (e) {
