@@ -4,6 +4,7 @@
 
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -204,6 +205,26 @@ am2z_cluster_cli(const am2z_cluster_t *cl, const char *const *args, char *out,
         argv[n++] = (char *)args[i];
     s_append(argv, &n, tail);
     return am2z_testproc_run(argv, out, out_size, 30000);
+}
+
+void
+am2z_cluster_wait_workers_cli(const am2z_cluster_t *cl, uint64_t n)
+{
+    const char *const stats[] = { "stats", "--timeout", "2000", NULL };
+    char out[4096];
+    unsigned long long workers = 0;
+    for (int i = 0; i < 1000 && workers < n; i++) {
+        const char *at = NULL;
+        if (am2z_cluster_cli(cl, stats, out, sizeof out) == 0
+            && (at = strstr(out, "\"workers\"")) != NULL) {
+            at = strchr(at, ':');
+            workers = at ? strtoull(at + 1, NULL, 10) : 0;   /* strtoull skips spaces */
+        }
+        if (workers < n)
+            usleep(10 * 1000);
+    }
+    ck_assert_msg(workers >= n, "broker counts %llu workers, expected %llu", workers,
+                  (unsigned long long)n);
 }
 #endif
 

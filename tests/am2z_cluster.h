@@ -112,6 +112,12 @@ am2z_client_t *am2z_cluster_client(const am2z_cluster_t *cl, uint64_t timeout_ms
 int am2z_cluster_cli(const am2z_cluster_t *cl, const char *const *args, char *out,
                      size_t out_size);
 
+/*  As am2z_cluster_wait_workers, through `am2z stats` subprocesses: for
+    unchecked fixtures, which run in Check's parent process before it forks
+    the cases and so must not start ZeroMQ there (a forked child would
+    inherit the context's state). Only with AM2Z_BIN. */
+void am2z_cluster_wait_workers_cli(const am2z_cluster_t *cl, uint64_t n);
+
 /*  The broker's resident set size in KiB (VmRSS), or -1. */
 long am2z_cluster_broker_rss_kib(const am2z_cluster_t *cl);
 

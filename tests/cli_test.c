@@ -54,11 +54,15 @@ s_json(void)
 /*  No heartbeat flag here: broker and worker run on their defaults. */
 static const char *const s_flags[] = { "--log-level", "warn", NULL };
 
+/*  An unchecked fixture (runs in Check's parent): no ZeroMQ here, so the
+    worker's registration is awaited through `am2z stats`. */
 static void
 s_setup(void)
 {
     s_cl.flags = s_flags;
-    am2z_cluster_start(&s_cl, "cli", NULL);
+    am2z_cluster_start_broker(&s_cl, "cli", NULL);
+    am2z_cluster_add_worker(&s_cl, NULL);
+    am2z_cluster_wait_workers_cli(&s_cl, 1);
 }
 
 /*  Stops worker and broker; does not check the broker's exit status. */
