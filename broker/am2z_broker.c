@@ -2421,17 +2421,7 @@ s_lease(am2z_broker_t *self, worker_t *worker, session_t *session, job_t *job)
     }
     wproc_t *wp = am2zb_worker_proc(worker, job->proc);
     wp->credit--;
-    job->attempt++;
-    job->status = JOB_ACTIVE;
-    job->worker = worker;
-    am2zb_sched_take(job, am2z_clock_wall_ms());
-    if (job->timeout_ms) {
-        /* the broker's clock starts at dispatch: the worker's own deadline
-           (from receipt) is never earlier, so the broker decides */
-        job->deadline_us = am2z_clock_mono_us() + job->timeout_ms * 1000;
-        job->lease_list = self->leases;
-        job->lease_handle = zlistx_add_end(self->leases, job);
-    }
+    am2zb_lease_begin(self, job, worker, am2z_clock_wall_ms());
 
     am2z_msg_t msg;
     am2z_msg_init(&msg, AM2Z_CMD_JOB);

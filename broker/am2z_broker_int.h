@@ -287,6 +287,7 @@ struct am2z_broker_t {
 job_t *am2zb_job_new(void);
 void am2zb_job_destroy(job_t **job_p);
 void am2zb_job_add_fetcher(job_t *job, const peer_t *peer);
+void am2zb_lease_begin(am2z_broker_t *self, job_t *job, worker_t *worker, uint64_t now_ms);
 void am2zb_lease_end(job_t *job);
 void am2zb_job_track(am2z_broker_t *self, job_t *job);
 void am2zb_job_untrack(am2z_broker_t *self, job_t *job);

@@ -1682,15 +1682,7 @@ am2zb_flow_dispatch(am2z_broker_t *self)
         wproc_t *wp = am2zb_worker_proc(worker, job->proc);
         if (!job->call)
             wp->credit--;      /* a call's child runs beyond credit (extra actor) */
-        job->attempt++;
-        job->status = JOB_ACTIVE;
-        job->worker = worker;
-        am2zb_sched_take(job, now);
-        if (job->timeout_ms) {
-            job->deadline_us = am2z_clock_mono_us() + job->timeout_ms * 1000;
-            job->lease_list = self->leases;
-            job->lease_handle = zlistx_add_end(self->leases, job);
-        }
+        am2zb_lease_begin(self, job, worker, now);
         am2z_msg_t msg;
         am2z_msg_init(&msg, AM2Z_CMD_JOB);
         msg.job = job->id;

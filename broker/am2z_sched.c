@@ -48,6 +48,25 @@ am2zb_job_destroy(job_t **job_p)
     *job_p = NULL;
 }
 
+/*  A lease starts: attempt counted, ACTIVE on worker, rate/cap slot taken
+    (am2zb_sched_take), and the lease deadline set when the job has a
+    timeout. The broker's clock starts at dispatch: the worker's own
+    deadline (from receipt) is never earlier, so the broker decides.
+    Credit is the caller's business (a call's child runs beyond it). */
+void
+am2zb_lease_begin(am2z_broker_t *self, job_t *job, worker_t *worker, uint64_t now_ms)
+{
+    job->attempt++;
+    job->status = JOB_ACTIVE;
+    job->worker = worker;
+    am2zb_sched_take(job, now_ms);
+    if (job->timeout_ms) {
+        job->deadline_us = am2z_clock_mono_us() + job->timeout_ms * 1000;
+        job->lease_list = self->leases;
+        job->lease_handle = zlistx_add_end(self->leases, job);
+    }
+}
+
 /*  Takes the job out of the broker's deadline list. Idempotent. */
 void
 am2zb_lease_end(job_t *job)

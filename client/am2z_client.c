@@ -949,6 +949,25 @@ done:
    Sessions and introspection
    ------------------------------------------------------------------------ */
 
+/*  A list REPLY's data: its bytes, or an empty msgpack array when it has
+    none (the broker omits empty data). */
+static const uint8_t *
+s_list_data(const am2z_msg_t *answer, size_t *size)
+{
+    static const uint8_t empty[] = { 0x90 };
+    *size = answer->data ? answer->data_size : sizeof empty;
+    return answer->data ? answer->data : empty;
+}
+
+/*  Records a list decoder's failure (err, else the code's text). */
+static int
+s_decode_failed(am2z_client_t *self, int rc, const char *err)
+{
+    if (rc != AM2Z_OK)
+        s_set_error(self, "%s", err[0] ? err : am2z_strerror(rc));
+    return rc;
+}
+
 /*  QUERY what; on AM2Z_OK *answer is the REPLY (caller clears it). */
 static int
 s_query(am2z_client_t *self, const char *what, const char *session_id, const char *job_id,
@@ -1174,11 +1193,9 @@ s_session_query(am2z_client_t *self, const char *session_id, am2z_session_list_t
     if (rc != AM2Z_OK)
         return rc;
     char err[256] = "";
-    const uint8_t empty[] = { 0x90 };
-    rc = am2z_reply_decode_sessions(answer.data ? answer.data : empty,
-                                    answer.data ? answer.data_size : 1, out, err, sizeof err);
-    if (rc != AM2Z_OK)
-        s_set_error(self, "%s", err[0] ? err : am2z_strerror(rc));
+    size_t size;
+    const uint8_t *data = s_list_data(&answer, &size);
+    rc = s_decode_failed(self, am2z_reply_decode_sessions(data, size, out, err, sizeof err), err);
     am2z_msg_clear(&answer);
     return rc;
 }
@@ -1235,11 +1252,9 @@ s_dlq_query(am2z_client_t *self, const char *processor, const char *session_id,
         rc = AM2Z_EPROTO;
     } else {
         char err[256] = "";
-        const uint8_t empty[] = { 0x90 };
-        rc = am2z_reply_decode_dlq(answer.data ? answer.data : empty,
-                                   answer.data ? answer.data_size : 1, out, err, sizeof err);
-        if (rc != AM2Z_OK)
-            s_set_error(self, "%s", err[0] ? err : am2z_strerror(rc));
+        size_t size;
+        const uint8_t *data = s_list_data(&answer, &size);
+        rc = s_decode_failed(self, am2z_reply_decode_dlq(data, size, out, err, sizeof err), err);
     }
     am2z_msg_clear(&answer);
     return rc;
@@ -1320,11 +1335,9 @@ am2z_client_repeat_list(am2z_client_t *self, const char *session_id,
     if (rc != AM2Z_OK)
         return rc;
     char err[256] = "";
-    const uint8_t empty[] = { 0x90 };
-    rc = am2z_reply_decode_repeats(answer.data ? answer.data : empty,
-                                  answer.data ? answer.data_size : 1, out, err, sizeof err);
-    if (rc != AM2Z_OK)
-        s_set_error(self, "%s", err[0] ? err : am2z_strerror(rc));
+    size_t size;
+    const uint8_t *data = s_list_data(&answer, &size);
+    rc = s_decode_failed(self, am2z_reply_decode_repeats(data, size, out, err, sizeof err), err);
     am2z_msg_clear(&answer);
     return rc;
 }
