@@ -584,6 +584,8 @@ s_resource_error(am2z_broker_t *self)
     am2z_store_stats_t st;
     memset(&st, 0, sizeof st);
     am2z_store_stats(self->store, &st);
+    if (st.disk_full)              /* the disk under data-dir, not the map */
+        return am2z_error_resource("disk space (data-dir)", st.alloc_bytes, st.used_bytes);
     return am2z_error_resource("lmdb map (map-size)", st.map_size, st.used_bytes);
 }
 
@@ -2461,7 +2463,8 @@ s_dispatch(am2z_broker_t *self)
         return;
     uint64_t now = am2z_clock_wall_ms();
     am2zb_delayed_due(self, now, NULL);
-    for (proc_t *proc = zhashx_first(self->procs); proc; proc = zhashx_next(self->procs)) {
+    for (size_t i = 0; i < self->proc_n; i++) {
+        proc_t *proc = self->proc_v[i];
         session_t *session;
         while ((session = am2zb_ring_first(proc)) != NULL) {
             if (!am2zb_sched_admit(proc, now, false))
@@ -2577,7 +2580,8 @@ s_timers(am2z_broker_t *self, uint64_t *next_ms)
     am2zb_repeat_timer(self, wall, &next);  /* idempotency + repeat + progress (issue 6) */
     /* rate limits: wake when a full window opens for a processor that has
        jobs waiting (not before: no spinning while it is full) */
-    for (proc_t *p = zhashx_first(self->procs); p; p = zhashx_next(self->procs)) {
+    for (size_t i = 0; i < self->proc_n; i++) {
+        proc_t *p = self->proc_v[i];
         if (!p->rate_ring || p->queued <= p->leased)
             continue;
         uint64_t open = am2zb_sched_rate_next(p);
@@ -3158,6 +3162,7 @@ am2z_broker_destroy(am2z_broker_t **self_p)
     zlistx_destroy(&self->leases);   /* after the jobs: they unlink themselves */
     zhashx_destroy(&self->sessions);
     zhashx_destroy(&self->procs);
+    free(self->proc_v);
     zhashx_destroy(&self->workers_by_key);
     am2z_log_destroy(&self->log);
     free(self);

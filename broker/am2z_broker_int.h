@@ -247,6 +247,10 @@ struct am2z_broker_t {
     zhashx_t *jobs;               /* id -> job_t* (owned) */
     zhashx_t *sessions;           /* id -> session_t* (owned) */
     zhashx_t *procs;              /* name -> proc_t* (owned) */
+    proc_t **proc_v;              /* the same procs in creation order (borrowed;
+                                     the loop walks this: a zhashx walk scans
+                                     every bucket) */
+    size_t proc_n, proc_cap;
     zhashx_t *workers_by_key;     /* hex ident -> worker_t* (borrowed) */
     worker_t **workers;           /* owned array, registration order */
     size_t nworkers;
@@ -475,7 +479,7 @@ void am2zb_lc_shutdown(am2z_broker_t *self);
 void am2zb_lc_query_info(am2z_broker_t *self, const peer_t *peer, const am2z_msg_t *msg,
                          struct am2z_bw_t *w, bool *answered);
 /*  QUERY stats: writes AM2ZB_LC_STATS_FIELDS key/value pairs (store, ...). */
-#define AM2ZB_LC_STATS_FIELDS 4
+#define AM2ZB_LC_STATS_FIELDS 5
 void am2zb_lc_write_stats(am2z_broker_t *self, struct am2z_bw_t *w);
 /*  am2z_broker.c, for the above. */
 void am2zb_event(am2z_broker_t *self, const char *name, const char *session,

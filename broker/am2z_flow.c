@@ -1140,6 +1140,8 @@ static void
 s_flush_records(am2z_broker_t *self)
 {
     am2zb_flows_t *fl = self->flows;
+    if (!zhashx_size(fl->runs))
+        return;                   /* (a zhashx walk scans every bucket) */
     for (flow_t *f = zhashx_first(fl->runs); f; f = zhashx_next(fl->runs)) {
         if (f->parent || !f->dirty || f->phase == P_OVER || f->call_req)
             continue;
@@ -1457,14 +1459,24 @@ s_start_root(am2z_broker_t *self, session_t *session, job_t *job)
     s_run(self, f);
 }
 
+/*  Some processor is a composite (only then can a lane head start a run). */
+static bool
+s_any_composite(const am2z_broker_t *self)
+{
+    for (size_t i = 0; i < self->proc_n; i++)
+        if (self->proc_v[i]->comp)
+            return true;
+    return false;
+}
+
 void
 am2zb_flow_tick(am2z_broker_t *self)
 {
     am2zb_flows_t *fl = self->flows;
     uint64_t now = am2z_clock_wall_ms();
-    zlistx_t *starts = self->draining ? NULL : zlistx_new();
-    for (proc_t *proc = starts ? zhashx_first(self->procs) : NULL; proc;
-         proc = zhashx_next(self->procs)) {
+    zlistx_t *starts = self->draining || !s_any_composite(self) ? NULL : zlistx_new();
+    for (size_t i = 0; starts && i < self->proc_n; i++) {
+        proc_t *proc = self->proc_v[i];
         if (!proc->comp)
             continue;
         session_t *session;
@@ -1491,8 +1503,8 @@ am2zb_flow_tick(am2z_broker_t *self)
     zlistx_destroy(&starts);
     /* deadlines: a composite's timeout bounds its whole run */
     uint64_t mono = am2z_clock_mono_us();
-    zlistx_t *late = zlistx_new();
-    for (flow_t *f = zhashx_first(fl->runs); late && f; f = zhashx_next(fl->runs))
+    zlistx_t *late = zhashx_size(fl->runs) ? zlistx_new() : NULL;
+    for (flow_t *f = late ? zhashx_first(fl->runs) : NULL; f; f = zhashx_next(fl->runs))
         if (f->deadline_us && mono >= f->deadline_us && f->phase != P_OVER)
             zlistx_add_end(late, (void *)(uintptr_t)f->id);
     for (void *p = late ? zlistx_first(late) : NULL; p; p = zlistx_next(late)) {
@@ -1517,10 +1529,11 @@ am2zb_flow_next_ms(am2z_broker_t *self)
         return 0;
     /* a composite job at its lane's head (accepted after the last commit)
        starts in the next tick: turn again at once, not after a poll */
-    for (proc_t *proc = self->draining ? NULL : zhashx_first(self->procs); proc;
-         proc = zhashx_next(self->procs))
-        if (proc->comp && am2zb_ring_first(proc))
+    for (size_t i = 0; !self->draining && i < self->proc_n; i++)
+        if (self->proc_v[i]->comp && am2zb_ring_first(self->proc_v[i]))
             return 0;              /* (a draining broker starts no run) */
+    if (!zhashx_size(fl->runs))
+        return UINT64_MAX;
     uint64_t next = UINT64_MAX, mono = am2z_clock_mono_us();
     for (flow_t *f = zhashx_first(fl->runs); f; f = zhashx_next(fl->runs)) {
         if (f->dirty)

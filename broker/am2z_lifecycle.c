@@ -1063,6 +1063,11 @@ am2zb_lc_write_stats(am2z_broker_t *self, am2z_bw_t *w)
         am2z_bw_str(w, am2z_db_name((am2z_db_t)i));
         am2z_bw_uint(w, st.entries[i]);
     }
+    am2z_bw_str(w, "storeBytes");
+    am2z_bw_map(w, 3);
+    am2z_bw_str(w, "used");      am2z_bw_uint(w, st.used_bytes);
+    am2z_bw_str(w, "allocated"); am2z_bw_uint(w, st.alloc_bytes);
+    am2z_bw_str(w, "map");       am2z_bw_uint(w, st.map_size);
     am2z_bw_str(w, "dlqDropped");      am2z_bw_uint(w, lc ? lc->dlq_dropped : 0);
     am2z_bw_str(w, "sessionsExpired"); am2z_bw_uint(w, lc ? lc->expired : 0);
     am2z_bw_str(w, "resultsTrimmed");  am2z_bw_uint(w, lc ? lc->trimmed : 0);

@@ -336,11 +336,21 @@ am2zb_proc_get(am2z_broker_t *self, const char *name, bool create)
     if (!proc)
         return NULL;
     proc->name = strdup(name);
-    if (!proc->name) {
+    if (self->proc_n == self->proc_cap) {
+        size_t cap = self->proc_cap ? self->proc_cap * 2 : 16;
+        proc_t **v = realloc(self->proc_v, cap * sizeof *v);
+        if (v) {
+            self->proc_v = v;
+            self->proc_cap = cap;
+        }
+    }
+    if (!proc->name || self->proc_n == self->proc_cap) {
+        free(proc->name);
         free(proc);
         return NULL;
     }
     zhashx_insert(self->procs, name, proc);
+    self->proc_v[self->proc_n++] = proc;
     return proc;
 }
 

@@ -48,6 +48,7 @@ am2z_cluster_try_broker(am2z_cluster_t *cl, const char *tag, const char *const *
                            "--events", cl->fixed ? cl->events : any, NULL };
     char *argv[S_ARGV_MAX];
     int n = 0;
+    s_append(argv, &n, cl->wrap);
     s_append(argv, &n, base);
     s_append(argv, &n, s_flags(cl));
     s_append(argv, &n, extra);

@@ -42,6 +42,9 @@ typedef struct {
     char events[256];
     bool fixed;                   /* bind the endpoints above instead of tcp://127.0.0.1:* */
     const char *const *flags;     /* NULL-ended flags of broker and workers; NULL = defaults */
+    const char *const *wrap;      /* NULL-ended argv the broker command is appended to
+                                     (wrap[0] an absolute path; it must exec the broker
+                                     in its own process), or NULL */
     am2z_testproc_t broker;       /* the running broker (pid 0 when none) */
     am2z_testproc_t worker[AM2Z_CLUSTER_WORKERS_MAX];   /* workers [0, nworkers) */
     size_t nworkers;

@@ -17,6 +17,7 @@
 #include "am2z_testutil.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -481,6 +482,112 @@ START_TEST(test_fault_workers_reregister_after_broker_restart)
 }
 END_TEST
 
+/*  Disk full. The broker's LMDB map is writable (MDB_WRITEMAP) and the
+    file sparse up to map-size, where a page fault on a full disk would be
+    SIGBUS; the store allocates blocks ahead and fails the batch with
+    ENOSPC instead. The broker runs in a private mount namespace on a 3 MiB
+    tmpfs under a 64 MiB map and gets 60 KB states until the disk is full:
+    the refusal must name the disk, the broker must keep serving, and every
+    job it accepted must end with a result once a worker comes. Needs unshare(1) and tmpfs
+    mounts (root, or unprivileged user namespaces); where they are missing
+    the case says so and checks nothing. */
+static bool
+s_tmpfs_namespace_ok(const char *unshare_flag)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof cmd,
+             "/usr/bin/unshare %s /bin/sh -c 'mount -t tmpfs -o size=1m am2z-probe /mnt' "
+             ">/dev/null 2>&1", unshare_flag);
+    return system(cmd) == 0;
+}
+
+static void
+s_disk_full_case(const char *durability)
+{
+    const char *flag = geteuid() == 0 ? "-m" : "-Urm";
+    if (!s_tmpfs_namespace_ok(flag)) {
+        fprintf(stderr, "fault: disk-full case not run: cannot mount a tmpfs in a "
+                        "private mount namespace here (unshare %s)\n", flag);
+        return;
+    }
+    am2z_cluster_t b;
+    memset(&b, 0, sizeof b);
+    b.flags = s_flags;
+    am2z_test_tmpdir("fault-diskfull", b.dir, sizeof b.dir);
+    const char *const wrap[] = { "/usr/bin/unshare", flag, "/bin/sh", "-c",
+        "mount -t tmpfs -o size=3m am2z-full \"$0\" && exec \"$@\"", b.dir, NULL };
+    b.wrap = wrap;
+    const char *const extra[] = { "--durability", durability, "--map-size", "64MiB", NULL };
+    am2z_cluster_start_broker(&b, NULL, extra);
+    am2z_cluster_add_worker(&b, NULL);
+    s_wait_workers(&b, 1, 10000);
+    am2z_client_t *c = am2z_cluster_client(&b, 15000);
+
+    /*  One session: its first job waits at a gate (a file outside the
+        tmpfs), so the others stay queued and their records fill the disk. */
+    char gate_dir[512], gate[600];
+    am2z_test_tmpdir("fault-diskfull-gate", gate_dir, sizeof gate_dir);
+    snprintf(gate, sizeof gate, "%s/open", gate_dir);
+    char *text = malloc(60001);
+    ck_assert_ptr_nonnull(text);
+    memset(text, 'x', 60000);
+    text[60000] = '\0';
+    am2z_state_t *st0 = NULL, *st = NULL;
+    ck_assert_int_eq(am2z_state_new("full", am2z_clock_wall_ms(), &st0), AM2Z_OK);
+    am2z_changes_t *ch = am2z_changes_new();
+    ck_assert_int_eq(am2z_changes_set_str(ch, "gate", gate), AM2Z_OK);
+    ck_assert_int_eq(am2z_changes_set_int(ch, "waitMs", 60000), AM2Z_OK);
+    ck_assert_int_eq(am2z_changes_set_str(ch, "pad", text), AM2Z_OK);
+    ck_assert_int_eq(am2z_state_apply(st0, ch, am2z_clock_wall_ms(), 0, &st), AM2Z_OK);
+    am2z_changes_destroy(&ch);
+    am2z_state_destroy(&st0);
+    free(text);
+
+    enum { N = 200 };
+    static char ids[N][64];
+    int accepted = 0, refused = 0;
+    char why[512] = "";
+    for (int i = 0; i < N && !refused; i++) {
+        int rc = am2z_client_submit(c, "gate", st, "full", NULL, ids[accepted]);
+        if (rc == AM2Z_OK) {
+            accepted++;
+        } else {
+            ck_assert_msg(rc == AM2Z_EFAILED, "submit %d: %s (%s)", i, am2z_strerror(rc),
+                          am2z_client_last_error(c));
+            snprintf(why, sizeof why, "%s", am2z_client_last_error(c));
+            refused++;
+        }
+    }
+    am2z_state_destroy(&st);
+    ck_assert_msg(refused == 1, "a 3 MiB disk took %d jobs of 60 KB", accepted);
+    ck_assert_msg(accepted > 1, "the first jobs were refused: %s", why);
+    ck_assert_msg(strstr(why, "disk space (data-dir)") != NULL, "refusal: %s", why);
+    /* still serving: alive, answers queries, and every accepted job ends */
+    ck_assert_int_eq(kill(b.broker.pid, 0), 0);
+    am2z_stats_t stats;
+    ck_assert_int_eq(am2z_client_get_stats(c, &stats), AM2Z_OK);
+    FILE *f = fopen(gate, "w");
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+    for (int i = 0; i < accepted; i++) {
+        am2z_result_t *r = NULL;
+        ck_assert_msg(am2z_client_wait(c, ids[i], 20000, &r) == AM2Z_OK,
+                      "accepted job %s got no result", ids[i]);
+        am2z_result_destroy(&r);
+    }
+    ck_assert_int_eq(kill(b.broker.pid, 0), 0);
+    unlink(gate);
+    rmdir(gate_dir);
+    am2z_client_destroy(&c);
+    am2z_cluster_stop(&b);
+}
+
+START_TEST(test_fault_disk_full_refuses_naming_the_disk_and_keeps_serving)
+{
+    s_disk_full_case(_i == 0 ? "periodic" : "sync");
+}
+END_TEST
+
 static Suite *
 s_suite(void)
 {
@@ -493,6 +600,7 @@ s_suite(void)
     tcase_add_test(tc, test_fault_worker_sigterm_past_grace_hands_job_back);
     tcase_add_test(tc, test_fault_rolling_restart_of_workers_loses_nothing);
     tcase_add_test(tc, test_fault_workers_reregister_after_broker_restart);
+    tcase_add_loop_test(tc, test_fault_disk_full_refuses_naming_the_disk_and_keeps_serving, 0, 2);
     suite_add_tcase(s, tc);
     return s;
 }
