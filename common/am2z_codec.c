@@ -648,6 +648,7 @@ typedef struct {
     const char *what;             /* "SUBMIT", "error", ... */
     char *err;                    /* caller's buffer or NULL */
     size_t err_size;
+    msgpack_zone *zone;           /* one zone for the whole decode, or NULL */
 } s_diag_t;
 
 static int
@@ -826,8 +827,15 @@ s_skip(const uint8_t *p, size_t size, size_t *pos)
     made sure it is not a container, so msgpack-c builds no element arrays;
     strings point into p, so *out stays valid after the unpacked is freed. */
 static bool
-s_unpack_scalar(const uint8_t *p, size_t n, msgpack_object *out)
+s_unpack_scalar(const uint8_t *p, size_t n, msgpack_zone *zone, msgpack_object *out)
 {
+    if (zone) {
+        /*  msgpack_unpack into the decode's zone: msgpack_unpack_next would
+            make (malloc) and free a zone for every key and value */
+        size_t off = 0;
+        return msgpack_unpack((const char *)p, n, &off, zone, out) == MSGPACK_UNPACK_SUCCESS
+               && off == n;
+    }
     msgpack_unpacked up;
     msgpack_unpacked_init(&up);
     size_t off = 0;
@@ -933,7 +941,8 @@ s_decode_strs(const s_field_t *f, const uint8_t *p, size_t n, void *base,
         size_t start = pos;
         msgpack_object o;
         if (!s_skip(p, n, &pos) || !s_is_str(p[start])
-            || !s_unpack_scalar(p + start, pos - start, &o) || o.type != MSGPACK_OBJECT_STR
+            || !s_unpack_scalar(p + start, pos - start, d->zone, &o)
+            || o.type != MSGPACK_OBJECT_STR
             || !f->str->valid(o.via.str.ptr, o.via.str.size))
             return s_fail(d, AM2Z_EPROTO, "field '%s' must be %s", elem, f->str->expect);
         items[i] = o.via.str.size ? strndup(o.via.str.ptr, o.via.str.size) : strdup("");
@@ -948,7 +957,7 @@ s_decode_scalar(const s_field_t *f, const uint8_t *p, size_t n, void *base,
                 const char *name, s_diag_t *d)
 {
     msgpack_object o;
-    if (s_is_map(p[0]) || s_is_array(p[0]) || !s_unpack_scalar(p, n, &o))
+    if (s_is_map(p[0]) || s_is_array(p[0]) || !s_unpack_scalar(p, n, d->zone, &o))
         return s_fail_type(d, f, name);
 
     switch (f->kind) {
@@ -1057,10 +1066,10 @@ s_decode_field(const s_field_t *f, const uint8_t *p, size_t n, void *base,
 /*  The field of sc whose wire key is the string at p[0..n), or NULL (also
     for keys that are not strings: unknown, hence ignored). */
 static const s_field_t *
-s_lookup(const s_schema_t *sc, const uint8_t *p, size_t n)
+s_lookup(const s_schema_t *sc, const uint8_t *p, size_t n, msgpack_zone *zone)
 {
     msgpack_object k;
-    if (!s_is_str(p[0]) || !s_unpack_scalar(p, n, &k) || k.type != MSGPACK_OBJECT_STR)
+    if (!s_is_str(p[0]) || !s_unpack_scalar(p, n, zone, &k) || k.type != MSGPACK_OBJECT_STR)
         return NULL;
     for (size_t i = 0; i < sc->count; i++) {
         const char *key = sc->fields[i].key;
@@ -1089,7 +1098,7 @@ s_decode_map(const s_schema_t *sc, const uint8_t *p, size_t n, void *base,
         size_t vstart = pos;
         if (!s_skip(p, n, &pos))
             return s_fail(d, AM2Z_EPROTO, "malformed map");
-        const s_field_t *f = s_lookup(sc, p + kstart, vstart - kstart);
+        const s_field_t *f = s_lookup(sc, p + kstart, vstart - kstart, d->zone);
         if (!f)
             continue;                   /* unknown key: newer peer, same /1 */
         uint32_t bit = 1u << (f - sc->fields);
@@ -1151,13 +1160,18 @@ am2z_msg_decode(am2z_cmd_t cmd, const uint8_t *body, size_t size,
     if (!msg)
         return AM2Z_EINVAL;
     am2z_msg_init(msg, cmd);
-    s_diag_t d = { am2z_cmd_name(cmd), err, err_size };
+    s_diag_t d = { am2z_cmd_name(cmd), err, err_size, NULL };
     if (cmd <= AM2Z_CMD_INVALID || cmd >= AM2Z_CMD_COUNT_)
         return s_fail(&d, AM2Z_EPROTO, "no such command");
 
     int rc = s_check_body(body, size, max_size, &d);
+    msgpack_zone zone;
+    if (rc == AM2Z_OK && msgpack_zone_init(&zone, 256))
+        d.zone = &zone;
     if (rc == AM2Z_OK)
         rc = s_decode_map(&s_cmd_schemas[cmd], body, size, msg, "", &d, NULL);
+    if (d.zone)
+        msgpack_zone_destroy(&zone);
     if (rc != AM2Z_OK)
         goto fail;
     return AM2Z_OK;
@@ -1170,7 +1184,7 @@ fail:
 int
 am2z_body_peek_req(const uint8_t *body, size_t size, size_t max_size, uint64_t *req)
 {
-    s_diag_t d = { "", NULL, 0 };
+    s_diag_t d = { "", NULL, 0, NULL };
     if (!req)
         return AM2Z_EINVAL;
     if (s_check_body(body, size, max_size, &d) != AM2Z_OK)
@@ -1187,11 +1201,11 @@ am2z_body_peek_req(const uint8_t *body, size_t size, size_t max_size, uint64_t *
         if (!s_skip(body, size, &pos))
             return AM2Z_EPROTO;
         msgpack_object k, v;
-        if (s_is_str(body[kstart]) && s_unpack_scalar(body + kstart, vstart - kstart, &k)
+        if (s_is_str(body[kstart]) && s_unpack_scalar(body + kstart, vstart - kstart, NULL, &k)
             && k.type == MSGPACK_OBJECT_STR && k.via.str.size == 3
             && memcmp(k.via.str.ptr, "req", 3) == 0) {
             if (s_is_map(body[vstart]) || s_is_array(body[vstart])
-                || !s_unpack_scalar(body + vstart, pos - vstart, &v)
+                || !s_unpack_scalar(body + vstart, pos - vstart, NULL, &v)
                 || v.type != MSGPACK_OBJECT_POSITIVE_INTEGER)
                 return AM2Z_ENOTFOUND;
             *req = v.via.u64;
@@ -1475,7 +1489,7 @@ am2z_error_decode(const uint8_t *data, size_t size, am2z_error_t **out,
     if (!out)
         return AM2Z_EINVAL;
     *out = NULL;
-    s_diag_t d = { "error", err, err_size };
+    s_diag_t d = { "error", err, err_size, NULL };
     am2z_error_t *e = NULL;
     /* an error map alone has no frame limit of its own: its size is bounded
        by whoever holds the bytes, so only the structure is checked here */
@@ -1517,7 +1531,7 @@ am2z_comp_desc_decode(const uint8_t *data, size_t size, am2z_comp_desc_t *out,
     if (!out)
         return AM2Z_EINVAL;
     memset(out, 0, sizeof *out);
-    s_diag_t d = { "composite", err, err_size };
+    s_diag_t d = { "composite", err, err_size, NULL };
     int rc = s_check_body(data, size, SIZE_MAX, &d);
     if (rc == AM2Z_OK)
         rc = s_decode_map(&s_comp_schema, data, size, out, "", &d, NULL);
