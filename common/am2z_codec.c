@@ -1072,11 +1072,22 @@ s_lookup(const s_schema_t *sc, const uint8_t *p, size_t n, msgpack_zone *zone)
     if (!s_is_str(p[0]) || !s_unpack_scalar(p, n, zone, &k) || k.type != MSGPACK_OBJECT_STR)
         return NULL;
     for (size_t i = 0; i < sc->count; i++) {
-        const char *key = sc->fields[i].key;
-        if (strlen(key) == k.via.str.size && memcmp(key, k.via.str.ptr, k.via.str.size) == 0)
+        const char *key = sc->fields[i].key;   /* no strlen per field and key */
+        if (strncmp(key, k.via.str.ptr, k.via.str.size) == 0 && key[k.via.str.size] == '\0')
             return &sc->fields[i];
     }
     return NULL;
+}
+
+/*  The schema has a bool field "ok" and base holds false in it (then the
+    S_REQ_IF_KO fields are required). Looked up only for a missing one. */
+static bool
+s_is_ko(const s_schema_t *sc, const void *base)
+{
+    for (size_t i = 0; i < sc->count; i++)
+        if (sc->fields[i].kind == K_BOOL && strcmp(sc->fields[i].key, "ok") == 0)
+            return !*CSLOT(base, &sc->fields[i], bool);
+    return false;
 }
 
 /*  Walks the map p[0..n) (already known to be a map) into base using sc.
@@ -1113,10 +1124,6 @@ s_decode_map(const s_schema_t *sc, const uint8_t *p, size_t n, void *base,
     if (pos != n)
         return s_fail(d, AM2Z_EPROTO, "malformed map");
 
-    const bool *ok = NULL;
-    for (size_t i = 0; i < sc->count; i++)
-        if (strcmp(sc->fields[i].key, "ok") == 0 && sc->fields[i].kind == K_BOOL)
-            ok = CSLOT(base, &sc->fields[i], bool);
     for (size_t i = 0; i < sc->count; i++) {
         const s_field_t *f = &sc->fields[i];
         if (seen & (1u << i))
@@ -1124,7 +1131,7 @@ s_decode_map(const s_schema_t *sc, const uint8_t *p, size_t n, void *base,
         if (f->flags & S_REQ)
             return s_fail(d, AM2Z_EPROTO, "missing required field '%s'",
                           s_path(name, prefix, f->key));
-        if ((f->flags & S_REQ_IF_KO) && ok && !*ok)
+        if ((f->flags & S_REQ_IF_KO) && s_is_ko(sc, base))
             return s_fail(d, AM2Z_EPROTO, "missing required field '%s' (ok is false)",
                           s_path(name, prefix, f->key));
     }
