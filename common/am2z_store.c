@@ -9,20 +9,27 @@
     - Periodic durability opens the env with MDB_NOSYNC: commits reach the
       OS page cache only, and am2z_store_flush_due() calls mdb_env_sync(1).
       A crash of the process itself loses nothing (the page cache has it).
-    - MDB_WRITEMAP: LMDB writes its pages in the shared map instead of
-      pwrite()ing a copy of each dirty page at commit. A loop turn's commit
-      went from ≈ 15 µs (≈ 7 scattered pwrites) to ≈ 2.5 µs
-      (bench/where-the-time-goes.md). Two costs, both handled here:
-      (1) the map is writable, so a stray write through a pointer into it
-      would corrupt the file: the store only hands out copies or const
-      views; (2) LMDB sizes the file to the map (sparse), and a page fault
-      on an unallocated block of a full disk is SIGBUS, not ENOSPC. So the
-      store allocates the file's blocks ahead of use (posix_fallocate, in
-      S_ALLOC_STEP steps) and bounds what a batch can grow the file by
-      (every write adds its size plus S_WRITE_PAGES pages of B-tree copies
-      and splits): a write that could reach past the allocated blocks first
-      allocates more, and when the disk is full it fails the batch with
-      ENOSPC (a resource error) before LMDB touches the page.
+    - Periodic durability adds MDB_WRITEMAP: LMDB writes its pages in the
+      shared map instead of pwrite()ing a copy of each dirty page at
+      commit. A loop turn's commit went from ≈ 15 µs (≈ 7 scattered
+      pwrites) to ≈ 2.5 µs, broker CPU per job −20 %
+      (bench/where-the-time-goes.md). Not in sync mode: there every
+      commit's flush write-protects the pages again, and the next commit
+      takes a page fault for each one it touches (measured: broker CPU per
+      job 78 -> 89 µs). Two costs, both handled here: (1) the map is
+      writable, so a stray write through a pointer into it would corrupt
+      the file: the store only hands out copies or const views; (2) LMDB
+      sizes the file to the map (sparse), and a page fault on an
+      unallocated block of a full disk is SIGBUS, not ENOSPC.
+    - So the store allocates the file's blocks ahead of use
+      (posix_fallocate, in S_ALLOC_STEP steps) and bounds what a batch can
+      grow the file by (every write adds its size plus S_WRITE_PAGES pages
+      of B-tree copies and splits): a write that could reach past the
+      allocated blocks first allocates more, and when the disk is full it
+      fails the batch with ENOSPC (a resource error) before LMDB touches
+      the page. Sync mode does the same: a pwrite() into a full disk can
+      come back short, which LMDB reports as EIO, so there too the
+      allocation is what tells a full disk from a broken one.
     - One batch = one write txn, embedded in the store (no allocation per
       loop turn; at most one batch is open, as LMDB allows one writer).
     - A write that fails with MDB_MAP_FULL / MDB_TXN_FULL / ENOSPC leaves
@@ -256,9 +263,9 @@ am2z_store_open(const am2z_config_t *cfg, am2z_store_t **out,
     self->map_size = (cfg->map_size + psz - 1) / psz * psz;
 
     self->fd = -1;
-    unsigned flags = MDB_NOTLS | MDB_WRITEMAP;
+    unsigned flags = MDB_NOTLS;
     if (cfg->durability == AM2Z_DURABILITY_PERIODIC)
-        flags |= MDB_NOSYNC;
+        flags |= MDB_NOSYNC | MDB_WRITEMAP;
 
     int mrc = mdb_env_create(&self->env);
     if (mrc != 0) {
