@@ -1073,7 +1073,8 @@ s_lookup(const s_schema_t *sc, const uint8_t *p, size_t n, msgpack_zone *zone)
         return NULL;
     for (size_t i = 0; i < sc->count; i++) {
         const char *key = sc->fields[i].key;   /* no strlen per field and key */
-        if (strncmp(key, k.via.str.ptr, k.via.str.size) == 0 && key[k.via.str.size] == '\0')
+        size_t sz = k.via.str.size;             /* (an empty key has no ptr) */
+        if ((sz == 0 || strncmp(key, k.via.str.ptr, sz) == 0) && key[sz] == '\0')
             return &sc->fields[i];
     }
     return NULL;
