@@ -211,10 +211,15 @@ s_throughput(am2z_client_t *c, const s_opts_t *o)
                 fprintf(stderr, "am2z-bench: no result for job %llu\n", (unsigned long long)done);
                 return -1;
             }
-            failed += !r->success;
+            if (!r->success && !failed++)
+                fprintf(stderr, "am2z-bench: job %s failed: %s\n", ids[done],
+                        r->error && r->error->message ? r->error->message : "(no error)");
             am2z_result_destroy(&r);
         }
     }
+    if (failed)
+        fprintf(stderr, "am2z-bench: %llu of %llu jobs failed\n", (unsigned long long)failed,
+                (unsigned long long)o->jobs);
     free(batch);
     uint64_t us = am2z_clock_mono_us() - t0;
     if (o->json)

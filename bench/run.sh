@@ -150,6 +150,7 @@ am2z_case() {
     record am2z "$dur" "$name" "$run" "$extra" "$out"
   else
     log "am2z $name $dur run $run FAILED: $(tail -2 "$d/bench.err")"
+    notes+=("am2z $name ($dur) run $run failed ($(tail -2 "$d/bench.err" | tr '\n' ' ')); that figure is the median of the other runs.")
   fi
   stop_all
   rm -rf "$d/data"
@@ -190,12 +191,14 @@ local_run() {
     done <<<"$out"
   else
     log "am2z local run $run FAILED: $(tail -2 "$work/local.err")"
+    notes+=("am2z local run $run failed ($(tail -2 "$work/local.err" | tr '\n' ' ')); that figure is the median of the other runs.")
   fi
   # the embedded runtime: broker + worker threads over inproc://, periodic
   if out="$("$BENCH" --workload embedded --json --rounds "$ROUNDS" 2>"$work/embedded.err")"; then
     record am2z embedded embedded "$run" "" "$out"
   else
     log "am2z embedded run $run FAILED: $(tail -2 "$work/embedded.err")"
+    notes+=("am2z embedded run $run failed ($(tail -2 "$work/embedded.err" | tr '\n' ' ')); that figure is the median of the other runs.")
   fi
 }
 
@@ -220,6 +223,7 @@ bull_case() {  # config(off|aof) case-name run client-args...
       "$(printf ',"rss_broker_kb":%s,"rss_worker_kb":%s' "$(hwm_kb "$rp")" "$(hwm_kb "$wp")")" "$out"
   else
     log "BullMQ $name $cfg run $run FAILED: $(tail -2 "$d/client.err")"
+    notes+=("BullMQ $name ($cfg) run $run failed ($(tail -2 "$d/client.err" | tr '\n' ' ')); that figure is the median of the other runs.")
   fi
   stop_all
   rm -rf "$d"
