@@ -584,8 +584,11 @@ s_resource_error(am2z_broker_t *self)
     am2z_store_stats_t st;
     memset(&st, 0, sizeof st);
     am2z_store_stats(self->store, &st);
-    if (st.disk_full)              /* the disk under data-dir, not the map */
+    if (st.write_errno == ENOSPC || st.write_errno == EDQUOT)   /* the disk, not the map */
         return am2z_error_resource("disk space (data-dir)", st.alloc_bytes, st.used_bytes);
+    if (st.write_errno == EFBIG)
+        return am2z_error_resource("file size limit (data-dir/data.mdb)", st.alloc_bytes,
+                                   st.used_bytes);
     return am2z_error_resource("lmdb map (map-size)", st.map_size, st.used_bytes);
 }
 

@@ -86,6 +86,9 @@ main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* a file size limit (ulimit -f) is an EFBIG from the store's writes,
+       answered as a resource error, not a process killed with a core */
+    signal(SIGXFSZ, SIG_IGN);
 
     am2z_broker_t *broker = NULL;
     char why[512];

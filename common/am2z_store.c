@@ -162,6 +162,7 @@ s_write_error(int rc)
     case MDB_PAGE_FULL:
     case ENOSPC:
     case EDQUOT:
+    case EFBIG:
         return AM2Z_ERESOURCE;
     case ENOMEM:
         return AM2Z_ENOMEM;
@@ -1116,7 +1117,8 @@ am2z_store_stats(am2z_store_t *self, am2z_store_stats_t *stats)
     stats->unsynced_commits = self->unsynced_commits;
     stats->syncs = self->syncs;
     stats->alloc_bytes = self->alloc_end;
-    stats->disk_full = self->last_write_error == ENOSPC || self->last_write_error == EDQUOT;
+    /* LMDB's own codes (MDB_MAP_FULL, ...) are negative, errno values positive */
+    stats->write_errno = self->last_write_error > 0 ? self->last_write_error : 0;
 
 done:
     s_read_end(self, txn);

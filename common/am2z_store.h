@@ -94,8 +94,9 @@ typedef struct {
     uint64_t unsynced_commits;  /* periodic mode: commits not yet fsynced */
     uint64_t syncs;             /* fsyncs done by flush / flush_due so far */
     uint64_t alloc_bytes;       /* disk blocks allocated for data.mdb (ahead of use) */
-    bool disk_full;             /* the last failed write found the disk full (ENOSPC,
-                                   EDQUOT), not the map */
+    int write_errno;            /* errno of the last failed write when the file system
+                                   refused it (ENOSPC, EDQUOT: disk full; EFBIG: file
+                                   size limit), 0 when it was LMDB (map full) or none */
 } am2z_store_stats_t;
 
 /*  Opens (creating when needed) the environment in cfg->data_dir with

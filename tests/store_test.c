@@ -7,6 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #define NOW 1700000000000ull
@@ -609,12 +612,15 @@ s_expect_filled(am2z_store_t *store, const char *id, size_t size, uint8_t fill)
     am2z_record_clear(&rec);
 }
 
+/*  Loop index 0: sync (pwrite), 1: periodic (MDB_WRITEMAP). */
 START_TEST(test_store_map_full_is_a_resource_error)
 {
     s_env_t e;
     am2z_test_tmpdir("store-mapfull", e.dir, sizeof e.dir);
     s_cfg(&e.cfg, e.dir);
     e.cfg.map_size = 256u << 10;
+    if (_i == 1)
+        e.cfg.durability = AM2Z_DURABILITY_PERIODIC;
     e.store = s_open(&e.cfg);
 
     static uint8_t state[6000];
@@ -667,6 +673,8 @@ START_TEST(test_store_map_full_is_a_resource_error)
     ck_assert_int_eq(am2z_store_stats(e.store, &st), AM2Z_OK);
     ck_assert_uint_eq(st.sessions, (uint64_t)stored);
     ck_assert_uint_le(st.used_bytes, st.map_size);
+    ck_assert_int_eq(st.write_errno, 0);        /* the map, not the file system */
+    ck_assert_uint_le(st.alloc_bytes, st.map_size);
 
     /*  Freeing space makes room again. */
     ck_assert_int_eq(am2z_store_delete_state(e.store, "s0000"), AM2Z_OK);
@@ -683,6 +691,73 @@ START_TEST(test_store_map_full_is_a_resource_error)
     ck_assert_ptr_null(store);
     ck_assert_ptr_nonnull(strstr(err, e.dir));
     ck_assert_ptr_nonnull(strstr(err, "map-size"));
+    s_env_close(&e);
+}
+END_TEST
+
+/*  The data file's blocks are allocated ahead of use (MDB_WRITEMAP would
+    turn a full disk into SIGBUS; a short pwrite is EIO in LMDB), so a file
+    system that refuses to grow the file fails the batch with a resource
+    error before LMDB writes, names the cause (write_errno) and keeps what
+    was committed. A file size limit (RLIMIT_FSIZE, in this forked case
+    only) stands in for a full disk; the disk-full case itself runs in
+    fault_test on a small tmpfs. Sync mode: there the file grows by
+    allocation (periodic mode sizes it to the map at open). Under
+    CK_FORK=no the limit is lowered and restored around the writes. */
+START_TEST(test_store_file_size_limit_is_a_resource_error_before_any_write)
+{
+    signal(SIGXFSZ, SIG_IGN);     /* EFBIG comes back as an error instead */
+    s_env_t e;
+    s_env_open(&e, "store-fsize");
+    am2z_store_stats_t st;
+    ck_assert_int_eq(am2z_store_stats(e.store, &st), AM2Z_OK);
+    ck_assert_uint_ge(st.alloc_bytes, st.used_bytes);    /* allocated ahead at open */
+    struct stat sb;
+    char path[600];
+    snprintf(path, sizeof path, "%s/data.mdb", e.dir);
+    ck_assert_int_eq(stat(path, &sb), 0);
+    ck_assert_uint_ge((uint64_t)sb.st_size, st.alloc_bytes);
+
+    /*  The soft limit holds for every file of this process, Check's own
+        result file included: nothing is asserted while it is lowered. */
+    struct rlimit old, rl;
+    ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+    rl = old;
+    rl.rlim_cur = (rlim_t)sb.st_size;
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &rl), 0);
+    static uint8_t state[60000];
+    char id[32];
+    int stored = 0, rc = AM2Z_OK;
+    for (int i = 0; i < 2000; i++) {
+        snprintf(id, sizeof id, "f%04d", i);
+        memset(state, 'a' + i % 26, sizeof state);
+        rc = am2z_store_put_state(e.store, id, 0, 1, state, sizeof state, NOW);
+        if (rc != AM2Z_OK)
+            break;
+        stored++;
+    }
+    int stats_rc = am2z_store_stats(e.store, &st);
+    int del_rc = am2z_store_delete_state(e.store, "f0000");
+    int again_rc = am2z_store_put_state(e.store, "small", 0, 1, state, 100, NOW);
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+
+    ck_assert_int_eq(rc, AM2Z_ERESOURCE);
+    ck_assert_int_gt(stored, 10);
+    ck_assert_int_eq(stats_rc, AM2Z_OK);
+    ck_assert_int_eq(st.write_errno, EFBIG);
+    ck_assert_uint_le(st.alloc_bytes, (uint64_t)sb.st_size);
+    ck_assert_int_eq(del_rc, AM2Z_OK);          /* freed pages are reused in place */
+    ck_assert_int_eq(again_rc, AM2Z_OK);
+    s_env_reopen(&e);
+    for (int i = 1; i < stored; i++) {
+        snprintf(id, sizeof id, "f%04d", i);
+        am2z_record_t rec;
+        ck_assert_int_eq(am2z_store_get_state(e.store, id, &rec), AM2Z_OK);
+        memset(state, 'a' + i % 26, sizeof state);
+        ck_assert_msg(rec.size == sizeof state && memcmp(rec.data, state, sizeof state) == 0,
+                      "%s changed", id);
+        am2z_record_clear(&rec);
+    }
     s_env_close(&e);
 }
 END_TEST
@@ -973,7 +1048,8 @@ s_suite(void)
     tcase_add_test(tc, test_store_raw_put_get_each);
     tcase_add_test(tc, test_store_each_callback_may_read_the_store);
     tcase_add_test(tc, test_store_detects_corrupt_envelope_on_disk);
-    tcase_add_test(tc, test_store_map_full_is_a_resource_error);
+    tcase_add_loop_test(tc, test_store_map_full_is_a_resource_error, 0, 2);
+    tcase_add_test(tc, test_store_file_size_limit_is_a_resource_error_before_any_write);
     tcase_add_test(tc, test_store_enforces_max_sessions);
     tcase_add_test(tc, test_store_enforces_max_state_size);
     tcase_add_test(tc, test_store_periodic_durability_flushes_when_due);
