@@ -103,6 +103,15 @@ s_stats(am2z_client_t *c)
     ck_assert_int_eq(am2z_json_from_msgpack(data, size, &j), AM2Z_OK);
     free(data);
     ck_assert(json_is_object(json_object_get(j, "store")));
+    /* the data file: disk blocks allocated ahead of what is used, within the map */
+    json_t *b = json_object_get(j, "storeBytes");
+    ck_assert(json_is_object(b));
+    json_int_t used = json_integer_value(json_object_get(b, "used"));
+    json_int_t alloc = json_integer_value(json_object_get(b, "allocated"));
+    json_int_t map = json_integer_value(json_object_get(b, "map"));
+    ck_assert_msg(used > 0 && used <= alloc && alloc <= map,
+                  "storeBytes used %lld, allocated %lld, map %lld",
+                  (long long)used, (long long)alloc, (long long)map);
     return j;
 }
 
