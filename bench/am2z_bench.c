@@ -39,6 +39,7 @@
 
 #include <czmq.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -176,6 +177,17 @@ s_round_trips(am2z_client_t *c, const s_opts_t *o, const char *proc, const char 
     return 0;
 }
 
+/*  CPU time (user + system) of this process so far, all threads, in µs. */
+static uint64_t
+s_cpu_us(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        return 0;
+    return (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000u
+           + (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
+
 static int
 s_throughput(am2z_client_t *c, const s_opts_t *o)
 {
@@ -190,6 +202,7 @@ s_throughput(am2z_client_t *c, const s_opts_t *o)
        chunk k-1, so about `window` jobs stay in flight */
     uint64_t chunk = o->window / 2 ? o->window / 2 : 1;
     const am2z_state_t **batch = calloc(chunk, sizeof *batch);
+    uint64_t cpu0 = s_cpu_us();
     uint64_t t0 = am2z_clock_mono_us();
     uint64_t submitted = 0, done = 0, failed = 0;
     while (done < o->jobs) {
@@ -222,18 +235,20 @@ s_throughput(am2z_client_t *c, const s_opts_t *o)
                 (unsigned long long)o->jobs);
     free(batch);
     uint64_t us = am2z_clock_mono_us() - t0;
+    double cpu_per_job = (double)(s_cpu_us() - cpu0) / (double)o->jobs;
     if (o->json)
         printf("{\"workload\":\"tp\",\"jobs\":%llu,\"state_bytes\":%llu,\"sessions\":%llu,"
-               "\"window\":%llu,\"seconds\":%.3f,\"jobs_per_s\":%.0f,\"failed\":%llu}\n",
+               "\"window\":%llu,\"seconds\":%.3f,\"jobs_per_s\":%.0f,\"failed\":%llu,"
+               "\"client_cpu_us_per_job\":%.1f}\n",
                (unsigned long long)o->jobs, (unsigned long long)o->state_bytes,
                (unsigned long long)o->sessions, (unsigned long long)o->window, us / 1e6,
-               o->jobs / (us / 1e6), (unsigned long long)failed);
+               o->jobs / (us / 1e6), (unsigned long long)failed, cpu_per_job);
     else
         printf("throughput jobs=%llu sessions=%llu window=%llu seconds=%.3f jobs_per_s=%.0f "
-               "failed=%llu\n",
+               "failed=%llu client_cpu_us_per_job=%.1f\n",
                (unsigned long long)o->jobs, (unsigned long long)o->sessions,
                (unsigned long long)o->window, us / 1e6, o->jobs / (us / 1e6),
-               (unsigned long long)failed);
+               (unsigned long long)failed, cpu_per_job);
     fflush(stdout);
     for (uint64_t s = 0; s < o->sessions; s++) {
         am2z_client_stop_session(c, am2z_state_session_id(states[s]), false);

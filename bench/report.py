@@ -365,6 +365,26 @@ def main():
         L.append("Context switches (voluntary + involuntary, all threads of broker + worker) per job: "
                  + "; ".join(ctx) + ".")
         L.append("")
+    cpu = []
+    for c in ("periodic", "sync"):
+        rows = [r for r in d.rows if r["system"] == "am2z" and r["config"] == c
+                and r["case"] == "tp" and "cpu_broker_us" in r]
+        parts = []
+        for label, f in (("broker", lambda r: r["cpu_broker_us"] / r["result"]["jobs"]),
+                         ("worker", lambda r: r["cpu_worker_us"] / r["result"]["jobs"]),
+                         ("client", lambda r: r["result"].get("client_cpu_us_per_job"))):
+            s_ = summary(v for v in (f(r) for r in rows) if v is not None)
+            if s_:
+                parts.append(f"{label} {s_[0]:.1f} [{s_[1]:.1f}–{s_[2]:.1f}]")
+        if parts:
+            cpu.append(f"{c}: " + ", ".join(parts))
+    if cpu:
+        L.append("CPU time per job (user + system, all threads, µs; broker and worker from "
+                 "/proc/PID/stat around the whole client run, so they include its set-up and its "
+                 "1,000 closing stop_session calls; the client's own from getrusage around the "
+                 "pipelined jobs): " + "; ".join(cpu)
+                 + ". On 2 cores the three together bound the throughput.")
+        L.append("")
     L.append("### 3. Chain of 3 and parallel of 3")
     L.append("")
     nf = sz.get("rounds_flow")

@@ -114,6 +114,8 @@ rss_kb() { sed -n "s/^$2:[[:space:]]*\([0-9]*\).*/\1/p" "/proc/$1/status" 2>/dev
 hwm_kb() { sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\).*/\1/p' "/proc/$1/status" 2>/dev/null || echo 0; }
 # context switches (voluntary + involuntary) summed over the threads of a process
 ctxsw() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {n += $2} END {print n + 0}'; }
+# CPU time (user + system, all threads) of a process so far, in µs
+cpu_us() { awk -v hz="$(getconf CLK_TCK)" '{printf "%d", ($14 + $15) * 1000000 / hz}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 record() {  # system config case run extra-json result-json
   printf '{"system":"%s","config":"%s","case":"%s","run":%s%s,"result":%s}\n' \
     "$1" "$2" "$3" "$4" "$5" "$6" >>"$results"
@@ -137,12 +139,13 @@ am2z_case() {
   "$WORKER" --broker "$be" --log-level warn --concurrency "$conc" >"$d/worker.out" 2>&1 &
   local wp=$!; pids+=("$wp")
   wait_for "$d/worker.out" ready
-  local c0b c0w out
-  c0b=$(ctxsw "$bp") c0w=$(ctxsw "$wp")
+  local c0b c0w u0b u0w out
+  c0b=$(ctxsw "$bp") c0w=$(ctxsw "$wp") u0b=$(cpu_us "$bp") u0w=$(cpu_us "$wp")
   if out="$("$BENCH" --broker "$fe" --json "$@" 2>"$d/bench.err")"; then
     local extra
-    extra=$(printf ',"rss_broker_kb":%s,"rss_worker_kb":%s,"ctxsw_broker":%s,"ctxsw_worker":%s' \
-      "$(hwm_kb "$bp")" "$(hwm_kb "$wp")" "$(( $(ctxsw "$bp") - c0b ))" "$(( $(ctxsw "$wp") - c0w ))")
+    extra=$(printf ',"rss_broker_kb":%s,"rss_worker_kb":%s,"ctxsw_broker":%s,"ctxsw_worker":%s,"cpu_broker_us":%s,"cpu_worker_us":%s' \
+      "$(hwm_kb "$bp")" "$(hwm_kb "$wp")" "$(( $(ctxsw "$bp") - c0b ))" "$(( $(ctxsw "$wp") - c0w ))" \
+      "$(( $(cpu_us "$bp") - u0b ))" "$(( $(cpu_us "$wp") - u0w ))")
     # what the peak is made of, at the end of the run: heap vs mapped files (LMDB)
     extra+=$(printf ',"anon_broker_kb":%s,"file_broker_kb":%s,"anon_worker_kb":%s,"file_worker_kb":%s,"threads_worker":%s' \
       "$(rss_kb "$bp" RssAnon)" "$(rss_kb "$bp" RssFile)" "$(rss_kb "$wp" RssAnon)" "$(rss_kb "$wp" RssFile)" \
