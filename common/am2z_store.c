@@ -86,7 +86,7 @@ struct am2z_store_batch_t {
     MDB_txn *txn;            /* the write txn, or NULL */
     bool open;               /* between begin and commit/abort */
     int poison;              /* AM2Z_ERESOURCE / AM2Z_EIO once a write failed */
-    uint64_t bound;          /* writemap: highest file offset this txn may reach */
+    uint64_t bound;          /* highest file offset this txn may reach (estimate) */
 };
 
 /*  Invariants: rtxn, when not NULL, is a read-only txn that is reset
@@ -112,7 +112,7 @@ struct am2z_store_t {
     uint64_t committed_txn;             /* LMDB txn id of the last commit that wrote */
     uint64_t durable_txn;               /* ... of the last one known on disk */
     int fd;                             /* the data file (LMDB's), or -1 */
-    uint64_t alloc_end;                 /* writemap: blocks allocated below this */
+    uint64_t alloc_end;                 /* disk blocks of data.mdb allocated below this */
     uint64_t page_size;                 /* LMDB's page size */
     int last_write_error;               /* LMDB / errno code of the last failed write */
 };
@@ -306,13 +306,13 @@ am2z_store_open(const am2z_config_t *cfg, am2z_store_t **out,
     self->page_size = est.ms_psize;
     if (mdb_env_get_fd(self->env, &self->fd) != 0)
         self->fd = -1;
-    mrc = s_allocate(self, used + S_COMMIT_SLACK);
-    if (mrc != 0) {
-        am2z_errbuf(err, err_size, "store: %s: cannot allocate disk blocks for data.mdb: %s",
-                    self->path, strerror(mrc));
-        rc = s_write_error(mrc);
-        goto fail;
-    }
+    /*  A full disk does not stop an existing store from opening: the pages
+        LMDB wrote are allocated, so reads work and every write fails with
+        the resource error until space is freed. Only creating a missing
+        database needs new blocks, and then the open fails by name. */
+    int alloc_err = s_allocate(self, used + S_COMMIT_SLACK);
+    if (alloc_err != 0)
+        self->alloc_end = used;
     self->max_key = (size_t)mdb_env_get_maxkeysize(self->env);
 
     if ((mrc = mdb_txn_begin(self->env, NULL, 0, &txn)) != 0) {
@@ -322,7 +322,15 @@ am2z_store_open(const am2z_config_t *cfg, am2z_store_t **out,
         goto fail;
     }
     for (int i = 0; i < AM2Z_DB_COUNT_; i++) {
-        if ((mrc = mdb_dbi_open(txn, s_db_names[i], MDB_CREATE, &self->dbi[i])) != 0) {
+        mrc = mdb_dbi_open(txn, s_db_names[i], alloc_err ? 0 : MDB_CREATE, &self->dbi[i]);
+        if (mrc == MDB_NOTFOUND && alloc_err) {
+            am2z_errbuf(err, err_size, "store: %s: cannot allocate disk blocks for data.mdb "
+                        "(database %s is still to be created): %s",
+                        self->path, s_db_names[i], strerror(alloc_err));
+            rc = s_write_error(alloc_err);
+            goto fail;
+        }
+        if (mrc != 0) {
             am2z_errbuf(err, err_size, "store: %s: cannot open database %s: %s",
                   self->path, s_db_names[i], mdb_strerror(mrc));
             rc = s_write_error(mrc) == AM2Z_ERESOURCE ? AM2Z_ERESOURCE : AM2Z_EIO;

@@ -8,9 +8,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sched.h>
+#include <stdbool.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define NOW 1700000000000ull
 
@@ -739,6 +744,21 @@ START_TEST(test_store_file_size_limit_is_a_resource_error_before_any_write)
     int stats_rc = am2z_store_stats(e.store, &st);
     int del_rc = am2z_store_delete_state(e.store, "f0000");
     int again_rc = am2z_store_put_state(e.store, "small", 0, 1, state, 100, NOW);
+    /* a full store still opens (reads work, writes are refused by name) */
+    int big_rc = AM2Z_OK;
+    for (int i = 0; i < 2000 && big_rc == AM2Z_OK; i++) {
+        snprintf(id, sizeof id, "g%04d", i);
+        big_rc = am2z_store_put_state(e.store, id, 0, 1, state, sizeof state, NOW);
+    }
+    am2z_store_destroy(&e.store);
+    char err[512] = "";
+    int reopen_rc = am2z_store_open(&e.cfg, &e.store, err, sizeof err);
+    am2z_record_t rec;
+    int read_rc = e.store ? am2z_store_get_state(e.store, "f0001", &rec) : AM2Z_ESTATE;
+    if (read_rc == AM2Z_OK)
+        am2z_record_clear(&rec);
+    int full_rc = e.store ? am2z_store_put_state(e.store, "after", 0, 1, state, sizeof state,
+                                                 NOW) : AM2Z_ESTATE;
     ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
 
     ck_assert_int_eq(rc, AM2Z_ERESOURCE);
@@ -748,10 +768,13 @@ START_TEST(test_store_file_size_limit_is_a_resource_error_before_any_write)
     ck_assert_uint_le(st.alloc_bytes, (uint64_t)sb.st_size);
     ck_assert_int_eq(del_rc, AM2Z_OK);          /* freed pages are reused in place */
     ck_assert_int_eq(again_rc, AM2Z_OK);
+    ck_assert_int_eq(big_rc, AM2Z_ERESOURCE);
+    ck_assert_msg(reopen_rc == AM2Z_OK, "a full store did not open: %s", err);
+    ck_assert_int_eq(read_rc, AM2Z_OK);
+    ck_assert_int_eq(full_rc, AM2Z_ERESOURCE);
     s_env_reopen(&e);
     for (int i = 1; i < stored; i++) {
         snprintf(id, sizeof id, "f%04d", i);
-        am2z_record_t rec;
         ck_assert_int_eq(am2z_store_get_state(e.store, id, &rec), AM2Z_OK);
         memset(state, 'a' + i % 26, sizeof state);
         ck_assert_msg(rec.size == sizeof state && memcmp(rec.data, state, sizeof state) == 0,
@@ -759,6 +782,123 @@ START_TEST(test_store_file_size_limit_is_a_resource_error_before_any_write)
         am2z_record_clear(&rec);
     }
     s_env_close(&e);
+}
+END_TEST
+
+/*  A private tmpfs of `size` on dir for this forked case only (a mount
+    namespace of its own; root, or an unprivileged user namespace). False
+    when this machine does not allow it. */
+static bool
+s_private_tmpfs(const char *dir, const char *size)
+{
+    if (unshare(CLONE_NEWNS) != 0) {
+        uid_t uid = getuid();
+        gid_t gid = getgid();
+        if (unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0)
+            return false;
+        char map[64];
+        FILE *f = fopen("/proc/self/setgroups", "w");
+        if (f) {
+            fputs("deny", f);
+            fclose(f);
+        }
+        snprintf(map, sizeof map, "0 %u 1", (unsigned)uid);
+        f = fopen("/proc/self/uid_map", "w");
+        if (!f || fputs(map, f) < 0 || fclose(f) != 0)
+            return false;
+        snprintf(map, sizeof map, "0 %u 1", (unsigned)gid);
+        f = fopen("/proc/self/gid_map", "w");
+        if (!f || fputs(map, f) < 0 || fclose(f) != 0)
+            return false;
+    }
+    char opts[64];
+    snprintf(opts, sizeof opts, "size=%s", size);
+    return mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0
+           && mount("am2z-store-full", dir, "tmpfs", 0, opts) == 0;
+}
+
+/*  A full disk (a 2 MiB tmpfs under a 64 MiB map), both durability modes:
+    writes fail with a resource error naming ENOSPC before LMDB touches a
+    page (with MDB_WRITEMAP that would be SIGBUS), what was committed stays
+    readable, and the full store opens again (reads work, writes refused). */
+START_TEST(test_store_full_disk_is_a_resource_error_and_the_store_still_opens)
+{
+    if (getenv("CK_FORK") && strcmp(getenv("CK_FORK"), "no") == 0)
+        return;                   /* the mount namespace must stay in this fork */
+    s_env_t e;
+    am2z_test_tmpdir("store-disk", e.dir, sizeof e.dir);
+    if (!s_private_tmpfs(e.dir, "2m")) {
+        fprintf(stderr, "store: full-disk case not run: no private tmpfs here (%s)\n",
+                strerror(errno));
+        am2z_test_rmtree(e.dir);
+        return;
+    }
+    s_cfg(&e.cfg, e.dir);
+    if (_i == 1)
+        e.cfg.durability = AM2Z_DURABILITY_PERIODIC;
+    e.store = s_open(&e.cfg);
+    static uint8_t state[20000];
+    char id[32];
+    int stored = 0, rc = AM2Z_OK;
+    for (int i = 0; i < 1000; i++) {
+        snprintf(id, sizeof id, "d%04d", i);
+        memset(state, 'a' + i % 26, sizeof state);
+        rc = am2z_store_put_state(e.store, id, 0, 1, state, sizeof state, NOW);
+        if (rc != AM2Z_OK)
+            break;
+        stored++;
+    }
+    ck_assert_int_eq(rc, AM2Z_ERESOURCE);
+    ck_assert_int_gt(stored, 5);
+    am2z_store_stats_t st;
+    ck_assert_int_eq(am2z_store_stats(e.store, &st), AM2Z_OK);
+    ck_assert_int_eq(st.write_errno, ENOSPC);
+
+    /* the full store opens again: it reads, and refuses writes by name.
+       Made harder first: the blocks allocated ahead are given back (as in
+       a file an older am2z wrote) and a filler takes the disk's last
+       blocks, so the open cannot allocate its slack either. */
+    uint64_t used = st.used_bytes;
+    am2z_store_destroy(&e.store);
+    char path[600];
+    snprintf(path, sizeof path, "%s/data.mdb", e.dir);
+    int fd = open(path, O_RDWR);
+    ck_assert_int_ge(fd, 0);
+    struct stat sb;
+    ck_assert_int_eq(fstat(fd, &sb), 0);
+    ck_assert_int_eq(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)used,
+                               sb.st_size - (off_t)used), 0);
+    close(fd);
+    snprintf(path, sizeof path, "%s/filler", e.dir);
+    FILE *filler = fopen(path, "w");
+    ck_assert_ptr_nonnull(filler);
+    memset(state, 'z', sizeof state);
+    while (fwrite(state, 1, sizeof state, filler) == sizeof state && fflush(filler) == 0)
+        ;
+    fclose(filler);
+    char err[512] = "";
+    rc = am2z_store_open(&e.cfg, &e.store, err, sizeof err);
+    ck_assert_msg(rc == AM2Z_OK, "a full store did not open: %s (%s)", am2z_strerror(rc), err);
+    for (int i = 0; i < stored; i++) {
+        snprintf(id, sizeof id, "d%04d", i);
+        am2z_record_t rec;
+        ck_assert_int_eq(am2z_store_get_state(e.store, id, &rec), AM2Z_OK);
+        memset(state, 'a' + i % 26, sizeof state);
+        ck_assert_msg(rec.size == sizeof state && memcmp(rec.data, state, sizeof state) == 0,
+                      "%s changed", id);
+        am2z_record_clear(&rec);
+    }
+    rc = AM2Z_OK;
+    for (int i = 0; i < 200 && rc == AM2Z_OK; i++) {
+        snprintf(id, sizeof id, "e%04d", i);
+        rc = am2z_store_put_state(e.store, id, 0, 1, state, sizeof state, NOW);
+    }
+    ck_assert_int_eq(rc, AM2Z_ERESOURCE);
+    ck_assert_int_eq(am2z_store_stats(e.store, &st), AM2Z_OK);
+    ck_assert_int_eq(st.write_errno, ENOSPC);
+    am2z_store_destroy(&e.store);
+    umount2(e.dir, MNT_DETACH);
+    am2z_test_rmtree(e.dir);
 }
 END_TEST
 
@@ -1050,6 +1190,8 @@ s_suite(void)
     tcase_add_test(tc, test_store_detects_corrupt_envelope_on_disk);
     tcase_add_loop_test(tc, test_store_map_full_is_a_resource_error, 0, 2);
     tcase_add_test(tc, test_store_file_size_limit_is_a_resource_error_before_any_write);
+    tcase_add_loop_test(tc, test_store_full_disk_is_a_resource_error_and_the_store_still_opens,
+                        0, 2);
     tcase_add_test(tc, test_store_enforces_max_sessions);
     tcase_add_test(tc, test_store_enforces_max_state_size);
     tcase_add_test(tc, test_store_periodic_durability_flushes_when_due);
