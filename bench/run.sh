@@ -123,25 +123,33 @@ record() {  # system config case run extra-json result-json
 
 # am2z: a fresh broker (own data dir) + one worker per case, so VmHWM is the
 # peak of that case alone.  am2z_case durability case-name run bench-args...
+# Durability "pinned" is periodic with each process on one core: the broker
+# on the first CPU, the worker and the client on the last (--cpus, taskset).
 am2z_case() {
   local dur="$1" name="$2" run="$3"; shift 3
-  local d="$work/am2z-$name-$dur-$run"
+  local label="$dur" bpin=() wpin=() cpin=()
+  if [[ $dur == pinned ]]; then
+    dur=periodic bpin=(--cpus "$PIN_BROKER") wpin=(--cpus "$PIN_WORKER")
+    cpin=(taskset -c "$PIN_CLIENT")
+  fi
+  local d="$work/am2z-$name-$label-$run"
   mkdir -p "$d"
   "$BROKER" --data-dir "$d/data" --durability "$dur" --log-level warn --map-size 8GiB \
     --frontend 'tcp://127.0.0.1:*' --backend 'tcp://127.0.0.1:*' --events 'tcp://127.0.0.1:*' \
-    >"$d/broker.out" 2>&1 &
+    "${bpin[@]}" >"$d/broker.out" 2>&1 &
   local bp=$!; pids+=("$bp")
   wait_for "$d/broker.out" ready
   local line fe be
   line="$(grep ready "$d/broker.out")"
   fe="$(sed -n 's/.* frontend=\([^ ]*\).*/\1/p' <<<"$line")"
   be="$(sed -n 's/.* backend=\([^ ]*\).*/\1/p' <<<"$line")"
-  "$WORKER" --broker "$be" --log-level warn --concurrency "$conc" >"$d/worker.out" 2>&1 &
+  "$WORKER" --broker "$be" --log-level warn --concurrency "$conc" "${wpin[@]}" \
+    >"$d/worker.out" 2>&1 &
   local wp=$!; pids+=("$wp")
   wait_for "$d/worker.out" ready
   local c0b c0w u0b u0w out
   c0b=$(ctxsw "$bp") c0w=$(ctxsw "$wp") u0b=$(cpu_us "$bp") u0w=$(cpu_us "$wp")
-  if out="$("$BENCH" --broker "$fe" --json "$@" 2>"$d/bench.err")"; then
+  if out="$("${cpin[@]}" "$BENCH" --broker "$fe" --json "$@" 2>"$d/bench.err")"; then
     local extra
     extra=$(printf ',"rss_broker_kb":%s,"rss_worker_kb":%s,"ctxsw_broker":%s,"ctxsw_worker":%s,"cpu_broker_us":%s,"cpu_worker_us":%s' \
       "$(hwm_kb "$bp")" "$(hwm_kb "$wp")" "$(( $(ctxsw "$bp") - c0b ))" "$(( $(ctxsw "$wp") - c0w ))" \
@@ -150,10 +158,10 @@ am2z_case() {
     extra+=$(printf ',"anon_broker_kb":%s,"file_broker_kb":%s,"anon_worker_kb":%s,"file_worker_kb":%s,"threads_worker":%s' \
       "$(rss_kb "$bp" RssAnon)" "$(rss_kb "$bp" RssFile)" "$(rss_kb "$wp" RssAnon)" "$(rss_kb "$wp" RssFile)" \
       "$(rss_kb "$wp" Threads)")
-    record am2z "$dur" "$name" "$run" "$extra" "$out"
+    record am2z "$label" "$name" "$run" "$extra" "$out"
   else
-    log "am2z $name $dur run $run FAILED: $(tail -2 "$d/bench.err")"
-    notes+=("am2z $name ($dur) run $run failed ($(tail -2 "$d/bench.err" | tr '\n' ' ')); that figure is the median of the other runs.")
+    log "am2z $name $label run $run FAILED: $(tail -2 "$d/bench.err")"
+    notes+=("am2z $name ($label) run $run failed ($(tail -2 "$d/bench.err" | tr '\n' ' ')); that figure is the median of the other runs.")
   fi
   stop_all
   rm -rf "$d/data"
@@ -233,6 +241,16 @@ bull_case() {  # config(off|aof) case-name run client-args...
 }
 
 # ---------------------------------------------------------------- the runs
+# placement for the "pinned" cases: the broker alone on the first CPU this
+# process may use, worker and client on the last (needs two, and taskset)
+read -r PIN_BROKER PIN_WORKER < <(python3 -c 'import os; c=sorted(os.sched_getaffinity(0)); print(c[0], c[-1])')
+PIN_CLIENT=$PIN_WORKER
+pin=0
+if [[ $PIN_BROKER != "$PIN_WORKER" ]] && command -v taskset >/dev/null; then
+  pin=1
+else
+  notes+=("One-core-per-process cases skipped: they need two CPUs and taskset (util-linux).")
+fi
 started="$(date -u '+%Y-%m-%d %H:%M UTC')"
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 t0=$SECONDS
@@ -257,6 +275,13 @@ for run in $(seq "$runs"); do
   ((peer)) && bull_case aof session "$run" --workload session --cycles "$CYCLES"
   floor_run "$run"
   local_run "$run"
+  if ((pin)); then   # one core per process (latency tuning): the same workloads
+    am2z_case pinned rt "$run" --workload rt --rounds "$ROUNDS"
+    am2z_case pinned tp "$run" --workload tp --jobs "$JOBS" --window "$WINDOW"
+    am2z_case pinned chain3 "$run" --workload chain3 --rounds "$ROUNDS_FLOW"
+    am2z_case pinned par3 "$run" --workload par3 --rounds "$ROUNDS_FLOW"
+    am2z_case pinned session "$run" --workload session --cycles "$CYCLES"
+  fi
   am2z_case periodic rt-4k "$run" --workload rt --rounds "$ROUNDS_4K" --state-bytes 4096
   am2z_case periodic tp-4k "$run" --workload tp --jobs "$JOBS_4K" --window "$WINDOW" --state-bytes 4096
   am2z_case periodic rt-64k "$run" --workload rt --rounds "$ROUNDS_64K" --state-bytes 65536
@@ -299,6 +324,7 @@ json.dump({
   "bullmq": "$( ((peer)) && node -p "require('$peerdir/node_modules/bullmq/package.json').version")",
   "ioredis": "$( ((peer)) && node -p "require('$peerdir/node_modules/ioredis/package.json').version")",
   "worker_concurrency": $conc, "window": $WINDOW,
+  "pin": {"broker": "$PIN_BROKER", "worker": "$PIN_WORKER", "client": "$PIN_CLIENT", "on": $pin},
   "sizes": {"rounds": $ROUNDS, "jobs": $JOBS, "cycles": $CYCLES, "rounds_flow": $ROUNDS_FLOW, "rounds_4k": $ROUNDS_4K,
             "jobs_4k": $JOBS_4K, "rounds_64k": $ROUNDS_64K, "jobs_64k": $JOBS_64K},
   "peer": $peer, "notes": $(python3 -c 'import json,sys; print(json.dumps(sys.argv[1:]))' "${notes[@]}"),

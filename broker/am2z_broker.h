@@ -52,6 +52,7 @@ typedef struct {
     uint64_t retain_failed;                /* failed results kept per processor */
     uint64_t retain_failed_ms;             /* ... and for at most this long */
     uint64_t dlq_max;                      /* dead letters kept; the oldest goes first */
+    char cpus[64];                         /* am2z-broker: CPUs to run on ("" = any) */
 } am2z_broker_config_t;
 
 /*  The broker's configuration table (common entries + endpoints), for

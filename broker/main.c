@@ -76,6 +76,11 @@ main(int argc, char **argv)
     }
     free(positional);
 
+    /*  before any thread: ZeroMQ's I/O thread inherits the CPUs */
+    if (am2z_sys_set_cpus(cfg.cpus, err, sizeof err) != AM2Z_OK) {
+        fprintf(stderr, "am2z-broker: %s\n(see am2z-broker --help)\n", err);
+        return 2;
+    }
     zsys_handler_set(NULL);       /* our handlers, not CZMQ's */
     am2z_sys_raise_limits(NULL);  /* one fd per ZeroMQ socket */
     zsys_init();

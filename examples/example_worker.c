@@ -38,6 +38,7 @@ typedef struct {
     int log_format;               /* am2z_log_format_t */
     uint64_t concurrency;         /* 0 = each processor's own */
     uint64_t grace_ms;            /* stop: time running jobs get to finish */
+    char cpus[64];                /* CPUs to run on, "" = any */
 } s_opts_t;
 
 static const am2z_cfg_def_t s_table[] = {
@@ -57,6 +58,9 @@ static const am2z_cfg_def_t s_table[] = {
       NULL, "actor threads (= slots) per processor; 0 = each processor's default" },
     { "grace", AM2Z_CFG_MS, offsetof(s_opts_t, grace_ms), 0, "10s", 0, 3600000,
       NULL, "on SIGTERM, how long running jobs may finish before they are handed back" },
+    { "cpus", AM2Z_CFG_STRING, offsetof(s_opts_t, cpus), 64, "", 0, 0, NULL,
+      "CPUs the worker's threads run on (main, ZeroMQ I/O, actors), e.g. 1 or 0-3; "
+      "empty = any" },
     { NULL, 0, 0, 0, NULL, 0, 0, NULL, NULL }
 };
 
@@ -117,6 +121,11 @@ main(int argc, char **argv)
         return args.help && rc == AM2Z_OK ? 0 : 2;
     }
     free(positional);
+    /*  before the first thread: ZeroMQ's I/O thread and the actors inherit it */
+    if (am2z_sys_set_cpus(opts.cpus, err, sizeof err) != AM2Z_OK) {
+        fprintf(stderr, "am2z-example-worker: %s\n", err);
+        return 2;
+    }
 
     am2z_worker_config_t cfg;
     am2z_worker_config_defaults(&cfg);

@@ -3,8 +3,11 @@
 #include "am2z_config.h"
 #include "am2z_error.h"
 #include "am2z_log.h"
+#include "am2z_sys.h"
 #include "am2z_testutil.h"
 
+#include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -615,6 +618,45 @@ START_TEST(test_config_help_lists_every_setting)
 }
 END_TEST
 
+/*  --cpus (am2z_sys_set_cpus): the daemons' CPU placement. Bad lists are
+    refused by name and change nothing; a good one confines this thread
+    (Check forks every case, so the affinity ends with it). */
+START_TEST(test_config_cpus_list)
+{
+    cpu_set_t before, after;
+    ck_assert_int_eq(sched_getaffinity(0, sizeof before, &before), 0);
+    char err[256];
+    const char *bad[] = { "x", "0,", "-1", "1-0", "0;1", "0-", "99999", "0 1", NULL };
+    for (int i = 0; bad[i]; i++) {
+        err[0] = '\0';
+        ck_assert_int_eq(am2z_sys_set_cpus(bad[i], err, sizeof err), AM2Z_ECONFIG);
+        ck_assert_msg(strstr(err, "cpus '") != NULL, "%s: %s", bad[i], err);
+    }
+    /* a CPU this process may not use (one past the highest allowed) */
+    int top = -1;
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, &before))
+            top = c;
+    char beyond[16];
+    snprintf(beyond, sizeof beyond, "%d", top + 1);
+    ck_assert_int_eq(am2z_sys_set_cpus(beyond, err, sizeof err), AM2Z_ECONFIG);
+    ck_assert_msg(strstr(err, "not available") != NULL, "%s", err);
+    ck_assert_int_eq(sched_getaffinity(0, sizeof after, &after), 0);
+    ck_assert(CPU_EQUAL(&before, &after));
+    ck_assert_int_eq(am2z_sys_set_cpus("", err, sizeof err), AM2Z_OK);
+    ck_assert_int_eq(am2z_sys_set_cpus(NULL, NULL, 0), AM2Z_OK);
+    /* the highest allowed CPU alone, then as a range with itself */
+    char one[32];
+    snprintf(one, sizeof one, "%d", top);
+    ck_assert_int_eq(am2z_sys_set_cpus(one, err, sizeof err), AM2Z_OK);
+    ck_assert_int_eq(sched_getaffinity(0, sizeof after, &after), 0);
+    ck_assert_int_eq(CPU_COUNT(&after), 1);
+    ck_assert(CPU_ISSET(top, &after));
+    snprintf(one, sizeof one, "%d-%d,%d", top, top, top);
+    ck_assert_int_eq(am2z_sys_set_cpus(one, err, sizeof err), AM2Z_OK);
+}
+END_TEST
+
 static Suite *
 s_suite(void)
 {
@@ -640,6 +682,7 @@ s_suite(void)
     tcase_add_test(tc, test_config_double_dash_ends_flags);
     tcase_add_test(tc, test_config_get_round_trips);
     tcase_add_test(tc, test_config_help_lists_every_setting);
+    tcase_add_test(tc, test_config_cpus_list);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -19,7 +19,9 @@
 #include "am2z_testproc.h"
 #include "am2z_testutil.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
@@ -605,6 +607,75 @@ START_TEST(test_sched_small_session_is_not_starved_by_a_large_backlog)
 }
 END_TEST
 
+/*  Every thread of pid (main, ZeroMQ's I/O thread, actors) may run only
+    on `cpus` (as /proc writes a list: "1", "0-1"). Returns the number of
+    threads checked. */
+static int
+s_threads_on(pid_t pid, const char *cpus)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        char status[512], line[256];
+        snprintf(status, sizeof status, "%s/%s/status", path, de->d_name);
+        FILE *f = fopen(status, "r");
+        if (!f)
+            continue;                  /* the thread ended meanwhile */
+        while (fgets(line, sizeof line, f))
+            if (strncmp(line, "Cpus_allowed_list:", 18) == 0) {
+                char *v = line + 18;
+                v += strspn(v, " \t");
+                v[strcspn(v, "\n")] = '\0';
+                ck_assert_msg(strcmp(v, cpus) == 0, "thread %s of %d runs on %s, not %s",
+                              de->d_name, (int)pid, v, cpus);
+                n++;
+            }
+        fclose(f);
+    }
+    closedir(d);
+    return n;
+}
+
+/*  --cpus places the broker and the worker, all their threads, and a job
+    still runs (the worker's actor threads start later and inherit it). */
+START_TEST(test_sched_cpus_places_every_thread_of_broker_and_worker)
+{
+    cpu_set_t allowed;
+    ck_assert_int_eq(sched_getaffinity(0, sizeof allowed, &allowed), 0);
+    int first = -1, last = -1;
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, &allowed)) {
+            if (first < 0)
+                first = c;
+            last = c;
+        }
+    char bcpu[16], wcpu[16];
+    snprintf(bcpu, sizeof bcpu, "%d", first);
+    snprintf(wcpu, sizeof wcpu, "%d", last);
+    const char *bextra[] = { "--cpus", bcpu, NULL };
+    const char *wextra[] = { "--cpus", wcpu, NULL };
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start_broker(&env, "sched-cpus", bextra);
+    am2z_testproc_t *w = am2z_cluster_add_worker(&env, wextra);
+    am2z_cluster_wait_workers(&env, 1);
+    am2z_client_t *c = am2z_cluster_client(&env, 10000);
+    am2z_result_t *r = NULL;
+    ck_assert_int_eq(am2z_client_execute(c, "increment", NULL, "cpus-1", NULL, &r), AM2Z_OK);
+    ck_assert(r->success);
+    am2z_result_destroy(&r);
+    ck_assert_int_ge(s_threads_on(env.broker.pid, bcpu), 2);   /* loop + ZeroMQ I/O */
+    ck_assert_int_ge(s_threads_on(w->pid, wcpu), 3);           /* + an actor */
+    am2z_client_destroy(&c);
+    am2z_cluster_stop(&env);
+}
+END_TEST
+
 static Suite *
 s_suite(void)
 {
@@ -622,6 +693,7 @@ s_suite(void)
     tcase_add_test(tc, test_sched_cap_holds_across_workers);
     tcase_add_test(tc, test_sched_processors_query_reports_scheduling_defaults);
     tcase_add_test(tc, test_sched_small_session_is_not_starved_by_a_large_backlog);
+    tcase_add_test(tc, test_sched_cpus_places_every_thread_of_broker_and_worker);
     suite_add_tcase(s, tc);
     return s;
 }
