@@ -617,6 +617,44 @@ s_expect_filled(am2z_store_t *store, const char *id, size_t size, uint8_t fill)
     am2z_record_clear(&rec);
 }
 
+/*  Puts states PREFIX0000, PREFIX0001, ... (size bytes of 'a' + i % 26,
+    built in buf) until one fails or max are stored: returns how many were
+    stored, *rc the failing code (AM2Z_OK if none failed). No assertions:
+    safe under a lowered file size limit. */
+static int
+s_fill(am2z_store_t *store, const char *prefix, uint8_t *buf, size_t size, int max, int *rc)
+{
+    char id[32];
+    int stored = 0;
+    *rc = AM2Z_OK;
+    for (int i = 0; i < max; i++) {
+        snprintf(id, sizeof id, "%s%04d", prefix, i);
+        memset(buf, 'a' + i % 26, size);
+        *rc = am2z_store_put_state(store, id, 0, 1, buf, size, NOW);
+        if (*rc != AM2Z_OK)
+            break;
+        stored++;
+    }
+    return stored;
+}
+
+/*  The states s_fill stored as PREFIX<from> .. PREFIX<to - 1> read back
+    unchanged (one assertion per state). */
+static void
+s_expect_fill(am2z_store_t *store, const char *prefix, int from, int to, uint8_t *buf,
+              size_t size)
+{
+    char id[32];
+    for (int i = from; i < to; i++) {
+        snprintf(id, sizeof id, "%s%04d", prefix, i);
+        am2z_record_t rec;
+        ck_assert_int_eq(am2z_store_get_state(store, id, &rec), AM2Z_OK);
+        memset(buf, 'a' + i % 26, size);
+        ck_assert_msg(rec.size == size && memcmp(rec.data, buf, size) == 0, "%s changed", id);
+        am2z_record_clear(&rec);
+    }
+}
+
 /*  Loop index 0: sync (pwrite), 1: periodic (MDB_WRITEMAP). */
 START_TEST(test_store_map_full_is_a_resource_error)
 {
@@ -630,15 +668,8 @@ START_TEST(test_store_map_full_is_a_resource_error)
 
     static uint8_t state[6000];
     char id[32];
-    int stored = 0, rc = AM2Z_OK;
-    for (int i = 0; i < 1000; i++) {
-        snprintf(id, sizeof id, "s%04d", i);
-        memset(state, 'a' + i % 26, sizeof state);
-        rc = am2z_store_put_state(e.store, id, 0, 1, state, sizeof state, NOW);
-        if (rc != AM2Z_OK)
-            break;
-        stored++;
-    }
+    int rc;
+    int stored = s_fill(e.store, "s", state, sizeof state, 1000, &rc);
     ck_assert_int_eq(rc, AM2Z_ERESOURCE);
     ck_assert_int_gt(stored, 5);
 
@@ -731,25 +762,14 @@ START_TEST(test_store_file_size_limit_is_a_resource_error_before_any_write)
     rl.rlim_cur = (rlim_t)sb.st_size;
     ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &rl), 0);
     static uint8_t state[60000];
-    char id[32];
-    int stored = 0, rc = AM2Z_OK;
-    for (int i = 0; i < 2000; i++) {
-        snprintf(id, sizeof id, "f%04d", i);
-        memset(state, 'a' + i % 26, sizeof state);
-        rc = am2z_store_put_state(e.store, id, 0, 1, state, sizeof state, NOW);
-        if (rc != AM2Z_OK)
-            break;
-        stored++;
-    }
+    int rc;
+    int stored = s_fill(e.store, "f", state, sizeof state, 2000, &rc);
     int stats_rc = am2z_store_stats(e.store, &st);
     int del_rc = am2z_store_delete_state(e.store, "f0000");
     int again_rc = am2z_store_put_state(e.store, "small", 0, 1, state, 100, NOW);
     /* a full store still opens (reads work, writes are refused by name) */
-    int big_rc = AM2Z_OK;
-    for (int i = 0; i < 2000 && big_rc == AM2Z_OK; i++) {
-        snprintf(id, sizeof id, "g%04d", i);
-        big_rc = am2z_store_put_state(e.store, id, 0, 1, state, sizeof state, NOW);
-    }
+    int big_rc;
+    s_fill(e.store, "g", state, sizeof state, 2000, &big_rc);
     am2z_store_destroy(&e.store);
     char err[512] = "";
     int reopen_rc = am2z_store_open(&e.cfg, &e.store, err, sizeof err);
@@ -773,14 +793,7 @@ START_TEST(test_store_file_size_limit_is_a_resource_error_before_any_write)
     ck_assert_int_eq(read_rc, AM2Z_OK);
     ck_assert_int_eq(full_rc, AM2Z_ERESOURCE);
     s_env_reopen(&e);
-    for (int i = 1; i < stored; i++) {
-        snprintf(id, sizeof id, "f%04d", i);
-        ck_assert_int_eq(am2z_store_get_state(e.store, id, &rec), AM2Z_OK);
-        memset(state, 'a' + i % 26, sizeof state);
-        ck_assert_msg(rec.size == sizeof state && memcmp(rec.data, state, sizeof state) == 0,
-                      "%s changed", id);
-        am2z_record_clear(&rec);
-    }
+    s_expect_fill(e.store, "f", 1, stored, state, sizeof state);
     s_env_close(&e);
 }
 END_TEST
@@ -838,16 +851,8 @@ START_TEST(test_store_full_disk_is_a_resource_error_and_the_store_still_opens)
         e.cfg.durability = AM2Z_DURABILITY_PERIODIC;
     e.store = s_open(&e.cfg);
     static uint8_t state[20000];
-    char id[32];
-    int stored = 0, rc = AM2Z_OK;
-    for (int i = 0; i < 1000; i++) {
-        snprintf(id, sizeof id, "d%04d", i);
-        memset(state, 'a' + i % 26, sizeof state);
-        rc = am2z_store_put_state(e.store, id, 0, 1, state, sizeof state, NOW);
-        if (rc != AM2Z_OK)
-            break;
-        stored++;
-    }
+    int rc;
+    int stored = s_fill(e.store, "d", state, sizeof state, 1000, &rc);
     ck_assert_int_eq(rc, AM2Z_ERESOURCE);
     ck_assert_int_gt(stored, 5);
     am2z_store_stats_t st;
@@ -879,20 +884,8 @@ START_TEST(test_store_full_disk_is_a_resource_error_and_the_store_still_opens)
     char err[512] = "";
     rc = am2z_store_open(&e.cfg, &e.store, err, sizeof err);
     ck_assert_msg(rc == AM2Z_OK, "a full store did not open: %s (%s)", am2z_strerror(rc), err);
-    for (int i = 0; i < stored; i++) {
-        snprintf(id, sizeof id, "d%04d", i);
-        am2z_record_t rec;
-        ck_assert_int_eq(am2z_store_get_state(e.store, id, &rec), AM2Z_OK);
-        memset(state, 'a' + i % 26, sizeof state);
-        ck_assert_msg(rec.size == sizeof state && memcmp(rec.data, state, sizeof state) == 0,
-                      "%s changed", id);
-        am2z_record_clear(&rec);
-    }
-    rc = AM2Z_OK;
-    for (int i = 0; i < 200 && rc == AM2Z_OK; i++) {
-        snprintf(id, sizeof id, "e%04d", i);
-        rc = am2z_store_put_state(e.store, id, 0, 1, state, sizeof state, NOW);
-    }
+    s_expect_fill(e.store, "d", 0, stored, state, sizeof state);
+    s_fill(e.store, "e", state, sizeof state, 200, &rc);
     ck_assert_int_eq(rc, AM2Z_ERESOURCE);
     ck_assert_int_eq(am2z_store_stats(e.store, &st), AM2Z_OK);
     ck_assert_int_eq(st.write_errno, ENOSPC);
