@@ -177,6 +177,7 @@ am2z_runtime_start(am2z_runtime_t *self)
     if (self->cfg.events[0])
         snprintf(cfg.events, sizeof cfg.events, "inproc://am2z-rt-%p-%u-events",
                  (void *)self, self->starts);
+    cfg.common.embedded = true;   /* the application shares this process: no writable map */
 
     int rc = AM2Z_ENETWORK;
     char ep[3][AM2Z_ENDPOINT_MAX];

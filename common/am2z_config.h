@@ -136,6 +136,10 @@ typedef struct {
     uint64_t max_frame_size;       /* largest wire body accepted, bytes */
     int log_level;                 /* am2z_log_level_t */
     int log_format;                /* am2z_log_format_t */
+    bool embedded;                 /* not a setting: the store shares its process with
+                                      application code (am2z_runtime), so LMDB keeps its
+                                      map read-only (no MDB_WRITEMAP: a stray write of
+                                      the application must not reach the file) */
 } am2z_config_t;
 
 extern const char *const am2z_durability_names[];   /* "sync", "periodic", NULL */

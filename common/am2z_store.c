@@ -18,7 +18,9 @@
       takes a page fault for each one it touches (measured: broker CPU per
       job 78 -> 89 µs). Two costs, both handled here: (1) the map is
       writable, so a stray write through a pointer into it would corrupt
-      the file: the store only hands out copies or const views; (2) LMDB
+      the file: the store only hands out copies or const views, and a
+      store that shares its process with application code (the embedded
+      runtime, cfg->embedded) keeps the map read-only; (2) LMDB
       sizes the file to the map (sparse), and a page fault on an
       unallocated block of a full disk is SIGBUS, not ENOSPC.
     - So the store allocates the file's blocks ahead of use
@@ -266,7 +268,7 @@ am2z_store_open(const am2z_config_t *cfg, am2z_store_t **out,
     self->fd = -1;
     unsigned flags = MDB_NOTLS;
     if (cfg->durability == AM2Z_DURABILITY_PERIODIC)
-        flags |= MDB_NOSYNC | MDB_WRITEMAP;
+        flags |= MDB_NOSYNC | (cfg->embedded ? 0 : MDB_WRITEMAP);
 
     int mrc = mdb_env_create(&self->env);
     if (mrc != 0) {

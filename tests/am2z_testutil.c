@@ -57,3 +57,31 @@ am2z_test_random_bytes(uint64_t *seed, uint8_t *out, size_t size)
     }
     *seed = x;
 }
+
+void
+am2z_test_lmdb_map_perms(int pid, const char *dir, char perms[5])
+{
+    char path[64], file[1100], line[1400];
+    if (pid)
+        snprintf(path, sizeof path, "/proc/%d/maps", pid);
+    else
+        snprintf(path, sizeof path, "/proc/self/maps");
+    snprintf(file, sizeof file, "%s/data.mdb", dir);
+    FILE *f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "%s: %s", path, strerror(errno));
+    perms[0] = '\0';
+    while (fgets(line, sizeof line, f)) {
+        char *name = strchr(line, '/');
+        if (!name)
+            continue;
+        name[strcspn(name, "\n")] = '\0';
+        char *p = strchr(line, ' ');
+        if (p && strcmp(name, file) == 0) {
+            memcpy(perms, p + 1, 4);
+            perms[4] = '\0';
+            break;
+        }
+    }
+    fclose(f);
+    ck_assert_msg(perms[0], "no mapping of %s in %s", file, path);
+}

@@ -17,6 +17,12 @@ void am2z_test_rmtree(const char *path);
     failed cases (use as main's exit status). */
 int am2z_test_run(Suite *suite);
 
+/*  The permissions ("r--s", "rw-s", ...) of the mapping of dir/data.mdb in
+    process pid (0 = this one): where LMDB keeps its map read-only and where
+    it writes pages in place (MDB_WRITEMAP). Fails the test if there is no
+    such mapping. */
+void am2z_test_lmdb_map_perms(int pid, const char *dir, char perms[5]);
+
 /*  Deterministic pseudo-random bytes for garbage-input tests (xorshift). */
 void am2z_test_random_bytes(uint64_t *seed, uint8_t *out, size_t size);
 

@@ -54,6 +54,34 @@ START_TEST(test_runtime_executes_in_process)
 }
 END_TEST
 
+/*  The embedded runtime shares its process with the application: even
+    with periodic durability its LMDB map stays read-only (no MDB_WRITEMAP). */
+START_TEST(test_runtime_keeps_its_lmdb_map_read_only)
+{
+    char dir[512];
+    am2z_test_tmpdir("runtime-map", dir, sizeof dir);
+    am2z_broker_config_t cfg;
+    am2z_broker_config_defaults(&cfg);
+    snprintf(cfg.common.data_dir, sizeof cfg.common.data_dir, "%s", dir);
+    cfg.common.log_level = AM2Z_LOG_WARN;
+    cfg.common.durability = AM2Z_DURABILITY_PERIODIC;
+    am2z_runtime_t *rt = am2z_runtime_new(&cfg);
+    ck_assert_ptr_nonnull(rt);
+    size_t n = 0;
+    const am2z_processor_def_t *defs = am2z_example_processors(&n);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_int_eq(am2z_runtime_register(rt, &defs[i]), AM2Z_OK);
+    ck_assert_int_eq(am2z_runtime_start(rt), AM2Z_OK);
+    int64_t count = 0;
+    ck_assert_uint_eq(s_increment(rt, "rt-map", &count), 2);
+    char perms[5];
+    am2z_test_lmdb_map_perms(0, dir, perms);
+    ck_assert_str_eq(perms, "r--s");
+    am2z_runtime_destroy(&rt);
+    am2z_test_rmtree(dir);
+}
+END_TEST
+
 START_TEST(test_runtime_start_twice_and_stop_when_stopped_are_harmless)
 {
     char dir[512];
@@ -123,6 +151,7 @@ s_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_runtime_executes_in_process);
     tcase_add_test(tc, test_runtime_start_twice_and_stop_when_stopped_are_harmless);
+    tcase_add_test(tc, test_runtime_keeps_its_lmdb_map_read_only);
     tcase_add_test(tc, test_runtime_start_stop_start_executes_again_and_keeps_state);
     tcase_add_test(tc, test_runtime_two_runtimes_do_not_meet);
     suite_add_tcase(s, tc);

@@ -655,6 +655,34 @@ s_expect_fill(am2z_store_t *store, const char *prefix, int from, int to, uint8_t
     }
 }
 
+/*  Where LMDB writes pages in place: periodic mode (MDB_WRITEMAP), unless
+    the store shares its process with application code (embedded); sync
+    mode never. */
+START_TEST(test_store_map_is_writable_only_for_a_periodic_daemon_store)
+{
+    const struct { int durability; bool embedded; const char *perms; } cases[] = {
+        { AM2Z_DURABILITY_SYNC, false, "r--s" },
+        { AM2Z_DURABILITY_PERIODIC, false, "rw-s" },
+        { AM2Z_DURABILITY_PERIODIC, true, "r--s" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        s_env_t e;
+        am2z_test_tmpdir("store-writemap", e.dir, sizeof e.dir);
+        s_cfg(&e.cfg, e.dir);
+        e.cfg.durability = cases[i].durability;
+        e.cfg.embedded = cases[i].embedded;
+        e.store = s_open(&e.cfg);
+        ck_assert_int_eq(PUT(e.store, "w1", 0, 1, "state"), AM2Z_OK);
+        char perms[5];
+        am2z_test_lmdb_map_perms(0, e.dir, perms);
+        ck_assert_msg(strcmp(perms, cases[i].perms) == 0, "case %zu: map %s, want %s", i, perms,
+                      cases[i].perms);
+        s_expect_state(e.store, "w1", 1, "state");
+        s_env_close(&e);
+    }
+}
+END_TEST
+
 /*  Loop index 0: sync (pwrite), 1: periodic (MDB_WRITEMAP). */
 START_TEST(test_store_map_full_is_a_resource_error)
 {
@@ -1181,6 +1209,7 @@ s_suite(void)
     tcase_add_test(tc, test_store_raw_put_get_each);
     tcase_add_test(tc, test_store_each_callback_may_read_the_store);
     tcase_add_test(tc, test_store_detects_corrupt_envelope_on_disk);
+    tcase_add_test(tc, test_store_map_is_writable_only_for_a_periodic_daemon_store);
     tcase_add_loop_test(tc, test_store_map_full_is_a_resource_error, 0, 2);
     tcase_add_test(tc, test_store_file_size_limit_is_a_resource_error_before_any_write);
     tcase_add_loop_test(tc, test_store_full_disk_is_a_resource_error_and_the_store_still_opens,
