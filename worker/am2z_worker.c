@@ -59,6 +59,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -555,8 +556,25 @@ s_to_actor(s_engine_t *e, const s_slot_t *slot, const char *cmd,
 {
     void *h = zsock_resolve(e->router);
     uint32_t id = (uint32_t)(slot - e->slots);
-    if (zmq_send(h, &id, sizeof id, ZMQ_SNDMORE) == -1)
-        return AM2Z_ENETWORK;
+    /*  A refusal here was seen once (sched_test under ctest -j2: the job
+        failed with a ResourceError "actor pipe"; cause unknown, not
+        reproduced in some 35 runs of that suite since): take the ROUTER's pending
+        commands (peer attachments, write credit), try twice more, and
+        log the errno either way, so the next one says what it was. */
+    for (int attempt = 0; zmq_send(h, &id, sizeof id, ZMQ_SNDMORE) == -1; attempt++) {
+        int err = zmq_errno();
+        if (attempt == 2 || (err != EHOSTUNREACH && err != EAGAIN)) {
+            AM2Z_LOG(e->w->log, AM2Z_LOG_ERROR, "worker", "actor unreachable",
+                     AM2Z_KU("slot", id), AM2Z_KS("cmd", cmd),
+                     AM2Z_KU("attempts", (uint64_t)attempt + 1),
+                     AM2Z_KS("error", zmq_strerror(err)));
+            return AM2Z_ENETWORK;
+        }
+        AM2Z_LOG(e->w->log, AM2Z_LOG_WARN, "worker", "actor not reachable yet: retrying",
+                 AM2Z_KU("slot", id), AM2Z_KS("error", zmq_strerror(err)));
+        zsock_events(e->router);
+        nanosleep(&(struct timespec){ .tv_nsec = 100000 }, NULL);
+    }
     /*  Once the first part is queued the rest of a multipart always is. */
     zmq_send(h, cmd, strlen(cmd), size || data ? ZMQ_SNDMORE : 0);
     if (size || data)
