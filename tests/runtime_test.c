@@ -7,12 +7,13 @@
 #include <string.h>
 
 static am2z_runtime_t *
-s_runtime(const char *dir)
+s_runtime_durable(const char *dir, int durability)
 {
     am2z_broker_config_t cfg;
     am2z_broker_config_defaults(&cfg);
     snprintf(cfg.common.data_dir, sizeof cfg.common.data_dir, "%s", dir);
     cfg.common.log_level = AM2Z_LOG_WARN;
+    cfg.common.durability = durability;
     am2z_runtime_t *rt = am2z_runtime_new(&cfg);
     ck_assert_ptr_nonnull(rt);
     size_t n = 0;
@@ -20,6 +21,12 @@ s_runtime(const char *dir)
     for (size_t i = 0; i < n; i++)
         ck_assert_int_eq(am2z_runtime_register(rt, &defs[i]), AM2Z_OK);
     return rt;
+}
+
+static am2z_runtime_t *
+s_runtime(const char *dir)
+{
+    return s_runtime_durable(dir, AM2Z_DURABILITY_SYNC);
 }
 
 /*  Runs increment once in `session` (continuing from its stored state) and
@@ -60,17 +67,7 @@ START_TEST(test_runtime_keeps_its_lmdb_map_read_only)
 {
     char dir[512];
     am2z_test_tmpdir("runtime-map", dir, sizeof dir);
-    am2z_broker_config_t cfg;
-    am2z_broker_config_defaults(&cfg);
-    snprintf(cfg.common.data_dir, sizeof cfg.common.data_dir, "%s", dir);
-    cfg.common.log_level = AM2Z_LOG_WARN;
-    cfg.common.durability = AM2Z_DURABILITY_PERIODIC;
-    am2z_runtime_t *rt = am2z_runtime_new(&cfg);
-    ck_assert_ptr_nonnull(rt);
-    size_t n = 0;
-    const am2z_processor_def_t *defs = am2z_example_processors(&n);
-    for (size_t i = 0; i < n; i++)
-        ck_assert_int_eq(am2z_runtime_register(rt, &defs[i]), AM2Z_OK);
+    am2z_runtime_t *rt = s_runtime_durable(dir, AM2Z_DURABILITY_PERIODIC);
     ck_assert_int_eq(am2z_runtime_start(rt), AM2Z_OK);
     int64_t count = 0;
     ck_assert_uint_eq(s_increment(rt, "rt-map", &count), 2);
