@@ -124,6 +124,134 @@ s_send_now(void *sock, const uint8_t *ident, size_t ident_size,
 }
 
 /* ---------------------------------------------------------------------------
+   Batched answers.
+
+   A client that sends a BATCH (am2z_client_submit_many does) shows that
+   it reads them, and its requests are marked peer_t.batch. Everything the
+   broker sends that client during one loop iteration — ACCEPTEDs, ERRORs,
+   RESULTs, EVENTs — is then collected here, in order, and goes out as one
+   BATCH (or one plain message when there is only one) when the iteration
+   ends, before the loop polls again. Once a client has messages here,
+   every later message to it this iteration joins them, so its order is
+   kept. One ZeroMQ message instead of dozens: the per-message costs of
+   libzmq (routing, pipe writes) and of the client's reads are paid once.
+   ------------------------------------------------------------------------ */
+
+static coalesce_t *
+s_co_find(am2z_broker_t *self, const uint8_t *ident, size_t ident_size)
+{
+    for (size_t i = 0; i < self->co_n; i++) {
+        coalesce_t *co = &self->co[i];
+        if (co->ident_size == ident_size && memcmp(co->ident, ident, ident_size) == 0)
+            return co;
+    }
+    return NULL;
+}
+
+/*  Sends what co holds: one plain message, or one BATCH. */
+static void
+s_co_send(am2z_broker_t *self, coalesce_t *co)
+{
+    const uint8_t *p = co->buf, *end = co->buf + co->len;
+    if (co->n == 1) {
+        size_t size;
+        memcpy(&size, p + 1, sizeof size);
+        s_send_now(self->fe, co->ident, co->ident_size, NULL, (am2z_cmd_t)p[0],
+                   p + 1 + sizeof size, size);
+    } else if (co->n > 1
+               && zmq_send(self->fe, co->ident, co->ident_size, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0
+               && zmq_send(self->fe, AM2Z_PROTOCOL, strlen(AM2Z_PROTOCOL),
+                           ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0
+               && zmq_send(self->fe, AM2Z_BATCH, strlen(AM2Z_BATCH), ZMQ_SNDMORE | ZMQ_DONTWAIT)
+                      >= 0) {
+        while (p < end) {
+            size_t size;
+            memcpy(&size, p + 1, sizeof size);
+            const char *name = am2z_cmd_name((am2z_cmd_t)p[0]);
+            const uint8_t *body = p + 1 + sizeof size;
+            p = body + size;
+            if (zmq_send(self->fe, name, strlen(name), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0
+                || zmq_send(self->fe, body, size, (p < end ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT) < 0)
+                break;
+        }
+    }
+    co->len = 0;
+    co->n = 0;
+}
+
+/*  Sends every collected message (end of a loop iteration). */
+static void
+s_co_flush(am2z_broker_t *self)
+{
+    for (size_t i = 0; i < self->co_n; i++)
+        s_co_send(self, &self->co[i]);
+    self->co_n = 0;
+}
+
+/*  Collects a message to a client when it takes BATCHes (batch) or
+    already has messages collected. Returns false when it must go now. */
+static bool
+s_co_add(am2z_broker_t *self, const uint8_t *ident, size_t ident_size, am2z_cmd_t cmd,
+         const uint8_t *body, size_t size, bool batch)
+{
+    coalesce_t *co = s_co_find(self, ident, ident_size);
+    if (!co) {
+        if (!batch || ident_size > S_IDENT_MAX)
+            return false;
+        if (self->co_n == S_CO_MAX)
+            s_co_flush(self);
+        co = &self->co[self->co_n++];
+        memcpy(co->ident, ident, ident_size);
+        co->ident_size = ident_size;
+        co->len = co->n = 0;
+    }
+    size_t need = co->len + 1 + sizeof size + size;
+    if (need > co->cap) {
+        size_t cap = co->cap ? co->cap : 4096;
+        while (cap < need)
+            cap *= 2;
+        uint8_t *buf = realloc(co->buf, cap);
+        if (!buf) {
+            s_co_send(self, co);  /* what it has first: the order holds */
+            return false;
+        }
+        co->buf = buf;
+        co->cap = cap;
+    }
+    uint8_t *p = co->buf + co->len;
+    p[0] = (uint8_t)cmd;
+    memcpy(p + 1, &size, sizeof size);
+    if (size)
+        memcpy(p + 1 + sizeof size, body, size);
+    co->len = need;
+    if (++co->n == AM2Z_BATCH_MAX)
+        s_co_send(self, co);
+    return true;
+}
+
+/*  Sends now, or collects it for a BATCH (see above). */
+static void
+s_emit(am2z_broker_t *self, void *sock, const uint8_t *ident, size_t ident_size,
+       const char *prefix, am2z_cmd_t cmd, const uint8_t *body, size_t size, bool batch)
+{
+    if (sock == self->fe && ident && !prefix && (self->co_n || batch)
+        && s_co_add(self, ident, ident_size, cmd, body, size, batch))
+        return;
+    s_send_now(sock, ident, ident_size, prefix, cmd, body, size);
+}
+
+static void
+s_co_free(am2z_broker_t *self)
+{
+    for (size_t i = 0; i < S_CO_MAX; i++) {
+        free(self->co[i].buf);
+        self->co[i].buf = NULL;
+        self->co[i].cap = 0;
+    }
+    self->co_n = 0;
+}
+
+/* ---------------------------------------------------------------------------
    Outbox (durability sync).
 
    In sync mode the store defers each commit's meta flush
@@ -162,7 +290,7 @@ s_must_hold(am2z_broker_t *self)
     says so) rather than lost. */
 static void
 s_hold(am2z_broker_t *self, void *sock, const uint8_t *ident, size_t ident_size,
-       const char *prefix, am2z_cmd_t cmd, const uint8_t *body, size_t size)
+       const char *prefix, am2z_cmd_t cmd, const uint8_t *body, size_t size, bool batch)
 {
     size_t np = prefix ? strlen(prefix) + 1 : 0;
     if (self->out_n == self->out_cap) {
@@ -197,6 +325,7 @@ s_hold(am2z_broker_t *self, void *sock, const uint8_t *ident, size_t ident_size,
     if (size)
         memcpy(p, body, size);
     h->txn = am2z_store_committed(self->store);
+    h->batch = batch;
     self->outbox[(self->out_head + self->out_n) % self->out_cap] = h;
     self->out_n++;
     return;
@@ -204,7 +333,7 @@ now:
     AM2Z_LOG(self->log, AM2Z_LOG_ERROR, S_COMPONENT,
              "out of memory holding a message for durability: sent at once",
              AM2Z_KS("cmd", am2z_cmd_name(cmd)));
-    s_send_now(sock, ident, ident_size, prefix, cmd, body, size);
+    s_emit(self, sock, ident, ident_size, prefix, cmd, body, size, batch);
 }
 
 /*  Sends the held messages whose commit is durable (all of them: all). */
@@ -216,7 +345,8 @@ s_outbox_release(am2z_broker_t *self, bool all)
         held_t *h = self->outbox[self->out_head];
         if (!all && h->txn > durable)
             break;
-        s_send_now(h->sock, h->ident, h->ident_size, h->prefix, h->cmd, h->body, h->size);
+        s_emit(self, h->sock, h->ident, h->ident_size, h->prefix, h->cmd, h->body, h->size,
+               h->batch);
         free(h);
         self->out_head = (self->out_head + 1) % self->out_cap;
         self->out_n--;
@@ -285,17 +415,17 @@ s_outbox_settle(am2z_broker_t *self)
 /*  Sends now, or holds the message behind the outbox (sync durability). */
 static void
 s_send_frames(am2z_broker_t *self, void *sock, const uint8_t *ident, size_t ident_size,
-              const char *prefix, am2z_cmd_t cmd, const uint8_t *body, size_t size)
+              const char *prefix, am2z_cmd_t cmd, const uint8_t *body, size_t size, bool batch)
 {
     if (sock != self->be && s_must_hold(self))
-        s_hold(self, sock, ident, ident_size, prefix, cmd, body, size);
+        s_hold(self, sock, ident, ident_size, prefix, cmd, body, size, batch);
     else
-        s_send_now(sock, ident, ident_size, prefix, cmd, body, size);
+        s_emit(self, sock, ident, ident_size, prefix, cmd, body, size, batch);
 }
 
 static void
 s_send_msg(am2z_broker_t *self, void *sock, const uint8_t *ident, size_t ident_size,
-           const char *prefix, const am2z_msg_t *msg)
+           const char *prefix, const am2z_msg_t *msg, bool batch)
 {
     uint8_t *body = NULL;
     size_t size = 0;
@@ -305,7 +435,7 @@ s_send_msg(am2z_broker_t *self, void *sock, const uint8_t *ident, size_t ident_s
                  AM2Z_KS("cmd", am2z_cmd_name(msg->cmd)), AM2Z_KS("error", am2z_strerror(rc)));
         return;
     }
-    s_send_frames(self, sock, ident, ident_size, prefix, msg->cmd, body, size);
+    s_send_frames(self, sock, ident, ident_size, prefix, msg->cmd, body, size, batch);
     free(body);
 }
 
@@ -315,13 +445,13 @@ s_send_client(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
     if (!peer->ident_size)
         return;
     msg->req = peer->req;
-    s_send_msg(self, self->fe, peer->ident, peer->ident_size, NULL, msg);
+    s_send_msg(self, self->fe, peer->ident, peer->ident_size, NULL, msg, peer->batch);
 }
 
 void
 am2zb_send_worker(am2z_broker_t *self, const worker_t *worker, am2z_msg_t *msg)
 {
-    s_send_msg(self, self->be, worker->ident, worker->ident_size, NULL, msg);
+    s_send_msg(self, self->be, worker->ident, worker->ident_size, NULL, msg, false);
 }
 
 /*  ERROR {req, error} to a client; takes *error_p. */
@@ -449,13 +579,13 @@ s_event(am2z_broker_t *self, job_t *job, const char *name, const char *session,
     int rc = am2z_msg_encode(&msg, &body, &size);
     if (rc == AM2Z_OK) {
         if (to_pub)
-            s_send_frames(self, self->pub, NULL, 0, name, AM2Z_CMD_EVENT, body, size);
+            s_send_frames(self, self->pub, NULL, 0, name, AM2Z_CMD_EVENT, body, size, false);
         if (to_client) {
             /* EVENT has no req: the job id correlates. Only clients that
                asked (SUBMIT.events) get them: the others would drop them,
                and they were 2 of the ~11 messages of every job. */
             s_send_frames(self, self->fe, job->client.ident, job->client.ident_size, NULL,
-                          AM2Z_CMD_EVENT, body, size);
+                          AM2Z_CMD_EVENT, body, size, job->client.batch);
         }
         free(body);
     } else {
@@ -1405,7 +1535,7 @@ s_send_disconnect(am2z_broker_t *self, const uint8_t *ident, size_t size)
 {
     am2z_msg_t msg;
     am2z_msg_init(&msg, AM2Z_CMD_DISCONNECT);
-    s_send_msg(self, self->be, ident, size, NULL, &msg);
+    s_send_msg(self, self->be, ident, size, NULL, &msg, false);
     am2z_msg_clear(&msg);
 }
 
@@ -1812,12 +1942,15 @@ s_on_backend(am2z_broker_t *self, const uint8_t *ident, size_t ident_size, am2z_
 
 /*  Receives one whole message without blocking. Returns the number of
     frames kept (at most S_MAX_FRAMES; *too_many set when more came), or 0
-    when nothing was waiting. */
+    when nothing was waiting. When the third frame (after routing id and
+    signature) is the BATCH marker and more frames follow, it stops there
+    and sets *batch: the caller reads the (command, body) pairs. */
 static int
-s_recv(void *sock, zmq_msg_t *frames, bool *too_many)
+s_recv(void *sock, zmq_msg_t *frames, bool *too_many, bool *batch)
 {
     int n = 0;
     *too_many = false;
+    *batch = false;
     while (true) {
         zmq_msg_t part;
         zmq_msg_init(&part);
@@ -1836,6 +1969,10 @@ s_recv(void *sock, zmq_msg_t *frames, bool *too_many)
         zmq_msg_close(&part);
         if (!more)
             return n;
+        if (n == 3 && am2z_is_batch(zmq_msg_data(&frames[2]), zmq_msg_size(&frames[2]))) {
+            *batch = true;
+            return n;
+        }
     }
 }
 
@@ -1846,14 +1983,120 @@ s_close_frames(zmq_msg_t *frames, int n)
         zmq_msg_close(&frames[i]);
 }
 
+/*  A refused message: ERROR to a client (with the req its body still
+    yields), a log line for a worker's. */
+static void
+s_refuse(am2z_broker_t *self, peer_t *peer, bool frontend, const zmq_msg_t *body,
+         int rc, const char *err)
+{
+    if (frontend) {
+        if (body)
+            am2z_body_peek_req(zmq_msg_data((zmq_msg_t *)body), zmq_msg_size((zmq_msg_t *)body),
+                               self->cfg.common.max_frame_size, &peer->req);
+        AM2Z_LOG(self->log, AM2Z_LOG_DEBUG, S_COMPONENT, "bad client message",
+                 AM2Z_KS("error", err));
+        s_send_error_fmt(self, peer, AM2Z_CAT_PROTOCOL, "PROTOCOL_ERROR", "%s",
+                         err[0] ? err : am2z_strerror(rc));
+    } else {
+        AM2Z_LOG(self->log, AM2Z_LOG_WARN, S_COMPONENT, "bad worker message dropped",
+                 AM2Z_KS("error", err[0] ? err : am2z_strerror(rc)));
+    }
+}
+
+/*  Decodes one (signature, command, body) and hands it to its handler, or
+    refuses it. */
+static void
+s_handle_frames(am2z_broker_t *self, peer_t *peer, bool frontend, zmq_msg_t *sig,
+                zmq_msg_t *cmd, zmq_msg_t *body)
+{
+    char err[256] = "";
+    am2z_msg_t msg;
+    int rc = am2z_frames_decode(zmq_msg_data(sig), zmq_msg_size(sig), zmq_msg_data(cmd),
+                                zmq_msg_size(cmd), zmq_msg_data(body), zmq_msg_size(body),
+                                self->cfg.common.max_frame_size, &msg, err, sizeof err);
+    if (rc != AM2Z_OK) {
+        s_refuse(self, peer, frontend, body, rc, err);
+        return;
+    }
+    if (frontend) {
+        peer->req = msg.req;
+        s_on_frontend(self, peer, &msg);
+    } else {
+        s_on_backend(self, peer->ident, peer->ident_size, &msg);
+    }
+    am2z_msg_clear(&msg);
+}
+
+/*  Reads and handles the (command, body) pairs of a BATCH whose routing
+    id, signature and marker are in frames[0..2]. Each pair is handled as
+    the message it stands for, in order; a pair that breaks a rule is
+    refused alone (a command without a body ends the batch). A client that
+    sends a BATCH may be answered with BATCHes (peer.batch). */
+static void
+s_recv_batch(am2z_broker_t *self, void *sock, bool frontend, peer_t *peer, zmq_msg_t *frames)
+{
+    char err[256] = "";
+    bool sig_ok = zmq_msg_size(&frames[1]) == strlen(AM2Z_PROTOCOL)
+                  && memcmp(zmq_msg_data(&frames[1]), AM2Z_PROTOCOL, strlen(AM2Z_PROTOCOL)) == 0;
+    peer->batch = frontend;
+    size_t pairs = 0;
+    bool over = false;
+    int more = 1;
+    while (more) {
+        zmq_msg_t cmd, body;
+        zmq_msg_init(&cmd);
+        zmq_msg_init(&body);
+        if (zmq_msg_recv(&cmd, sock, ZMQ_DONTWAIT) < 0)
+            break;                /* cannot happen: a message arrives whole */
+        more = zmq_msg_more(&cmd);
+        bool has_body = more && zmq_msg_recv(&body, sock, ZMQ_DONTWAIT) >= 0;
+        more = has_body && zmq_msg_more(&body);
+        pairs++;
+        peer->req = 0;
+        if (!has_body) {
+            snprintf(err, sizeof err, "BATCH: command %zu has no body frame", pairs);
+            s_refuse(self, peer, frontend, NULL, AM2Z_EPROTO, err);
+        } else if (pairs > AM2Z_BATCH_MAX) {
+            if (!over) {
+                snprintf(err, sizeof err,
+                         "BATCH: more than %d commands; command %zu and the rest refused",
+                         AM2Z_BATCH_MAX, pairs);
+                s_refuse(self, peer, frontend, &body, AM2Z_EPROTO, err);
+            }
+            over = true;
+        } else if (!sig_ok) {
+            /* the first pair's refusal names the bad signature (the
+               single-message decoder's words); the rest is dropped */
+            if (pairs == 1)
+                s_handle_frames(self, peer, frontend, &frames[1], &cmd, &body);
+        } else if (am2z_is_batch(zmq_msg_data(&cmd), zmq_msg_size(&cmd))) {
+            snprintf(err, sizeof err, "BATCH: command %zu is a BATCH (batches do not nest)",
+                     pairs);
+            s_refuse(self, peer, frontend, &body, AM2Z_EPROTO, err);
+        } else {
+            s_handle_frames(self, peer, frontend, &frames[1], &cmd, &body);
+        }
+        zmq_msg_close(&cmd);
+        zmq_msg_close(&body);
+    }
+    while (more) {                /* only after a failed read: drop the rest */
+        zmq_msg_t part;
+        zmq_msg_init(&part);
+        if (zmq_msg_recv(&part, sock, ZMQ_DONTWAIT) < 0)
+            break;
+        more = zmq_msg_more(&part);
+        zmq_msg_close(&part);
+    }
+}
+
 /*  Receives and handles one message from `sock`. Returns false when there
     was nothing to read. */
 static bool
 s_recv_one(am2z_broker_t *self, void *sock, bool frontend)
 {
     zmq_msg_t frames[S_MAX_FRAMES];
-    bool too_many = false;
-    int n = s_recv(sock, frames, &too_many);
+    bool too_many = false, batch = false;
+    int n = s_recv(sock, frames, &too_many, &batch);
     if (n == 0)
         return false;
     peer_t peer;
@@ -1864,44 +2107,17 @@ s_recv_one(am2z_broker_t *self, void *sock, bool frontend)
     memcpy(peer.ident, zmq_msg_data(&frames[0]), ident_size);
     peer.ident_size = ident_size;
 
-    char err[256] = "";
-    am2z_msg_t msg;
-    am2z_msg_init(&msg, AM2Z_CMD_INVALID);
-    int rc;
-    if (n != 4 || too_many) {
-        rc = AM2Z_EPROTO;
+    if (batch) {
+        s_recv_batch(self, sock, frontend, &peer, frames);
+    } else if (n != 4 || too_many) {
+        char err[256];
         snprintf(err, sizeof err, "expected 3 frames (signature, command, body), got %d",
                  too_many ? n : n - 1);
+        s_refuse(self, &peer, frontend, n == 4 ? &frames[3] : NULL, AM2Z_EPROTO, err);
     } else {
-        rc = am2z_frames_decode(zmq_msg_data(&frames[1]), zmq_msg_size(&frames[1]),
-                                zmq_msg_data(&frames[2]), zmq_msg_size(&frames[2]),
-                                zmq_msg_data(&frames[3]), zmq_msg_size(&frames[3]),
-                                self->cfg.common.max_frame_size, &msg, err, sizeof err);
-    }
-    if (rc != AM2Z_OK) {
-        if (frontend) {
-            if (n == 4 && !too_many)
-                am2z_body_peek_req(zmq_msg_data(&frames[3]), zmq_msg_size(&frames[3]),
-                                   self->cfg.common.max_frame_size, &peer.req);
-            AM2Z_LOG(self->log, AM2Z_LOG_DEBUG, S_COMPONENT, "bad client message",
-                     AM2Z_KS("error", err));
-            s_send_error_fmt(self, &peer, AM2Z_CAT_PROTOCOL, "PROTOCOL_ERROR", "%s",
-                             err[0] ? err : am2z_strerror(rc));
-        } else {
-            AM2Z_LOG(self->log, AM2Z_LOG_WARN, S_COMPONENT, "bad worker message dropped",
-                     AM2Z_KS("error", err[0] ? err : am2z_strerror(rc)));
-        }
-        s_close_frames(frames, n);
-        return true;
+        s_handle_frames(self, &peer, frontend, &frames[1], &frames[2], &frames[3]);
     }
     s_close_frames(frames, n);
-    if (frontend) {
-        peer.req = msg.req;
-        s_on_frontend(self, &peer, &msg);
-    } else {
-        s_on_backend(self, peer.ident, peer.ident_size, &msg);
-    }
-    am2z_msg_clear(&msg);
     return true;
 }
 
@@ -2779,10 +2995,12 @@ s_loop(am2z_broker_t *self, volatile int *stop_flag, zsock_t *pipe)
         }
         if (self->out_n)
             next_ms = next_ms > (self->held_turn ? 1 : 10) ? (self->held_turn ? 1 : 10) : next_ms;
+        s_co_flush(self);            /* batched answers go before the next poll */
     }
     am2zb_lc_shutdown(self);         /* stops still waiting: answer now */
     if (am2z_store_flush(self->store) == AM2Z_OK)
         s_outbox_release(self, true);
+    s_co_flush(self);
     AM2Z_LOG(self->log, AM2Z_LOG_INFO, S_COMPONENT, "stopped");
     return AM2Z_OK;
 }
@@ -3145,6 +3363,7 @@ am2z_broker_destroy(am2z_broker_t **self_p)
     if (self->store)
         am2z_store_flush(self->store);
     s_outbox_free(self);
+    s_co_free(self);
     am2z_store_destroy(&self->store);
     while (self->nworkers)
         am2zb_worker_forget(self, self->workers[self->nworkers - 1], "broker stopping");

@@ -67,6 +67,7 @@ typedef struct {
     size_t ident_size;            /* 0 = nobody (reloaded job) */
     uint64_t req;
     bool events;                  /* the submitter wants the job's events (SUBMIT.events) */
+    bool batch;                   /* it sent this request in a BATCH: answers may be batched */
 } peer_t;
 
 typedef enum { JOB_WAITING = 0, JOB_ACTIVE, JOB_FAILING } job_status_t;
@@ -229,7 +230,21 @@ typedef struct {
     uint8_t *body;                /* into this allocation */
     size_t size;
     uint64_t txn;                 /* sendable once am2z_store_durable() >= txn */
+    bool batch;                   /* the client takes BATCHes (peer_t.batch) */
 } held_t;
+
+/*  The messages of one loop iteration for one client that takes BATCHes
+    (it sent one), sent as one BATCH at the end of the iteration
+    (am2z_broker.c "Batched answers"). buf holds per message: the command
+    (1 byte), the body size (sizeof size_t, host order), the body. */
+#define S_CO_MAX 16
+typedef struct {
+    uint8_t ident[S_IDENT_MAX];
+    size_t ident_size;
+    uint8_t *buf;                 /* owned, kept across iterations */
+    size_t len, cap;
+    size_t n;                     /* messages in buf */
+} coalesce_t;
 
 struct am2z_broker_t {
     am2z_broker_config_t cfg;     /* copy */
@@ -285,6 +300,8 @@ struct am2z_broker_t {
     size_t out_cap;               /* slots in outbox */
     bool held_turn;               /* the outbox already waited through one turn */
     int turn_msgs;                /* messages handled by the last turn */
+    coalesce_t co[S_CO_MAX];      /* batched answers of this iteration, per client */
+    size_t co_n;                  /* clients in co with messages */
 };
 
 /* am2z_sched.c ------------------------------------------------------------ */

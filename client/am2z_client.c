@@ -43,6 +43,7 @@
 #define S_MAX_KEPT       4096
 #define S_MAX_BODY       (64u * 1024 * 1024)   /* largest body we accept */
 #define S_MAX_FRAMES     8
+#define S_BATCH_BYTES    (1024u * 1024)        /* bodies per BATCH (about) */
 #define S_DEFAULT_TIMEOUT 30000
 #define S_FOREVER        UINT64_MAX
 
@@ -343,6 +344,56 @@ s_handle(am2z_client_t *self, am2z_msg_t *msg)
     }
 }
 
+/*  Decodes one (signature, command, body) from the broker and acts on it. */
+static void
+s_handle_frames(am2z_client_t *self, zmq_msg_t *sig, zmq_msg_t *cmd, zmq_msg_t *body)
+{
+    am2z_msg_t msg;
+    char err[256];
+    int drc = am2z_frames_decode(zmq_msg_data(sig), zmq_msg_size(sig), zmq_msg_data(cmd),
+                                 zmq_msg_size(cmd), zmq_msg_data(body), zmq_msg_size(body),
+                                 S_MAX_BODY, &msg, err, sizeof err);
+    if (drc == AM2Z_OK) {
+        s_handle(self, &msg);
+        am2z_msg_clear(&msg);
+    } else {
+        s_set_error(self, "dropped a malformed message from the broker: %s", err);
+    }
+}
+
+/*  Reads and handles the (command, body) pairs of a BATCH whose signature
+    is *sig (the marker frame was read). A message arrives whole, so the
+    reads never wait. */
+static int
+s_recv_batch(am2z_client_t *self, zmq_msg_t *sig)
+{
+    int more = 1;
+    while (more) {
+        zmq_msg_t cmd, body;
+        zmq_msg_init(&cmd);
+        zmq_msg_init(&body);
+        if (zmq_msg_recv(&cmd, self->handle, 0) < 0) {
+            s_set_error(self, "zmq_msg_recv: %s", zmq_strerror(zmq_errno()));
+            return AM2Z_ENETWORK;
+        }
+        if (!zmq_msg_more(&cmd)) {
+            s_set_error(self, "dropped the end of a BATCH from the broker: a command without a body");
+            zmq_msg_close(&cmd);
+            return AM2Z_OK;
+        }
+        if (zmq_msg_recv(&body, self->handle, 0) < 0) {
+            zmq_msg_close(&cmd);
+            s_set_error(self, "zmq_msg_recv: %s", zmq_strerror(zmq_errno()));
+            return AM2Z_ENETWORK;
+        }
+        more = zmq_msg_more(&body);
+        s_handle_frames(self, sig, &cmd, &body);
+        zmq_msg_close(&cmd);
+        zmq_msg_close(&body);
+    }
+    return AM2Z_OK;
+}
+
 /*  Waits until deadline for one message and handles it. Returns AM2Z_OK
     (a message was read, maybe dropped), AM2Z_ETIMEOUT, AM2Z_ENETWORK. */
 static int
@@ -379,6 +430,7 @@ s_recv_one(am2z_client_t *self, uint64_t deadline)
         more = zmq_msg_more(&frames[0]);
         nframes = 1;
     }
+    bool batch = false;
     while (more) {
         zmq_msg_t scratch;
         zmq_msg_t *f = nframes < S_MAX_FRAMES ? &frames[nframes] : &scratch;
@@ -396,8 +448,14 @@ s_recv_one(am2z_client_t *self, uint64_t deadline)
         if (f == &scratch)
             zmq_msg_close(f);
         nframes++;
+        if (more && nframes == 2 && am2z_is_batch(zmq_msg_data(&frames[1]), zmq_msg_size(&frames[1]))) {
+            batch = true;         /* the pairs are read one by one below */
+            break;
+        }
     }
-    if (rc == AM2Z_OK) {
+    if (rc == AM2Z_OK && batch) {
+        rc = s_recv_batch(self, &frames[0]);
+    } else if (rc == AM2Z_OK) {
         size_t first = 0;
         /* tolerate an empty delimiter frame (REQ-style envelope) */
         if (nframes == 4 && zmq_msg_size(&frames[0]) == 0)
@@ -405,19 +463,7 @@ s_recv_one(am2z_client_t *self, uint64_t deadline)
         if (nframes - first != 3) {
             s_set_error(self, "dropped a message of %zu frames from the broker", nframes);
         } else {
-            am2z_msg_t msg;
-            char err[256];
-            int drc = am2z_frames_decode(
-                zmq_msg_data(&frames[first]), zmq_msg_size(&frames[first]),
-                zmq_msg_data(&frames[first + 1]), zmq_msg_size(&frames[first + 1]),
-                zmq_msg_data(&frames[first + 2]), zmq_msg_size(&frames[first + 2]),
-                S_MAX_BODY, &msg, err, sizeof err);
-            if (drc == AM2Z_OK) {
-                s_handle(self, &msg);
-                am2z_msg_clear(&msg);
-            } else {
-                s_set_error(self, "dropped a malformed message from the broker: %s", err);
-            }
+            s_handle_frames(self, &frames[first], &frames[first + 1], &frames[first + 2]);
         }
     }
     for (size_t i = 0; i < nframes && i < S_MAX_FRAMES; i++)
@@ -442,6 +488,30 @@ s_drain(am2z_client_t *self)
    Sending and requests
    ------------------------------------------------------------------------ */
 
+/*  Queues the signature frame (more follows), waiting until deadline for
+    a connection when the pipe is full or not there yet. */
+static int
+s_send_signature(am2z_client_t *self, uint64_t deadline)
+{
+    zmq_pollitem_t item = { .socket = self->handle, .events = ZMQ_POLLOUT };
+    for (;;) {
+        if (zmq_send(self->handle, AM2Z_PROTOCOL, strlen(AM2Z_PROTOCOL),
+                     ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0)
+            return AM2Z_OK;
+        int err = zmq_errno();
+        if (err != EAGAIN && err != EINTR) {
+            s_set_error(self, "zmq_send to %s: %s", self->endpoint, zmq_strerror(err));
+            return AM2Z_ENETWORK;
+        }
+        if (s_remaining_ms(deadline) == 0) {
+            s_set_error(self, "cannot send to %s: no connection within the timeout",
+                        self->endpoint);
+            return AM2Z_ETIMEOUT;
+        }
+        zmq_poll(&item, 1, s_remaining_ms(deadline));
+    }
+}
+
 /*  Encodes msg and sends [signature, command, body]. */
 static int
 s_send(am2z_client_t *self, const am2z_msg_t *msg, uint64_t deadline)
@@ -455,34 +525,64 @@ s_send(am2z_client_t *self, const am2z_msg_t *msg, uint64_t deadline)
         return rc;
     }
     const char *cmd = am2z_cmd_name(msg->cmd);
-    zmq_pollitem_t item = { .socket = self->handle, .events = ZMQ_POLLOUT };
-    for (;;) {
-        if (zmq_send(self->handle, AM2Z_PROTOCOL, strlen(AM2Z_PROTOCOL),
-                     ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0)
-            break;
-        int err = zmq_errno();
-        if (err != EAGAIN && err != EINTR) {
-            s_set_error(self, "zmq_send to %s: %s", self->endpoint, zmq_strerror(err));
-            free(body);
-            return AM2Z_ENETWORK;
-        }
-        if (s_remaining_ms(deadline) == 0) {
-            s_set_error(self, "cannot send to %s: no connection within the timeout",
-                        self->endpoint);
-            free(body);
-            return AM2Z_ETIMEOUT;
-        }
-        zmq_poll(&item, 1, s_remaining_ms(deadline));
-    }
+    rc = s_send_signature(self, deadline);
     /* once the first part is queued, the rest of the message is too */
-    if (zmq_send(self->handle, cmd, strlen(cmd), ZMQ_SNDMORE) < 0
-        || zmq_send(self->handle, body, size, 0) < 0) {
+    if (rc == AM2Z_OK
+        && (zmq_send(self->handle, cmd, strlen(cmd), ZMQ_SNDMORE) < 0
+            || zmq_send(self->handle, body, size, 0) < 0)) {
         s_set_error(self, "zmq_send to %s: %s", self->endpoint, zmq_strerror(zmq_errno()));
-        free(body);
-        return AM2Z_ENETWORK;
+        rc = AM2Z_ENETWORK;
     }
     free(body);
-    return AM2Z_OK;
+    return rc;
+}
+
+/*  Sends msgs as BATCH messages of at most AM2Z_BATCH_MAX commands and
+    about S_BATCH_BYTES of bodies each (docs/PROTOCOL.md "Batches"): one
+    ZeroMQ message for many requests. A chunk is encoded whole before any
+    of it is sent (a multipart message cannot be taken back). */
+static int
+s_send_batch(am2z_client_t *self, const am2z_msg_t *msgs, size_t n, uint64_t deadline)
+{
+    size_t cap = n < AM2Z_BATCH_MAX ? n : AM2Z_BATCH_MAX;
+    uint8_t **bodies = calloc(cap, sizeof *bodies);
+    size_t *sizes = calloc(cap, sizeof *sizes);
+    int rc = bodies && sizes ? AM2Z_OK : AM2Z_ENOMEM;
+    size_t i = 0;
+    while (rc == AM2Z_OK && i < n) {
+        size_t k = 0, bytes = 0;
+        while (rc == AM2Z_OK && k < cap && i + k < n && (k == 0 || bytes < S_BATCH_BYTES)) {
+            rc = am2z_msg_encode(&msgs[i + k], &bodies[k], &sizes[k]);
+            if (rc != AM2Z_OK) {
+                s_set_error(self, "cannot encode %s: %s", am2z_cmd_name(msgs[i + k].cmd),
+                            am2z_strerror(rc));
+                break;
+            }
+            bytes += sizes[k++];
+        }
+        if (rc == AM2Z_OK)
+            rc = s_send_signature(self, deadline);
+        if (rc == AM2Z_OK && zmq_send(self->handle, AM2Z_BATCH, strlen(AM2Z_BATCH), ZMQ_SNDMORE) < 0)
+            rc = AM2Z_ENETWORK;
+        for (size_t j = 0; rc == AM2Z_OK && j < k; j++) {
+            const char *cmd = am2z_cmd_name(msgs[i + j].cmd);
+            if (zmq_send(self->handle, cmd, strlen(cmd), ZMQ_SNDMORE) < 0
+                || zmq_send(self->handle, bodies[j], sizes[j], j + 1 < k ? ZMQ_SNDMORE : 0) < 0)
+                rc = AM2Z_ENETWORK;
+        }
+        if (rc == AM2Z_ENETWORK)
+            s_set_error(self, "zmq_send to %s: %s", self->endpoint, zmq_strerror(zmq_errno()));
+        for (size_t j = 0; j < k; j++) {
+            free(bodies[j]);
+            bodies[j] = NULL;
+        }
+        i += k;
+    }
+    if (rc == AM2Z_ENOMEM)
+        s_set_error(self, "out of memory");
+    free(bodies);
+    free(sizes);
+    return rc;
 }
 
 /*  Sends n requests with consecutive req numbers (each msg's req is set
@@ -490,7 +590,7 @@ s_send(am2z_client_t *self, const am2z_msg_t *msg, uint64_t deadline)
     is valid when answered[i]; the caller clears them. Returns AM2Z_OK
     (all answered), AM2Z_ETIMEOUT (some not), or a send error. */
 static int
-s_request_many(am2z_client_t *self, am2z_msg_t *reqs, size_t n, uint64_t deadline,
+s_request_many(am2z_client_t *self, am2z_msg_t *reqs, size_t n, bool batch, uint64_t deadline,
                am2z_msg_t *answers, bool *answered)
 {
     for (size_t i = 0; i < n; i++) {
@@ -506,10 +606,12 @@ s_request_many(am2z_client_t *self, am2z_msg_t *reqs, size_t n, uint64_t deadlin
     self->answered = answered;
     self->nanswered = 0;
     int rc = AM2Z_OK;
-    for (size_t i = 0; i < n && rc == AM2Z_OK; i++) {
+    for (size_t i = 0; i < n; i++)
         reqs[i].req = lo + i;
+    if (batch && n > 1)
+        rc = s_send_batch(self, reqs, n, deadline);
+    for (size_t i = 0; i < n && rc == AM2Z_OK && !(batch && n > 1); i++)
         rc = s_send(self, &reqs[i], deadline);
-    }
     while (rc == AM2Z_OK && self->nanswered < n) {
         rc = s_recv_one(self, deadline);
         if (rc == AM2Z_ETIMEOUT)
@@ -527,7 +629,7 @@ static int
 s_request(am2z_client_t *self, am2z_msg_t *req, uint64_t deadline, am2z_msg_t *answer)
 {
     bool answered = false;
-    int rc = s_request_many(self, req, 1, deadline, answer, &answered);
+    int rc = s_request_many(self, req, 1, false, deadline, answer, &answered);
     if (rc == AM2Z_OK && !answered)
         rc = AM2Z_ETIMEOUT;
     return rc;
@@ -748,7 +850,7 @@ am2z_client_submit_many(am2z_client_t *self, const char *processor,
     }
     if (rc != AM2Z_OK)
         goto done;
-    rc = s_request_many(self, reqs, count, s_deadline(self->timeout_ms), answers, answered);
+    rc = s_request_many(self, reqs, count, true, s_deadline(self->timeout_ms), answers, answered);
     for (size_t i = 0; i < count; i++) {
         if (!answered[i])
             continue;
@@ -898,7 +1000,7 @@ am2z_client_execute_many(am2z_client_t *self, const char *processor,
 
     /* all SUBMITs go out before any answer is read (pipelined) */
     uint64_t deadline = s_deadline(self->timeout_ms);
-    rc = s_request_many(self, reqs, count, deadline, answers, answered);
+    rc = s_request_many(self, reqs, count, true, deadline, answers, answered);
     int first_error = rc;
     for (size_t i = 0; i < count; i++) {
         if (!answered[i])

@@ -36,6 +36,20 @@ extern "C" {
 
 #define AM2Z_PROTOCOL "AM2Z/1"
 
+/*  A BATCH message carries several commands in one ZeroMQ message:
+    [signature]["BATCH"][command][body][command][body]... with 1 to
+    AM2Z_BATCH_MAX (command, body) pairs, each pair exactly what the
+    command's own message would carry (docs/PROTOCOL.md "Batches"). */
+#define AM2Z_BATCH "BATCH"
+#define AM2Z_BATCH_MAX 1024
+
+/*  Whether a command frame is the BATCH marker. */
+static inline bool
+am2z_is_batch(const void *cmd, size_t size)
+{
+    return size == sizeof AM2Z_BATCH - 1 && cmd && __builtin_memcmp(cmd, AM2Z_BATCH, size) == 0;
+}
+
 typedef enum {
     AM2Z_CMD_INVALID = 0,
     /* client -> broker */

@@ -669,6 +669,230 @@ START_TEST(test_broker_rejects_malformed_frames_and_keeps_serving)
 }
 END_TEST
 
+/*  Appends (command, encoded body) to a BATCH being built. */
+static void
+s_batch_add(zmsg_t *zm, const am2z_msg_t *msg)
+{
+    uint8_t *body = NULL;
+    size_t size = 0;
+    ck_assert_int_eq(am2z_msg_encode(msg, &body, &size), AM2Z_OK);
+    zmsg_addstr(zm, am2z_cmd_name(msg->cmd));
+    zmsg_addmem(zm, body, size);
+    free(body);
+}
+
+/*  A new BATCH: [signature][BATCH]. */
+static zmsg_t *
+s_batch_new(const char *sig)
+{
+    zmsg_t *zm = zmsg_new();
+    zmsg_addstr(zm, sig);
+    zmsg_addstr(zm, AM2Z_BATCH);
+    return zm;
+}
+
+/*  Reads until n commands arrived (each pair of a BATCH counts) or S_WAIT
+    passes; decodes them into out (caller clears). *batches counts the
+    BATCH messages among them, s_largest the most commands one message
+    carried. Returns how many arrived. */
+static size_t s_largest;
+
+static size_t
+s_collect(zsock_t *sock, size_t n, am2z_msg_t *out, size_t *batches)
+{
+    s_largest = 0;
+    size_t got = 0;
+    *batches = 0;
+    int64_t deadline = zclock_mono() + S_WAIT;
+    while (got < n) {
+        int64_t left = deadline - zclock_mono();
+        if (left <= 0)
+            break;
+        zsock_set_rcvtimeo(sock, (int)left);
+        zmsg_t *zm = zmsg_recv(sock);
+        if (!zm)
+            break;
+        zframe_t *sig = zmsg_pop(zm);
+        zframe_t *cmd = zmsg_pop(zm);
+        if (cmd && zframe_streq(cmd, AM2Z_BATCH)) {
+            (*batches)++;
+            zframe_destroy(&cmd);
+            cmd = zmsg_pop(zm);
+        }
+        size_t pairs = 0;
+        while (cmd) {
+            if (++pairs > s_largest)
+                s_largest = pairs;
+            zframe_t *body = zmsg_pop(zm);
+            ck_assert_ptr_nonnull(body);
+            ck_assert_uint_lt(got, n);
+            ck_assert_int_eq(am2z_frames_decode(zframe_data(sig), zframe_size(sig),
+                                                zframe_data(cmd), zframe_size(cmd),
+                                                zframe_data(body), zframe_size(body),
+                                                S_MAXBODY, &out[got], NULL, 0),
+                             AM2Z_OK);
+            got++;
+            zframe_destroy(&cmd);
+            zframe_destroy(&body);
+            cmd = zmsg_pop(zm);
+        }
+        zframe_destroy(&sig);
+        zmsg_destroy(&zm);
+    }
+    return got;
+}
+
+/*  The answer to req among msgs[0..n), or NULL. */
+static am2z_msg_t *
+s_answer(am2z_msg_t *msgs, size_t n, uint64_t req)
+{
+    for (size_t i = 0; i < n; i++)
+        if (msgs[i].req == req)
+            return &msgs[i];
+    return NULL;
+}
+
+START_TEST(test_broker_batch_is_answered_in_batches_and_refuses_bad_pairs)
+{
+    fixture_t fx;
+    s_broker_start(&fx, true);
+    zsock_t *w = s_worker(&fx, "w1", "inc", 4);
+    zsock_t *c = s_client(&fx);
+    s_wait_known(c, "inc");
+
+    /* two good SUBMITs, a body with a wrong type, a nested BATCH */
+    zmsg_t *zm = s_batch_new(AM2Z_PROTOCOL);
+    am2z_msg_t m;
+    am2z_msg_init(&m, AM2Z_CMD_SUBMIT);
+    m.processor = (char *)"inc";
+    m.req = 1;
+    m.session = (char *)"b-1";
+    s_batch_add(zm, &m);
+    m.req = 2;
+    m.session = (char *)"b-2";
+    s_batch_add(zm, &m);
+    static const char wrong_type[] = "\x83\xa3req\x03\xa4proc\x05\xa7session\xa1s";
+    zmsg_addstr(zm, "SUBMIT");
+    zmsg_addmem(zm, wrong_type, sizeof wrong_type - 1);
+    m.req = 4;
+    zmsg_addstr(zm, AM2Z_BATCH);
+    {
+        uint8_t *body = NULL;
+        size_t size = 0;
+        ck_assert_int_eq(am2z_msg_encode(&m, &body, &size), AM2Z_OK);
+        zmsg_addmem(zm, body, size);
+        free(body);
+    }
+    ck_assert_int_eq(zmsg_send(&zm, c), 0);
+    am2z_msg_t got[8];
+    size_t batches = 0;
+    ck_assert_uint_eq(s_collect(c, 4, got, &batches), 4);
+    ck_assert_uint_ge(batches, 1);    /* answers to a BATCH come in BATCHes */
+    ck_assert_int_eq(s_answer(got, 4, 1)->cmd, AM2Z_CMD_ACCEPTED);
+    ck_assert_int_eq(s_answer(got, 4, 2)->cmd, AM2Z_CMD_ACCEPTED);
+    am2z_msg_t *bad = s_answer(got, 4, 3);
+    ck_assert_int_eq(bad->cmd, AM2Z_CMD_ERROR);
+    ck_assert_ptr_nonnull(strstr(bad->error->message, "'proc'"));
+    am2z_msg_t *nested = s_answer(got, 4, 4);
+    ck_assert_int_eq(nested->cmd, AM2Z_CMD_ERROR);
+    ck_assert_ptr_nonnull(strstr(nested->error->message, "do not nest"));
+    for (size_t i = 0; i < 4; i++)
+        am2z_msg_clear(&got[i]);
+
+    /* the accepted ones run and their RESULTs reach the client */
+    for (int i = 0; i < 2; i++) {
+        am2z_msg_t j;
+        s_expect(w, AM2Z_CMD_JOB, &j);
+        s_done_inc(w, &j, j.attempt);
+        am2z_msg_clear(&j);
+    }
+    ck_assert_uint_eq(s_collect(c, 2, got, &batches), 2);
+    for (size_t i = 0; i < 2; i++) {
+        ck_assert_int_eq(got[i].cmd, AM2Z_CMD_RESULT);
+        ck_assert(got[i].success);
+        am2z_msg_clear(&got[i]);
+    }
+
+    /* a command without its body ends the batch; what came before runs */
+    zm = s_batch_new(AM2Z_PROTOCOL);
+    m.req = 5;
+    m.session = (char *)"b-5";
+    s_batch_add(zm, &m);
+    zmsg_addstr(zm, "SUBMIT");
+    ck_assert_int_eq(zmsg_send(&zm, c), 0);
+    ck_assert_uint_eq(s_collect(c, 2, got, &batches), 2);
+    ck_assert_int_eq(s_answer(got, 2, 5)->cmd, AM2Z_CMD_ACCEPTED);
+    am2z_msg_t *nobody = s_answer(got, 2, 0);
+    ck_assert_int_eq(nobody->cmd, AM2Z_CMD_ERROR);
+    ck_assert_ptr_nonnull(strstr(nobody->error->message, "no body"));
+    am2z_msg_clear(&got[0]);
+    am2z_msg_clear(&got[1]);
+    am2z_msg_t j;
+    s_expect(w, AM2Z_CMD_JOB, &j);
+    s_done_inc(w, &j, j.attempt);
+    am2z_msg_clear(&j);
+    ck_assert_uint_eq(s_collect(c, 1, got, &batches), 1);
+    ck_assert_int_eq(got[0].cmd, AM2Z_CMD_RESULT);
+    am2z_msg_clear(&got[0]);
+
+    /* more than AM2Z_BATCH_MAX commands: the first ones are answered (in
+       BATCHes of at most AM2Z_BATCH_MAX), the rest refused once */
+    zm = s_batch_new(AM2Z_PROTOCOL);
+    am2z_msg_t q;
+    am2z_msg_init(&q, AM2Z_CMD_QUERY);
+    q.what = (char *)"stats";
+    for (int i = 0; i < AM2Z_BATCH_MAX + 3; i++) {
+        q.req = 1000 + (uint64_t)i;
+        s_batch_add(zm, &q);
+    }
+    ck_assert_int_eq(zmsg_send(&zm, c), 0);
+    size_t want = AM2Z_BATCH_MAX + 1;
+    am2z_msg_t *many = calloc(want, sizeof *many);
+    ck_assert_uint_eq(s_collect(c, want, many, &batches), want);
+    ck_assert_uint_ge(batches, 1);
+    ck_assert_uint_eq(s_largest, AM2Z_BATCH_MAX);
+    size_t replies = 0, errors = 0;
+    for (size_t i = 0; i < want; i++) {
+        if (many[i].cmd == AM2Z_CMD_REPLY)
+            replies++;
+        if (many[i].cmd == AM2Z_CMD_ERROR) {
+            errors++;
+            ck_assert_uint_eq(many[i].req, 1000 + AM2Z_BATCH_MAX);
+            ck_assert_ptr_nonnull(strstr(many[i].error->message, "more than 1024"));
+        }
+        am2z_msg_clear(&many[i]);
+    }
+    free(many);
+    ck_assert_uint_eq(replies, AM2Z_BATCH_MAX);
+    ck_assert_uint_eq(errors, 1);
+
+    /* a BATCH under a foreign signature: refused once, naming it */
+    zm = s_batch_new("AM2Z/9");
+    s_batch_add(zm, &q);
+    s_batch_add(zm, &q);
+    ck_assert_int_eq(zmsg_send(&zm, c), 0);
+    am2z_msg_t e;
+    s_expect(c, AM2Z_CMD_ERROR, &e);
+    ck_assert_ptr_nonnull(strstr(e.error->message, "unsupported protocol 'AM2Z/9'"));
+    am2z_msg_clear(&e);
+    s_expect_none(c, AM2Z_CMD_ERROR);
+
+    /* and a plain client is still served with plain messages */
+    char job[64];
+    s_submit_ok(c, "inc", "plain", job);
+    s_expect(w, AM2Z_CMD_JOB, &j);
+    s_done_inc(w, &j, j.attempt);
+    am2z_msg_clear(&j);
+    am2z_msg_t r;
+    s_expect(c, AM2Z_CMD_RESULT, &r);
+    ck_assert(r.success);
+    am2z_msg_clear(&r);
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    s_broker_stop(&fx);
+}
+END_TEST
+
 START_TEST(test_broker_invalid_done_state_fails_job_and_keeps_state)
 {
     fixture_t fx;
@@ -1301,6 +1525,7 @@ s_suite(void)
     tcase_add_test(tc, test_broker_dispatch_only_against_credit);
     tcase_add_test(tc, test_broker_stale_done_is_dropped);
     tcase_add_test(tc, test_broker_rejects_malformed_frames_and_keeps_serving);
+    tcase_add_test(tc, test_broker_batch_is_answered_in_batches_and_refuses_bad_pairs);
     tcase_add_test(tc, test_broker_invalid_done_state_fails_job_and_keeps_state);
     tcase_add_test(tc, test_broker_queries_report_counts);
     tcase_add_test(tc, test_broker_stop_session_cancels_and_deletes_state);

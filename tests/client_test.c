@@ -34,6 +34,7 @@ typedef struct {
     char held_job[AM2Z_ID_LEN + 1];
     char held_session[AM2Z_SESSION_ID_MAX + 1];
     char last_stop[256];
+    zmsg_t *batch_out;            /* answers to a BATCH being handled: one BATCH back */
 } s_fake_t;
 
 static void
@@ -51,6 +52,14 @@ s_send(s_fake_t *self, zframe_t *peer, am2z_msg_t *msg)
     size_t size = 0;
     int rc = am2z_msg_encode(msg, &body, &size);
     ck_assert_msg(rc == AM2Z_OK, "fake broker cannot encode %s", am2z_cmd_name(msg->cmd));
+    if (self->batch_out) {
+        /* like the broker: what goes to a client that sent a BATCH goes
+           back in one */
+        zmsg_addstr(self->batch_out, am2z_cmd_name(msg->cmd));
+        zmsg_addmem(self->batch_out, body, size);
+        free(body);
+        return;
+    }
     zmsg_t *out = zmsg_new();
     zmsg_append(out, &(zframe_t *){ zframe_dup(peer) });
     zmsg_addstr(out, AM2Z_PROTOCOL);
@@ -225,12 +234,8 @@ s_on_query(s_fake_t *self, zframe_t *peer, const am2z_msg_t *q)
 }
 
 static void
-s_on_message(s_fake_t *self, zmsg_t *in)
+s_on_command(s_fake_t *self, zframe_t *peer, zframe_t *sig, zframe_t *cmd, zframe_t *body)
 {
-    zframe_t *peer = zmsg_pop(in);
-    zframe_t *sig = zmsg_pop(in);
-    zframe_t *cmd = zmsg_pop(in);
-    zframe_t *body = zmsg_pop(in);
     ck_assert_ptr_nonnull(body);
     am2z_msg_t m;
     char err[256];
@@ -308,10 +313,44 @@ s_on_message(s_fake_t *self, zmsg_t *in)
         break;
     }
     am2z_msg_clear(&m);
+}
+
+/*  One message from the client: a command, or a BATCH of them (answered
+    with one BATCH). */
+static void
+s_on_message(s_fake_t *self, zmsg_t *in)
+{
+    zframe_t *peer = zmsg_pop(in);
+    zframe_t *sig = zmsg_pop(in);
+    zframe_t *cmd = zmsg_pop(in);
+    ck_assert_ptr_nonnull(cmd);
+    if (zframe_streq(cmd, AM2Z_BATCH)) {
+        ck_assert_uint_eq(zmsg_size(in) % 2, 0);
+        ck_assert_uint_gt(zmsg_size(in), 0);
+        self->batch_out = zmsg_new();
+        zmsg_append(self->batch_out, &(zframe_t *){ zframe_dup(peer) });
+        zmsg_addstr(self->batch_out, AM2Z_PROTOCOL);
+        zmsg_addstr(self->batch_out, AM2Z_BATCH);
+        while (zmsg_size(in)) {
+            zframe_t *c = zmsg_pop(in);
+            zframe_t *b = zmsg_pop(in);
+            s_on_command(self, peer, sig, c, b);
+            zframe_destroy(&c);
+            zframe_destroy(&b);
+        }
+        zmsg_t *out = self->batch_out;
+        self->batch_out = NULL;
+        if (zmsg_size(out) > 3)
+            zmsg_send(&out, self->router);
+        zmsg_destroy(&out);
+    } else {
+        zframe_t *body = zmsg_pop(in);
+        s_on_command(self, peer, sig, cmd, body);
+        zframe_destroy(&body);
+    }
     zframe_destroy(&peer);
     zframe_destroy(&sig);
     zframe_destroy(&cmd);
-    zframe_destroy(&body);
 }
 
 static void

@@ -12,7 +12,8 @@
       truncation, trailing bytes, huge declared lengths), maps of known keys
       with values of the wrong types, oversize bodies, DONE for jobs the
       sender does not hold, READY with garbage processors, client commands
-      on the backend and worker commands on the frontend.
+      on the backend and worker commands on the frontend, BATCHes of
+      (mutated) commands: nested, with a missing body, a foreign signature.
 
     The fuzzing "worker" only ever announces processors named fz-*, so no
     real job is leased to it; the pre-fuzz job runs in a session no
@@ -378,7 +379,7 @@ static void
 s_fuzz_one(s_peer_t *p, bool backend, size_t i)
 {
     s_buf_t b = { 0 };
-    switch (s_below(10)) {
+    switch (s_below(11)) {
     case 0: {                                     /* random frames */
         size_t n = 1 + s_below(5);
         uint8_t frames[5][64];
@@ -484,6 +485,35 @@ s_fuzz_one(s_peer_t *p, bool backend, size_t i)
             }
             s_send3(p, AM2Z_PROTOCOL, "READY", b.data, b.size);
         }
+        break;
+    }
+    case 9: {                                     /* BATCH of (mutated) commands */
+        enum { PAIRS = 7 };
+        size_t n = 1 + s_below(2 * PAIRS);        /* frames after the marker; odd:
+                                                     the last command has no body */
+        const void *d[2 + 2 * PAIRS];
+        size_t z[2 + 2 * PAIRS];
+        s_buf_t bodies[PAIRS] = { { 0 } };
+        d[0] = s_below(8) ? AM2Z_PROTOCOL : "AM2Z/9";
+        z[0] = strlen(d[0]);
+        d[1] = AM2Z_BATCH;
+        z[1] = strlen(AM2Z_BATCH);
+        for (size_t f = 0; f < n; f += 2) {
+            const s_template_t *t = &s_templates[s_below(s_ntemplates)];
+            d[2 + f] = s_below(10) ? t->cmd : AM2Z_BATCH;    /* sometimes nested */
+            z[2 + f] = strlen(d[2 + f]);
+            if (f + 1 < n) {
+                s_buf_t *body = &bodies[f / 2];
+                s_put(body, t->body, t->size);
+                if (s_below(2))
+                    s_mutate(body);
+                d[3 + f] = body->data;
+                z[3 + f] = body->size;
+            }
+        }
+        s_send_frames(p, 2 + n, d, z);
+        for (size_t k = 0; k < PAIRS; k++)
+            free(bodies[k].data);
         break;
     }
     default: {                                    /* oversize, or the other side's commands */
