@@ -21,7 +21,7 @@ build="${BUILD_DIR:-$src/build}"
 out="$(realpath -m "${1:-$build/bench-profile}")"
 jobs="${2:-50000}"
 dur="${3:-periodic}"
-conc="${WORKER_CONCURRENCY:-16}"
+conc="${WORKER_CONCURRENCY:-100}"
 mkdir -p "$out"
 work="$(mktemp -d /tmp/am2z-prof.XXXXXX)"
 pids=()

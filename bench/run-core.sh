@@ -3,6 +3,8 @@
 # ports, a fresh data dir), runs am2z-bench against them, stops them.
 # Usage: bash bench/run-core.sh [sync|periodic] [am2z-bench flags...]
 # Needs a build in ./build (bash tests/run.sh or cmake --build build).
+# Prints the bench's lines, then the CPU time (user + system, ms) the
+# broker and the worker used while it ran.
 set -euo pipefail
 src="$(cd "$(dirname "$0")/.." && pwd)"
 build="${BUILD_DIR:-$src/build}"
@@ -11,6 +13,7 @@ dir="$(mktemp -d)"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
 trap cleanup EXIT
+: >"$dir/broker.out"; : >"$dir/worker.out"
 "$build/broker/am2z-broker" --data-dir "$dir/data" --durability "$mode" --log-level warn \
   --frontend 'tcp://127.0.0.1:*' --backend 'tcp://127.0.0.1:*' --events 'tcp://127.0.0.1:*' >"$dir/broker.out" &
 pids+=($!)
@@ -22,4 +25,7 @@ field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$line"; }
 pids+=($!)
 for _ in $(seq 100); do grep -q ready "$dir/worker.out" && break; sleep 0.1; done
 echo "durability=$mode cores=$(nproc) kernel=$(uname -r)"
+cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{printf "%d", ($14 + $15) * 1000 / hz}' "/proc/$1/stat"; }
+b0=$(cpu_ms "${pids[0]}") w0=$(cpu_ms "${pids[1]}")
 "$build/bench/am2z-bench" --broker "$(field frontend)" "$@"
+echo "cpu_ms broker=$(( $(cpu_ms "${pids[0]}") - b0 )) worker=$(( $(cpu_ms "${pids[1]}") - w0 ))"

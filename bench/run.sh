@@ -17,14 +17,15 @@
 #   --out F    the report (default docs/benchmarks.md; the chart goes next
 #              to it with .png)
 #
-# Environment: BUILD_DIR (default ./build), WORKER_CONCURRENCY (default 16),
+# Environment: BUILD_DIR (default ./build), WORKER_CONCURRENCY (default 100,
+# the BullMQ worker's concurrency: both sides get the same number of slots),
 # AM2Z_BENCH_NO_INSTALL=1 (never apt-get / npm install).
 # Needs: cmake toolchain (deploy/install-deps.sh), python3; optional
 # gnuplot (chart), redis-server + node/npm (peer), perf (--profile).
 set -euo pipefail
 src="$(cd "$(dirname "$0")/.." && pwd)"
 build="${BUILD_DIR:-$src/build}"
-conc="${WORKER_CONCURRENCY:-16}"
+conc="${WORKER_CONCURRENCY:-100}"
 mode=full runs=5 peer=1 profile=0 out="$src/docs/benchmarks.md"
 while (($#)); do
   case "$1" in
