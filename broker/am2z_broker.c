@@ -124,25 +124,27 @@ s_send_now(void *sock, const uint8_t *ident, size_t ident_size,
 }
 
 /* ---------------------------------------------------------------------------
-   Batched answers.
+   Batched messages.
 
-   A client that sends a BATCH (am2z_client_submit_many does) shows that
-   it reads them, and its requests are marked peer_t.batch. Everything the
-   broker sends that client during one loop iteration — ACCEPTEDs, ERRORs,
-   RESULTs, EVENTs — is then collected here, in order, and goes out as one
-   BATCH (or one plain message when there is only one) when the iteration
-   ends, before the loop polls again. Once a client has messages here,
-   every later message to it this iteration joins them, so its order is
-   kept. One ZeroMQ message instead of dozens: the per-message costs of
-   libzmq (routing, pipe writes) and of the client's reads are paid once.
+   A client that sends a BATCH (am2z_client_submit_many does) shows that it
+   reads them, and its requests are marked peer_t.batch; a worker says so
+   in READY (`batch`). Everything the broker sends such a peer during one
+   loop iteration — to a client ACCEPTEDs, ERRORs, RESULTs, EVENTs; to a
+   worker JOBs, CANCELs — is then collected here, in order, and goes out as
+   one BATCH (or one plain message when there is only one) when the
+   iteration ends, before the loop polls again. Once a peer has messages
+   here, every later message to it this iteration joins them, so its order
+   is kept. One ZeroMQ message instead of dozens: the per-message costs of
+   libzmq (routing, pipe writes) and of the peer's reads are paid once.
    ------------------------------------------------------------------------ */
 
 static coalesce_t *
-s_co_find(am2z_broker_t *self, const uint8_t *ident, size_t ident_size)
+s_co_find(am2z_broker_t *self, void *sock, const uint8_t *ident, size_t ident_size)
 {
     for (size_t i = 0; i < self->co_n; i++) {
         coalesce_t *co = &self->co[i];
-        if (co->ident_size == ident_size && memcmp(co->ident, ident, ident_size) == 0)
+        if (co->sock == sock && co->ident_size == ident_size
+            && memcmp(co->ident, ident, ident_size) == 0)
             return co;
     }
     return NULL;
@@ -153,16 +155,17 @@ static void
 s_co_send(am2z_broker_t *self, coalesce_t *co)
 {
     const uint8_t *p = co->buf, *end = co->buf + co->len;
+    void *sock = co->sock;
     if (co->n == 1) {
         size_t size;
         memcpy(&size, p + 1, sizeof size);
-        s_send_now(self->fe, co->ident, co->ident_size, NULL, (am2z_cmd_t)p[0],
+        s_send_now(sock, co->ident, co->ident_size, NULL, (am2z_cmd_t)p[0],
                    p + 1 + sizeof size, size);
     } else if (co->n > 1
-               && zmq_send(self->fe, co->ident, co->ident_size, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0
-               && zmq_send(self->fe, AM2Z_PROTOCOL, strlen(AM2Z_PROTOCOL),
+               && zmq_send(sock, co->ident, co->ident_size, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0
+               && zmq_send(sock, AM2Z_PROTOCOL, strlen(AM2Z_PROTOCOL),
                            ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0
-               && zmq_send(self->fe, AM2Z_BATCH, strlen(AM2Z_BATCH), ZMQ_SNDMORE | ZMQ_DONTWAIT)
+               && zmq_send(sock, AM2Z_BATCH, strlen(AM2Z_BATCH), ZMQ_SNDMORE | ZMQ_DONTWAIT)
                       >= 0) {
         while (p < end) {
             size_t size;
@@ -170,10 +173,13 @@ s_co_send(am2z_broker_t *self, coalesce_t *co)
             const char *name = am2z_cmd_name((am2z_cmd_t)p[0]);
             const uint8_t *body = p + 1 + sizeof size;
             p = body + size;
-            if (zmq_send(self->fe, name, strlen(name), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0
-                || zmq_send(self->fe, body, size, (p < end ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT) < 0)
+            if (zmq_send(sock, name, strlen(name), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0
+                || zmq_send(sock, body, size, (p < end ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT) < 0)
                 break;
         }
+        int to = sock == self->be;
+        self->batch_out[to][0]++;
+        self->batch_out[to][1] += co->n;
     }
     co->len = 0;
     co->n = 0;
@@ -188,19 +194,20 @@ s_co_flush(am2z_broker_t *self)
     self->co_n = 0;
 }
 
-/*  Collects a message to a client when it takes BATCHes (batch) or
-    already has messages collected. Returns false when it must go now. */
+/*  Collects a message to a peer when it takes BATCHes (batch) or already
+    has messages collected. Returns false when it must go now. */
 static bool
-s_co_add(am2z_broker_t *self, const uint8_t *ident, size_t ident_size, am2z_cmd_t cmd,
-         const uint8_t *body, size_t size, bool batch)
+s_co_add(am2z_broker_t *self, void *sock, const uint8_t *ident, size_t ident_size,
+         am2z_cmd_t cmd, const uint8_t *body, size_t size, bool batch)
 {
-    coalesce_t *co = s_co_find(self, ident, ident_size);
+    coalesce_t *co = s_co_find(self, sock, ident, ident_size);
     if (!co) {
         if (!batch || ident_size > S_IDENT_MAX)
             return false;
         if (self->co_n == S_CO_MAX)
             s_co_flush(self);
         co = &self->co[self->co_n++];
+        co->sock = sock;
         memcpy(co->ident, ident, ident_size);
         co->ident_size = ident_size;
         co->len = co->n = 0;
@@ -234,8 +241,8 @@ static void
 s_emit(am2z_broker_t *self, void *sock, const uint8_t *ident, size_t ident_size,
        const char *prefix, am2z_cmd_t cmd, const uint8_t *body, size_t size, bool batch)
 {
-    if (sock == self->fe && ident && !prefix && (self->co_n || batch)
-        && s_co_add(self, ident, ident_size, cmd, body, size, batch))
+    if (ident && !prefix && (self->co_n || batch)
+        && s_co_add(self, sock, ident, ident_size, cmd, body, size, batch))
         return;
     s_send_now(sock, ident, ident_size, prefix, cmd, body, size);
 }
@@ -451,7 +458,7 @@ s_send_client(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
 void
 am2zb_send_worker(am2z_broker_t *self, const worker_t *worker, am2z_msg_t *msg)
 {
-    s_send_msg(self, self->be, worker->ident, worker->ident_size, NULL, msg, false);
+    s_send_msg(self, self->be, worker->ident, worker->ident_size, NULL, msg, worker->batch);
 }
 
 /*  ERROR {req, error} to a client; takes *error_p. */
@@ -1559,6 +1566,7 @@ s_on_ready(am2z_broker_t *self, const uint8_t *ident, size_t ident_size, am2z_ms
     worker_t *worker = am2zb_worker_add(self, ident, ident_size, msg->worker);
     if (!worker)
         return;
+    worker->batch = msg->batch;
     worker->procs = calloc(msg->nprocs, sizeof *worker->procs);
     if (!worker->procs) {
         am2zb_worker_forget(self, worker, "out of memory");
@@ -2079,6 +2087,8 @@ s_recv_batch(am2z_broker_t *self, void *sock, bool frontend, peer_t *peer, zmq_m
         zmq_msg_close(&cmd);
         zmq_msg_close(&body);
     }
+    self->batch_in[!frontend][0]++;
+    self->batch_in[!frontend][1] += pairs < AM2Z_BATCH_MAX ? pairs : AM2Z_BATCH_MAX;
     while (more) {                /* only after a failed read: drop the rest */
         zmq_msg_t part;
         zmq_msg_init(&part);
@@ -2388,7 +2398,7 @@ s_on_query(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
                 running++;
         }
         zhashx_t *set = s_active_sessions(self);
-        am2z_bw_map(w, 8 + AM2ZB_LC_STATS_FIELDS);
+        am2z_bw_map(w, 9 + AM2ZB_LC_STATS_FIELDS);
         am2z_bw_str(w, "uptimeMs");   am2z_bw_uint(w, (am2z_clock_mono_us() - self->started_us) / 1000);
         am2z_bw_str(w, "processors"); am2z_bw_uint(w, zhashx_size(self->procs));
         am2z_bw_str(w, "workers");    am2z_bw_uint(w, self->nworkers);
@@ -2397,6 +2407,20 @@ s_on_query(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
         am2z_bw_str(w, "waiting");    am2z_bw_uint(w, waiting);
         am2z_bw_str(w, "completed");  am2z_bw_uint(w, self->completed);
         am2z_bw_str(w, "failed");     am2z_bw_uint(w, self->failed);
+        /* BATCHes (docs/PROTOCOL.md "Batches") by direction: how many,
+           and how many commands they carried */
+        static const char *const names[2][2][2] = {
+            { { "fromClients", "fromClientsCommands" }, { "fromWorkers", "fromWorkersCommands" } },
+            { { "toClients", "toClientsCommands" }, { "toWorkers", "toWorkersCommands" } },
+        };
+        am2z_bw_str(w, "batches");
+        am2z_bw_map(w, 8);
+        for (int dir = 0; dir < 2; dir++)
+            for (int side = 0; side < 2; side++)
+                for (int k = 0; k < 2; k++) {
+                    am2z_bw_str(w, names[dir][side][k]);
+                    am2z_bw_uint(w, dir ? self->batch_out[side][k] : self->batch_in[side][k]);
+                }
         am2zb_lc_write_stats(self, w);   /* store, dlqDropped, ... */
         zhashx_destroy(&set);
     } else if (strcmp(what, "queues") == 0) {

@@ -188,6 +188,7 @@ struct worker_s {
     size_t nprocs;
     uint64_t last_seen_us;        /* monotonic */
     zlistx_t *expired;            /* expired_t* (owned): leases past deadline */
+    bool batch;                   /* READY.batch: it reads BATCHes */
 };
 
 /*  What a turn's commit decides: the sends that wait for durability. */
@@ -233,12 +234,14 @@ typedef struct {
     bool batch;                   /* the client takes BATCHes (peer_t.batch) */
 } held_t;
 
-/*  The messages of one loop iteration for one client that takes BATCHes
-    (it sent one), sent as one BATCH at the end of the iteration
-    (am2z_broker.c "Batched answers"). buf holds per message: the command
-    (1 byte), the body size (sizeof size_t, host order), the body. */
+/*  The messages of one loop iteration for one peer that takes BATCHes (a
+    client that sent one, a worker whose READY said so), sent as one BATCH
+    at the end of the iteration (am2z_broker.c "Batched messages"). buf
+    holds per message: the command (1 byte), the body size (sizeof size_t,
+    host order), the body. */
 #define S_CO_MAX 16
 typedef struct {
+    void *sock;                   /* fe or be */
     uint8_t ident[S_IDENT_MAX];
     size_t ident_size;
     uint8_t *buf;                 /* owned, kept across iterations */
@@ -300,8 +303,10 @@ struct am2z_broker_t {
     size_t out_cap;               /* slots in outbox */
     bool held_turn;               /* the outbox already waited through one turn */
     int turn_msgs;                /* messages handled by the last turn */
-    coalesce_t co[S_CO_MAX];      /* batched answers of this iteration, per client */
-    size_t co_n;                  /* clients in co with messages */
+    coalesce_t co[S_CO_MAX];      /* batched messages of this iteration, per peer */
+    size_t co_n;                  /* peers in co with messages */
+    uint64_t batch_in[2][2];      /* BATCHes received [clients, workers][count, commands] */
+    uint64_t batch_out[2][2];     /* BATCHes sent, the same */
 };
 
 /* am2z_sched.c ------------------------------------------------------------ */

@@ -425,6 +425,7 @@ static const s_schema_t s_comp_schema = S_SCHEMA(s_comp_fields, am2z_comp_desc_t
                          .sub = &s_comp_schema, .elem = "composite" }
 #define F_CALL(fl)     { .key = "call", .kind = K_BOOL, .flags = (fl), .off = M(call) }
 #define F_EVENTS(fl)   { .key = "events", .kind = K_BOOL, .flags = (fl), .off = M(events) }
+#define F_BATCH(fl)    { .key = "batch", .kind = K_BOOL, .flags = (fl), .off = M(batch) }
 #define F_EVERY(fl)    { .key = "every", .kind = K_U64, .flags = (fl), .off = M(every_ms), .lo = 1, .hi = UINT64_MAX }
 #define F_LIMIT(fl)    { .key = "limit", .kind = K_U64, .flags = (fl), .off = M(limit), .hi = UINT64_MAX }
 #define F_START(fl)    { .key = "start", .kind = K_U64, .flags = (fl), .off = M(start_ms), .hi = UINT64_MAX }
@@ -459,7 +460,7 @@ static const s_field_t s_event[] = {
 };
 static const s_field_t s_heartbeat[] = { F_WORKER(0) };
 static const s_field_t s_disconnect[] = { F_WORKER(0) };
-static const s_field_t s_ready[] = { F_WORKER(S_REQ), F_PROCS(S_REQ), F_COMPS(0) };
+static const s_field_t s_ready[] = { F_WORKER(S_REQ), F_PROCS(S_REQ), F_COMPS(0), F_BATCH(0) };
 static const s_field_t s_credit[] = { F_PROC(S_REQ), F_CREDIT(S_REQ) };
 static const s_field_t s_done[] = {
     F_JOB(S_REQ), F_ATTEMPT(S_REQ), F_OK(S_REQ), F_DATA(S_ARRAY), F_STATE(0),

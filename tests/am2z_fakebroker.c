@@ -14,6 +14,8 @@ struct am2z_fakebroker_t {
     zframe_t *peer;               /* owned; identity of the last sender */
     bool keep_heartbeats;         /* return HEARTBEATs from recv */
     size_t heartbeats;            /* HEARTBEATs seen */
+    zmsg_t *batch;                /* owned: [sig] then the pairs of a BATCH not yet returned */
+    size_t batches;               /* BATCHes received */
 };
 
 am2z_fakebroker_t *
@@ -36,6 +38,7 @@ am2z_fakebroker_destroy(am2z_fakebroker_t **self_p)
     if (!self_p || !*self_p)
         return;
     am2z_fakebroker_t *self = *self_p;
+    zmsg_destroy(&self->batch);
     zframe_destroy(&self->peer);
     zsock_destroy(&self->router);
     free(self);
@@ -69,11 +72,25 @@ am2z_fakebroker_peer(const am2z_fakebroker_t *self, char *out, size_t size)
     free(hex);
 }
 
-int
-am2z_fakebroker_recv(am2z_fakebroker_t *self, am2z_msg_t *msg, int timeout_ms)
+/*  Decodes (sig, cmd, body); asserts it is well formed. */
+static void
+s_decode(zframe_t *sig, zframe_t *cmd, zframe_t *body, am2z_msg_t *msg)
 {
-    uint64_t deadline = am2z_clock_mono_us() + (uint64_t)timeout_ms * 1000;
-    while (true) {
+    ck_assert_ptr_nonnull(body);
+    char err[256] = "";
+    int rc = am2z_frames_decode(zframe_data(sig), zframe_size(sig),
+                                zframe_data(cmd), zframe_size(cmd),
+                                zframe_data(body), zframe_size(body),
+                                (size_t)64 << 20, msg, err, sizeof err);
+    ck_assert_msg(rc == AM2Z_OK, "worker sent an undecodable message: %s", err);
+}
+
+/*  The next message: the next pair of a BATCH being read, or a new
+    message (a BATCH is kept and returned pair by pair). */
+static int
+s_next(am2z_fakebroker_t *self, am2z_msg_t *msg, uint64_t deadline)
+{
+    while (!self->batch) {
         uint64_t now = am2z_clock_mono_us();
         if (now >= deadline)
             return -1;
@@ -84,19 +101,44 @@ am2z_fakebroker_recv(am2z_fakebroker_t *self, am2z_msg_t *msg, int timeout_ms)
             continue;
         zmsg_t *raw = zmsg_recv(self->router);
         ck_assert_ptr_nonnull(raw);
-        ck_assert_uint_eq(zmsg_size(raw), 4);
         zframe_destroy(&self->peer);
         self->peer = zmsg_pop(raw);
         zframe_t *sig = zmsg_first(raw);
         zframe_t *cmd = zmsg_next(raw);
-        zframe_t *body = zmsg_next(raw);
-        char err[256] = "";
-        rc = am2z_frames_decode(zframe_data(sig), zframe_size(sig),
-                                zframe_data(cmd), zframe_size(cmd),
-                                zframe_data(body), zframe_size(body),
-                                (size_t)64 << 20, msg, err, sizeof err);
+        if (cmd && zframe_streq(cmd, AM2Z_BATCH)) {
+            ck_assert_uint_ge(zmsg_size(raw), 4);
+            ck_assert_uint_eq(zmsg_size(raw) % 2, 0);
+            zmsg_remove(raw, cmd);
+            zframe_destroy(&cmd);
+            self->batch = raw;            /* [sig, cmd, body, cmd, body...] */
+            self->batches++;
+            break;
+        }
+        ck_assert_uint_eq(zmsg_size(raw), 3);
+        s_decode(sig, cmd, zmsg_next(raw), msg);
         zmsg_destroy(&raw);
-        ck_assert_msg(rc == AM2Z_OK, "worker sent an undecodable message: %s", err);
+        return 0;
+    }
+    zframe_t *sig = zmsg_first(self->batch);
+    zframe_t *cmd = zmsg_next(self->batch);
+    zframe_t *body = zmsg_next(self->batch);
+    s_decode(sig, cmd, body, msg);
+    zmsg_remove(self->batch, cmd);
+    zmsg_remove(self->batch, body);
+    zframe_destroy(&cmd);
+    zframe_destroy(&body);
+    if (zmsg_size(self->batch) == 1)
+        zmsg_destroy(&self->batch);
+    return 0;
+}
+
+int
+am2z_fakebroker_recv(am2z_fakebroker_t *self, am2z_msg_t *msg, int timeout_ms)
+{
+    uint64_t deadline = am2z_clock_mono_us() + (uint64_t)timeout_ms * 1000;
+    while (true) {
+        if (s_next(self, msg, deadline) != 0)
+            return -1;
         if (msg->cmd == AM2Z_CMD_HEARTBEAT) {
             self->heartbeats++;
             if (!self->keep_heartbeats) {
@@ -106,6 +148,12 @@ am2z_fakebroker_recv(am2z_fakebroker_t *self, am2z_msg_t *msg, int timeout_ms)
         }
         return 0;
     }
+}
+
+size_t
+am2z_fakebroker_batches(const am2z_fakebroker_t *self)
+{
+    return self->batches;
 }
 
 void
@@ -160,6 +208,25 @@ am2z_fakebroker_job(am2z_fakebroker_t *self, const char *proc,
     job.state_size = am2z_state_size(state);
     job.timeout_ms = timeout_ms;
     am2z_fakebroker_send(self, &job);
+}
+
+void
+am2z_fakebroker_send_batch(am2z_fakebroker_t *self, const am2z_msg_t *msgs, size_t n)
+{
+    ck_assert_ptr_nonnull(self->peer);
+    zmsg_t *out = zmsg_new();
+    zmsg_append(out, &(zframe_t *){ zframe_dup(self->peer) });
+    zmsg_addstr(out, AM2Z_PROTOCOL);
+    zmsg_addstr(out, AM2Z_BATCH);
+    for (size_t i = 0; i < n; i++) {
+        uint8_t *body = NULL;
+        size_t size = 0;
+        ck_assert_int_eq(am2z_msg_encode(&msgs[i], &body, &size), AM2Z_OK);
+        zmsg_addstr(out, am2z_cmd_name(msgs[i].cmd));
+        zmsg_addmem(out, body, size);
+        free(body);
+    }
+    ck_assert_int_eq(zmsg_send(&out, self->router), 0);
 }
 
 am2z_state_t *

@@ -51,6 +51,12 @@ void am2z_fakebroker_peer(const am2z_fakebroker_t *self, char *out, size_t size)
 /*  Encodes and sends msg to the current peer. */
 void am2z_fakebroker_send(am2z_fakebroker_t *self, const am2z_msg_t *msg);
 
+/*  Sends msgs[0..n) to the current peer as one BATCH. */
+void am2z_fakebroker_send_batch(am2z_fakebroker_t *self, const am2z_msg_t *msgs, size_t n);
+
+/*  BATCHes received so far (recv returns their commands one by one). */
+size_t am2z_fakebroker_batches(const am2z_fakebroker_t *self);
+
 /*  Sends raw frames after the identity: nframes (1..3) of (data, size). */
 void am2z_fakebroker_send_raw(am2z_fakebroker_t *self, size_t nframes,
                               const void *const *data, const size_t *sizes);

@@ -8,9 +8,11 @@
 */
 #include "am2z_client.h"
 #include "am2z_cluster.h"
+#include "am2z_json.h"
 #include "am2z_testproc.h"
 #include "am2z_testutil.h"
 
+#include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -233,6 +235,70 @@ START_TEST(test_e2e_submit_many_pipelines_across_sessions)
     ck_assert_ptr_nonnull(strstr(am2z_client_last_error(c), "no-such-processor"));
     for (int i = 0; i < N; i++)
         am2z_state_destroy(&states[i]);
+    am2z_client_destroy(&c);
+}
+END_TEST
+
+/*  The broker's BATCH counters (QUERY stats, "batches"). */
+static void
+s_batches(am2z_client_t *c, json_int_t out[8])
+{
+    static const char *const keys[8] = {
+        "fromClients", "fromClientsCommands", "toClients", "toClientsCommands",
+        "fromWorkers", "fromWorkersCommands", "toWorkers", "toWorkersCommands",
+    };
+    uint8_t *data = NULL;
+    size_t size = 0;
+    ck_assert_int_eq(am2z_client_query(c, "stats", NULL, &data, &size), AM2Z_OK);
+    json_t *j = NULL;
+    ck_assert_int_eq(am2z_json_from_msgpack(data, size, &j), AM2Z_OK);
+    free(data);
+    json_t *b = json_object_get(j, "batches");
+    ck_assert(json_is_object(b));
+    for (int i = 0; i < 8; i++) {
+        json_t *v = json_object_get(b, keys[i]);
+        ck_assert_msg(json_is_integer(v), "stats.batches.%s missing", keys[i]);
+        out[i] = json_integer_value(v);
+    }
+    json_decref(j);
+}
+
+/*  submit_many goes as BATCHes; the broker answers it, feeds the workers
+    and hears from them in BATCHes too (docs/PROTOCOL.md "Batches"). */
+START_TEST(test_e2e_submit_many_travels_in_batches_both_ways)
+{
+    am2z_client_t *c = s_client();
+    json_int_t before[8], after[8];
+    s_batches(c, before);
+    enum { N = 1000 };
+    am2z_state_t **states = calloc(N, sizeof *states);
+    char (*ids)[AM2Z_JOB_ID_MAX + 1] = calloc(N, sizeof *ids);
+    ck_assert(states && ids);
+    for (int i = 0; i < N; i++) {
+        char session[32];
+        snprintf(session, sizeof session, "batch-%d", i);
+        states[i] = am2z_cluster_state(session, "count", i, NULL);
+    }
+    ck_assert_int_eq(am2z_client_submit_many(c, "increment", (const am2z_state_t *const *)states,
+                                             NULL, N, ids), AM2Z_OK);
+    for (int i = 0; i < N; i++) {
+        am2z_result_t *r = NULL;
+        ck_assert_int_eq(am2z_client_wait(c, ids[i], 20000, &r), AM2Z_OK);
+        ck_assert(r->success);
+        ck_assert_int_eq(s_count(r->state), i + 1);
+        am2z_result_destroy(&r);
+        am2z_state_destroy(&states[i]);
+    }
+    s_batches(c, after);
+    ck_assert_int_eq(after[0] - before[0], 1);        /* one BATCH of N SUBMITs */
+    ck_assert_int_eq(after[1] - before[1], N);
+    ck_assert_int_ge(after[2] - before[2], 1);        /* ACCEPTEDs, RESULTs */
+    ck_assert_int_ge(after[3] - before[3], N);
+    ck_assert_int_ge(after[6] - before[6], 1);        /* JOBs to the workers */
+    ck_assert_int_ge(after[4] - before[4], 1);        /* DONEs from them */
+    ck_assert_int_ge(after[5] - before[5], 2 * (after[4] - before[4]));
+    free(states);
+    free(ids);
     am2z_client_destroy(&c);
 }
 END_TEST
@@ -466,6 +532,7 @@ s_suite(void)
     tcase_add_test(tc, test_e2e_sessions_are_isolated);
     tcase_add_test(tc, test_e2e_two_workers_serve_one_processor);
     tcase_add_test(tc, test_e2e_submit_many_pipelines_across_sessions);
+    tcase_add_test(tc, test_e2e_submit_many_travels_in_batches_both_ways);
     tcase_add_test(tc, test_e2e_unknown_processor_fails_with_available_list);
     tcase_add_test(tc, test_e2e_execute_many_keeps_order_and_reports_failures);
     tcase_add_test(tc, test_e2e_stats_count_jobs);

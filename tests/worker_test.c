@@ -245,6 +245,7 @@ START_TEST(test_worker_ready_announces_processors_and_credit)
     ck_assert_uint_eq(ready.procs[1].concurrency, 1);        /* 0 means 1 */
     ck_assert_str_eq(ready.procs[6].name, "rendezvous");
     ck_assert_uint_eq(ready.procs[6].concurrency, 2);
+    ck_assert(ready.batch);                                  /* it reads BATCHes */
     am2z_msg_clear(&ready);
 
     am2z_worker_destroy(&w);
@@ -585,6 +586,49 @@ START_TEST(test_worker_runs_concurrency_jobs_in_parallel)
         ck_assert(streq(done.job, a) || streq(done.job, b));
         am2z_msg_clear(&done);
     }
+    am2z_state_destroy(&st);
+    s_unrig(&r);
+}
+END_TEST
+
+/*  JOBs in one BATCH run like separate messages; a BATCH with a command
+    but no body is dropped and the worker goes on. */
+START_TEST(test_worker_reads_jobs_from_a_batch)
+{
+    atomic_store(&s_arrived, 0);
+    s_rig_t r = s_rig(1000, 100);
+    am2z_state_t *st = s_state_count(0);
+    char a[AM2Z_ID_LEN + 1], b[AM2Z_ID_LEN + 1];
+    ck_assert_int_eq(am2z_id_new(a), AM2Z_OK);
+    ck_assert_int_eq(am2z_id_new(b), AM2Z_OK);
+    am2z_msg_t jobs[2];
+    for (int i = 0; i < 2; i++) {
+        am2z_msg_init(&jobs[i], AM2Z_CMD_JOB);    /* borrowed pointers, never cleared */
+        jobs[i].job = i ? b : a;
+        jobs[i].attempt = 1;
+        jobs[i].processor = (char *)"rendezvous";
+        jobs[i].session = (char *)am2z_state_session_id(st);
+        jobs[i].state = (uint8_t *)am2z_state_data(st);
+        jobs[i].state_size = am2z_state_size(st);
+    }
+    am2z_fakebroker_send_batch(r.fb, jobs, 2);
+    am2z_msg_t done;
+    bool seen[2] = { false, false };
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(am2z_fakebroker_recv(r.fb, &done, WAIT_MS), 0);
+        ck_assert_int_eq(done.cmd, AM2Z_CMD_DONE);
+        ck_assert_msg(done.success, "%s", done.error ? done.error->message : "?");
+        seen[streq(done.job, b)] = true;
+        am2z_msg_clear(&done);
+    }
+    ck_assert(seen[0] && seen[1]);
+    /* a command without its body: dropped, the worker still serves */
+    const void *frames[3] = { AM2Z_PROTOCOL, AM2Z_BATCH, "JOB" };
+    const size_t sizes[3] = { strlen(AM2Z_PROTOCOL), strlen(AM2Z_BATCH), 3 };
+    am2z_fakebroker_send_raw(r.fb, 3, frames, sizes);
+    s_run_job(&r, "incr", &done);
+    ck_assert(done.success);
+    am2z_msg_clear(&done);
     am2z_state_destroy(&st);
     s_unrig(&r);
 }
@@ -1091,6 +1135,7 @@ s_suite(void)
     tcase_add_test(tc, test_worker_cancel_sets_flag);
     tcase_add_test(tc, test_worker_lease_deadline_cancels_job);
     tcase_add_test(tc, test_worker_runs_concurrency_jobs_in_parallel);
+    tcase_add_test(tc, test_worker_reads_jobs_from_a_batch);
     tcase_add_test(tc, test_worker_refuses_job_beyond_credit);
     tcase_add_test(tc, test_worker_heartbeats);
     tcase_add_test(tc, test_worker_reregisters_after_disconnect);

@@ -138,6 +138,12 @@ typedef struct {
 } s_lane_t;
 
 /*  Everything one run owns. Lives on the running thread's stack. */
+/*  A message to the broker waiting for the end of the loop iteration. */
+typedef struct {
+    const char *cmd;              /* static command name */
+    zmq_msg_t body;
+} s_out_t;
+
 typedef struct {
     am2z_worker_t *w;             /* borrowed */
     zsock_t *control;             /* background mode: the zactor pipe; else NULL */
@@ -167,6 +173,10 @@ typedef struct {
     size_t held;                  /* JOBs held (not run) while draining */
     bool handed_back;             /* DISCONNECT sent: outcomes are dropped */
     uint64_t stop_deadline_us;    /* give up waiting for cancelled jobs then */
+    bool peer_batch;              /* the broker sent a BATCH: ours may be batched */
+    s_out_t *out;                 /* owned (AM2Z_BATCH_MAX): this iteration's
+                                     messages to the broker, while peer_batch */
+    size_t nout;                  /* messages in out */
 } s_engine_t;
 
 /*  Every slot in use: the lane slots and the extras. */
@@ -344,13 +354,84 @@ am2z_worker_register(am2z_worker_t *self, const am2z_processor_def_t *def)
    Sending to the broker
    ------------------------------------------------------------------------ */
 
-/*  Sends [AM2Z/1, cmd, body] without blocking: a main thread stuck in send
-    would stop heartbeats. A message the socket cannot take (peer gone and
-    queue full) is dropped and logged; the broker's lease deadline and our
-    reconnect cover it. */
+/*  Batched messages (docs/PROTOCOL.md "Batches"). The worker's READY says
+    it reads BATCHes; once the broker has sent one, it reads them too, and
+    what the worker sends during one loop iteration (DONEs, EVENTs, CALLs,
+    HEARTBEATs) waits in e->out and goes as one BATCH (one plain message
+    when there is only one) before the loop polls again. */
+
+static void
+s_out_drop(s_engine_t *e)
+{
+    for (size_t i = 0; i < e->nout; i++)
+        zmq_msg_close(&e->out[i].body);
+    e->nout = 0;
+}
+
+/*  Sends what e->out holds. Never blocks: a message the socket cannot take
+    (peer gone and queue full) is dropped and logged; the broker's lease
+    deadline and our reconnect cover it. */
+static void
+s_out_flush(s_engine_t *e)
+{
+    if (!e->nout)
+        return;
+    void *h = zsock_resolve(e->dealer);
+    if (zmq_send(h, AM2Z_PROTOCOL, strlen(AM2Z_PROTOCOL), ZMQ_SNDMORE | ZMQ_DONTWAIT) == -1) {
+        AM2Z_LOG(e->w->log, AM2Z_LOG_WARN, "worker", "messages to broker dropped",
+                 AM2Z_KU("messages", e->nout), AM2Z_KS("first", e->out[0].cmd),
+                 AM2Z_KS("error", zmq_strerror(errno)));
+        s_out_drop(e);
+        return;
+    }
+    /*  Once the first part is queued the rest of a multipart always is. */
+    if (e->nout > 1)
+        zmq_send(h, AM2Z_BATCH, strlen(AM2Z_BATCH), ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    for (size_t i = 0; i < e->nout; i++) {
+        zmq_send(h, e->out[i].cmd, strlen(e->out[i].cmd), ZMQ_SNDMORE | ZMQ_DONTWAIT);
+        zmq_msg_send(&e->out[i].body, h, (i + 1 < e->nout ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT);
+        zmq_msg_close(&e->out[i].body);
+    }
+    e->nout = 0;
+}
+
+/*  Takes (cmd, *body) into e->out when the broker reads BATCHes; *body is
+    moved (the caller still closes it). Returns false when it must go now. */
+static bool
+s_out_add(s_engine_t *e, const char *cmd, zmq_msg_t *body)
+{
+    if (!e->peer_batch)
+        return false;
+    if (!e->out && !(e->out = calloc(AM2Z_BATCH_MAX, sizeof *e->out)))
+        return false;
+    if (e->nout == AM2Z_BATCH_MAX)
+        s_out_flush(e);
+    s_out_t *o = &e->out[e->nout++];
+    o->cmd = cmd;
+    zmq_msg_init(&o->body);
+    zmq_msg_move(&o->body, body);
+    return true;
+}
+
+/*  Sends [AM2Z/1, cmd, body] without blocking (or batches it, above): a
+    main thread stuck in send would stop heartbeats. A message the socket
+    cannot take (peer gone and queue full) is dropped and logged; the
+    broker's lease deadline and our reconnect cover it. */
 static int
 s_send(s_engine_t *e, const char *cmd, const void *body, size_t size)
 {
+    if (e->peer_batch) {
+        zmq_msg_t m;
+        if (zmq_msg_init_size(&m, size) == 0) {
+            if (size)
+                memcpy(zmq_msg_data(&m), body, size);
+            bool taken = s_out_add(e, cmd, &m);
+            zmq_msg_close(&m);
+            if (taken)
+                return AM2Z_OK;
+        }
+    }
+    s_out_flush(e);                       /* what waits goes first */
     void *h = zsock_resolve(e->dealer);
     if (zmq_send(h, AM2Z_PROTOCOL, strlen(AM2Z_PROTOCOL),
                  ZMQ_SNDMORE | ZMQ_DONTWAIT) == -1) {
@@ -369,6 +450,9 @@ s_send(s_engine_t *e, const char *cmd, const void *body, size_t size)
 static int
 s_send_body(s_engine_t *e, const char *cmd, zmq_msg_t *body)
 {
+    if (s_out_add(e, cmd, body))
+        return AM2Z_OK;
+    s_out_flush(e);
     void *h = zsock_resolve(e->dealer);
     if (zmq_send(h, AM2Z_PROTOCOL, strlen(AM2Z_PROTOCOL),
                  ZMQ_SNDMORE | ZMQ_DONTWAIT) == -1) {
@@ -445,6 +529,7 @@ s_send_ready(s_engine_t *e)
     msg.nprocs = w->nprocs;
     msg.comps = comps;
     msg.ncomps = w->ncomps;
+    msg.batch = true;
     if (rc == AM2Z_OK)
         rc = s_send_msg(e, &msg);
     free(descs);
@@ -508,6 +593,10 @@ static void s_rebuild_items(s_engine_t *e);
 static int
 s_connect(s_engine_t *e)
 {
+    if (e->dealer)
+        s_out_flush(e);                   /* as if sent before the new socket */
+    s_out_drop(e);
+    e->peer_batch = false;                /* the broker there may not read BATCHes */
     zsock_destroy(&e->dealer);
     e->dealer = zsock_new(ZMQ_DEALER);
     if (!e->dealer) {
@@ -699,6 +788,11 @@ s_engine_fini(s_engine_t *e)
         }
     free(e->lanes);
     e->lanes = NULL;
+    if (e->dealer)
+        s_out_flush(e);
+    s_out_drop(e);
+    free(e->out);
+    e->out = NULL;
     zsock_destroy(&e->router);
     zsock_destroy(&e->dealer);
 }
@@ -973,20 +1067,86 @@ s_on_broker_msg(s_engine_t *e, zmq_msg_t *parts, int n)
     am2z_msg_clear(&msg);
 }
 
+/*  The (command, body) pairs of a BATCH whose signature and marker were
+    read into parts[0..1]: each handled as its own message. */
+static void
+s_on_broker_batch(s_engine_t *e, void *h, zmq_msg_t *parts)
+{
+    e->peer_batch = true;                 /* it reads them too */
+    bool more = true;
+    while (more) {
+        zmq_msg_close(&parts[1]);
+        zmq_msg_init(&parts[1]);
+        zmq_msg_t *body = &parts[2];
+        zmq_msg_init(body);
+        /*  a message arrives whole: these reads do not wait */
+        bool ok = zmq_msg_recv(&parts[1], h, ZMQ_DONTWAIT) != -1;
+        if (ok && !zmq_msg_more(&parts[1])) {
+            AM2Z_LOG(e->w->log, AM2Z_LOG_WARN, "worker",
+                     "malformed BATCH from broker: a command without a body");
+            ok = more = false;
+        }
+        ok = ok && zmq_msg_recv(body, h, ZMQ_DONTWAIT) != -1;
+        if (ok) {
+            more = zmq_msg_more(body);
+            s_on_broker_msg(e, parts, 3);
+        }
+        zmq_msg_close(body);
+        if (!ok)
+            break;
+    }
+    while (more) {                        /* only after a failed read */
+        zmq_msg_t rest;
+        zmq_msg_init(&rest);
+        if (zmq_msg_recv(&rest, h, ZMQ_DONTWAIT) == -1)
+            break;
+        more = zmq_msg_more(&rest);
+        zmq_msg_close(&rest);
+    }
+}
+
 static void
 s_on_broker(s_engine_t *e)
 {
     void *h = zsock_resolve(e->dealer);
     for (int i = 0; i < S_BATCH; i++) {
         zmq_msg_t parts[3];
-        int n = am2zw_recv(h, parts, 3, ZMQ_DONTWAIT);
-        if (n < 0)
+        int n = 0;
+        bool batch = false;
+        /*  am2zw_recv, except that a BATCH marker in the second frame
+            stops it: its pairs are read one by one */
+        while (true) {
+            zmq_msg_t spare;
+            zmq_msg_t *m = n < 3 ? &parts[n] : &spare;
+            zmq_msg_init(m);
+            if (zmq_msg_recv(m, h, ZMQ_DONTWAIT) == -1) {
+                zmq_msg_close(m);
+                break;
+            }
+            bool more = zmq_msg_more(m);
+            if (m == &spare)
+                zmq_msg_close(m);
+            n++;
+            if (more && n == 2 && am2z_is_batch(zmq_msg_data(&parts[1]), zmq_msg_size(&parts[1]))) {
+                batch = true;
+                break;
+            }
+            if (!more)
+                break;
+        }
+        if (n == 0)
             break;                        /* EAGAIN: read it all */
         e->last_heard_us = am2z_clock_mono_us();
         e->backoff_ms = S_BACKOFF_MIN_MS;
         e->next_reconnect_us = 0;
-        s_on_broker_msg(e, parts, n);
-        am2zw_close(parts, n, 3);
+        if (batch) {
+            s_on_broker_batch(e, h, parts);
+            zmq_msg_close(&parts[0]);
+            zmq_msg_close(&parts[1]);
+        } else {
+            s_on_broker_msg(e, parts, n);
+            am2zw_close(parts, n, 3);
+        }
     }
 }
 
@@ -1284,8 +1444,10 @@ s_loop(s_engine_t *e)
         if (e->stopping && !e->handed_back
             && (e->busy == 0 || now >= e->drain_deadline_us))
             s_hand_back(e);
-        if (e->handed_back && (e->busy == 0 || now >= e->stop_deadline_us))
+        if (e->handed_back && (e->busy == 0 || now >= e->stop_deadline_us)) {
+            s_out_flush(e);
             return AM2Z_OK;
+        }
         if (!e->handed_back && now >= e->next_hb_us) {
             s_send_simple(e, AM2Z_CMD_HEARTBEAT);
             e->next_hb_us = now + e->hb_us;
@@ -1302,6 +1464,7 @@ s_loop(s_engine_t *e)
         long timeout_ms = (long)((wait_us + 999) / 1000);
         if (timeout_ms > S_POLL_MAX_MS)
             timeout_ms = S_POLL_MAX_MS;
+        s_out_flush(e);                   /* this iteration's BATCH */
         int rc = zmq_poll(e->items, (int)e->nitems, timeout_ms);
         if (rc == -1) {
             if (errno == EINTR)
