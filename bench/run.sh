@@ -128,7 +128,10 @@ record() {  # system config case run extra-json result-json
 # on the first CPU, the worker and the client on the last (--cpus, taskset).
 am2z_case() {
   local dur="$1" name="$2" run="$3"; shift 3
-  local label="$dur" bpin=() wpin=() cpin=()
+  local label="$dur" bpin=() wpin=() cpin=() wconc="$conc"
+  if [[ $dur == *-c16 ]]; then   # the same with 16 worker slots (less memory)
+    dur="${dur%-c16}" wconc=16
+  fi
   if [[ $dur == pinned ]]; then
     dur=periodic bpin=(--cpus "$PIN_BROKER") wpin=(--cpus "$PIN_WORKER")
     cpin=(taskset -c "$PIN_CLIENT")
@@ -144,7 +147,7 @@ am2z_case() {
   line="$(grep ready "$d/broker.out")"
   fe="$(sed -n 's/.* frontend=\([^ ]*\).*/\1/p' <<<"$line")"
   be="$(sed -n 's/.* backend=\([^ ]*\).*/\1/p' <<<"$line")"
-  "$WORKER" --broker "$be" --log-level warn --concurrency "$conc" "${wpin[@]}" \
+  "$WORKER" --broker "$be" --log-level warn --concurrency "$wconc" "${wpin[@]}" \
     >"$d/worker.out" 2>&1 &
   local wp=$!; pids+=("$wp")
   wait_for "$d/worker.out" ready
@@ -266,6 +269,10 @@ for run in $(seq "$runs"); do
   ((peer)) && bull_case off tp "$run" --workload tp --jobs "$JOBS" --window "$WINDOW"
   am2z_case sync tp "$run" --workload tp --jobs "$JOBS" --window "$WINDOW"
   ((peer)) && bull_case aof tp "$run" --workload tp --jobs "$JOBS" --window "$WINDOW"
+  if ((conc != 16)); then   # memory vs throughput: the worker with 16 slots
+    am2z_case periodic-c16 tp "$run" --workload tp --jobs "$JOBS" --window "$WINDOW"
+    am2z_case sync-c16 tp "$run" --workload tp --jobs "$JOBS" --window "$WINDOW"
+  fi
   am2z_case periodic chain3 "$run" --workload chain3 --rounds "$ROUNDS_FLOW"
   ((peer)) && bull_case aof chain3 "$run" --workload chain3 --rounds "$ROUNDS_FLOW"
   am2z_case periodic par3 "$run" --workload par3 --rounds "$ROUNDS_FLOW"
