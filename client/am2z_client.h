@@ -128,7 +128,9 @@ int am2z_client_submit(am2z_client_t *self, const char *processor,
                        char job_id[AM2Z_JOB_ID_MAX + 1]);
 
 /*  Pipelined submit (BullMQ's addBulk): sends every SUBMIT before reading
-    any answer, then collects the broker's answers. states[i] may be NULL
+    any answer — in BATCH messages of up to 1024 (docs/PROTOCOL.md
+    "Batches"), answered in BATCHes too — then collects the broker's
+    answers. execute_many submits the same way. states[i] may be NULL
     (continue from the stored state); session_ids may be NULL, and
     session_ids[i] NULL means states[i]'s session. job_ids[i] receives the
     id of each accepted (durable) job, or "" for a refused one (e.g. unknown

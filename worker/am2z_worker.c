@@ -173,6 +173,7 @@ typedef struct {
     size_t held;                  /* JOBs held (not run) while draining */
     bool handed_back;             /* DISCONNECT sent: outcomes are dropped */
     uint64_t stop_deadline_us;    /* give up waiting for cancelled jobs then */
+    uint64_t next_deadline_us;    /* no lease deadline comes before this (s_check_deadlines) */
     bool peer_batch;              /* the broker sent a BATCH: ours may be batched */
     s_out_t *out;                 /* owned (AM2Z_BATCH_MAX): this iteration's
                                      messages to the broker, while peer_batch */
@@ -804,6 +805,7 @@ s_engine_init(s_engine_t *e, am2z_worker_t *w, zsock_t *control,
               volatile int *stop_flag)
 {
     memset(e, 0, sizeof *e);
+    e->next_deadline_us = UINT64_MAX;
     e->w = w;
     e->control = control;
     e->stop_flag = stop_flag;
@@ -916,6 +918,8 @@ s_start_job(s_engine_t *e, size_t p, am2z_msg_t *owned)
     slot->epoch = e->epoch;
     slot->deadline_us = owned->timeout_ms
                             ? am2z_clock_mono_us() + owned->timeout_ms * 1000 : 0;
+    if (slot->deadline_us && slot->deadline_us < e->next_deadline_us)
+        e->next_deadline_us = slot->deadline_us;
     atomic_store(&slot->cancel, false);
     slot->busy = true;
     e->busy++;
@@ -1227,6 +1231,8 @@ s_start_extra(s_engine_t *e, size_t p, am2z_msg_t *owned)
     slot->call_req = 0;
     slot->deadline_us = owned->timeout_ms
                             ? am2z_clock_mono_us() + owned->timeout_ms * 1000 : 0;
+    if (slot->deadline_us && slot->deadline_us < e->next_deadline_us)
+        e->next_deadline_us = slot->deadline_us;
     atomic_store(&slot->cancel, false);
     slot->busy = true;
     e->busy++;
@@ -1381,20 +1387,31 @@ s_on_control(s_engine_t *e)
     zmsg_destroy(&msg);
 }
 
-/*  Sets the cancellation flag of every job past its lease deadline. */
+/*  Sets the cancellation flag of every job past its lease deadline. The
+    slots are walked only once the earliest deadline set since the last
+    walk has come (a worker with many slots would otherwise walk them all
+    at every wake-up); the walk then finds the next one. */
 static void
 s_check_deadlines(s_engine_t *e, uint64_t now)
 {
+    if (now < e->next_deadline_us)
+        return;
+    uint64_t next = UINT64_MAX;
     for (size_t i = 0; i < s_nall(e); i++) {
         s_slot_t *slot = &e->slots[i];
-        if (slot->busy && slot->deadline_us && now >= slot->deadline_us) {
+        if (!slot->busy || !slot->deadline_us)
+            continue;
+        if (now >= slot->deadline_us) {
             atomic_store(&slot->cancel, true);
             slot->deadline_us = 0;
             AM2Z_LOG(e->w->log, AM2Z_LOG_INFO, "worker",
                      "job past its lease deadline: cancelled",
                      AM2Z_KS("job", slot->job));
+        } else if (slot->deadline_us < next) {
+            next = slot->deadline_us;
         }
     }
+    e->next_deadline_us = next;
 }
 
 /*  xorshift64: the reconnect jitter. */
