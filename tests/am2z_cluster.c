@@ -1,5 +1,6 @@
 /*  am2z_cluster.c — see am2z_cluster.h. */
 #include "am2z_cluster.h"
+#include "am2z_json.h"
 #include "am2z_testutil.h"
 
 #include <signal.h>
@@ -265,3 +266,16 @@ am2z_cluster_state(const char *session, const char *key, int64_t value, const ch
 }
 
 #endif
+
+json_t *
+am2z_cluster_query(am2z_client_t *c, const char *what, const char *arg)
+{
+    uint8_t *data = NULL;
+    size_t size = 0;
+    int rc = am2z_client_query(c, what, arg, &data, &size);
+    ck_assert_msg(rc == AM2Z_OK, "QUERY %s: %s", what, am2z_client_last_error(c));
+    json_t *j = NULL;
+    ck_assert_int_eq(am2z_json_from_msgpack(data, size, &j), AM2Z_OK);
+    free(data);
+    return j;
+}

@@ -25,6 +25,7 @@
 #include "am2z_client.h"
 #include "am2z_testproc.h"
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -107,6 +108,10 @@ void am2z_cluster_stop(am2z_cluster_t *cl);
 /*  A client connected to the frontend with the given timeout; caller owns
     it (am2z_client_destroy). */
 am2z_client_t *am2z_cluster_client(const am2z_cluster_t *cl, uint64_t timeout_ms);
+
+/*  QUERY `what` (narrowed by arg: the session or job id the query takes,
+    or NULL) as JSON; fails the test when it is refused. Caller decrefs. */
+json_t *am2z_cluster_query(am2z_client_t *c, const char *what, const char *arg);
 
 /*  Runs `am2z ARGS... --broker <frontend>` (args NULL-ended, at most 28) to
     completion (30 s), its stdout in out (NUL-terminated, truncated).

@@ -8,11 +8,9 @@
 */
 #include "am2z_client.h"
 #include "am2z_cluster.h"
-#include "am2z_json.h"
 #include "am2z_testproc.h"
 #include "am2z_testutil.h"
 
-#include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -247,12 +245,7 @@ s_batches(am2z_client_t *c, json_int_t out[8])
         "fromClients", "fromClientsCommands", "toClients", "toClientsCommands",
         "fromWorkers", "fromWorkersCommands", "toWorkers", "toWorkersCommands",
     };
-    uint8_t *data = NULL;
-    size_t size = 0;
-    ck_assert_int_eq(am2z_client_query(c, "stats", NULL, &data, &size), AM2Z_OK);
-    json_t *j = NULL;
-    ck_assert_int_eq(am2z_json_from_msgpack(data, size, &j), AM2Z_OK);
-    free(data);
+    json_t *j = am2z_cluster_query(c, "stats", NULL);
     json_t *b = json_object_get(j, "batches");
     ck_assert(json_is_object(b));
     for (int i = 0; i < 8; i++) {

@@ -96,12 +96,7 @@ s_wait_counts(am2z_client_t *c, const char *session, uint64_t queued, uint64_t r
 static json_t *
 s_stats(am2z_client_t *c)
 {
-    uint8_t *data = NULL;
-    size_t size = 0;
-    ck_assert_int_eq(am2z_client_query(c, "stats", NULL, &data, &size), AM2Z_OK);
-    json_t *j = NULL;
-    ck_assert_int_eq(am2z_json_from_msgpack(data, size, &j), AM2Z_OK);
-    free(data);
+    json_t *j = am2z_cluster_query(c, "stats", NULL);
     ck_assert(json_is_object(json_object_get(j, "store")));
     /* the data file: disk blocks allocated ahead of what is used, within the map */
     json_t *b = json_object_get(j, "storeBytes");

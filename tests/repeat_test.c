@@ -614,13 +614,7 @@ s_on_event(const am2z_event_t *ev, void *arg)
 static json_t *
 s_job_status(am2z_client_t *c, const char *id)
 {
-    uint8_t *data = NULL;
-    size_t size = 0;
-    ck_assert_int_eq(am2z_client_query(c, "job", id, &data, &size), AM2Z_OK);
-    json_t *j = NULL;
-    ck_assert_int_eq(am2z_json_from_msgpack(data, size, &j), AM2Z_OK);
-    free(data);
-    return j;
+    return am2z_cluster_query(c, "job", id);
 }
 
 START_TEST(test_progress_events_in_order_and_in_job_status)

@@ -45,13 +45,7 @@ s_start_worker(am2z_cluster_t *env, const char *concurrency)
 static json_t *
 s_query_job(am2z_client_t *c, const char *id)
 {
-    uint8_t *data = NULL;
-    size_t size = 0;
-    ck_assert_int_eq(am2z_client_query(c, "job", id, &data, &size), AM2Z_OK);
-    json_t *j = NULL;
-    ck_assert_int_eq(am2z_json_from_msgpack(data, size, &j), AM2Z_OK);
-    free(data);
-    return j;
+    return am2z_cluster_query(c, "job", id);
 }
 
 static uint64_t
