@@ -1121,6 +1121,9 @@ am2zb_submit_job(am2z_broker_t *self, const peer_t *peer, proc_t *proc, am2z_msg
     job->seq = ++self->seq;
     job->client = *peer;
     job->client.events = msg->events;
+    /* noack: the RESULT is the answer (an idempotent or repeatable SUBMIT
+       is always answered with ACCEPTED: its id is what the caller needs) */
+    job->client.noack = msg->noack && !msg->idem_key && !msg->every_ms;
 
     int rc = s_put_job_record(self, job);
     if (rc != AM2Z_OK) {
@@ -2215,7 +2218,8 @@ s_apply_effects(am2z_broker_t *self, bool durable)
                 am2z_msg_init(&acc, AM2Z_CMD_ACCEPTED);
                 acc.job = job->id;
                 acc.session = job->session_id;
-                s_send_client(self, &job->client, &acc);
+                if (!job->client.noack)
+                    s_send_client(self, &job->client, &acc);
                 if (eff->created) {
                     uint8_t *data = NULL;
                     size_t size = 0;

@@ -68,6 +68,7 @@ typedef struct {
     uint64_t req;
     bool events;                  /* the submitter wants the job's events (SUBMIT.events) */
     bool batch;                   /* it sent this request in a BATCH: answers may be batched */
+    bool noack;                   /* SUBMIT.noack: no ACCEPTED, the RESULT answers */
 } peer_t;
 
 typedef enum { JOB_WAITING = 0, JOB_ACTIVE, JOB_FAILING } job_status_t;

@@ -770,6 +770,11 @@ static int
 s_submit_outcome(am2z_client_t *self, am2z_msg_t *answer, const char *processor,
                  char job_id[AM2Z_JOB_ID_MAX + 1], am2z_error_t **refusal)
 {
+    if (answer->cmd == AM2Z_CMD_RESULT && answer->job) {
+        /* a SUBMIT with noack: the RESULT answered it (s_handle keeps it) */
+        s_copy(job_id, AM2Z_JOB_ID_MAX + 1, answer->job);
+        return AM2Z_OK;
+    }
     if (answer->cmd == AM2Z_CMD_ACCEPTED && answer->job) {
         s_copy(job_id, AM2Z_JOB_ID_MAX + 1, answer->job);
         if (answer->repeat)
@@ -797,13 +802,14 @@ s_submit_outcome(am2z_client_t *self, am2z_msg_t *answer, const char *processor,
 /*  submit with the refusal handed back (execute turns it into a result). */
 static int
 s_submit(am2z_client_t *self, const char *processor, const am2z_state_t *state,
-         const char *session_id, const am2z_submit_opts_t *opts,
+         const char *session_id, const am2z_submit_opts_t *opts, bool noack,
          char job_id[AM2Z_JOB_ID_MAX + 1], am2z_error_t **refusal)
 {
     am2z_msg_t req;
     int rc = s_submit_msg(self, processor, state, session_id, opts, &req);
     if (rc != AM2Z_OK)
         return rc;
+    req.noack = noack;
     am2z_msg_t answer;
     rc = s_request(self, &req, s_deadline(self->timeout_ms), &answer);
     if (rc == AM2Z_OK)
@@ -820,7 +826,7 @@ am2z_client_submit(am2z_client_t *self, const char *processor, const am2z_state_
     if (!self || !job_id)
         return AM2Z_EINVAL;
     am2z_error_t *refusal = NULL;
-    int rc = s_submit(self, processor, state, session_id, opts, job_id, &refusal);
+    int rc = s_submit(self, processor, state, session_id, opts, false, job_id, &refusal);
     am2z_error_destroy(&refusal);
     return rc;
 }
@@ -951,7 +957,15 @@ am2z_client_execute(am2z_client_t *self, const char *processor, const am2z_state
     }
     char job_id[AM2Z_JOB_ID_MAX + 1];
     am2z_error_t *refusal = NULL;
-    int rc = s_submit(self, processor, state, session_id, opts, job_id, &refusal);
+    /* noack: the broker answers with the RESULT alone (one message and one
+       wake-up of this process fewer per execute); an idempotent SUBMIT is
+       still ACCEPTED (the broker says which job answers it) */
+    bool noack = !(opts && opts->idempotency_key);
+    int rc = s_submit(self, processor, state, session_id, opts, noack, job_id, &refusal);
+    if (rc == AM2Z_ETIMEOUT && noack)
+        s_set_error(self, "no result for '%s' in session '%s' within %llu ms", processor,
+                    session_id ? session_id : state ? am2z_state_session_id(state) : "?",
+                    (unsigned long long)self->timeout_ms);
     if (rc == AM2Z_EFAILED) {
         /* refused (e.g. ProcessorNotFoundError): a failed result, not an error */
         if (!session_id && state)

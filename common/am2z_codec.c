@@ -426,6 +426,7 @@ static const s_schema_t s_comp_schema = S_SCHEMA(s_comp_fields, am2z_comp_desc_t
 #define F_CALL(fl)     { .key = "call", .kind = K_BOOL, .flags = (fl), .off = M(call) }
 #define F_EVENTS(fl)   { .key = "events", .kind = K_BOOL, .flags = (fl), .off = M(events) }
 #define F_BATCH(fl)    { .key = "batch", .kind = K_BOOL, .flags = (fl), .off = M(batch) }
+#define F_NOACK(fl)    { .key = "noack", .kind = K_BOOL, .flags = (fl), .off = M(noack) }
 #define F_EVERY(fl)    { .key = "every", .kind = K_U64, .flags = (fl), .off = M(every_ms), .lo = 1, .hi = UINT64_MAX }
 #define F_LIMIT(fl)    { .key = "limit", .kind = K_U64, .flags = (fl), .off = M(limit), .hi = UINT64_MAX }
 #define F_START(fl)    { .key = "start", .kind = K_U64, .flags = (fl), .off = M(start_ms), .hi = UINT64_MAX }
@@ -437,7 +438,7 @@ static const s_schema_t s_comp_schema = S_SCHEMA(s_comp_fields, am2z_comp_desc_t
 static const s_field_t s_submit[] = {
     F_REQ(S_REQ), F_PROC(S_REQ), F_SESSION(S_REQ), F_STATE(0), F_PRIO(0),
     F_TIMEOUT(0), F_DELAY(0), F_DEPTH(0), F_IDEM(0), F_JOB(0), F_EVENTS(0),
-    F_EVERY(0), F_LIMIT(0), F_START(0),
+    F_EVERY(0), F_LIMIT(0), F_START(0), F_NOACK(0),
 };
 static const s_field_t s_fetch[] = { F_REQ(S_REQ), F_JOB(S_REQ) };
 static const s_field_t s_query[] = {

@@ -201,6 +201,7 @@ typedef struct {
     bool call;                    /* JOB: a nested call's child (runs beyond credit) */
     bool events;                  /* SUBMIT: send this job's events on the connection */
     bool batch;                   /* READY: the worker reads BATCHes */
+    bool noack;                   /* SUBMIT: no ACCEPTED, the RESULT (or ERROR) answers */
     am2z_proc_desc_t *procs;      /* READY: processors served */
     size_t nprocs;
     am2z_comp_desc_t *comps;      /* READY: composites announced (optional) */

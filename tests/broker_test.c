@@ -421,6 +421,83 @@ START_TEST(test_broker_result_reaches_submitter_with_version_bump)
 }
 END_TEST
 
+/*  The next message on sock, whatever it is (false after S_QUIET). */
+static bool
+s_recv_any(zsock_t *sock, am2z_msg_t *out)
+{
+    zsock_set_rcvtimeo(sock, S_QUIET);
+    zmsg_t *zm = zmsg_recv(sock);
+    if (!zm)
+        return false;
+    ck_assert_uint_eq(zmsg_size(zm), 3);
+    zframe_t *sig = zmsg_first(zm), *cmd = zmsg_next(zm), *body = zmsg_next(zm);
+    ck_assert_int_eq(am2z_frames_decode(zframe_data(sig), zframe_size(sig), zframe_data(cmd),
+                                        zframe_size(cmd), zframe_data(body), zframe_size(body),
+                                        S_MAXBODY, out, NULL, 0),
+                     AM2Z_OK);
+    zmsg_destroy(&zm);
+    return true;
+}
+
+/*  SUBMIT.noack: the RESULT (req echoed) is the only answer; an idempotent
+    SUBMIT is ACCEPTED all the same. */
+START_TEST(test_broker_noack_submit_is_answered_by_its_result)
+{
+    fixture_t fx;
+    s_broker_start(&fx, true);
+    zsock_t *w = s_worker(&fx, "w1", "inc", 1);
+    zsock_t *c = s_client(&fx);
+    s_wait_known(c, "inc");
+    am2z_msg_t m;
+    am2z_msg_init(&m, AM2Z_CMD_SUBMIT);
+    m.req = ++s_req;
+    m.processor = (char *)"inc";
+    m.session = (char *)"noack-1";
+    m.noack = true;
+    s_send(c, &m);
+    am2z_msg_t j, r;
+    s_expect(w, AM2Z_CMD_JOB, &j);
+    s_done_inc(w, &j, j.attempt);
+    ck_assert(s_recv_any(c, &r));
+    ck_assert_int_eq(r.cmd, AM2Z_CMD_RESULT);     /* no ACCEPTED before it */
+    ck_assert_uint_eq(r.req, m.req);
+    ck_assert_str_eq(r.job, j.job);
+    ck_assert(r.success);
+    am2z_msg_clear(&r);
+    am2z_msg_clear(&j);
+    ck_assert(!s_recv_any(c, &r));                /* and nothing after it */
+
+    /* refused: ERROR as always */
+    m.req = ++s_req;
+    m.processor = (char *)"nope";
+    s_send(c, &m);
+    ck_assert(s_recv_any(c, &r));
+    ck_assert_int_eq(r.cmd, AM2Z_CMD_ERROR);
+    ck_assert_uint_eq(r.req, m.req);
+    am2z_msg_clear(&r);
+
+    /* with an idempotency key: ACCEPTED (it names the job that answers) */
+    m.req = ++s_req;
+    m.processor = (char *)"inc";
+    m.idem_key = (char *)"noack-key";
+    s_send(c, &m);
+    am2z_msg_t acc;
+    s_expect(c, AM2Z_CMD_ACCEPTED, &acc);
+    ck_assert_uint_eq(acc.req, m.req);
+    s_expect(w, AM2Z_CMD_JOB, &j);
+    ck_assert_str_eq(j.job, acc.job);
+    s_done_inc(w, &j, j.attempt);
+    s_expect(c, AM2Z_CMD_RESULT, &r);
+    ck_assert_str_eq(r.job, acc.job);
+    am2z_msg_clear(&acc);
+    am2z_msg_clear(&j);
+    am2z_msg_clear(&r);
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    s_broker_stop(&fx);
+}
+END_TEST
+
 START_TEST(test_broker_state_persists_across_jobs_in_session)
 {
     fixture_t fx;
@@ -1519,6 +1596,7 @@ s_suite(void)
     tcase_set_timeout(tc, 20);
     tcase_add_test(tc, test_broker_submit_is_accepted_and_dispatched);
     tcase_add_test(tc, test_broker_result_reaches_submitter_with_version_bump);
+    tcase_add_test(tc, test_broker_noack_submit_is_answered_by_its_result);
     tcase_add_test(tc, test_broker_state_persists_across_jobs_in_session);
     tcase_add_test(tc, test_broker_unknown_processor_lists_available);
     tcase_add_test(tc, test_broker_one_active_job_per_session);

@@ -35,6 +35,7 @@ typedef struct {
     char held_session[AM2Z_SESSION_ID_MAX + 1];
     char last_stop[256];
     zmsg_t *batch_out;            /* answers to a BATCH being handled: one BATCH back */
+    bool saw_noack;               /* a SUBMIT asked for no ACCEPTED */
 } s_fake_t;
 
 static void
@@ -98,11 +99,12 @@ s_event(s_fake_t *self, zframe_t *peer, const char *name, const char *job,
 
 /*  Builds, keeps (for FETCH) and sends the RESULT of a job. */
 static void
-s_result(s_fake_t *self, zframe_t *peer, const char *job, const char *proc,
+s_result(s_fake_t *self, zframe_t *peer, uint64_t req, const char *job, const char *proc,
          const char *session, const uint8_t *state, size_t state_size, bool ok)
 {
     am2z_msg_t res;
     am2z_msg_init(&res, AM2Z_CMD_RESULT);
+    res.req = req;                /* the submitter's, as the broker echoes it */
     res.job = s_dup(job);
     res.processor = s_dup(proc);
     res.session = s_dup(session);
@@ -258,7 +260,11 @@ s_on_command(s_fake_t *self, zframe_t *peer, zframe_t *sig, zframe_t *cmd, zfram
         acc.req = m.req;
         acc.job = strdup(job);
         acc.session = strdup(m.session);
-        s_send(self, peer, &acc);
+        /* like the broker: noack means the RESULT answers (session
+           "legacy" plays a broker that predates noack and ignores it) */
+        self->saw_noack |= m.noack;
+        if (!m.noack || strcmp(m.session, "legacy") == 0 || strcmp(m.processor, "slow") == 0)
+            s_send(self, peer, &acc);
         am2z_msg_clear(&acc);
         if (strcmp(m.processor, "slow") == 0) {
             zframe_destroy(&self->held_peer);
@@ -275,7 +281,7 @@ s_on_command(s_fake_t *self, zframe_t *peer, zframe_t *sig, zframe_t *cmd, zfram
         } else {
             s_event(self, peer, "processor:job:failed", job, m.session, m.processor, 2);
         }
-        s_result(self, peer, job, m.processor, m.session, m.state, m.state_size, ok);
+        s_result(self, peer, m.req, job, m.processor, m.session, m.state, m.state_size, ok);
         break;
     }
     case AM2Z_CMD_FETCH: {
@@ -375,16 +381,18 @@ s_fake_broker(zsock_t *pipe, void *args)
             } else if (streq(cmd, "FINISH")) {
                 s_event(&self, self.held_peer, "processor:job:completed", self.held_job,
                         self.held_session, "slow", 1);
-                s_result(&self, self.held_peer, self.held_job, "slow", self.held_session,
+                s_result(&self, self.held_peer, 0, self.held_job, "slow", self.held_session,
                          NULL, 0, true);
                 if (self.fetcher)
-                    s_result(&self, self.fetcher, self.held_job, "slow", self.held_session,
+                    s_result(&self, self.fetcher, 0, self.held_job, "slow", self.held_session,
                              NULL, 0, true);
                 zframe_destroy(&self.fetcher);
                 self.held_job[0] = '\0';
                 zstr_send(pipe, "OK");
             } else if (streq(cmd, "STOPS")) {
                 zstr_send(pipe, self.last_stop);
+            } else if (streq(cmd, "NOACK")) {
+                zstr_send(pipe, self.saw_noack ? "yes" : "no");
             }
             zstr_free(&cmd);
         } else if (which == self.router) {
@@ -475,6 +483,20 @@ START_TEST(test_client_execute_returns_result)
                      AM2Z_OK);
     ck_assert(res->success);
     ck_assert_str_eq(am2z_state_session_id(res->state), "s2");
+    am2z_result_destroy(&res);
+
+    /* execute asks for no ACCEPTED (noack): its RESULT answered it */
+    zstr_send(s_broker, "NOACK");
+    char *noack = zstr_recv(s_broker);
+    ck_assert_str_eq(noack, "yes");
+    zstr_free(&noack);
+
+    /* a broker that ignores noack answers ACCEPTED first: the same result */
+    ck_assert_int_eq(am2z_client_execute_in_session(s_client, "legacy", "echo", NULL, &res),
+                     AM2Z_OK);
+    ck_assert(res->success);
+    ck_assert_str_eq(am2z_state_session_id(res->state), "legacy");
+    ck_assert_uint_eq(strlen(res->job_id), AM2Z_ID_LEN);
     am2z_result_destroy(&res);
 
     /* argument checks */

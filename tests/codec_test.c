@@ -136,6 +136,7 @@ s_fill(am2z_cmd_t cmd, am2z_msg_t *m)
         m->idem_key = s_str("order 17 / retry ok");
         m->job = s_str("0192f3a4b5c6d7e8f90a1b2c3d4e5f60");
         m->events = true;
+        m->noack = true;
         m->every_ms = 60000;
         m->limit = 12;
         m->start_ms = 1763802325000ull;
@@ -207,6 +208,7 @@ s_fill(am2z_cmd_t cmd, am2z_msg_t *m)
         m->worker = s_str("w-01");
         m->procs = s_sample_procs(&m->nprocs);
         m->comps = s_sample_comps(&m->ncomps);
+        m->batch = true;
         break;
     case AM2Z_CMD_CREDIT:
         m->processor = s_str("p");
@@ -319,6 +321,8 @@ s_msg_eq(const am2z_msg_t *a, const am2z_msg_t *b)
     ck_assert_int_eq(a->success, b->success);
     ck_assert_int_eq(a->keep_state, b->keep_state);
     ck_assert_int_eq(a->events, b->events);
+    ck_assert_int_eq(a->noack, b->noack);
+    ck_assert_int_eq(a->batch, b->batch);
     ck_assert_uint_eq(a->attempt, b->attempt);
     ck_assert_uint_eq(a->call_depth, b->call_depth);
     ck_assert_int_eq(a->priority, b->priority);
