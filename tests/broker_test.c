@@ -289,6 +289,33 @@ s_done_inc(zsock_t *worker, const am2z_msg_t *job, uint32_t attempt)
     am2z_state_destroy(&out);
 }
 
+/*  Takes the worker's next JOB and answers it with s_done_inc; its id goes
+    to job_id (AM2Z_JOB_ID_MAX + 1 bytes) when given. */
+static void
+s_serve_inc(zsock_t *worker, char *job_id)
+{
+    am2z_msg_t j;
+    s_expect(worker, AM2Z_CMD_JOB, &j);
+    s_done_inc(worker, &j, j.attempt);
+    if (job_id)
+        snprintf(job_id, AM2Z_JOB_ID_MAX + 1, "%s", j.job);
+    am2z_msg_clear(&j);
+}
+
+/*  A plain SUBMIT in `session` is ACCEPTED, runs and its RESULT succeeds
+    (the broker still serves after whatever a test threw at it). */
+static void
+s_still_serves(zsock_t *client, zsock_t *worker, const char *session)
+{
+    char job[AM2Z_JOB_ID_MAX + 1];
+    s_submit_ok(client, "inc", session, job);
+    s_serve_inc(worker, NULL);
+    am2z_msg_t r;
+    s_expect(client, AM2Z_CMD_RESULT, &r);
+    ck_assert(r.success);
+    am2z_msg_clear(&r);
+}
+
 static uint64_t
 s_state_version(const uint8_t *data, size_t size)
 {
@@ -455,16 +482,15 @@ START_TEST(test_broker_noack_submit_is_answered_by_its_result)
     m.session = (char *)"noack-1";
     m.noack = true;
     s_send(c, &m);
-    am2z_msg_t j, r;
-    s_expect(w, AM2Z_CMD_JOB, &j);
-    s_done_inc(w, &j, j.attempt);
+    char ran[AM2Z_JOB_ID_MAX + 1];
+    s_serve_inc(w, ran);
+    am2z_msg_t r;
     ck_assert(s_recv_any(c, &r));
     ck_assert_int_eq(r.cmd, AM2Z_CMD_RESULT);     /* no ACCEPTED before it */
     ck_assert_uint_eq(r.req, m.req);
-    ck_assert_str_eq(r.job, j.job);
+    ck_assert_str_eq(r.job, ran);
     ck_assert(r.success);
     am2z_msg_clear(&r);
-    am2z_msg_clear(&j);
     ck_assert(!s_recv_any(c, &r));                /* and nothing after it */
 
     /* refused: ERROR as always */
@@ -484,13 +510,11 @@ START_TEST(test_broker_noack_submit_is_answered_by_its_result)
     am2z_msg_t acc;
     s_expect(c, AM2Z_CMD_ACCEPTED, &acc);
     ck_assert_uint_eq(acc.req, m.req);
-    s_expect(w, AM2Z_CMD_JOB, &j);
-    ck_assert_str_eq(j.job, acc.job);
-    s_done_inc(w, &j, j.attempt);
+    s_serve_inc(w, ran);
+    ck_assert_str_eq(ran, acc.job);
     s_expect(c, AM2Z_CMD_RESULT, &r);
     ck_assert_str_eq(r.job, acc.job);
     am2z_msg_clear(&acc);
-    am2z_msg_clear(&j);
     am2z_msg_clear(&r);
     zsock_destroy(&w);
     zsock_destroy(&c);
@@ -731,15 +755,7 @@ START_TEST(test_broker_rejects_malformed_frames_and_keeps_serving)
     s_expect(c, AM2Z_CMD_ERROR, &e);
     am2z_msg_clear(&e);
     /* and it still serves */
-    char job[64];
-    s_submit_ok(c, "inc", "s1", job);
-    am2z_msg_t j, r;
-    s_expect(w, AM2Z_CMD_JOB, &j);
-    s_done_inc(w, &j, j.attempt);
-    s_expect(c, AM2Z_CMD_RESULT, &r);
-    ck_assert(r.success);
-    am2z_msg_clear(&j);
-    am2z_msg_clear(&r);
+    s_still_serves(c, w, "s1");
     zsock_destroy(&w);
     zsock_destroy(&c);
     s_broker_stop(&fx);
@@ -877,12 +893,8 @@ START_TEST(test_broker_batch_is_answered_in_batches_and_refuses_bad_pairs)
         am2z_msg_clear(&got[i]);
 
     /* the accepted ones run and their RESULTs reach the client */
-    for (int i = 0; i < 2; i++) {
-        am2z_msg_t j;
-        s_expect(w, AM2Z_CMD_JOB, &j);
-        s_done_inc(w, &j, j.attempt);
-        am2z_msg_clear(&j);
-    }
+    for (int i = 0; i < 2; i++)
+        s_serve_inc(w, NULL);
     ck_assert_uint_eq(s_collect(c, 2, got, &batches), 2);
     for (size_t i = 0; i < 2; i++) {
         ck_assert_int_eq(got[i].cmd, AM2Z_CMD_RESULT);
@@ -904,10 +916,7 @@ START_TEST(test_broker_batch_is_answered_in_batches_and_refuses_bad_pairs)
     ck_assert_ptr_nonnull(strstr(nobody->error->message, "no body"));
     am2z_msg_clear(&got[0]);
     am2z_msg_clear(&got[1]);
-    am2z_msg_t j;
-    s_expect(w, AM2Z_CMD_JOB, &j);
-    s_done_inc(w, &j, j.attempt);
-    am2z_msg_clear(&j);
+    s_serve_inc(w, NULL);
     ck_assert_uint_eq(s_collect(c, 1, got, &batches), 1);
     ck_assert_int_eq(got[0].cmd, AM2Z_CMD_RESULT);
     am2z_msg_clear(&got[0]);
@@ -955,15 +964,7 @@ START_TEST(test_broker_batch_is_answered_in_batches_and_refuses_bad_pairs)
     s_expect_none(c, AM2Z_CMD_ERROR);
 
     /* and a plain client is still served with plain messages */
-    char job[64];
-    s_submit_ok(c, "inc", "plain", job);
-    s_expect(w, AM2Z_CMD_JOB, &j);
-    s_done_inc(w, &j, j.attempt);
-    am2z_msg_clear(&j);
-    am2z_msg_t r;
-    s_expect(c, AM2Z_CMD_RESULT, &r);
-    ck_assert(r.success);
-    am2z_msg_clear(&r);
+    s_still_serves(c, w, "plain");
     zsock_destroy(&w);
     zsock_destroy(&c);
     s_broker_stop(&fx);
