@@ -7,7 +7,9 @@
       3. drain up to S_DRAIN_MAX messages; each handler changes memory and
          stages its writes in the one batch, and records an effect for what
          must wait for durability (ACCEPTED, RESULT, the STOP reply);
-      4. commit once (group commit);
+      4. commit once (group commit); in sync mode first lease free worker
+         slots jobs whose input is already committed and send them, so
+         workers run while the commit flushes (s_dispatch early);
       5. apply effects: on success send them; on failure refuse the submits
          (ERROR naming the resource) and fail the completions (ResourceError);
       6. answer queries and fetches (after the commit, so they see it);
@@ -192,6 +194,15 @@ s_co_flush(am2z_broker_t *self)
     for (size_t i = 0; i < self->co_n; i++)
         s_co_send(self, &self->co[i]);
     self->co_n = 0;
+}
+
+/*  Sends now what is collected for the peers of one socket. */
+static void
+s_co_flush_sock(am2z_broker_t *self, void *sock)
+{
+    for (size_t i = 0; i < self->co_n; i++)
+        if (self->co[i].sock == sock)
+            s_co_send(self, &self->co[i]);
 }
 
 /*  Collects a message to a peer when it takes BATCHes (batch) or already
@@ -2402,7 +2413,7 @@ s_on_query(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
                 running++;
         }
         zhashx_t *set = s_active_sessions(self);
-        am2z_bw_map(w, 9 + AM2ZB_LC_STATS_FIELDS);
+        am2z_bw_map(w, 10 + AM2ZB_LC_STATS_FIELDS);
         am2z_bw_str(w, "uptimeMs");   am2z_bw_uint(w, (am2z_clock_mono_us() - self->started_us) / 1000);
         am2z_bw_str(w, "processors"); am2z_bw_uint(w, zhashx_size(self->procs));
         am2z_bw_str(w, "workers");    am2z_bw_uint(w, self->nworkers);
@@ -2425,6 +2436,7 @@ s_on_query(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
                     am2z_bw_str(w, names[dir][side][k]);
                     am2z_bw_uint(w, dir ? self->batch_out[side][k] : self->batch_in[side][k]);
                 }
+        am2z_bw_str(w, "leasedBeforeCommit"); am2z_bw_uint(w, self->early_leases);
         am2zb_lc_write_stats(self, w);   /* store, dlqDropped, ... */
         zhashx_destroy(&set);
     } else if (strcmp(what, "queues") == 0) {
@@ -2706,9 +2718,10 @@ s_lease(am2z_broker_t *self, worker_t *worker, session_t *session, job_t *job)
     the cap and some worker's credit allow. Sessions whose delayed head
     became due join their rings first, so a due job goes out this turn. */
 static void
-s_dispatch(am2z_broker_t *self)
+s_dispatch(am2z_broker_t *self, bool early)
 {
-    am2zb_flow_dispatch(self);      /* workflow steps first: they hold sessions */
+    if (!early)
+        am2zb_flow_dispatch(self);  /* workflow steps first: they hold sessions */
     if (!self->nworkers || self->draining)
         return;
     uint64_t now = am2z_clock_wall_ms();
@@ -2722,6 +2735,11 @@ s_dispatch(am2z_broker_t *self)
             worker_t *worker = am2zb_pick_worker(self, proc);
             if (!worker)
                 break;
+            job_t *head = early ? zlistx_first(session->lane) : NULL;
+            if (head && am2z_batch_state_pending(self->batch, head->session_id))
+                break;             /* its state changed this turn (s_finish puts
+                                      such sessions at the ring's end): after
+                                      the commit */
             am2zb_session_unready(self, session);
             job_t *job = zlistx_first(session->lane);
             if (session->active || !job)
@@ -2733,6 +2751,8 @@ s_dispatch(am2z_broker_t *self)
                 continue;
             }
             s_lease(self, worker, session, job);
+            if (early && job->status == JOB_ACTIVE)
+                self->early_leases++;
         }
     }
 }
@@ -2919,6 +2939,13 @@ s_turn(am2z_broker_t *self, zsock_t *pipe, uint64_t timeout_ms)
     self->turn_msgs = n;
     s_stage_dirty(self);
     bool durable = true;
+    if (self->batch && self->hold_sends) {
+        /* Early dispatch (sync): the slots this turn's DONEs freed take
+           jobs whose input is already committed before the commit's
+           fdatasync, so workers run them while the disk flushes. */
+        s_dispatch(self, true);
+        s_co_flush_sock(self, self->be);
+    }
     if (self->batch) {
         int crc = am2z_store_commit(&self->batch);
         if (crc != AM2Z_OK) {
@@ -2940,7 +2967,7 @@ s_turn(am2z_broker_t *self, zsock_t *pipe, uint64_t timeout_ms)
     am2zb_repeat_after_commit(self, durable);   /* idempotency + repeat + progress (issue 6) */
     am2zb_lc_committed(self, durable);   /* STOP replies, session:cleanup */
     s_run_deferred(self);
-    s_dispatch(self);
+    s_dispatch(self, false);
     if (self->out_n)
         s_outbox_settle(self);
 }

@@ -308,6 +308,7 @@ struct am2z_broker_t {
     size_t co_n;                  /* peers in co with messages */
     uint64_t batch_in[2][2];      /* BATCHes received [clients, workers][count, commands] */
     uint64_t batch_out[2][2];     /* BATCHes sent, the same */
+    uint64_t early_leases;        /* jobs leased before their turn's commit (sync) */
 };
 
 /* am2z_sched.c ------------------------------------------------------------ */

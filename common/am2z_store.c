@@ -771,6 +771,26 @@ am2z_batch_get_state(am2z_store_batch_t *batch, const char *session_id,
                         strlen(session_id), rec);
 }
 
+bool
+am2z_batch_state_pending(am2z_store_batch_t *batch, const char *session_id)
+{
+    if (s_batch_usable(batch) != AM2Z_OK || !s_session_ok(session_id))
+        return batch && batch->open;   /* poisoned: nothing is settled */
+    am2z_store_t *self = batch->store;
+    MDB_dbi dbi = self->dbi[AM2Z_DB_SESSIONS];
+    MDB_val k = { strlen(session_id), (void *)session_id }, mine, theirs;
+    int m1 = mdb_get(batch->txn, dbi, &k, &mine);
+    MDB_txn *rtxn;
+    if (s_read_begin(self, &rtxn) != AM2Z_OK)
+        return true;
+    int m2 = mdb_get(rtxn, dbi, &k, &theirs);
+    bool same = (m1 == MDB_NOTFOUND && m2 == MDB_NOTFOUND)
+                || (m1 == 0 && m2 == 0 && mine.mv_size == theirs.mv_size
+                    && memcmp(mine.mv_data, theirs.mv_data, mine.mv_size) == 0);
+    s_read_end(self, rtxn);
+    return !same;
+}
+
 int
 am2z_batch_get_record(am2z_store_batch_t *batch, am2z_db_t db,
                       const void *key, size_t key_size, am2z_record_t *rec)

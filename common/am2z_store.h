@@ -173,6 +173,14 @@ int am2z_batch_get_state(am2z_store_batch_t *batch, const char *session_id,
 int am2z_batch_get_record(am2z_store_batch_t *batch, am2z_db_t db,
                           const void *key, size_t key_size, am2z_record_t *rec);
 
+/*  True when the batch has written the session's state (put or delete)
+    so that it now differs from the last commit's, or when that cannot be
+    told (poisoned batch, read failure): whoever reads the state through
+    the store getters (they see commits only) must wait for the commit.
+    False when no batch is open. Compares the stored envelopes byte for
+    byte; verifies nothing. */
+bool am2z_batch_state_pending(am2z_store_batch_t *batch, const char *session_id);
+
 /*  A walk's callback (am2z_store_each, am2z_batch_each). */
 typedef int (am2z_store_each_fn)(const void *key, size_t key_size,
                                  const void *value, size_t value_size, void *arg);

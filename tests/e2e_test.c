@@ -513,6 +513,82 @@ START_TEST(test_e2e_stop_session_deletes_state)
 }
 END_TEST
 
+/*  A broker on its default durability (sync) and one worker with 4 slots. */
+static void
+s_setup_sync(void)
+{
+    memset(&s_cl, 0, sizeof s_cl);
+    s_cl.flags = s_flags;
+    const char *const w[] = { "--id", "worker-s", "--concurrency", "4", NULL };
+    am2z_cluster_start_broker(&s_cl, "e2e-sync", NULL);
+    am2z_cluster_add_worker(&s_cl, w);
+    am2z_cluster_wait_workers_cli(&s_cl, 1);
+}
+
+/*  Pipelines K jobs into each of S sessions (prefix-0 ..), every job
+    continuing from the stored state, and checks that each session counted
+    1..K in order with versions one apart, and that nothing failed. */
+static void
+s_pipeline_sessions(am2z_client_t *c, const char *prefix, int S, int K)
+{
+    const char **sessions = calloc((size_t)(S * K), sizeof *sessions);
+    const am2z_state_t **states = calloc((size_t)(S * K), sizeof *states);
+    char (*names)[32] = calloc((size_t)S, sizeof *names);
+    char (*ids)[AM2Z_JOB_ID_MAX + 1] = calloc((size_t)(S * K), sizeof *ids);
+    ck_assert(sessions && states && names && ids);
+    for (int s = 0; s < S; s++)
+        snprintf(names[s], sizeof names[s], "%s-%d", prefix, s);
+    for (int k = 0; k < K; k++)
+        for (int s = 0; s < S; s++)
+            sessions[k * S + s] = names[s];     /* states[] NULL: the stored state */
+    ck_assert_int_eq(am2z_client_submit_many(c, "increment", states, sessions,
+                                             (size_t)(S * K), ids), AM2Z_OK);
+    for (int k = 0; k < K; k++)
+        for (int s = 0; s < S; s++) {
+            am2z_result_t *r = NULL;
+            ck_assert_int_eq(am2z_client_wait(c, ids[k * S + s], 20000, &r), AM2Z_OK);
+            ck_assert_msg(r->success, "job %d of %s failed: %s", k, names[s],
+                          r->error ? r->error->message : "?");
+            ck_assert_str_eq(r->session_id, names[s]);
+            ck_assert_int_eq(s_count(r->state), k + 1);
+            ck_assert_uint_eq(am2z_state_version(r->state), (uint64_t)k + 2);
+            am2z_result_destroy(&r);
+        }
+    free(sessions);
+    free(states);
+    free(names);
+    free(ids);
+}
+
+static json_int_t
+s_leased_before_commit(am2z_client_t *c)
+{
+    json_t *j = am2z_cluster_query(c, "stats", NULL);
+    json_t *v = json_object_get(j, "leasedBeforeCommit");
+    ck_assert_msg(json_is_integer(v), "stats.leasedBeforeCommit missing");
+    json_int_t n = json_integer_value(v);
+    json_decref(j);
+    return n;
+}
+
+/*  Sync durability leases jobs whose input is already committed before a
+    turn's commit, so workers run while the disk flushes; a session whose
+    state that turn changed waits for the commit (a job given the state
+    from before that turn's DONE would come back with a version that no
+    longer fits, and fail). Many sessions: the early leases happen. Fewer
+    sessions than slots, deep queues: every session that can go next has
+    just finished a job, the case the rule is for. */
+START_TEST(test_e2e_sync_leases_early_but_never_on_stale_state)
+{
+    am2z_client_t *c = s_client();
+    json_int_t early0 = s_leased_before_commit(c);
+    s_pipeline_sessions(c, "sync-wide", 40, 6);
+    ck_assert_int_gt(s_leased_before_commit(c), early0);   /* the early path ran */
+    s_pipeline_sessions(c, "sync-deep", 3, 40);
+    am2z_client_destroy(&c);
+}
+END_TEST
+
 static Suite *
 s_suite(void)
 {
@@ -531,6 +607,11 @@ s_suite(void)
     tcase_add_test(tc, test_e2e_stats_count_jobs);
     tcase_add_test(tc, test_e2e_events_arrive_in_order_before_result);
     tcase_add_test(tc, test_e2e_stop_session_deletes_state);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("sync broker+1 worker");
+    tcase_add_unchecked_fixture(tc, s_setup_sync, s_teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_e2e_sync_leases_early_but_never_on_stale_state);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -561,6 +561,39 @@ s_corrupt_file(const char *path, const char *marker)
     return hits;
 }
 
+/*  am2z_batch_state_pending: whether the batch changed a session's state
+    (the store getters, which see commits only, would read an old one). */
+START_TEST(test_store_batch_state_pending)
+{
+    s_env_t e;
+    s_env_open(&e, "store-pending");
+    ck_assert_int_eq(PUT(e.store, "kept", 0, 1, "k"), AM2Z_OK);
+    ck_assert_int_eq(PUT(e.store, "gone", 0, 1, "g"), AM2Z_OK);
+    ck_assert(!am2z_batch_state_pending(NULL, "kept"));
+    am2z_store_batch_t *b;
+    ck_assert_int_eq(am2z_store_begin(e.store, &b), AM2Z_OK);
+    ck_assert(!am2z_batch_state_pending(b, "kept"));
+    ck_assert(!am2z_batch_state_pending(b, "never"));          /* absent on both sides */
+    ck_assert_int_eq(am2z_batch_put_state(b, "kept", 1, 2, (const uint8_t *)"k2", 2, NOW),
+                     AM2Z_OK);
+    ck_assert_int_eq(am2z_batch_put_state(b, "new", 0, 1, (const uint8_t *)"n", 1, NOW),
+                     AM2Z_OK);
+    ck_assert_int_eq(am2z_batch_delete_state(b, "gone"), AM2Z_OK);
+    ck_assert(am2z_batch_state_pending(b, "kept"));             /* updated */
+    ck_assert(am2z_batch_state_pending(b, "new"));              /* created */
+    ck_assert(am2z_batch_state_pending(b, "gone"));             /* deleted */
+    ck_assert(!am2z_batch_state_pending(b, "never"));
+    ck_assert(am2z_batch_state_pending(b, "bad/id"));           /* cannot tell: wait */
+    ck_assert_int_eq(am2z_store_commit(&b), AM2Z_OK);
+    ck_assert_int_eq(am2z_store_begin(e.store, &b), AM2Z_OK);
+    ck_assert(!am2z_batch_state_pending(b, "kept"));            /* committed: settled */
+    ck_assert(!am2z_batch_state_pending(b, "gone"));
+    am2z_store_abort(&b);
+    ck_assert(!am2z_batch_state_pending(b, "kept"));            /* no batch */
+    s_env_close(&e);
+}
+END_TEST
+
 START_TEST(test_store_detects_corrupt_envelope_on_disk)
 {
     s_env_t e;
@@ -1198,6 +1231,7 @@ s_suite(void)
     tcase_add_test(tc, test_store_rejects_stale_version);
     tcase_add_test(tc, test_store_create_twice_conflicts);
     tcase_add_test(tc, test_store_rejects_non_increasing_version_and_bad_ids);
+    tcase_add_test(tc, test_store_batch_state_pending);
     tcase_add_test(tc, test_store_deletes_state);
     tcase_add_test(tc, test_store_lists_sessions_in_order);
     tcase_add_test(tc, test_store_reopen_finds_everything_committed);
