@@ -33,7 +33,7 @@
 
 #define S_DRAIN_MAX 512
 #define S_SUB_CHECK_US 100        /* no subscriber: look for one this often (s_pub_wanted) */
-#define S_HOLD_BUSY 8             /* a turn with this many messages is busy (Outbox) */
+#define S_HOLD_BUSY 8             /* a turn with this many commands is busy (Outbox) */
 #define S_MAX_FRAMES 5
 #define S_POLL_MAX_MS 100
 #define S_HWM 100000
@@ -404,7 +404,7 @@ s_input_waiting(am2z_broker_t *self)
 
 /*  End of a turn: the held messages either wait for the next turn's
     commit (they have not waited a turn yet, and input is waiting or this
-    turn was busy: S_HOLD_BUSY messages or more, so more is on its way —
+    turn was busy: S_HOLD_BUSY commands or more, so more is on its way —
     the loop then polls at most 1 ms) or are made durable now. Returns
     true while messages stay held. */
 static bool
@@ -2053,8 +2053,9 @@ s_handle_frames(am2z_broker_t *self, peer_t *peer, bool frontend, zmq_msg_t *sig
     id, signature and marker are in frames[0..2]. Each pair is handled as
     the message it stands for, in order; a pair that breaks a rule is
     refused alone (a command without a body ends the batch). A client that
-    sends a BATCH may be answered with BATCHes (peer.batch). */
-static void
+    sends a BATCH may be answered with BATCHes (peer.batch). Returns the
+    number of pairs read. */
+static size_t
 s_recv_batch(am2z_broker_t *self, void *sock, bool frontend, peer_t *peer, zmq_msg_t *frames)
 {
     char err[256] = "";
@@ -2111,18 +2112,21 @@ s_recv_batch(am2z_broker_t *self, void *sock, bool frontend, peer_t *peer, zmq_m
         more = zmq_msg_more(&part);
         zmq_msg_close(&part);
     }
+    return pairs;
 }
 
-/*  Receives and handles one message from `sock`. Returns false when there
-    was nothing to read. */
-static bool
+/*  Receives and handles one message from `sock`. Returns the number of
+    commands it carried (a BATCH's pairs; 1 otherwise), 0 when there was
+    nothing to read. */
+static size_t
 s_recv_one(am2z_broker_t *self, void *sock, bool frontend)
 {
     zmq_msg_t frames[S_MAX_FRAMES];
     bool too_many = false, batch = false;
     int n = s_recv(sock, frames, &too_many, &batch);
     if (n == 0)
-        return false;
+        return 0;
+    size_t cmds = 1;
     peer_t peer;
     memset(&peer, 0, sizeof peer);
     size_t ident_size = zmq_msg_size(&frames[0]);
@@ -2132,7 +2136,7 @@ s_recv_one(am2z_broker_t *self, void *sock, bool frontend)
     peer.ident_size = ident_size;
 
     if (batch) {
-        s_recv_batch(self, sock, frontend, &peer, frames);
+        cmds = s_recv_batch(self, sock, frontend, &peer, frames);
     } else if (n != 4 || too_many) {
         char err[256];
         snprintf(err, sizeof err, "expected 3 frames (signature, command, body), got %d",
@@ -2142,7 +2146,7 @@ s_recv_one(am2z_broker_t *self, void *sock, bool frontend)
         s_handle_frames(self, &peer, frontend, &frames[1], &frames[2], &frames[3]);
     }
     s_close_frames(frames, n);
-    return true;
+    return cmds;
 }
 
 /* ---------------------------------------------------------------------------
@@ -2921,19 +2925,17 @@ s_turn(am2z_broker_t *self, zsock_t *pipe, uint64_t timeout_ms)
        message. */
     bool fe_open = rc < 0 || (items[0].revents & ZMQ_POLLIN);
     bool be_open = rc < 0 || (items[1].revents & ZMQ_POLLIN);
-    int n = 0;
+    size_t n = 0;                 /* commands: a BATCH counts its pairs */
     while (n < S_DRAIN_MAX && (fe_open || be_open)) {
         if (fe_open) {
-            if (s_recv_one(self, self->fe, true))
-                n++;
-            else
-                fe_open = false;
+            size_t k = s_recv_one(self, self->fe, true);
+            n += k;
+            fe_open = k > 0;
         }
         if (be_open) {
-            if (s_recv_one(self, self->be, false))
-                n++;
-            else
-                be_open = false;
+            size_t k = s_recv_one(self, self->be, false);
+            n += k;
+            be_open = k > 0;
         }
     }
     self->turn_msgs = n;

@@ -303,7 +303,7 @@ struct am2z_broker_t {
     size_t out_n;                 /* held messages */
     size_t out_cap;               /* slots in outbox */
     bool held_turn;               /* the outbox already waited through one turn */
-    int turn_msgs;                /* messages handled by the last turn */
+    size_t turn_msgs;             /* commands handled by the last turn (a BATCH counts its pairs) */
     coalesce_t co[S_CO_MAX];      /* batched messages of this iteration, per peer */
     size_t co_n;                  /* peers in co with messages */
     uint64_t batch_in[2][2];      /* BATCHes received [clients, workers][count, commands] */
