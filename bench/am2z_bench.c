@@ -16,6 +16,12 @@
        `increment` -> stop_session (state deleted); p50 / p99 of the whole
        cycle, as AM2Z's createSession / executeInSession / stopSession.
 
+    3b. broker-only requests (workload query): `--rounds` times, one
+       `increment` into a fresh session (not timed), then get_state (a
+       QUERY: client -> broker -> client, no worker, no commit) and
+       stop_session (a commit, no worker), each timed alone; p50 / p99 as
+       "get_state" and "stop".
+
     4. local runtime (no broker; am2z_local.h, in this process): `--rounds`
        executions of `increment`, of a chain of 3 increments and of a
        parallel of 3 increments (three-way merge); p50 / p99 each.
@@ -24,7 +30,7 @@
        inproc://, LMDB in a temp dir, durability periodic): `--rounds`
        sequential executions of `increment`; p50 / p99 (as "embedded").
 
-    `--workload rt,tp,chain3,par3,session,local,embedded` picks which run (in that order); `--json`
+    `--workload rt,tp,chain3,par3,session,query,local,embedded` picks which run (in that order); `--json`
     prints one JSON object a line (bench/run.sh parses them).
 
     It is a client only: start am2z-broker and am2z-example-worker first
@@ -71,7 +77,8 @@ static const am2z_cfg_def_t s_table[] = {
     { "cycles", AM2Z_CFG_UINT, offsetof(s_opts_t, cycles), 0, "1000", 1, 10000000, NULL,
       "session create -> execute -> stop cycles" },
     { "workload", AM2Z_CFG_STRING, offsetof(s_opts_t, workload), 64, "rt,tp", 0, 0, NULL,
-      "rt (round trip), tp (throughput), chain3, par3 (composites), session (cycle) — comma "
+      "rt (round trip), tp (throughput), chain3, par3 (composites), session (cycle), query "
+      "(get_state and stop_session alone) — comma "
       "list; or local, or embedded" },
     { "json", AM2Z_CFG_BOOL, offsetof(s_opts_t, json), 0, "false", 0, 0, NULL,
       "one JSON object a line instead of text" },
@@ -378,6 +385,55 @@ s_embedded(const s_opts_t *o)
 }
 
 static int
+s_queries(am2z_client_t *c, const s_opts_t *o)
+{
+    uint64_t *get = calloc(o->rounds, sizeof *get);
+    uint64_t *stop = calloc(o->rounds, sizeof *stop);
+    if (!get || !stop) {
+        free(get);
+        free(stop);
+        return -1;
+    }
+    char session[64];
+    int rc = 0;
+    for (uint64_t i = 0; i < o->rounds + 20 && rc == 0; i++) {   /* 20 warm-ups */
+        snprintf(session, sizeof session, "bench-q-%d-%llu", (int)getpid(),
+                 (unsigned long long)i);
+        am2z_state_t *st = s_state(session, o->state_bytes);
+        am2z_result_t *r = NULL;
+        rc = am2z_client_execute(c, "increment", st, session, NULL, &r);
+        if (rc == AM2Z_OK && !r->success)
+            rc = -1;
+        am2z_result_destroy(&r);
+        am2z_state_destroy(&st);
+        uint64_t t0 = am2z_clock_mono_us();
+        if (rc == AM2Z_OK)
+            rc = am2z_client_get_state(c, session, &st);
+        uint64_t t1 = am2z_clock_mono_us();
+        am2z_state_destroy(&st);
+        if (rc == AM2Z_OK)
+            rc = am2z_client_stop_session(c, session, false);
+        uint64_t t2 = am2z_clock_mono_us();
+        if (i >= 20) {
+            get[i - 20] = t1 - t0;
+            stop[i - 20] = t2 - t1;
+        }
+        if (rc != AM2Z_OK)
+            fprintf(stderr, "am2z-bench: query round %llu failed: %s\n",
+                    (unsigned long long)i, am2z_client_last_error(c));
+    }
+    if (rc == 0) {
+        qsort(get, o->rounds, sizeof *get, s_cmp_u64);
+        qsort(stop, o->rounds, sizeof *stop, s_cmp_u64);
+        s_report_latency(o, "get_state", get, o->rounds);
+        s_report_latency(o, "stop", stop, o->rounds);
+    }
+    free(get);
+    free(stop);
+    return rc;
+}
+
+static int
 s_session_cycles(am2z_client_t *c, const s_opts_t *o)
 {
     uint64_t *lat = calloc(o->cycles, sizeof *lat);
@@ -423,7 +479,7 @@ main(int argc, char **argv)
         return 2;
     }
     if (args.help) {
-        printf("usage: am2z-bench [--broker EP] [--workload rt,tp,chain3,par3,session|local|embedded] "
+        printf("usage: am2z-bench [--broker EP] [--workload rt,tp,chain3,par3,session,query|local|embedded] "
                "[--json] "
                "[--rounds N] [--jobs N] [--cycles N] [--state-bytes N]\n\n");
         am2z_cfg_print_help(s_table, stdout);
@@ -452,6 +508,8 @@ main(int argc, char **argv)
     if (rc == 0 && o.jobs && s_wants(o.workload, "tp") && s_throughput(c, &o) != 0)
         rc = 1;
     if (rc == 0 && s_wants(o.workload, "session") && s_session_cycles(c, &o) != 0)
+        rc = 1;
+    if (rc == 0 && o.rounds && s_wants(o.workload, "query") && s_queries(c, &o) != 0)
         rc = 1;
     if (rc == 0 && s_wants(o.workload, "local") && s_local(&o) != 0)
         rc = 1;
