@@ -309,6 +309,8 @@ struct am2z_broker_t {
     uint64_t batch_in[2][2];      /* BATCHes received [clients, workers][count, commands] */
     uint64_t batch_out[2][2];     /* BATCHes sent, the same */
     uint64_t early_leases;        /* jobs leased before their turn's commit (sync) */
+    uint64_t last_wait_us;        /* how long the last poll waited for input (s_poll) */
+    uint64_t spin[3];             /* poll spins: started, caught input, µs spent */
 };
 
 /* am2z_sched.c ------------------------------------------------------------ */

@@ -115,6 +115,12 @@ static const s_unit_t s_ms_units[] = {
     { NULL, 0 },
 };
 
+/*  Short durations (microseconds): a bare number is µs. */
+static const s_unit_t s_us_units[] = {
+    { "", 1 }, { "us", 1 }, { "ms", 1000 }, { "s", 1000000 },
+    { NULL, 0 },
+};
+
 static int
 s_parse_scaled(const char *s, const s_unit_t *units, bool fold, uint64_t *out)
 {
@@ -155,6 +161,7 @@ s_parse_number(am2z_cfg_type_t type, const char *s, uint64_t *out)
     switch (type) {
     case AM2Z_CFG_SIZE: return s_parse_scaled(s, s_size_units, true, out);
     case AM2Z_CFG_MS:   return s_parse_scaled(s, s_ms_units, false, out);
+    case AM2Z_CFG_US:   return s_parse_scaled(s, s_us_units, false, out);
     default:            return s_parse_scaled(s, plain, false, out);
     }
 }
@@ -200,6 +207,8 @@ s_format_number(am2z_cfg_type_t type, uint64_t v, char *out, size_t out_size)
         s_format_size(v, out, out_size);
     else if (type == AM2Z_CFG_MS)
         snprintf(out, out_size, "%" PRIu64 "ms", v);
+    else if (type == AM2Z_CFG_US)
+        snprintf(out, out_size, "%" PRIu64 "us", v);
     else
         snprintf(out, out_size, "%" PRIu64, v);
 }
@@ -210,6 +219,7 @@ s_kind_example(am2z_cfg_type_t type)
     switch (type) {
     case AM2Z_CFG_SIZE: return "a size (e.g. 64MiB)";
     case AM2Z_CFG_MS:   return "a duration (e.g. 250ms, 5s, 1m)";
+    case AM2Z_CFG_US:   return "a duration (e.g. 200us, 1ms)";
     default:            return "a whole number (e.g. 1000)";
     }
 }
@@ -240,7 +250,8 @@ s_store(const am2z_cfg_def_t *def, void *target, const char *value,
     }
     case AM2Z_CFG_UINT:
     case AM2Z_CFG_SIZE:
-    case AM2Z_CFG_MS: {
+    case AM2Z_CFG_MS:
+    case AM2Z_CFG_US: {
         uint64_t v = 0;
         int rc = s_parse_number(def->type, value, &v);
         if (rc == AM2Z_EINVAL) {
@@ -653,6 +664,7 @@ s_value_hint(am2z_cfg_type_t type)
     case AM2Z_CFG_UINT:   return " N";
     case AM2Z_CFG_SIZE:   return " SIZE";
     case AM2Z_CFG_MS:     return " DURATION";
+    case AM2Z_CFG_US:     return " DURATION";
     case AM2Z_CFG_ENUM:   return " NAME";
     case AM2Z_CFG_BOOL:   return "";
     }
@@ -720,7 +732,8 @@ am2z_cfg_get(const am2z_cfg_def_t *table, const void *target,
         break;
     case AM2Z_CFG_UINT:
     case AM2Z_CFG_SIZE:
-    case AM2Z_CFG_MS: {
+    case AM2Z_CFG_MS:
+    case AM2Z_CFG_US: {
         uint64_t v;
         memcpy(&v, field, sizeof v);
         s_format_number(def->type, v, buf, sizeof buf);

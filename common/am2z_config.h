@@ -40,7 +40,8 @@ typedef enum {
     AM2Z_CFG_SIZE,        /* uint64_t (bytes) at offset */
     AM2Z_CFG_MS,          /* uint64_t (milliseconds) at offset */
     AM2Z_CFG_BOOL,        /* bool at offset */
-    AM2Z_CFG_ENUM         /* int (index into choices) at offset */
+    AM2Z_CFG_ENUM,        /* int (index into choices) at offset */
+    AM2Z_CFG_US           /* uint64_t (microseconds) at offset */
 } am2z_cfg_type_t;
 
 /*  One setting. A table is an array terminated by an entry with name NULL. */

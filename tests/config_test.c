@@ -18,6 +18,7 @@ typedef struct {
     uint64_t count;
     uint64_t size;
     uint64_t delay;
+    uint64_t spin;
     bool flag;
     int color;
 } s_cfg_t;
@@ -29,6 +30,7 @@ static const am2z_cfg_def_t s_table[] = {
     { "count", AM2Z_CFG_UINT, offsetof(s_cfg_t, count), 0, "0", 0, 0, NULL, "a count" },
     { "size", AM2Z_CFG_SIZE, offsetof(s_cfg_t, size), 0, "0", 0, 0, NULL, "a size" },
     { "delay", AM2Z_CFG_MS, offsetof(s_cfg_t, delay), 0, "0", 0, 0, NULL, "a delay" },
+    { "spin", AM2Z_CFG_US, offsetof(s_cfg_t, spin), 0, "300us", 0, 10000, NULL, "a spin" },
     { "flag", AM2Z_CFG_BOOL, offsetof(s_cfg_t, flag), 0, "false", 0, 0, NULL, "a flag" },
     { "color", AM2Z_CFG_ENUM, offsetof(s_cfg_t, color), 0, "red", 0, 0, s_colors, "a color" },
     { .name = NULL },
@@ -540,6 +542,38 @@ START_TEST(test_config_double_dash_ends_flags)
 }
 END_TEST
 
+/*  AM2Z_CFG_US: microseconds, a bare number is µs; bounds print in µs. */
+START_TEST(test_config_us_suffixes)
+{
+    static const struct { const char *text; uint64_t us; } ok[] = {
+        { "250", 250 }, { "250us", 250 }, { "2ms", 2000 }, { "0", 0 }, { "10 us", 10 },
+        { "10000us", 10000 },
+    };
+    static const char *const bad[] = { "1US", "1.5ms", "us", "5 usec", "1m", "-1" };
+    char err[AM2Z_CFG_ERR_MAX], text[32];
+    s_cfg_t cfg = s_fresh();
+    ck_assert_uint_eq(cfg.spin, 300);
+    ck_assert_int_eq(am2z_cfg_get(s_table, &cfg, "spin", text, sizeof text), AM2Z_OK);
+    ck_assert_str_eq(text, "300us");
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        cfg = s_fresh();
+        ck_assert_msg(am2z_cfg_set(s_table, &cfg, "spin", ok[i].text, NULL, err, sizeof err)
+                      == AM2Z_OK, "%s: %s", ok[i].text, err);
+        ck_assert_uint_eq(cfg.spin, ok[i].us);
+    }
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cfg = s_fresh();
+        ck_assert_msg(am2z_cfg_set(s_table, &cfg, "spin", bad[i], NULL, err, sizeof err)
+                      == AM2Z_ECONFIG, "accepted '%s'", bad[i]);
+        ck_assert_ptr_nonnull(strstr(err, "is not a duration"));
+    }
+    cfg = s_fresh();
+    ck_assert_int_eq(am2z_cfg_set(s_table, &cfg, "spin", "11ms", NULL, err, sizeof err),
+                     AM2Z_ECONFIG);
+    ck_assert_ptr_nonnull(strstr(err, "out of range (0us..10000us)"));
+}
+END_TEST
+
 START_TEST(test_config_get_round_trips)
 {
     char err[AM2Z_CFG_ERR_MAX], text[AM2Z_PATH_MAX];
@@ -671,6 +705,7 @@ s_suite(void)
     tcase_add_test(tc, test_config_bounds_checked);
     tcase_add_test(tc, test_config_size_suffixes);
     tcase_add_test(tc, test_config_ms_suffixes);
+    tcase_add_test(tc, test_config_us_suffixes);
     tcase_add_test(tc, test_config_uint_overflow_detected);
     tcase_add_test(tc, test_config_bool_words);
     tcase_add_test(tc, test_config_enum_names);

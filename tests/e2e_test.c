@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/wait.h>
 
 static am2z_cluster_t s_cl;
@@ -513,14 +514,55 @@ START_TEST(test_e2e_stop_session_deletes_state)
 }
 END_TEST
 
-/*  A broker on its default durability (sync) and one worker with 4 slots. */
+/*  stats.pollSpin: spins started, spins that caught input. */
+static void
+s_spins(am2z_client_t *c, json_int_t *spins, json_int_t *caught)
+{
+    json_t *j = am2z_cluster_query(c, "stats", NULL);
+    json_t *p = json_object_get(j, "pollSpin");
+    ck_assert_msg(json_is_object(p), "stats.pollSpin missing");
+    ck_assert(json_is_integer(json_object_get(p, "us")));
+    *spins = json_integer_value(json_object_get(p, "spins"));
+    *caught = json_integer_value(json_object_get(p, "caught"));
+    json_decref(j);
+}
+
+/*  Poll spin (the broker's default, 300us): requests that follow each
+    other closely are caught by the loop's spin; once the broker is idle
+    it sleeps without spinning (each wake-up after a long wait skips the
+    spin), so an idle broker burns no CPU on it. */
+START_TEST(test_e2e_broker_spins_only_while_requests_come_close)
+{
+    am2z_client_t *c = s_client();
+    json_int_t s0, c0, s1, c1, s2, c2;
+    s_spins(c, &s0, &c0);
+    for (int i = 0; i < 200; i++) {      /* back to back: the broker waits ~a round trip */
+        am2z_state_t *st = NULL;
+        ck_assert_int_eq(am2z_client_get_state(c, "spin-none", &st), AM2Z_ENOTFOUND);
+    }
+    s_spins(c, &s1, &c1);
+    ck_assert_int_ge(s1 - s0, c1 - c0);
+    ck_assert_int_ge(c1 - c0, 20);        /* most of 200 requests land in a spin */
+    /* idle: nothing but the loop's own timer wake-ups (at least one every
+       100 ms) and heartbeats for half a second; spinning after each of
+       them would count 5 or more */
+    usleep(500 * 1000);
+    s_spins(c, &s2, &c2);
+    ck_assert_int_le(s2 - s1, 2);         /* the stats request's own turn, at most */
+    am2z_client_destroy(&c);
+}
+END_TEST
+
+/*  A broker on its default durability (sync) and one worker with 4 slots;
+    poll spin off. */
 static void
 s_setup_sync(void)
 {
     memset(&s_cl, 0, sizeof s_cl);
     s_cl.flags = s_flags;
     const char *const w[] = { "--id", "worker-s", "--concurrency", "4", NULL };
-    am2z_cluster_start_broker(&s_cl, "e2e-sync", NULL);
+    const char *const b[] = { "--poll-spin", "0", NULL };
+    am2z_cluster_start_broker(&s_cl, "e2e-sync", b);
     am2z_cluster_add_worker(&s_cl, w);
     am2z_cluster_wait_workers_cli(&s_cl, 1);
 }
@@ -585,6 +627,10 @@ START_TEST(test_e2e_sync_leases_early_but_never_on_stale_state)
     s_pipeline_sessions(c, "sync-wide", 40, 6);
     ck_assert_int_gt(s_leased_before_commit(c), early0);   /* the early path ran */
     s_pipeline_sessions(c, "sync-deep", 3, 40);
+    json_int_t spins, caught;
+    s_spins(c, &spins, &caught);
+    ck_assert_int_eq(spins, 0);           /* --poll-spin 0: never */
+    ck_assert_int_eq(caught, 0);
     am2z_client_destroy(&c);
 }
 END_TEST
@@ -607,6 +653,7 @@ s_suite(void)
     tcase_add_test(tc, test_e2e_stats_count_jobs);
     tcase_add_test(tc, test_e2e_events_arrive_in_order_before_result);
     tcase_add_test(tc, test_e2e_stop_session_deletes_state);
+    tcase_add_test(tc, test_e2e_broker_spins_only_while_requests_come_close);
     suite_add_tcase(s, tc);
     tc = tcase_create("sync broker+1 worker");
     tcase_add_unchecked_fixture(tc, s_setup_sync, s_teardown);
