@@ -20,6 +20,7 @@
 #include "am2z_jobrec.h"
 #include "am2z_merge.h"
 #include "am2z_retry.h"
+#include "am2z_sys.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -3361,6 +3362,12 @@ am2z_broker_new(const am2z_broker_config_t *cfg, am2z_broker_t **out,
     self->started_us = am2z_clock_mono_us();
     self->log = am2z_log_new((am2z_log_level_t)cfg->common.log_level,
                              (am2z_log_format_t)cfg->common.log_format, NULL);
+    if (self->cfg.poll_spin_us && am2z_sys_cpus_allowed() == 1) {
+        /* the loop would spin on the CPU that ZeroMQ's I/O thread needs
+           to deliver what it waits for */
+        self->cfg.poll_spin_us = 0;
+        AM2Z_LOG(self->log, AM2Z_LOG_INFO, S_COMPONENT, "poll-spin off: the broker has one CPU");
+    }
     int rc = AM2Z_ENOMEM;
     self->jobs = zhashx_new();
     self->sessions = zhashx_new();

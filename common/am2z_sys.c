@@ -104,3 +104,13 @@ am2z_sys_set_cpus(const char *list, char *err, size_t err_size)
     }
     return AM2Z_OK;
 }
+
+unsigned
+am2z_sys_cpus_allowed(void)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) != 0)
+        return 0;
+    return (unsigned)CPU_COUNT(&set);
+}

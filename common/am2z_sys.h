@@ -35,6 +35,10 @@ int am2z_sys_raise_limits(uint64_t *fds);
     may not use). */
 int am2z_sys_set_cpus(const char *list, char *err, size_t err_size);
 
+/*  How many CPUs the calling thread may run on (its affinity mask), or 0
+    when that cannot be read. */
+unsigned am2z_sys_cpus_allowed(void);
+
 #ifdef __cplusplus
 }
 #endif
