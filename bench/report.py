@@ -361,12 +361,14 @@ def main():
         ptp = med(d, "am2z", "pinned", "tp", "jobs_per_s")
         r_tp = pair_ratio(d.series("am2z", "pinned", "tp", "jobs_per_s"),
                           d.series("am2z", "periodic", "tp", "jobs_per_s"))
-        L.append(f"The latency targets again with each process on one core (latency tuning: "
-                 f"`am2z-broker --cpus {pin.get('broker')}`, `am2z-example-worker --cpus "
+        L.append(f"The latency targets again with each process on one core "
+                 f"(`am2z-broker --cpus {pin.get('broker')}`, `am2z-example-worker --cpus "
                  f"{pin.get('worker')}`, the client on CPU {pin.get('client')}), so that a "
                  f"process's threads — its loop, ZeroMQ's I/O thread, a worker's actors — hand "
-                 f"messages over without cross-CPU wake-ups. Not the default: on 2 cores it costs "
-                 f"throughput ({g(ptp)} jobs/s periodic, {fmt_ratio(r_tp)} of the unpinned run).")
+                 f"messages over without cross-CPU wake-ups; a broker on one CPU does not "
+                 f"poll-spin (its loop would hold the CPU its I/O thread needs). Not the "
+                 f"default: on 2 cores it costs throughput ({g(ptp)} jobs/s periodic, "
+                 f"{fmt_ratio(r_tp)} of the unpinned run).")
         L.append("")
         L.append("| target (periodic, one core per process) | measured (median) | met |")
         L.append("|---|---|---|")

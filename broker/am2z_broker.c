@@ -92,7 +92,8 @@ const am2z_cfg_def_t am2z_broker_config_table[] = {
       (uint64_t)1 << 40, NULL, "dead letters kept; when full the oldest is dropped (logged)" },
     { "cpus", AM2Z_CFG_STRING, offsetof(am2z_broker_config_t, cpus), 64, "", 0, 0, NULL,
       "CPUs the daemon's threads run on, e.g. 0 or 0,2-3 (empty = any); one core keeps "
-      "the loop and ZeroMQ's I/O thread together: lower latency, less throughput" },
+      "the loop and ZeroMQ's I/O thread together (and turns poll-spin off): fewer "
+      "cross-CPU wake-ups, less throughput" },
     { "poll-spin", AM2Z_CFG_US, offsetof(am2z_broker_config_t, poll_spin_us), 0, "300us", 0,
       10000, NULL,
       "while messages come closer together than this, the loop polls without sleeping "
