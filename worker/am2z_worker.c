@@ -8,7 +8,7 @@
     Loop: poll the broker socket, the actors' ROUTER (one socket for every
     actor, see am2z_worker_priv.h) and (background mode) the control pipe,
     with a timeout bounded by the next heartbeat; then read each readable
-    socket until it is empty (at most S_BATCH messages a turn).
+    socket until it is empty (at most S_READ_MAX messages a turn).
       JOB        -> an idle slot of that processor: pointer to the decoded
                     message to the actor; no idle slot (the broker
                     broke the credit rule) -> DONE failed, resource error
@@ -73,7 +73,7 @@
 /*  Largest body accepted from the broker (a JOB carries a whole state). */
 #define S_MAX_FRAME ((size_t)64 << 20)
 /*  Messages read from one socket per loop turn before the others get a look. */
-#define S_BATCH 256
+#define S_READ_MAX 256
 /*  Linger of the broker socket when it is closed, so DISCONNECT goes out. */
 #define S_LINGER_MS 500
 
@@ -1113,7 +1113,7 @@ static void
 s_on_broker(s_engine_t *e)
 {
     void *h = zsock_resolve(e->dealer);
-    for (int i = 0; i < S_BATCH; i++) {
+    for (int i = 0; i < S_READ_MAX; i++) {
         zmq_msg_t parts[3];
         int n = 0;
         bool batch = false;
@@ -1306,12 +1306,12 @@ s_on_actor(s_engine_t *e, zmq_msg_t *parts, int n)
     }
 }
 
-/*  Reads the actors' ROUTER until it is empty (or S_BATCH messages). */
+/*  Reads the actors' ROUTER until it is empty (or S_READ_MAX messages). */
 static void
 s_on_actors(s_engine_t *e)
 {
     void *h = zsock_resolve(e->router);
-    for (int i = 0; i < S_BATCH; i++) {
+    for (int i = 0; i < S_READ_MAX; i++) {
         zmq_msg_t parts[3];
         int n = am2zw_recv(h, parts, 3, ZMQ_DONTWAIT);
         if (n < 0)
