@@ -2750,13 +2750,12 @@ s_dispatch(am2z_broker_t *self, bool early)
             worker_t *worker = am2zb_pick_worker(self, proc);
             if (!worker)
                 break;
-            job_t *head = early ? zlistx_first(session->lane) : NULL;
-            if (head && am2z_batch_state_pending(self->batch, head->session_id))
+            job_t *job = zlistx_first(session->lane);
+            if (early && job && am2z_batch_state_pending(self->batch, job->session_id))
                 break;             /* its state changed this turn (s_finish puts
                                       such sessions at the ring's end): after
                                       the commit */
             am2zb_session_unready(self, session);
-            job_t *job = zlistx_first(session->lane);
             if (session->active || !job)
                 continue;
             if (job->proc != proc || job->not_before_ms > now || !job->accepted) {
@@ -2919,13 +2918,14 @@ s_poll(am2z_broker_t *self, zmq_pollitem_t *items, int nitems, uint64_t timeout_
     if (spin && self->last_wait_us < spin) {
         if (spin > timeout_ms * 1000)
             spin = timeout_ms * 1000;
-        uint64_t t = t0;
-        do
+        uint64_t t;
+        do {
             rc = zmq_poll(items, nitems, 0);
-        while (rc == 0 && (t = am2z_clock_mono_us()) - t0 < spin);
+            t = am2z_clock_mono_us();
+        } while (rc == 0 && t - t0 < spin);
         self->spin[0]++;
         self->spin[1] += rc != 0;
-        self->spin[2] += (rc != 0 ? am2z_clock_mono_us() : t) - t0;
+        self->spin[2] += t - t0;
     }
     if (rc == 0)
         rc = zmq_poll(items, nitems, (long)timeout_ms);
