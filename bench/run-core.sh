@@ -4,7 +4,10 @@
 # Usage: bash bench/run-core.sh [sync|periodic] [am2z-bench flags...]
 # Needs a build in ./build (bash tests/run.sh or cmake --build build).
 # Prints the bench's lines, then the CPU time (user + system, ms) the
-# broker and the worker used while it ran.
+# broker and the worker used while it ran, and their peak RSS (VmHWM)
+# with what is resident now split anonymous / file-backed (KiB). With
+# SMAPS_DIR=DIR set it also copies each one's /proc/PID/smaps there
+# (broker.smaps, worker.smaps) for a per-mapping look.
 set -euo pipefail
 src="$(cd "$(dirname "$0")/.." && pwd)"
 build="${BUILD_DIR:-$src/build}"
@@ -29,3 +32,10 @@ cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{printf "%d", ($14 + $15) * 1000 / hz
 b0=$(cpu_ms "${pids[0]}") w0=$(cpu_ms "${pids[1]}")
 "$build/bench/am2z-bench" --broker "$(field frontend)" "$@"
 echo "cpu_ms broker=$(( $(cpu_ms "${pids[0]}") - b0 )) worker=$(( $(cpu_ms "${pids[1]}") - w0 ))"
+kb() { sed -n "s/^$2:[[:space:]]*\([0-9]*\).*/\1/p" "/proc/$1/status"; }
+for i in 0 1; do
+  name=$([ "$i" = 0 ] && echo broker || echo worker)
+  p=${pids[$i]}
+  echo "rss_kb $name hwm=$(kb "$p" VmHWM) anon=$(kb "$p" RssAnon) file=$(kb "$p" RssFile) threads=$(kb "$p" Threads)"
+  if [ -n "${SMAPS_DIR:-}" ]; then mkdir -p "$SMAPS_DIR"; cp "/proc/$p/smaps" "$SMAPS_DIR/$name.smaps"; fi
+done
