@@ -4,12 +4,9 @@
       1. poll frontend, backend (and the actor pipe), bounded by the next timer;
       2. stage last turn's leftovers in the batch (failures found at dispatch,
          attempt counters of fresh leases, records to clean up);
-      3. drain up to S_DRAIN_MAX commands, alternating between frontend
-         and backend, S_CHUNK commands of a BATCH at a time (a BATCH larger
-         than what the turn has left is finished in the next turns); each
-         handler changes memory and stages its writes in the one batch, and
-         records an effect for what must wait for durability (ACCEPTED,
-         RESULT, the STOP reply);
+      3. drain up to S_DRAIN_MAX messages; each handler changes memory and
+         stages its writes in the one batch, and records an effect for what
+         must wait for durability (ACCEPTED, RESULT, the STOP reply);
       4. commit once (group commit); in sync mode first lease free worker
          slots jobs whose input is already committed and send them, so
          workers run while the commit flushes (s_dispatch early);
@@ -35,8 +32,7 @@
 #include <sys/random.h>
 #include <zmq.h>
 
-#define S_DRAIN_MAX 512           /* commands one turn handles, at most */
-#define S_CHUNK 64                /* commands of one BATCH before the other socket is read */
+#define S_DRAIN_MAX 512
 #define S_SUB_CHECK_US 100        /* no subscriber: look for one this often (s_pub_wanted) */
 #define S_HOLD_BUSY 8             /* a turn with this many commands is busy (Outbox) */
 #define S_MAX_FRAMES 5
@@ -2059,104 +2055,78 @@ s_handle_frames(am2z_broker_t *self, peer_t *peer, bool frontend, zmq_msg_t *sig
     am2z_msg_clear(&msg);
 }
 
-/*  Reads and handles up to `budget` (command, body) pairs of the BATCH in
-    self->partial[!frontend] (its routing id and signature were taken when
-    it arrived). Each pair is handled as the message it stands for, in
-    order; a pair that breaks a rule is refused alone (a command without a
-    body ends the batch). A client that sends a BATCH may be answered with
-    BATCHes (peer.batch). What the budget leaves stays queued in the socket
-    (libzmq hands out a multipart message part by part, and other sockets
-    can be read in between): the turn goes on with the other socket and
-    the next turns read the rest, so a client's batch of a thousand SUBMITs
-    does not hold back the DONEs that free worker slots, nor the leases
-    that fill them, for the whole of its handling. Returns the number of
-    pairs read. */
+/*  Reads and handles the (command, body) pairs of a BATCH whose routing
+    id, signature and marker are in frames[0..2]. Each pair is handled as
+    the message it stands for, in order; a pair that breaks a rule is
+    refused alone (a command without a body ends the batch). A client that
+    sends a BATCH may be answered with BATCHes (peer.batch). Returns the
+    number of pairs read. */
 static size_t
-s_batch_read(am2z_broker_t *self, void *sock, bool frontend, size_t budget)
+s_recv_batch(am2z_broker_t *self, void *sock, bool frontend, peer_t *peer, zmq_msg_t *frames)
 {
     char err[256] = "";
-    partial_t *b = &self->partial[!frontend];
-    peer_t *peer = &b->peer;
-    size_t read = 0;
-    bool more = true;
-    while (more && read < budget) {
+    bool sig_ok = zmq_msg_size(&frames[1]) == strlen(AM2Z_PROTOCOL)
+                  && memcmp(zmq_msg_data(&frames[1]), AM2Z_PROTOCOL, strlen(AM2Z_PROTOCOL)) == 0;
+    peer->batch = frontend;
+    size_t pairs = 0;
+    bool over = false;
+    int more = 1;
+    while (more) {
         zmq_msg_t cmd, body;
         zmq_msg_init(&cmd);
         zmq_msg_init(&body);
-        if (zmq_msg_recv(&cmd, sock, ZMQ_DONTWAIT) < 0) {
-            more = false;         /* cannot happen: a message arrives whole */
-            break;
-        }
+        if (zmq_msg_recv(&cmd, sock, ZMQ_DONTWAIT) < 0)
+            break;                /* cannot happen: a message arrives whole */
         more = zmq_msg_more(&cmd);
         bool has_body = more && zmq_msg_recv(&body, sock, ZMQ_DONTWAIT) >= 0;
         more = has_body && zmq_msg_more(&body);
-        read++;
-        size_t pairs = ++b->pairs;
+        pairs++;
         peer->req = 0;
         if (!has_body) {
             snprintf(err, sizeof err, "BATCH: command %zu has no body frame", pairs);
             s_refuse(self, peer, frontend, NULL, AM2Z_EPROTO, err);
         } else if (pairs > AM2Z_BATCH_MAX) {
-            if (!b->over) {
+            if (!over) {
                 snprintf(err, sizeof err,
                          "BATCH: more than %d commands; command %zu and the rest refused",
                          AM2Z_BATCH_MAX, pairs);
                 s_refuse(self, peer, frontend, &body, AM2Z_EPROTO, err);
             }
-            b->over = true;
-        } else if (!b->sig_ok) {
+            over = true;
+        } else if (!sig_ok) {
             /* the first pair's refusal names the bad signature (the
                single-message decoder's words); the rest is dropped */
             if (pairs == 1)
-                s_handle_frames(self, peer, frontend, &b->sig, &cmd, &body);
+                s_handle_frames(self, peer, frontend, &frames[1], &cmd, &body);
         } else if (am2z_is_batch(zmq_msg_data(&cmd), zmq_msg_size(&cmd))) {
             snprintf(err, sizeof err, "BATCH: command %zu is a BATCH (batches do not nest)",
                      pairs);
             s_refuse(self, peer, frontend, &body, AM2Z_EPROTO, err);
         } else {
-            s_handle_frames(self, peer, frontend, &b->sig, &cmd, &body);
+            s_handle_frames(self, peer, frontend, &frames[1], &cmd, &body);
         }
         zmq_msg_close(&cmd);
         zmq_msg_close(&body);
     }
-    if (!more) {                  /* the last pair was read */
-        self->batch_in[!frontend][0]++;
-        self->batch_in[!frontend][1] += b->pairs < AM2Z_BATCH_MAX ? b->pairs : AM2Z_BATCH_MAX;
-        zmq_msg_close(&b->sig);
-        b->open = false;
+    self->batch_in[!frontend][0]++;
+    self->batch_in[!frontend][1] += pairs < AM2Z_BATCH_MAX ? pairs : AM2Z_BATCH_MAX;
+    while (more) {                /* only after a failed read: drop the rest */
+        zmq_msg_t part;
+        zmq_msg_init(&part);
+        if (zmq_msg_recv(&part, sock, ZMQ_DONTWAIT) < 0)
+            break;
+        more = zmq_msg_more(&part);
+        zmq_msg_close(&part);
     }
-    return read;
+    return pairs;
 }
 
-/*  Takes a BATCH whose routing id, signature and marker are in
-    frames[0..2] (the marker is dropped) as the socket's partial batch and
-    reads up to `budget` of its pairs (s_batch_read). */
+/*  Receives and handles one message from `sock`. Returns the number of
+    commands it carried (a BATCH's pairs; 1 otherwise), 0 when there was
+    nothing to read. */
 static size_t
-s_batch_start(am2z_broker_t *self, void *sock, bool frontend, const peer_t *peer,
-              zmq_msg_t *frames, size_t budget)
+s_recv_one(am2z_broker_t *self, void *sock, bool frontend)
 {
-    partial_t *b = &self->partial[!frontend];
-    b->sig_ok = zmq_msg_size(&frames[1]) == strlen(AM2Z_PROTOCOL)
-                && memcmp(zmq_msg_data(&frames[1]), AM2Z_PROTOCOL, strlen(AM2Z_PROTOCOL)) == 0;
-    b->over = false;
-    b->pairs = 0;
-    b->peer = *peer;
-    b->peer.batch = frontend;
-    zmq_msg_init(&b->sig);
-    zmq_msg_move(&b->sig, &frames[1]);
-    b->open = true;
-    return s_batch_read(self, sock, frontend, budget);
-}
-
-/*  Receives and handles one message from `sock`, or up to `budget`
-    commands of a BATCH (the rest of one begun in an earlier call first).
-    Returns the number of commands handled (1 for a plain message), 0 when
-    there was nothing to read. */
-static size_t
-s_recv_one(am2z_broker_t *self, void *sock, bool frontend, size_t budget)
-{
-    if (self->partial[!frontend].open)
-        return s_batch_read(self, sock, frontend, budget);
     zmq_msg_t frames[S_MAX_FRAMES];
     bool too_many = false, batch = false;
     int n = s_recv(sock, frames, &too_many, &batch);
@@ -2172,7 +2142,7 @@ s_recv_one(am2z_broker_t *self, void *sock, bool frontend, size_t budget)
     peer.ident_size = ident_size;
 
     if (batch) {
-        cmds = s_batch_start(self, sock, frontend, &peer, frames, budget);
+        cmds = s_recv_batch(self, sock, frontend, &peer, frames);
     } else if (n != 4 || too_many) {
         char err[256];
         snprintf(err, sizeof err, "expected 3 frames (signature, command, body), got %d",
@@ -2999,19 +2969,17 @@ s_turn(am2z_broker_t *self, zsock_t *pipe, uint64_t timeout_ms)
        libzmq a poll(2) and a getpid(2) on the socket's mailbox: reading
        both sockets until both were empty cost about one of each per
        message. */
-    bool fe_open = rc < 0 || (items[0].revents & ZMQ_POLLIN) || self->partial[0].open;
-    bool be_open = rc < 0 || (items[1].revents & ZMQ_POLLIN) || self->partial[1].open;
+    bool fe_open = rc < 0 || (items[0].revents & ZMQ_POLLIN);
+    bool be_open = rc < 0 || (items[1].revents & ZMQ_POLLIN);
     size_t n = 0;                 /* commands: a BATCH counts its pairs */
     while (n < S_DRAIN_MAX && (fe_open || be_open)) {
         if (fe_open) {
-            size_t left = S_DRAIN_MAX - n;
-            size_t k = s_recv_one(self, self->fe, true, left < S_CHUNK ? left : S_CHUNK);
+            size_t k = s_recv_one(self, self->fe, true);
             n += k;
             fe_open = k > 0;
         }
-        if (be_open && n < S_DRAIN_MAX) {
-            size_t left = S_DRAIN_MAX - n;
-            size_t k = s_recv_one(self, self->be, false, left < S_CHUNK ? left : S_CHUNK);
+        if (be_open) {
+            size_t k = s_recv_one(self, self->be, false);
             n += k;
             be_open = k > 0;
         }
@@ -3505,9 +3473,6 @@ am2z_broker_destroy(am2z_broker_t **self_p)
         am2z_store_flush(self->store);
     s_outbox_free(self);
     s_co_free(self);
-    for (int i = 0; i < 2; i++)
-        if (self->partial[i].open)
-            zmq_msg_close(&self->partial[i].sig);
     am2z_store_destroy(&self->store);
     while (self->nworkers)
         am2zb_worker_forget(self, self->workers[self->nworkers - 1], "broker stopping");

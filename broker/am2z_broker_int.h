@@ -71,18 +71,6 @@ typedef struct {
     bool noack;                   /* SUBMIT.noack: no ACCEPTED, the RESULT answers */
 } peer_t;
 
-/*  A BATCH read in part (s_batch_read in am2z_broker.c): the rest of its
-    pairs wait in the socket, which is read for nothing else until they
-    are handled. */
-typedef struct {
-    bool open;                    /* pairs of it remain to be read */
-    bool sig_ok;                  /* its signature frame is ours */
-    bool over;                    /* past AM2Z_BATCH_MAX: the rest is refused */
-    size_t pairs;                 /* pairs read so far */
-    peer_t peer;                  /* who sent it */
-    zmq_msg_t sig;                /* its signature frame, for the decoder */
-} partial_t;
-
 typedef enum { JOB_WAITING = 0, JOB_ACTIVE, JOB_FAILING } job_status_t;
 
 struct job_s {
@@ -323,7 +311,6 @@ struct am2z_broker_t {
     uint64_t early_leases;        /* jobs leased before their turn's commit (sync) */
     uint64_t last_wait_us;        /* how long the last poll waited for input (s_poll) */
     uint64_t spin[3];             /* poll spins: started, caught input, µs spent */
-    partial_t partial[2];         /* a BATCH read in part: [0] frontend, [1] backend */
 };
 
 /* am2z_sched.c ------------------------------------------------------------ */
