@@ -69,38 +69,47 @@ am2z_id_new(char out[AM2Z_ID_LEN + 1])
     return AM2Z_OK;
 }
 
-/*  True when every byte of s[0..len) is alphanumeric or in `extra`. */
+/*  Character classes of ids and names, one lookup per byte (these run for
+    every id of every message). */
+enum { S_ALNUM = 1, S_PUNCT = 2, S_AT = 4 };   /* [A-Za-z0-9], "_.:-", "@" */
+
+#define S_RANGE_10(c, v) [c] = v, [c + 1] = v, [c + 2] = v, [c + 3] = v, [c + 4] = v, \
+    [c + 5] = v, [c + 6] = v, [c + 7] = v, [c + 8] = v, [c + 9] = v
+#define S_RANGE_26(c, v) S_RANGE_10(c, v), S_RANGE_10(c + 10, v), [c + 20] = v, \
+    [c + 21] = v, [c + 22] = v, [c + 23] = v, [c + 24] = v, [c + 25] = v
+
+static const uint8_t s_class[256] = {
+    S_RANGE_10('0', S_ALNUM), S_RANGE_26('A', S_ALNUM), S_RANGE_26('a', S_ALNUM),
+    ['_'] = S_PUNCT, ['.'] = S_PUNCT, [':'] = S_PUNCT, ['-'] = S_PUNCT, ['@'] = S_AT,
+};
+
+/*  True when s[0..len) is 1..max bytes, each of a class in `classes`. */
 static bool
-s_charset_ok(const char *s, size_t len, size_t max, const char *extra)
+s_charset_ok(const char *s, size_t len, size_t max, uint8_t classes)
 {
     if (!s || len == 0 || len > max)
         return false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-                  || (c >= '0' && c <= '9');
-        for (const char *e = extra; !ok && *e; e++)
-            ok = c == (unsigned char)*e;
-        if (!ok)
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0; i < len; i++)
+        if (!(s_class[p[i]] & classes))
             return false;
-    }
     return true;
 }
 
 bool
 am2z_name_valid(const char *s, size_t len)
 {
-    return s_charset_ok(s, len, AM2Z_NAME_MAX, "_.:-");
+    return s_charset_ok(s, len, AM2Z_NAME_MAX, S_ALNUM | S_PUNCT);
 }
 
 bool
 am2z_session_id_valid(const char *s, size_t len)
 {
-    return s_charset_ok(s, len, AM2Z_SESSION_ID_MAX, "_.:@-");
+    return s_charset_ok(s, len, AM2Z_SESSION_ID_MAX, S_ALNUM | S_PUNCT | S_AT);
 }
 
 bool
 am2z_job_id_valid(const char *s, size_t len)
 {
-    return s_charset_ok(s, len, AM2Z_JOB_ID_MAX, "_.:-");
+    return s_charset_ok(s, len, AM2Z_JOB_ID_MAX, S_ALNUM | S_PUNCT);
 }

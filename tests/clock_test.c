@@ -50,6 +50,22 @@ START_TEST(test_name_and_id_rules)
 }
 END_TEST
 
+/*  Every byte value, against the rule as written: names and job ids are
+    ASCII letters, digits and "_.:-"; session ids also "@". */
+START_TEST(test_id_charsets_byte_by_byte)
+{
+    for (int c = 0; c < 256; c++) {
+        char one[2] = { (char)c, 'x' };
+        bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+        bool name = alnum || (c != 0 && strchr("_.:-", c));
+        bool session = name || c == '@';
+        ck_assert_msg(am2z_name_valid(one, 2) == name, "name, byte %d", c);
+        ck_assert_msg(am2z_job_id_valid(one, 2) == name, "job id, byte %d", c);
+        ck_assert_msg(am2z_session_id_valid(one, 2) == session, "session id, byte %d", c);
+    }
+}
+END_TEST
+
 static Suite *
 s_suite(void)
 {
@@ -58,6 +74,7 @@ s_suite(void)
     tcase_add_test(tc, test_ids_are_unique_hex_and_time_ordered);
     tcase_add_test(tc, test_clocks_advance);
     tcase_add_test(tc, test_name_and_id_rules);
+    tcase_add_test(tc, test_id_charsets_byte_by_byte);
     suite_add_tcase(s, tc);
     return s;
 }
