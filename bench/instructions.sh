@@ -25,14 +25,7 @@ command -v valgrind >/dev/null || { echo "instructions.sh: valgrind not installe
 [[ "$jobs" =~ ^[0-9]+$ && "$jobs" -ge 2 ]] || { echo "instructions.sh: JOBS must be a number >= 2" >&2; exit 2; }
 mkdir -p "$out"
 work="$(mktemp -d /tmp/am2z-instr.XXXXXX)"
-pids=()
-stop_all() {
-  local p
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  pids=()
-}
-trap 'stop_all; rm -rf "$work"' EXIT
+source "$src/bench/procs.sh"     # pids, stop_all, the EXIT trap
 vg=(valgrind --tool=callgrind -q --dump-instr=no)
 
 # run N TAG: one broker + worker pair under callgrind, N jobs

@@ -24,14 +24,7 @@ dur="${3:-periodic}"
 conc="${WORKER_CONCURRENCY:-100}"
 mkdir -p "$out"
 work="$(mktemp -d /tmp/am2z-prof.XXXXXX)"
-pids=()
-stop_all() {
-  local p
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  pids=()
-}
-trap 'stop_all; rm -rf "$work"' EXIT
+source "$src/bench/procs.sh"     # pids, stop_all, the EXIT trap
 command -v perf >/dev/null || { echo "profile.sh: perf not installed (apt-get install linux-perf)" >&2; exit 1; }
 
 # start BROKER_WRAPPER... ; sets bp wp fe

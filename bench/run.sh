@@ -57,14 +57,7 @@ BENCH="$build/bench/am2z-bench" FLOOR="$build/bench/zmq-floor"
 work="$(mktemp -d /tmp/am2z-bench.XXXXXX)"
 results="$work/results.jsonl"
 : >"$results"
-pids=()
-stop_all() {
-  local p
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  pids=()
-}
-trap 'stop_all; rm -rf "$work"' EXIT
+source "$src/bench/procs.sh"     # pids, stop_all, the EXIT trap
 can_install() { [[ -z ${AM2Z_BENCH_NO_INSTALL:-} && $(id -u) == 0 ]] && command -v apt-get >/dev/null; }
 
 # ---------------------------------------------------------------- optional tools

@@ -528,6 +528,17 @@ s_spins(am2z_client_t *c, json_int_t *spins, json_int_t *caught)
     json_decref(j);
 }
 
+/*  A broker of the test's own (no workers) started with `args`, and a
+    client of it. */
+static am2z_client_t *
+s_own_broker(am2z_cluster_t *cl, const char *name, const char *const *args)
+{
+    memset(cl, 0, sizeof *cl);
+    cl->flags = s_flags;
+    am2z_cluster_start_broker(cl, name, args);
+    return am2z_cluster_client(cl, 10000);
+}
+
 /*  Poll spin: requests that follow each other closely are caught by the
     loop's spin; once the broker is idle it sleeps without spinning (each
     wake-up after a long wait skips the spin), so an idle broker burns no
@@ -538,11 +549,8 @@ s_spins(am2z_client_t *c, json_int_t *spins, json_int_t *caught)
 START_TEST(test_e2e_broker_spins_only_while_requests_come_close)
 {
     am2z_cluster_t cl;
-    memset(&cl, 0, sizeof cl);
-    cl.flags = s_flags;
     const char *const spin[] = { "--poll-spin", "10ms", NULL };
-    am2z_cluster_start_broker(&cl, "e2e-spin", spin);
-    am2z_client_t *c = am2z_cluster_client(&cl, 10000);
+    am2z_client_t *c = s_own_broker(&cl, "e2e-spin", spin);
     json_int_t s0, c0, s1, c1, s2, c2;
     s_spins(c, &s0, &c0);
     for (int i = 0; i < 200; i++) {      /* back to back: the broker waits ~a round trip */
@@ -569,11 +577,8 @@ END_TEST
 START_TEST(test_e2e_broker_on_one_cpu_does_not_spin)
 {
     am2z_cluster_t cl;
-    memset(&cl, 0, sizeof cl);
-    cl.flags = s_flags;
     const char *const one[] = { "--cpus", "0", NULL };
-    am2z_cluster_start_broker(&cl, "e2e-onecpu", one);
-    am2z_client_t *c = am2z_cluster_client(&cl, 10000);
+    am2z_client_t *c = s_own_broker(&cl, "e2e-onecpu", one);
     for (int i = 0; i < 100; i++) {
         am2z_state_t *st = NULL;
         ck_assert_int_eq(am2z_client_get_state(c, "spin-none", &st), AM2Z_ENOTFOUND);
