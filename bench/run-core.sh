@@ -33,9 +33,9 @@ b0=$(cpu_ms "${pids[0]}") w0=$(cpu_ms "${pids[1]}")
 "$build/bench/am2z-bench" --broker "$(field frontend)" "$@"
 echo "cpu_ms broker=$(( $(cpu_ms "${pids[0]}") - b0 )) worker=$(( $(cpu_ms "${pids[1]}") - w0 ))"
 kb() { sed -n "s/^$2:[[:space:]]*\([0-9]*\).*/\1/p" "/proc/$1/status"; }
+names=(broker worker)
 for i in 0 1; do
-  name=$([ "$i" = 0 ] && echo broker || echo worker)
-  p=${pids[$i]}
+  name=${names[$i]} p=${pids[$i]}
   echo "rss_kb $name hwm=$(kb "$p" VmHWM) anon=$(kb "$p" RssAnon) file=$(kb "$p" RssFile) threads=$(kb "$p" Threads)"
   if [ -n "${SMAPS_DIR:-}" ]; then mkdir -p "$SMAPS_DIR"; cp "/proc/$p/smaps" "$SMAPS_DIR/$name.smaps"; fi
 done
