@@ -19,11 +19,13 @@
 #include "am2z_broker_int.h"
 #include "am2z_jobrec.h"
 #include "am2z_merge.h"
+#include "am2z_mpcheck.h"
 #include "am2z_retry.h"
 #include "am2z_sys.h"
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <openssl/crypto.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -33,6 +35,7 @@
 #include <zmq.h>
 
 #define S_DRAIN_MAX 512
+_Static_assert(AM2Z_STATE_DEPTH_MAX == 32, "SUBMIT's depth refusal names 32 levels");
 #define S_SUB_CHECK_US 100        /* no subscriber: look for one this often (s_pub_wanted) */
 #define S_HOLD_BUSY 8             /* a turn with this many commands is busy (Outbox) */
 #define S_MAX_FRAMES 5
@@ -1078,6 +1081,26 @@ s_on_submit(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
             s_send_error(self, peer, &e);
             return;
         }
+        /* what the lease will decode, checked now: refused here it is a
+           clear error; accepted, it would fail the job later */
+        if (am2z_msgpack_check(msg->state, msg->state_size, AM2Z_STATE_DEPTH_MAX) != AM2Z_OK) {
+            am2z_error_t *e = am2z_error_validation(
+                "state", NULL, "state nests deeper than 32 levels (the top map counts as one)");
+            s_send_error(self, peer, &e);
+            return;
+        }
+        am2z_state_t *sub = NULL;
+        if (am2z_state_decode(msg->state, msg->state_size, &sub) == AM2Z_OK
+            && am2z_state_version(sub) > AM2Z_STATE_VERSION_MAX) {
+            char why[128];
+            snprintf(why, sizeof why, "state metadata.version %" PRIu64 " is above %" PRIu64,
+                     am2z_state_version(sub), AM2Z_STATE_VERSION_MAX);
+            am2z_state_destroy(&sub);
+            am2z_error_t *e = am2z_error_validation("state", NULL, why);
+            s_send_error(self, peer, &e);
+            return;
+        }
+        am2z_state_destroy(&sub);
     }
     /* idempotency + repeat + progress (issue 6) */
     if (am2zb_repeat_on_submit(self, peer, proc, msg))
@@ -1969,15 +1992,16 @@ s_on_backend(am2z_broker_t *self, const uint8_t *ident, size_t ident_size, am2z_
    ------------------------------------------------------------------------ */
 
 /*  Receives one whole message without blocking. Returns the number of
-    frames kept (at most S_MAX_FRAMES; *too_many set when more came), or 0
-    when nothing was waiting. When the third frame (after routing id and
-    signature) is the BATCH marker and more frames follow, it stops there
-    and sets *batch: the caller reads the (command, body) pairs. */
+    frames kept (at most S_MAX_FRAMES; *total counts every frame, so more
+    than that means some were dropped), or 0 when nothing was waiting. When
+    the third frame (after routing id and signature) is the BATCH marker and
+    more frames follow, it stops there and sets *batch: the caller reads the
+    (command, body) pairs. */
 static int
-s_recv(void *sock, zmq_msg_t *frames, bool *too_many, bool *batch)
+s_recv(void *sock, zmq_msg_t *frames, int *total, bool *batch)
 {
     int n = 0;
-    *too_many = false;
+    *total = 0;
     *batch = false;
     while (true) {
         zmq_msg_t part;
@@ -1987,12 +2011,12 @@ s_recv(void *sock, zmq_msg_t *frames, bool *too_many, bool *batch)
             return n;
         }
         int more = zmq_msg_more(&part);
+        if (*total < INT_MAX)
+            (*total)++;
         if (n < S_MAX_FRAMES) {
             zmq_msg_init(&frames[n]);
             zmq_msg_move(&frames[n], &part);
             n++;
-        } else {
-            *too_many = true;
         }
         zmq_msg_close(&part);
         if (!more)
@@ -2026,7 +2050,17 @@ s_refuse(am2z_broker_t *self, peer_t *peer, bool frontend, const zmq_msg_t *body
         s_send_error_fmt(self, peer, AM2Z_CAT_PROTOCOL, "PROTOCOL_ERROR", "%s",
                          err[0] ? err : am2z_strerror(rc));
     } else {
+        /* which worker: its id once it has registered, else its routing id */
+        worker_t *w = am2zb_worker_by_ident(self, peer->ident, peer->ident_size);
+        char ident[2 * 16 + 4];
+        size_t k = 0;
+        for (size_t i = 0; i < peer->ident_size && i < 16; i++)
+            k += (size_t)snprintf(ident + k, sizeof ident - k, "%02x", peer->ident[i]);
+        if (peer->ident_size > 16)
+            snprintf(ident + k, sizeof ident - k, "...");
         AM2Z_LOG(self->log, AM2Z_LOG_WARN, S_COMPONENT, "bad worker message dropped",
+                 AM2Z_KS("worker", w && w->id ? w->id : "(not registered)"),
+                 AM2Z_KS("routing_id", ident),
                  AM2Z_KS("error", err[0] ? err : am2z_strerror(rc)));
     }
 }
@@ -2128,8 +2162,9 @@ static size_t
 s_recv_one(am2z_broker_t *self, void *sock, bool frontend)
 {
     zmq_msg_t frames[S_MAX_FRAMES];
-    bool too_many = false, batch = false;
-    int n = s_recv(sock, frames, &too_many, &batch);
+    bool batch = false;
+    int total = 0;
+    int n = s_recv(sock, frames, &total, &batch);
     if (n == 0)
         return 0;
     size_t cmds = 1;
@@ -2143,11 +2178,11 @@ s_recv_one(am2z_broker_t *self, void *sock, bool frontend)
 
     if (batch) {
         cmds = s_recv_batch(self, sock, frontend, &peer, frames);
-    } else if (n != 4 || too_many) {
+    } else if (total != 4) {
         char err[256];
         snprintf(err, sizeof err, "expected 3 frames (signature, command, body), got %d",
-                 too_many ? n : n - 1);
-        s_refuse(self, &peer, frontend, n == 4 ? &frames[3] : NULL, AM2Z_EPROTO, err);
+                 total - 1);
+        s_refuse(self, &peer, frontend, NULL, AM2Z_EPROTO, err);
     } else {
         s_handle_frames(self, &peer, frontend, &frames[1], &frames[2], &frames[3]);
     }
@@ -3129,7 +3164,14 @@ s_bind(am2z_broker_t *self, int type, const char *endpoint, zsock_t **out, int w
         snprintf(err, err_size, "cannot create socket for %s", endpoint);
         return AM2Z_ENETWORK;
     }
-    uint64_t max = self->cfg.common.max_frame_size + 1024;
+    /*  libzmq drops the connection of a peer whose message is larger than
+        this, without a word to either side (and what the broker owed that
+        connection is lost with it). So the transport takes bodies up to
+        twice max-frame-size, and the codec refuses those above the limit
+        with an ERROR that names the size (am2z_frames_decode); only a body
+        beyond twice the limit is cut off, which bounds what one message can
+        make the broker allocate. */
+    uint64_t max = 2 * self->cfg.common.max_frame_size + 1024;
     zsock_set_maxmsgsize(sock, max > INT32_MAX ? INT32_MAX : (int)max);
     zsock_set_linger(sock, 0);
     zsock_set_sndhwm(sock, S_HWM);
@@ -3403,7 +3445,9 @@ am2z_broker_new(const am2z_broker_config_t *cfg, am2z_broker_t **out,
         goto fail;
     }
 
-    rc = am2z_store_open(&cfg->common, &self->store, err, err_size);
+    am2z_config_t scfg = cfg->common;
+    scfg.exclusive = true;        /* one broker per data dir (am2z_store.c) */
+    rc = am2z_store_open(&scfg, &self->store, err, err_size);
     if (rc != AM2Z_OK)
         goto fail;
     rc = am2zb_flow_new(self);

@@ -332,9 +332,9 @@ static const s_schema_t s_error_schema = S_SCHEMA(s_error_fields, am2z_error_t);
 static const s_field_t s_retry_fields[] = {
     { .key = "max",      .kind = K_U32,  .off = R(max_attempts), .hi = UINT32_MAX },
     { .key = "exp",      .kind = K_BOOL, .off = R(exponential) },
-    { .key = "delay",    .kind = K_U64,  .off = R(delay_ms), .hi = UINT64_MAX },
+    { .key = "delay",    .kind = K_U64,  .off = R(delay_ms), .hi = AM2Z_CODEC_MAX_DURATION_MS },
     { .key = "mult",     .kind = K_F64,  .off = R(multiplier), .flo = 1.0, .fhi = DBL_MAX },
-    { .key = "maxdelay", .kind = K_U64,  .off = R(max_delay_ms), .hi = UINT64_MAX },
+    { .key = "maxdelay", .kind = K_U64,  .off = R(max_delay_ms), .hi = AM2Z_CODEC_MAX_DURATION_MS },
     { .key = "jitter",   .kind = K_F64,  .off = R(jitter), .flo = 0.0, .fhi = 1.0 },
     { .key = "cats",     .kind = K_U32,  .off = R(retry_categories), .hi = UINT32_MAX },
 };
@@ -346,11 +346,11 @@ static const s_field_t s_proc_fields[] = {
     { .key = "name",    .kind = K_STR, .flags = S_REQ, .off = P(name), .str = &s_rule_name },
     { .key = "desc",    .kind = K_STR, .off = P(description), .str = &s_rule_text },
     { .key = "conc",    .kind = K_U32, .flags = S_REQ, .off = P(concurrency), .lo = 1, .hi = UINT32_MAX },
-    { .key = "timeout", .kind = K_U64, .off = P(timeout_ms), .hi = UINT64_MAX },
+    { .key = "timeout", .kind = K_U64, .off = P(timeout_ms), .hi = AM2Z_CODEC_MAX_DURATION_MS },
     { .key = "prio",    .kind = K_I64, .off = P(priority) },
-    { .key = "delay",   .kind = K_U64, .off = P(delay_ms), .hi = UINT64_MAX },
+    { .key = "delay",   .kind = K_U64, .off = P(delay_ms), .hi = AM2Z_CODEC_MAX_DURATION_MS },
     { .key = "rate",    .kind = K_U32, .off = P(rate_max), .hi = UINT32_MAX },
-    { .key = "per",     .kind = K_U64, .off = P(rate_per_ms), .hi = UINT64_MAX },
+    { .key = "per",     .kind = K_U64, .off = P(rate_per_ms), .hi = AM2Z_CODEC_MAX_DURATION_MS },
     { .key = "cap",     .kind = K_U32, .off = P(max_active), .hi = UINT32_MAX },
     { .key = "retry",   .kind = K_NESTED, .off = P(retry), .sub = &s_retry_schema },
 };
@@ -372,7 +372,7 @@ static const s_field_t s_comp_fields[] = {
     { .key = "name",     .kind = K_STR,  .flags = S_REQ, .off = C(name), .str = &s_rule_name },
     { .key = "kind",     .kind = K_ENUM, .flags = S_REQ, .off = C(kind), .en = &s_enum_comp_kind },
     { .key = "desc",     .kind = K_STR,  .off = C(description), .str = &s_rule_text },
-    { .key = "timeout",  .kind = K_U64,  .off = C(timeout_ms), .hi = UINT64_MAX },
+    { .key = "timeout",  .kind = K_U64,  .off = C(timeout_ms), .hi = AM2Z_CODEC_MAX_DURATION_MS },
     { .key = "steps",    .kind = K_STRS, .off = C(steps), .aux = C(nsteps),
       .lo = 1, .hi = AM2Z_CODEC_MAX_STEPS, .str = &s_rule_name },
     { .key = "merge",    .kind = K_STR,  .off = C(merge), .str = &s_rule_name },
@@ -409,8 +409,8 @@ static const s_schema_t s_comp_schema = S_SCHEMA(s_comp_fields, am2z_comp_desc_t
 #define F_ATTEMPT(fl)  { .key = "attempt", .kind = K_U32, .flags = (fl), .off = M(attempt), .lo = 1, .hi = UINT32_MAX }
 #define F_DEPTH(fl)    { .key = "depth", .kind = K_U32, .flags = (fl), .off = M(call_depth), .hi = UINT32_MAX }
 #define F_PRIO(fl)     { .key = "prio", .kind = K_I64, .flags = (fl), .off = M(priority) }
-#define F_TIMEOUT(fl)  { .key = "timeout", .kind = K_U64, .flags = (fl), .off = M(timeout_ms), .hi = UINT64_MAX }
-#define F_DELAY(fl)    { .key = "delay", .kind = K_U64, .flags = (fl), .off = M(delay_ms), .hi = UINT64_MAX }
+#define F_TIMEOUT(fl)  { .key = "timeout", .kind = K_U64, .flags = (fl), .off = M(timeout_ms), .hi = AM2Z_CODEC_MAX_DURATION_MS }
+#define F_DELAY(fl)    { .key = "delay", .kind = K_U64, .flags = (fl), .off = M(delay_ms), .hi = AM2Z_CODEC_MAX_DURATION_MS }
 #define F_EXEC(fl)     { .key = "exec_us", .kind = K_U64, .flags = (fl), .off = M(exec_us), .hi = UINT64_MAX }
 #define F_STARTED(fl)  { .key = "started", .kind = K_U64, .flags = (fl), .off = M(started_at_ms), .hi = UINT64_MAX }
 #define F_DISPATCHED(fl) { .key = "dispatched", .kind = K_U64, .flags = (fl), .off = M(dispatched_ms), .hi = UINT64_MAX }
@@ -682,6 +682,9 @@ s_fail_type(s_diag_t *d, const s_field_t *f, const char *name)
     case K_U32:
         if (f->lo == 0 && f->hi == UINT64_MAX)
             expect = "an unsigned integer";
+        else if (f->lo == 0 && f->hi == AM2Z_CODEC_MAX_DURATION_MS)
+            snprintf(buf, sizeof buf, "a duration of 0..%llu ms (10 years)",
+                     (unsigned long long)f->hi);
         else
             snprintf(buf, sizeof buf, "an integer %llu..%llu",
                      (unsigned long long)f->lo, (unsigned long long)f->hi);

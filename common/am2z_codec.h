@@ -222,6 +222,11 @@ typedef struct {
 #define AM2Z_CODEC_MAX_STEPS   1024   /* steps / routes of one composite */
 #define AM2Z_CODEC_MAX_TEXT    4096   /* description, error message, code */
 #define AM2Z_CODEC_MAX_DEPTH   64     /* msgpack nesting in any body */
+/*  Longest duration a field may carry (timeout, delay, retry delays, rate
+    window), in ms: 10 years, like a repeat's `every`. The broker adds
+    durations to clock readings; a bound far below UINT64_MAX keeps every
+    such sum exact. */
+#define AM2Z_CODEC_MAX_DURATION_MS ((uint64_t)3650 * 86400000)
 
 /*  Initialise to all-absent. */
 void am2z_msg_init(am2z_msg_t *msg, am2z_cmd_t cmd);

@@ -141,6 +141,9 @@ typedef struct {
                                       application code (am2z_runtime), so LMDB keeps its
                                       map read-only (no MDB_WRITEMAP: a stray write of
                                       the application must not reach the file) */
+    bool exclusive;                /* not a setting: the store belongs to a broker, which
+                                      takes the data dir's lock (am2z.lock) so that no
+                                      second broker opens it (am2z_store_open) */
 } am2z_config_t;
 
 extern const char *const am2z_durability_names[];   /* "sync", "periodic", NULL */

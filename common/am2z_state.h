@@ -52,6 +52,11 @@ extern "C" {
 
 #define AM2Z_PATH_LEN_MAX 256
 #define AM2Z_STATE_DEPTH_MAX 32
+/*  Largest metadata.version a submitted state may carry: the largest
+    integer a JSON or JavaScript peer reads exactly (2^53 - 1). Versions
+    grow by one per step, so a session never gets near UINT64_MAX, where
+    am2z_state_apply would have to refuse. */
+#define AM2Z_STATE_VERSION_MAX ((uint64_t)9007199254740991)
 
 typedef struct am2z_state_t am2z_state_t;
 typedef struct am2z_changes_t am2z_changes_t;

@@ -49,6 +49,16 @@
     - Reads outside a batch renew one cached read-only txn and reset it
       when done, so a snapshot never outlives the call (it would pin pages
       and make the file grow).
+    - A broker's store (cfg->exclusive) holds flock(LOCK_EX) on am2z.lock in
+      the data dir for its lifetime. LMDB lets several processes open one
+      environment (its own lock.mdb serializes their writers), but a
+      broker keeps the queue, the leases and the sessions in memory beside
+      the file: two brokers on one data dir would each lease the same jobs.
+      flock, not fcntl locks: it belongs to the open file, so a second open
+      in the same process (two embedded runtimes) conflicts too, and the
+      kernel drops it when the process dies, SIGKILL included, so a restart
+      never finds a stale lock. Stores opened without it (tests, tools
+      that read beside a running broker) take no lock.
 */
 #include "am2z_store.h"
 
@@ -63,6 +73,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -117,6 +128,7 @@ struct am2z_store_t {
     uint64_t alloc_end;                 /* disk blocks of data.mdb allocated below this */
     uint64_t page_size;                 /* LMDB's page size */
     int last_write_error;               /* LMDB / errno code of the last failed write */
+    int lock_fd;                        /* am2z.lock, flocked (cfg->exclusive), or -1 */
 };
 
 /*  Allocation ahead of use (MDB_WRITEMAP; see the top of this file). */
@@ -229,6 +241,47 @@ s_mkdir_p(const char *path)
     return 0;
 }
 
+/*  Takes the data dir's broker lock (see the top of this file). Returns
+    the locked fd, or -1 with err set and *rc the error. */
+static int
+s_lock_dir(const char *dir, char *err, size_t err_size, int *rc)
+{
+    char path[AM2Z_PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/am2z.lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        am2z_errbuf(err, err_size, "store: cannot open %s: %s", path, strerror(errno));
+        *rc = AM2Z_EIO;
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        if (e == EWOULDBLOCK) {
+            char pid[32] = "";
+            ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+            pid[n > 0 ? n : 0] = '\0';
+            pid[strcspn(pid, "\n")] = '\0';
+            am2z_errbuf(err, err_size,
+                        "store: %s is in use by another broker%s%s%s (%s is locked): "
+                        "a data dir serves one broker at a time",
+                        dir, pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "", path);
+            *rc = AM2Z_ECONFIG;   /* two brokers configured with one data dir */
+        } else {
+            am2z_errbuf(err, err_size, "store: cannot lock %s: %s", path, strerror(e));
+            *rc = AM2Z_EIO;
+        }
+        close(fd);
+        return -1;
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len) {
+        /* the pid only makes the message of a refused second broker
+           friendlier; the lock holds without it */
+    }
+    return fd;
+}
+
 int
 am2z_store_open(const am2z_config_t *cfg, am2z_store_t **out,
                 char *err, size_t err_size)
@@ -254,6 +307,12 @@ am2z_store_open(const am2z_config_t *cfg, am2z_store_t **out,
         return AM2Z_ENOMEM;
     }
     snprintf(self->path, sizeof self->path, "%s", cfg->data_dir);
+    self->fd = -1;
+    self->lock_fd = -1;
+    if (cfg->exclusive && (self->lock_fd = s_lock_dir(self->path, err, err_size, &rc)) < 0) {
+        free(self);
+        return rc;
+    }
     self->durability = cfg->durability;
     self->flush_interval_ms = cfg->flush_interval_ms;
     self->max_state_size = cfg->max_state_size;
@@ -265,7 +324,6 @@ am2z_store_open(const am2z_config_t *cfg, am2z_store_t **out,
     uint64_t psz = page > 0 ? (uint64_t)page : 4096u;
     self->map_size = (cfg->map_size + psz - 1) / psz * psz;
 
-    self->fd = -1;
     unsigned flags = MDB_NOTLS;
     if (cfg->durability == AM2Z_DURABILITY_PERIODIC)
         flags |= MDB_NOSYNC | (cfg->embedded ? 0 : MDB_WRITEMAP);
@@ -355,6 +413,8 @@ fail:
         mdb_txn_abort(txn);
     if (self->env)
         mdb_env_close(self->env);
+    if (self->lock_fd >= 0)
+        close(self->lock_fd);
     free(self);
     return rc;
 }
@@ -372,6 +432,8 @@ am2z_store_destroy(am2z_store_t **self_p)
     if (self->unsynced_commits > 0 || self->durable_txn != self->committed_txn)
         mdb_env_sync(self->env, 1);
     mdb_env_close(self->env);
+    if (self->lock_fd >= 0)
+        close(self->lock_fd);             /* after the env: the lock outlives every write */
     free(self);
     *self_p = NULL;
 }

@@ -130,7 +130,7 @@ s_fill(am2z_cmd_t cmd, am2z_msg_t *m)
         m->state = s_dup(s_state, sizeof s_state);
         m->state_size = sizeof s_state;
         m->priority = -7;
-        m->timeout_ms = UINT64_MAX;
+        m->timeout_ms = AM2Z_CODEC_MAX_DURATION_MS;   /* the longest allowed */
         m->delay_ms = 1500;
         m->call_depth = 3;
         m->idem_key = s_str("order 17 / retry ok");
@@ -744,7 +744,7 @@ START_TEST(test_wrong_types_are_refused_naming_the_field)
     s_expect_field_refused(AM2Z_CMD_SUBMIT, "idem", V(0xa0),
         "SUBMIT: field 'idem' must be a string of 1..128 bytes");
     s_expect_field_refused(AM2Z_CMD_SUBMIT, "timeout", V(0x81, 0x01, 0x02),
-        "SUBMIT: field 'timeout' must be an unsigned integer");
+        "SUBMIT: field 'timeout' must be a duration of 0..315360000000 ms (10 years)");
     s_expect_field_refused(AM2Z_CMD_RESULT, "ok", V(0x01),
         "RESULT: field 'ok' must be a boolean");
     s_expect_field_refused(AM2Z_CMD_RESULT, "error", V(0xa1, 'x'),
@@ -777,6 +777,54 @@ START_TEST(test_wrong_types_are_refused_naming_the_field)
         "JOB: field 'attempt' must be an integer 1..4294967295");
     s_expect_field_refused(AM2Z_CMD_EVENT, "ts", V(0xd0, 0xfe),
         "EVENT: field 'ts' must be an unsigned integer");
+}
+END_TEST
+
+/*  A duration past 10 years would wrap the broker's clock sums (a
+    timeout of 2^64-1 ms expired at once, a delay of 2^64-1 ms ran at
+    once): every duration field stops at AM2Z_CODEC_MAX_DURATION_MS. */
+START_TEST(test_durations_are_at_most_ten_years)
+{
+    ck_assert_uint_eq(AM2Z_CODEC_MAX_DURATION_MS, 315360000000ull);
+    const char *want = "must be a duration of 0..315360000000 ms (10 years)";
+    /* 315360000001 = 0x496cebb801 */
+    s_expect_field_refused(AM2Z_CMD_SUBMIT, "timeout", V(0xcf, 0, 0, 0, 0x49, 0x6c, 0xeb, 0xb8, 0x01),
+        "SUBMIT: field 'timeout' must be a duration");
+    s_expect_field_refused(AM2Z_CMD_SUBMIT, "delay", V(0xcf, 0, 0, 0, 0x49, 0x6c, 0xeb, 0xb8, 0x01),
+        want);
+    s_expect_field_refused(AM2Z_CMD_SUBMIT, "delay",
+        V(0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff), want);
+    /* the processor map and its retry policy, and a composite's timeout */
+    const uint8_t proc_timeout[] = { 0x91, 0x83, 0xa4, 'n', 'a', 'm', 'e', 0xa1, 'p',
+        0xa4, 'c', 'o', 'n', 'c', 0x01,
+        0xa7, 't', 'i', 'm', 'e', 'o', 'u', 't', 0xcf, 0, 0, 0, 0x49, 0x6c, 0xeb, 0xb8, 0x01 };
+    s_expect_field_refused(AM2Z_CMD_READY, "procs", proc_timeout, sizeof proc_timeout,
+        "READY: field 'procs[0].timeout' must be a duration");
+    const uint8_t retry_delay[] = { 0x91, 0x83, 0xa4, 'n', 'a', 'm', 'e', 0xa1, 'p',
+        0xa4, 'c', 'o', 'n', 'c', 0x01, 0xa5, 'r', 'e', 't', 'r', 'y',
+        0x81, 0xa8, 'm', 'a', 'x', 'd', 'e', 'l', 'a', 'y', 0xcf, 0xff, 0, 0, 0, 0, 0, 0, 0 };
+    s_expect_field_refused(AM2Z_CMD_READY, "procs", retry_delay, sizeof retry_delay,
+        "READY: field 'procs[0].retry.maxdelay' must be a duration");
+
+    /* exactly 10 years is accepted, and round-trips */
+    uint8_t *body, *edited;
+    size_t size, esize;
+    am2z_msg_t m;
+    s_encode_sample(AM2Z_CMD_SUBMIT, &body, &size);
+    const uint8_t ten[] = { 0xcf, 0, 0, 0, 0x49, 0x6c, 0xeb, 0xb8, 0x00 };
+    s_edit(body, size, "delay", ten, sizeof ten, &edited, &esize);
+    ck_assert_int_eq(am2z_msg_decode(AM2Z_CMD_SUBMIT, edited, esize, MAX_BODY, &m, NULL, 0), AM2Z_OK);
+    ck_assert_uint_eq(m.delay_ms, AM2Z_CODEC_MAX_DURATION_MS);
+    ck_assert_uint_eq(m.timeout_ms, AM2Z_CODEC_MAX_DURATION_MS);
+    /* and the encoder refuses what the decoder would */
+    m.timeout_ms = AM2Z_CODEC_MAX_DURATION_MS + 1;
+    uint8_t *out = NULL;
+    size_t nout = 0;
+    ck_assert_int_eq(am2z_msg_encode(&m, &out, &nout), AM2Z_EINVAL);
+    ck_assert_ptr_null(out);
+    am2z_msg_clear(&m);
+    free(edited);
+    free(body);
 }
 END_TEST
 
@@ -1397,6 +1445,7 @@ s_suite(void)
     tcase_add_test(tc, test_required_fields_missing_are_refused);
     tcase_add_test(tc, test_encode_refuses_what_decode_refuses);
     tcase_add_test(tc, test_wrong_types_are_refused_naming_the_field);
+    tcase_add_test(tc, test_durations_are_at_most_ten_years);
     tcase_add_test(tc, test_dlq_command_and_query_decode);
     tcase_add_test(tc, test_invalid_ids_and_names_are_refused);
     tcase_add_test(tc, test_procs_are_validated);

@@ -140,6 +140,44 @@ START_TEST(test_runtime_two_runtimes_do_not_meet)
 }
 END_TEST
 
+/*  A data dir serves one broker at a time (am2z_store.c, am2z.lock): two
+    brokers on one store would each lease the same jobs. A second runtime
+    on a dir in use does not start, and says why; once the first stops,
+    it starts and sees the first one's state. */
+START_TEST(test_runtime_second_runtime_on_one_data_dir_is_refused)
+{
+    char dir[512];
+    am2z_test_tmpdir("runtime-lock", dir, sizeof dir);
+    am2z_runtime_t *a = s_runtime(dir);
+    am2z_runtime_t *b = s_runtime(dir);
+    ck_assert_int_eq(am2z_runtime_start(a), AM2Z_OK);
+    int64_t count = 0;
+    s_increment(a, "lock-1", &count);
+    ck_assert_int_eq(count, 1);
+
+    ck_assert_int_ne(am2z_runtime_start(b), AM2Z_OK);
+    ck_assert_ptr_null(am2z_runtime_client(b));
+    const char *why = am2z_runtime_last_error(b);
+    ck_assert_msg(strstr(why, "in use by another broker") && strstr(why, dir),
+                  "unexpected error: %s", why);
+    /* the first one is untouched */
+    s_increment(a, "lock-1", &count);
+    ck_assert_int_eq(count, 2);
+
+    am2z_runtime_stop(a);
+    ck_assert_int_eq(am2z_runtime_start(b), AM2Z_OK);
+    ck_assert_str_eq(am2z_runtime_last_error(b), "");
+    s_increment(b, "lock-1", &count);
+    ck_assert_int_eq(count, 3);
+    /* and now b holds it */
+    ck_assert_int_ne(am2z_runtime_start(a), AM2Z_OK);
+    ck_assert_ptr_nonnull(strstr(am2z_runtime_last_error(a), "in use by another broker"));
+    am2z_runtime_destroy(&b);
+    am2z_runtime_destroy(&a);
+    am2z_test_rmtree(dir);
+}
+END_TEST
+
 static Suite *
 s_suite(void)
 {
@@ -151,6 +189,7 @@ s_suite(void)
     tcase_add_test(tc, test_runtime_keeps_its_lmdb_map_read_only);
     tcase_add_test(tc, test_runtime_start_stop_start_executes_again_and_keeps_state);
     tcase_add_test(tc, test_runtime_two_runtimes_do_not_meet);
+    tcase_add_test(tc, test_runtime_second_runtime_on_one_data_dir_is_refused);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -317,6 +317,21 @@ am2z_worker_register(am2z_worker_t *self, const am2z_processor_def_t *def)
                  AM2Z_KU("rate_interval_ms", def->rate_interval_ms));
         return AM2Z_EINVAL;
     }
+    const struct { const char *what; uint64_t ms; } durations[] = {
+        { "timeout_ms", def->timeout_ms }, { "delay_ms", def->delay_ms },
+        { "rate_interval_ms", def->rate_interval_ms },
+        { "retry.delay_ms", def->retry.delay_ms }, { "retry.max_delay_ms", def->retry.max_delay_ms },
+    };
+    for (size_t i = 0; i < sizeof durations / sizeof durations[0]; i++) {
+        if (durations[i].ms > AM2Z_CODEC_MAX_DURATION_MS) {
+            /* the broker refuses a READY that carries it (docs/PROTOCOL.md "Limits") */
+            AM2Z_LOG(self->log, AM2Z_LOG_ERROR, "worker",
+                     "invalid processor option: durations are at most 10 years",
+                     AM2Z_KS("processor", name), AM2Z_KS("option", durations[i].what),
+                     AM2Z_KU("ms", durations[i].ms), AM2Z_KU("max_ms", AM2Z_CODEC_MAX_DURATION_MS));
+            return AM2Z_EINVAL;
+        }
+    }
     for (size_t i = 0; i < self->nprocs; i++) {
         if (streq(self->procs[i].name, name)) {
             AM2Z_LOG(self->log, AM2Z_LOG_ERROR, "worker",

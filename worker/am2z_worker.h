@@ -90,6 +90,9 @@ typedef struct {
                                      1,000,000) is refused at registration */
     uint32_t max_active;          /* global cap on running jobs across all
                                      workers (besides each worker's slots); 0 = none */
+    /* Every duration above (timeout_ms, delay_ms, rate_interval_ms and the
+       retry policy's delays) is at most 10 years (AM2Z_CODEC_MAX_DURATION_MS);
+       a longer one is refused at registration. */
 } am2z_processor_def_t;
 
 /* ---------------------------------------------------------------------------
