@@ -35,18 +35,20 @@ typedef struct {
     char broker[512];             /* frontend endpoint */
     char events[512];             /* PUB endpoint */
     uint64_t timeout_ms;          /* client wait */
-    char session[AM2Z_SESSION_ID_MAX + 2];   /* one more: too long is caught by validation */
+    char session[AM2Z_SESSION_ID_MAX + 1];   /* the table refuses longer, naming the limit */
     char state[S_STATE_MAX];      /* JSON object or @file */
     char filter[AM2Z_NAME_MAX + 1];
     uint64_t count;               /* events: stop after N (0 = never) */
     bool keep_state;              /* stop-session */
     uint64_t delay_ms;            /* execute: not before now + delay */
     uint64_t job_timeout_ms;      /* execute: the job's own timeout */
-    char processor[AM2Z_NAME_MAX + 2];       /* dlq list: only this processor */
+    char processor[AM2Z_NAME_MAX + 1];       /* dlq list: only this processor */
     /* queue controls (issue 6) */
     char priority[32];            /* execute: job priority ("" = the processor's) */
-    char idem_key[AM2Z_NAME_MAX + 2];        /* execute: idempotency key */
+    char idem_key[AM2Z_NAME_MAX + 1];        /* execute: idempotency key */
+    bool idem_given;              /* --idempotency-key was given (even empty) */
     uint64_t every_ms;            /* execute: repeat every N ms (a schedule) */
+    bool every_given;             /* --every was given (even 0) */
     uint64_t limit;               /* execute --every: at most N runs */
     uint64_t start_ms;            /* execute --every: wall clock ms of the first run */
 } s_opts_t;
@@ -78,9 +80,9 @@ static const am2z_cfg_def_t s_table[] = {
     { "priority", AM2Z_CFG_STRING, O(priority), sizeof ((s_opts_t *)0)->priority,
       "", 0, 0, NULL, "execute: job priority, an integer (higher runs first)" },
     { "idempotency-key", AM2Z_CFG_STRING, O(idem_key), sizeof ((s_opts_t *)0)->idem_key,
-      "", 0, 0, NULL, "execute: a key that makes a resubmit return the first job" },
+      "", 0, 0, NULL, "execute: a key (1..128 bytes) that makes a resubmit return the first job" },
     { "every", AM2Z_CFG_MS, O(every_ms), 0, "0", 0, 0, NULL,
-      "execute: a repeatable job, run every MS (prints its repeat id)" },
+      "execute: a repeatable job, run every MS (>= 1; prints its repeat id)" },
     { "limit", AM2Z_CFG_UINT, O(limit), 0, "0", 0, 0, NULL,
       "execute --every: at most N runs (0 = until cancelled)" },
     { "start", AM2Z_CFG_UINT, O(start_ms), 0, "0", 0, 0, NULL,
@@ -269,11 +271,15 @@ s_queue_controls(const s_opts_t *opts, am2z_submit_opts_t *sub)
         sub->priority = v;
         sub->has_priority = true;
     }
-    if (opts->idem_key[0]) {
-        if (strlen(opts->idem_key) > AM2Z_NAME_MAX)
-            return s_fail(S_EXIT_USAGE, "--idempotency-key: at most %d bytes", AM2Z_NAME_MAX);
+    /* the table caps the key at AM2Z_NAME_MAX bytes */
+    if (opts->idem_given && !opts->idem_key[0])
+        return s_fail(S_EXIT_USAGE, "--idempotency-key: must not be empty (1..%d bytes)",
+                      AM2Z_NAME_MAX);
+    if (opts->idem_key[0])
         sub->idempotency_key = opts->idem_key;
-    }
+    if (opts->every_given && !opts->every_ms)
+        return s_fail(S_EXIT_USAGE, "--every: must be at least 1 ms (0 would run the job once, "
+                      "not repeat it)");
     if (!opts->every_ms && (opts->limit || opts->start_ms))
         return s_fail(S_EXIT_USAGE, "--limit and --start need --every");
     sub->repeat_every_ms = opts->every_ms;
@@ -321,17 +327,16 @@ s_cmd_execute(const s_opts_t *opts, int argc, char **argv)
         if (code != S_EXIT_OK)
             return code;
     }
-    am2z_client_t *client = NULL;
-    int code = s_connect(opts, &client);
+    am2z_submit_opts_t sub = { .delay_ms = opts->delay_ms, .timeout_ms = opts->job_timeout_ms };
+    int code = s_queue_controls(opts, &sub);
     if (code != S_EXIT_OK) {
         am2z_state_destroy(&state);
         return code;
     }
-    am2z_submit_opts_t sub = { .delay_ms = opts->delay_ms, .timeout_ms = opts->job_timeout_ms };
-    code = s_queue_controls(opts, &sub);
+    am2z_client_t *client = NULL;
+    code = s_connect(opts, &client);
     if (code != S_EXIT_OK) {
         am2z_state_destroy(&state);
-        am2z_client_destroy(&client);
         return code;
     }
     if (sub.repeat_every_ms) {
@@ -690,6 +695,33 @@ s_find_command(const char *name)
     return NULL;
 }
 
+/*  Sets opts->every_given and opts->idem_given, after argv was parsed into
+    opts. The defaults (0, "") are also values a user may type, and must
+    then be refused: so argv is parsed again into a scratch whose two fields
+    start at other values (1, "-"). A field no flag sets keeps that start
+    value, unlike opts; one a flag sets ends equal in both. */
+static int
+s_note_given(s_opts_t *opts, int argc, char **argv)
+{
+    s_opts_t *scratch = calloc(1, sizeof *scratch);
+    char **positional = calloc((size_t)argc + 1, sizeof *positional);
+    int rc = AM2Z_ENOMEM;
+    if (scratch && positional) {
+        scratch->every_ms = 1;
+        snprintf(scratch->idem_key, sizeof scratch->idem_key, "-");
+        char err[AM2Z_CFG_ERR_MAX];
+        am2z_cfg_args_t args = { .positional = positional };
+        rc = am2z_cfg_parse_args(s_table, scratch, argc, argv, &args, err, sizeof err);
+    }
+    if (rc == AM2Z_OK) {
+        opts->every_given = scratch->every_ms == opts->every_ms;
+        opts->idem_given = strcmp(scratch->idem_key, opts->idem_key) == 0;
+    }
+    free(positional);
+    free(scratch);
+    return rc;
+}
+
 static void
 s_usage(FILE *out)
 {
@@ -697,7 +729,8 @@ s_usage(FILE *out)
     for (const s_command_t *c = s_commands; c->name; c++)
         fprintf(out, "  %-13s %s\n", c->name, c->help);
     fprintf(out,
-            "\ncommon options:\n"
+            "\ncommon options (every command but events, which reads the events\n"
+            "endpoint only: --events EP, env AM2Z_EVENTS):\n"
             "  --broker EP    frontend endpoint (env AM2Z_BROKER; default %s)\n"
             "  --timeout MS   how long to wait for the broker (default 30000)\n"
             "  --help         this text; `am2z COMMAND --help` for one command\n"
@@ -705,14 +738,20 @@ s_usage(FILE *out)
             AM2Z_DEFAULT_FRONTEND);
 }
 
+/*  events talks to the PUB endpoint only: --broker and --timeout do not
+    apply to it, so its usage does not offer them. */
 static void
 s_command_usage(const s_command_t *c, FILE *out)
 {
-    fprintf(out, "usage: am2z %s%s%s [--broker EP] [--timeout MS]\n  %s\n", c->name,
-            *c->args ? " " : "", c->args, c->help);
-    if (strcmp(c->name, "events") == 0)
+    bool events = strcmp(c->name, "events") == 0;
+    fprintf(out, "usage: am2z %s%s%s%s\n  %s\n", c->name, *c->args ? " " : "", c->args,
+            events ? "" : " [--broker EP] [--timeout MS]", c->help);
+    if (events)
         fprintf(out, "  --events EP    PUB endpoint (env AM2Z_EVENTS; default %s)\n",
                 AM2Z_DEFAULT_EVENTS);
+    else
+        fprintf(out, "  --broker EP    frontend endpoint (env AM2Z_BROKER; default %s)\n",
+                AM2Z_DEFAULT_FRONTEND);
 }
 
 int
@@ -740,6 +779,10 @@ main(int argc, char **argv)
     }
     if (args.config) {
         code = s_fail(S_EXIT_USAGE, "--config: not supported by am2z");
+        goto done;
+    }
+    if (s_note_given(opts, argc, argv) != AM2Z_OK) {
+        code = s_fail(S_EXIT_USAGE, "out of memory");
         goto done;
     }
     if (args.npositional == 0) {

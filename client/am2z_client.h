@@ -223,7 +223,7 @@ int am2z_client_is_processor_registered(am2z_client_t *self, const char *name,
                                         bool *registered);
 
 /*  Raw query (what: stats|queues|session-stats|sessions|session-info|processors|
-    state|job|dlq):
+    state|job|dlq|repeats; docs/PROTOCOL.md QUERY says which use a session):
     the broker's REPLY data as one msgpack object (nil when the REPLY had
     none), caller owns *data (free()). The CLI turns it into JSON. For
     what = "job" the session_id argument carries the job id. Returns

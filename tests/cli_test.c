@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 static am2z_cluster_t s_cl;
 static char s_out[65536];
@@ -40,6 +41,25 @@ static int
 s_am2z_argv(const char *const *args)
 {
     return am2z_cluster_cli(&s_cl, args, s_out, sizeof s_out);
+}
+
+/*  Like s_am2z_argv, with am2z's stderr in s_out too (after its stdout):
+    for the text of a usage error. */
+static int
+s_am2z_stderr(const char *const *args)
+{
+    char *argv[40];
+    int n = 0;
+    argv[n++] = "/bin/sh";
+    argv[n++] = "-c";
+    argv[n++] = "exec \"$0\" \"$@\" 2>&1";
+    argv[n++] = AM2Z_BIN;
+    for (size_t i = 0; args[i] && n < 36; i++)
+        argv[n++] = (char *)args[i];
+    argv[n++] = "--broker";
+    argv[n++] = s_cl.frontend;
+    argv[n] = NULL;
+    return am2z_testproc_run(argv, s_out, sizeof s_out, 30000);
 }
 
 static json_t *
@@ -271,10 +291,10 @@ START_TEST(test_cli_repeat_create_list_cancel)
 }
 END_TEST
 
-START_TEST(test_cli_execute_idempotency_key_and_priority)
+START_TEST(test_cli_execute_idempotency_key_runs_once)
 {
     const char *run[] = { "execute", "increment", "--session", "cli-i1", "--idempotency-key",
-                          "cli-once", "--priority", "5", NULL };
+                          "cli-once", NULL };
     ck_assert_int_eq(s_am2z_argv(run), 0);
     json_t *j = s_json();
     char first[80];
@@ -294,6 +314,148 @@ START_TEST(test_cli_execute_idempotency_key_and_priority)
 }
 END_TEST
 
+/*  Waits (bounded, 20 s) until `am2z sessions --session ID` shows
+    `running` leased and `queued` waiting jobs in the session's lane. */
+static void
+s_wait_lane(const char *session, int64_t running, int64_t queued)
+{
+    uint64_t deadline = am2z_clock_mono_us() + 20 * 1000000ull;
+    int64_t r = -1, q = -1;
+    while (am2z_clock_mono_us() < deadline) {
+        /* exit 1 while the broker does not know the session yet */
+        if (s_am2z(true, "sessions", "--session", session, NULL, NULL, NULL) == 0) {
+            json_t *j = s_json();
+            r = json_integer_value(json_object_get(j, "running"));
+            q = json_integer_value(json_object_get(j, "queued"));
+            json_decref(j);
+            if (r == running && q == queued)
+                return;
+        }
+        usleep(20 * 1000);
+    }
+    ck_abort_msg("session %s: running %lld queued %lld, never %lld and %lld", session,
+                 (long long)r, (long long)q, (long long)running, (long long)queued);
+}
+
+/*  Waits for a background `am2z execute` and checks it exited 0. */
+static void
+s_wait_exit_0(am2z_testproc_t *p, const char *what)
+{
+    int status = am2z_testproc_stop(p, 0, 30000);      /* signal 0: only wait */
+    ck_assert_msg(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "%s: status %d", what, status);
+}
+
+/*  --priority reaches the broker: jobs of one session run one at a time by
+    priority, then in submission order. A gate job holds the session's lane
+    until the test creates its file; append-a (priority 0) queues behind it
+    first, then append-b with --priority 5. B must run before A: without
+    the priority they would run in submission order, A first. */
+START_TEST(test_cli_execute_priority_runs_first_in_session)
+{
+    char file[700], state[800];
+    snprintf(file, sizeof file, "%s/cli-p1-release", s_cl.dir);
+    snprintf(state, sizeof state, "{\"file\": \"%s\"}", file);
+    char *hold_argv[] = { AM2Z_BIN, "execute", "gate", "--session", "cli-p1", "--state", state,
+                          "--broker", s_cl.frontend, NULL };
+    char *low_argv[] = { AM2Z_BIN, "execute", "append-a", "--session", "cli-p1",
+                         "--broker", s_cl.frontend, NULL };
+    char *high_argv[] = { AM2Z_BIN, "execute", "append-b", "--session", "cli-p1",
+                          "--priority", "5", "--broker", s_cl.frontend, NULL };
+    am2z_testproc_t hold, low, high;
+    ck_assert_int_eq(am2z_testproc_start(&hold, hold_argv), 0);
+    s_wait_lane("cli-p1", 1, 0);
+    ck_assert_int_eq(am2z_testproc_start(&low, low_argv), 0);
+    s_wait_lane("cli-p1", 1, 1);
+    ck_assert_int_eq(am2z_testproc_start(&high, high_argv), 0);
+    s_wait_lane("cli-p1", 1, 2);
+    FILE *f = fopen(file, "w");
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+    s_wait_exit_0(&hold, "gate");
+    s_wait_exit_0(&low, "append-a");
+    s_wait_exit_0(&high, "append-b --priority 5");
+
+    ck_assert_int_eq(s_am2z(true, "state", "cli-p1", NULL, NULL, NULL, NULL), 0);
+    json_t *j = s_json();
+    json_t *items = json_object_get(j, "items");
+    ck_assert_msg(json_array_size(items) == 2, "items: %s", s_out);
+    ck_assert_str_eq(json_string_value(json_array_get(items, 0)), "B");
+    ck_assert_str_eq(json_string_value(json_array_get(items, 1)), "A");
+    json_decref(j);
+}
+END_TEST
+
+/*  --every 0 would silently run a one-off job: a usage error, and nothing
+    reaches the broker (the session stays unknown). */
+START_TEST(test_cli_execute_refuses_every_0)
+{
+    const char *args[] = { "execute", "increment", "--session", "cli-e0", "--every", "0", NULL };
+    ck_assert_int_eq(s_am2z_stderr(args), 2);
+    ck_assert_msg(strstr(s_out, "--every: must be at least 1 ms") != NULL, "said: %s", s_out);
+    const char *args_s[] = { "execute", "increment", "--session", "cli-e0", "--every=0s", NULL };
+    ck_assert_int_eq(s_am2z_stderr(args_s), 2);
+    ck_assert_msg(strstr(s_out, "--every: must be at least 1 ms") != NULL, "said: %s", s_out);
+    ck_assert_int_eq(s_am2z(true, "sessions", "--session", "cli-e0", NULL, NULL, NULL), 1);
+}
+END_TEST
+
+/*  An empty --idempotency-key would be dropped silently: a usage error,
+    nothing submitted. */
+START_TEST(test_cli_execute_refuses_empty_idempotency_key)
+{
+    const char *args[] = { "execute", "increment", "--session", "cli-k0", "--idempotency-key", "",
+                           NULL };
+    ck_assert_int_eq(s_am2z_stderr(args), 2);
+    ck_assert_msg(strstr(s_out, "--idempotency-key: must not be empty") != NULL, "said: %s", s_out);
+    const char *args_eq[] = { "execute", "increment", "--session", "cli-k0", "--idempotency-key=",
+                              NULL };
+    ck_assert_int_eq(s_am2z_stderr(args_eq), 2);
+    ck_assert_msg(strstr(s_out, "--idempotency-key: must not be empty") != NULL, "said: %s", s_out);
+    ck_assert_int_eq(s_am2z(true, "sessions", "--session", "cli-k0", NULL, NULL, NULL), 1);
+}
+END_TEST
+
+/*  A session id over 128 bytes is refused naming the real limit (128);
+    one of exactly 128 bytes runs. */
+START_TEST(test_cli_session_too_long_names_the_limit)
+{
+    char longest[129], over[130], far_over[201];
+    memset(longest, 's', 128);
+    longest[128] = '\0';
+    memset(over, 's', 129);
+    over[129] = '\0';
+    memset(far_over, 's', 200);
+    far_over[200] = '\0';
+    const char *a200[] = { "execute", "increment", "--session", far_over, NULL };
+    ck_assert_int_eq(s_am2z_stderr(a200), 2);
+    ck_assert_msg(strstr(s_out, "--session: value is 200 bytes long; at most 128 allowed") != NULL,
+                  "said: %s", s_out);
+    const char *a129[] = { "execute", "increment", "--session", over, NULL };
+    ck_assert_int_eq(s_am2z_stderr(a129), 2);
+    ck_assert_msg(strstr(s_out, "--session: value is 129 bytes long; at most 128 allowed") != NULL,
+                  "said: %s", s_out);
+    const char *a128[] = { "execute", "increment", "--session", longest, NULL };
+    ck_assert_int_eq(s_am2z_argv(a128), 0);
+    json_t *j = s_json();
+    ck_assert_str_eq(json_string_value(json_object_get(j, "sessionId")), longest);
+    json_decref(j);
+}
+END_TEST
+
+/*  `am2z events` reads only the events endpoint: its help offers
+    --events, not --broker or --timeout; the others offer --broker. */
+START_TEST(test_cli_events_help_offers_only_its_endpoint)
+{
+    ck_assert_int_eq(s_am2z(false, "events", "--help", NULL, NULL, NULL, NULL), 0);
+    ck_assert_ptr_nonnull(strstr(s_out, "--events EP"));
+    ck_assert_msg(strstr(s_out, "--broker") == NULL && strstr(s_out, "--timeout") == NULL,
+                  "events help: %s", s_out);
+    ck_assert_int_eq(s_am2z(false, "stats", "--help", NULL, NULL, NULL, NULL), 0);
+    ck_assert_ptr_nonnull(strstr(s_out, "--broker EP"));
+}
+END_TEST
+
 static Suite *
 s_suite(void)
 {
@@ -308,7 +470,12 @@ s_suite(void)
     tcase_add_test(tc, test_cli_queries_and_stop_session);
     tcase_add_test(tc, test_cli_events_prints_published_events);
     tcase_add_test(tc, test_cli_repeat_create_list_cancel);
-    tcase_add_test(tc, test_cli_execute_idempotency_key_and_priority);
+    tcase_add_test(tc, test_cli_execute_idempotency_key_runs_once);
+    tcase_add_test(tc, test_cli_execute_priority_runs_first_in_session);
+    tcase_add_test(tc, test_cli_execute_refuses_every_0);
+    tcase_add_test(tc, test_cli_execute_refuses_empty_idempotency_key);
+    tcase_add_test(tc, test_cli_session_too_long_names_the_limit);
+    tcase_add_test(tc, test_cli_events_help_offers_only_its_endpoint);
     suite_add_tcase(s, tc);
     return s;
 }
