@@ -374,6 +374,13 @@ int
 am2zb_proc_sched_set(proc_t *proc, const am2z_proc_desc_t *desc, const char **why)
 {
     *why = NULL;
+    if ((desc->rate_max == 0) != (desc->rate_per_ms == 0)) {
+        /* one without the other is no limit at all: say so, rather than
+           serve the processor unlimited */
+        *why = desc->rate_max ? "rate without per (a rate limit needs both)"
+                              : "per without rate (a rate limit needs both)";
+        return AM2Z_EINVAL;
+    }
     if (desc->rate_max && desc->rate_per_ms) {
         if (desc->rate_max > S_RATE_MAX) {
             *why = "rate above 1000000 jobs per interval";
