@@ -125,13 +125,25 @@ am2z_cluster_start_worker(am2z_cluster_t *cl, const char *const *extra)
     return w;
 }
 
+/*  The deadline of a wait of timeout_ms from now, on the monotonic clock:
+    the loops below bound their time by it, not by a count of passes (one
+    pass can block for a whole client or CLI timeout). */
+static uint64_t
+s_deadline(uint64_t timeout_ms)
+{
+    return am2z_clock_mono_us() + timeout_ms * 1000;
+}
+
 void
 am2z_cluster_wait_workers(const am2z_cluster_t *cl, uint64_t n)
 {
     am2z_client_t *c = am2z_cluster_client(cl, 2000);
     am2z_stats_t st = { 0 };
-    for (int i = 0; i < 1000; i++) {
+    uint64_t deadline = s_deadline(10000);
+    while (true) {
         if (am2z_client_get_stats(c, &st) == AM2Z_OK && st.workers >= n)
+            break;
+        if (am2z_clock_mono_us() >= deadline)
             break;
         usleep(10 * 1000);
     }
@@ -145,9 +157,13 @@ am2z_cluster_wait_processor(const am2z_cluster_t *cl, const char *name)
 {
     am2z_client_t *c = am2z_cluster_client(cl, 2000);
     bool yes = false;
-    for (int i = 0; i < 500 && !yes; i++) {
-        if (am2z_client_is_processor_registered(c, name, &yes) != AM2Z_OK || !yes)
-            usleep(10 * 1000);
+    uint64_t deadline = s_deadline(5000);
+    while (true) {
+        if (am2z_client_is_processor_registered(c, name, &yes) != AM2Z_OK)
+            yes = false;
+        if (yes || am2z_clock_mono_us() >= deadline)
+            break;
+        usleep(10 * 1000);
     }
     ck_assert_msg(yes, "%s never registered", name);
     am2z_client_destroy(&c);
@@ -215,15 +231,17 @@ am2z_cluster_wait_workers_cli(const am2z_cluster_t *cl, uint64_t n)
     const char *const stats[] = { "stats", "--timeout", "2000", NULL };
     char out[4096];
     unsigned long long workers = 0;
-    for (int i = 0; i < 1000 && workers < n; i++) {
+    uint64_t deadline = s_deadline(10000);
+    while (true) {
         const char *at = NULL;
         if (am2z_cluster_cli(cl, stats, out, sizeof out) == 0
             && (at = strstr(out, "\"workers\"")) != NULL) {
             at = strchr(at, ':');
             workers = at ? strtoull(at + 1, NULL, 10) : 0;   /* strtoull skips spaces */
         }
-        if (workers < n)
-            usleep(10 * 1000);
+        if (workers >= n || am2z_clock_mono_us() >= deadline)
+            break;
+        usleep(10 * 1000);
     }
     ck_assert_msg(workers >= n, "broker counts %llu workers, expected %llu", workers,
                   (unsigned long long)n);

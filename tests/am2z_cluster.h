@@ -83,12 +83,12 @@ am2z_testproc_t *am2z_cluster_add_worker(am2z_cluster_t *cl, const char *const *
     cl->nworkers workers. Returns the worker (borrowed). */
 am2z_testproc_t *am2z_cluster_start_worker(am2z_cluster_t *cl, const char *const *extra);
 
-/*  Polls stats (bounded, about 10 s) until the broker counts at least n
-    workers; fails the test otherwise. */
+/*  Polls stats until the broker counts at least n workers, up to a 10 s
+    deadline on the monotonic clock; fails the test otherwise. */
 void am2z_cluster_wait_workers(const am2z_cluster_t *cl, uint64_t n);
 
-/*  Polls (bounded, about 5 s) until the broker knows processor `name`;
-    fails the test otherwise. */
+/*  Polls until the broker knows processor `name`, up to a 5 s deadline on
+    the monotonic clock; fails the test otherwise. */
 void am2z_cluster_wait_processor(const am2z_cluster_t *cl, const char *name);
 
 /*  am2z_cluster_start_broker, then am2z_cluster_start_worker(cl, NULL). */

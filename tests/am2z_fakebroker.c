@@ -274,3 +274,27 @@ am2z_fakebroker_wait_done(am2z_fakebroker_t *self, const char *job_id,
         am2z_msg_clear(&msg);
     }
 }
+
+void
+am2z_fakebroker_expect_done(am2z_fakebroker_t *self, const char *job_id,
+                            am2z_msg_t *done, int timeout_ms)
+{
+    uint64_t deadline = am2z_clock_mono_us() + (uint64_t)timeout_ms * 1000;
+    while (true) {
+        uint64_t now = am2z_clock_mono_us();
+        ck_assert_msg(now < deadline, "no DONE for %s within %d ms", job_id, timeout_ms);
+        am2z_msg_t msg;
+        if (am2z_fakebroker_recv(self, &msg, (int)((deadline - now) / 1000) + 1) != 0)
+            continue;
+        if (msg.cmd == AM2Z_CMD_DONE && msg.job && streq(msg.job, job_id)) {
+            *done = msg;
+            return;
+        }
+        bool heartbeat = msg.cmd == AM2Z_CMD_HEARTBEAT;
+        char what[160];
+        snprintf(what, sizeof what, "%s (job %s)", am2z_cmd_name(msg.cmd),
+                 msg.job ? msg.job : "-");
+        am2z_msg_clear(&msg);
+        ck_assert_msg(heartbeat, "expected only the DONE of %s, got %s first", job_id, what);
+    }
+}

@@ -78,4 +78,10 @@ void am2z_fakebroker_wait_done(am2z_fakebroker_t *self, const char *job_id,
                                am2z_msg_t *done, am2z_msg_t *events,
                                size_t max, size_t *nevents, int timeout_ms);
 
+/*  Receives messages until the DONE of job_id, and fails the test when
+    anything else but a HEARTBEAT comes first (or on timeout): for "the
+    worker sent nothing else". *done is filled (caller clears). */
+void am2z_fakebroker_expect_done(am2z_fakebroker_t *self, const char *job_id,
+                                 am2z_msg_t *done, int timeout_ms);
+
 #endif

@@ -85,3 +85,27 @@ am2z_test_lmdb_map_perms(int pid, const char *dir, char perms[5])
     fclose(f);
     ck_assert_msg(perms[0], "no mapping of %s in %s", file, path);
 }
+
+/*  Whether the space-separated `list` holds `word`. */
+static bool
+s_has_word(const char *list, const char *word)
+{
+    size_t n = strlen(word);
+    for (const char *p = list; (p = strstr(p, word)) != NULL; p += n)
+        if ((p == list || p[-1] == ' ') && (p[n] == '\0' || p[n] == ' '))
+            return true;
+    return false;
+}
+
+bool
+am2z_test_case_selected(const char *tcase, const char *tag)
+{
+    const char *run = getenv("CK_RUN_CASE");
+    const char *include = getenv("CK_INCLUDE_TAGS");
+    const char *exclude = getenv("CK_EXCLUDE_TAGS");
+    if (run && *run && strcmp(run, tcase) != 0)
+        return false;
+    if (include && *include && !s_has_word(include, tag))
+        return false;
+    return !(exclude && s_has_word(exclude, tag));
+}

@@ -3,6 +3,7 @@
 #define AM2Z_TESTUTIL_H_INCLUDED
 
 #include <check.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -16,6 +17,12 @@ void am2z_test_rmtree(const char *path);
 /*  Runs one suite with CK_ENV-controlled forking and returns the number of
     failed cases (use as main's exit status). */
 int am2z_test_run(Suite *suite);
+
+/*  Whether Check's selection from the environment (CK_RUN_CASE,
+    CK_INCLUDE_TAGS, CK_EXCLUDE_TAGS) lets case `tcase`, tagged `tag`, run:
+    a suite uses it to tell, before it runs, whether a case it may have to
+    skip was asked for (tests/CMakeLists.txt, SKIP_RETURN_CODE). */
+bool am2z_test_case_selected(const char *tcase, const char *tag);
 
 /*  The permissions ("r--s", "rw-s", ...) of the mapping of dir/data.mdb in
     process pid (0 = this one): where LMDB keeps its map read-only and where

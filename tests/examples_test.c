@@ -281,17 +281,17 @@ START_TEST(test_example_sleep_sleeps_and_honours_cancel)
     am2z_msg_clear(&done);
 
     /*  JOB then CANCEL: the worker handles them in order, so the flag is
-        set by the time (or soon after) the processor starts. */
+        set by the time (or soon after) the processor starts. The DONE
+        within WAIT_MS, and CANCELLED, says it stopped early (uncancelled
+        it sleeps 20 s and succeeds). */
     am2z_state_t *long_sleep = s_state_int("ms", 20000);
     char id[AM2Z_ID_LEN + 1];
-    uint64_t t0 = am2z_clock_mono_us();
     am2z_fakebroker_job(r.fb, "sleep", long_sleep, 1, 0, id);
     am2z_msg_t cancel;
     am2z_msg_init(&cancel, AM2Z_CMD_CANCEL);
     cancel.job = id;
     am2z_fakebroker_send(r.fb, &cancel);
     am2z_fakebroker_wait_done(r.fb, id, &done, NULL, 0, NULL, WAIT_MS);
-    ck_assert_uint_lt(am2z_clock_mono_us() - t0, 3000000);
     ck_assert(!done.success);
     ck_assert_str_eq(done.error->code, "CANCELLED");
     am2z_msg_clear(&done);
