@@ -66,8 +66,10 @@ void am2z_broker_config_defaults(am2z_broker_config_t *cfg);
 typedef struct am2z_broker_t am2z_broker_t;
 
 /*  Opens the store and binds the sockets. Returns AM2Z_OK, AM2Z_EIO (store),
-    AM2Z_ENETWORK (bind failed: err names the endpoint and reason),
-    AM2Z_ECONFIG. err may be NULL. */
+    AM2Z_EBUSY (another broker holds cfg's data dir: err names its pid; the
+    broker holds the dir's lock until am2z_broker_destroy), AM2Z_ENETWORK
+    (bind failed: err names the endpoint and reason), AM2Z_ECONFIG. err may
+    be NULL. */
 int am2z_broker_new(const am2z_broker_config_t *cfg, am2z_broker_t **out,
                     char *err, size_t err_size);
 

@@ -33,6 +33,7 @@ static const char *const s_strerror[AM2Z_ERR_LAST + 1] = {
     [-AM2Z_ESTATE]      = "object is in the wrong state for this call",
     [-AM2Z_ENETWORK]    = "network error",
     [-AM2Z_EFAILED]     = "processor failed",
+    [-AM2Z_EBUSY]       = "in use by another process",
 };
 
 const char *

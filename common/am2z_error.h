@@ -46,7 +46,8 @@ enum {
     AM2Z_ESTATE     = -13,  /* object is in the wrong state for this call */
     AM2Z_ENETWORK   = -14,  /* transport failure (socket, connect, bind) */
     AM2Z_EFAILED    = -15,  /* a processor failed (see the result's error) */
-    AM2Z_ERR_LAST   =  15
+    AM2Z_EBUSY      = -16,  /* held by another process (a data dir's broker lock) */
+    AM2Z_ERR_LAST   =  16
 };
 
 /*  Returns a static, human-readable description of `code` (never NULL).

@@ -265,7 +265,7 @@ s_lock_dir(const char *dir, char *err, size_t err_size, int *rc)
                         "store: %s is in use by another broker%s%s%s (%s is locked): "
                         "a data dir serves one broker at a time",
                         dir, pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "", path);
-            *rc = AM2Z_ECONFIG;   /* two brokers configured with one data dir */
+            *rc = AM2Z_EBUSY;
         } else {
             am2z_errbuf(err, err_size, "store: cannot lock %s: %s", path, strerror(e));
             *rc = AM2Z_EIO;

@@ -104,7 +104,7 @@ typedef struct {
     cfg->max_state_size and cfg->max_sessions. Returns AM2Z_OK,
     AM2Z_EIO (cannot create/open: err names path and reason), AM2Z_ERESOURCE
     (map size too small for the existing data), AM2Z_EINVAL (NULL cfg/out,
-    empty data_dir, map_size 0), AM2Z_ECONFIG (cfg->exclusive and another
+    empty data_dir, map_size 0), AM2Z_EBUSY (cfg->exclusive and another
     broker holds the data dir's lock: err names it and its pid) or
     AM2Z_ENOMEM. err may be NULL. map_size is rounded up to a multiple of
     the OS page size. With cfg->exclusive the store holds the data dir's

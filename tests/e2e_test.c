@@ -662,6 +662,31 @@ s_own_broker(am2z_cluster_t *cl, const char *name, const char *const *args)
     return am2z_cluster_client(cl, 10000);
 }
 
+/*  One broker per data dir (am2z.lock): a second am2z-broker on a running
+    broker's data dir exits 1 and names the first one's pid, and the first
+    goes on serving. */
+START_TEST(test_e2e_second_broker_on_one_data_dir_exits_naming_the_first)
+{
+    am2z_cluster_t cl;
+    am2z_client_t *c = s_own_broker(&cl, "e2e-lock", NULL);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "exec '%s' --data-dir '%s' --frontend 'tcp://127.0.0.1:*' "
+             "--backend 'tcp://127.0.0.1:*' --events '' 2>&1", AM2Z_BROKER_BIN, cl.dir);
+    char *const argv[] = { "/bin/sh", "-c", cmd, NULL };
+    char out[4096] = "";
+    ck_assert_int_eq(am2z_testproc_run(argv, out, sizeof out, 10000), 1);
+    char pid[32];
+    snprintf(pid, sizeof pid, "(pid %ld)", (long)cl.broker.pid);
+    ck_assert_msg(strstr(out, "in use by another broker") && strstr(out, pid),
+                  "unexpected output: %s", out);
+    am2z_state_t *st = NULL;
+    ck_assert_int_eq(am2z_client_get_state(c, "lock-none", &st), AM2Z_ENOTFOUND);
+    am2z_client_destroy(&c);
+    am2z_cluster_stop(&cl);
+}
+END_TEST
+
 /*  Poll spin: requests that follow each other closely are caught by the
     loop's spin; once the broker is idle it sleeps without spinning (each
     wake-up after a long wait skips the spin), so an idle broker burns no
@@ -815,6 +840,7 @@ s_suite(void)
     tcase_add_test(tc, test_e2e_events_arrive_in_order_before_result);
     tcase_add_test(tc, test_e2e_stop_session_deletes_state);
     tcase_add_test(tc, test_e2e_broker_spins_only_while_requests_come_close);
+    tcase_add_test(tc, test_e2e_second_broker_on_one_data_dir_exits_naming_the_first);
     tcase_add_test(tc, test_e2e_broker_on_one_cpu_does_not_spin);
     suite_add_tcase(s, tc);
     tc = tcase_create("sync broker+1 worker");
