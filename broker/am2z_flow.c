@@ -21,6 +21,12 @@
     {req}. A called composite is a run without a root job or record whose
     outcome is answered the same way.
 
+    Cycles: a composite whose units lead back to itself would nest runs
+    without end (s_start_unit -> s_run -> s_start_unit ... on the stack).
+    Registration refuses one (am2zb_flow_register); one stored before that
+    check is marked at reload and its runs fail at once; and no run nests
+    deeper than S_NEST_MAX whatever the definitions say.
+
     Durability: after each applied outcome the root run's record (the whole
     tree: cursor, states of finished units, nested progress) is rewritten
     in the turn's batch. A restart reloads the composite job into its lane
@@ -38,6 +44,14 @@
 
 #define S_AUX (-1)
 #define S_COMP_PREFIX "comp:"
+/*  Nested runs below a root (or called) run: a unit that would go deeper
+    fails instead of starting. Registration refuses cycles, so only a
+    definition stored before that check, or a genuinely deep tree, gets
+    here; the bound keeps the mutual recursion of s_start_unit / s_run on
+    the stack finite. 16 = the nesting a run record keeps (am2z_jobrec.c). */
+#define S_NEST_MAX 16
+/*  A cycle as text: "a -> b -> a" (longer ones end with "..."). */
+#define S_CYCLE_MAX 512
 
 enum { U_PENDING = 0, U_RUNNING = 1, U_DONE = 2, U_FAILED = 3 };
 enum { P_UNITS = 0, P_SELECT, P_TARGET, P_MERGE, P_OVER };
@@ -82,6 +96,9 @@ typedef struct {
     bool resumed;                 /* restored after a restart: steps whose
                                      processor no worker announced yet wait */
     uint32_t depth;               /* call depth of its steps */
+    uint32_t nest;                /* nesting level: 0 = root or called run */
+    bool too_deep;                /* root: a unit passed S_NEST_MAX; no
+                                     further unit of the tree starts */
     uint64_t call_req;            /* a composite called by am2z_ctx_call: the
                                      CALL's req (no root job, no record), else 0 */
     char call_worker[AM2Z_JOB_ID_MAX + 1]; /* the calling worker's id */
@@ -108,6 +125,9 @@ struct am2zb_flows_s {
     zlistx_t *ready;              /* job_t* steps waiting for a worker (borrowed) */
     zlistx_t *queue;              /* item_t* to apply (owned) */
     zhashx_t *foreign;            /* job id -> ref_t* (owned): batch jobs elsewhere */
+    zhashx_t *cyclic;             /* composite name -> its cycle (owned text):
+                                     reloaded definitions stored before cycles
+                                     were refused; their runs fail at once */
     bool pumping;
 };
 
@@ -296,6 +316,7 @@ s_flow_new(am2z_broker_t *self, const am2z_comp_desc_t *comp, const char *sessio
     f->root = parent ? parent->root : root;
     f->resumed = parent ? parent->resumed : false;
     f->depth = parent ? parent->depth : (root ? root->depth : 0);
+    f->nest = parent ? parent->nest + 1 : 0;
     f->comp = comp;
     f->session = strdup(session);
     f->input = *input_p;
@@ -454,6 +475,29 @@ s_start_unit(am2z_broker_t *self, flow_t *f, int slot, const char *name,
     unit_t *u = s_unit(f, slot);
     u->status = U_RUNNING;
     proc_t *proc = am2zb_proc_get(self, name, false);
+    flow_t *root = s_get(self, f->root_flow);
+    if (root && root->too_deep) {
+        /* the tree fails: start nothing more (a parallel of itself would
+           otherwise fan out at every level) */
+        am2z_error_t *e = am2z_error_configuration(name, "not started: the run is failing "
+                                                         "(composites nested too deep)");
+        s_push(self, f->id, slot, false, NULL, &e, NULL);
+        return;
+    }
+    if (proc && proc->comp && f->nest + 1 > S_NEST_MAX) {
+        if (root)
+            root->too_deep = true;
+        char reason[128];
+        snprintf(reason, sizeof reason,
+                 "composites nested more than %d deep (does one refer back to itself?)",
+                 S_NEST_MAX);
+        am2z_error_t *e = am2z_error_configuration(name, reason);
+        AM2Z_LOG(self->log, AM2Z_LOG_ERROR, S_COMPONENT, "workflow run nested too deep",
+                 AM2Z_KS("composite", name), AM2Z_KS("in", f->comp->name),
+                 AM2Z_KU("limit", S_NEST_MAX));
+        s_push(self, f->id, slot, false, NULL, &e, NULL);
+        return;
+    }
     if (proc && proc->comp) {
         am2z_state_t *in = am2z_state_dup(input);
         flow_t *c = in ? s_flow_new(self, proc->comp, f->session, &in, f, slot, NULL) : NULL;
@@ -910,6 +954,14 @@ s_run(am2z_broker_t *self, flow_t *f)
     }
     s_event_bw(self, f, "workflow:started", w);
     s_touch(self, f);
+    const char *cycle = zhashx_lookup(self->flows->cyclic, f->comp->name);
+    if (cycle) {
+        char reason[S_CYCLE_MAX + 64];
+        snprintf(reason, sizeof reason, "composite refers back to itself: %s", cycle);
+        am2z_error_t *e = am2z_error_configuration(f->comp->name, reason);
+        s_fail(self, f, &e);
+        return;
+    }
     switch (f->comp->kind) {
     case K_CHAIN:
         if (!f->cur && !(f->cur = am2z_state_dup(f->input))) {
@@ -1256,23 +1308,38 @@ s_comp_ok(const am2z_comp_desc_t *c)
     }
 }
 
-/*  Registers one composite in memory. Returns true when it is new. */
+/*  Whether d may be registered: complete for its kind, and its name taken
+    neither by a processor nor by an earlier composite (the first definition
+    wins, silently). Logs what it refuses otherwise. */
 static bool
-s_register(am2z_broker_t *self, const am2z_comp_desc_t *d)
+s_acceptable(am2z_broker_t *self, const am2z_comp_desc_t *d)
 {
     if (!d->name || !s_comp_ok(d)) {
         AM2Z_LOG(self->log, AM2Z_LOG_WARN, S_COMPONENT, "incomplete composite ignored",
                  AM2Z_KS("composite", d->name));
         return false;
     }
-    proc_t *proc = am2zb_proc_get(self, d->name, true);
-    if (!proc || proc->comp)
-        return false;              /* the first definition wins */
-    if (proc->registered) {
+    proc_t *proc = am2zb_proc_get(self, d->name, false);
+    if (proc && proc->comp)
+        return false;
+    if (proc && proc->registered) {
         AM2Z_LOG(self->log, AM2Z_LOG_WARN, S_COMPONENT,
                  "composite ignored: a processor has that name", AM2Z_KS("composite", d->name));
         return false;
     }
+    return true;
+}
+
+/*  Registers one composite in memory (s_acceptable first). Returns true
+    when it is new. */
+static bool
+s_register(am2z_broker_t *self, const am2z_comp_desc_t *d)
+{
+    if (!s_acceptable(self, d))
+        return false;
+    proc_t *proc = am2zb_proc_get(self, d->name, true);
+    if (!proc || proc->comp)
+        return false;
     am2z_comp_desc_t *copy = calloc(1, sizeof *copy);
     if (!copy || am2z_comp_desc_copy(d, copy) != AM2Z_OK) {
         free(copy);
@@ -1284,6 +1351,132 @@ s_register(am2z_broker_t *self, const am2z_comp_desc_t *d)
     free(proc->description);
     proc->description = d->description ? strdup(d->description) : NULL;
     return true;
+}
+
+/* ---------------------------------------------------------------------------
+   Cycles: a composite whose units lead back to itself would nest runs
+   without end. The graph's nodes are composites: the broker's, plus those
+   a READY announces (`fresh`); its edges are the names a composite starts
+   as units. A name that is no composite is a leaf.
+   ------------------------------------------------------------------------ */
+
+/*  The i-th name c starts as a unit (i from 0), NULL past the last: chain
+    steps, parallel branches and merge, route targets and fallback, batch
+    processor and merge. A route's selector is no edge: a composite
+    selector is refused when the route runs. */
+static const char *
+s_comp_ref(const am2z_comp_desc_t *c, size_t i)
+{
+    const char *tail[2] = { NULL, NULL };
+    switch (c->kind) {
+    case K_CHAIN:
+        return i < c->nsteps ? c->steps[i] : NULL;
+    case K_PARALLEL:
+        if (i < c->nsteps)
+            return c->steps[i];
+        i -= c->nsteps;
+        tail[0] = c->merge;
+        break;
+    case K_ROUTE:
+        if (i < c->nroutes)
+            return c->routes[i].target;
+        i -= c->nroutes;
+        tail[0] = c->fallback;
+        break;
+    case K_BATCH:
+        tail[0] = c->processor;
+        tail[1] = c->merge;
+        break;
+    default:
+        return NULL;
+    }
+    for (size_t k = 0; k < 2; k++)
+        if (tail[k] && i-- == 0)
+            return tail[k];
+    return NULL;
+}
+
+/*  The composite called name: the broker's, else a fresh one (fresh may be
+    NULL). NULL = a leaf. */
+static const am2z_comp_desc_t *
+s_graph_comp(am2z_broker_t *self, zhashx_t *fresh, const char *name)
+{
+    proc_t *proc = am2zb_proc_get(self, name, false);
+    if (proc && proc->comp)
+        return proc->comp;
+    if (proc && proc->registered)
+        return NULL;
+    return fresh ? zhashx_lookup(fresh, name) : NULL;
+}
+
+/*  Whether start's units lead back to start; the path ("a -> b -> a") goes
+    to buf then. A depth-first walk with its own stack (the graph may be
+    deep), each composite entered once. Returns AM2Z_OK (found or not in
+    *found) or AM2Z_ENOMEM. */
+static int
+s_find_cycle(am2z_broker_t *self, zhashx_t *fresh, const am2z_comp_desc_t *start,
+             bool *found, char *buf, size_t size)
+{
+    typedef struct {
+        const am2z_comp_desc_t *c;
+        size_t next;              /* its next edge to follow */
+    } frame_t;
+    *found = false;
+    size_t cap = 16, depth = 0;
+    frame_t *stack = malloc(cap * sizeof *stack);
+    zhashx_t *seen = zhashx_new();         /* names entered (keys copied) */
+    if (!stack || !seen) {
+        free(stack);
+        zhashx_destroy(&seen);
+        return AM2Z_ENOMEM;
+    }
+    int rc = AM2Z_OK;
+    stack[depth++] = (frame_t){ start, 0 };
+    zhashx_insert(seen, start->name, (void *)1);
+    while (depth && !*found) {
+        frame_t *top = &stack[depth - 1];
+        const char *name = s_comp_ref(top->c, top->next++);
+        if (!name) {
+            depth--;
+            continue;
+        }
+        if (strcmp(name, start->name) == 0) {
+            *found = true;
+            break;
+        }
+        const am2z_comp_desc_t *c = s_graph_comp(self, fresh, name);
+        if (!c || zhashx_lookup(seen, name))
+            continue;
+        if (zhashx_insert(seen, name, (void *)1) != 0) {
+            rc = AM2Z_ENOMEM;
+            break;
+        }
+        if (depth == cap) {
+            frame_t *more = realloc(stack, 2 * cap * sizeof *stack);
+            if (!more) {
+                rc = AM2Z_ENOMEM;
+                break;
+            }
+            stack = more;
+            cap *= 2;
+        }
+        stack[depth++] = (frame_t){ c, 0 };
+    }
+    if (*found) {
+        /* the stack is the path from start; the edge back closes it */
+        size_t len = 0;
+        buf[0] = '\0';
+        for (size_t i = 0; i <= depth && len < size; i++) {
+            const char *n = i < depth ? stack[i].c->name : start->name;
+            int w = snprintf(buf + len, size - len, "%s%s", i ? " -> " : "", n);
+            len += w > 0 ? (size_t)w : 0;
+        }
+        if (len >= size && size > 4)
+            snprintf(buf + size - 4, 4, "...");
+    }
+    free(stack);
+    zhashx_destroy(&seen);
+    return rc;
 }
 
 static int
@@ -1313,10 +1506,12 @@ am2zb_flow_new(am2z_broker_t *self)
     fl->ready = zlistx_new();
     fl->queue = zlistx_new();
     fl->foreign = zhashx_new();
-    if (!fl->runs || !fl->ready || !fl->queue || !fl->foreign)
+    fl->cyclic = zhashx_new();
+    if (!fl->runs || !fl->ready || !fl->queue || !fl->foreign || !fl->cyclic)
         return AM2Z_ENOMEM;
     zlistx_set_destructor(fl->queue, s_item_free);
     zhashx_set_destructor(fl->foreign, s_free_item);
+    zhashx_set_destructor(fl->cyclic, s_free_item);
     /* composites stored by earlier runs: known before workers come back */
     zlistx_t *keys = zlistx_new();
     if (!keys)
@@ -1345,6 +1540,23 @@ am2zb_flow_new(am2z_broker_t *self)
     if (n)
         AM2Z_LOG(self->log, AM2Z_LOG_INFO, S_COMPONENT, "composites reloaded",
                  AM2Z_KU("composites", n));
+    /* definitions stored before cycles were refused stay registered (their
+       accepted jobs must end), marked: their runs fail at once */
+    for (size_t i = 0; n && i < self->proc_n; i++) {
+        const am2z_comp_desc_t *c = self->proc_v[i]->comp;
+        char cycle[S_CYCLE_MAX];
+        bool found = false;
+        if (!c || s_find_cycle(self, NULL, c, &found, cycle, sizeof cycle) != AM2Z_OK || !found)
+            continue;
+        char *text = strdup(cycle);
+        if (!text || zhashx_insert(fl->cyclic, c->name, text) != 0) {
+            free(text);
+            return AM2Z_ENOMEM;
+        }
+        AM2Z_LOG(self->log, AM2Z_LOG_ERROR, S_COMPONENT,
+                 "stored composite refers back to itself: its runs will fail",
+                 AM2Z_KS("composite", c->name), AM2Z_KS("cycle", cycle));
+    }
     return AM2Z_OK;
 }
 
@@ -1377,31 +1589,78 @@ am2zb_flow_destroy(am2z_broker_t *self)
     zhashx_destroy(&fl->runs);
     zlistx_destroy(&fl->queue);
     zhashx_destroy(&fl->foreign);
+    zhashx_destroy(&fl->cyclic);
     free(fl);
     self->flows = NULL;
 }
 
+/*  Stores a registered composite in the turn's batch (known after a
+    restart before any READY). */
+static void
+s_store_comp(am2z_broker_t *self, const am2z_comp_desc_t *d)
+{
+    uint8_t *data = NULL;
+    size_t size = 0;
+    am2z_store_batch_t *batch = am2zb_batch(self);
+    char key[sizeof S_COMP_PREFIX + AM2Z_NAME_MAX + 1];
+    snprintf(key, sizeof key, S_COMP_PREFIX "%s", d->name);
+    int rc = am2z_comp_desc_encode(d, &data, &size);
+    if (rc == AM2Z_OK)
+        rc = batch ? am2z_batch_put_record(batch, AM2Z_DB_RUNS, key, strlen(key), 1, data, size,
+                                           am2z_clock_wall_ms())
+                   : AM2Z_EIO;
+    free(data);
+    AM2Z_LOG(self->log, rc == AM2Z_OK ? AM2Z_LOG_DEBUG : AM2Z_LOG_ERROR, S_COMPONENT,
+             rc == AM2Z_OK ? "composite registered" : "cannot store composite",
+             AM2Z_KS("composite", d->name), AM2Z_KS("error", am2z_strerror(rc)));
+}
+
+/*  Registers what a READY announces. The announced composites are checked
+    together with the broker's: every one that leads back to itself (alone,
+    with others of the same READY, or through composites other workers
+    announced earlier) is refused and logged with its cycle; the others are
+    registered. Since the broker's composites have no cycle (bar those
+    marked at reload, which never run), any new cycle runs through an
+    announced one, and refusing all of those on a cycle leaves none. */
 void
 am2zb_flow_register(am2z_broker_t *self, const am2z_comp_desc_t *comps, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        if (!s_register(self, &comps[i]))
-            continue;
-        uint8_t *data = NULL;
-        size_t size = 0;
-        am2z_store_batch_t *batch = am2zb_batch(self);
-        char key[sizeof S_COMP_PREFIX + AM2Z_NAME_MAX + 1];
-        snprintf(key, sizeof key, S_COMP_PREFIX "%s", comps[i].name);
-        int rc = am2z_comp_desc_encode(&comps[i], &data, &size);
-        if (rc == AM2Z_OK)
-            rc = batch ? am2z_batch_put_record(batch, AM2Z_DB_RUNS, key, strlen(key), 1, data,
-                                               size, am2z_clock_wall_ms())
-                       : AM2Z_EIO;
-        free(data);
-        AM2Z_LOG(self->log, rc == AM2Z_OK ? AM2Z_LOG_DEBUG : AM2Z_LOG_ERROR, S_COMPONENT,
-                 rc == AM2Z_OK ? "composite registered" : "cannot store composite",
-                 AM2Z_KS("composite", comps[i].name), AM2Z_KS("error", am2z_strerror(rc)));
+    zhashx_t *fresh = zhashx_new();        /* name -> candidate (borrowed) */
+    zhashx_t *refused = zhashx_new();      /* names on a cycle */
+    if (!fresh || !refused) {
+        AM2Z_LOG(self->log, AM2Z_LOG_ERROR, S_COMPONENT,
+                 "composites ignored: out of memory checking them", AM2Z_KU("composites", n));
+        zhashx_destroy(&fresh);
+        zhashx_destroy(&refused);
+        return;
     }
+    for (size_t i = 0; i < n; i++)
+        if (s_acceptable(self, &comps[i]) && !zhashx_lookup(fresh, comps[i].name))
+            zhashx_insert(fresh, comps[i].name, (void *)&comps[i]);
+    for (size_t i = 0; i < n; i++) {
+        const am2z_comp_desc_t *d = &comps[i];
+        if (!d->name || zhashx_lookup(fresh, d->name) != d)
+            continue;
+        char cycle[S_CYCLE_MAX];
+        bool found = false;
+        int rc = s_find_cycle(self, fresh, d, &found, cycle, sizeof cycle);
+        if (rc != AM2Z_OK || found) {
+            AM2Z_LOG(self->log, AM2Z_LOG_ERROR, S_COMPONENT,
+                     rc == AM2Z_OK ? "composite refused: it refers back to itself"
+                                   : "composite refused: out of memory checking it",
+                     AM2Z_KS("composite", d->name), AM2Z_KS("cycle", found ? cycle : NULL));
+            zhashx_insert(refused, d->name, (void *)1);
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        const am2z_comp_desc_t *d = &comps[i];
+        if (!d->name || zhashx_lookup(fresh, d->name) != d || zhashx_lookup(refused, d->name))
+            continue;
+        if (s_register(self, d))
+            s_store_comp(self, d);
+    }
+    zhashx_destroy(&fresh);
+    zhashx_destroy(&refused);
 }
 
 /*  A composite job at its lane's head becomes a run (or resumes one). */

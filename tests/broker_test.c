@@ -8,15 +8,19 @@
 #include "am2z_clock.h"
 #include "am2z_cluster.h"
 #include "am2z_codec.h"
+#include "am2z_compose.h"
 #include "am2z_envelope.h"
 #include "am2z_log.h"
 #include "am2z_state.h"
+#include "am2z_store.h"
 #include "am2z_jobrec.h"
 #include "am2z_testproc.h"
 #include "am2z_testutil.h"
 
 #include <czmq.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <unistd.h>
 #include <sys/wait.h>
 #include <msgpack.h>
 #include <stdio.h>
@@ -89,9 +93,10 @@ s_send(zsock_t *sock, const am2z_msg_t *msg)
     free(body);
 }
 
-/*  Receives until a message of command `want` arrives or timeout_ms pass.
-    Names of EVENTs skipped on the way are appended to trace (comma
-    separated) when given. Returns true with *out filled (caller clears). */
+/*  Receives until a message of command `want` (AM2Z_CMD_INVALID: any but
+    an EVENT) arrives or timeout_ms pass. Names of EVENTs skipped on the
+    way are appended to trace (comma separated) when given. Returns true
+    with *out filled (caller clears). */
 static bool
 s_recv(zsock_t *sock, am2z_cmd_t want, int timeout_ms, am2z_msg_t *out, char *trace,
        size_t trace_size)
@@ -117,7 +122,7 @@ s_recv(zsock_t *sock, am2z_cmd_t want, int timeout_ms, am2z_msg_t *out, char *tr
         zmsg_destroy(&zm);
         if (rc != AM2Z_OK)
             continue;
-        if (m.cmd == want) {
+        if (m.cmd == want || (want == AM2Z_CMD_INVALID && m.cmd != AM2Z_CMD_EVENT)) {
             *out = m;
             return true;
         }
@@ -1088,34 +1093,47 @@ START_TEST(test_broker_stop_session_cancels_and_deletes_state)
     stop.req = ++s_req;
     stop.session = (char *)"S";
     s_send(c, &stop);
+    /* both jobs fail at once; the REPLY waits for the running one to
+       answer its CANCEL (or for stop-grace) */
     int failed = 0;
-    bool replied = false;
-    for (int i = 0; i < 3; i++) {
+    int64_t deadline = zclock_mono() + S_WAIT;
+    while (failed < 2 && zclock_mono() < deadline) {
         am2z_msg_t m;
-        int64_t deadline = zclock_mono() + S_WAIT;
-        bool got = false;
-        while (!got && zclock_mono() < deadline) {
-            if (s_recv(c, AM2Z_CMD_RESULT, 50, &m, NULL, 0)) {
-                ck_assert(!m.success);
-                ck_assert_str_eq(m.error->code, "SESSION_STOPPED");
-                failed++;
-                got = true;
-            }
+        if (!s_recv(c, AM2Z_CMD_INVALID, 50, &m, NULL, 0))
+            continue;
+        if (m.cmd == AM2Z_CMD_RESULT) {
+            ck_assert(!m.success);
+            ck_assert_str_eq(m.error->code, "SESSION_STOPPED");
+            failed++;
+        } else {
+            /* the REPLY waits for the running job (stop-grace is 5 s) */
+            ck_assert_msg(m.cmd != AM2Z_CMD_REPLY, "REPLY before the running job stopped");
         }
-        if (!got)
-            break;
         am2z_msg_clear(&m);
-        if (failed == 2)
-            break;
     }
     ck_assert_int_eq(failed, 2);
-    (void)replied;
     am2z_msg_t cancel;
     s_expect(w, AM2Z_CMD_CANCEL, &cancel);
     ck_assert_str_eq(cancel.job, j2);
     am2z_msg_clear(&cancel);
-    /* the cancelled job's outcome is discarded */
+    /* the cancelled job's outcome is discarded; it ends the stop */
     s_done_inc(w, &j, 1);
+    bool replied = false;
+    deadline = zclock_mono() + S_WAIT;
+    while (!replied && zclock_mono() < deadline) {
+        am2z_msg_t m;
+        if (!s_recv(c, AM2Z_CMD_INVALID, 50, &m, NULL, 0))
+            continue;
+        ck_assert_msg(m.cmd == AM2Z_CMD_REPLY, "unexpected %s", am2z_cmd_name(m.cmd));
+        ck_assert_uint_eq(m.req, stop.req);
+        ck_assert(m.success);
+        uint64_t n = UINT64_MAX;
+        ck_assert(s_map_uint(m.data, m.data_size, "abandoned", NULL, &n));
+        ck_assert_uint_eq(n, 0);          /* the running job answered in time */
+        replied = true;
+        am2z_msg_clear(&m);
+    }
+    ck_assert_msg(replied, "no REPLY to STOP_SESSION within %d ms", S_WAIT);
     s_expect_none(c, AM2Z_CMD_RESULT);
     size_t size = 0;
     ck_assert_ptr_null(s_query(c, "state", "S", NULL, &size));
@@ -1589,6 +1607,464 @@ START_TEST(test_broker_refuses_a_rate_window_too_large_to_keep)
 }
 END_TEST
 
+/* ---------------------------------------------------------------------------
+   Composites that lead back to themselves: refused at READY (logged with
+   the cycle, as the broker reports every refused definition), and a run
+   never nests without bound (they once recursed until the stack ran out,
+   and a stored one crashed every restart)
+   ------------------------------------------------------------------------ */
+
+/*  The broker's log (stderr, written by its thread) goes to dir/stderr.log
+    while a test needs to read it; returns the saved stderr. */
+static int
+s_log_begin(const fixture_t *fx, char *path, size_t size)
+{
+    snprintf(path, size, "%s/stderr.log", fx->dir);
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ck_assert_int_ge(saved, 0);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_ge(dup2(fd, STDERR_FILENO), 0);
+    close(fd);
+    return saved;
+}
+
+static void
+s_log_end(int saved)
+{
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+}
+
+/*  Waits (bounded) until the log holds a line with both a and b. */
+static void
+s_log_wait(const char *path, const char *a, const char *b)
+{
+    static char text[1 << 16];
+    int64_t deadline = zclock_mono() + S_WAIT;
+    while (true) {
+        FILE *f = fopen(path, "r");
+        size_t n = f ? fread(text, 1, sizeof text - 1, f) : 0;
+        if (f)
+            fclose(f);
+        text[n] = '\0';
+        for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n"))
+            if (strstr(line, a) && strstr(line, b))
+                return;
+        if (zclock_mono() >= deadline)
+            break;
+        zclock_sleep(10);
+    }
+    ck_abort_msg("no log line with [%s] and [%s]", a, b);
+}
+
+/*  A worker serving proc (concurrency 1) that announces comps. */
+static zsock_t *
+s_worker_comps(const fixture_t *fx, const char *id, const char *proc, am2z_comp_desc_t *comps,
+               size_t n)
+{
+    zsock_t *w = zsock_new_dealer(fx->ep[1]);
+    ck_assert_ptr_nonnull(w);
+    am2z_proc_desc_t desc;
+    memset(&desc, 0, sizeof desc);
+    desc.name = (char *)proc;
+    desc.concurrency = 1;
+    am2z_msg_t m;
+    am2z_msg_init(&m, AM2Z_CMD_READY);
+    m.worker = (char *)id;
+    m.procs = &desc;
+    m.nprocs = 1;
+    m.comps = comps;
+    m.ncomps = n;
+    s_send(w, &m);
+    return w;
+}
+
+static am2z_comp_desc_t
+s_steps(uint32_t kind, const char *name, char **steps, size_t n)
+{
+    am2z_comp_desc_t d;
+    memset(&d, 0, sizeof d);
+    d.name = (char *)name;
+    d.kind = kind;
+    d.steps = steps;
+    d.nsteps = n;
+    return d;
+}
+
+/*  A route on state key "k": key "a" goes to target; others to fallback. */
+static am2z_comp_desc_t
+s_route(const char *name, am2z_route_desc_t *route, const char *target, const char *fallback)
+{
+    am2z_comp_desc_t d;
+    memset(&d, 0, sizeof d);
+    d.name = (char *)name;
+    d.kind = 2;
+    d.selector_path = (char *)"k";
+    route->key = (char *)"a";
+    route->target = (char *)target;
+    d.routes = route;
+    d.nroutes = 1;
+    d.fallback = (char *)fallback;
+    return d;
+}
+
+/*  SUBMIT of a refused composite: not found (it was never registered). */
+static void
+s_expect_unknown(zsock_t *client, const char *name)
+{
+    uint64_t req = s_submit(client, name, "cyc");
+    am2z_msg_t e;
+    s_expect(client, AM2Z_CMD_ERROR, &e);
+    ck_assert_uint_eq(e.req, req);
+    ck_assert_int_eq(e.error->kind, AM2Z_KIND_PROCESSOR_NOT_FOUND);
+    ck_assert_ptr_nonnull(strstr(e.error->message, name));
+    am2z_msg_clear(&e);
+}
+
+/*  The accepted composite `name` (a chain of n "inc" steps, nested or not)
+    runs: n JOBs served, then its RESULT succeeds with count == n. */
+static void
+s_expect_runs(zsock_t *client, zsock_t *worker, const char *name, const char *session,
+              int n)
+{
+    char job[AM2Z_JOB_ID_MAX + 1];
+    s_submit_ok(client, name, session, job);
+    for (int i = 0; i < n; i++)
+        s_serve_inc(worker, NULL);
+    am2z_msg_t r;
+    s_expect(client, AM2Z_CMD_RESULT, &r);
+    ck_assert_str_eq(r.job, job);
+    ck_assert_msg(r.success, "%s: %s", name, r.error ? r.error->message : "?");
+    ck_assert_int_eq(s_state_count(r.state, r.state_size), n);
+    am2z_msg_clear(&r);
+}
+
+START_TEST(test_broker_refuses_a_chain_that_runs_itself)
+{
+    fixture_t fx;
+    s_broker_start(&fx, true);
+    char log[600];
+    int saved = s_log_begin(&fx, log, sizeof log);
+    char *self_steps[] = { "inc", "loop1" };
+    char *twice_steps[] = { "inc", "inc" };
+    am2z_comp_desc_t comps[] = {
+        s_steps(0, "loop1", self_steps, 2),
+        s_steps(0, "twice", twice_steps, 2),
+    };
+    zsock_t *w = s_worker_comps(&fx, "w1", "inc", comps, 2);
+    zsock_t *c = s_client(&fx);
+    s_wait_known(c, "twice");
+    s_log_wait(log, "composite=loop1", "cycle=\"loop1 -> loop1\"");
+    s_expect_unknown(c, "loop1");
+    s_expect_none(w, AM2Z_CMD_JOB);
+    s_expect_runs(c, w, "twice", "ok-1", 2);  /* the same READY's sound one runs */
+    s_still_serves(c, w, "ok-2");
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    s_broker_stop(&fx);
+    s_log_end(saved);
+}
+END_TEST
+
+START_TEST(test_broker_refuses_composites_that_call_each_other)
+{
+    fixture_t fx;
+    s_broker_start(&fx, true);
+    char log[600];
+    int saved = s_log_begin(&fx, log, sizeof log);
+    /* a chain and a parallel branch calling each other; a shared, acyclic
+       sub-composite ("twice" under both branches of "both") is fine */
+    char *a_steps[] = { "loopb" };
+    char *b_steps[] = { "inc", "loopa" };
+    char *twice_steps[] = { "inc", "inc" };
+    char *both_steps[] = { "twice", "outer" };
+    char *outer_steps[] = { "twice" };
+    am2z_comp_desc_t comps[] = {
+        s_steps(0, "loopa", a_steps, 1),
+        s_steps(1, "loopb", b_steps, 2),
+        s_steps(0, "twice", twice_steps, 2),
+        s_steps(1, "both", both_steps, 2),
+        s_steps(0, "outer", outer_steps, 1),
+    };
+    zsock_t *w = s_worker_comps(&fx, "w1", "inc", comps, 5);
+    zsock_t *c = s_client(&fx);
+    s_wait_known(c, "outer");
+    s_log_wait(log, "composite=loopa", "cycle=\"loopa -> loopb -> loopa\"");
+    s_log_wait(log, "composite=loopb", "cycle=\"loopb -> loopa -> loopb\"");
+    s_expect_unknown(c, "loopa");
+    s_expect_unknown(c, "loopb");
+    size_t size = 0;
+    uint8_t *procs = s_query(c, "processors", NULL, NULL, &size);
+    ck_assert_ptr_nonnull(procs);
+    ck_assert_ptr_nonnull(memmem(procs, size, "both", 4));
+    ck_assert_ptr_null(memmem(procs, size, "loopa", 5));
+    ck_assert_ptr_null(memmem(procs, size, "loopb", 5));
+    free(procs);
+
+    /* across workers (serving another processor, so that no "inc" job goes
+       to them): "pre" names "post", a processor nobody serves yet; another
+       worker's "post" would close the cycle */
+    char *pre_steps[] = { "inc", "post" };
+    char *post_steps[] = { "pre" };
+    am2z_comp_desc_t first[] = { s_steps(0, "pre", pre_steps, 2) };
+    am2z_comp_desc_t second[] = { s_steps(0, "post", post_steps, 1) };
+    zsock_t *w2 = s_worker_comps(&fx, "w2", "idle", first, 1);
+    s_wait_known(c, "pre");
+    zsock_t *w3 = s_worker_comps(&fx, "w3", "idle", second, 1);
+    s_log_wait(log, "composite=post", "cycle=\"post -> pre -> post\"");
+    s_expect_unknown(c, "post");
+    zsock_destroy(&w2);
+    zsock_destroy(&w3);
+
+    s_expect_runs(c, w, "outer", "ok-1", 2);
+    s_still_serves(c, w, "ok-2");
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    s_broker_stop(&fx);
+    s_log_end(saved);
+}
+END_TEST
+
+START_TEST(test_broker_refuses_a_route_or_batch_that_runs_itself)
+{
+    fixture_t fx;
+    s_broker_start(&fx, true);
+    char log[600];
+    int saved = s_log_begin(&fx, log, sizeof log);
+    am2z_route_desc_t r1, r2, r3, r4;
+    am2z_comp_desc_t batch;
+    memset(&batch, 0, sizeof batch);
+    batch.name = (char *)"bl";
+    batch.kind = 3;
+    batch.processor = (char *)"bl";
+    batch.payloads_path = (char *)"items";
+    am2z_comp_desc_t comps[] = {
+        s_route("rboth", &r1, "rboth", "rboth"),   /* the repro's */
+        s_route("rt", &r2, "rt", "inc"),           /* target only */
+        s_route("rf", &r3, "inc", "rf"),           /* fallback only */
+        s_route("rok", &r4, "inc", "inc"),
+        batch,
+    };
+    zsock_t *w = s_worker_comps(&fx, "w1", "inc", comps, 5);
+    zsock_t *c = s_client(&fx);
+    s_wait_known(c, "rok");
+    s_log_wait(log, "composite=rboth", "cycle=\"rboth -> rboth\"");
+    s_log_wait(log, "composite=rt", "cycle=\"rt -> rt\"");
+    s_log_wait(log, "composite=rf", "cycle=\"rf -> rf\"");
+    s_log_wait(log, "composite=bl", "cycle=\"bl -> bl\"");
+    s_expect_unknown(c, "rboth");
+    s_expect_unknown(c, "rt");
+    s_expect_unknown(c, "rf");
+    s_expect_unknown(c, "bl");
+    s_expect_none(w, AM2Z_CMD_JOB);
+    s_expect_runs(c, w, "rok", "ok-1", 1);   /* no key: the fallback, "inc" */
+    s_still_serves(c, w, "ok-2");
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    s_broker_stop(&fx);
+    s_log_end(saved);
+}
+END_TEST
+
+/*  Chains name[0] -> name[1] -> ... -> name[levels - 1] -> "inc". */
+static void
+s_nest_chain(am2z_comp_desc_t *comps, char names[][16], char *steps[][1], const char *prefix,
+             int levels)
+{
+    for (int i = 0; i < levels; i++)
+        snprintf(names[i], 16, "%s%d", prefix, i);
+    for (int i = 0; i < levels; i++) {
+        steps[i][0] = i + 1 < levels ? names[i + 1] : (char *)"inc";
+        comps[i] = s_steps(0, names[i], steps[i], 1);
+    }
+}
+
+START_TEST(test_broker_bounds_how_deep_composites_nest)
+{
+    fixture_t fx;
+    s_broker_start(&fx, true);
+    /* 17 levels (the root and 16 nested) run; 18 fail at once, before any
+       step, with an error naming the limit */
+    enum { OK_LEVELS = 17, DEEP_LEVELS = 18 };
+    static am2z_comp_desc_t comps[OK_LEVELS + DEEP_LEVELS];
+    static char names[OK_LEVELS + DEEP_LEVELS][16];
+    static char *steps[OK_LEVELS + DEEP_LEVELS][1];
+    s_nest_chain(comps, names, steps, "ok", OK_LEVELS);
+    s_nest_chain(comps + OK_LEVELS, names + OK_LEVELS, steps + OK_LEVELS, "deep", DEEP_LEVELS);
+    zsock_t *w = s_worker_comps(&fx, "w1", "inc", comps, OK_LEVELS + DEEP_LEVELS);
+    zsock_t *c = s_client(&fx);
+    s_wait_known(c, "deep17");
+    s_expect_runs(c, w, "ok0", "nest-1", 1);
+
+    char job[AM2Z_JOB_ID_MAX + 1];
+    s_submit_ok(c, "deep0", "nest-2", job);
+    am2z_msg_t r;
+    s_expect(c, AM2Z_CMD_RESULT, &r);
+    ck_assert_str_eq(r.job, job);
+    ck_assert(!r.success);
+    ck_assert_int_eq(r.error->kind, AM2Z_KIND_CONFIGURATION);
+    ck_assert_msg(strstr(r.error->message, "'deep17'")
+                  && strstr(r.error->message, "nested more than 16 deep"),
+                  "%s", r.error->message);
+    am2z_msg_clear(&r);
+    s_expect_none(w, AM2Z_CMD_JOB);
+    s_still_serves(c, w, "nest-3");
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    s_broker_stop(&fx);
+}
+END_TEST
+
+/*  Writes a composite definition into a stopped broker's store, as a broker
+    from before cycles were refused would have stored it. */
+static void
+s_store_comp(fixture_t *fx, const am2z_comp_desc_t *d)
+{
+    am2z_store_t *store = NULL;
+    char err[256] = "";
+    ck_assert_msg(am2z_store_open(&fx->cfg.common, &store, err, sizeof err) == AM2Z_OK, "%s",
+                  err);
+    uint8_t *data = NULL;
+    size_t size = 0;
+    ck_assert_int_eq(am2z_comp_desc_encode(d, &data, &size), AM2Z_OK);
+    char key[64];
+    snprintf(key, sizeof key, "comp:%s", d->name);
+    am2z_store_batch_t *batch = NULL;
+    ck_assert_int_eq(am2z_store_begin(store, &batch), AM2Z_OK);
+    ck_assert_int_eq(am2z_batch_put_record(batch, AM2Z_DB_RUNS, key, strlen(key), 1, data, size,
+                                           (uint64_t)zclock_time()),
+                     AM2Z_OK);
+    ck_assert_int_eq(am2z_store_commit(&batch), AM2Z_OK);
+    free(data);
+    am2z_store_destroy(&store);
+}
+
+/*  FETCH job until its stored RESULT is there (into *r). */
+static void
+s_fetch(zsock_t *client, const char *job, am2z_msg_t *r)
+{
+    am2z_msg_t f;
+    am2z_msg_init(&f, AM2Z_CMD_FETCH);
+    f.req = ++s_req;
+    f.job = (char *)job;
+    int64_t deadline = zclock_mono() + S_WAIT;
+    while (zclock_mono() < deadline) {
+        s_send(client, &f);
+        if (s_recv(client, AM2Z_CMD_RESULT, 50, r, NULL, 0))
+            return;
+    }
+    ck_abort_msg("no stored result for %s", job);
+}
+
+START_TEST(test_broker_restarts_on_a_stored_cycle_and_fails_its_job)
+{
+    fixture_t fx;
+    s_broker_start(&fx, true);
+    s_broker_stop(&fx);
+    char *self_steps[] = { "loop1" };
+    am2z_comp_desc_t loop1 = s_steps(0, "loop1", self_steps, 1);
+    s_store_comp(&fx, &loop1);
+
+    /* a broker that reloads it: a loop1 job accepted behind a leased one */
+    char log[600];
+    int saved = s_log_begin(&fx, log, sizeof log);
+    s_broker_start(&fx, false);
+    s_log_wait(log, "composite=loop1", "cycle=\"loop1 -> loop1\"");
+    zsock_t *w = s_worker(&fx, "w1", "inc", 1);
+    zsock_t *c = s_client(&fx);
+    s_wait_known(c, "inc");
+    char first[AM2Z_JOB_ID_MAX + 1], looped[AM2Z_JOB_ID_MAX + 1];
+    s_submit_ok(c, "inc", "L", first);
+    am2z_msg_t j;
+    s_expect(w, AM2Z_CMD_JOB, &j);
+    ck_assert_str_eq(j.job, first);
+    am2z_msg_clear(&j);
+    s_submit_ok(c, "loop1", "L", looped);
+    size_t size = 0;
+    free(s_query(c, "stats", NULL, NULL, &size));   /* a later turn has run */
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    s_broker_stop(&fx);
+
+    /* restart: it serves, and the stored job fails with the cycle */
+    s_broker_start(&fx, false);
+    c = s_client(&fx);
+    uint8_t *data = s_query(c, "stats", NULL, NULL, &size);
+    uint64_t waiting = 0;
+    ck_assert(s_map_uint(data, size, "waiting", NULL, &waiting));
+    ck_assert_uint_eq(waiting, 2);
+    free(data);
+    w = s_worker(&fx, "w2", "inc", 1);
+    s_serve_inc(w, NULL);                     /* the lease lost in the restart */
+    am2z_msg_t r;
+    s_fetch(c, looped, &r);
+    ck_assert(!r.success);
+    ck_assert_int_eq(r.error->kind, AM2Z_KIND_CONFIGURATION);
+    ck_assert_msg(strstr(r.error->message, "loop1 -> loop1"), "%s", r.error->message);
+    am2z_msg_clear(&r);
+    /* and a new SUBMIT of it fails the same way, at once */
+    char again[AM2Z_JOB_ID_MAX + 1];
+    s_submit_ok(c, "loop1", "L2", again);
+    s_expect(c, AM2Z_CMD_RESULT, &r);
+    ck_assert_str_eq(r.job, again);
+    ck_assert(!r.success);
+    ck_assert_msg(strstr(r.error->message, "loop1 -> loop1"), "%s", r.error->message);
+    am2z_msg_clear(&r);
+    s_expect_none(w, AM2Z_CMD_JOB);
+    s_still_serves(c, w, "ok-1");
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    s_broker_stop(&fx);
+    s_log_end(saved);
+}
+END_TEST
+
+/*  The worker-side checks refuse what the broker would: a composite naming
+    itself, and one closing a cycle with those declared before it. */
+START_TEST(test_broker_worker_side_checks_refuse_cycles_too)
+{
+    char err[256] = "";
+    const char *self_steps[] = { "inc", "me" };
+    am2z_composite_def_t me = { .name = "me", .kind = AM2Z_COMPOSITE_CHAIN,
+                                .steps = self_steps, .nsteps = 2 };
+    ck_assert_int_eq(am2z_composite_validate(&me, err, sizeof err), AM2Z_ECONFIG);
+    ck_assert_msg(strstr(err, "me -> me"), "%s", err);
+    am2z_route_t to_inc = { "a", "inc" };
+    am2z_composite_def_t route = { .name = "rf", .kind = AM2Z_COMPOSITE_ROUTE,
+                                   .selector_path = "k", .routes = &to_inc, .nroutes = 1,
+                                   .fallback = "rf" };
+    ck_assert_int_eq(am2z_composite_validate(&route, err, sizeof err), AM2Z_ECONFIG);
+    ck_assert_msg(strstr(err, "rf -> rf"), "%s", err);
+    am2z_composite_def_t batch = { .name = "bl", .kind = AM2Z_COMPOSITE_BATCH,
+                                   .processor = "bl", .payloads_path = "items" };
+    ck_assert_int_eq(am2z_composite_validate(&batch, err, sizeof err), AM2Z_ECONFIG);
+
+    const char *a_steps[] = { "b" }, *b_steps[] = { "inc", "c" }, *c_steps[] = { "a" };
+    am2z_composite_def_t a = { .name = "a", .kind = AM2Z_COMPOSITE_CHAIN,
+                               .steps = a_steps, .nsteps = 1 };
+    am2z_composite_def_t b = { .name = "b", .kind = AM2Z_COMPOSITE_PARALLEL,
+                               .steps = b_steps, .nsteps = 2 };
+    am2z_composite_def_t cc = { .name = "c", .kind = AM2Z_COMPOSITE_CHAIN,
+                                .steps = c_steps, .nsteps = 1 };
+    const am2z_composite_def_t *known[] = { &a, &b };
+    ck_assert_int_eq(am2z_composite_validate(&cc, err, sizeof err), AM2Z_OK);
+    ck_assert_int_eq(am2z_composite_check_cycles(&a, NULL, 0, err, sizeof err), AM2Z_OK);
+    ck_assert_int_eq(am2z_composite_check_cycles(&b, known, 1, err, sizeof err), AM2Z_OK);
+    ck_assert_int_eq(am2z_composite_check_cycles(&cc, known, 2, err, sizeof err), AM2Z_ECONFIG);
+    ck_assert_msg(strstr(err, "chain 'c'") && strstr(err, "c -> a -> b -> c"), "%s", err);
+    /* shared, acyclic: no cycle */
+    const char *d_steps[] = { "b", "b" };
+    am2z_composite_def_t d = { .name = "d", .kind = AM2Z_COMPOSITE_PARALLEL,
+                               .steps = d_steps, .nsteps = 2 };
+    const am2z_composite_def_t *known_b[] = { &b };
+    ck_assert_int_eq(am2z_composite_check_cycles(&d, known_b, 1, err, sizeof err), AM2Z_OK);
+    ck_assert_int_eq(am2z_composite_check_cycles(NULL, NULL, 0, err, sizeof err), AM2Z_EINVAL);
+}
+END_TEST
+
 static Suite *
 s_suite(void)
 {
@@ -1616,6 +2092,12 @@ s_suite(void)
     tcase_add_test(tc, test_broker_daemon_reports_ready_and_stops_on_sigterm);
     tcase_add_test(tc, test_broker_cap_slot_returns_on_expiry_stop_loss_and_done);
     tcase_add_test(tc, test_broker_refuses_a_rate_window_too_large_to_keep);
+    tcase_add_test(tc, test_broker_refuses_a_chain_that_runs_itself);
+    tcase_add_test(tc, test_broker_refuses_composites_that_call_each_other);
+    tcase_add_test(tc, test_broker_refuses_a_route_or_batch_that_runs_itself);
+    tcase_add_test(tc, test_broker_bounds_how_deep_composites_nest);
+    tcase_add_test(tc, test_broker_restarts_on_a_stored_cycle_and_fails_its_job);
+    tcase_add_test(tc, test_broker_worker_side_checks_refuse_cycles_too);
     suite_add_tcase(s, tc);
     return s;
 }

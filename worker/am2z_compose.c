@@ -21,6 +21,48 @@ s_name_ok(const char *name)
     return name && am2z_name_valid(name, strlen(name));
 }
 
+/*  The i-th name def starts as a unit (i from 0), NULL past the last:
+    chain steps; parallel branches and merge; route targets and fallback;
+    batch processor and merge (the broker's s_comp_ref walks the same
+    edges). A route's selector is none: it must be a processor. */
+static const char *
+s_unit_name(const am2z_composite_def_t *def, size_t i)
+{
+    const char *tail[2] = { NULL, NULL };
+    switch (def->kind) {
+    case AM2Z_COMPOSITE_CHAIN:
+        return def->steps && i < def->nsteps ? def->steps[i] : NULL;
+    case AM2Z_COMPOSITE_PARALLEL:
+        if (def->steps && i < def->nsteps)
+            return def->steps[i];
+        i -= def->steps ? def->nsteps : 0;
+        tail[0] = def->merge;
+        break;
+    case AM2Z_COMPOSITE_ROUTE:
+        if (def->routes && i < def->nroutes)
+            return def->routes[i].target;
+        i -= def->routes ? def->nroutes : 0;
+        tail[0] = def->fallback;
+        break;
+    case AM2Z_COMPOSITE_BATCH:
+        tail[0] = def->processor;
+        tail[1] = def->merge;
+        break;
+    default:
+        return NULL;
+    }
+    for (size_t k = 0; k < 2; k++)
+        if (tail[k] && i-- == 0)
+            return tail[k];
+    return NULL;
+}
+
+static bool
+s_streq(const char *a, const char *b)
+{
+    return a && b && strcmp(a, b) == 0;
+}
+
 int
 am2z_composite_validate(const am2z_composite_def_t *def, char *err, size_t err_size)
 {
@@ -88,7 +130,85 @@ am2z_composite_validate(const am2z_composite_def_t *def, char *err, size_t err_s
         am2z_errbuf(err, err_size, "%s '%s': merge processor name is not valid", kind, name);
         return AM2Z_ECONFIG;
     }
+    /* a unit naming the composite itself: each run would start another */
+    for (size_t i = 0; s_unit_name(def, i); i++)
+        if (s_streq(s_unit_name(def, i), def->name)) {
+            am2z_errbuf(err, err_size, "%s '%s' refers back to itself: %s -> %s", kind, name,
+                        name, name);
+            return AM2Z_ECONFIG;
+        }
     return AM2Z_OK;
+}
+
+/*  The known composite called name, or -1 (a processor, or unknown). */
+static long
+s_known_index(const am2z_composite_def_t *const *known, size_t nknown, const char *name)
+{
+    for (size_t i = 0; i < nknown; i++)
+        if (known[i] && s_streq(known[i]->name, name))
+            return (long)i;
+    return -1;
+}
+
+int
+am2z_composite_check_cycles(const am2z_composite_def_t *def,
+                            const am2z_composite_def_t *const *known, size_t nknown,
+                            char *err, size_t err_size)
+{
+    if (!def || !def->name || (nknown && !known)) {
+        am2z_errbuf(err, err_size, "no composite definition");
+        return AM2Z_EINVAL;
+    }
+    /* depth first from def with an explicit stack (frames: a composite and
+       its next unit), each known composite entered once; reaching def's
+       name again closes a cycle, and the stack is its path */
+    typedef struct {
+        const am2z_composite_def_t *c;
+        size_t next;
+    } frame_t;
+    frame_t *stack = malloc((nknown + 1) * sizeof *stack);
+    bool *seen = calloc(nknown ? nknown : 1, sizeof *seen);
+    if (!stack || !seen) {
+        free(stack);
+        free(seen);
+        return AM2Z_ENOMEM;
+    }
+    size_t depth = 0;
+    bool found = false;
+    stack[depth++] = (frame_t){ def, 0 };
+    while (depth) {
+        frame_t *top = &stack[depth - 1];
+        const char *unit = s_unit_name(top->c, top->next++);
+        if (!unit) {
+            depth--;
+            continue;
+        }
+        if (s_streq(unit, def->name)) {
+            found = true;
+            break;
+        }
+        long k = s_known_index(known, nknown, unit);
+        if (k < 0 || seen[k])
+            continue;
+        seen[k] = true;
+        stack[depth++] = (frame_t){ known[k], 0 };     /* at most nknown + 1 frames */
+    }
+    if (found) {
+        char path[512] = "";
+        size_t len = 0;
+        for (size_t i = 0; i <= depth && len < sizeof path; i++) {
+            int w = snprintf(path + len, sizeof path - len, "%s%s", i ? " -> " : "",
+                             i < depth ? stack[i].c->name : def->name);
+            len += w > 0 ? (size_t)w : 0;
+        }
+        if (len >= sizeof path)
+            snprintf(path + sizeof path - 4, 4, "...");
+        am2z_errbuf(err, err_size, "%s '%s' refers back to itself: %s",
+                    am2z_composite_kind_name(def->kind), def->name, path);
+    }
+    free(stack);
+    free(seen);
+    return found ? AM2Z_ECONFIG : AM2Z_OK;
 }
 
 static char *

@@ -3,8 +3,11 @@
 
     A composite is registered like a processor and executed like one. Its
     steps, branches and route targets name processors or other composites
-    (nesting to any depth); names are resolved when it runs, so a composite
-    may be registered before the processors it uses.
+    (nesting, but never back to itself: am2z_composite_validate refuses a
+    composite naming itself, am2z_composite_check_cycles one closing a
+    cycle through others, and the broker refuses both at READY and fails a
+    run nested more than 16 deep); names are resolved when it runs, so a
+    composite may be registered before the processors it uses.
 
     - chain: steps in order; each step gets the previous step's state; each
       successful step is one version. Failure at step i (1-based) fails the
@@ -102,10 +105,26 @@ const char *am2z_composite_kind_name(am2z_composite_kind_t kind);
 /*  Checks a definition: name valid; chain/parallel with at least one step;
     route with selector_path xor selector and at least one route or a
     fallback; batch with processor and payloads_path; every referenced name
-    valid. Returns AM2Z_OK or AM2Z_ECONFIG with err naming the problem
-    ("chain 'checkout' has no steps"). err may be NULL. */
+    valid; no unit (chain step, parallel branch, merge, route target or
+    fallback, batch processor) names the composite itself — its run would
+    start itself without end. Returns AM2Z_OK or AM2Z_ECONFIG with err
+    naming the problem ("chain 'checkout' has no steps", "chain 'loop'
+    refers back to itself: loop -> loop"). err may be NULL. */
 int am2z_composite_validate(const am2z_composite_def_t *def,
                             char *err, size_t err_size);
+
+/*  Checks that def, registered next to the composites known[0..nknown)
+    (borrowed; NULL entries skipped), closes no cycle: none of its units
+    (as in am2z_composite_validate) leads back to def through them; names
+    that are not in known are leaves (processors). The broker refuses a
+    composite on a cycle too, counting every worker's; this catches it
+    where it is declared. Returns AM2Z_OK, AM2Z_ECONFIG with err naming
+    the cycle ("chain 'a' refers back to itself: a -> b -> a"), AM2Z_EINVAL
+    (def or its name NULL, known NULL with nknown > 0), AM2Z_ENOMEM. err
+    may be NULL. Validate def first (am2z_composite_validate). */
+int am2z_composite_check_cycles(const am2z_composite_def_t *def,
+                                const am2z_composite_def_t *const *known, size_t nknown,
+                                char *err, size_t err_size);
 
 /*  Registers a composite on a worker, next to its processors; only before
     start/run. The definition is checked (am2z_composite_validate) and
