@@ -355,7 +355,11 @@ s_assert_unchanged(am2z_client_t *c, const char *session)
 START_TEST(test_rel_timeout_fails_attempt_with_timeout_error)
 {
     am2z_cluster_t env = { 0 };
-    am2z_cluster_start(&env, "rel-timeout", NULL);
+    am2z_cluster_start_broker(&env, "rel-timeout", NULL);
+    /* one slot per processor: sleep's comes back only with the worker's
+       DONE for the timed-out attempt */
+    const char *one_slot[] = { "--concurrency", "1", NULL };
+    am2z_cluster_start_worker(&env, one_slot);
     am2z_client_t *c = am2z_cluster_client(&env, 15000);
     s_seed(c, "to-1");
     am2z_state_t *st = am2z_cluster_state("to-1", "ms", 500, NULL);
@@ -369,10 +373,26 @@ START_TEST(test_rel_timeout_fails_attempt_with_timeout_error)
                   r->error->message);
     ck_assert_uint_eq(r->attempt, 1);
     am2z_result_destroy(&r);
-    /* the worker's cancelled DONE came later and changed nothing; the
-       session goes on from its stored state */
+    /* the worker answers the cancelled attempt later: this sleep can run
+       on the one slot only after that DONE reached the broker (the slot's
+       credit comes back with it, and one actor answers in order) */
+    am2z_state_t *zero = am2z_cluster_state("to-2", "ms", 0, NULL);
+    ck_assert_int_eq(am2z_client_execute(c, "sleep", zero, "to-2", NULL, &r), AM2Z_OK);
+    ck_assert_msg(r->success, "sleep after the timeout: %s",
+                  r->error ? r->error->message : "?");
+    am2z_result_destroy(&r);
+    am2z_state_destroy(&zero);
+    /* the late DONE changed nothing; the session goes on from its stored
+       state (version 2, count 1) */
     s_assert_unchanged(c, "to-1");
-    s_seed(c, "to-2");
+    ck_assert_int_eq(am2z_client_execute(c, "increment", NULL, "to-1", NULL, &r), AM2Z_OK);
+    ck_assert_msg(r->success, "increment after the timeout: %s",
+                  r->error ? r->error->message : "?");
+    ck_assert_uint_eq(am2z_state_version(r->state), 3);
+    int64_t count = 0;
+    ck_assert_int_eq(am2z_state_get_int(r->state, "count", &count), AM2Z_OK);
+    ck_assert_int_eq(count, 2);
+    am2z_result_destroy(&r);
     am2z_state_destroy(&st);
     am2z_client_destroy(&c);
     am2z_cluster_stop(&env);
@@ -507,7 +527,8 @@ s_wait_active(am2z_events_t *feed, const char *job)
 {
     s_wanted_t w = { .seen = false };
     snprintf(w.job, sizeof w.job, "%s", job);
-    for (int i = 0; i < 100 && !w.seen; i++)
+    uint64_t deadline = am2z_clock_mono_us() + 10 * 1000 * 1000;
+    while (!w.seen && am2z_clock_mono_us() < deadline)
         am2z_events_next(feed, 100, s_on_active, &w);
     ck_assert_msg(w.seen, "job %s never became active", job);
 }
@@ -517,7 +538,8 @@ s_wait_active(am2z_events_t *feed, const char *job)
 static void
 s_warm_feed(am2z_client_t *c, am2z_events_t *feed)
 {
-    for (int i = 0; i < 50; i++) {
+    uint64_t deadline = am2z_clock_mono_us() + 10 * 1000 * 1000;
+    while (am2z_clock_mono_us() < deadline) {
         s_wanted_t w = { .seen = false };
         ck_assert_int_eq(am2z_client_submit(c, "increment", NULL, "warm", NULL, w.job), AM2Z_OK);
         for (int k = 0; k < 4 && !w.seen; k++)

@@ -42,16 +42,30 @@ s_count(am2z_client_t *c, const char *session, uint64_t *version)
     return n;
 }
 
+/*  A monotonic-clock deadline timeout_ms from now, and whether it is
+    still ahead: every poll below is bounded by one, however long each of
+    its client calls blocks. */
+static uint64_t
+s_deadline(uint64_t timeout_ms)
+{
+    return am2z_clock_mono_us() + timeout_ms * 1000;
+}
+
+static bool
+s_before(uint64_t deadline)
+{
+    return am2z_clock_mono_us() < deadline;
+}
+
 /*  Polls until the session's count reaches want (bounded); returns it. */
 static int64_t
-s_wait_count(am2z_client_t *c, const char *session, int64_t want, int timeout_ms)
+s_wait_count(am2z_client_t *c, const char *session, int64_t want, uint64_t timeout_ms)
 {
-    int64_t n = 0;
-    for (int waited = 0; waited <= timeout_ms; waited += 20) {
-        n = s_count(c, session, NULL);
-        if (n >= want)
-            break;
+    uint64_t deadline = s_deadline(timeout_ms);
+    int64_t n = s_count(c, session, NULL);
+    while (n < want && s_before(deadline)) {
         usleep(20 * 1000);
+        n = s_count(c, session, NULL);
     }
     return n;
 }
@@ -67,6 +81,29 @@ s_repeats(am2z_client_t *c, const char *session, uint64_t *runs)
         *runs = n ? list->items[0].runs : 0;
     am2z_repeat_list_destroy(&list);
     return n;
+}
+
+/*  Polls (bounded) until the session has no schedule left, then until it
+    is idle (nothing queued, nothing running): every job its schedules
+    created has ended. Fails the test otherwise. */
+static void
+s_wait_schedules_done(am2z_client_t *c, const char *session, uint64_t timeout_ms)
+{
+    uint64_t deadline = s_deadline(timeout_ms);
+    while (s_repeats(c, session, NULL) > 0 && s_before(deadline))
+        usleep(20 * 1000);
+    ck_assert_uint_eq(s_repeats(c, session, NULL), 0);
+    am2z_session_info_t si;
+    memset(&si, 0, sizeof si);
+    for (;;) {
+        ck_assert_int_eq(am2z_client_session_info(c, session, &si), AM2Z_OK);
+        if ((si.queued == 0 && si.running == 0) || !s_before(deadline))
+            break;
+        usleep(20 * 1000);
+    }
+    ck_assert_msg(si.queued == 0 && si.running == 0,
+                  "session %s: %" PRIu64 " queued, %" PRIu64 " running", session, si.queued,
+                  si.running);
 }
 
 /*  The "completed" counter of proc in a session's stats. */
@@ -270,9 +307,10 @@ START_TEST(test_idem_key_past_its_window_starts_a_new_job)
     am2z_result_destroy(&r);
     /* until the window passes the key names the first job; then a new one */
     char id[AM2Z_JOB_ID_MAX + 1] = "";
-    for (int i = 0; i < 500; i++) {
+    uint64_t deadline = s_deadline(10000);
+    for (;;) {
         ck_assert_int_eq(am2z_client_submit(c, "increment", NULL, "win-1", &opts, id), AM2Z_OK);
-        if (strcmp(id, first) != 0)
+        if (strcmp(id, first) != 0 || !s_before(deadline))
             break;
         usleep(20 * 1000);
     }
@@ -314,6 +352,35 @@ s_open_gate(const char *gate)
     fclose(f);
 }
 
+/*  QUERY job as JSON (caller decrefs). */
+static json_t *
+s_job_status(am2z_client_t *c, const char *id)
+{
+    return am2z_cluster_query(c, "job", id);
+}
+
+/*  Polls QUERY job (bounded) until the job is active and has reported
+    progress 50: the progress processor is running, held at its gate. */
+static void
+s_wait_held_at_gate(am2z_client_t *c, const char *id)
+{
+    uint64_t deadline = s_deadline(15000);
+    int64_t seen = -1;
+    char status[32] = "";
+    for (;;) {
+        json_t *j = s_job_status(c, id);
+        json_t *p = json_object_get(j, "progress");
+        seen = p ? json_integer_value(p) : -1;
+        snprintf(status, sizeof status, "%s", json_string_value(json_object_get(j, "status")));
+        json_decref(j);
+        if ((seen == 50 && strcmp(status, "active") == 0) || !s_before(deadline))
+            break;
+        usleep(10 * 1000);
+    }
+    ck_assert_msg(seen == 50 && strcmp(status, "active") == 0,
+                  "job %s: status %s, progress %lld", id, status, (long long)seen);
+}
+
 START_TEST(test_idem_duplicate_of_a_running_job_gets_its_result)
 {
     am2z_cluster_t env = { 0 };
@@ -325,7 +392,9 @@ START_TEST(test_idem_duplicate_of_a_running_job_gets_its_result)
     am2z_client_t *a = am2z_cluster_client(&env, 15000), *b = am2z_cluster_client(&env, 15000);
     char first[AM2Z_JOB_ID_MAX + 1], dup[AM2Z_JOB_ID_MAX + 1];
     ck_assert_int_eq(am2z_client_submit(a, "progress", st, "run-1", &opts, first), AM2Z_OK);
-    /* the first job is held at its gate; a duplicate from another client */
+    /* the first job runs and is held at its gate (progress 50) ... */
+    s_wait_held_at_gate(b, first);
+    /* ... when a duplicate comes from another client */
     ck_assert_int_eq(am2z_client_submit(b, "progress", st, "run-1", &opts, dup), AM2Z_OK);
     ck_assert_str_eq(dup, first);
     am2z_result_t *r = NULL;
@@ -380,7 +449,8 @@ s_idem_entries(const char *dir)
 START_TEST(test_idem_expired_keys_are_swept)
 {
     am2z_cluster_t env = { 0 };
-    const char *extra[] = { "--idempotency-window", "1s", NULL };
+    /* long enough that the keys are surely still there when first read */
+    const char *extra[] = { "--idempotency-window", "5s", NULL };
     am2z_cluster_start(&env, "idem-sweep", extra);
     am2z_client_t *c = am2z_cluster_client(&env, 15000);
     const char *keys[] = { "sweep-a", "sweep-b", "sweep-c" };
@@ -392,12 +462,12 @@ START_TEST(test_idem_expired_keys_are_swept)
         ck_assert(r->success);
         am2z_result_destroy(&r);
     }
-    /* each key is an entry and a time index entry until its window ends
-       (that they are written is what the duplicate cases show); then the
-       sweep deletes both */
+    /* each key is an entry and a time index entry until its window ends;
+       then the sweep deletes both */
     uint64_t n = s_idem_entries(env.dir);
-    ck_assert_msg(n <= 6, "more entries than keys: %" PRIu64, n);
-    for (int i = 0; i < 1500 && n > 0; i++) {
+    ck_assert_msg(n == 6, "%" PRIu64 " entries for 3 keys, expected 6", n);
+    uint64_t deadline = s_deadline(30000);
+    while (n > 0 && s_before(deadline)) {
         usleep(10 * 1000);
         n = s_idem_entries(env.dir);
     }
@@ -452,13 +522,10 @@ START_TEST(test_repeat_runs_limit_times_then_stops)
     char id[AM2Z_JOB_ID_MAX + 1];
     ck_assert_int_eq(am2z_client_submit(c, "increment", NULL, "rep-1", &opts, id), AM2Z_OK);
     ck_assert(am2z_job_id_valid(id, strlen(id)));
-    /* the schedule is deleted when its last job is created ... */
-    for (int i = 0; i < 1000 && s_repeats(c, "rep-1", NULL) > 0; i++)
-        usleep(20 * 1000);
-    ck_assert_uint_eq(s_repeats(c, "rep-1", NULL), 0);
-    /* ... and exactly `limit` jobs ran */
-    for (int i = 0; i < 1000 && s_completed(c, "rep-1", "increment") < 3; i++)
-        usleep(20 * 1000);
+    /* the schedule is deleted when its last job is created; once the
+       jobs it created have ended, exactly `limit` of them ran (a fourth
+       would have been queued before the schedule went) */
+    s_wait_schedules_done(c, "rep-1", 20000);
     ck_assert_uint_eq(s_completed(c, "rep-1", "increment"), 3);
     ck_assert_int_eq(s_count(c, "rep-1", NULL), 3);
     /* the id is a schedule's, not a job's: nothing to wait for */
@@ -553,10 +620,8 @@ START_TEST(test_repeat_survives_broker_kill_and_restart)
     am2z_cluster_start(&env, "repeat-kill", NULL);
     c = am2z_cluster_client(&env, 15000);
     /* the stored schedule goes on: its remaining runs happen, no more */
-    for (int i = 0; i < 1000 && s_repeats(c, "kill-1", NULL) > 0; i++)
-        usleep(20 * 1000);
-    ck_assert_uint_eq(s_repeats(c, "kill-1", NULL), 0);
-    ck_assert_int_eq(s_wait_count(c, "kill-1", 3, 15000), 3);
+    s_wait_schedules_done(c, "kill-1", 20000);
+    ck_assert_int_eq(s_count(c, "kill-1", NULL), 3);
     am2z_client_destroy(&c);
     am2z_cluster_stop(&env);
 }
@@ -610,13 +675,6 @@ s_on_event(const am2z_event_t *ev, void *arg)
     log->count++;
 }
 
-/*  QUERY job as JSON (caller decrefs). */
-static json_t *
-s_job_status(am2z_client_t *c, const char *id)
-{
-    return am2z_cluster_query(c, "job", id);
-}
-
 START_TEST(test_progress_events_in_order_and_in_job_status)
 {
     am2z_cluster_t env = { 0 };
@@ -636,7 +694,8 @@ START_TEST(test_progress_events_in_order_and_in_job_status)
     int64_t seen = -1;
     const char *status = "";
     json_t *j = NULL;
-    for (int i = 0; i < 1000 && seen != 50; i++) {
+    uint64_t deadline = s_deadline(15000);
+    while (seen != 50 && s_before(deadline)) {
         json_decref(j);
         j = s_job_status(q, id);
         json_t *p = json_object_get(j, "progress");

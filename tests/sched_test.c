@@ -61,7 +61,8 @@ static void
 s_wait_active(am2z_client_t *c, const char *id)
 {
     bool active = false;
-    for (int i = 0; i < 1000 && !active; i++) {
+    uint64_t deadline = am2z_clock_mono_us() + 10 * 1000 * 1000;
+    while (!active && am2z_clock_mono_us() < deadline) {
         json_t *j = s_query_job(c, id);
         active = strcmp(json_string_value(json_object_get(j, "status")), "active") == 0;
         json_decref(j);
@@ -113,7 +114,8 @@ s_register_then_leave(am2z_cluster_t *env)
     env->nworkers--;
     am2z_client_t *c = am2z_cluster_client(env, 30000);
     am2z_stats_t st = { .workers = 1 };
-    for (int i = 0; i < 500 && st.workers > env->nworkers; i++) {
+    uint64_t deadline = am2z_clock_mono_us() + 10 * 1000 * 1000;
+    while (st.workers > env->nworkers && am2z_clock_mono_us() < deadline) {
         if (am2z_client_get_stats(c, &st) != AM2Z_OK || st.workers > env->nworkers)
             usleep(10 * 1000);
     }
