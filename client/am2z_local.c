@@ -164,6 +164,17 @@ am2z_local_register_composite(am2z_local_t *self, const am2z_composite_def_t *de
         am2z_errbuf(err, err_size, "'%s' is already registered", def->name);
         return AM2Z_EINVAL;
     }
+    /* a cycle through composites would recurse in s_exec without end */
+    size_t n = zhashx_size(self->comps), k = 0;
+    const am2z_composite_def_t **known = calloc(n ? n : 1, sizeof *known);
+    if (!known)
+        return AM2Z_ENOMEM;
+    for (am2z_composite_def_t *c = zhashx_first(self->comps); c; c = zhashx_next(self->comps))
+        known[k++] = c;
+    rc = am2z_composite_check_cycles(def, known, k, err, err_size);
+    free(known);
+    if (rc != AM2Z_OK)
+        return rc;
     am2z_composite_def_t *copy = am2zw_composite_dup(def);
     if (!copy)
         return AM2Z_ENOMEM;

@@ -50,9 +50,11 @@ void am2z_local_destroy(am2z_local_t **self_p);
     name already registered as processor or composite), AM2Z_ENOMEM. */
 int am2z_local_register(am2z_local_t *self, const am2z_processor_def_t *def);
 
-/*  Registers a composite (validated: am2z_composite_validate). Returns
-    AM2Z_OK, AM2Z_ECONFIG (err explains), AM2Z_EINVAL (name taken),
-    AM2Z_ENOMEM. err may be NULL. */
+/*  Registers a composite (validated: am2z_composite_validate, and
+    am2z_composite_check_cycles against the composites registered before:
+    one that leads back to itself through them is refused). Returns
+    AM2Z_OK, AM2Z_ECONFIG (err explains, naming a cycle), AM2Z_EINVAL (name
+    taken), AM2Z_ENOMEM. err may be NULL. */
 int am2z_local_register_composite(am2z_local_t *self,
                                   const am2z_composite_def_t *def,
                                   char *err, size_t err_size);

@@ -1607,6 +1607,137 @@ START_TEST(test_broker_refuses_a_rate_window_too_large_to_keep)
 }
 END_TEST
 
+/*  SUBMIT with a state the lease could not use is refused at once, by
+    name (it used to be ACCEPTED and then fail as a STORE_ERROR); a
+    message with too many frames is counted right; a processor with a rate
+    and no window is refused (it used to be served without a limit); and a
+    body over max-frame-size but within twice it gets an ERROR naming its
+    size (past that, ZeroMQ drops the connection). */
+static void
+s_submit_state(zsock_t *client, uint64_t req, const char *session, const uint8_t *state,
+               size_t size)
+{
+    am2z_msg_t m;
+    am2z_msg_init(&m, AM2Z_CMD_SUBMIT);
+    m.req = req;
+    m.processor = (char *)"inc";
+    m.session = (char *)session;
+    m.state = (uint8_t *)state;
+    m.state_size = size;
+    s_send(client, &m);
+}
+
+static void
+s_expect_refusal(zsock_t *client, uint64_t req, int kind, const char *text)
+{
+    am2z_msg_t e;
+    s_expect(client, AM2Z_CMD_ERROR, &e);
+    ck_assert_uint_eq(e.req, req);
+    ck_assert_int_eq(e.error->kind, kind);
+    ck_assert_msg(strstr(e.error->message, text), "'%s' lacks '%s'", e.error->message, text);
+    am2z_msg_clear(&e);
+}
+
+START_TEST(test_broker_refuses_unusable_submits_by_name)
+{
+    fixture_t fx;
+    s_broker_start(&fx, true);
+    s_broker_stop(&fx);
+    fx.cfg.common.max_frame_size = 64 * 1024;
+    s_broker_start(&fx, false);
+    am2z_proc_desc_t d[2];
+    memset(d, 0, sizeof d);
+    d[0].name = (char *)"inc";
+    d[0].concurrency = 4;
+    d[1].name = (char *)"unwindowed";
+    d[1].concurrency = 1;
+    d[1].rate_max = 5;                  /* no rate_per_ms */
+    zsock_t *w = s_worker_descs(&fx, "w1", d, 2);
+    zsock_t *c = s_client(&fx);
+    s_wait_known(c, "inc");
+
+    /* 33 nested maps (the state's top map counts): refused; 32: runs */
+    uint8_t deep[33 * 3 + 1];
+    for (int i = 0; i < 33; i++) {
+        deep[3 * i] = 0x81;
+        deep[3 * i + 1] = 0xa1;
+        deep[3 * i + 2] = 'a';
+    }
+    deep[99] = 0x01;
+    s_submit_state(c, 901, "deep-33", deep, sizeof deep);
+    s_expect_refusal(c, 901, AM2Z_KIND_VALIDATION, "state nests deeper than 32 levels");
+    s_submit_state(c, 902, "deep-32", deep + 3, sizeof deep - 3);
+    am2z_msg_t ok;
+    s_expect(c, AM2Z_CMD_ACCEPTED, &ok);
+    ck_assert_uint_eq(ok.req, 902);
+    am2z_msg_clear(&ok);
+    am2z_msg_t job;
+    s_expect(w, AM2Z_CMD_JOB, &job);
+    ck_assert_str_eq(job.session, "deep-32");
+    am2z_msg_clear(&job);
+
+    /* metadata.version past 2^53 - 1: refused, naming the version */
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 1);
+    msgpack_pack_str_with_body(&pk, "metadata", 8);
+    msgpack_pack_map(&pk, 4);
+    msgpack_pack_str_with_body(&pk, "version", 7);
+    msgpack_pack_uint64(&pk, AM2Z_STATE_VERSION_MAX + 1);
+    msgpack_pack_str_with_body(&pk, "sessionId", 9);
+    msgpack_pack_str_with_body(&pk, "ver-1", 5);
+    msgpack_pack_str_with_body(&pk, "createdAt", 9);
+    msgpack_pack_uint64(&pk, 0);
+    msgpack_pack_str_with_body(&pk, "lastUpdated", 11);
+    msgpack_pack_uint64(&pk, 0);
+    s_submit_state(c, 903, "ver-1", (const uint8_t *)sb.data, sb.size);
+    s_expect_refusal(c, 903, AM2Z_KIND_VALIDATION, "metadata.version 9007199254740992 is above");
+    msgpack_sbuffer_destroy(&sb);
+
+    /* seven frames: the count is the real one */
+    zmsg_t *zm = zmsg_new();
+    for (int i = 0; i < 7; i++)
+        zmsg_addstr(zm, "x");
+    ck_assert_int_eq(zmsg_send(&zm, c), 0);
+    am2z_msg_t e;
+    s_expect(c, AM2Z_CMD_ERROR, &e);
+    ck_assert_msg(strstr(e.error->message, "expected 3 frames (signature, command, body), got 7"),
+                  "%s", e.error->message);
+    am2z_msg_clear(&e);
+
+    /* rate without a window: that processor is not served */
+    s_submit(c, "unwindowed", "s-u");
+    s_expect(c, AM2Z_CMD_ERROR, &e);
+    ck_assert_int_eq(e.error->kind, AM2Z_KIND_PROCESSOR_NOT_FOUND);
+    am2z_msg_clear(&e);
+
+    /* 100 KiB: over the 64 KiB limit, within twice it: an ERROR, and the
+       connection stays (the next request is answered) */
+    size_t big = 100 * 1024;
+    uint8_t *body = calloc(1, big);
+    ck_assert_ptr_nonnull(body);
+    body[0] = 0x80;                     /* a map; the size is refused first */
+    zm = zmsg_new();
+    zmsg_addstr(zm, AM2Z_PROTOCOL);
+    zmsg_addstr(zm, "SUBMIT");
+    zmsg_addmem(zm, body, big);
+    ck_assert_int_eq(zmsg_send(&zm, c), 0);
+    free(body);
+    s_expect(c, AM2Z_CMD_ERROR, &e);
+    ck_assert_msg(strstr(e.error->message, "body of 102400 bytes exceeds limit 65536"),
+                  "%s", e.error->message);
+    am2z_msg_clear(&e);
+    s_submit_state(c, 904, "deep-33", deep, sizeof deep);
+    s_expect_refusal(c, 904, AM2Z_KIND_VALIDATION, "deeper than 32");
+
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    s_broker_stop(&fx);
+}
+END_TEST
+
 /* ---------------------------------------------------------------------------
    Composites that lead back to themselves: refused at READY (logged with
    the cycle, as the broker reports every refused definition), and a run
@@ -2092,6 +2223,7 @@ s_suite(void)
     tcase_add_test(tc, test_broker_daemon_reports_ready_and_stops_on_sigterm);
     tcase_add_test(tc, test_broker_cap_slot_returns_on_expiry_stop_loss_and_done);
     tcase_add_test(tc, test_broker_refuses_a_rate_window_too_large_to_keep);
+    tcase_add_test(tc, test_broker_refuses_unusable_submits_by_name);
     tcase_add_test(tc, test_broker_refuses_a_chain_that_runs_itself);
     tcase_add_test(tc, test_broker_refuses_composites_that_call_each_other);
     tcase_add_test(tc, test_broker_refuses_a_route_or_batch_that_runs_itself);

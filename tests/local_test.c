@@ -401,6 +401,26 @@ START_TEST(test_local_chain_runs_steps_in_order)
     ck_assert_int_eq(am2z_local_register_composite(s_rt, &(am2z_composite_def_t){
                          .name = "empty-p", .kind = AM2Z_COMPOSITE_PARALLEL }, err, sizeof err),
                      AM2Z_ECONFIG);
+
+    /* composites that would run each other without end are refused where
+       the cycle closes (s_exec would recurse until the stack ran out) */
+    char cerr[256];
+    static const char *const ping_steps[] = { "pong" };
+    ck_assert_int_eq(am2z_local_register_composite(s_rt, &(am2z_composite_def_t){
+                         .name = "ping", .kind = AM2Z_COMPOSITE_CHAIN, .steps = ping_steps,
+                         .nsteps = 1 }, cerr, sizeof cerr), AM2Z_OK);
+    ck_assert_int_eq(am2z_local_register_composite(s_rt, &(am2z_composite_def_t){
+                         .name = "pong", .kind = AM2Z_COMPOSITE_ROUTE, .selector_path = "k",
+                         .fallback = "ping" }, cerr, sizeof cerr), AM2Z_ECONFIG);
+    ck_assert_msg(strstr(cerr, "refers back to itself") && strstr(cerr, "ping"), "%s", cerr);
+    static const char *const self_steps[] = { "incr", "selfish" };
+    ck_assert_int_eq(am2z_local_register_composite(s_rt, &(am2z_composite_def_t){
+                         .name = "selfish", .kind = AM2Z_COMPOSITE_CHAIN, .steps = self_steps,
+                         .nsteps = 2 }, cerr, sizeof cerr), AM2Z_ECONFIG);
+    /* "ping" stays registered and fails cleanly: "pong" is unknown */
+    am2z_result_t *pr = s_run("ping", "c-ping", "{\"count\": 1}");
+    ck_assert(!pr->success);
+    am2z_result_destroy(&pr);
 }
 END_TEST
 

@@ -289,12 +289,23 @@ START_TEST(test_worker_ready_announces_composites)
     bad.nsteps = 1;
     ck_assert_int_eq(am2z_worker_register_composite(w, &bad), AM2Z_EINVAL);
     ck_assert_int_eq(am2z_worker_register_composite(w, NULL), AM2Z_EINVAL);
+    /* a composite that would lead back to itself through registered ones:
+       "loop" runs "back", which would run "loop" */
+    static const char *const back_steps[] = { "incr", "loop" };
+    static const char *const loop_steps[] = { "back" };
+    am2z_composite_def_t back = { .name = "back", .kind = AM2Z_COMPOSITE_CHAIN,
+                                  .steps = back_steps, .nsteps = 2 };
+    am2z_composite_def_t loop = { .name = "loop", .kind = AM2Z_COMPOSITE_PARALLEL,
+                                  .steps = loop_steps, .nsteps = 1 };
+    ck_assert_int_eq(am2z_worker_register_composite(w, &back), AM2Z_OK);   /* "loop" unknown yet */
+    ck_assert_int_eq(am2z_worker_register_composite(w, &loop), AM2Z_EINVAL);
     ck_assert_int_eq(am2z_worker_start(w), AM2Z_OK);
     ck_assert_int_eq(am2z_worker_register_composite(w, &chain), AM2Z_ESTATE);
 
     am2z_msg_t ready;
     am2z_fakebroker_expect(fb, AM2Z_CMD_READY, &ready, WAIT_MS);
-    ck_assert_uint_eq(ready.ncomps, 2);
+    ck_assert_uint_eq(ready.ncomps, 3);                  /* twice, pick, back: not loop */
+    ck_assert_str_eq(ready.comps[2].name, "back");
     ck_assert_str_eq(ready.comps[0].name, "twice");
     ck_assert_uint_eq(ready.comps[0].kind, AM2Z_COMPOSITE_CHAIN);
     ck_assert_uint_eq(ready.comps[0].nsteps, 2);
@@ -345,6 +356,17 @@ START_TEST(test_worker_register_validates)
     ck_assert_int_eq(am2z_worker_register(w, &rated), AM2Z_EINVAL);
     rated.rate_max = 20;
     ck_assert_int_eq(am2z_worker_register(w, &rated), AM2Z_OK);
+    /* durations stop at 10 years (AM2Z_CODEC_MAX_DURATION_MS): the broker
+       would refuse the READY that carried a longer one */
+    am2z_processor_def_t slow = { .name = "slow-def", .fn = p_incr,
+                                  .timeout_ms = AM2Z_CODEC_MAX_DURATION_MS + 1 };
+    ck_assert_int_eq(am2z_worker_register(w, &slow), AM2Z_EINVAL);
+    slow.timeout_ms = 0;
+    slow.retry.max_delay_ms = UINT64_MAX;
+    ck_assert_int_eq(am2z_worker_register(w, &slow), AM2Z_EINVAL);
+    slow.retry.max_delay_ms = AM2Z_CODEC_MAX_DURATION_MS;
+    slow.delay_ms = AM2Z_CODEC_MAX_DURATION_MS;
+    ck_assert_int_eq(am2z_worker_register(w, &slow), AM2Z_OK);
     am2z_worker_destroy(&w);
     am2z_worker_destroy(&w);                                       /* idempotent */
     am2z_worker_destroy(NULL);

@@ -127,7 +127,8 @@ int am2z_composite_check_cycles(const am2z_composite_def_t *def,
                                 char *err, size_t err_size);
 
 /*  Registers a composite on a worker, next to its processors; only before
-    start/run. The definition is checked (am2z_composite_validate) and
+    start/run. The definition is checked (am2z_composite_validate, and
+    am2z_composite_check_cycles against the worker's earlier composites) and
     copied; it is announced in READY (`comps`) and run by the broker, which
     leases each leaf step to any worker serving that processor. Returns
     AM2Z_OK, AM2Z_EINVAL (invalid, or the name is taken on this worker),

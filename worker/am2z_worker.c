@@ -284,6 +284,14 @@ am2z_worker_register_composite(am2z_worker_t *self, const am2z_composite_def_t *
                  AM2Z_KS("composite", def->name));
         return AM2Z_EINVAL;
     }
+    /* the broker would refuse it at READY; say so where it is declared */
+    rc = am2z_composite_check_cycles(def, (const am2z_composite_def_t *const *)self->comps,
+                                     self->ncomps, err, sizeof err);
+    if (rc != AM2Z_OK) {
+        AM2Z_LOG(self->log, AM2Z_LOG_ERROR, "worker", "invalid composite",
+                 AM2Z_KS("reason", err));
+        return rc == AM2Z_ENOMEM ? AM2Z_ENOMEM : AM2Z_EINVAL;
+    }
     am2z_composite_def_t **comps = realloc(self->comps, (self->ncomps + 1) * sizeof *comps);
     if (!comps)
         return AM2Z_ENOMEM;
