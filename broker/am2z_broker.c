@@ -19,7 +19,6 @@
 #include "am2z_broker_int.h"
 #include "am2z_jobrec.h"
 #include "am2z_merge.h"
-#include "am2z_mpcheck.h"
 #include "am2z_retry.h"
 #include "am2z_sys.h"
 
@@ -1083,24 +1082,21 @@ s_on_submit(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
         }
         /* what the lease will decode, checked now: refused here it is a
            clear error; accepted, it would fail the job later */
-        if (am2z_msgpack_check(msg->state, msg->state_size, AM2Z_STATE_DEPTH_MAX) != AM2Z_OK) {
+        uint64_t version = 0;
+        if (am2z_state_peek(msg->state, msg->state_size, &version) != AM2Z_OK) {
             am2z_error_t *e = am2z_error_validation(
                 "state", NULL, "state nests deeper than 32 levels (the top map counts as one)");
             s_send_error(self, peer, &e);
             return;
         }
-        am2z_state_t *sub = NULL;
-        if (am2z_state_decode(msg->state, msg->state_size, &sub) == AM2Z_OK
-            && am2z_state_version(sub) > AM2Z_STATE_VERSION_MAX) {
+        if (version > AM2Z_STATE_VERSION_MAX) {
             char why[128];
             snprintf(why, sizeof why, "state metadata.version %" PRIu64 " is above %" PRIu64,
-                     am2z_state_version(sub), AM2Z_STATE_VERSION_MAX);
-            am2z_state_destroy(&sub);
+                     version, AM2Z_STATE_VERSION_MAX);
             am2z_error_t *e = am2z_error_validation("state", NULL, why);
             s_send_error(self, peer, &e);
             return;
         }
-        am2z_state_destroy(&sub);
     }
     /* idempotency + repeat + progress (issue 6) */
     if (am2zb_repeat_on_submit(self, peer, proc, msg))

@@ -753,6 +753,62 @@ s_read_metadata(am2z_state_t *self)
     return AM2Z_OK;
 }
 
+int
+am2z_state_peek(const uint8_t *data, size_t size, uint64_t *version)
+{
+    if (!version)
+        return AM2Z_EINVAL;
+    *version = 0;
+    s_head_t h;
+    if (!data || size == 0 || am2z_msgpack_check(data, size, AM2Z_STATE_DEPTH_MAX) != AM2Z_OK
+        || s_head(data, size, &h) != 0 || h.type != AM2Z_VT_MAP)
+        return AM2Z_EPROTO;
+    size_t pos = h.hdr;
+    for (uint64_t i = 0; i < h.count; i++) {
+        s_head_t kh;
+        size_t ks = s_skip(data + pos, size - pos);
+        if (ks == 0 || s_head(data + pos, size - pos, &kh) != 0)
+            return AM2Z_EPROTO;
+        bool is_meta = s_key_is(data + pos, &kh, S_METADATA, S_METADATA_LEN);
+        pos += ks;
+        size_t vs = s_skip(data + pos, size - pos);
+        if (vs == 0)
+            return AM2Z_EPROTO;
+        if (!is_meta) {
+            pos += vs;
+            continue;
+        }
+        const uint8_t *meta = data + pos;
+        s_head_t mh;
+        if (s_head(meta, vs, &mh) != 0 || mh.type != AM2Z_VT_MAP)
+            return AM2Z_OK;           /* no metadata map: no version to read */
+        size_t mpos = mh.hdr;
+        for (uint64_t j = 0; j < mh.count; j++) {
+            s_head_t mk, mv;
+            size_t mks = s_skip(meta + mpos, vs - mpos);
+            if (mks == 0 || s_head(meta + mpos, vs - mpos, &mk) != 0)
+                return AM2Z_EPROTO;
+            bool is_version = s_key_is(meta + mpos, &mk, "version", 7);
+            mpos += mks;
+            size_t mvs = s_skip(meta + mpos, vs - mpos);
+            if (mvs == 0 || s_head(meta + mpos, vs - mpos, &mv) != 0)
+                return AM2Z_EPROTO;
+            if (is_version && mv.type == AM2Z_VT_INT) {
+                bool neg;
+                uint64_t u;
+                int64_t iv;
+                s_int_read(meta + mpos, &mv, &neg, &u, &iv);
+                if (!neg)
+                    *version = u;
+                return AM2Z_OK;
+            }
+            mpos += mvs;
+        }
+        return AM2Z_OK;
+    }
+    return AM2Z_OK;
+}
+
 void
 am2z_state_destroy(am2z_state_t **self_p)
 {

@@ -106,6 +106,14 @@ int am2z_state_from_map_meta(const char *session_id, const uint8_t *user_map,
     mistyped, version 0, invalid sessionId / too deep) or AM2Z_ENOMEM. */
 int am2z_state_decode(const uint8_t *data, size_t size, am2z_state_t **out);
 
+/*  Checks what a state decode would check of its structure without
+    building one: data is one msgpack map nested at most
+    AM2Z_STATE_DEPTH_MAX deep. *version is its metadata.version when the
+    map has a "metadata" map with an unsigned integer "version", else 0.
+    Allocates nothing. Returns AM2Z_OK or AM2Z_EPROTO (not one map, or
+    nested too deep); AM2Z_EINVAL for NULL version. */
+int am2z_state_peek(const uint8_t *data, size_t size, uint64_t *version);
+
 /*  Same state with metadata replaced: version, sessionId and timestamps set
     as given; user keys unchanged. Used by the broker to rebase a submitted
     state onto the stored version. Returns AM2Z_OK, AM2Z_EINVAL (bad session

@@ -131,6 +131,56 @@ s_nested(size_t depth, size_t *size)
     return b;
 }
 
+/*  am2z_state_peek reads metadata.version wherever the key sits, and
+    refuses what a decode would refuse for its structure, allocating
+    nothing. */
+START_TEST(test_state_peek_reads_version_and_bounds_depth)
+{
+    msgpack_sbuffer sb;
+    uint64_t v = 99;
+    s_pack_state(&sb, 7, "peek-1");                 /* "metadata" second */
+    ck_assert_int_eq(am2z_state_peek((const uint8_t *)sb.data, sb.size, &v), AM2Z_OK);
+    ck_assert_uint_eq(v, 7);
+    msgpack_sbuffer_destroy(&sb);
+
+    am2z_state_t *st = s_new(5);                    /* our own encoding: metadata first */
+    ck_assert_int_eq(am2z_state_peek(am2z_state_data(st), am2z_state_size(st), &v), AM2Z_OK);
+    ck_assert_uint_eq(v, 1);
+    am2z_state_destroy(&st);
+
+    /* no metadata, or a metadata without an unsigned version: 0 */
+    const uint8_t plain[] = { 0x81, 0xa1, 'k', 0x01 };
+    ck_assert_int_eq(am2z_state_peek(plain, sizeof plain, &v), AM2Z_OK);
+    ck_assert_uint_eq(v, 0);
+    const uint8_t neg[] = { 0x81, 0xa8, 'm', 'e', 't', 'a', 'd', 'a', 't', 'a',
+                            0x81, 0xa7, 'v', 'e', 'r', 's', 'i', 'o', 'n', 0xff };
+    ck_assert_int_eq(am2z_state_peek(neg, sizeof neg, &v), AM2Z_OK);
+    ck_assert_uint_eq(v, 0);
+    const uint8_t huge[] = { 0x81, 0xa8, 'm', 'e', 't', 'a', 'd', 'a', 't', 'a',
+                             0x81, 0xa7, 'v', 'e', 'r', 's', 'i', 'o', 'n',
+                             0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe };
+    ck_assert_int_eq(am2z_state_peek(huge, sizeof huge, &v), AM2Z_OK);
+    ck_assert_uint_eq(v, UINT64_MAX - 1);
+
+    /* 32 nested maps pass, 33 do not; not a map, truncated: refused */
+    uint8_t deep[33 * 3 + 1];
+    for (int i = 0; i < 33; i++) {
+        deep[3 * i] = 0x81;
+        deep[3 * i + 1] = 0xa1;
+        deep[3 * i + 2] = 'a';
+    }
+    deep[99] = 0x01;
+    ck_assert_int_eq(am2z_state_peek(deep + 3, sizeof deep - 3, &v), AM2Z_OK);
+    ck_assert_int_eq(am2z_state_peek(deep, sizeof deep, &v), AM2Z_EPROTO);
+    ck_assert_int_eq(s_decode_rc(deep, sizeof deep), AM2Z_EPROTO);   /* as a decode would */
+    const uint8_t arr[] = { 0x91, 0x01 };
+    ck_assert_int_eq(am2z_state_peek(arr, sizeof arr, &v), AM2Z_EPROTO);
+    ck_assert_int_eq(am2z_state_peek(plain, sizeof plain - 1, &v), AM2Z_EPROTO);
+    ck_assert_int_eq(am2z_state_peek(NULL, 0, &v), AM2Z_EPROTO);
+    ck_assert_int_eq(am2z_state_peek(plain, sizeof plain, NULL), AM2Z_EINVAL);
+}
+END_TEST
+
 START_TEST(test_state_new_has_version_one_and_metadata)
 {
     am2z_state_t *st = s_new(1234);
@@ -1344,6 +1394,7 @@ s_suite(void)
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_state_new_has_version_one_and_metadata);
+    tcase_add_test(tc, test_state_peek_reads_version_and_bounds_depth);
     tcase_add_test(tc, test_state_round_trip_encode_decode);
     tcase_add_test(tc, test_state_apply_bumps_version_and_last_updated);
     tcase_add_test(tc, test_state_apply_never_mutates_input);
