@@ -227,6 +227,8 @@ static const s_str_rule_t s_rule_what = {
     "repeats|session-info" };
 static const s_str_rule_t s_rule_idem = {
     s_idem_valid, "a string of 1..128 bytes without NUL" };
+_Static_assert(AM2Z_ERROR_MESSAGE_MAX == AM2Z_CODEC_MAX_TEXT,
+               "an error message always fits the wire");
 static const s_str_rule_t s_rule_text = {
     s_text_valid, "a string of at most " S_XSTR(AM2Z_CODEC_MAX_TEXT) " bytes without NUL" };
 static const s_str_rule_t s_rule_code = {

@@ -179,6 +179,13 @@ s_error_alloc(am2z_kind_t kind, am2z_category_t category, const char *code,
     self->severity = am2z_category_severity(category);
     self->retryable = am2z_category_retryable(category);
     self->code = strdup(code ? code : "AM2Z_ERROR");
+    size_t len = strlen(message);
+    if (len > AM2Z_ERROR_MESSAGE_MAX) {
+        size_t cut = AM2Z_ERROR_MESSAGE_MAX - 3;
+        while (cut > 0 && ((unsigned char)message[cut] & 0xc0) == 0x80)
+            cut--;                        /* not inside a UTF-8 sequence */
+        memcpy(message + cut, "...", 4);
+    }
     self->message = message;
     self->timestamp_ms = am2z_clock_wall_ms();
     if (!self->code) {

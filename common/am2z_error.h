@@ -133,6 +133,13 @@ typedef struct {
     uint64_t timestamp_ms;        /* wall clock when it was created */
 } am2z_error_t;
 
+/*  Longest message an error keeps, in bytes: what the wire carries
+    (AM2Z_CODEC_MAX_TEXT). Every constructor cuts a longer message there
+    (at a UTF-8 boundary, ending in "...") so that the error can always be
+    sent: a composite nested deep prefixes one "chain 'x' failed at step"
+    per level. */
+#define AM2Z_ERROR_MESSAGE_MAX 4096
+
 /*  Generic constructor: category defaults decide severity and retryable.
     `message` may be printf-style. Returns NULL only when out of memory.
     Caller owns the result (am2z_error_destroy). */

@@ -48,6 +48,40 @@ START_TEST(test_strerror_names_every_code)
 }
 END_TEST
 
+/*  A message longer than the wire carries is cut to AM2Z_ERROR_MESSAGE_MAX
+    bytes, ending in "..." and never inside a UTF-8 sequence, so the error
+    can always be sent (a RESULT that cannot be encoded is never sent). */
+START_TEST(test_long_messages_are_cut_to_what_the_wire_carries)
+{
+    char *big = malloc(10000);
+    ck_assert_ptr_nonnull(big);
+    memset(big, 'x', 9999);
+    big[9999] = '\0';
+    am2z_error_t *e = am2z_error_new(AM2Z_CAT_EXECUTION, "BIG", "%s", big);
+    ck_assert_ptr_nonnull(e);
+    ck_assert_uint_eq(strlen(e->message), AM2Z_ERROR_MESSAGE_MAX);
+    ck_assert_str_eq(e->message + AM2Z_ERROR_MESSAGE_MAX - 3, "...");
+    am2z_error_destroy(&e);
+    /* "é" (2 bytes) everywhere: the cut lands between two of them */
+    for (size_t i = 0; i + 1 < 9999; i += 2) {
+        big[i] = (char)0xc3;
+        big[i + 1] = (char)0xa9;
+    }
+    big[9998] = '\0';
+    e = am2z_error_new(AM2Z_CAT_EXECUTION, "BIG", "%s", big);
+    size_t n = strlen(e->message);
+    ck_assert_uint_le(n, AM2Z_ERROR_MESSAGE_MAX);
+    ck_assert_str_eq(e->message + n - 3, "...");
+    ck_assert_uint_eq((n - 3) % 2, 0);                    /* whole characters only */
+    am2z_error_destroy(&e);
+    /* a short one is kept as it is */
+    e = am2z_error_new(AM2Z_CAT_EXECUTION, "SMALL", "fine");
+    ck_assert_str_eq(e->message, "fine");
+    am2z_error_destroy(&e);
+    free(big);
+}
+END_TEST
+
 START_TEST(test_category_defaults_follow_am2z)
 {
     ck_assert(!am2z_category_retryable(AM2Z_CAT_VALIDATION));
@@ -195,6 +229,7 @@ s_suite(void)
     Suite *s = suite_create("error");
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, test_strerror_names_every_code);
+    tcase_add_test(tc, test_long_messages_are_cut_to_what_the_wire_carries);
     tcase_add_test(tc, test_category_defaults_follow_am2z);
     tcase_add_test(tc, test_names_round_trip);
     tcase_add_test(tc, test_validation_error_carries_field_value_reason);
