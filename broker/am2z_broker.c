@@ -2751,7 +2751,8 @@ s_lease(am2z_broker_t *self, worker_t *worker, session_t *session, job_t *job)
     size_t size = 0;
     if (!s_event_wanted(self, job))
         ++job->event_seq;
-    else if (s_map(&data, &size, 1, "worker", 's', worker->id) == AM2Z_OK)
+    else if (s_map(&data, &size, 2, "worker", 's', worker->id,
+                   "dispatched", 'u', (uint64_t)job->dispatched_ms) == AM2Z_OK)
         am2zb_job_event(self, job, "processor:active", data, size);
     free(data);
     char *id = strdup(job->id);

@@ -1972,9 +1972,11 @@ am2zb_flow_dispatch(am2z_broker_t *self)
         uint8_t *data = NULL;
         size_t size = 0;
         if (w) {
-            am2z_bw_map(w, 1);
+            am2z_bw_map(w, 2);
             am2z_bw_str(w, "worker");
             am2z_bw_str(w, worker->id);
+            am2z_bw_str(w, "dispatched");           /* the lease's wall clock, ms */
+            am2z_bw_uint(w, job->dispatched_ms);
             if (am2z_bw_take(w, &data, &size) == AM2Z_OK)
                 am2zb_job_event(self, job, "processor:active", data, size);
         }
