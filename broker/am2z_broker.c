@@ -2597,7 +2597,7 @@ s_on_fetch(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
                   job->status == JOB_WAITING ? "waiting" : "active") == AM2Z_OK)
             s_send_reply(self, peer, &data, size);
         free(data);
-        am2zb_job_add_fetcher(job, peer);
+        am2zb_job_add_fetcher(job, peer, true);   /* FETCH: once per connection */
         return;
     }
     am2z_record_t rec;

@@ -316,7 +316,10 @@ struct am2z_broker_t {
 /* am2z_sched.c ------------------------------------------------------------ */
 job_t *am2zb_job_new(void);
 void am2zb_job_destroy(job_t **job_p);
-void am2zb_job_add_fetcher(job_t *job, const peer_t *peer);
+/*  peer gets job's RESULT when it comes. once (FETCH): at most one RESULT
+    per connection (none extra for the submitter's); otherwise (a duplicate
+    SUBMIT) one more for this request. */
+void am2zb_job_add_fetcher(job_t *job, const peer_t *peer, bool once);
 void am2zb_lease_begin(am2z_broker_t *self, job_t *job, worker_t *worker, uint64_t now_ms);
 void am2zb_lease_end(job_t *job);
 void am2zb_job_track(am2z_broker_t *self, job_t *job);

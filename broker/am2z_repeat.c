@@ -703,7 +703,7 @@ s_answer_dup(am2z_broker_t *self, const answer_t *a)
     acc.repeat = a->repeat;
     am2zb_send_client(self, &a->peer, &acc);
     if (job)
-        am2zb_job_add_fetcher(job, &a->peer);
+        am2zb_job_add_fetcher(job, &a->peer, false);   /* a duplicate SUBMIT: its own RESULT */
     else if (r.cmd == AM2Z_CMD_RESULT)
         am2zb_send_client(self, &a->peer, &r);
     am2z_msg_clear(&r);

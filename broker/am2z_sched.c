@@ -99,8 +99,25 @@ am2zb_job_untrack(am2z_broker_t *self, job_t *job)
 }
 
 void
-am2zb_job_add_fetcher(job_t *job, const peer_t *peer)
+am2zb_job_add_fetcher(job_t *job, const peer_t *peer, bool once)
 {
+    /* once (FETCH): one RESULT per connection. The submitter gets its own,
+       and a connection that asks again (a client re-fetching while it
+       waits) is answered once, with its latest req. A duplicate SUBMIT
+       (idempotency key) is a request of its own and gets its own RESULT. */
+    if (!once)
+        goto add;
+    if (job->client.ident_size == peer->ident_size
+        && memcmp(job->client.ident, peer->ident, peer->ident_size) == 0)
+        return;
+    for (size_t i = 0; i < job->nfetchers; i++) {
+        if (job->fetchers[i].ident_size == peer->ident_size
+            && memcmp(job->fetchers[i].ident, peer->ident, peer->ident_size) == 0) {
+            job->fetchers[i] = *peer;
+            return;
+        }
+    }
+add:;
     peer_t *grown = realloc(job->fetchers, (job->nfetchers + 1) * sizeof *grown);
     if (!grown)
         return;                   /* out of memory: the fetcher can FETCH again */

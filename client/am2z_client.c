@@ -878,41 +878,71 @@ done:
     return rc;
 }
 
-/*  Waits for job_id until deadline (see am2z_client_wait). */
+/*  Asks the broker for job_id (FETCH): its RESULT when it has finished
+    (from the store), else "pending" and the broker sends the RESULT here
+    when it comes. AM2Z_OK (the entry exists, or holds the result), or the
+    refusal / transport error. */
+static int
+s_fetch(am2z_client_t *self, const char *job_id, uint64_t deadline)
+{
+    am2z_msg_t req, answer;
+    am2z_msg_init(&req, AM2Z_CMD_FETCH);
+    req.job = (char *)job_id;
+    int rc = s_request(self, &req, deadline, &answer);
+    if (rc == AM2Z_OK) {
+        if (answer.cmd == AM2Z_CMD_ERROR)
+            rc = s_refused(self, &answer, "fetch");
+        else if (answer.cmd == AM2Z_CMD_REPLY && !s_entry_get(self, job_id))
+            rc = AM2Z_ENOMEM;   /* pending: the RESULT follows */
+    }
+    am2z_msg_clear(&answer);
+    return rc;
+}
+
+/*  Waits for job_id until deadline (see am2z_client_wait).
+
+    A RESULT goes to the connection that asked for the job. If that
+    connection was replaced meanwhile (the broker restarted, or ZeroMQ
+    reconnected after the link dropped: the broker then knows this socket
+    by a new identity), it went nowhere. So a wait that has heard nothing of
+    its job for S_REFETCH_MS asks again (FETCH, which also tells the broker
+    where this socket is now), every S_REFETCH_MS after that: a finished
+    job's RESULT comes from the store, a pending one is sent here too. */
+#define S_REFETCH_MS 2000
 static int
 s_wait(am2z_client_t *self, const char *job_id, uint64_t deadline, am2z_result_t **out)
 {
     s_entry_t *e = s_entry_find(self, job_id);
     if (!e) {
         /* not ours, or its result was handed on: ask the broker's store */
-        am2z_msg_t req, answer;
-        am2z_msg_init(&req, AM2Z_CMD_FETCH);
-        req.job = (char *)job_id;
-        int rc = s_request(self, &req, deadline, &answer);
-        if (rc == AM2Z_OK) {
-            if (answer.cmd == AM2Z_CMD_ERROR)
-                rc = s_refused(self, &answer, "fetch");
-            else if (answer.cmd == AM2Z_CMD_REPLY && !s_entry_get(self, job_id))
-                rc = AM2Z_ENOMEM;   /* pending: the RESULT follows */
-        }
-        am2z_msg_clear(&answer);
+        int rc = s_fetch(self, job_id, deadline);
         if (rc != AM2Z_OK)
             return rc;
     }
+    uint64_t refetch = am2z_clock_mono_us() + S_REFETCH_MS * 1000;
     for (;;) {
         e = s_entry_find(self, job_id);
         if (e && e->result) {
             *out = s_entry_take(self, e);
             return AM2Z_OK;
         }
-        int rc = s_recv_one(self, deadline);
-        if (rc == AM2Z_ETIMEOUT) {
-            s_set_error(self, "no result for job %s within the timeout", job_id);
-            return rc;
+        int rc = s_recv_one(self, refetch < deadline ? refetch : deadline);
+        if (rc == AM2Z_ETIMEOUT && refetch < deadline) {
+            rc = s_fetch(self, job_id, deadline);
+            if (rc == AM2Z_ETIMEOUT)
+                break;
+            if (rc != AM2Z_OK)
+                return rc;
+            refetch = am2z_clock_mono_us() + S_REFETCH_MS * 1000;
+            continue;
         }
+        if (rc == AM2Z_ETIMEOUT)
+            break;
         if (rc != AM2Z_OK)
             return rc;
     }
+    s_set_error(self, "no result for job %s within the timeout", job_id);
+    return AM2Z_ETIMEOUT;
 }
 
 int

@@ -1738,6 +1738,57 @@ START_TEST(test_broker_refuses_unusable_submits_by_name)
 }
 END_TEST
 
+/*  A connection gets one RESULT per job however often it FETCHes while
+    the job runs (a waiting client asks again every few seconds): the
+    submitter's own FETCHes add nothing, another connection's count once. */
+static void
+s_fetch_pending(zsock_t *client, const char *job)
+{
+    am2z_msg_t f;
+    am2z_msg_init(&f, AM2Z_CMD_FETCH);
+    f.req = ++s_req;
+    f.job = (char *)job;
+    s_send(client, &f);
+    am2z_msg_t reply;
+    s_expect(client, AM2Z_CMD_REPLY, &reply);
+    ck_assert_uint_eq(reply.req, f.req);
+    am2z_msg_clear(&reply);
+}
+
+START_TEST(test_broker_fetching_again_yields_one_result_per_connection)
+{
+    fixture_t fx;
+    s_broker_start(&fx, true);
+    zsock_t *w = s_worker(&fx, "w1", "inc", 1);
+    zsock_t *c = s_client(&fx);
+    zsock_t *other = s_client(&fx);
+    s_wait_known(c, "inc");
+    char id[AM2Z_JOB_ID_MAX + 1];
+    s_submit_ok(c, "inc", "fetch-1", id);
+    am2z_msg_t job;
+    s_expect(w, AM2Z_CMD_JOB, &job);
+    for (int i = 0; i < 3; i++) {
+        s_fetch_pending(c, id);
+        s_fetch_pending(other, id);
+    }
+    s_done_inc(w, &job, job.attempt);
+    am2z_msg_clear(&job);
+    zsock_t *both[] = { c, other };
+    for (int k = 0; k < 2; k++) {
+        am2z_msg_t r;
+        s_expect(both[k], AM2Z_CMD_RESULT, &r);
+        ck_assert_str_eq(r.job, id);
+        ck_assert(r.success);
+        am2z_msg_clear(&r);
+        s_expect_none(both[k], AM2Z_CMD_RESULT);
+    }
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    zsock_destroy(&other);
+    s_broker_stop(&fx);
+}
+END_TEST
+
 /* ---------------------------------------------------------------------------
    Composites that lead back to themselves: refused at READY (logged with
    the cycle, as the broker reports every refused definition), and a run
@@ -2224,6 +2275,7 @@ s_suite(void)
     tcase_add_test(tc, test_broker_cap_slot_returns_on_expiry_stop_loss_and_done);
     tcase_add_test(tc, test_broker_refuses_a_rate_window_too_large_to_keep);
     tcase_add_test(tc, test_broker_refuses_unusable_submits_by_name);
+    tcase_add_test(tc, test_broker_fetching_again_yields_one_result_per_connection);
     tcase_add_test(tc, test_broker_refuses_a_chain_that_runs_itself);
     tcase_add_test(tc, test_broker_refuses_composites_that_call_each_other);
     tcase_add_test(tc, test_broker_refuses_a_route_or_batch_that_runs_itself);

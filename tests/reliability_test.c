@@ -668,6 +668,49 @@ START_TEST(test_rel_sigkill_restart_reruns_leased_job_once_with_attempt_counted)
 }
 END_TEST
 
+/*  A client that waits across a broker restart gets its result. The
+    broker that comes back (same data dir, same ports) knows the client's
+    socket by a new identity, so the RESULT of the re-run job would go
+    nowhere; the wait asks again (FETCH) when it has heard nothing for a
+    while, which tells the broker where to send it. */
+START_TEST(test_rel_client_waiting_across_a_broker_restart_gets_its_result)
+{
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_pick_ports(&env);
+    am2z_cluster_start(&env, "rel-rewait", NULL);
+    am2z_events_t *feed = NULL;
+    ck_assert_int_eq(am2z_events_subscribe(env.events, "processor:active", NULL, &feed),
+                     AM2Z_OK);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
+    s_warm_feed(c, feed);
+    am2z_state_t *st = am2z_cluster_state("rewait-1", "ms", 1500, NULL);
+    char id[AM2Z_JOB_ID_MAX + 1];
+    ck_assert_int_eq(am2z_client_submit(c, "sleep", st, "rewait-1", NULL, id), AM2Z_OK);
+    s_wait_active(feed, id);
+    uint8_t *data = NULL;                 /* answered after the lease's turn committed */
+    size_t size = 0;
+    ck_assert_int_eq(am2z_client_query(c, "job", id, &data, &size), AM2Z_OK);
+    free(data);
+    am2z_events_destroy(&feed);
+    am2z_cluster_kill_broker(&env);
+    am2z_cluster_stop_workers(&env);
+
+    am2z_cluster_start(&env, "rel-rewait", NULL);
+    am2z_result_t *r = NULL;
+    ck_assert_int_eq(am2z_client_wait(c, id, 20000, &r), AM2Z_OK);   /* the same client */
+    ck_assert_msg(r->success, "re-run failed: %s", r->error ? r->error->message : "?");
+    ck_assert_uint_eq(r->attempt, 2);
+    am2z_result_destroy(&r);
+    /* and it goes on working on its new connection */
+    ck_assert_int_eq(am2z_client_execute(c, "increment", NULL, "rewait-2", NULL, &r), AM2Z_OK);
+    ck_assert(r->success);
+    am2z_result_destroy(&r);
+    am2z_state_destroy(&st);
+    am2z_client_destroy(&c);
+    am2z_cluster_stop(&env);
+}
+END_TEST
+
 static Suite *
 s_suite(void)
 {
@@ -685,6 +728,7 @@ s_suite(void)
     tcase_add_test(tc, test_rel_bounded_queues_refuse_with_resource_error);
     tcase_add_test(tc, test_rel_sigterm_drains_running_job_and_pending_resume_after_restart);
     tcase_add_test(tc, test_rel_sigkill_restart_reruns_leased_job_once_with_attempt_counted);
+    tcase_add_test(tc, test_rel_client_waiting_across_a_broker_restart_gets_its_result);
     suite_add_tcase(s, tc);
     return s;
 }
