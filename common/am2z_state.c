@@ -666,16 +666,16 @@ s_int_read(const uint8_t *p, const s_head_t *h, bool *neg, uint64_t *u, int64_t 
     are tolerated (forward compatibility); the known ones must each appear
     once with the right type. The bytes passed am2z_msgpack_check and are a
     map. */
+/*  Finds the value of the top-level "metadata" key of the map p[0..n):
+    *at, *len its offset and size (*len 0 when there is none). AM2Z_EPROTO
+    when p is not a well-formed map or names "metadata" twice. */
 static int
-s_read_metadata(am2z_state_t *self)
+s_find_meta(const uint8_t *p, size_t n, size_t *at, size_t *len)
 {
-    const uint8_t *p = S_DATA(self);
-    size_t n = self->size;
+    *at = *len = 0;
     s_head_t h;
     if (s_head(p, n, &h) != 0 || h.type != AM2Z_VT_MAP)
         return AM2Z_EPROTO;
-    const uint8_t *meta = NULL;
-    size_t meta_n = 0;
     size_t pos = h.hdr;
     for (uint64_t i = 0; i < h.count; i++) {
         s_head_t kh;
@@ -688,24 +688,35 @@ s_read_metadata(am2z_state_t *self)
         if (vs == 0)
             return AM2Z_EPROTO;
         if (is_meta) {
-            if (meta)
+            if (*len)
                 return AM2Z_EPROTO;
-            meta = p + pos;
-            meta_n = vs;
-            self->meta_at = pos;
-            self->meta_len = vs;
+            *at = pos;
+            *len = vs;
         }
         pos += vs;
     }
+    return AM2Z_OK;
+}
+
+static int
+s_read_metadata(am2z_state_t *self)
+{
+    const uint8_t *p = S_DATA(self);
+    size_t at, meta_n;
+    if (s_find_meta(p, self->size, &at, &meta_n) != AM2Z_OK || meta_n == 0)
+        return AM2Z_EPROTO;
+    const uint8_t *meta = p + at;
+    self->meta_at = at;
+    self->meta_len = meta_n;
     s_head_t mh;
-    if (!meta || s_head(meta, meta_n, &mh) != 0 || mh.type != AM2Z_VT_MAP)
+    if (s_head(meta, meta_n, &mh) != 0 || mh.type != AM2Z_VT_MAP)
         return AM2Z_EPROTO;
 
     static const char *const names[] = { "version", "sessionId", "createdAt",
                                          "lastUpdated" };
     static const size_t lens[] = { 7, 9, 9, 11 };
     unsigned seen = 0;
-    pos = mh.hdr;
+    size_t pos = mh.hdr;
     for (uint64_t i = 0; i < mh.count; i++) {
         s_head_t kh, vh;
         size_t ks = s_skip(meta + pos, meta_n - pos);
@@ -759,52 +770,35 @@ am2z_state_peek(const uint8_t *data, size_t size, uint64_t *version)
     if (!version)
         return AM2Z_EINVAL;
     *version = 0;
-    s_head_t h;
+    size_t at, len;
     if (!data || size == 0 || am2z_msgpack_check(data, size, AM2Z_STATE_DEPTH_MAX) != AM2Z_OK
-        || s_head(data, size, &h) != 0 || h.type != AM2Z_VT_MAP)
+        || s_find_meta(data, size, &at, &len) != AM2Z_OK)
         return AM2Z_EPROTO;
-    size_t pos = h.hdr;
-    for (uint64_t i = 0; i < h.count; i++) {
-        s_head_t kh;
-        size_t ks = s_skip(data + pos, size - pos);
-        if (ks == 0 || s_head(data + pos, size - pos, &kh) != 0)
+    const uint8_t *meta = data + at;
+    s_head_t mh;
+    if (len == 0 || s_head(meta, len, &mh) != 0 || mh.type != AM2Z_VT_MAP)
+        return AM2Z_OK;               /* no metadata map: no version to read */
+    size_t pos = mh.hdr;
+    for (uint64_t j = 0; j < mh.count; j++) {
+        s_head_t kh, vh;
+        size_t ks = s_skip(meta + pos, len - pos);
+        if (ks == 0 || s_head(meta + pos, len - pos, &kh) != 0)
             return AM2Z_EPROTO;
-        bool is_meta = s_key_is(data + pos, &kh, S_METADATA, S_METADATA_LEN);
+        bool is_version = s_key_is(meta + pos, &kh, "version", 7);
         pos += ks;
-        size_t vs = s_skip(data + pos, size - pos);
-        if (vs == 0)
+        size_t vs = s_skip(meta + pos, len - pos);
+        if (vs == 0 || s_head(meta + pos, len - pos, &vh) != 0)
             return AM2Z_EPROTO;
-        if (!is_meta) {
-            pos += vs;
-            continue;
+        if (is_version && vh.type == AM2Z_VT_INT) {
+            bool neg;
+            uint64_t u;
+            int64_t iv;
+            s_int_read(meta + pos, &vh, &neg, &u, &iv);
+            if (!neg)
+                *version = u;
+            return AM2Z_OK;
         }
-        const uint8_t *meta = data + pos;
-        s_head_t mh;
-        if (s_head(meta, vs, &mh) != 0 || mh.type != AM2Z_VT_MAP)
-            return AM2Z_OK;           /* no metadata map: no version to read */
-        size_t mpos = mh.hdr;
-        for (uint64_t j = 0; j < mh.count; j++) {
-            s_head_t mk, mv;
-            size_t mks = s_skip(meta + mpos, vs - mpos);
-            if (mks == 0 || s_head(meta + mpos, vs - mpos, &mk) != 0)
-                return AM2Z_EPROTO;
-            bool is_version = s_key_is(meta + mpos, &mk, "version", 7);
-            mpos += mks;
-            size_t mvs = s_skip(meta + mpos, vs - mpos);
-            if (mvs == 0 || s_head(meta + mpos, vs - mpos, &mv) != 0)
-                return AM2Z_EPROTO;
-            if (is_version && mv.type == AM2Z_VT_INT) {
-                bool neg;
-                uint64_t u;
-                int64_t iv;
-                s_int_read(meta + mpos, &mv, &neg, &u, &iv);
-                if (!neg)
-                    *version = u;
-                return AM2Z_OK;
-            }
-            mpos += mvs;
-        }
-        return AM2Z_OK;
+        pos += vs;
     }
     return AM2Z_OK;
 }

@@ -110,8 +110,8 @@ int am2z_state_decode(const uint8_t *data, size_t size, am2z_state_t **out);
     building one: data is one msgpack map nested at most
     AM2Z_STATE_DEPTH_MAX deep. *version is its metadata.version when the
     map has a "metadata" map with an unsigned integer "version", else 0.
-    Allocates nothing. Returns AM2Z_OK or AM2Z_EPROTO (not one map, or
-    nested too deep); AM2Z_EINVAL for NULL version. */
+    Allocates nothing. Returns AM2Z_OK or AM2Z_EPROTO (not one map, nested
+    too deep, or "metadata" twice); AM2Z_EINVAL for NULL version. */
 int am2z_state_peek(const uint8_t *data, size_t size, uint64_t *version);
 
 /*  Same state with metadata replaced: version, sessionId and timestamps set

@@ -125,21 +125,12 @@ am2z_cluster_start_worker(am2z_cluster_t *cl, const char *const *extra)
     return w;
 }
 
-/*  The deadline of a wait of timeout_ms from now, on the monotonic clock:
-    the loops below bound their time by it, not by a count of passes (one
-    pass can block for a whole client or CLI timeout). */
-static uint64_t
-s_deadline(uint64_t timeout_ms)
-{
-    return am2z_clock_mono_us() + timeout_ms * 1000;
-}
-
 void
 am2z_cluster_wait_workers(const am2z_cluster_t *cl, uint64_t n)
 {
     am2z_client_t *c = am2z_cluster_client(cl, 2000);
     am2z_stats_t st = { 0 };
-    uint64_t deadline = s_deadline(10000);
+    uint64_t deadline = am2z_test_deadline(10000);
     while (true) {
         if (am2z_client_get_stats(c, &st) == AM2Z_OK && st.workers >= n)
             break;
@@ -157,7 +148,7 @@ am2z_cluster_wait_processor(const am2z_cluster_t *cl, const char *name)
 {
     am2z_client_t *c = am2z_cluster_client(cl, 2000);
     bool yes = false;
-    uint64_t deadline = s_deadline(5000);
+    uint64_t deadline = am2z_test_deadline(5000);
     while (true) {
         if (am2z_client_is_processor_registered(c, name, &yes) != AM2Z_OK)
             yes = false;
@@ -231,7 +222,7 @@ am2z_cluster_wait_workers_cli(const am2z_cluster_t *cl, uint64_t n)
     const char *const stats[] = { "stats", "--timeout", "2000", NULL };
     char out[4096];
     unsigned long long workers = 0;
-    uint64_t deadline = s_deadline(10000);
+    uint64_t deadline = am2z_test_deadline(10000);
     while (true) {
         const char *at = NULL;
         if (am2z_cluster_cli(cl, stats, out, sizeof out) == 0

@@ -1,6 +1,8 @@
 /*  am2z_testutil.c — see am2z_testutil.h. */
 #include "am2z_testutil.h"
 
+#include "am2z_clock.h"
+
 #include <errno.h>
 #include <ftw.h>
 #include <stdio.h>
@@ -108,4 +110,28 @@ am2z_test_case_selected(const char *tcase, const char *tag)
     if (include && *include && !s_has_word(include, tag))
         return false;
     return !(exclude && s_has_word(exclude, tag));
+}
+
+uint64_t
+am2z_test_deadline(uint64_t timeout_ms)
+{
+    return am2z_clock_mono_us() + timeout_ms * 1000;
+}
+
+bool
+am2z_test_before(uint64_t deadline)
+{
+    return am2z_clock_mono_us() < deadline;
+}
+
+size_t
+am2z_test_nested_maps(uint8_t *out, size_t levels)
+{
+    for (size_t i = 0; i < levels; i++) {
+        out[3 * i] = 0x81;                /* fixmap of 1 */
+        out[3 * i + 1] = 0xa1;            /* fixstr "a" */
+        out[3 * i + 2] = 'a';
+    }
+    out[3 * levels] = 0x01;
+    return 3 * levels + 1;
 }

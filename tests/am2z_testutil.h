@@ -24,6 +24,18 @@ int am2z_test_run(Suite *suite);
     skip was asked for (tests/CMakeLists.txt, SKIP_RETURN_CODE). */
 bool am2z_test_case_selected(const char *tcase, const char *tag);
 
+/*  The deadline of a wait of timeout_ms from now on the monotonic clock
+    (µs), and whether it is still ahead: a wait loop bounds its time by
+    one, not by a count of passes (one pass can block for a whole client
+    or CLI timeout). */
+/*  Writes `levels` nested one-key maps {"a": {"a": ... 1}} (3 * levels + 1
+    bytes) into out and returns the size: msgpack nested exactly that
+    deep. */
+size_t am2z_test_nested_maps(uint8_t *out, size_t levels);
+
+uint64_t am2z_test_deadline(uint64_t timeout_ms);
+bool am2z_test_before(uint64_t deadline);
+
 /*  The permissions ("r--s", "rw-s", ...) of the mapping of dir/data.mdb in
     process pid (0 = this one): where LMDB keeps its map read-only and where
     it writes pages in place (MDB_WRITEMAP). Fails the test if there is no

@@ -1658,12 +1658,7 @@ START_TEST(test_broker_refuses_unusable_submits_by_name)
 
     /* 33 nested maps (the state's top map counts): refused; 32: runs */
     uint8_t deep[33 * 3 + 1];
-    for (int i = 0; i < 33; i++) {
-        deep[3 * i] = 0x81;
-        deep[3 * i + 1] = 0xa1;
-        deep[3 * i + 2] = 'a';
-    }
-    deep[99] = 0x01;
+    am2z_test_nested_maps(deep, 33);
     s_submit_state(c, 901, "deep-33", deep, sizeof deep);
     s_expect_refusal(c, 901, AM2Z_KIND_VALIDATION, "state nests deeper than 32 levels");
     s_submit_state(c, 902, "deep-32", deep + 3, sizeof deep - 3);

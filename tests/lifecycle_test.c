@@ -76,29 +76,14 @@ s_fetch(const am2z_cluster_t *env, const char *job)
     return rc;
 }
 
-/*  A monotonic-clock deadline timeout_ms from now, and whether it is
-    still ahead: polls are bounded by one, however long each of their
-    client calls blocks. */
-static uint64_t
-s_deadline(uint64_t timeout_ms)
-{
-    return am2z_clock_mono_us() + timeout_ms * 1000;
-}
-
-static bool
-s_before(uint64_t deadline)
-{
-    return am2z_clock_mono_us() < deadline;
-}
-
 /*  Polls session-info until queued/running match (bounded). */
 static void
 s_wait_counts(am2z_client_t *c, const char *session, uint64_t queued, uint64_t running)
 {
     am2z_session_info_t si;
     memset(&si, 0, sizeof si);
-    uint64_t deadline = s_deadline(10000);
-    while (s_before(deadline)) {
+    uint64_t deadline = am2z_test_deadline(10000);
+    while (am2z_test_before(deadline)) {
         if (am2z_client_session_info(c, session, &si) == AM2Z_OK && si.queued == queued
             && si.running == running)
             return;
@@ -434,8 +419,8 @@ START_TEST(test_idle_sessions_expire_after_ttl)
     ck_assert_int_eq(am2z_events_subscribe(env.events, "", NULL, &feed), AM2Z_OK);
     s_feed_t f = { .session = "ttl-1" };
     /* PUB/SUB joins asynchronously: run jobs until the feed shows one */
-    uint64_t deadline = s_deadline(10000);
-    while (!f.any && s_before(deadline)) {
+    uint64_t deadline = am2z_test_deadline(10000);
+    while (!f.any && am2z_test_before(deadline)) {
         s_increment(c, "ttl-warm", NULL, NULL);
         am2z_events_next(feed, 50, s_on_event, &f);
     }
@@ -452,8 +437,8 @@ START_TEST(test_idle_sessions_expire_after_ttl)
     am2z_result_destroy(&r);
     am2z_state_destroy(&st);
     /* then, idle, it does: session:cleanup with reason "expired" */
-    deadline = s_deadline(20000);
-    while (!f.cleaned && s_before(deadline))
+    deadline = am2z_test_deadline(20000);
+    while (!f.cleaned && am2z_test_before(deadline))
         am2z_events_next(feed, 50, s_on_event, &f);
     ck_assert_msg(f.cleaned, "no session:cleanup for ttl-1");
     ck_assert_str_eq(f.reason, "expired");
@@ -475,8 +460,8 @@ START_TEST(test_idle_sessions_expire_after_ttl)
     c = am2z_cluster_client(&env, 15000);
     am2z_session_info_t si;
     int rc = AM2Z_OK;
-    deadline = s_deadline(15000);
-    while (rc == AM2Z_OK && s_before(deadline)) {
+    deadline = am2z_test_deadline(15000);
+    while (rc == AM2Z_OK && am2z_test_before(deadline)) {
         rc = am2z_client_session_info(c, "ttl-2", &si);
         if (rc == AM2Z_OK)
             usleep(10 * 1000);
@@ -548,8 +533,8 @@ START_TEST(test_retention_by_age)
     char job[AM2Z_JOB_ID_MAX + 1];
     s_increment(c, "age-1", job, NULL);
     int rc = AM2Z_OK;
-    uint64_t deadline = s_deadline(15000);
-    while (rc == AM2Z_OK && s_before(deadline)) {
+    uint64_t deadline = am2z_test_deadline(15000);
+    while (rc == AM2Z_OK && am2z_test_before(deadline)) {
         rc = s_fetch(&env, job);
         if (rc == AM2Z_OK)
             usleep(10 * 1000);

@@ -550,6 +550,28 @@ s_warm_feed(am2z_client_t *c, am2z_events_t *feed)
     ck_abort_msg("the event feed never delivered");
 }
 
+/*  Submits `sleep` for ms in session and returns (its id in id) once the
+    job is leased and the broker has committed the lease's attempt (a
+    QUERY is answered after that turn). */
+static void
+s_leased_sleep(const am2z_cluster_t *env, am2z_client_t *c, const char *session, int64_t ms,
+               char *id)
+{
+    am2z_events_t *feed = NULL;
+    ck_assert_int_eq(am2z_events_subscribe(env->events, "processor:active", NULL, &feed),
+                     AM2Z_OK);
+    s_warm_feed(c, feed);
+    am2z_state_t *st = am2z_cluster_state(session, "ms", ms, NULL);
+    ck_assert_int_eq(am2z_client_submit(c, "sleep", st, session, NULL, id), AM2Z_OK);
+    s_wait_active(feed, id);
+    uint8_t *data = NULL;
+    size_t size = 0;
+    ck_assert_int_eq(am2z_client_query(c, "job", id, &data, &size), AM2Z_OK);
+    free(data);
+    am2z_state_destroy(&st);
+    am2z_events_destroy(&feed);
+}
+
 START_TEST(test_rel_sigterm_drains_running_job_and_pending_resume_after_restart)
 {
     am2z_cluster_t env = { 0 };
@@ -621,9 +643,6 @@ START_TEST(test_rel_sigkill_restart_reruns_leased_job_once_with_attempt_counted)
 {
     am2z_cluster_t env = { 0 };
     am2z_cluster_start(&env, "rel-kill", NULL);
-    am2z_events_t *feed = NULL;
-    ck_assert_int_eq(am2z_events_subscribe(env.events, "processor:active", NULL, &feed),
-                     AM2Z_OK);
     am2z_client_t *c = am2z_cluster_client(&env, 15000);
     /* a finished job: never re-run */
     am2z_result_t *r = NULL;
@@ -633,18 +652,9 @@ START_TEST(test_rel_sigkill_restart_reruns_leased_job_once_with_attempt_counted)
     snprintf(done_id, sizeof done_id, "%s", r->job_id);
     am2z_result_destroy(&r);
     /* a leased job, killed mid-run */
-    am2z_state_t *st = am2z_cluster_state("kill-1", "ms", 1500, NULL);
     char id[AM2Z_JOB_ID_MAX + 1];
-    s_warm_feed(c, feed);
-    ck_assert_int_eq(am2z_client_submit(c, "sleep", st, "kill-1", NULL, id), AM2Z_OK);
-    s_wait_active(feed, id);
-    /* a QUERY is answered after the turn that stored the lease's attempt */
-    uint8_t *data = NULL;
-    size_t size = 0;
-    ck_assert_int_eq(am2z_client_query(c, "job", id, &data, &size), AM2Z_OK);
-    free(data);
+    s_leased_sleep(&env, c, "kill-1", 1500, id);
     am2z_client_destroy(&c);
-    am2z_events_destroy(&feed);
     am2z_cluster_kill_broker(&env);
     am2z_cluster_stop_workers(&env);
 
@@ -662,7 +672,6 @@ START_TEST(test_rel_sigkill_restart_reruns_leased_job_once_with_attempt_counted)
     ck_assert(r->success);
     ck_assert_uint_eq(r->attempt, 1);
     am2z_result_destroy(&r);
-    am2z_state_destroy(&st);
     am2z_client_destroy(&c);
     am2z_cluster_stop(&env);
 }
@@ -678,20 +687,9 @@ START_TEST(test_rel_client_waiting_across_a_broker_restart_gets_its_result)
     am2z_cluster_t env = { 0 };
     am2z_cluster_pick_ports(&env);
     am2z_cluster_start(&env, "rel-rewait", NULL);
-    am2z_events_t *feed = NULL;
-    ck_assert_int_eq(am2z_events_subscribe(env.events, "processor:active", NULL, &feed),
-                     AM2Z_OK);
     am2z_client_t *c = am2z_cluster_client(&env, 15000);
-    s_warm_feed(c, feed);
-    am2z_state_t *st = am2z_cluster_state("rewait-1", "ms", 1500, NULL);
     char id[AM2Z_JOB_ID_MAX + 1];
-    ck_assert_int_eq(am2z_client_submit(c, "sleep", st, "rewait-1", NULL, id), AM2Z_OK);
-    s_wait_active(feed, id);
-    uint8_t *data = NULL;                 /* answered after the lease's turn committed */
-    size_t size = 0;
-    ck_assert_int_eq(am2z_client_query(c, "job", id, &data, &size), AM2Z_OK);
-    free(data);
-    am2z_events_destroy(&feed);
+    s_leased_sleep(&env, c, "rewait-1", 1500, id);
     am2z_cluster_kill_broker(&env);
     am2z_cluster_stop_workers(&env);
 
@@ -705,7 +703,6 @@ START_TEST(test_rel_client_waiting_across_a_broker_restart_gets_its_result)
     ck_assert_int_eq(am2z_client_execute(c, "increment", NULL, "rewait-2", NULL, &r), AM2Z_OK);
     ck_assert(r->success);
     am2z_result_destroy(&r);
-    am2z_state_destroy(&st);
     am2z_client_destroy(&c);
     am2z_cluster_stop(&env);
 }

@@ -42,28 +42,13 @@ s_count(am2z_client_t *c, const char *session, uint64_t *version)
     return n;
 }
 
-/*  A monotonic-clock deadline timeout_ms from now, and whether it is
-    still ahead: every poll below is bounded by one, however long each of
-    its client calls blocks. */
-static uint64_t
-s_deadline(uint64_t timeout_ms)
-{
-    return am2z_clock_mono_us() + timeout_ms * 1000;
-}
-
-static bool
-s_before(uint64_t deadline)
-{
-    return am2z_clock_mono_us() < deadline;
-}
-
 /*  Polls until the session's count reaches want (bounded); returns it. */
 static int64_t
 s_wait_count(am2z_client_t *c, const char *session, int64_t want, uint64_t timeout_ms)
 {
-    uint64_t deadline = s_deadline(timeout_ms);
+    uint64_t deadline = am2z_test_deadline(timeout_ms);
     int64_t n = s_count(c, session, NULL);
-    while (n < want && s_before(deadline)) {
+    while (n < want && am2z_test_before(deadline)) {
         usleep(20 * 1000);
         n = s_count(c, session, NULL);
     }
@@ -89,15 +74,15 @@ s_repeats(am2z_client_t *c, const char *session, uint64_t *runs)
 static void
 s_wait_schedules_done(am2z_client_t *c, const char *session, uint64_t timeout_ms)
 {
-    uint64_t deadline = s_deadline(timeout_ms);
-    while (s_repeats(c, session, NULL) > 0 && s_before(deadline))
+    uint64_t deadline = am2z_test_deadline(timeout_ms);
+    while (s_repeats(c, session, NULL) > 0 && am2z_test_before(deadline))
         usleep(20 * 1000);
     ck_assert_uint_eq(s_repeats(c, session, NULL), 0);
     am2z_session_info_t si;
     memset(&si, 0, sizeof si);
     for (;;) {
         ck_assert_int_eq(am2z_client_session_info(c, session, &si), AM2Z_OK);
-        if ((si.queued == 0 && si.running == 0) || !s_before(deadline))
+        if ((si.queued == 0 && si.running == 0) || !am2z_test_before(deadline))
             break;
         usleep(20 * 1000);
     }
@@ -307,10 +292,10 @@ START_TEST(test_idem_key_past_its_window_starts_a_new_job)
     am2z_result_destroy(&r);
     /* until the window passes the key names the first job; then a new one */
     char id[AM2Z_JOB_ID_MAX + 1] = "";
-    uint64_t deadline = s_deadline(10000);
+    uint64_t deadline = am2z_test_deadline(10000);
     for (;;) {
         ck_assert_int_eq(am2z_client_submit(c, "increment", NULL, "win-1", &opts, id), AM2Z_OK);
-        if (strcmp(id, first) != 0 || !s_before(deadline))
+        if (strcmp(id, first) != 0 || !am2z_test_before(deadline))
             break;
         usleep(20 * 1000);
     }
@@ -364,7 +349,7 @@ s_job_status(am2z_client_t *c, const char *id)
 static void
 s_wait_held_at_gate(am2z_client_t *c, const char *id)
 {
-    uint64_t deadline = s_deadline(15000);
+    uint64_t deadline = am2z_test_deadline(15000);
     int64_t seen = -1;
     char status[32] = "";
     for (;;) {
@@ -373,7 +358,7 @@ s_wait_held_at_gate(am2z_client_t *c, const char *id)
         seen = p ? json_integer_value(p) : -1;
         snprintf(status, sizeof status, "%s", json_string_value(json_object_get(j, "status")));
         json_decref(j);
-        if ((seen == 50 && strcmp(status, "active") == 0) || !s_before(deadline))
+        if ((seen == 50 && strcmp(status, "active") == 0) || !am2z_test_before(deadline))
             break;
         usleep(10 * 1000);
     }
@@ -466,8 +451,8 @@ START_TEST(test_idem_expired_keys_are_swept)
        then the sweep deletes both */
     uint64_t n = s_idem_entries(env.dir);
     ck_assert_msg(n == 6, "%" PRIu64 " entries for 3 keys, expected 6", n);
-    uint64_t deadline = s_deadline(30000);
-    while (n > 0 && s_before(deadline)) {
+    uint64_t deadline = am2z_test_deadline(30000);
+    while (n > 0 && am2z_test_before(deadline)) {
         usleep(10 * 1000);
         n = s_idem_entries(env.dir);
     }
@@ -694,8 +679,8 @@ START_TEST(test_progress_events_in_order_and_in_job_status)
     int64_t seen = -1;
     const char *status = "";
     json_t *j = NULL;
-    uint64_t deadline = s_deadline(15000);
-    while (seen != 50 && s_before(deadline)) {
+    uint64_t deadline = am2z_test_deadline(15000);
+    while (seen != 50 && am2z_test_before(deadline)) {
         json_decref(j);
         j = s_job_status(q, id);
         json_t *p = json_object_get(j, "progress");

@@ -164,12 +164,7 @@ START_TEST(test_state_peek_reads_version_and_bounds_depth)
 
     /* 32 nested maps pass, 33 do not; not a map, truncated: refused */
     uint8_t deep[33 * 3 + 1];
-    for (int i = 0; i < 33; i++) {
-        deep[3 * i] = 0x81;
-        deep[3 * i + 1] = 0xa1;
-        deep[3 * i + 2] = 'a';
-    }
-    deep[99] = 0x01;
+    am2z_test_nested_maps(deep, 33);
     ck_assert_int_eq(am2z_state_peek(deep + 3, sizeof deep - 3, &v), AM2Z_OK);
     ck_assert_int_eq(am2z_state_peek(deep, sizeof deep, &v), AM2Z_EPROTO);
     ck_assert_int_eq(s_decode_rc(deep, sizeof deep), AM2Z_EPROTO);   /* as a decode would */
