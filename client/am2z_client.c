@@ -928,12 +928,16 @@ s_wait(am2z_client_t *self, const char *job_id, uint64_t deadline, am2z_result_t
         }
         int rc = s_recv_one(self, refetch < deadline ? refetch : deadline);
         if (rc == AM2Z_ETIMEOUT && refetch < deadline) {
-            rc = s_fetch(self, job_id, deadline);
-            if (rc == AM2Z_ETIMEOUT)
-                break;
-            if (rc != AM2Z_OK)
+            /* the FETCH itself may go into a connection that is gone (the
+               broker is still restarting): give it one interval, then ask
+               again, until the caller's deadline */
+            uint64_t now = am2z_clock_mono_us();
+            uint64_t until = now + S_REFETCH_MS * 1000;
+            rc = s_fetch(self, job_id, until < deadline ? until : deadline);
+            if (rc != AM2Z_OK && rc != AM2Z_ETIMEOUT)
                 return rc;
-            refetch = am2z_clock_mono_us() + S_REFETCH_MS * 1000;
+            refetch = rc == AM2Z_ETIMEOUT ? am2z_clock_mono_us()
+                                           : am2z_clock_mono_us() + S_REFETCH_MS * 1000;
             continue;
         }
         if (rc == AM2Z_ETIMEOUT)
