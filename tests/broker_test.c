@@ -1208,6 +1208,27 @@ START_TEST(test_broker_fetch_returns_stored_result)
 }
 END_TEST
 
+/*  Stops the broker once a turn after what c sent has run (its queue is
+    on disk), closes w and c, starts it again on the same data and returns
+    a new client, having checked that `waiting` jobs were reloaded. */
+static zsock_t *
+s_restart_expecting_waiting(fixture_t *fx, zsock_t **w, zsock_t **c, uint64_t waiting)
+{
+    size_t size = 0;
+    free(s_query(*c, "stats", NULL, NULL, &size));   /* a later turn has run */
+    zsock_destroy(w);
+    zsock_destroy(c);
+    s_broker_stop(fx);
+    s_broker_start(fx, false);
+    zsock_t *client = s_client(fx);
+    uint8_t *data = s_query(client, "stats", NULL, NULL, &size);
+    uint64_t v = 0;
+    ck_assert(s_map_uint(data, size, "waiting", NULL, &v));
+    ck_assert_uint_eq(v, waiting);
+    free(data);
+    return client;
+}
+
 START_TEST(test_broker_restart_reloads_pending_jobs)
 {
     fixture_t fx;
@@ -1222,19 +1243,7 @@ START_TEST(test_broker_restart_reloads_pending_jobs)
     s_expect(w, AM2Z_CMD_JOB, &j);            /* A leased, B waits */
     ck_assert_str_eq(j.job, a);
     am2z_msg_clear(&j);
-    size_t size = 0;
-    free(s_query(c, "stats", NULL, NULL, &size));   /* a later turn has run */
-    zsock_destroy(&w);
-    zsock_destroy(&c);
-    s_broker_stop(&fx);
-
-    s_broker_start(&fx, false);
-    c = s_client(&fx);
-    uint8_t *data = s_query(c, "stats", NULL, NULL, &size);
-    uint64_t v = 0;
-    ck_assert(s_map_uint(data, size, "waiting", NULL, &v));
-    ck_assert_uint_eq(v, 2);
-    free(data);
+    c = s_restart_expecting_waiting(&fx, &w, &c, 2);
     w = s_worker(&fx, "w2", "inc", 2);
     am2z_msg_t ja, jb, r;
     s_expect(w, AM2Z_CMD_JOB, &ja);
@@ -2160,20 +2169,9 @@ START_TEST(test_broker_restarts_on_a_stored_cycle_and_fails_its_job)
     ck_assert_str_eq(j.job, first);
     am2z_msg_clear(&j);
     s_submit_ok(c, "loop1", "L", looped);
-    size_t size = 0;
-    free(s_query(c, "stats", NULL, NULL, &size));   /* a later turn has run */
-    zsock_destroy(&w);
-    zsock_destroy(&c);
-    s_broker_stop(&fx);
 
     /* restart: it serves, and the stored job fails with the cycle */
-    s_broker_start(&fx, false);
-    c = s_client(&fx);
-    uint8_t *data = s_query(c, "stats", NULL, NULL, &size);
-    uint64_t waiting = 0;
-    ck_assert(s_map_uint(data, size, "waiting", NULL, &waiting));
-    ck_assert_uint_eq(waiting, 2);
-    free(data);
+    c = s_restart_expecting_waiting(&fx, &w, &c, 2);
     w = s_worker(&fx, "w2", "inc", 1);
     s_serve_inc(w, NULL);                     /* the lease lost in the restart */
     am2z_msg_t r;
