@@ -1,12 +1,13 @@
-/*  am2z_ctx.c — the processor context and the actor thread that runs
-    processors (see am2z_worker_priv.h for the actor protocol).
+/*  am2z_ctx.c — the processor context, and running one job on an actor
+    thread (am2z_pool.c runs the threads; am2z_worker_priv.h has the
+    protocol between them and the main thread).
 
-    One actor runs one job at a time: it decodes the input state, builds a
+    An actor runs one job at a time: it decodes the input state, builds a
     ctx on its stack, calls the processor, applies the recorded changes and
     encodes the whole DONE body, so the worker's main thread only forwards
-    bytes. Events are encoded here too and sent over the actor's DEALER as
-    they are emitted; one socket keeps order, so a job's events reach the
-    broker before its DONE. Bodies are handed to ZeroMQ without a copy.
+    bytes. Events are encoded here too and queued for the main thread as
+    they are emitted; the queue keeps order, so a job's events reach the
+    broker before its DONE.
 */
 #include "am2z_worker_priv.h"
 
@@ -17,7 +18,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zmq.h>
 
 
 /* ---------------------------------------------------------------------------
@@ -108,85 +108,11 @@ am2z_ctx_log(const am2z_ctx_t *ctx)
    Events
    ------------------------------------------------------------------------ */
 
-/*  The worker's host: the actor's DEALER to the main thread's ROUTER, and
-    whether $TERM came while a nested call was waiting (the actor then ends
-    after the job). */
+/*  The worker's host: the actor thread, which sends to the main thread
+    through the pool's mailbox. */
 typedef struct {
-    void *sock;                   /* owned by the actor thread */
-    bool term;
+    am2zw_thread_t *t;
 } s_pipe_host_t;
-
-static void
-s_free_body(void *data, void *hint)
-{
-    (void)hint;
-    free(data);
-}
-
-/*  Sends [cmd, body] to the main thread. Takes *body_p (NULL = an empty
-    body); the bytes travel without a copy. Blocks while the main thread's
-    queue is full (its high-water mark). */
-static int
-s_pipe_send(s_pipe_host_t *h, const char *cmd, uint8_t **body_p, size_t size)
-{
-    uint8_t *body = *body_p;
-    *body_p = NULL;
-    zmq_msg_t m;
-    if ((body ? zmq_msg_init_data(&m, body, size, s_free_body, NULL)
-              : zmq_msg_init(&m)) != 0) {
-        free(body);
-        return AM2Z_ENOMEM;
-    }
-    int rc;
-    while ((rc = zmq_send(h->sock, cmd, strlen(cmd), ZMQ_SNDMORE)) == -1 && errno == EINTR)
-        ;
-    if (rc != -1)
-        while ((rc = zmq_msg_send(&m, h->sock, 0)) == -1 && errno == EINTR)
-            ;
-    zmq_msg_close(&m);
-    return rc == -1 ? AM2Z_ENETWORK : AM2Z_OK;
-}
-
-int
-am2zw_recv(void *sock, zmq_msg_t *parts, int max, int flags)
-{
-    int n = 0;
-    while (true) {
-        zmq_msg_t spare;
-        zmq_msg_t *m = n < max ? &parts[n] : &spare;
-        zmq_msg_init(m);
-        if (zmq_msg_recv(m, sock, n == 0 ? flags : 0) == -1) {
-            zmq_msg_close(m);
-            if (n == 0)
-                return -1;
-            if (errno == EINTR)
-                continue;
-            break;                        /* cannot happen: parts arrive together */
-        }
-        bool more = zmq_msg_more(m);
-        if (m == &spare)
-            zmq_msg_close(m);
-        n++;
-        if (!more)
-            break;
-    }
-    return n;
-}
-
-void
-am2zw_close(zmq_msg_t *parts, int n, int max)
-{
-    for (int i = 0; i < n && i < max; i++)
-        zmq_msg_close(&parts[i]);
-}
-
-/*  True when part m holds exactly the string s. */
-static bool
-s_is(zmq_msg_t *m, const char *s)
-{
-    size_t len = strlen(s);
-    return zmq_msg_size(m) == len && memcmp(zmq_msg_data(m), s, len) == 0;
-}
 
 static int
 s_emit(am2z_ctx_t *ctx, const char *event, const uint8_t *data, size_t size)
@@ -228,7 +154,8 @@ s_pipe_emit(void *host, const am2z_ctx_t *ctx, const char *event,
                  AM2Z_KS("error", am2z_strerror(rc)));
         return rc;
     }
-    return s_pipe_send(host, "EVENT", &body, body_size);
+    s_pipe_host_t *h = host;
+    return am2zw_pool_send(h->t, AM2ZW_EVENT, &body, body_size);
 }
 
 /*  A failed call result (the call never got an answer). */
@@ -269,65 +196,50 @@ s_pipe_call(void *host, am2z_ctx_t *ctx, const char *name, const am2z_state_t *s
     size_t size = 0;
     int rc = am2z_msg_encode(&call, &body, &size);   /* borrowed: never cleared */
     if (rc == AM2Z_OK)
-        rc = s_pipe_send(h, "CALL", &body, size);
+        rc = am2zw_pool_send(h->t, AM2ZW_CALL, &body, size);
     free(body);
     if (rc != AM2Z_OK)
         return rc == AM2Z_ENOMEM ? rc : AM2Z_ESTATE;
-    while (true) {
-        if (h->term || (ctx->cancel && atomic_load(ctx->cancel))) {
-            am2z_error_t *e = am2z_error_new(AM2Z_CAT_EXECUTION, "CANCELLED",
-                                             "call of %s cancelled", name);
-            *out = s_call_failed(ctx, name, e);
-            return *out ? AM2Z_OK : AM2Z_ENOMEM;
-        }
-        zmq_pollitem_t item = { h->sock, 0, ZMQ_POLLIN, 0 };
-        if (zmq_poll(&item, 1, 50) <= 0 || !(item.revents & ZMQ_POLLIN))
-            continue;
-        zmq_msg_t parts[2];
-        int n = am2zw_recv(h->sock, parts, 2, ZMQ_DONTWAIT);
-        if (n < 0)
-            continue;
-        bool result = n == 2 && s_is(&parts[0], "RESULT");
-        if (s_is(&parts[0], "$TERM"))
-            h->term = true;
-        am2z_msg_t r;
-        am2z_msg_init(&r, AM2Z_CMD_INVALID);
-        int drc = result ? am2z_msg_decode(AM2Z_CMD_RESULT, zmq_msg_data(&parts[1]),
-                                           zmq_msg_size(&parts[1]),
-                                           zmq_msg_size(&parts[1]) + 1, &r, NULL, 0)
-                         : AM2Z_EPROTO;
-        am2zw_close(parts, n, 2);
-        if (!result)
-            continue;
-        if (drc != AM2Z_OK) {
-            am2z_error_t *e = am2z_error_new(AM2Z_CAT_PROTOCOL, "PROTOCOL_ERROR",
-                                             "call of %s: unreadable RESULT", name);
-            *out = s_call_failed(ctx, name, e);
-            return *out ? AM2Z_OK : AM2Z_ENOMEM;
-        }
-        am2z_result_t *res = am2z_result_new();
-        if (!res) {
-            am2z_msg_clear(&r);
-            return AM2Z_ENOMEM;
-        }
-        snprintf(res->job_id, sizeof res->job_id, "%s", r.job ? r.job : "");
-        snprintf(res->processor, sizeof res->processor, "%s", name);
-        snprintf(res->session_id, sizeof res->session_id, "%s", ctx->session);
-        res->attempt = r.attempt;
-        res->exec_us = r.exec_us;
-        res->started_at_ms = r.started_at_ms;
-        res->success = r.success && r.state
-                       && am2z_state_decode(r.state, r.state_size, &res->state) == AM2Z_OK;
-        if (!res->success) {
-            res->error = r.error ? r.error
-                                 : am2z_error_new(AM2Z_CAT_PROTOCOL, "PROTOCOL_ERROR",
-                                                  "call of %s: RESULT without a state", name);
-            r.error = NULL;
-        }
-        am2z_msg_clear(&r);
-        *out = res;
-        return AM2Z_OK;
+    uint8_t *rbody = NULL;
+    size_t rsize = 0;
+    if (am2zw_pool_wait_result(h->t, ctx->cancel, &rbody, &rsize) != AM2Z_OK) {
+        am2z_error_t *e = am2z_error_new(AM2Z_CAT_EXECUTION, "CANCELLED",
+                                         "call of %s cancelled", name);
+        *out = s_call_failed(ctx, name, e);
+        return *out ? AM2Z_OK : AM2Z_ENOMEM;
     }
+    am2z_msg_t r;
+    am2z_msg_init(&r, AM2Z_CMD_INVALID);
+    int drc = am2z_msg_decode(AM2Z_CMD_RESULT, rbody, rsize, rsize + 1, &r, NULL, 0);
+    free(rbody);
+    if (drc != AM2Z_OK) {
+        am2z_error_t *e = am2z_error_new(AM2Z_CAT_PROTOCOL, "PROTOCOL_ERROR",
+                                         "call of %s: unreadable RESULT", name);
+        *out = s_call_failed(ctx, name, e);
+        return *out ? AM2Z_OK : AM2Z_ENOMEM;
+    }
+    am2z_result_t *res = am2z_result_new();
+    if (!res) {
+        am2z_msg_clear(&r);
+        return AM2Z_ENOMEM;
+    }
+    snprintf(res->job_id, sizeof res->job_id, "%s", r.job ? r.job : "");
+    snprintf(res->processor, sizeof res->processor, "%s", name);
+    snprintf(res->session_id, sizeof res->session_id, "%s", ctx->session);
+    res->attempt = r.attempt;
+    res->exec_us = r.exec_us;
+    res->started_at_ms = r.started_at_ms;
+    res->success = r.success && r.state
+                   && am2z_state_decode(r.state, r.state_size, &res->state) == AM2Z_OK;
+    if (!res->success) {
+        res->error = r.error ? r.error
+                             : am2z_error_new(AM2Z_CAT_PROTOCOL, "PROTOCOL_ERROR",
+                                              "call of %s: RESULT without a state", name);
+        r.error = NULL;
+    }
+    am2z_msg_clear(&r);
+    *out = res;
+    return AM2Z_OK;
 }
 
 int
@@ -484,12 +396,18 @@ am2zw_outcome_clear(am2zw_outcome_t *out)
     am2z_error_destroy(&out->error);
 }
 
-static void
-s_run(s_pipe_host_t *h, const am2zw_actor_args_t *a, const am2z_msg_t *job)
+void
+am2zw_run_job(am2zw_thread_t *t, const char *processor, am2z_processor_fn *fn,
+              void *arg, am2z_log_t *log, size_t max_state_size,
+              const am2z_msg_t *job, atomic_bool *cancel,
+              uint8_t **done_p, size_t *done_size)
 {
+    s_pipe_host_t h = { .t = t };
     uint8_t *changes = NULL;
     size_t changes_size = 0;
     am2zw_outcome_t oc = { .exec_us = 1 };
+    *done_p = NULL;
+    *done_size = 0;
 
     am2z_state_t *input = NULL;
     int rc = am2z_state_decode(job->state, job->state_size, &input);
@@ -499,10 +417,10 @@ s_run(s_pipe_host_t *h, const am2zw_actor_args_t *a, const am2z_msg_t *job)
                                   "job %s: input state does not decode: %s",
                                   job->job, am2z_strerror(rc));
     } else {
-        const am2zw_host_t host = { .emit = s_pipe_emit, .call = s_pipe_call, .host = h };
+        const am2zw_host_t host = { .emit = s_pipe_emit, .call = s_pipe_call, .host = &h };
         const am2zw_invoke_t inv = {
-            .processor = a->processor, .fn = a->fn, .arg = a->arg, .log = a->log,
-            .max_state_size = a->max_state_size, .cancel = a->cancel,
+            .processor = processor, .fn = fn, .arg = arg, .log = log,
+            .max_state_size = max_state_size, .cancel = cancel,
             .session = job->session, .job_id = job->job, .attempt = job->attempt,
             .depth = job->call_depth, .input = input, .host = &host,
         };
@@ -532,61 +450,17 @@ s_run(s_pipe_host_t *h, const am2zw_actor_args_t *a, const am2z_msg_t *job)
     if (!oc.next && !oc.error)
         done.error = oc.error = am2z_error_resource("memory", 0, 0);
 
-    uint8_t *body = NULL;
-    size_t body_size = 0;
-    rc = am2z_msg_encode(&done, &body, &body_size);
+    rc = am2z_msg_encode(&done, done_p, done_size);
     if (rc != AM2Z_OK) {
         /*  An empty DONE tells the main thread the slot is free; the broker's
             lease deadline takes care of the job. */
-        AM2Z_LOG(a->log, AM2Z_LOG_ERROR, "worker", "DONE not encoded",
-                 AM2Z_KS("job", job->job), AM2Z_KS("processor", a->processor),
+        AM2Z_LOG(log, AM2Z_LOG_ERROR, "worker", "DONE not encoded",
+                 AM2Z_KS("job", job->job), AM2Z_KS("processor", processor),
                  AM2Z_KS("error", am2z_strerror(rc)));
-        body_size = 0;
+        free(*done_p);
+        *done_p = NULL;
+        *done_size = 0;
     }
-    if (!body)
-        body_size = 0;
-    if (s_pipe_send(h, "DONE", &body, body_size) != AM2Z_OK)
-        AM2Z_LOG(a->log, AM2Z_LOG_ERROR, "worker", "actor pipe send failed",
-                 AM2Z_KS("job", job->job), AM2Z_KS("processor", a->processor));
-    free(body);
     free(changes);
     am2zw_outcome_clear(&oc);
-}
-
-/* ---------------------------------------------------------------------------
-   The actor thread
-   ------------------------------------------------------------------------ */
-
-void *
-am2zw_actor(void *args)
-{
-    const am2zw_actor_args_t *a = args;
-    s_pipe_host_t h = { .sock = a->sock, .term = false };
-    while (!h.term) {
-        zmq_msg_t parts[2];
-        int n = am2zw_recv(h.sock, parts, 2, 0);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            break;
-        }
-        bool term = s_is(&parts[0], "$TERM");
-        if (!term && n == 2 && s_is(&parts[0], "JOB")) {
-            am2z_msg_t *job = NULL;
-            if (zmq_msg_size(&parts[1]) == sizeof job)
-                memcpy(&job, zmq_msg_data(&parts[1]), sizeof job);
-            am2zw_close(parts, n, 2);
-            n = 0;
-            if (job) {
-                s_run(&h, a, job);
-                am2z_msg_clear(job);
-                free(job);
-            }
-        }
-        am2zw_close(parts, n, 2);
-        if (term)
-            break;
-    }
-    zmq_close(h.sock);
-    return NULL;
 }

@@ -1,16 +1,18 @@
 /*  am2z_worker.c — registration, and the worker's main thread.
 
     The main thread (am2z_worker_run, or the zactor of am2z_worker_start)
-    owns the DEALER to the broker and one slot per actor thread. It never
-    runs processor code and never decodes a state, so heartbeats and
-    cancellations are served however long a processor takes.
+    owns the DEALER to the broker and the slots (credit, leases,
+    cancellation); actor threads, started on demand per processor, run the
+    jobs (am2z_pool.c). It never runs processor code and never decodes a
+    state, so heartbeats and cancellations are served however long a
+    processor takes.
 
-    Loop: poll the broker socket, the actors' ROUTER (one socket for every
-    actor, see am2z_worker_priv.h) and (background mode) the control pipe,
+    Loop: poll the broker socket, the actors' mailbox (an eventfd, see
+    am2z_worker_priv.h) and (background mode) the control pipe,
     with a timeout bounded by the next heartbeat; then read each readable
     socket until it is empty (at most S_READ_MAX messages a turn).
-      JOB        -> an idle slot of that processor: pointer to the decoded
-                    message to the actor; no idle slot (the broker
+      JOB        -> an idle slot of that processor: the decoded message
+                    to that processor's lane; no idle slot (the broker
                     broke the credit rule) -> DONE failed, resource error
       CANCEL     -> the slot's atomic cancellation flag
       DISCONNECT -> READY again
@@ -105,14 +107,12 @@ struct am2z_worker_t {
     atomic_bool stop;             /* am2z_worker_stop asked run() to return */
 };
 
-/*  One actor thread and what the main thread knows about it.
-    Invariant: busy == false <=> the slot's index is on its lane's idle stack. */
+/*  One slot: a unit of credit and the job it runs.
+    Invariant: busy == false <=> the slot's index is on its lane's idle stack
+    (extras: busy == false <=> free for the next nested call's child). */
 typedef struct {
     size_t proc;                  /* index into worker->procs */
-    pthread_t thread;             /* the actor; joined by s_engine_fini */
-    bool started;                 /* thread runs (owns its DEALER) */
-    am2zw_actor_args_t args;      /* read by the actor; stable address */
-    atomic_bool cancel;           /* set here, read by the actor */
+    atomic_bool cancel;           /* set here, read by the actor running it */
     bool busy;                    /* a job was sent and its DONE not seen */
     uint32_t epoch;               /* registration epoch of the running job */
     char job[AM2Z_JOB_ID_MAX + 1];/* id of the running job */
@@ -122,9 +122,9 @@ typedef struct {
     bool extra;                   /* an extra actor for nested calls' children */
 } s_slot_t;
 
-/*  Extra actors (for JOBs that are nested calls' children, which the broker
+/*  Extra slots (for JOBs that are nested calls' children, which the broker
     sends beyond credit so a waiting caller never holds the slot its callee
-    needs) are spawned on demand in the tail of the slots array, up to: */
+    needs) are taken on demand in the tail of the slots array, up to: */
 #define S_EXTRA_MAX 64
 
 /*  Idle slots of one processor, and JOBs waiting for a slot (only after a
@@ -149,15 +149,14 @@ typedef struct {
     zsock_t *control;             /* background mode: the zactor pipe; else NULL */
     volatile int *stop_flag;      /* run(): caller's flag, may be NULL */
     zsock_t *dealer;              /* owned; to the broker */
-    zsock_t *router;              /* owned; every actor's DEALER connects here */
-    char endpoint[64];            /* router's inproc endpoint (unique) */
+    am2zw_pool_t *pool;           /* owned; the actor threads and their mailbox */
     s_slot_t *slots;              /* owned; never moves (actors point into it);
                                      nslots lane slots then nextras extras */
     size_t nslots;                /* lane slots (sum of concurrencies) */
-    size_t nextras;               /* extra actors spawned (<= S_EXTRA_MAX) */
+    size_t nextras;               /* extra slots taken (<= S_EXTRA_MAX) */
     uint64_t next_req;            /* CALL numbering */
     s_lane_t *lanes;              /* owned; one per processor */
-    zmq_pollitem_t items[3];      /* [dealer, router, control?] */
+    zmq_pollitem_t items[3];      /* [dealer, mailbox fd, control?] */
     size_t nitems;                /* entries in items */
     size_t busy;                  /* slots running a job */
     uint64_t hb_us;               /* heartbeat interval */
@@ -637,7 +636,7 @@ s_connect(s_engine_t *e)
         zsock_destroy(&e->dealer);
         return AM2Z_ENETWORK;
     }
-    if (e->router)
+    if (e->pool)
         s_rebuild_items(e);
     return AM2Z_OK;
 }
@@ -652,7 +651,7 @@ s_rebuild_items(s_engine_t *e)
     size_t n = 0;
     e->items[n++] = (zmq_pollitem_t){ .socket = zsock_resolve(e->dealer),
                                       .events = ZMQ_POLLIN };
-    e->items[n++] = (zmq_pollitem_t){ .socket = zsock_resolve(e->router),
+    e->items[n++] = (zmq_pollitem_t){ .socket = NULL, .fd = am2zw_pool_fd(e->pool),
                                       .events = ZMQ_POLLIN };
     if (e->control)
         e->items[n++] = (zmq_pollitem_t){ .socket = zsock_resolve(e->control),
@@ -660,142 +659,45 @@ s_rebuild_items(s_engine_t *e)
     e->nitems = n;
 }
 
-/*  Sends [cmd, data] to slot's actor (the ROUTER prepends its routing id).
-    The actor's queue holds at most a JOB, a RESULT and "$TERM", so this
-    does not block. */
-static int
-s_to_actor(s_engine_t *e, const s_slot_t *slot, const char *cmd,
-           const void *data, size_t size)
-{
-    void *h = zsock_resolve(e->router);
-    uint32_t id = (uint32_t)(slot - e->slots);
-    /*  A refusal here was seen once (sched_test under ctest -j2: the job
-        failed with a ResourceError "actor pipe"; cause unknown, not
-        reproduced in some 35 runs of that suite since): take the ROUTER's pending
-        commands (peer attachments, write credit), try twice more, and
-        log the errno either way, so the next one says what it was. */
-    for (int attempt = 0; zmq_send(h, &id, sizeof id, ZMQ_SNDMORE) == -1; attempt++) {
-        int err = zmq_errno();
-        if (attempt == 2 || (err != EHOSTUNREACH && err != EAGAIN)) {
-            AM2Z_LOG(e->w->log, AM2Z_LOG_ERROR, "worker", "actor unreachable",
-                     AM2Z_KU("slot", id), AM2Z_KS("cmd", cmd),
-                     AM2Z_KU("attempts", (uint64_t)attempt + 1),
-                     AM2Z_KS("error", zmq_strerror(err)));
-            return AM2Z_ENETWORK;
-        }
-        AM2Z_LOG(e->w->log, AM2Z_LOG_WARN, "worker", "actor not reachable yet: retrying",
-                 AM2Z_KU("slot", id), AM2Z_KS("error", zmq_strerror(err)));
-        zsock_events(e->router);
-        nanosleep(&(struct timespec){ .tv_nsec = 100000 }, NULL);
-    }
-    /*  Once the first part is queued the rest of a multipart always is. */
-    zmq_send(h, cmd, strlen(cmd), size || data ? ZMQ_SNDMORE : 0);
-    if (size || data)
-        zmq_send(h, data, size, 0);
-    return AM2Z_OK;
-}
-
-/*  Starts slot's actor thread on its own DEALER (routing id = slot index),
-    connected here so that a failure is seen here and a JOB can be routed
-    at once. Returns AM2Z_OK, AM2Z_ENETWORK or AM2Z_ENOMEM. */
-static int
-s_spawn(s_engine_t *e, s_slot_t *slot, size_t p)
-{
-    am2z_worker_t *w = e->w;
-    slot->proc = p;
-    atomic_init(&slot->cancel, false);
-    void *sock = zmq_socket(zsys_init(), ZMQ_DEALER);
-    if (!sock) {
-        AM2Z_LOG(w->log, AM2Z_LOG_ERROR, "worker", "zmq_socket(DEALER) for an actor failed",
-                 AM2Z_KS("processor", w->procs[p].name),
-                 AM2Z_KS("error", zmq_strerror(errno)));
-        return AM2Z_ENETWORK;
-    }
-    uint32_t id = (uint32_t)(slot - e->slots);
-    int linger = 0;
-    if (zmq_setsockopt(sock, ZMQ_ROUTING_ID, &id, sizeof id) != 0
-        || zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger) != 0
-        || zmq_connect(sock, e->endpoint) != 0) {
-        AM2Z_LOG(w->log, AM2Z_LOG_ERROR, "worker", "actor socket not connected",
-                 AM2Z_KS("error", zmq_strerror(errno)));
-        zmq_close(sock);
-        return AM2Z_ENETWORK;
-    }
-    /*  The connect queued the new peer on the ROUTER's command mailbox;
-        reading its events attaches it now (a send may skip that step), so
-        a JOB can be routed to it at once. */
-    zsock_events(e->router);
-    slot->args = (am2zw_actor_args_t){
-        .processor = w->procs[p].name, .fn = w->procs[p].fn,
-        .arg = w->procs[p].arg, .log = w->log,
-        .max_state_size = (size_t)w->cfg.max_state_size,
-        .cancel = &slot->cancel, .sock = sock,
-    };
-    int rc = pthread_create(&slot->thread, NULL, am2zw_actor, &slot->args);
-    if (rc != 0) {
-        AM2Z_LOG(w->log, AM2Z_LOG_ERROR, "worker", "pthread_create failed",
-                 AM2Z_KS("error", strerror(rc)));
-        zmq_close(sock);
-        return AM2Z_ENOMEM;
-    }
-    slot->started = true;
-    return AM2Z_OK;
-}
-
-/*  Waits (unbounded) for every busy actor's DONE so that ending it loses no
-    message; used only after the stop grace period ran out. Everything else
-    the actors send now is dropped. */
+/*  Waits (unbounded) for every busy slot's DONE so that ending the pool
+    loses no message; used only after the stop grace period ran out.
+    Everything else the actors send now is dropped. */
 static void
 s_drain_actors(s_engine_t *e)
 {
     size_t waiting = 0;
     for (size_t i = 0; i < s_nall(e); i++) {
         s_slot_t *slot = &e->slots[i];
-        if (slot->started && slot->busy) {
+        if (slot->busy) {
             AM2Z_LOG(e->w->log, AM2Z_LOG_WARN, "worker",
                      "processor ignores cancellation; waiting for it",
-                     AM2Z_KS("processor", slot->args.processor),
+                     AM2Z_KS("processor", e->w->procs[slot->proc].name),
                      AM2Z_KS("job", slot->job));
             waiting++;
         }
     }
-    void *h = zsock_resolve(e->router);
     while (waiting) {
-        zmq_msg_t parts[3];
-        int n = am2zw_recv(h, parts, 3, 0);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            break;
+        if (am2zw_pool_sleep(e->pool)) {
+            zmq_pollitem_t item = { .socket = NULL, .fd = am2zw_pool_fd(e->pool),
+                                    .events = ZMQ_POLLIN };
+            zmq_poll(&item, 1, S_POLL_MAX_MS);
         }
-        if (n == 3 && zmq_msg_size(&parts[0]) == sizeof(uint32_t)
-            && zmq_msg_size(&parts[1]) == 4 && memcmp(zmq_msg_data(&parts[1]), "DONE", 4) == 0) {
-            uint32_t id;
-            memcpy(&id, zmq_msg_data(&parts[0]), sizeof id);
-            if (id < s_nall(e) && e->slots[id].busy) {
-                e->slots[id].busy = false;
+        am2zw_item_t *list = am2zw_pool_take(e->pool);
+        for (am2zw_item_t *it = list; it; it = it->next)
+            if (it->kind == AM2ZW_DONE && it->slot < s_nall(e) && e->slots[it->slot].busy) {
+                e->slots[it->slot].busy = false;
                 waiting--;
             }
-        }
-        am2zw_close(parts, n, 3);
+        am2zw_items_free(list);
     }
 }
 
 static void
 s_engine_fini(s_engine_t *e)
 {
-    if (e->slots && e->router) {
+    if (e->slots && e->pool)
         s_drain_actors(e);
-        for (size_t i = 0; i < s_nall(e); i++)
-            if (e->slots[i].started && s_to_actor(e, &e->slots[i], "$TERM", NULL, 0) != AM2Z_OK)
-                AM2Z_LOG(e->w->log, AM2Z_LOG_ERROR, "worker", "actor not told to end",
-                         AM2Z_KS("error", zmq_strerror(errno)));
-        for (size_t i = 0; i < s_nall(e); i++)
-            if (e->slots[i].started) {
-                pthread_join(e->slots[i].thread, NULL);
-                e->slots[i].started = false;
-            }
-    }
+    am2zw_pool_destroy(&e->pool);
     free(e->slots);
     e->slots = NULL;
     if (e->lanes)
@@ -817,7 +719,6 @@ s_engine_fini(s_engine_t *e)
     s_out_drop(e);
     free(e->out);
     e->out = NULL;
-    zsock_destroy(&e->router);
     zsock_destroy(&e->dealer);
 }
 
@@ -844,21 +745,22 @@ s_engine_init(s_engine_t *e, am2z_worker_t *w, zsock_t *control,
     if (!e->slots || !e->lanes)
         goto fail;
 
-    /*  The actors' ROUTER, on an endpoint no other engine in the process
-        uses (a closed one may stay registered for a while). */
-    char id[AM2Z_ID_LEN + 1];
-    if (am2z_id_new(id) != AM2Z_OK)
+    /*  The actor threads: a lane per processor, as many threads at most as
+        its slots plus every extra slot. */
+    am2zw_lane_def_t *defs = calloc(w->nprocs, sizeof *defs);
+    if (!defs)
         goto fail;
-    snprintf(e->endpoint, sizeof e->endpoint, "inproc://am2z-worker-%s", id);
-    rc = AM2Z_ENETWORK;
-    e->router = zsock_new(ZMQ_ROUTER);
-    if (!e->router)
-        goto fail;
-    zsock_set_router_mandatory(e->router, 1);
-    zsock_set_linger(e->router, 0);
-    if (zsock_bind(e->router, "%s", e->endpoint) != 0) {
-        AM2Z_LOG(w->log, AM2Z_LOG_ERROR, "worker", "actor endpoint not bound",
-                 AM2Z_KS("endpoint", e->endpoint), AM2Z_KS("error", zmq_strerror(errno)));
+    for (size_t p = 0; p < w->nprocs; p++)
+        defs[p] = (am2zw_lane_def_t){
+            .processor = w->procs[p].name, .fn = w->procs[p].fn, .arg = w->procs[p].arg,
+            .max_threads = (size_t)w->procs[p].concurrency + S_EXTRA_MAX,
+        };
+    e->pool = am2zw_pool_new(defs, w->nprocs, e->nslots + S_EXTRA_MAX, w->log,
+                             (size_t)w->cfg.max_state_size);
+    free(defs);
+    if (!e->pool) {
+        AM2Z_LOG(w->log, AM2Z_LOG_ERROR, "worker", "actor pool not created",
+                 AM2Z_KS("error", strerror(errno)));
         goto fail;
     }
 
@@ -871,10 +773,8 @@ s_engine_init(s_engine_t *e, am2z_worker_t *w, zsock_t *control,
             rc = AM2Z_ENOMEM;
             goto fail;
         }
-        /*  Actor threads start on a slot's first JOB (s_start_job): a
-            worker serving many processors pays threads and sockets only for
-            the slots its traffic uses (the idle stack is LIFO, so a lightly
-            loaded processor keeps reusing its first slots). */
+        /*  The idle stack is LIFO, so a lightly loaded processor keeps
+            reusing its first slots. */
         for (uint32_t c = 0; c < w->procs[p].concurrency; c++, s++) {
             e->slots[s].proc = p;
             lane->idle[lane->nidle++] = s;
@@ -921,24 +821,16 @@ s_find_proc(const am2z_worker_t *w, const char *name)
     return -1;
 }
 
-/*  Starts *owned (taken) on an idle slot of lane p. */
-static void
-s_start_job(s_engine_t *e, size_t p, am2z_msg_t *owned)
+/*  Marks slot busy with *owned's lease and queues *owned (taken) for
+    lane p's threads. When no thread can take it, the slot is released
+    (false) and the job failed. */
+static bool
+s_run_on(s_engine_t *e, s_slot_t *slot, size_t p, am2z_msg_t *owned)
 {
-    am2z_worker_t *w = e->w;
-    s_lane_t *lane = &e->lanes[p];
-    s_slot_t *slot = &e->slots[lane->idle[--lane->nidle]];
-    if (!slot->started && s_spawn(e, slot, p) != AM2Z_OK) {
-        lane->idle[lane->nidle++] = (size_t)(slot - e->slots);
-        am2z_error_t *error = am2z_error_resource("actor threads", 0, 0);
-        s_send_failure(e, owned, &error);
-        am2z_msg_clear(owned);
-        free(owned);
-        return;
-    }
     snprintf(slot->job, sizeof slot->job, "%s", owned->job);
     slot->attempt = owned->attempt;
     slot->epoch = e->epoch;
+    slot->call_req = 0;
     slot->deadline_us = owned->timeout_ms
                             ? am2z_clock_mono_us() + owned->timeout_ms * 1000 : 0;
     if (slot->deadline_us && slot->deadline_us < e->next_deadline_us)
@@ -946,21 +838,31 @@ s_start_job(s_engine_t *e, size_t p, am2z_msg_t *owned)
     atomic_store(&slot->cancel, false);
     slot->busy = true;
     e->busy++;
-
-    if (s_to_actor(e, slot, "JOB", &owned, sizeof owned) != AM2Z_OK) {
-        /*  The actor never saw it: undo, fail the job. */
+    if (am2zw_pool_job(e->pool, p, (uint32_t)(slot - e->slots), &slot->cancel, owned)
+        != AM2Z_OK) {
+        /*  No actor thread for it: undo, fail the job. */
         slot->busy = false;
         e->busy--;
-        lane->idle[lane->nidle++] = (size_t)(slot - e->slots);
-        am2z_error_t *error = am2z_error_resource("actor pipe", 0, 0);
+        am2z_error_t *error = am2z_error_resource("actor threads", 0, 0);
         s_send_failure(e, owned, &error);
         am2z_msg_clear(owned);
         free(owned);
-        return;
+        return false;
     }
-    AM2Z_LOG(w->log, AM2Z_LOG_DEBUG, "worker", "job started",
-             AM2Z_KS("job", slot->job), AM2Z_KS("processor", slot->args.processor),
+    AM2Z_LOG(e->w->log, AM2Z_LOG_DEBUG, "worker", "job started",
+             AM2Z_KS("job", slot->job), AM2Z_KS("processor", e->w->procs[p].name),
              AM2Z_KU("attempt", slot->attempt));
+    return true;
+}
+
+/*  Starts *owned (taken) on an idle slot of lane p. */
+static void
+s_start_job(s_engine_t *e, size_t p, am2z_msg_t *owned)
+{
+    s_lane_t *lane = &e->lanes[p];
+    size_t idx = lane->idle[--lane->nidle];
+    if (!s_run_on(e, &e->slots[idx], p, owned))
+        lane->idle[lane->nidle++] = idx;
 }
 
 /*  Takes the decoded JOB (*job is moved into the actor or the pending
@@ -1140,8 +1042,9 @@ s_on_broker(s_engine_t *e)
         zmq_msg_t parts[3];
         int n = 0;
         bool batch = false;
-        /*  am2zw_recv, except that a BATCH marker in the second frame
-            stops it: its pairs are read one by one */
+        /*  The whole message (parts beyond 3 counted, not kept), except
+            that a BATCH marker in the second frame stops the read: its
+            pairs are read one by one */
         while (true) {
             zmq_msg_t spare;
             zmq_msg_t *m = n < 3 ? &parts[n] : &spare;
@@ -1172,7 +1075,8 @@ s_on_broker(s_engine_t *e)
             zmq_msg_close(&parts[1]);
         } else {
             s_on_broker_msg(e, parts, n);
-            am2zw_close(parts, n, 3);
+            for (int k = 0; k < n && k < 3; k++)
+                zmq_msg_close(&parts[k]);
         }
     }
 }
@@ -1213,9 +1117,10 @@ s_on_call_result(s_engine_t *e, const am2z_msg_t *msg, const void *body, size_t 
         s_slot_t *slot = &e->slots[i];
         if (slot->busy && slot->call_req == msg->req) {
             slot->call_req = 0;
-            if (s_to_actor(e, slot, "RESULT", body, size) != AM2Z_OK)
+            int rc = am2zw_pool_result(e->pool, (uint32_t)i, body, size);
+            if (rc != AM2Z_OK)
                 AM2Z_LOG(e->w->log, AM2Z_LOG_WARN, "worker", "RESULT not delivered",
-                         AM2Z_KS("job", slot->job), AM2Z_KS("error", zmq_strerror(errno)));
+                         AM2Z_KS("job", slot->job), AM2Z_KS("error", am2z_strerror(rc)));
             return;
         }
     }
@@ -1223,7 +1128,7 @@ s_on_call_result(s_engine_t *e, const am2z_msg_t *msg, const void *body, size_t 
              AM2Z_KU("req", msg->req));
 }
 
-/*  A nested call's child: runs on an idle extra actor of its processor, or
+/*  A nested call's child: runs on a free extra slot of its processor, or
     a new one. Takes *owned. */
 static void
 s_start_extra(s_engine_t *e, size_t p, am2z_msg_t *owned)
@@ -1233,13 +1138,11 @@ s_start_extra(s_engine_t *e, size_t p, am2z_msg_t *owned)
         if (!e->slots[i].busy && e->slots[i].proc == p)
             slot = &e->slots[i];
     if (!slot && e->nextras < S_EXTRA_MAX) {
-        s_slot_t *fresh = &e->slots[e->nslots + e->nextras];
-        memset(fresh, 0, sizeof *fresh);
-        fresh->extra = true;
-        if (s_spawn(e, fresh, p) == AM2Z_OK) {
-            e->nextras++;
-            slot = fresh;
-        }
+        slot = &e->slots[e->nslots + e->nextras++];
+        memset(slot, 0, sizeof *slot);
+        slot->proc = p;
+        slot->extra = true;
+        atomic_init(&slot->cancel, false);
     }
     if (!slot) {
         am2z_error_t *error = am2z_error_resource("call actors", S_EXTRA_MAX, S_EXTRA_MAX);
@@ -1248,68 +1151,61 @@ s_start_extra(s_engine_t *e, size_t p, am2z_msg_t *owned)
         free(owned);
         return;
     }
-    snprintf(slot->job, sizeof slot->job, "%s", owned->job);
-    slot->attempt = owned->attempt;
-    slot->epoch = e->epoch;
-    slot->call_req = 0;
-    slot->deadline_us = owned->timeout_ms
-                            ? am2z_clock_mono_us() + owned->timeout_ms * 1000 : 0;
-    if (slot->deadline_us && slot->deadline_us < e->next_deadline_us)
-        e->next_deadline_us = slot->deadline_us;
-    atomic_store(&slot->cancel, false);
-    slot->busy = true;
-    e->busy++;
-    if (s_to_actor(e, slot, "JOB", &owned, sizeof owned) != AM2Z_OK) {
-        slot->busy = false;
-        e->busy--;
-        am2z_error_t *error = am2z_error_resource("actor pipe", 0, 0);
-        s_send_failure(e, owned, &error);
-        am2z_msg_clear(owned);
-        free(owned);
-    }
+    s_run_on(e, slot, p, owned);
 }
 
-/*  True when part m holds exactly the string str. */
-static bool
-s_is(zmq_msg_t *m, const char *str)
-{
-    size_t len = strlen(str);
-    return zmq_msg_size(m) == len && memcmp(zmq_msg_data(m), str, len) == 0;
-}
-
-/*  One message from an actor: [id, cmd, body] (n parts). */
+/*  Frees body into a ZeroMQ message without a copy. */
 static void
-s_on_actor(s_engine_t *e, zmq_msg_t *parts, int n)
+s_free_body(void *data, void *hint)
 {
-    uint32_t id = UINT32_MAX;
-    if (n >= 1 && zmq_msg_size(&parts[0]) == sizeof id)
-        memcpy(&id, zmq_msg_data(&parts[0]), sizeof id);
-    if (n != 3 || id >= s_nall(e)) {
-        AM2Z_LOG(e->w->log, AM2Z_LOG_ERROR, "worker", "unexpected actor message",
-                 AM2Z_KU("frames", n));
+    (void)hint;
+    free(data);
+}
+
+/*  Forwards an actor's body to the broker as cmd; takes it->body. */
+static void
+s_forward(s_engine_t *e, const char *cmd, am2zw_item_t *it)
+{
+    zmq_msg_t m;
+    if (zmq_msg_init_data(&m, it->body, it->size, s_free_body, NULL) != 0) {
+        AM2Z_LOG(e->w->log, AM2Z_LOG_ERROR, "worker", "message to broker dropped",
+                 AM2Z_KS("command", cmd), AM2Z_KS("error", "out of memory"));
         return;
     }
-    s_slot_t *slot = &e->slots[id];
-    zmq_msg_t *body = &parts[2];
-    if (s_is(&parts[1], "EVENT")) {
-        if (!e->handed_back && !(slot->busy && slot->epoch < e->epoch))
-            s_send_body(e, "EVENT", body);
-    } else if (s_is(&parts[1], "DONE")) {
+    it->body = NULL;
+    s_send_body(e, cmd, &m);
+    zmq_msg_close(&m);
+}
+
+/*  One message from an actor. */
+static void
+s_on_actor(s_engine_t *e, am2zw_item_t *it)
+{
+    if (it->slot >= s_nall(e)) {
+        AM2Z_LOG(e->w->log, AM2Z_LOG_ERROR, "worker", "actor message for no slot",
+                 AM2Z_KU("slot", it->slot));
+        return;
+    }
+    s_slot_t *slot = &e->slots[it->slot];
+    if (it->kind == AM2ZW_EVENT) {
+        if (!e->handed_back && !(slot->busy && slot->epoch < e->epoch) && it->body)
+            s_forward(e, "EVENT", it);
+    } else if (it->kind == AM2ZW_DONE) {
         if (e->handed_back || (slot->busy && slot->epoch < e->epoch))
             AM2Z_LOG(e->w->log, AM2Z_LOG_INFO, "worker",
                      e->handed_back ? "outcome of a handed-back job dropped"
                                     : "outcome of the old registration dropped",
                      AM2Z_KS("job", slot->job));
-        else if (zmq_msg_size(body) > 0)
-            s_send_body(e, "DONE", body);
+        else if (it->body && it->size > 0)
+            s_forward(e, "DONE", it);
         slot->call_req = 0;
         if (slot->busy && slot->extra) {
-            slot->busy = false;           /* idle extra: reused by the next call */
+            slot->busy = false;           /* free extra: reused by the next call */
             e->busy--;
         } else if (slot->busy) {
             AM2Z_LOG(e->w->log, AM2Z_LOG_DEBUG, "worker", "job done",
                      AM2Z_KS("job", slot->job),
-                     AM2Z_KS("processor", slot->args.processor));
+                     AM2Z_KS("processor", e->w->procs[slot->proc].name));
             slot->busy = false;
             e->busy--;
             s_lane_t *lane = &e->lanes[slot->proc];
@@ -1321,27 +1217,22 @@ s_on_actor(s_engine_t *e, zmq_msg_t *parts, int n)
                 s_start_job(e, slot->proc, next);
             }
         }
-    } else if (s_is(&parts[1], "CALL")) {
-        s_on_call(e, slot, zmq_msg_data(body), zmq_msg_size(body));
+    } else if (it->kind == AM2ZW_CALL) {
+        s_on_call(e, slot, it->body, it->size);
     } else {
         AM2Z_LOG(e->w->log, AM2Z_LOG_ERROR, "worker", "unexpected actor message",
-                 AM2Z_KU("slot", id));
+                 AM2Z_KU("slot", it->slot));
     }
 }
 
-/*  Reads the actors' ROUTER until it is empty (or S_READ_MAX messages). */
+/*  Everything the actors sent since the last look, in order. */
 static void
 s_on_actors(s_engine_t *e)
 {
-    void *h = zsock_resolve(e->router);
-    for (int i = 0; i < S_READ_MAX; i++) {
-        zmq_msg_t parts[3];
-        int n = am2zw_recv(h, parts, 3, ZMQ_DONTWAIT);
-        if (n < 0)
-            break;
-        s_on_actor(e, parts, n);
-        am2zw_close(parts, n, 3);
-    }
+    am2zw_item_t *list = am2zw_pool_take(e->pool);
+    for (am2zw_item_t *it = list; it; it = it->next)
+        s_on_actor(e, it);
+    am2zw_items_free(list);
 }
 
 /* ---------------------------------------------------------------------------
@@ -1505,6 +1396,8 @@ s_loop(s_engine_t *e)
         if (timeout_ms > S_POLL_MAX_MS)
             timeout_ms = S_POLL_MAX_MS;
         s_out_flush(e);                   /* this iteration's BATCH */
+        if (!am2zw_pool_sleep(e->pool))
+            timeout_ms = 0;               /* actors' messages wait already */
         int rc = zmq_poll(e->items, (int)e->nitems, timeout_ms);
         if (rc == -1) {
             if (errno == EINTR)
@@ -1513,12 +1406,9 @@ s_loop(s_engine_t *e)
                      AM2Z_KS("error", zmq_strerror(errno)));
             return AM2Z_ENETWORK;
         }
-        if (rc == 0)
-            continue;
         if (e->items[0].revents & ZMQ_POLLIN)
             s_on_broker(e);
-        if (e->items[1].revents & ZMQ_POLLIN)
-            s_on_actors(e);
+        s_on_actors(e);                   /* also says we are awake */
         if (e->control && (e->items[2].revents & ZMQ_POLLIN))
             s_on_control(e);
     }

@@ -1,26 +1,34 @@
 /*  am2z_worker_priv.h — what the worker's main thread (am2z_worker.c) and
-    its processor actors (am2z_ctx.c) share. Not installed, not public.
+    its processor actors (am2z_pool.c, am2z_ctx.c) share. Not installed,
+    not public.
 
-    The two sides talk only over inproc ZeroMQ: the main thread owns one
-    ROUTER; each actor owns one DEALER connected to it, whose routing id is
-    the actor's slot index (uint32_t, host order). So the main thread polls
-    one socket for all its actors, and each actor costs one socket.
+    The two sides talk only by messages (am2zw_item_t), through a mailbox
+    guarded by one mutex (am2z_pool.c):
 
-        main -> actor   ["JOB", ptr]    ptr = am2z_msg_t * (a decoded JOB);
-                                        the actor takes ownership
-        main -> actor   ["RESULT", body] the answer to the actor's CALL
-        main -> actor   "$TERM"         end the thread (main then joins it)
-        actor -> main   ["EVENT", body] an encoded EVENT body, ready to send
-        actor -> main   ["CALL", body]  an encoded CALL body (a nested call)
-        actor -> main   ["DONE", body]  an encoded DONE body, ready to send;
-                                        the actor is idle again after it
+        main -> lane   JOB     a decoded JOB for slot s; the first thread
+                               of that processor's lane to look takes it
+        main -> actor  RESULT  the answer to the CALL of slot s's job
+        actor -> main  EVENT   an encoded EVENT body, ready to send
+        actor -> main  CALL    an encoded CALL body (a nested call)
+        actor -> main  DONE    an encoded DONE body (empty: not encoded);
+                               slot s is free again after it
 
-    (The ROUTER prepends/strips the routing id.) One actor's messages reach
-    the main thread in the order it sent them, so a job's EVENTs precede its
-    DONE. The actor encodes whole bodies so the main thread only prepends the
-    protocol signature and forwards: it never decodes a state and never runs
-    processor code. The only memory both threads touch is the slot's
-    cancellation flag (atomic) and the actor's immutable arguments below.
+    The actors' messages reach the main thread in one queue in the order
+    they were sent, so a job's EVENTs precede its DONE; the main thread
+    polls an eventfd that the first message after it went to sleep
+    signals. The actor encodes whole bodies so the main thread only
+    prepends the protocol signature and forwards: it never decodes a state
+    and never runs processor code. Slots (credit, leases, cancellation)
+    are the main thread's; threads are the pool's, started on demand per
+    lane and not tied to a slot. The only memory both sides touch outside
+    the mailbox is a slot's cancellation flag (atomic).
+
+    Why not a ZeroMQ inproc pair per actor (the first design): each pair
+    holds libzmq pipe chunks of 64 to 128 KiB, so a slot cost about
+    100 KiB, and every job woke its own actor thread (an eventfd write and
+    a poll each way). Here a slot costs a few pointers, a thread that
+    finishes a job takes the next without sleeping, and only as many
+    threads exist as the jobs ever needed at once.
 */
 #ifndef AM2Z_WORKER_PRIV_H_INCLUDED
 #define AM2Z_WORKER_PRIV_H_INCLUDED
@@ -29,36 +37,81 @@
 #include <stdatomic.h>
 #include <zmq.h>
 
+#include "am2z_codec.h"
 #include "am2z_compose.h"
+#include "am2z_log.h"
 #include "am2z_worker.h"
 
 /*  Default largest next state a processor may produce (bytes). */
 #define AM2ZW_MAX_STATE_DEFAULT ((size_t)1 << 20)
 
-/*  Arguments of one actor thread. Owned by the main thread's slot; written
-    before the actor starts and never changed while it runs, so the actor
-    reads them without locks. */
+/*  One processor's lane of actor threads. */
 typedef struct {
     const char *processor;        /* processor name; borrowed from the worker */
     am2z_processor_fn *fn;        /* the processor */
     void *arg;                    /* user pointer for am2z_ctx_arg() */
-    am2z_log_t *log;              /* the worker's logger (thread-safe) */
-    size_t max_state_size;        /* limit passed to am2z_state_apply */
-    atomic_bool *cancel;          /* the slot's cancellation flag (main sets it) */
-    void *sock;                   /* DEALER, connected by main; the thread owns
-                                     (and closes) it once started */
-} am2zw_actor_args_t;
+    size_t max_threads;           /* threads started at most (>= its slots) */
+} am2zw_lane_def_t;
 
-/*  The actor thread body (a pthread start routine). args is an
-    am2zw_actor_args_t *. Returns NULL after "$TERM". */
-void *am2zw_actor(void *args);
+typedef enum { AM2ZW_JOB, AM2ZW_RESULT, AM2ZW_EVENT, AM2ZW_CALL, AM2ZW_DONE } am2zw_kind_t;
 
-/*  Receives one whole message into parts[0..max-1] (parts beyond max are
-    dropped). flags apply to the first part (ZMQ_DONTWAIT). Returns the
-    number of parts (>= 1), or -1 and errno when nothing was received.
-    Release with am2zw_close(parts, n, max). */
-int am2zw_recv(void *sock, zmq_msg_t *parts, int max, int flags);
-void am2zw_close(zmq_msg_t *parts, int n, int max);
+/*  One message between the main thread and an actor. */
+typedef struct am2zw_item_t {
+    struct am2zw_item_t *next;
+    am2zw_kind_t kind;
+    uint32_t slot;                /* the slot whose job it concerns */
+    atomic_bool *cancel;          /* JOB: the slot's cancellation flag */
+    am2z_msg_t *job;              /* JOB: owned decoded message */
+    uint8_t *body;                /* others: owned bytes (may be NULL) */
+    size_t size;
+} am2zw_item_t;
+
+typedef struct am2zw_pool_t am2zw_pool_t;
+typedef struct am2zw_thread_t am2zw_thread_t;
+
+/*  A pool for nlanes lanes (copied) and nslots slot numbers. NULL when out
+    of memory or no eventfd. Destroy ends every thread: each finishes the
+    job it runs (a waiting nested call ends cancelled), then is joined;
+    queued JOBs and undelivered messages are freed. */
+am2zw_pool_t *am2zw_pool_new(const am2zw_lane_def_t *lanes, size_t nlanes, size_t nslots,
+                             am2z_log_t *log, size_t max_state_size);
+void am2zw_pool_destroy(am2zw_pool_t **p_p);
+
+/*  Main thread. Queues *job (taken on AM2Z_OK) for slot on lane. Returns
+    AM2Z_ENOMEM when no thread could take it (the caller keeps job). */
+int am2zw_pool_job(am2zw_pool_t *p, size_t lane, uint32_t slot, atomic_bool *cancel,
+                   am2z_msg_t *job);
+/*  Main thread. Hands a copy of body to the thread running slot's job (the
+    answer to its CALL). AM2Z_ESTATE when no thread runs it. */
+int am2zw_pool_result(am2zw_pool_t *p, uint32_t slot, const void *body, size_t size);
+/*  Main thread, before it sleeps in a poll that includes am2zw_pool_fd:
+    false when messages already wait (then do not sleep). */
+bool am2zw_pool_sleep(am2zw_pool_t *p);
+int am2zw_pool_fd(const am2zw_pool_t *p);
+/*  Main thread: every message the actors sent since the last take, oldest
+    first (caller frees with am2zw_items_free); clears the eventfd. */
+am2zw_item_t *am2zw_pool_take(am2zw_pool_t *p);
+/*  Threads started so far (every lane). */
+size_t am2zw_pool_threads(am2zw_pool_t *p);
+
+void am2zw_item_free(am2zw_item_t *it);
+void am2zw_items_free(am2zw_item_t *list);
+
+/*  Actor side. Sends an EVENT or CALL body to the main thread (takes
+    *body_p). Returns AM2Z_OK or AM2Z_ENOMEM. */
+int am2zw_pool_send(am2zw_thread_t *t, am2zw_kind_t kind, uint8_t **body_p, size_t size);
+/*  Actor side: waits for the RESULT of this thread's CALL. AM2Z_OK with
+    *body_p (owned) or AM2Z_ESTATE when cancel was set or the pool ends. */
+int am2zw_pool_wait_result(am2zw_thread_t *t, atomic_bool *cancel, uint8_t **body_p,
+                           size_t *size_p);
+
+/*  Runs one JOB on thread t (am2z_ctx.c): decodes the input, calls fn,
+    applies the changes, and returns the encoded DONE body in *done_p
+    (NULL when it could not be encoded). */
+void am2zw_run_job(am2zw_thread_t *t, const char *processor, am2z_processor_fn *fn,
+                   void *arg, am2z_log_t *log, size_t max_state_size,
+                   const am2z_msg_t *job, atomic_bool *cancel,
+                   uint8_t **done_p, size_t *done_size);
 
 /* ---------------------------------------------------------------------------
    Running one processor, for whichever host runs it: the worker's actors
