@@ -329,7 +329,8 @@ am2zw_pool_job(am2zw_pool_t *p, size_t lane_i, uint32_t slot, atomic_bool *cance
     bool ok = true;
     if (lane->nwaking == 0)
         sig = s_kick(p, lane, &ok);
-    if (!ok && lane->nthreads == 0) {
+    bool refused = !ok && lane->nthreads == 0;
+    if (refused) {
         /* nobody could take it: unlink it (it is the tail) */
         am2zw_item_t **pp = &lane->head;
         lane->tail = NULL;
@@ -342,7 +343,7 @@ am2zw_pool_job(am2zw_pool_t *p, size_t lane_i, uint32_t slot, atomic_bool *cance
     pthread_mutex_unlock(&p->mu);
     if (sig)
         pthread_cond_signal(&sig->cv);
-    if (!ok && lane->nthreads == 0) {
+    if (refused) {
         it->job = NULL;                   /* the caller keeps it */
         free(it);
         return AM2Z_ENOMEM;
@@ -392,11 +393,11 @@ am2zw_pool_sleep(am2zw_pool_t *p)
 }
 
 am2zw_item_t *
-am2zw_pool_take(am2zw_pool_t *p)
+am2zw_pool_take(am2zw_pool_t *p, bool signalled)
 {
     uint64_t count;
-    while (read(p->efd, &count, sizeof count) == -1 && errno == EINTR)
-        ;                                 /* EAGAIN: nothing to clear */
+    while (signalled && read(p->efd, &count, sizeof count) == -1 && errno == EINTR)
+        ;
     pthread_mutex_lock(&p->mu);
     p->main_asleep = false;
     am2zw_item_t *list = p->out_head;

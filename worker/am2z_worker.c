@@ -677,12 +677,11 @@ s_drain_actors(s_engine_t *e)
         }
     }
     while (waiting) {
-        if (am2zw_pool_sleep(e->pool)) {
-            zmq_pollitem_t item = { .socket = NULL, .fd = am2zw_pool_fd(e->pool),
-                                    .events = ZMQ_POLLIN };
+        zmq_pollitem_t item = { .socket = NULL, .fd = am2zw_pool_fd(e->pool),
+                                .events = ZMQ_POLLIN };
+        if (am2zw_pool_sleep(e->pool))
             zmq_poll(&item, 1, S_POLL_MAX_MS);
-        }
-        am2zw_item_t *list = am2zw_pool_take(e->pool);
+        am2zw_item_t *list = am2zw_pool_take(e->pool, item.revents & ZMQ_POLLIN);
         for (am2zw_item_t *it = list; it; it = it->next)
             if (it->kind == AM2ZW_DONE && it->slot < s_nall(e) && e->slots[it->slot].busy) {
                 e->slots[it->slot].busy = false;
@@ -1225,11 +1224,12 @@ s_on_actor(s_engine_t *e, am2zw_item_t *it)
     }
 }
 
-/*  Everything the actors sent since the last look, in order. */
+/*  Everything the actors sent since the last look, in order. signalled:
+    the poll found the mailbox's eventfd readable. */
 static void
-s_on_actors(s_engine_t *e)
+s_on_actors(s_engine_t *e, bool signalled)
 {
-    am2zw_item_t *list = am2zw_pool_take(e->pool);
+    am2zw_item_t *list = am2zw_pool_take(e->pool, signalled);
     for (am2zw_item_t *it = list; it; it = it->next)
         s_on_actor(e, it);
     am2zw_items_free(list);
@@ -1408,7 +1408,7 @@ s_loop(s_engine_t *e)
         }
         if (e->items[0].revents & ZMQ_POLLIN)
             s_on_broker(e);
-        s_on_actors(e);                   /* also says we are awake */
+        s_on_actors(e, e->items[1].revents & ZMQ_POLLIN); /* also: we are awake */
         if (e->control && (e->items[2].revents & ZMQ_POLLIN))
             s_on_control(e);
     }

@@ -89,8 +89,9 @@ int am2zw_pool_result(am2zw_pool_t *p, uint32_t slot, const void *body, size_t s
 bool am2zw_pool_sleep(am2zw_pool_t *p);
 int am2zw_pool_fd(const am2zw_pool_t *p);
 /*  Main thread: every message the actors sent since the last take, oldest
-    first (caller frees with am2zw_items_free); clears the eventfd. */
-am2zw_item_t *am2zw_pool_take(am2zw_pool_t *p);
+    first (caller frees with am2zw_items_free). signalled: the poll found
+    the eventfd readable (it is cleared). */
+am2zw_item_t *am2zw_pool_take(am2zw_pool_t *p, bool signalled);
 /*  Threads started so far (every lane). */
 size_t am2zw_pool_threads(am2zw_pool_t *p);
 
