@@ -55,7 +55,7 @@ static const am2z_cfg_def_t s_table[] = {
     { "log-format", AM2Z_CFG_ENUM, offsetof(s_opts_t, log_format), 0, "text", 0, 0,
       am2z_log_format_names, "text or json (one object per line)" },
     { "concurrency", AM2Z_CFG_UINT, offsetof(s_opts_t, concurrency), 0, "0", 0, 4096,
-      NULL, "actor threads (= slots) per processor; 0 = each processor's default" },
+      NULL, "slots (jobs run at once) per processor; 0 = each processor's default" },
     { "grace", AM2Z_CFG_MS, offsetof(s_opts_t, grace_ms), 0, "10s", 0, 3600000,
       NULL, "on SIGTERM, how long running jobs may finish before they are handed back" },
     { "cpus", AM2Z_CFG_STRING, offsetof(s_opts_t, cpus), 64, "", 0, 0, NULL,

@@ -106,6 +106,40 @@ p_rendezvous(am2z_ctx_t *ctx)
     return am2z_changes_set_int(am2z_ctx_changes(ctx), "met", 2);
 }
 
+/*  Jobs of "crowd" that have started. */
+static atomic_int s_crowd;
+#define S_CROWD 16
+
+/*  Succeeds only when S_CROWD of these run at the same time (it waits, at
+    most 5 s, for the others): every blocking job got a thread. */
+static int
+p_crowd(am2z_ctx_t *ctx)
+{
+    atomic_fetch_add(&s_crowd, 1);
+    for (int i = 0; i < 1000 && atomic_load(&s_crowd) < S_CROWD; i++)
+        nanosleep(&(struct timespec){ .tv_nsec = 5000000L }, NULL);
+    if (atomic_load(&s_crowd) < S_CROWD) {
+        am2z_error_t *e = am2z_error_new(AM2Z_CAT_EXECUTION, "ALONE",
+                                         "only %d of %d ran at once",
+                                         atomic_load(&s_crowd), S_CROWD);
+        return am2z_ctx_fail(ctx, &e);
+    }
+    return p_incr(ctx);
+}
+
+/*  Numbers the threads that run "whoami" (1, 2, ...) and reports which
+    one ran the job as "thread". */
+static atomic_int s_thread_numbers;
+static _Thread_local int s_my_number;
+
+static int
+p_whoami(am2z_ctx_t *ctx)
+{
+    if (!s_my_number)
+        s_my_number = atomic_fetch_add(&s_thread_numbers, 1) + 1;
+    return am2z_changes_set_int(am2z_ctx_changes(ctx), "thread", s_my_number);
+}
+
 /*  Runs of "probe" (count + 1) so far: a JOB the worker held never ran. */
 static atomic_int s_probe_runs;
 
@@ -182,6 +216,8 @@ s_worker(const char *endpoint, uint64_t heartbeat_ms, uint32_t liveness)
         { .name = "fail-null", .fn = p_fail_null },
         { .name = "probe", .fn = p_probe },
         { .name = "gate", .fn = p_gate },
+        { .name = "crowd", .fn = p_crowd, .concurrency = S_CROWD },
+        { .name = "whoami", .fn = p_whoami, .concurrency = S_CROWD },
     };
     for (size_t i = 0; i < sizeof defs / sizeof defs[0]; i++)
         ck_assert_int_eq(am2z_worker_register(w, &defs[i]), AM2Z_OK);
@@ -251,7 +287,7 @@ START_TEST(test_worker_ready_announces_processors_and_credit)
     am2z_msg_t ready;
     am2z_fakebroker_expect(fb, AM2Z_CMD_READY, &ready, WAIT_MS);
     ck_assert_str_eq(ready.worker, "test-worker");
-    ck_assert_uint_eq(ready.nprocs, 11);
+    ck_assert_uint_eq(ready.nprocs, 13);
     ck_assert_str_eq(ready.procs[0].name, "incr");
     ck_assert_uint_eq(ready.procs[0].concurrency, 3);
     ck_assert_str_eq(ready.procs[0].description, "count+1");
@@ -623,6 +659,58 @@ START_TEST(test_worker_runs_concurrency_jobs_in_parallel)
         ck_assert(streq(done.job, a) || streq(done.job, b));
         am2z_msg_clear(&done);
     }
+    am2z_state_destroy(&st);
+    s_unrig(&r);
+}
+END_TEST
+
+/*  A processor's jobs that block each get a thread, up to its
+    concurrency: S_CROWD of them sent at once all run at the same time. */
+START_TEST(test_worker_blocking_jobs_each_get_a_thread)
+{
+    atomic_store(&s_crowd, 0);
+    s_rig_t r = s_rig(1000, 100);
+    am2z_state_t *st = s_state_count(0);
+    char ids[S_CROWD][AM2Z_ID_LEN + 1];
+    for (int i = 0; i < S_CROWD; i++)
+        am2z_fakebroker_job(r.fb, "crowd", st, 1, 0, ids[i]);
+    for (int i = 0; i < S_CROWD; i++) {
+        am2z_msg_t done;
+        ck_assert_int_eq(am2z_fakebroker_recv(r.fb, &done, 10000), 0);
+        ck_assert_int_eq(done.cmd, AM2Z_CMD_DONE);
+        ck_assert_msg(done.success, "%s", done.error ? done.error->message : "?");
+        am2z_msg_clear(&done);
+    }
+    am2z_state_destroy(&st);
+    s_unrig(&r);
+}
+END_TEST
+
+/*  One job at a time, however many slots: the thread that ran the last
+    job runs the next (no thread per slot, no new thread per job). */
+START_TEST(test_worker_sequential_jobs_reuse_one_thread)
+{
+    atomic_store(&s_thread_numbers, 0);
+    s_rig_t r = s_rig(1000, 100);
+    am2z_state_t *st = s_state_count(0);
+    int64_t first = 0;
+    for (int i = 0; i < 20; i++) {
+        char id[AM2Z_ID_LEN + 1];
+        am2z_fakebroker_job(r.fb, "whoami", st, 1, 0, id);
+        am2z_msg_t done;
+        am2z_fakebroker_wait_done(r.fb, id, &done, NULL, 0, NULL, WAIT_MS);
+        ck_assert(done.success);
+        am2z_state_t *next = NULL;
+        ck_assert_int_eq(am2z_state_decode(done.state, done.state_size, &next), AM2Z_OK);
+        int64_t thread = 0;
+        ck_assert_int_eq(am2z_state_get_int(next, "thread", &thread), AM2Z_OK);
+        if (i == 0)
+            first = thread;
+        ck_assert_int_eq(thread, first);
+        am2z_state_destroy(&next);
+        am2z_msg_clear(&done);
+    }
+    ck_assert_int_eq(atomic_load(&s_thread_numbers), 1);
     am2z_state_destroy(&st);
     s_unrig(&r);
 }
@@ -1193,6 +1281,8 @@ s_suite(void)
     tcase_add_test(tc, test_worker_cancel_sets_flag);
     tcase_add_test(tc, test_worker_lease_deadline_cancels_job);
     tcase_add_test(tc, test_worker_runs_concurrency_jobs_in_parallel);
+    tcase_add_test(tc, test_worker_blocking_jobs_each_get_a_thread);
+    tcase_add_test(tc, test_worker_sequential_jobs_reuse_one_thread);
     tcase_add_test(tc, test_worker_reads_jobs_from_a_batch);
     tcase_add_test(tc, test_worker_refuses_job_beyond_credit);
     tcase_add_test(tc, test_worker_heartbeats);

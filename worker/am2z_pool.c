@@ -220,9 +220,17 @@ s_thread(void *arg)
         }
         t->slot = S_NO_SLOT;
         if (wake) {
+            /*  Idle before the main thread can see the DONE (it is in the
+                same critical section), so that the next JOB for the slot
+                finds this thread rather than starting another. */
+            bool park = lane->head == NULL;
+            if (park)
+                lane->idle[lane->nidle++] = t;
             pthread_mutex_unlock(&p->mu);
             s_wake_main(p);
             pthread_mutex_lock(&p->mu);
+            while (park && !t->wake && !p->term)
+                pthread_cond_wait(&t->cv, &p->mu);
         }
     }
     pthread_mutex_unlock(&p->mu);

@@ -17,8 +17,9 @@
 
     A worker connects to a broker's backend (DEALER -> ROUTER), announces its
     processors with READY (credit = each processor's concurrency), and runs
-    every processor in its own actor threads (as many as its concurrency,
-    each started on its slot's first job).
+    every processor in its own actor threads: started on demand, at most as
+    many as jobs of it run at once (its concurrency), reused without
+    sleeping while its jobs keep coming.
     The worker's main thread owns the broker socket, heartbeats and forwards
     events; it never runs processor code.
 
@@ -78,7 +79,7 @@ typedef struct {
     am2z_processor_fn *fn;        /* required */
     void *arg;                    /* user pointer, am2z_ctx_arg(); borrowed */
     const char *description;      /* may be NULL */
-    uint32_t concurrency;         /* actor threads = slots; 0 means 1 */
+    uint32_t concurrency;         /* slots (jobs run at once); 0 means 1 */
     uint64_t timeout_ms;          /* 0 = none */
     int64_t priority;             /* default job priority (higher runs first) */
     am2z_retry_policy_t retry;    /* zeroed = defaults */
