@@ -1000,6 +1000,48 @@ s_unknown_processor(am2z_broker_t *self, const peer_t *peer, const char *name)
     s_send_error(self, peer, &error);
 }
 
+/*  SUBMIT `job`: the id the client chose, so that it can FETCH the job
+    after losing its connection before the RESULT (docs/PROTOCOL.md
+    "SUBMIT"). It must have the form of the ids we make (32 lowercase hex:
+    am2z_id_new), must not name a job this broker knows (live, finished
+    with its result kept, or dead-lettered), and is not for a repeatable
+    job (whose runs get ids of their own). False after refusing it. */
+static bool
+s_client_job_id_ok(am2z_broker_t *self, const peer_t *peer, const am2z_msg_t *msg)
+{
+    const char *id = msg->job;
+    bool form = strlen(id) == AM2Z_ID_LEN;
+    for (size_t i = 0; form && i < AM2Z_ID_LEN; i++)
+        form = (id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f');
+    const char *why = NULL;
+    if (!form)
+        why = "a job id chosen by the client must be 32 lowercase hex characters (am2z_id_new)";
+    else if (msg->every_ms)
+        why = "a repeatable job cannot take a job id: each run gets its own";
+    if (!why && zhashx_lookup(self->jobs, id))
+        why = "job id already in use";
+    am2z_store_batch_t *batch = why ? NULL : s_batch(self);
+    if (!why && !batch) {
+        am2z_error_t *e = s_resource_error(self);
+        s_send_error(self, peer, &e);
+        return false;
+    }
+    static const am2z_db_t dbs[] = { AM2Z_DB_JOBS, AM2Z_DB_RESULTS, AM2Z_DB_DLQ };
+    for (size_t i = 0; !why && i < sizeof dbs / sizeof dbs[0]; i++) {
+        am2z_record_t rec;
+        memset(&rec, 0, sizeof rec);
+        int rc = am2z_batch_get_record(batch, dbs[i], id, AM2Z_ID_LEN, &rec);
+        am2z_record_clear(&rec);
+        if (rc != AM2Z_ENOTFOUND)
+            why = "job id already in use";    /* found, or unreadable: not ours to take */
+    }
+    if (!why)
+        return true;
+    am2z_error_t *e = am2z_error_validation("job", id, why);
+    s_send_error(self, peer, &e);
+    return false;
+}
+
 /*  The limits a SUBMIT must pass before it costs anything: queue bounds
     per processor and per session, and max-sessions for a new session.
     Returns NULL when it may go on, else the refusal (caller owns it). */
@@ -1098,6 +1140,8 @@ s_on_submit(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
             return;
         }
     }
+    if (msg->job && !s_client_job_id_ok(self, peer, msg))
+        return;
     /* idempotency + repeat + progress (issue 6) */
     if (am2zb_repeat_on_submit(self, peer, proc, msg))
         return;                   /* a duplicate, a repeat schedule or a refusal */
@@ -1137,7 +1181,9 @@ am2zb_submit_job(am2z_broker_t *self, const peer_t *peer, proc_t *proc, am2z_msg
         return NULL;
     }
     uint64_t now = am2z_clock_wall_ms();
-    if (s_make_job_id(self, job->id) != AM2Z_OK) {
+    if (msg->job)                             /* checked: s_client_job_id_ok */
+        memcpy(job->id, msg->job, AM2Z_ID_LEN + 1);
+    else if (s_make_job_id(self, job->id) != AM2Z_OK) {
         am2zb_job_destroy(&job);
         free(eff);
         s_send_error_fmt(self, peer, AM2Z_CAT_RESOURCE, "RANDOM_UNAVAILABLE",

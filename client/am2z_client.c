@@ -799,10 +799,13 @@ s_submit_outcome(am2z_client_t *self, am2z_msg_t *answer, const char *processor,
     return AM2Z_EPROTO;
 }
 
-/*  submit with the refusal handed back (execute turns it into a result). */
+/*  submit with the refusal handed back (execute turns it into a result).
+    chosen: the job id the SUBMIT asks for (its `job`), or NULL for one the
+    broker makes. Waits for the answer until deadline. */
 static int
 s_submit(am2z_client_t *self, const char *processor, const am2z_state_t *state,
          const char *session_id, const am2z_submit_opts_t *opts, bool noack,
+         const char *chosen, uint64_t deadline,
          char job_id[AM2Z_JOB_ID_MAX + 1], am2z_error_t **refusal)
 {
     am2z_msg_t req;
@@ -810,8 +813,9 @@ s_submit(am2z_client_t *self, const char *processor, const am2z_state_t *state,
     if (rc != AM2Z_OK)
         return rc;
     req.noack = noack;
+    req.job = (char *)chosen;             /* borrowed, as every pointer here */
     am2z_msg_t answer;
-    rc = s_request(self, &req, s_deadline(self->timeout_ms), &answer);
+    rc = s_request(self, &req, deadline, &answer);
     if (rc == AM2Z_OK)
         rc = s_submit_outcome(self, &answer, processor, job_id, refusal);
     am2z_msg_clear(&answer);
@@ -826,7 +830,8 @@ am2z_client_submit(am2z_client_t *self, const char *processor, const am2z_state_
     if (!self || !job_id)
         return AM2Z_EINVAL;
     am2z_error_t *refusal = NULL;
-    int rc = s_submit(self, processor, state, session_id, opts, false, job_id, &refusal);
+    int rc = s_submit(self, processor, state, session_id, opts, false, NULL,
+                      s_deadline(self->timeout_ms), job_id, &refusal);
     am2z_error_destroy(&refusal);
     return rc;
 }
@@ -913,13 +918,17 @@ static int
 s_wait(am2z_client_t *self, const char *job_id, uint64_t deadline, am2z_result_t **out)
 {
     s_entry_t *e = s_entry_find(self, job_id);
-    if (!e) {
-        /* not ours, or its result was handed on: ask the broker's store */
-        int rc = s_fetch(self, job_id, deadline);
-        if (rc != AM2Z_OK)
-            return rc;
-    }
     uint64_t refetch = am2z_clock_mono_us() + S_REFETCH_MS * 1000;
+    if (!e) {
+        /* not ours, or its result was handed on: ask the broker's store,
+           again every S_REFETCH_MS while it does not answer (the FETCH may
+           have gone into a connection that is gone) */
+        int rc = s_fetch(self, job_id, refetch < deadline ? refetch : deadline);
+        if (rc != AM2Z_OK && rc != AM2Z_ETIMEOUT)
+            return rc;
+        if (rc == AM2Z_ETIMEOUT)
+            refetch = am2z_clock_mono_us();
+    }
     for (;;) {
         e = s_entry_find(self, job_id);
         if (e && e->result) {
@@ -993,13 +1002,34 @@ am2z_client_execute(am2z_client_t *self, const char *processor, const am2z_state
     am2z_error_t *refusal = NULL;
     /* noack: the broker answers with the RESULT alone (one message and one
        wake-up of this process fewer per execute); an idempotent SUBMIT is
-       still ACCEPTED (the broker says which job answers it) */
+       still ACCEPTED (the broker says which job answers it). A noack
+       SUBMIT names its job id, so that when S_REFETCH_MS pass without an
+       answer (a long job, or a connection the broker lost: a restart)
+       the wait goes on by FETCH, which finds the job wherever this socket
+       now is. */
     bool noack = !(opts && opts->idempotency_key);
-    int rc = s_submit(self, processor, state, session_id, opts, noack, job_id, &refusal);
-    if (rc == AM2Z_ETIMEOUT && noack)
-        s_set_error(self, "no result for '%s' in session '%s' within %llu ms", processor,
-                    session_id ? session_id : state ? am2z_state_session_id(state) : "?",
-                    (unsigned long long)self->timeout_ms);
+    char chosen[AM2Z_ID_LEN + 1];
+    if (noack && am2z_id_new(chosen) != AM2Z_OK) {
+        s_set_error(self, "execute: cannot read random bytes for a job id");
+        return AM2Z_EIO;
+    }
+    uint64_t deadline = s_deadline(self->timeout_ms);
+    uint64_t first = noack ? am2z_clock_mono_us() + S_REFETCH_MS * 1000 : deadline;
+    int rc = s_submit(self, processor, state, session_id, opts, noack, noack ? chosen : NULL,
+                      first < deadline ? first : deadline, job_id, &refusal);
+    if (rc == AM2Z_ETIMEOUT && noack) {
+        rc = s_wait(self, chosen, deadline, out);
+        if (rc == AM2Z_ETIMEOUT)
+            s_set_error(self, "no result for '%s' (job %s) in session '%s' within %llu ms",
+                        processor, chosen,
+                        session_id ? session_id : state ? am2z_state_session_id(state) : "?",
+                        (unsigned long long)self->timeout_ms);
+        else if (rc == AM2Z_ENOTFOUND)
+            s_set_error(self, "job %s of '%s' is unknown to the broker: it was lost before "
+                        "it was stored (the broker stopped before its commit) or its result "
+                        "is no longer kept; it may or may not have run", chosen, processor);
+        return rc;
+    }
     if (rc == AM2Z_EFAILED) {
         /* refused (e.g. ProcessorNotFoundError): a failed result, not an error */
         if (!session_id && state)
@@ -1009,7 +1039,7 @@ am2z_client_execute(am2z_client_t *self, const char *processor, const am2z_state
     }
     if (rc != AM2Z_OK)
         return rc;
-    return s_wait(self, job_id, s_deadline(self->timeout_ms), out);
+    return s_wait(self, job_id, deadline, out);
 }
 
 int

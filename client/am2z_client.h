@@ -88,8 +88,14 @@ const char *am2z_client_last_error(const am2z_client_t *self);
     state's metadata.sessionId (state must then be given). opts may be NULL.
     Returns AM2Z_OK (*out set; check (*out)->success), AM2Z_EINVAL,
     AM2Z_ETIMEOUT (no result within the client's timeout; the job goes on
-    and can be fetched by id — *out NULL), AM2Z_ENETWORK, AM2Z_EPROTO
-    (a malformed answer; am2z_client_last_error says why). A SUBMIT the
+    and can be fetched by id — *out NULL; last_error names it),
+    AM2Z_ENOTFOUND (the broker lost track of the job across a restart: it
+    stopped before storing the SUBMIT, or retention dropped the result;
+    the job may or may not have run), AM2Z_EIO (no random bytes for the
+    job id), AM2Z_ENETWORK, AM2Z_EPROTO
+    (a malformed answer; am2z_client_last_error says why). The job's result
+    survives a broker restart or a reconnect: after 2 s without an answer
+    the call asks for its job by id (FETCH). A SUBMIT the
     broker refuses (e.g. ProcessorNotFoundError) is AM2Z_OK with a failed
     result carrying the broker's error (its job_id is ""). */
 int am2z_client_execute(am2z_client_t *self, const char *processor,

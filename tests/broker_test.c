@@ -527,6 +527,88 @@ START_TEST(test_broker_noack_submit_is_answered_by_its_result)
 }
 END_TEST
 
+/*  SUBMIT.job: the client's own job id is the job's id (its RESULT and a
+    FETCH use it); an id of another form, one already in use (live or
+    finished), or one on a repeatable job is refused by name. */
+START_TEST(test_broker_submit_takes_the_clients_job_id)
+{
+    fixture_t fx;
+    s_broker_start(&fx, true);
+    zsock_t *w = s_worker(&fx, "w1", "inc", 1);
+    zsock_t *c = s_client(&fx);
+    s_wait_known(c, "inc");
+    char chosen[AM2Z_ID_LEN + 1];
+    ck_assert_int_eq(am2z_id_new(chosen), AM2Z_OK);
+    am2z_msg_t m;
+    am2z_msg_init(&m, AM2Z_CMD_SUBMIT);
+    m.req = ++s_req;
+    m.processor = (char *)"inc";
+    m.session = (char *)"chosen-1";
+    m.noack = true;
+    m.job = chosen;
+    s_send(c, &m);
+    char ran[AM2Z_JOB_ID_MAX + 1];
+    s_serve_inc(w, ran);
+    ck_assert_str_eq(ran, chosen);                /* the worker ran it by that id */
+    am2z_msg_t r;
+    s_expect(c, AM2Z_CMD_RESULT, &r);
+    ck_assert_uint_eq(r.req, m.req);
+    ck_assert_str_eq(r.job, chosen);
+    ck_assert(r.success);
+    am2z_msg_clear(&r);
+
+    /* the same id again: in use (its result is kept) */
+    const struct { const char *id; uint64_t every_ms; const char *why; } bad[] = {
+        { chosen, 0, "already in use" },
+        { "0123456789ABCDEF0123456789abcdef", 0, "32 lowercase hex" },
+        { "0123456789abcdef", 0, "32 lowercase hex" },
+        { "0123456789abcdef0123456789abcde.", 0, "32 lowercase hex" },
+        { NULL, 60000, "repeatable" },
+    };
+    char fresh[AM2Z_ID_LEN + 1];
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ck_assert_int_eq(am2z_id_new(fresh), AM2Z_OK);
+        m.req = ++s_req;
+        m.job = (char *)(bad[i].id ? bad[i].id : fresh);
+        m.every_ms = bad[i].every_ms;
+        m.noack = bad[i].every_ms == 0;
+        s_send(c, &m);
+        s_expect(c, AM2Z_CMD_ERROR, &r);
+        ck_assert_uint_eq(r.req, m.req);
+        ck_assert_ptr_nonnull(r.error);
+        ck_assert_msg(strstr(r.error->message, bad[i].why), "case %zu: %s", i,
+                      r.error->message);
+        am2z_msg_clear(&r);
+    }
+    m.every_ms = 0;
+
+    /* a live job's id is in use too */
+    char live[AM2Z_ID_LEN + 1];
+    ck_assert_int_eq(am2z_id_new(live), AM2Z_OK);
+    m.req = ++s_req;
+    m.job = live;
+    m.noack = false;
+    s_send(c, &m);
+    am2z_msg_t acc;
+    s_expect(c, AM2Z_CMD_ACCEPTED, &acc);
+    ck_assert_str_eq(acc.job, live);
+    am2z_msg_clear(&acc);
+    m.req = ++s_req;
+    s_send(c, &m);
+    s_expect(c, AM2Z_CMD_ERROR, &r);
+    ck_assert_ptr_nonnull(strstr(r.error->message, "already in use"));
+    am2z_msg_clear(&r);
+    s_serve_inc(w, ran);
+    ck_assert_str_eq(ran, live);
+    s_expect(c, AM2Z_CMD_RESULT, &r);
+    ck_assert_str_eq(r.job, live);
+    am2z_msg_clear(&r);
+    zsock_destroy(&w);
+    zsock_destroy(&c);
+    s_broker_stop(&fx);
+}
+END_TEST
+
 START_TEST(test_broker_state_persists_across_jobs_in_session)
 {
     fixture_t fx;
@@ -2249,6 +2331,7 @@ s_suite(void)
     tcase_add_test(tc, test_broker_submit_is_accepted_and_dispatched);
     tcase_add_test(tc, test_broker_result_reaches_submitter_with_version_bump);
     tcase_add_test(tc, test_broker_noack_submit_is_answered_by_its_result);
+    tcase_add_test(tc, test_broker_submit_takes_the_clients_job_id);
     tcase_add_test(tc, test_broker_state_persists_across_jobs_in_session);
     tcase_add_test(tc, test_broker_unknown_processor_lists_available);
     tcase_add_test(tc, test_broker_one_active_job_per_session);

@@ -13,6 +13,7 @@
 #include "am2z_testutil.h"
 
 #include <jansson.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -708,6 +709,79 @@ START_TEST(test_rel_client_waiting_across_a_broker_restart_gets_its_result)
 }
 END_TEST
 
+/*  A plain execute (no idempotency key: SUBMIT noack, no ACCEPTED) whose
+    broker is killed while the job runs still gets the result of the
+    re-run: it named its job id in the SUBMIT, and FETCHes it when it has
+    heard nothing for a while. */
+typedef struct {
+    am2z_client_t *c;             /* used only by the thread */
+    am2z_result_t *r;
+    int rc;
+} s_exec_t;
+
+static void *
+s_execute_sleep(void *arg)
+{
+    s_exec_t *x = arg;
+    am2z_state_t *st = am2z_cluster_state("rexec-1", "ms", 1500, NULL);
+    x->rc = st ? am2z_client_execute(x->c, "sleep", st, "rexec-1", NULL, &x->r) : AM2Z_ENOMEM;
+    am2z_state_destroy(&st);
+    return NULL;
+}
+
+static void
+s_on_session_active(const am2z_event_t *ev, void *arg)
+{
+    s_wanted_t *w = arg;
+    if (strcmp(ev->session_id, "rexec-1") == 0) {
+        snprintf(w->job, sizeof w->job, "%s", ev->job_id);
+        w->seen = true;
+    }
+}
+
+START_TEST(test_rel_plain_execute_across_a_broker_restart_gets_its_result)
+{
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_pick_ports(&env);
+    am2z_cluster_start(&env, "rel-rexec", NULL);
+    am2z_client_t *c0 = am2z_cluster_client(&env, 15000);
+    am2z_events_t *feed = NULL;
+    ck_assert_int_eq(am2z_events_subscribe(env.events, "processor:active", NULL, &feed),
+                     AM2Z_OK);
+    s_warm_feed(c0, feed);
+    s_exec_t x = { .c = am2z_cluster_client(&env, 20000) };
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, s_execute_sleep, &x), 0);
+    /* leased: its SUBMIT was committed (sync leases a job only after the
+       turn that accepted it is on disk); its id comes from the event */
+    s_wanted_t w = { .seen = false };
+    uint64_t deadline = am2z_clock_mono_us() + 10 * 1000 * 1000;
+    while (!w.seen && am2z_clock_mono_us() < deadline)
+        am2z_events_next(feed, 100, s_on_session_active, &w);
+    ck_assert_msg(w.seen, "the execute's job never became active");
+    /* a QUERY is answered after the turn that committed the lease's attempt */
+    uint8_t *data = NULL;
+    size_t size = 0;
+    ck_assert_int_eq(am2z_client_query(c0, "job", w.job, &data, &size), AM2Z_OK);
+    free(data);
+    am2z_events_destroy(&feed);
+    am2z_cluster_kill_broker(&env);
+    am2z_cluster_stop_workers(&env);
+
+    am2z_cluster_start(&env, "rel-rexec", NULL);
+    pthread_join(t, NULL);
+    ck_assert_msg(x.rc == AM2Z_OK, "execute: %s: %s", am2z_strerror(x.rc),
+                  am2z_client_last_error(x.c));
+    ck_assert_msg(x.r->success, "re-run failed: %s", x.r->error ? x.r->error->message : "?");
+    ck_assert_str_eq(x.r->job_id, w.job);
+    ck_assert_uint_eq(x.r->attempt, 2);
+    am2z_result_destroy(&x.r);
+    am2z_client_destroy(&x.c);
+    am2z_client_destroy(&c0);
+    am2z_cluster_stop(&env);
+}
+END_TEST
+
 static Suite *
 s_suite(void)
 {
@@ -726,6 +800,7 @@ s_suite(void)
     tcase_add_test(tc, test_rel_sigterm_drains_running_job_and_pending_resume_after_restart);
     tcase_add_test(tc, test_rel_sigkill_restart_reruns_leased_job_once_with_attempt_counted);
     tcase_add_test(tc, test_rel_client_waiting_across_a_broker_restart_gets_its_result);
+    tcase_add_test(tc, test_rel_plain_execute_across_a_broker_restart_gets_its_result);
     suite_add_tcase(s, tc);
     return s;
 }
