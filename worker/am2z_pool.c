@@ -16,7 +16,10 @@
     while jobs that block (sleep, I/O, a nested call) each end up with a
     thread of their own, up to the lane's limit. The main thread's credit
     bookkeeping (am2z_worker.c) never hands a lane more JOBs than it has
-    slots, so the limit is never what holds a queued JOB back.
+    slots, so the limit is never what holds a queued JOB back. A nested
+    call's child (beyond credit; its caller holds a thread while it waits)
+    goes first in line and always gets a thread woken or started for it,
+    or is refused at once: it never waits for a busy thread.
 */
 #include "am2z_worker_priv.h"
 
@@ -319,7 +322,7 @@ am2zw_pool_fd(const am2zw_pool_t *p)
 
 int
 am2zw_pool_job(am2zw_pool_t *p, size_t lane_i, uint32_t slot, atomic_bool *cancel,
-               am2z_msg_t *job)
+               am2z_msg_t *job, bool own_thread)
 {
     if (lane_i >= p->nlanes || slot >= p->nslots)
         return AM2Z_EINVAL;
@@ -332,21 +335,30 @@ am2zw_pool_job(am2zw_pool_t *p, size_t lane_i, uint32_t slot, atomic_bool *cance
     it->job = job;
     s_lane_t *lane = &p->lanes[lane_i];
     pthread_mutex_lock(&p->mu);
-    s_append(&lane->head, &lane->tail, it);
+    if (own_thread) {
+        /* first in line, so that the thread kicked for it takes it */
+        it->next = lane->head;
+        lane->head = it;
+        if (!lane->tail)
+            lane->tail = it;
+    } else {
+        s_append(&lane->head, &lane->tail, it);
+    }
     am2zw_thread_t *sig = NULL;
     bool ok = true;
-    if (lane->nwaking == 0)
+    if (lane->nwaking == 0 || own_thread)
         sig = s_kick(p, lane, &ok);
-    bool refused = !ok && lane->nthreads == 0;
+    bool refused = !ok && (lane->nthreads == 0 || own_thread);
     if (refused) {
-        /* nobody could take it: unlink it (it is the tail) */
-        am2zw_item_t **pp = &lane->head;
-        lane->tail = NULL;
+        /* nobody will take it: unlink it */
+        am2zw_item_t **pp = &lane->head, *prev = NULL;
         while (*pp != it) {
-            lane->tail = *pp;
+            prev = *pp;
             pp = &(*pp)->next;
         }
-        *pp = NULL;
+        *pp = it->next;
+        if (lane->tail == it)
+            lane->tail = prev;
     }
     pthread_mutex_unlock(&p->mu);
     if (sig)

@@ -837,12 +837,13 @@ s_run_on(s_engine_t *e, s_slot_t *slot, size_t p, am2z_msg_t *owned)
     atomic_store(&slot->cancel, false);
     slot->busy = true;
     e->busy++;
-    if (am2zw_pool_job(e->pool, p, (uint32_t)(slot - e->slots), &slot->cancel, owned)
-        != AM2Z_OK) {
+    if (am2zw_pool_job(e->pool, p, (uint32_t)(slot - e->slots), &slot->cancel, owned,
+                       slot->extra) != AM2Z_OK) {
         /*  No actor thread for it: undo, fail the job. */
         slot->busy = false;
         e->busy--;
-        am2z_error_t *error = am2z_error_resource("actor threads", 0, 0);
+        am2z_error_t *error = am2z_error_resource(slot->extra ? "call actors" : "actor threads",
+                                                  0, 0);
         s_send_failure(e, owned, &error);
         am2z_msg_clear(owned);
         free(owned);

@@ -78,9 +78,12 @@ am2zw_pool_t *am2zw_pool_new(const am2zw_lane_def_t *lanes, size_t nlanes, size_
 void am2zw_pool_destroy(am2zw_pool_t **p_p);
 
 /*  Main thread. Queues *job (taken on AM2Z_OK) for slot on lane. Returns
-    AM2Z_ENOMEM when no thread could take it (the caller keeps job). */
+    AM2Z_ENOMEM when no thread could take it (the caller keeps job).
+    own_thread: the job must not wait for a busy thread (a nested call's
+    child, whose caller may be what keeps the lane's threads busy): one is
+    woken or started for it, or it is refused. */
 int am2zw_pool_job(am2zw_pool_t *p, size_t lane, uint32_t slot, atomic_bool *cancel,
-                   am2z_msg_t *job);
+                   am2z_msg_t *job, bool own_thread);
 /*  Main thread. Hands a copy of body to the thread running slot's job (the
     answer to its CALL). AM2Z_ESTATE when no thread runs it. */
 int am2zw_pool_result(am2zw_pool_t *p, uint32_t slot, const void *body, size_t size);
