@@ -198,29 +198,25 @@ s_thread(void *arg)
         if (sig)
             pthread_cond_signal(&sig->cv);
 
-        am2zw_item_t *done = calloc(1, sizeof *done);
         uint8_t *body = NULL;
         size_t size = 0;
         am2zw_run_job(t, lane->def.processor, lane->def.fn, lane->def.arg, p->log,
                       p->max_state_size, it->job, it->cancel, &body, &size);
-        am2zw_item_free(it);
+        /*  The JOB's item carries the DONE back: no allocation that could
+            fail and leave the slot busy for good. */
+        am2z_msg_clear(it->job);
+        free(it->job);
+        it->job = NULL;
+        it->cancel = NULL;
+        it->kind = AM2ZW_DONE;
+        it->body = body;
+        it->size = body ? size : 0;
 
         pthread_mutex_lock(&p->mu);
         p->runner[t->slot] = NULL;
         am2zw_item_free(t->result);       /* a RESULT that came too late */
         t->result = NULL;
-        bool wake = false;
-        if (done) {
-            done->kind = AM2ZW_DONE;
-            done->slot = t->slot;
-            done->body = body;
-            done->size = body ? size : 0;
-            wake = s_to_main(p, done);
-        } else {
-            free(body);
-            AM2Z_LOG(p->log, AM2Z_LOG_ERROR, "worker", "DONE lost: out of memory",
-                     AM2Z_KU("slot", t->slot));
-        }
+        bool wake = s_to_main(p, it);
         t->slot = S_NO_SLOT;
         if (wake) {
             /*  Idle before the main thread can see the DONE (it is in the
