@@ -163,9 +163,11 @@ START_TEST(test_pool_call_result_reaches_the_waiting_thread)
     am2zw_item_t *call = s_next(p, &pending);
     ck_assert_int_eq(call->kind, AM2ZW_CALL);
     ck_assert_uint_eq(call->slot, 3);
-    am2zw_item_free(call);
-    /* no thread runs slot 2's job: nobody to hand a RESULT to */
-    ck_assert_int_eq(am2zw_pool_result(p, 2, "x", 1), AM2Z_ESTATE);
+    uint32_t seq = call->seq;
+    /* no thread runs slot 2's job: nobody to hand a RESULT to; and the
+       thread of slot 3 waits for call seq, not for an earlier one */
+    ck_assert_int_eq(am2zw_pool_result(p, 2, seq, "x", 1), AM2Z_ESTATE);
+    ck_assert_int_eq(am2zw_pool_result(p, 3, seq - 1, "x", 1), AM2Z_ESTATE);
 
     am2z_changes_t *c = am2z_changes_new();
     am2z_changes_set_int(c, "count", 7);
@@ -181,7 +183,8 @@ START_TEST(test_pool_call_result_reaches_the_waiting_thread)
     uint8_t *body = NULL;
     size_t size = 0;
     ck_assert_int_eq(am2z_msg_encode(&r, &body, &size), AM2Z_OK);   /* borrowed: not cleared */
-    ck_assert_int_eq(am2zw_pool_result(p, 3, body, size), AM2Z_OK);
+    ck_assert_int_eq(am2zw_pool_result(p, 3, seq, body, size), AM2Z_OK);
+    am2zw_item_free(call);
     free(body);
     am2z_state_destroy(&st);
     am2zw_item_t *done = s_next(p, &pending);

@@ -41,6 +41,7 @@ struct am2zw_thread_t {
     bool wake;                    /* taken off the idle stack (or started): counted in nwaking */
     am2zw_item_t *result;         /* the RESULT of the call it waits for */
     uint32_t slot;                /* slot of the running job, S_NO_SLOT = none */
+    uint32_t call_seq;            /* number of its latest CALL */
 };
 
 typedef struct {
@@ -368,7 +369,8 @@ am2zw_pool_job(am2zw_pool_t *p, size_t lane_i, uint32_t slot, atomic_bool *cance
 }
 
 int
-am2zw_pool_result(am2zw_pool_t *p, uint32_t slot, const void *body, size_t size)
+am2zw_pool_result(am2zw_pool_t *p, uint32_t slot, uint32_t seq, const void *body,
+                  size_t size)
 {
     if (slot >= p->nslots)
         return AM2Z_EINVAL;
@@ -379,11 +381,14 @@ am2zw_pool_result(am2zw_pool_t *p, uint32_t slot, const void *body, size_t size)
     }
     it->kind = AM2ZW_RESULT;
     it->slot = slot;
+    it->seq = seq;
     it->size = size;
     if (size)
         memcpy(it->body, body, size);
     pthread_mutex_lock(&p->mu);
     am2zw_thread_t *t = p->runner[slot];
+    if (t && t->call_seq != seq)
+        t = NULL;                         /* an abandoned call's answer */
     if (t) {
         am2zw_item_free(t->result);
         t->result = it;
@@ -438,6 +443,12 @@ am2zw_pool_send(am2zw_thread_t *t, am2zw_kind_t kind, uint8_t **body_p, size_t s
     it->size = body ? size : 0;
     pthread_mutex_lock(&p->mu);
     it->slot = t->slot;
+    if (kind == AM2ZW_CALL) {
+        /* a new call: whatever answered an earlier one is stale */
+        it->seq = ++t->call_seq;
+        am2zw_item_free(t->result);
+        t->result = NULL;
+    }
     bool wake = s_to_main(p, it);
     pthread_mutex_unlock(&p->mu);
     if (wake)

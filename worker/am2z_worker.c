@@ -119,6 +119,7 @@ typedef struct {
     uint32_t attempt;             /* its attempt */
     uint64_t deadline_us;         /* lease deadline (mono), 0 = none */
     uint64_t call_req;            /* its actor waits for this CALL's RESULT, 0 = none */
+    uint32_t call_seq;            /* that CALL's number on its actor thread */
     bool extra;                   /* an extra actor for nested calls' children */
 } s_slot_t;
 
@@ -1088,7 +1089,7 @@ s_on_broker(s_engine_t *e)
 /*  A nested call from a running job: numbered here (req) and sent to the
     broker; the RESULT with that req goes back to this slot's actor. */
 static void
-s_on_call(s_engine_t *e, s_slot_t *slot, const void *data, size_t dsize)
+s_on_call(s_engine_t *e, s_slot_t *slot, uint32_t seq, const void *data, size_t dsize)
 {
     am2z_msg_t call;
     uint8_t *out = NULL;
@@ -1100,6 +1101,7 @@ s_on_call(s_engine_t *e, s_slot_t *slot, const void *data, size_t dsize)
     }
     if (rc == AM2Z_OK && slot->busy && !e->handed_back) {
         slot->call_req = call.req;
+        slot->call_seq = seq;
         s_send(e, "CALL", out, size);
     } else {
         AM2Z_LOG(e->w->log, AM2Z_LOG_WARN, "worker", "nested call not sent",
@@ -1117,7 +1119,7 @@ s_on_call_result(s_engine_t *e, const am2z_msg_t *msg, const void *body, size_t 
         s_slot_t *slot = &e->slots[i];
         if (slot->busy && slot->call_req == msg->req) {
             slot->call_req = 0;
-            int rc = am2zw_pool_result(e->pool, (uint32_t)i, body, size);
+            int rc = am2zw_pool_result(e->pool, (uint32_t)i, slot->call_seq, body, size);
             if (rc != AM2Z_OK)
                 AM2Z_LOG(e->w->log, AM2Z_LOG_WARN, "worker", "RESULT not delivered",
                          AM2Z_KS("job", slot->job), AM2Z_KS("error", am2z_strerror(rc)));
@@ -1218,7 +1220,7 @@ s_on_actor(s_engine_t *e, am2zw_item_t *it)
             }
         }
     } else if (it->kind == AM2ZW_CALL) {
-        s_on_call(e, slot, it->body, it->size);
+        s_on_call(e, slot, it->seq, it->body, it->size);
     } else {
         AM2Z_LOG(e->w->log, AM2Z_LOG_ERROR, "worker", "unexpected actor message",
                  AM2Z_KU("slot", it->slot));

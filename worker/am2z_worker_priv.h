@@ -60,6 +60,7 @@ typedef struct am2zw_item_t {
     struct am2zw_item_t *next;
     am2zw_kind_t kind;
     uint32_t slot;                /* the slot whose job it concerns */
+    uint32_t seq;                 /* CALL, RESULT: the call's number on its thread */
     atomic_bool *cancel;          /* JOB: the slot's cancellation flag */
     am2z_msg_t *job;              /* JOB: owned decoded message */
     uint8_t *body;                /* others: owned bytes (may be NULL) */
@@ -84,9 +85,12 @@ void am2zw_pool_destroy(am2zw_pool_t **p_p);
     woken or started for it, or it is refused. */
 int am2zw_pool_job(am2zw_pool_t *p, size_t lane, uint32_t slot, atomic_bool *cancel,
                    am2z_msg_t *job, bool own_thread);
-/*  Main thread. Hands a copy of body to the thread running slot's job (the
-    answer to its CALL). AM2Z_ESTATE when no thread runs it. */
-int am2zw_pool_result(am2zw_pool_t *p, uint32_t slot, const void *body, size_t size);
+/*  Main thread. Hands a copy of body to the thread running slot's job: the
+    answer to its CALL number seq (the CALL item's seq). AM2Z_ESTATE when no
+    thread runs it, or it no longer waits for that call (it gave up on it,
+    cancelled, and may have made another since). */
+int am2zw_pool_result(am2zw_pool_t *p, uint32_t slot, uint32_t seq, const void *body,
+                      size_t size);
 /*  Main thread, before it sleeps in a poll that includes am2zw_pool_fd:
     false when messages already wait (then do not sleep). */
 bool am2zw_pool_sleep(am2zw_pool_t *p);
