@@ -37,6 +37,16 @@ p_gated(am2z_ctx_t *ctx)
     return p_incr(ctx);
 }
 
+/*  Waits (bounded) until a "gated" job runs. */
+static void
+s_wait_gated(void)
+{
+    uint64_t deadline = am2z_clock_mono_us() + WAIT_MS * 1000ull;
+    while (atomic_load(&s_gated) < 1 && am2z_clock_mono_us() < deadline)
+        nanosleep(&(struct timespec){ .tv_nsec = 1000000L }, NULL);
+    ck_assert_int_eq(atomic_load(&s_gated), 1);
+}
+
 /*  Calls "incr" (through the main thread) and keeps the callee's count. */
 static int
 p_caller(am2z_ctx_t *ctx)
@@ -205,10 +215,7 @@ START_TEST(test_pool_call_child_without_a_thread_is_refused)
     am2zw_pool_t *p = s_pool(p_gated, 1, 4);
     atomic_bool cancel = false;
     ck_assert_int_eq(am2zw_pool_job(p, 0, 0, &cancel, s_job("job-d"), false), AM2Z_OK);
-    uint64_t deadline = am2z_clock_mono_us() + WAIT_MS * 1000ull;
-    while (atomic_load(&s_gated) < 1 && am2z_clock_mono_us() < deadline)
-        nanosleep(&(struct timespec){ .tv_nsec = 1000000L }, NULL);
-    ck_assert_int_eq(atomic_load(&s_gated), 1);   /* the one thread is busy */
+    s_wait_gated();                              /* the one thread is busy */
 
     am2z_msg_t *child = s_job("job-child");
     ck_assert_int_eq(am2zw_pool_job(p, 0, 1, &cancel, child, true), AM2Z_ENOMEM);
@@ -244,10 +251,7 @@ START_TEST(test_pool_destroy_with_queued_jobs)
         snprintf(id, sizeof id, "job-q%u", s);
         ck_assert_int_eq(am2zw_pool_job(p, 0, s, &cancel, s_job(id), false), AM2Z_OK);
     }
-    uint64_t deadline = am2z_clock_mono_us() + WAIT_MS * 1000ull;
-    while (atomic_load(&s_gated) < 1 && am2z_clock_mono_us() < deadline)
-        nanosleep(&(struct timespec){ .tv_nsec = 1000000L }, NULL);
-    ck_assert_int_eq(atomic_load(&s_gated), 1);
+    s_wait_gated();
     atomic_store(&s_gate, true);
     am2zw_pool_destroy(&p);                       /* joins the thread */
     ck_assert_ptr_null(p);
