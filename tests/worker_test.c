@@ -692,13 +692,10 @@ START_TEST(test_worker_sequential_jobs_reuse_one_thread)
 {
     atomic_store(&s_thread_numbers, 0);
     s_rig_t r = s_rig(1000, 100);
-    am2z_state_t *st = s_state_count(0);
     int64_t first = 0;
     for (int i = 0; i < 20; i++) {
-        char id[AM2Z_ID_LEN + 1];
-        am2z_fakebroker_job(r.fb, "whoami", st, 1, 0, id);
         am2z_msg_t done;
-        am2z_fakebroker_wait_done(r.fb, id, &done, NULL, 0, NULL, WAIT_MS);
+        s_run_job(&r, "whoami", &done);
         ck_assert(done.success);
         am2z_state_t *next = NULL;
         ck_assert_int_eq(am2z_state_decode(done.state, done.state_size, &next), AM2Z_OK);
@@ -711,7 +708,6 @@ START_TEST(test_worker_sequential_jobs_reuse_one_thread)
         am2z_msg_clear(&done);
     }
     ck_assert_int_eq(atomic_load(&s_thread_numbers), 1);
-    am2z_state_destroy(&st);
     s_unrig(&r);
 }
 END_TEST

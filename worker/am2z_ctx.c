@@ -15,7 +15,6 @@
 #include "am2z_codec.h"
 #include "am2z_mpcheck.h"
 
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
