@@ -3,8 +3,10 @@
 # ports, a fresh data dir), runs am2z-bench against them, stops them.
 # Usage: bash bench/run-core.sh [sync|periodic] [am2z-bench flags...]
 # Needs a build in ./build (bash tests/run.sh or cmake --build build).
+# BROKER_ARGS="--flag value ..." adds broker flags (e.g. --retain-completed).
 # Prints the bench's lines, then the CPU time (user + system, ms) the
-# broker and the worker used while it ran, and their peak RSS (VmHWM)
+# broker and the worker used while it measured (up to its first figure:
+# not the tidying after it), and their peak RSS (VmHWM)
 # with what is resident now split anonymous / file-backed (KiB). With
 # SMAPS_DIR=DIR set it also copies each one's /proc/PID/smaps there
 # (broker.smaps, worker.smaps) for a per-mapping look.
@@ -17,7 +19,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
 trap cleanup EXIT
 : >"$dir/broker.out"; : >"$dir/worker.out"
-"$build/broker/am2z-broker" --data-dir "$dir/data" --durability "$mode" --log-level warn \
+"$build/broker/am2z-broker" --data-dir "$dir/data" --durability "$mode" --log-level warn ${BROKER_ARGS:-} \
   --frontend 'tcp://127.0.0.1:*' --backend 'tcp://127.0.0.1:*' --events 'tcp://127.0.0.1:*' >"$dir/broker.out" &
 pids+=($!)
 for _ in $(seq 100); do grep -q ready "$dir/broker.out" && break; sleep 0.1; done
@@ -30,8 +32,16 @@ for _ in $(seq 100); do grep -q ready "$dir/worker.out" && break; sleep 0.1; don
 echo "durability=$mode cores=$(nproc) kernel=$(uname -r)"
 cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{printf "%d", ($14 + $15) * 1000 / hz}' "/proc/$1/stat"; }
 b0=$(cpu_ms "${pids[0]}") w0=$(cpu_ms "${pids[1]}")
-"$build/bench/am2z-bench" --broker "$(field frontend)" "$@"
-echo "cpu_ms broker=$(( $(cpu_ms "${pids[0]}") - b0 )) worker=$(( $(cpu_ms "${pids[1]}") - w0 ))"
+# CPU is read when the bench prints its first figure (polled every 10 ms),
+# before it tidies up (the throughput workload then stops its sessions).
+stdbuf -oL "$build/bench/am2z-bench" --broker "$(field frontend)" "$@" >"$dir/bench.out" &
+bench=$!
+while ! [ -s "$dir/bench.out" ] && kill -0 "$bench" 2>/dev/null; do sleep 0.01; done
+b1=$(cpu_ms "${pids[0]}") w1=$(cpu_ms "${pids[1]}")
+rc=0; wait "$bench" || rc=$?
+cat "$dir/bench.out"
+[ "$rc" -eq 0 ] || exit "$rc"
+echo "cpu_ms broker=$(( b1 - b0 )) worker=$(( w1 - w0 ))"
 kb() { sed -n "s/^$2:[[:space:]]*\([0-9]*\).*/\1/p" "/proc/$1/status"; }
 names=(broker worker)
 for i in 0 1; do
