@@ -5,6 +5,7 @@
         am2z-example-worker [--broker tcp://127.0.0.1:7771] [--id ID]
                             [--heartbeat 1000ms] [--liveness 5]
                             [--grace 10s] [--concurrency N]
+                            [--thread-idle 60s] [--cpus LIST]
                             [--log-level info] [--log-format text]
 
     Settings also come from AM2Z_* variables and --config FILE. Prints one
@@ -38,6 +39,7 @@ typedef struct {
     int log_format;               /* am2z_log_format_t */
     uint64_t concurrency;         /* 0 = each processor's own */
     uint64_t grace_ms;            /* stop: time running jobs get to finish */
+    uint64_t thread_idle_ms;      /* an idle actor thread exits after this */
     char cpus[64];                /* CPUs to run on, "" = any */
 } s_opts_t;
 
@@ -58,6 +60,10 @@ static const am2z_cfg_def_t s_table[] = {
       NULL, "slots (jobs run at once) per processor; 0 = each processor's default" },
     { "grace", AM2Z_CFG_MS, offsetof(s_opts_t, grace_ms), 0, "10s", 0, 3600000,
       NULL, "on SIGTERM, how long running jobs may finish before they are handed back" },
+    { "thread-idle", AM2Z_CFG_MS, offsetof(s_opts_t, thread_idle_ms), 0, "60s", 0,
+      (uint64_t)86400000, NULL,
+      "an actor thread with no job for this long exits (each processor keeps one); "
+      "0 = threads stay once started" },
     { "cpus", AM2Z_CFG_STRING, offsetof(s_opts_t, cpus), 64, "", 0, 0, NULL,
       "CPUs the worker's threads run on (main, ZeroMQ I/O, actors), e.g. 1 or 0-3; "
       "empty = any" },
@@ -136,6 +142,7 @@ main(int argc, char **argv)
     cfg.log_level = opts.log_level;
     cfg.log_format = opts.log_format;
     cfg.grace_ms = opts.grace_ms;
+    cfg.thread_idle_ms = opts.thread_idle_ms;
 
     am2z_worker_t *worker = am2z_worker_new(&cfg);
     if (!worker) {

@@ -37,14 +37,20 @@ p_gated(am2z_ctx_t *ctx)
     return p_incr(ctx);
 }
 
-/*  Waits (bounded) until a "gated" job runs. */
+/*  Waits (bounded) until n "gated" jobs run. */
+static void
+s_wait_gated_n(int n)
+{
+    uint64_t deadline = am2z_clock_mono_us() + WAIT_MS * 1000ull;
+    while (atomic_load(&s_gated) < n && am2z_clock_mono_us() < deadline)
+        nanosleep(&(struct timespec){ .tv_nsec = 1000000L }, NULL);
+    ck_assert_int_eq(atomic_load(&s_gated), n);
+}
+
 static void
 s_wait_gated(void)
 {
-    uint64_t deadline = am2z_clock_mono_us() + WAIT_MS * 1000ull;
-    while (atomic_load(&s_gated) < 1 && am2z_clock_mono_us() < deadline)
-        nanosleep(&(struct timespec){ .tv_nsec = 1000000L }, NULL);
-    ck_assert_int_eq(atomic_load(&s_gated), 1);
+    s_wait_gated_n(1);
 }
 
 /*  Calls "incr" (through the main thread) and keeps the callee's count. */
@@ -132,7 +138,7 @@ static am2zw_pool_t *
 s_pool(am2z_processor_fn *fn, size_t max_threads, size_t nslots)
 {
     am2zw_lane_def_t lane = { .processor = "p", .fn = fn, .max_threads = max_threads };
-    am2zw_pool_t *p = am2zw_pool_new(&lane, 1, nslots, NULL, 0);
+    am2zw_pool_t *p = am2zw_pool_new(&lane, 1, nslots, NULL, 0, 0);
     ck_assert_ptr_nonnull(p);
     return p;
 }
@@ -258,6 +264,42 @@ START_TEST(test_pool_destroy_with_queued_jobs)
 }
 END_TEST
 
+/*  Threads started for a burst of blocking jobs leave once they waited
+    idle_ms without a job, down to one for the lane, which still serves. */
+START_TEST(test_pool_idle_threads_leave_down_to_one)
+{
+    atomic_store(&s_gate, false);
+    atomic_store(&s_gated, 0);
+    am2zw_lane_def_t lane = { .processor = "p", .fn = p_gated, .max_threads = 8 };
+    am2zw_pool_t *p = am2zw_pool_new(&lane, 1, 8, NULL, 0, 50);
+    ck_assert_ptr_nonnull(p);
+    atomic_bool cancel = false;
+    for (uint32_t s = 0; s < 4; s++) {
+        char id[16];
+        snprintf(id, sizeof id, "job-i%u", s);
+        ck_assert_int_eq(am2zw_pool_job(p, 0, s, &cancel, s_job(id), false), AM2Z_OK);
+    }
+    s_wait_gated_n(4);                            /* four at once: four threads */
+    ck_assert_uint_eq(am2zw_pool_threads(p), 4);
+    atomic_store(&s_gate, true);
+    am2zw_item_t *pending = NULL;
+    for (int i = 0; i < 4; i++)
+        am2zw_item_free(s_next(p, &pending));
+
+    uint64_t deadline = am2z_clock_mono_us() + WAIT_MS * 1000ull;
+    while (am2zw_pool_threads(p) > 1 && am2z_clock_mono_us() < deadline)
+        nanosleep(&(struct timespec){ .tv_nsec = 5000000L }, NULL);
+    ck_assert_uint_eq(am2zw_pool_threads(p), 1);
+
+    ck_assert_int_eq(am2zw_pool_job(p, 0, 5, &cancel, s_job("job-i5"), false), AM2Z_OK);
+    am2zw_item_t *it = s_next(p, &pending);
+    ck_assert_uint_eq(it->slot, 5);
+    ck_assert_int_eq(s_done_count(it), 2);
+    am2zw_item_free(it);
+    am2zw_pool_destroy(&p);
+}
+END_TEST
+
 static Suite *
 s_suite(void)
 {
@@ -268,6 +310,7 @@ s_suite(void)
     tcase_add_test(tc, test_pool_call_result_reaches_the_waiting_thread);
     tcase_add_test(tc, test_pool_call_child_without_a_thread_is_refused);
     tcase_add_test(tc, test_pool_destroy_with_queued_jobs);
+    tcase_add_test(tc, test_pool_idle_threads_leave_down_to_one);
     suite_add_tcase(s, tc);
     return s;
 }

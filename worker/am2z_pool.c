@@ -4,7 +4,10 @@
     One mutex guards the whole pool; it is held only to link or unlink a
     message or to look at a counter, never while a processor runs.
 
-    Threads of a lane (one processor) start on demand and then stay. The
+    Threads of a lane (one processor) start on demand. One that waited
+    idle_ms on the idle stack without a JOB leaves (detached, it frees
+    itself), unless it is the lane's last thread: after a burst of
+    blocking jobs the lane shrinks back to what its traffic uses. The
     rule that keeps every queued JOB served: while a lane's queue is not
     empty, at least one thread is on its way to it (nwaking > 0: signalled
     from the idle stack, or just started). Whoever queues a JOB with no
@@ -64,6 +67,7 @@ struct am2zw_pool_t {
     bool main_asleep;             /* main polls efd: the next message wakes it */
     int efd;                      /* eventfd the main thread polls */
     bool term;
+    uint64_t idle_ms;             /* an idle thread leaves after this; 0 = never */
     am2z_log_t *log;
     size_t max_state_size;
 };
@@ -165,6 +169,56 @@ s_wake_main(am2zw_pool_t *p)
         ;
 }
 
+/*  Under the lock: takes t, idle, out of its lane for good (it is on the
+    idle stack, runs nothing, and no one holds it). */
+static void
+s_retire(s_lane_t *lane, am2zw_thread_t *t)
+{
+    for (size_t i = 0; i < lane->nidle; i++)
+        if (lane->idle[i] == t) {
+            memmove(&lane->idle[i], &lane->idle[i + 1], (lane->nidle - i - 1) * sizeof t);
+            lane->nidle--;
+            break;
+        }
+    for (size_t i = 0; i < lane->nthreads; i++)
+        if (lane->threads[i] == t) {
+            lane->threads[i] = lane->threads[--lane->nthreads];
+            break;
+        }
+    pthread_detach(t->tid);
+}
+
+/*  Under the lock, t on its lane's idle stack: waits until it is woken or
+    the pool ends. Returns false when it waited idle_ms and left the pool
+    instead (the lock released, t freed: the thread must return at once). */
+static bool
+s_park(am2zw_pool_t *p, s_lane_t *lane, am2zw_thread_t *t)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += (time_t)(p->idle_ms / 1000);
+    until.tv_nsec += (long)(p->idle_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    while (!t->wake && !p->term) {
+        if (!p->idle_ms || lane->nthreads <= 1) {
+            pthread_cond_wait(&t->cv, &p->mu);
+            continue;
+        }
+        if (pthread_cond_timedwait(&t->cv, &p->mu, &until) == ETIMEDOUT
+            && !t->wake && !p->term && lane->nthreads > 1) {
+            s_retire(lane, t);
+            pthread_mutex_unlock(&p->mu);
+            pthread_cond_destroy(&t->cv);
+            free(t);
+            return false;
+        }
+    }
+    return true;
+}
+
 static void *
 s_thread(void *arg)
 {
@@ -182,8 +236,8 @@ s_thread(void *arg)
         am2zw_item_t *it = lane->head;
         if (!it) {
             lane->idle[lane->nidle++] = t;
-            while (!t->wake && !p->term)
-                pthread_cond_wait(&t->cv, &p->mu);
+            if (!s_park(p, lane, t))
+                return NULL;
             continue;
         }
         lane->head = it->next;
@@ -229,8 +283,8 @@ s_thread(void *arg)
             pthread_mutex_unlock(&p->mu);
             s_wake_main(p);
             pthread_mutex_lock(&p->mu);
-            while (park && !t->wake && !p->term)
-                pthread_cond_wait(&t->cv, &p->mu);
+            if (park && !s_park(p, lane, t))
+                return NULL;
         }
     }
     pthread_mutex_unlock(&p->mu);
@@ -239,12 +293,13 @@ s_thread(void *arg)
 
 am2zw_pool_t *
 am2zw_pool_new(const am2zw_lane_def_t *lanes, size_t nlanes, size_t nslots,
-               am2z_log_t *log, size_t max_state_size)
+               am2z_log_t *log, size_t max_state_size, uint64_t idle_ms)
 {
     am2zw_pool_t *p = calloc(1, sizeof *p);
     if (!p)
         return NULL;
     p->efd = -1;
+    p->idle_ms = idle_ms;
     p->log = log;
     p->max_state_size = max_state_size;
     p->nlanes = nlanes;

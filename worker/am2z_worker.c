@@ -202,6 +202,7 @@ am2z_worker_config_defaults(am2z_worker_config_t *cfg)
     cfg->log_format = AM2Z_LOG_TEXT;
     cfg->max_state_size = AM2ZW_MAX_STATE_DEFAULT;
     cfg->grace_ms = AM2Z_WORKER_GRACE_DEFAULT_MS;
+    cfg->thread_idle_ms = AM2Z_WORKER_THREAD_IDLE_DEFAULT_MS;
 }
 
 am2z_worker_t *
@@ -754,7 +755,7 @@ s_engine_init(s_engine_t *e, am2z_worker_t *w, zsock_t *control,
             .max_threads = (size_t)w->procs[p].concurrency + S_EXTRA_MAX,
         };
     e->pool = am2zw_pool_new(defs, w->nprocs, e->nslots + S_EXTRA_MAX, w->log,
-                             (size_t)w->cfg.max_state_size);
+                             (size_t)w->cfg.max_state_size, w->cfg.thread_idle_ms);
     free(defs);
     if (!e->pool) {
         AM2Z_LOG(w->log, AM2Z_LOG_ERROR, "worker", "actor pool not created",

@@ -19,7 +19,8 @@
     processors with READY (credit = each processor's concurrency), and runs
     every processor in its own actor threads: started on demand, at most as
     many as jobs of it run at once (its concurrency), reused without
-    sleeping while its jobs keep coming.
+    sleeping while its jobs keep coming, and gone again (all but one) after
+    cfg.thread_idle_ms without a job.
     The worker's main thread owns the broker socket, heartbeats and forwards
     events; it never runs processor code.
 
@@ -152,10 +153,16 @@ typedef struct {
     uint64_t grace_ms;            /* stop: how long running jobs may go on
                                      before they are handed back; 0 = hand
                                      back at once */
+    uint64_t thread_idle_ms;      /* an actor thread that had no job this
+                                     long exits (each processor keeps one);
+                                     0 = threads stay once started */
 } am2z_worker_config_t;
 
 /*  Default grace period of a stopping worker. */
 #define AM2Z_WORKER_GRACE_DEFAULT_MS 10000
+
+/*  Default idle time after which an actor thread exits. */
+#define AM2Z_WORKER_THREAD_IDLE_DEFAULT_MS 60000
 
 /*  Default backend endpoint of am2z-broker. */
 #define AM2Z_DEFAULT_BACKEND "tcp://127.0.0.1:7771"

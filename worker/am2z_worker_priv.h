@@ -70,12 +70,14 @@ typedef struct am2zw_item_t {
 typedef struct am2zw_pool_t am2zw_pool_t;
 typedef struct am2zw_thread_t am2zw_thread_t;
 
-/*  A pool for nlanes lanes (copied) and nslots slot numbers. NULL when out
-    of memory or no eventfd. Destroy ends every thread: each finishes the
-    job it runs (a waiting nested call ends cancelled), then is joined;
-    queued JOBs and undelivered messages are freed. */
+/*  A pool for nlanes lanes (copied) and nslots slot numbers. A thread that
+    waited idle_ms for a JOB exits unless it is its lane's last (0: threads
+    stay once started). NULL when out of memory or no eventfd. Destroy
+    ends every thread: each finishes the job it runs (a waiting nested
+    call ends cancelled), then is joined; queued JOBs and undelivered
+    messages are freed. */
 am2zw_pool_t *am2zw_pool_new(const am2zw_lane_def_t *lanes, size_t nlanes, size_t nslots,
-                             am2z_log_t *log, size_t max_state_size);
+                             am2z_log_t *log, size_t max_state_size, uint64_t idle_ms);
 void am2zw_pool_destroy(am2zw_pool_t **p_p);
 
 /*  Main thread. Queues *job (taken on AM2Z_OK) for slot on lane. Returns
