@@ -1598,6 +1598,25 @@ s_query_dlq(am2z_broker_t *self, const peer_t *peer, const am2z_msg_t *msg, am2z
     zlistx_destroy(&keys);
 }
 
+/*  The commands a client may send (s_on_frontend handles them). */
+static bool
+s_frontend_accepts(am2z_cmd_t cmd)
+{
+    switch (cmd) {
+    case AM2Z_CMD_SUBMIT:
+    case AM2Z_CMD_STOP_SESSION:
+    case AM2Z_CMD_DLQ:
+    case AM2Z_CMD_REPEAT:
+    case AM2Z_CMD_FETCH:
+    case AM2Z_CMD_QUERY:
+    case AM2Z_CMD_HEARTBEAT:
+    case AM2Z_CMD_DISCONNECT:
+        return true;
+    default:
+        return false;
+    }
+}
+
 static void
 s_on_frontend(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
 {
@@ -1689,11 +1708,10 @@ s_on_ready(am2z_broker_t *self, const uint8_t *ident, size_t ident_size, am2z_ms
         wp->concurrency = d->concurrency ? d->concurrency : 1;
         wp->credit = wp->concurrency;
     }
-    if (msg->ncomps)
-        am2zb_flow_register(self, msg->comps, msg->ncomps);
+    size_t comps_new = msg->ncomps ? am2zb_flow_register(self, msg->comps, msg->ncomps) : 0;
     AM2Z_LOG(self->log, AM2Z_LOG_INFO, S_COMPONENT, "worker ready",
              AM2Z_KS("worker", worker->id), AM2Z_KU("processors", worker->nprocs),
-             AM2Z_KU("composites", msg->ncomps));
+             AM2Z_KU("composites", msg->ncomps), AM2Z_KU("composites_new", comps_new));
 }
 
 static void
@@ -2114,6 +2132,18 @@ s_handle_frames(am2z_broker_t *self, peer_t *peer, bool frontend, zmq_msg_t *sig
                 zmq_msg_t *cmd, zmq_msg_t *body)
 {
     char err[256] = "";
+    if (frontend && zmq_msg_size(sig) == strlen(AM2Z_PROTOCOL)
+        && memcmp(zmq_msg_data(sig), AM2Z_PROTOCOL, strlen(AM2Z_PROTOCOL)) == 0) {
+        /* a command that does not belong here is named as such, whatever
+           its body holds (a worker's JOB or DONE is not decoded) */
+        am2z_cmd_t c = am2z_cmd_parse(zmq_msg_data(cmd), zmq_msg_size(cmd));
+        if (c != AM2Z_CMD_INVALID && !s_frontend_accepts(c)) {
+            snprintf(err, sizeof err, "command %s is not accepted on the frontend",
+                     am2z_cmd_name(c));
+            s_refuse(self, peer, frontend, body, AM2Z_EPROTO, err);
+            return;
+        }
+    }
     am2z_msg_t msg;
     int rc = am2z_frames_decode(zmq_msg_data(sig), zmq_msg_size(sig), zmq_msg_data(cmd),
                                 zmq_msg_size(cmd), zmq_msg_data(body), zmq_msg_size(body),

@@ -387,8 +387,9 @@ typedef struct am2zb_flows_s am2zb_flows_t;
 int am2zb_flow_new(am2z_broker_t *self);
 /*  Frees runs (not jobs: the broker frees those). NULL-safe. */
 void am2zb_flow_destroy(am2z_broker_t *self);
-/*  READY.comps: registers (first definition wins) and stores them. In turn. */
-void am2zb_flow_register(am2z_broker_t *self, const am2z_comp_desc_t *comps, size_t n);
+/*  READY.comps: registers (first definition wins) and stores them; returns
+    how many were new. In turn. */
+size_t am2zb_flow_register(am2z_broker_t *self, const am2z_comp_desc_t *comps, size_t n);
 /*  In turn: starts runs for composite jobs at their lane's head, resumes
     stored runs, applies deadlines, writes changed run records. */
 void am2zb_flow_tick(am2z_broker_t *self);

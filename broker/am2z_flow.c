@@ -1621,8 +1621,9 @@ s_store_comp(am2z_broker_t *self, const am2z_comp_desc_t *d)
     announced earlier) is refused and logged with its cycle; the others are
     registered. Since the broker's composites have no cycle (bar those
     marked at reload, which never run), any new cycle runs through an
-    announced one, and refusing all of those on a cycle leaves none. */
-void
+    announced one, and refusing all of those on a cycle leaves none.
+    Returns how many it registered now (known ones are not counted). */
+size_t
 am2zb_flow_register(am2z_broker_t *self, const am2z_comp_desc_t *comps, size_t n)
 {
     zhashx_t *fresh = zhashx_new();        /* name -> candidate (borrowed) */
@@ -1632,8 +1633,9 @@ am2zb_flow_register(am2z_broker_t *self, const am2z_comp_desc_t *comps, size_t n
                  "composites ignored: out of memory checking them", AM2Z_KU("composites", n));
         zhashx_destroy(&fresh);
         zhashx_destroy(&refused);
-        return;
+        return 0;
     }
+    size_t added = 0;
     for (size_t i = 0; i < n; i++)
         if (s_acceptable(self, &comps[i]) && !zhashx_lookup(fresh, comps[i].name))
             zhashx_insert(fresh, comps[i].name, (void *)&comps[i]);
@@ -1656,11 +1658,14 @@ am2zb_flow_register(am2z_broker_t *self, const am2z_comp_desc_t *comps, size_t n
         const am2z_comp_desc_t *d = &comps[i];
         if (!d->name || zhashx_lookup(fresh, d->name) != d || zhashx_lookup(refused, d->name))
             continue;
-        if (s_register(self, d))
+        if (s_register(self, d)) {
             s_store_comp(self, d);
+            added++;
+        }
     }
     zhashx_destroy(&fresh);
     zhashx_destroy(&refused);
+    return added;
 }
 
 /*  A composite job at its lane's head becomes a run (or resumes one). */

@@ -102,6 +102,7 @@ enum {
     S_ARRAY     = 1 << 4,   /* K_RAW: must be an array */
     S_UNIQUE    = 1 << 5,   /* K_MAPS: the elements' first field (a char *
                                name) must be unique */
+    S_ONLY_IF_OK = 1 << 6,  /* refused when the map's "ok" is false */
 };
 
 /*  A string rule: valid() sees the raw bytes (no NUL terminator), so it
@@ -467,7 +468,7 @@ static const s_field_t s_ready[] = { F_WORKER(S_REQ), F_PROCS(S_REQ), F_COMPS(0)
 static const s_field_t s_credit[] = { F_PROC(S_REQ), F_CREDIT(S_REQ) };
 static const s_field_t s_done[] = {
     F_JOB(S_REQ), F_ATTEMPT(S_REQ), F_OK(S_REQ), F_DATA(S_ARRAY), F_STATE(0),
-    F_ERROR(S_REQ_IF_KO), F_EXEC(0), F_STARTED(0), F_SELECT(0),
+    F_ERROR(S_REQ_IF_KO), F_EXEC(0), F_STARTED(0), F_SELECT(S_ONLY_IF_OK),
 };
 static const s_field_t s_job[] = {
     F_JOB(S_REQ), F_ATTEMPT(S_REQ), F_PROC(S_REQ), F_SESSION(S_REQ),
@@ -1134,6 +1135,9 @@ s_decode_map(const s_schema_t *sc, const uint8_t *p, size_t n, void *base,
 
     for (size_t i = 0; i < sc->count; i++) {
         const s_field_t *f = &sc->fields[i];
+        if ((seen & (1u << i)) && (f->flags & S_ONLY_IF_OK) && s_is_ko(sc, base))
+            return s_fail(d, AM2Z_EPROTO, "field '%s' is not allowed when ok is false",
+                          s_path(name, prefix, f->key));
         if (seen & (1u << i))
             continue;
         if (f->flags & S_REQ)
@@ -1431,6 +1435,8 @@ s_encode_map(const s_schema_t *sc, const void *base, msgpack_packer *pk)
         const s_field_t *f = &sc->fields[i];
         bool present = s_present(f, base);
         if (!present && ((f->flags & S_REQ_IF_KO) && ok && !*ok))
+            return AM2Z_EINVAL;
+        if (present && ((f->flags & S_ONLY_IF_OK) && ok && !*ok))
             return AM2Z_EINVAL;
         emit[i] = present || (f->flags & (S_REQ | S_ALWAYS));
         pairs += emit[i];

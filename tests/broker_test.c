@@ -840,7 +840,30 @@ START_TEST(test_broker_rejects_malformed_frames_and_keeps_serving)
     cr.credit = 1;
     s_send(c, &cr);
     s_expect(c, AM2Z_CMD_ERROR, &e);
+    ck_assert_ptr_nonnull(strstr(e.error->message, "CREDIT is not accepted on the frontend"));
     am2z_msg_clear(&e);
+    /* a worker's command with a partial body: named as out of place, not
+       as a missing field, and the ERROR still carries req */
+    {
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, 1);
+        msgpack_pack_str(&pk, 3); msgpack_pack_str_body(&pk, "req", 3);
+        msgpack_pack_uint64(&pk, 77);
+        zmsg_t *zm = zmsg_new();
+        zmsg_addstr(zm, "AM2Z/1");
+        zmsg_addstr(zm, "JOB");
+        zmsg_addmem(zm, sb.data, sb.size);
+        zmsg_send(&zm, c);
+        msgpack_sbuffer_destroy(&sb);
+        s_expect(c, AM2Z_CMD_ERROR, &e);
+        ck_assert_msg(strstr(e.error->message, "JOB is not accepted on the frontend"), "%s",
+                      e.error->message);
+        ck_assert_uint_eq(e.req, 77);
+        am2z_msg_clear(&e);
+    }
     /* and it still serves */
     s_still_serves(c, w, "s1");
     zsock_destroy(&w);

@@ -217,7 +217,7 @@ s_fill(am2z_cmd_t cmd, am2z_msg_t *m)
     case AM2Z_CMD_DONE:
         m->job = s_str("j1");
         m->attempt = UINT32_MAX;
-        m->success = false;
+        m->success = true;            /* select comes only with ok (an error may too) */
         m->data = s_dup(s_changes, sizeof s_changes);
         m->data_size = sizeof s_changes;
         m->state = s_dup(s_state, sizeof s_state);
@@ -604,7 +604,7 @@ START_TEST(test_required_fields_missing_are_refused)
         { AM2Z_CMD_EVENT, { "name" } },
         { AM2Z_CMD_READY, { "worker", "procs" } },
         { AM2Z_CMD_CREDIT, { "proc", "credit" } },
-        { AM2Z_CMD_DONE, { "job", "attempt", "ok", "error" } },
+        { AM2Z_CMD_DONE, { "job", "attempt", "ok" } },     /* error: when not ok, below */
         { AM2Z_CMD_JOB, { "job", "attempt", "proc", "session", "state" } },
         { AM2Z_CMD_CANCEL, { "job" } },
         { AM2Z_CMD_DLQ, { "req", "op", "job" } },
@@ -1033,6 +1033,43 @@ START_TEST(test_result_failure_requires_error)
 }
 END_TEST
 
+/*  A route selector's key comes only with a success: a failed DONE that
+    names one is refused (and cannot be encoded). */
+START_TEST(test_done_select_only_with_ok)
+{
+    am2z_msg_t m;
+    am2z_msg_init(&m, AM2Z_CMD_DONE);
+    m.job = (char *)"j";
+    m.attempt = 1;
+    m.success = false;
+    m.error = am2z_error_new(AM2Z_CAT_EXECUTION, "E", "failed");
+    m.select = (char *)"left";
+    uint8_t *body = NULL;
+    size_t size = 0;
+    ck_assert_int_eq(am2z_msg_encode(&m, &body, &size), AM2Z_EINVAL);
+    m.select = NULL;
+    ck_assert_int_eq(am2z_msg_encode(&m, &body, &size), AM2Z_OK);
+    am2z_error_destroy(&m.error);
+    /* the same body plus "select": one more pair in its fixmap header */
+    ck_assert_uint_eq(body[0] & 0xf0, 0x80);
+    ck_assert_uint_lt(body[0] & 0x0f, 15);
+    uint8_t *bad = malloc(size + 12);
+    ck_assert_ptr_nonnull(bad);
+    memcpy(bad, body, size);
+    bad[0] = (uint8_t)(body[0] + 1);
+    memcpy(bad + size, "\xa6select\xa4left", 12);
+    s_expect_refused(AM2Z_CMD_DONE, bad, size + 12,
+                     "DONE: field 'select' is not allowed when ok is false");
+    free(bad);
+    free(body);
+    /* and a failed DONE names its error */
+    const uint8_t ko[] = { 0x83, 0xa3, 'j', 'o', 'b', 0xa1, 'j', 0xa7, 'a', 't', 't', 'e', 'm', 'p',
+                           't', 0x01, 0xa2, 'o', 'k', 0xc2 };
+    s_expect_refused(AM2Z_CMD_DONE, ko, sizeof ko,
+                     "DONE: missing required field 'error' (ok is false)");
+}
+END_TEST
+
 START_TEST(test_body_must_be_one_map_within_the_limit)
 {
     uint8_t *body;
@@ -1451,6 +1488,7 @@ s_suite(void)
     tcase_add_test(tc, test_procs_are_validated);
     tcase_add_test(tc, test_comps_and_select_are_validated);
     tcase_add_test(tc, test_result_failure_requires_error);
+    tcase_add_test(tc, test_done_select_only_with_ok);
     tcase_add_test(tc, test_body_must_be_one_map_within_the_limit);
     tcase_add_test(tc, test_unknown_keys_ignored_duplicates_refused);
     tcase_add_test(tc, test_frames_check_signature_and_command);
