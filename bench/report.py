@@ -421,9 +421,16 @@ def main():
         if parts:
             cpu.append(f"{c}: " + ", ".join(parts))
     if cpu:
+        tp_runs = [r for r in d.rows if r["system"] == "am2z" and r["case"] == "tp"
+                   and "cpu_broker_us" in r]
+        until_figure = bool(tp_runs) and all(r.get("cpu_until_figure") for r in tp_runs)
+        window = ("/proc/PID/stat from the client's start until it printed its figure, so they "
+                  "include its set-up but not its 1,000 closing stop_session calls"
+                  if until_figure else
+                  "/proc/PID/stat around the whole client run, so they include its set-up and its "
+                  "1,000 closing stop_session calls")
         L.append("CPU time per job (user + system, all threads, µs; broker and worker from "
-                 "/proc/PID/stat around the whole client run, so they include its set-up and its "
-                 "1,000 closing stop_session calls; the client's own from getrusage around the "
+                 + window + "; the client's own from getrusage around the "
                  "pipelined jobs): " + "; ".join(cpu)
                  + ". On 2 cores the three together bound the throughput.")
         L.append("")

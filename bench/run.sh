@@ -157,7 +157,7 @@ am2z_case() {
   c1b=$(ctxsw "$bp") c1w=$(ctxsw "$wp") u1b=$(cpu_us "$bp") u1w=$(cpu_us "$wp")
   if wait "$cp" && out="$(cat "$d/bench.out")" && [ -n "$out" ]; then
     local extra
-    extra=$(printf ',"rss_broker_kb":%s,"rss_worker_kb":%s,"ctxsw_broker":%s,"ctxsw_worker":%s,"cpu_broker_us":%s,"cpu_worker_us":%s' \
+    extra=$(printf ',"cpu_until_figure":true,"rss_broker_kb":%s,"rss_worker_kb":%s,"ctxsw_broker":%s,"ctxsw_worker":%s,"cpu_broker_us":%s,"cpu_worker_us":%s' \
       "$(hwm_kb "$bp")" "$(hwm_kb "$wp")" "$(( c1b - c0b ))" "$(( c1w - c0w ))" \
       "$(( u1b - u0b ))" "$(( u1w - u0w ))")
     # what the peak is made of, at the end of the run: heap vs mapped files (LMDB)
