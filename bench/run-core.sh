@@ -32,14 +32,19 @@ for _ in $(seq 100); do grep -q ready "$dir/worker.out" && break; sleep 0.1; don
 echo "durability=$mode cores=$(nproc) kernel=$(uname -r)"
 cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{printf "%d", ($14 + $15) * 1000 / hz}' "/proc/$1/stat"; }
 b0=$(cpu_ms "${pids[0]}") w0=$(cpu_ms "${pids[1]}")
-# CPU is read when the bench prints its first figure (polled every 10 ms),
-# before it tidies up (the throughput workload then stops its sessions).
-stdbuf -oL "$build/bench/am2z-bench" --broker "$(field frontend)" "$@" >"$dir/bench.out" &
+# CPU is read as soon as the bench prints its first figure (a blocking
+# read on a FIFO), before it tidies up (the throughput workload then stops
+# its sessions).
+mkfifo "$dir/bench.fifo"
+stdbuf -oL "$build/bench/am2z-bench" --broker "$(field frontend)" "$@" >"$dir/bench.fifo" &
 bench=$!
-while ! [ -s "$dir/bench.out" ] && kill -0 "$bench" 2>/dev/null; do sleep 0.01; done
+exec {fd}<"$dir/bench.fifo"
+first=""; IFS= read -r first <&"$fd" || true
 b1=$(cpu_ms "${pids[0]}") w1=$(cpu_ms "${pids[1]}")
+[ -z "$first" ] || printf '%s\n' "$first"
+cat <&"$fd"
+exec {fd}<&-
 rc=0; wait "$bench" || rc=$?
-cat "$dir/bench.out"
 [ "$rc" -eq 0 ] || exit "$rc"
 echo "cpu_ms broker=$(( b1 - b0 )) worker=$(( w1 - w0 ))"
 kb() { sed -n "s/^$2:[[:space:]]*\([0-9]*\).*/\1/p" "/proc/$1/status"; }

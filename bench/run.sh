@@ -148,14 +148,20 @@ am2z_case() {
   c0b=$(ctxsw "$bp") c0w=$(ctxsw "$wp") u0b=$(cpu_us "$bp") u0w=$(cpu_us "$wp")
   # The bench prints its figure when the measured part ends, then tidies up
   # (the throughput case stops its 1,000 sessions: ≈ 20 % more broker CPU
-  # in sync). CPU and context switches are read when the figure appears
-  # (polled every 10 ms), so they cover the measured part only.
-  : >"$d/bench.out"
-  "${cpin[@]}" stdbuf -oL "$BENCH" --broker "$fe" --json "$@" >"$d/bench.out" 2>"$d/bench.err" &
+  # in sync). CPU and context switches are read as soon as the figure's
+  # line arrives (a blocking read on a FIFO: nothing polls meanwhile), so
+  # they cover the measured part only.
+  local fifo="$d/bench.fifo" first="" rest="" fd
+  rm -f "$fifo"; mkfifo "$fifo"
+  "${cpin[@]}" stdbuf -oL "$BENCH" --broker "$fe" --json "$@" >"$fifo" 2>"$d/bench.err" &
   cp=$!
-  while ! [ -s "$d/bench.out" ] && kill -0 "$cp" 2>/dev/null; do sleep 0.01; done
+  exec {fd}<"$fifo"
+  IFS= read -r first <&"$fd" || true
   c1b=$(ctxsw "$bp") c1w=$(ctxsw "$wp") u1b=$(cpu_us "$bp") u1w=$(cpu_us "$wp")
-  if wait "$cp" && out="$(cat "$d/bench.out")" && [ -n "$out" ]; then
+  rest="$(cat <&"$fd")"
+  exec {fd}<&-
+  out="$first${rest:+$'\n'$rest}"
+  if wait "$cp" && [ -n "$out" ]; then
     local extra
     extra=$(printf ',"cpu_until_figure":true,"rss_broker_kb":%s,"rss_worker_kb":%s,"ctxsw_broker":%s,"ctxsw_worker":%s,"cpu_broker_us":%s,"cpu_worker_us":%s' \
       "$(hwm_kb "$bp")" "$(hwm_kb "$wp")" "$(( c1b - c0b ))" "$(( c1w - c0w ))" \
