@@ -766,6 +766,17 @@ START_TEST(test_broker_stale_done_is_dropped)
 }
 END_TEST
 
+/*  Sends (signature, cmd, the bytes packed in sb) as one message. */
+static void
+s_send_packed(zsock_t *sock, const char *cmd, const msgpack_sbuffer *sb)
+{
+    zmsg_t *zm = zmsg_new();
+    zmsg_addstr(zm, "AM2Z/1");
+    zmsg_addstr(zm, cmd);
+    zmsg_addmem(zm, sb->data, sb->size);
+    zmsg_send(&zm, sock);
+}
+
 START_TEST(test_broker_rejects_malformed_frames_and_keeps_serving)
 {
     fixture_t fx;
@@ -812,20 +823,12 @@ START_TEST(test_broker_rejects_malformed_frames_and_keeps_serving)
         msgpack_pack_int(&pk, 5);
         msgpack_pack_str(&pk, 7); msgpack_pack_str_body(&pk, "session", 7);
         msgpack_pack_str(&pk, 1); msgpack_pack_str_body(&pk, "s", 1);
-        zmsg_t *zm = zmsg_new();
-        zmsg_addstr(zm, "AM2Z/1");
-        zmsg_addstr(zm, "SUBMIT");
-        zmsg_addmem(zm, sb.data, sb.size);
-        zmsg_send(&zm, c);
+        s_send_packed(c, "SUBMIT", &sb);
         s_expect(c, AM2Z_CMD_ERROR, &e);
         ck_assert_uint_eq(e.req, 4242);
         am2z_msg_clear(&e);
         /* same junk from the worker: logged and dropped */
-        zm = zmsg_new();
-        zmsg_addstr(zm, "AM2Z/1");
-        zmsg_addstr(zm, "DONE");
-        zmsg_addmem(zm, sb.data, sb.size);
-        zmsg_send(&zm, w);
+        s_send_packed(w, "DONE", &sb);
         msgpack_sbuffer_destroy(&sb);
     }
     zstr_sendx(w, "garbage", NULL);
@@ -852,11 +855,7 @@ START_TEST(test_broker_rejects_malformed_frames_and_keeps_serving)
         msgpack_pack_map(&pk, 1);
         msgpack_pack_str(&pk, 3); msgpack_pack_str_body(&pk, "req", 3);
         msgpack_pack_uint64(&pk, 77);
-        zmsg_t *zm = zmsg_new();
-        zmsg_addstr(zm, "AM2Z/1");
-        zmsg_addstr(zm, "JOB");
-        zmsg_addmem(zm, sb.data, sb.size);
-        zmsg_send(&zm, c);
+        s_send_packed(c, "JOB", &sb);
         msgpack_sbuffer_destroy(&sb);
         s_expect(c, AM2Z_CMD_ERROR, &e);
         ck_assert_msg(strstr(e.error->message, "JOB is not accepted on the frontend"), "%s",
