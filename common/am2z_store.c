@@ -65,17 +65,22 @@
 #include "am2z_clock.h"
 #include "am2z_envelope.h"
 #include "am2z_error.h"
+#include "am2z_wset.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <lmdb.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+static void s_pipeline_stop(am2z_store_t *self);
 
 static const char *const s_db_names[AM2Z_DB_COUNT_] = {
     [AM2Z_DB_SESSIONS] = "sessions",
@@ -100,7 +105,20 @@ struct am2z_store_batch_t {
     bool open;               /* between begin and commit/abort */
     int poison;              /* AM2Z_ERESOURCE / AM2Z_EIO once a write failed */
     uint64_t bound;          /* highest file offset this txn may reach (estimate) */
+    /* staged (am2z_store_pipeline): the writes wait in ws, txn stays NULL */
+    am2z_wset_t *ws;         /* the batch's write set, or NULL (direct: txn) */
+    uint64_t growth;         /* what this batch added to bound */
+    int64_t sessions_delta;  /* sessions it creates minus those it deletes */
 };
+
+/*  A write set handed to the writer thread (see "Writer thread"). */
+typedef struct s_stage {
+    am2z_wset_t *ws;
+    uint64_t seq;                 /* 1, 2, ...: the order of hand-over */
+    uint64_t growth;              /* its batch's bound growth */
+    struct s_stage *prev, *next;  /* the loop's in-flight list, older first */
+    struct s_stage *wnext;        /* the writer's queue (under mu) */
+} s_stage_t;
 
 /*  Invariants: rtxn, when not NULL, is a read-only txn that is reset
     (holding no snapshot) unless rtxn_busy. unsynced_commits > 0 only in
@@ -129,12 +147,29 @@ struct am2z_store_t {
     uint64_t page_size;                 /* LMDB's page size */
     int last_write_error;               /* LMDB / errno code of the last failed write */
     int lock_fd;                        /* am2z.lock, flocked (cfg->exclusive), or -1 */
+    /* writer thread (am2z_store_pipeline); committed_txn / durable_txn
+       then count write sets (seq), not LMDB txn ids */
+    bool piped;
+    pthread_t writer;
+    pthread_mutex_t mu;
+    pthread_cond_t wake;                /* the writer waits for work */
+    pthread_cond_t progress;            /* the loop waits for the writer */
+    s_stage_t *q_head, *q_tail;         /* handed over, not yet taken (mu) */
+    bool stop;                          /* (mu) */
+    int w_error;                        /* the writer's failure, sticky (mu) */
+    uint64_t w_applied;                 /* seq the writer committed up to (atomic) */
+    uint64_t w_durable;                 /* seq known on disk up to (atomic) */
+    int efd;                            /* eventfd the writer signals, or -1 */
+    s_stage_t *fl_head, *fl_tail;       /* in flight: handed over, not yet settled */
+    unsigned walks;                     /* store / batch walks in progress */
+    uint64_t sessions_n;                /* sessions in the committed view */
 };
 
 /*  Allocation ahead of use (MDB_WRITEMAP; see the top of this file). */
 #define S_ALLOC_STEP ((uint64_t)16 << 20)
 #define S_WRITE_PAGES 8u                 /* B-tree pages one write may copy or add */
 #define S_COMMIT_SLACK ((uint64_t)1 << 20) /* freelist and meta writes of a commit */
+#define S_INFLIGHT_MAX 32u               /* sets handed over and not yet applied */
 
 bool
 am2z_db_sealed(am2z_db_t db)
@@ -309,6 +344,7 @@ am2z_store_open(const am2z_config_t *cfg, am2z_store_t **out,
     snprintf(self->path, sizeof self->path, "%s", cfg->data_dir);
     self->fd = -1;
     self->lock_fd = -1;
+    self->efd = -1;
     if (cfg->exclusive && (self->lock_fd = s_lock_dir(self->path, err, err_size, &rc)) < 0) {
         free(self);
         return rc;
@@ -427,6 +463,8 @@ am2z_store_destroy(am2z_store_t **self_p)
     am2z_store_t *self = *self_p;
     am2z_store_batch_t *batch = self->batch.open ? &self->batch : NULL;
     am2z_store_abort(&batch);
+    if (self->piped)
+        s_pipeline_stop(self);
     if (self->rtxn)
         mdb_txn_abort(self->rtxn);
     if (self->unsynced_commits > 0 || self->durable_txn != self->committed_txn)
@@ -460,12 +498,201 @@ s_db_ok(am2z_db_t db)
     return (int)db >= 0 && db < AM2Z_DB_COUNT_;
 }
 
-/*  Starts a read txn: the cached one when idle, a fresh one when it is
-    busy (a read from inside an am2z_store_each callback). */
+/* ---------------------------------------------------------------------------
+   Writer thread (am2z_store_pipeline; sync mode).
+
+   A staged batch records its writes in a write set (am2z_wset) instead of
+   an LMDB txn. Its commit hands the set to the writer thread, which
+   applies every set waiting into one LMDB write txn and commits it (its
+   fdatasync included) while the caller goes on with its next batch. The
+   caller reads through the sets still in flight: a lookup asks its own
+   batch's set, then the in-flight sets newest first, then an LMDB read
+   snapshot; a walk merges them in key order. The writer publishes w_applied
+   (the last seq in LMDB) after its commit returns, and the caller loads it
+   before it renews its snapshot, so every set at or below it is in the
+   snapshot and is skipped; a set above it that the snapshot already holds
+   is read twice, which gives the same answer (sets apply in order, and the
+   newest layer wins). Settled sets are freed between reads, never while a
+   walk hands out pointers into them.
+
+   LMDB's writer lock is taken and released by the thread that commits, so
+   no txn crosses threads. MDB_NOMETASYNC as with am2z_store_defer_meta: a
+   commit's data flush makes the previous commit durable, and the writer
+   flushes again when it has nothing left to apply, so w_durable reaches
+   w_applied whenever the caller stops handing over sets.
+
+   Errors. Everything that can refuse a write is decided when the caller
+   writes, as in direct mode: a full disk through the blocks allocated
+   ahead (s_reserve), a full map because the batch turns direct (a real
+   LMDB txn on the caller's thread, after the writer drained) when its
+   bound could reach past the map. What the writer can still meet is an I/O
+   error (fdatasync or pwrite: EIO) or a bound that proved wrong; either is
+   sticky, no later set is applied, and am2z_store_poll() returns it: the
+   caller must stop answering (like PostgreSQL after a failed fsync, the
+   file's state is known only up to w_durable) and restart.
+   ------------------------------------------------------------------------ */
+
+static void
+s_stage_free(s_stage_t *st)
+{
+    if (st) {
+        am2z_wset_destroy(&st->ws);
+        free(st);
+    }
+}
+
+/*  Writer side: tells the caller something moved (under mu). */
+static void
+s_signal(am2z_store_t *self)
+{
+    uint64_t one = 1;
+    pthread_cond_broadcast(&self->progress);
+    if (self->efd >= 0 && write(self->efd, &one, sizeof one) < 0) {
+        /* EAGAIN: the counter is already non-zero, the caller will look */
+    }
+}
+
+/*  Applies the sets from first (linked by wnext) in one LMDB txn.
+    Returns 0 or the LMDB / errno code. */
 static int
-s_read_begin(am2z_store_t *self, MDB_txn **txn)
+s_apply(am2z_store_t *self, s_stage_t *first)
+{
+    MDB_txn *txn;
+    int mrc = mdb_txn_begin(self->env, NULL, 0, &txn);
+    if (mrc != 0)
+        return mrc;
+    for (s_stage_t *st = first; st && mrc == 0; st = st->wnext) {
+        size_t n = am2z_wset_size(st->ws);
+        for (size_t i = 0; i < n && mrc == 0; i++) {
+            const am2z_wop_t *op = am2z_wset_op(st->ws, i);
+            MDB_val k = { op->key_size, (void *)op->key };
+            if (op->del) {
+                mrc = mdb_del(txn, self->dbi[op->db], &k, NULL);
+                if (mrc == MDB_NOTFOUND)
+                    mrc = 0;
+            } else {
+                MDB_val v = { op->val_size, (void *)op->val };
+                mrc = mdb_put(txn, self->dbi[op->db], &k, &v, 0);
+            }
+        }
+    }
+    if (mrc != 0) {
+        mdb_txn_abort(txn);
+        return mrc;
+    }
+    return mdb_txn_commit(txn);
+}
+
+static void *
+s_writer(void *arg)
+{
+    am2z_store_t *self = arg;
+    uint64_t applied = __atomic_load_n(&self->w_applied, __ATOMIC_RELAXED);
+    uint64_t durable = applied;
+    pthread_mutex_lock(&self->mu);
+    for (;;) {
+        if (self->w_error) {
+            /* nothing more reaches the file; drop what is handed over */
+            self->q_head = self->q_tail = NULL;
+            if (self->stop)
+                break;
+            pthread_cond_wait(&self->wake, &self->mu);
+            continue;
+        }
+        if (!self->q_head) {
+            if (durable < applied) {
+                pthread_mutex_unlock(&self->mu);
+                int mrc = mdb_env_sync(self->env, 1);
+                pthread_mutex_lock(&self->mu);
+                if (mrc != 0) {
+                    self->w_error = mrc;
+                } else {
+                    durable = applied;
+                    __atomic_store_n(&self->w_durable, durable, __ATOMIC_RELEASE);
+                    self->syncs++;
+                }
+                s_signal(self);
+                continue;
+            }
+            if (self->stop)
+                break;
+            pthread_cond_wait(&self->wake, &self->mu);
+            continue;
+        }
+        s_stage_t *first = self->q_head, *last = self->q_tail;
+        self->q_head = self->q_tail = NULL;
+        pthread_mutex_unlock(&self->mu);
+        int mrc = s_apply(self, first);
+        pthread_mutex_lock(&self->mu);
+        if (mrc != 0) {
+            self->w_error = mrc;
+        } else {
+            /* its data flush put the previous commit's meta page on disk */
+            durable = applied;
+            applied = last->seq;
+            __atomic_store_n(&self->w_applied, applied, __ATOMIC_RELEASE);
+            __atomic_store_n(&self->w_durable, durable, __ATOMIC_RELEASE);
+        }
+        s_signal(self);
+    }
+    pthread_mutex_unlock(&self->mu);
+    return NULL;
+}
+
+/*  Caller side: frees the in-flight sets the writer has committed, unless
+    a walk may still point into them. */
+static void
+s_settle(am2z_store_t *self, uint64_t applied)
+{
+    if (self->walks)
+        return;
+    while (self->fl_head && self->fl_head->seq <= applied) {
+        s_stage_t *st = self->fl_head;
+        self->fl_head = st->next;
+        if (self->fl_head)
+            self->fl_head->prev = NULL;
+        else
+            self->fl_tail = NULL;
+        s_stage_free(st);
+    }
+}
+
+/*  Caller side: waits until the writer has applied (durable: and flushed)
+    every set handed over. Returns AM2Z_OK or the writer's failure. */
+static int
+s_wait_writer_for(am2z_store_t *self, bool durable, uint64_t target)
+{
+    uint64_t *what = durable ? &self->w_durable : &self->w_applied;
+    pthread_mutex_lock(&self->mu);
+    while (!self->w_error && __atomic_load_n(what, __ATOMIC_ACQUIRE) < target)
+        pthread_cond_wait(&self->progress, &self->mu);
+    int e = self->w_error;
+    pthread_mutex_unlock(&self->mu);
+    s_settle(self, __atomic_load_n(&self->w_applied, __ATOMIC_ACQUIRE));
+    return e ? s_write_error(e) == AM2Z_ERESOURCE ? AM2Z_ERESOURCE : AM2Z_EIO : AM2Z_OK;
+}
+
+static int
+s_wait_writer(am2z_store_t *self, bool durable)
+{
+    return s_wait_writer_for(self, durable, self->committed_txn);
+}
+
+/*  Starts a read txn: the cached one when idle, a fresh one when it is
+    busy (a read from inside an am2z_store_each callback). With the writer
+    thread, *from (may be NULL) gets the seq the snapshot holds at least:
+    in-flight sets above it are to be read through. */
+static int
+s_read_begin_from(am2z_store_t *self, MDB_txn **txn, uint64_t *from)
 {
     int rc;
+    uint64_t applied = 0;
+    if (self->piped) {
+        applied = __atomic_load_n(&self->w_applied, __ATOMIC_ACQUIRE);
+        s_settle(self, applied);
+    }
+    if (from)
+        *from = applied;
     if (self->rtxn && !self->rtxn_busy) {
         rc = mdb_txn_renew(self->rtxn);
         if (rc != 0) {
@@ -485,6 +712,135 @@ s_read_begin(am2z_store_t *self, MDB_txn **txn)
         self->rtxn_busy = true;
     }
     return AM2Z_OK;
+}
+
+static int
+s_read_begin(am2z_store_t *self, MDB_txn **txn)
+{
+    return s_read_begin_from(self, txn, NULL);
+}
+
+/*  The value of key in db as the caller sees it: ws (its open batch's set,
+    may be NULL), the in-flight sets above from, newest first, then txn.
+    Returns 0 (*v set, borrowed), MDB_NOTFOUND or an LMDB error. */
+static int
+s_view_get(am2z_store_t *self, am2z_wset_t *ws, uint64_t from, MDB_txn *txn,
+           am2z_db_t db, const void *key, size_t key_size, MDB_val *v)
+{
+    const am2z_wop_t *op = NULL;
+    am2z_wset_hit_t hit = am2z_wset_get(ws, (unsigned)db, key, key_size, &op);
+    for (s_stage_t *st = self->fl_tail; !hit && st && st->seq > from; st = st->prev)
+        hit = am2z_wset_get(st->ws, (unsigned)db, key, key_size, &op);
+    if (hit == AM2Z_WSET_DELETED)
+        return MDB_NOTFOUND;
+    if (hit == AM2Z_WSET_PUT) {
+        v->mv_size = op->val_size;
+        v->mv_data = (void *)op->val;
+        return 0;
+    }
+    MDB_val k = { key_size, (void *)key };
+    return mdb_get(txn, self->dbi[db], &k, v);
+}
+
+/*  A walk over db from start, merging ws, the in-flight sets above from
+    and the cursor cur (positioned by the caller) in key order; the newest
+    layer wins a key and a delete hides it. Returns like am2z_store_each. */
+static int
+s_view_walk(am2z_store_t *self, am2z_wset_t *ws, uint64_t from, MDB_cursor *cur,
+            am2z_db_t db, const void *start, size_t start_size,
+            am2z_store_each_fn *fn, void *arg)
+{
+    enum { MAXL = 64 };
+    const am2z_wop_t *const *lv[MAXL];
+    size_t ln[MAXL], lp[MAXL];
+    size_t nl = 0;
+    am2z_wset_t *sets[MAXL];
+    if (ws)
+        sets[nl++] = ws;
+    for (s_stage_t *st = self->fl_tail; st && st->seq > from; st = st->prev) {
+        if (nl == MAXL)
+            return AM2Z_ENOMEM;       /* never: S_INFLIGHT_MAX bounds them */
+        sets[nl++] = st->ws;
+    }
+    for (size_t i = 0; i < nl; i++) {
+        ln[i] = am2z_wset_sorted(sets[i], (unsigned)db, &lv[i]);
+        if (ln[i] == SIZE_MAX)
+            return AM2Z_ENOMEM;
+        size_t lo = 0, hi = ln[i];
+        while (start && lo < hi) {    /* first key >= start */
+            size_t mid = (lo + hi) / 2;
+            if (am2z_wset_keycmp(lv[i][mid]->key, lv[i][mid]->key_size, start, start_size) < 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        lp[i] = lo;
+    }
+    MDB_val k = { start_size, (void *)start }, v;
+    int mrc = mdb_cursor_get(cur, &k, &v, start ? MDB_SET_RANGE : MDB_FIRST);
+    int rc = AM2Z_OK;
+    self->walks++;
+    for (;;) {
+        if (mrc != 0 && mrc != MDB_NOTFOUND) {
+            rc = AM2Z_EIO;
+            break;
+        }
+        /* the smallest key among the layers' heads and the cursor */
+        const void *mk = NULL;
+        size_t ms = 0;
+        int win = -1;                 /* layer that wins it, -1: the cursor */
+        bool any = false;
+        for (size_t i = 0; i < nl; i++) {
+            if (lp[i] == ln[i])
+                continue;
+            const am2z_wop_t *op = lv[i][lp[i]];
+            if (!any || am2z_wset_keycmp(op->key, op->key_size, mk, ms) < 0) {
+                mk = op->key;
+                ms = op->key_size;
+                win = (int)i;
+                any = true;
+            }
+        }
+        if (mrc == 0 && (!any || am2z_wset_keycmp(k.mv_data, k.mv_size, mk, ms) < 0)) {
+            mk = k.mv_data;
+            ms = k.mv_size;
+            win = -1;
+            any = true;
+        }
+        if (!any)
+            break;
+        /* call fn before moving on: mk points into the winner */
+        if (win < 0) {
+            rc = fn(k.mv_data, k.mv_size, v.mv_data, v.mv_size, arg);
+        } else {
+            const am2z_wop_t *op = lv[win][lp[win]];
+            rc = op->del ? 0 : fn(op->key, op->key_size, op->val, op->val_size, arg);
+        }
+        if (rc != 0)
+            break;
+        /* step every source past this key (the winner's op stays alive) */
+        const am2z_wop_t *wop = win >= 0 ? lv[win][lp[win]] : NULL;
+        const void *key = wop ? (const void *)wop->key : mk;
+        size_t key_size = wop ? wop->key_size : ms;
+        uint8_t kbuf[512];
+        if (!wop) {
+            /* the cursor's key moves with it: keep a copy */
+            if (ms > sizeof kbuf) {
+                rc = AM2Z_EIO;
+                break;
+            }
+            memcpy(kbuf, mk, ms);
+            key = kbuf;
+        }
+        for (size_t i = 0; i < nl; i++)
+            if (lp[i] < ln[i]
+                && am2z_wset_keycmp(lv[i][lp[i]]->key, lv[i][lp[i]]->key_size, key, key_size) == 0)
+                lp[i]++;
+        if (mrc == 0 && am2z_wset_keycmp(k.mv_data, k.mv_size, key, key_size) == 0)
+            mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    self->walks--;
+    return rc;
 }
 
 static void
@@ -521,22 +877,25 @@ s_unseal(const MDB_val *val, am2z_record_t *rec)
     return AM2Z_OK;
 }
 
-static int
-s_get_sealed(am2z_store_t *self, MDB_txn *txn, am2z_db_t db,
-             const void *key, size_t key_size, am2z_record_t *rec)
-{
-    MDB_val k = { key_size, (void *)key }, v;
-    int mrc = mdb_get(txn, self->dbi[db], &k, &v);
-    if (mrc == MDB_NOTFOUND)
-        return AM2Z_ENOTFOUND;
-    if (mrc != 0)
-        return AM2Z_EIO;
-    return s_unseal(&v, rec);
-}
-
 /* ---------------------------------------------------------------------------
    Batches
    ------------------------------------------------------------------------ */
+
+/*  Where the file may reach once everything handed over and the open batch
+    are in (staged mode): the writer's last commit, plus the growth bound of
+    the sets it has not committed yet. */
+static uint64_t
+s_staged_base(am2z_store_t *self)
+{
+    uint64_t applied = __atomic_load_n(&self->w_applied, __ATOMIC_ACQUIRE);
+    MDB_envinfo info;
+    mdb_env_info(self->env, &info);
+    uint64_t base = ((uint64_t)info.me_last_pgno + 1) * self->page_size + S_COMMIT_SLACK;
+    for (s_stage_t *st = self->fl_head; st; st = st->next)
+        if (st->seq > applied)
+            base += st->growth;
+    return base;
+}
 
 int
 am2z_store_begin(am2z_store_t *self, am2z_store_batch_t **out)
@@ -546,22 +905,42 @@ am2z_store_begin(am2z_store_t *self, am2z_store_batch_t **out)
     *out = NULL;
     if (self->batch.open)
         return AM2Z_ESTATE;
-    int mrc = mdb_txn_begin(self->env, NULL, 0, &self->batch.txn);
+    am2z_store_batch_t *b = &self->batch;
+    b->growth = 0;
+    b->sessions_delta = 0;
+    if (self->piped) {
+        pthread_mutex_lock(&self->mu);
+        int e = self->w_error;
+        pthread_mutex_unlock(&self->mu);
+        if (e)
+            return AM2Z_EIO;
+        s_settle(self, __atomic_load_n(&self->w_applied, __ATOMIC_ACQUIRE));
+        b->ws = am2z_wset_new();
+        if (!b->ws)
+            return AM2Z_ENOMEM;
+        b->open = true;
+        b->poison = 0;
+        b->bound = s_staged_base(self);
+        *out = b;
+        return AM2Z_OK;
+    }
+    int mrc = mdb_txn_begin(self->env, NULL, 0, &b->txn);
     if (mrc != 0) {
-        self->batch.txn = NULL;
+        b->txn = NULL;
         return s_write_error(mrc) == AM2Z_ENOMEM ? AM2Z_ENOMEM : AM2Z_EIO;
     }
-    self->batch.open = true;
-    self->batch.poison = 0;
+    b->open = true;
+    b->poison = 0;
     MDB_envinfo info;
     mdb_env_info(self->env, &info);
-    self->batch.bound = ((uint64_t)info.me_last_pgno + 1) * self->page_size + S_COMMIT_SLACK;
-    *out = &self->batch;
+    b->bound = ((uint64_t)info.me_last_pgno + 1) * self->page_size + S_COMMIT_SLACK;
+    *out = b;
     return AM2Z_OK;
 }
 
-/*  Records a failed LMDB write: the txn is dead, so abort it now and make
-    every later call of this batch return the same code. */
+/*  Records a failed write: an LMDB txn is dead, so abort it now (a staged
+    batch drops its set) and make every later call of this batch return
+    the same code. */
 static int
 s_poison(am2z_store_batch_t *batch, int mrc)
 {
@@ -571,7 +950,49 @@ s_poison(am2z_store_batch_t *batch, int mrc)
         mdb_txn_abort(batch->txn);
         batch->txn = NULL;
     }
+    am2z_wset_destroy(&batch->ws);
     return batch->poison;
+}
+
+/*  A staged batch whose bound could reach past the map turns direct, so
+    that LMDB tells a full map at the write that fills it: the writer
+    drains, then the set is replayed into a txn on this thread. */
+static int
+s_go_direct(am2z_store_batch_t *batch)
+{
+    am2z_store_t *self = batch->store;
+    int rc = s_wait_writer(self, false);
+    if (rc != AM2Z_OK) {
+        batch->poison = rc;
+        am2z_wset_destroy(&batch->ws);
+        return rc;
+    }
+    int mrc = mdb_txn_begin(self->env, NULL, 0, &batch->txn);
+    if (mrc != 0) {
+        batch->txn = NULL;
+        return s_poison(batch, mrc);
+    }
+    size_t n = am2z_wset_size(batch->ws);
+    for (size_t i = 0; i < n && mrc == 0; i++) {
+        const am2z_wop_t *op = am2z_wset_op(batch->ws, i);
+        MDB_val k = { op->key_size, (void *)op->key };
+        if (op->del) {
+            mrc = mdb_del(batch->txn, self->dbi[op->db], &k, NULL);
+            if (mrc == MDB_NOTFOUND)
+                mrc = 0;
+        } else {
+            MDB_val v = { op->val_size, (void *)op->val };
+            mrc = mdb_put(batch->txn, self->dbi[op->db], &k, &v, 0);
+        }
+    }
+    if (mrc != 0)
+        return s_poison(batch, mrc);
+    am2z_wset_destroy(&batch->ws);
+    MDB_envinfo info;
+    mdb_env_info(self->env, &info);
+    batch->bound = ((uint64_t)info.me_last_pgno + 1) * self->page_size + S_COMMIT_SLACK
+                   + batch->growth;
+    return AM2Z_OK;
 }
 
 /*  Before a write of size bytes: the file blocks it may touch are
@@ -580,7 +1001,14 @@ static int
 s_reserve(am2z_store_batch_t *batch, size_t size)
 {
     am2z_store_t *self = batch->store;
-    batch->bound += size + (uint64_t)S_WRITE_PAGES * self->page_size;
+    uint64_t add = size + (uint64_t)S_WRITE_PAGES * self->page_size;
+    batch->bound += add;
+    batch->growth += add;
+    if (batch->ws && batch->bound > self->map_size) {
+        int rc = s_go_direct(batch);
+        if (rc != AM2Z_OK)
+            return rc;
+    }
     int e = s_allocate(self, batch->bound);
     return e == 0 ? AM2Z_OK : s_poison(batch, e);
 }
@@ -600,6 +1028,7 @@ static void
 s_batch_close(am2z_store_batch_t *batch)
 {
     batch->txn = NULL;
+    am2z_wset_destroy(&batch->ws);
     batch->open = false;
     batch->poison = 0;
 }
@@ -613,6 +1042,77 @@ s_note_commit(am2z_store_t *self)
         self->unsynced_since_ms = am2z_store_now_ms();
 }
 
+/*  Hands a staged batch's set to the writer. */
+static int
+s_hand_over(am2z_store_batch_t *batch)
+{
+    am2z_store_t *self = batch->store;
+    if (am2z_wset_size(batch->ws) == 0)
+        return AM2Z_OK;               /* wrote nothing: no commit */
+    s_stage_t *st = calloc(1, sizeof *st);
+    if (!st)
+        return AM2Z_ENOMEM;
+    st->ws = batch->ws;
+    batch->ws = NULL;
+    st->seq = self->committed_txn + 1;
+    st->growth = batch->growth;
+    st->prev = self->fl_tail;
+    if (self->fl_tail)
+        self->fl_tail->next = st;
+    else
+        self->fl_head = st;
+    self->fl_tail = st;
+    self->committed_txn = st->seq;
+    self->sessions_n += batch->sessions_delta;
+    pthread_mutex_lock(&self->mu);
+    if (self->q_tail)
+        self->q_tail->wnext = st;
+    else
+        self->q_head = st;
+    self->q_tail = st;
+    pthread_cond_signal(&self->wake);
+    pthread_mutex_unlock(&self->mu);
+    /* back-pressure: a reader asks every set in flight, so their number
+       stays bounded (the writer takes all of them in its next txn) */
+    if (st->seq - __atomic_load_n(&self->w_applied, __ATOMIC_ACQUIRE) > S_INFLIGHT_MAX)
+        s_wait_writer_for(self, false, st->seq - S_INFLIGHT_MAX / 2);
+    return AM2Z_OK;
+}
+
+/*  Commits a batch that turned direct (staged mode, near a full map) on
+    this thread, and makes it durable at once: the writer is idle. */
+static int
+s_commit_direct_piped(am2z_store_batch_t *batch)
+{
+    am2z_store_t *self = batch->store;
+    MDB_envinfo before, after;
+    mdb_env_info(self->env, &before);
+    int mrc = mdb_txn_commit(batch->txn);   /* frees the txn either way */
+    batch->txn = NULL;
+    if (mrc == 0) {
+        mdb_env_info(self->env, &after);
+        if (after.me_last_txnid == before.me_last_txnid)
+            return AM2Z_OK;
+        mrc = mdb_env_sync(self->env, 1);
+    }
+    if (mrc != 0) {
+        self->last_write_error = mrc;
+        return s_write_error(mrc) == AM2Z_ERESOURCE ? AM2Z_ERESOURCE : AM2Z_EIO;
+    }
+    uint64_t seq = ++self->committed_txn;
+    MDB_txn *rtxn;
+    if (mdb_txn_begin(self->env, NULL, MDB_RDONLY, &rtxn) == 0) {
+        MDB_stat st;
+        if (mdb_stat(rtxn, self->dbi[AM2Z_DB_SESSIONS], &st) == 0)
+            self->sessions_n = st.ms_entries;
+        mdb_txn_abort(rtxn);
+    }
+    __atomic_store_n(&self->w_applied, seq, __ATOMIC_RELEASE);
+    __atomic_store_n(&self->w_durable, seq, __ATOMIC_RELEASE);
+    s_settle(self, seq);
+    return AM2Z_OK;
+}
+
 int
 am2z_store_commit(am2z_store_batch_t **batch_p)
 {
@@ -623,7 +1123,11 @@ am2z_store_commit(am2z_store_batch_t **batch_p)
     if (!batch->open)
         return AM2Z_ESTATE;
     int rc = batch->poison;
-    if (rc == AM2Z_OK) {
+    if (rc == AM2Z_OK && batch->ws) {
+        rc = s_hand_over(batch);
+    } else if (rc == AM2Z_OK && batch->store->piped) {
+        rc = s_commit_direct_piped(batch);
+    } else if (rc == AM2Z_OK) {
         am2z_store_t *store = batch->store;
         MDB_envinfo before;
         if (store->defer_meta)
@@ -666,6 +1170,49 @@ am2z_store_abort(am2z_store_batch_t **batch_p)
     s_batch_close(batch);
 }
 
+/*  Looks key up in db as the batch sees it (its own writes included).
+    Returns 0 with *v set (valid until s_lookup_end), MDB_NOTFOUND, or
+    another non-zero code (a read failure). */
+static int
+s_lookup(am2z_store_batch_t *batch, am2z_db_t db, const void *key, size_t key_size,
+         MDB_val *v, MDB_txn **rtxn)
+{
+    am2z_store_t *self = batch->store;
+    *rtxn = NULL;
+    if (!batch->ws) {
+        MDB_val k = { key_size, (void *)key };
+        return mdb_get(batch->txn, self->dbi[db], &k, v);
+    }
+    uint64_t from;
+    if (s_read_begin_from(self, rtxn, &from) != AM2Z_OK) {
+        *rtxn = NULL;
+        return EIO;
+    }
+    return s_view_get(self, batch->ws, from, *rtxn, db, key, key_size, v);
+}
+
+static void
+s_lookup_end(am2z_store_t *self, MDB_txn *rtxn)
+{
+    if (rtxn)
+        s_read_end(self, rtxn);
+}
+
+/*  Writes value (already sealed for sealed dbs) under key: into the set
+    (staged) or the txn. */
+static int
+s_write(am2z_store_batch_t *batch, am2z_db_t db, const void *key, size_t key_size,
+        const void *value, size_t value_size)
+{
+    if (batch->ws)
+        return am2z_wset_put(batch->ws, (unsigned)db, key, key_size, value, value_size) == 0
+               ? AM2Z_OK : s_poison(batch, ENOMEM);
+    MDB_val k = { key_size, (void *)key };
+    MDB_val v = { value_size, (void *)value };
+    int mrc = mdb_put(batch->txn, batch->store->dbi[db], &k, &v, 0);
+    return mrc == 0 ? AM2Z_OK : s_poison(batch, mrc);
+}
+
 /*  Seals and writes one envelope under key. */
 static int
 s_put_sealed(am2z_store_batch_t *batch, am2z_db_t db, const void *key,
@@ -679,15 +1226,10 @@ s_put_sealed(am2z_store_batch_t *batch, am2z_db_t db, const void *key,
     if (rc != AM2Z_OK)
         return rc;
     rc = s_reserve(batch, key_size + sealed_size);
-    if (rc != AM2Z_OK) {
-        free(sealed);
-        return rc;
-    }
-    MDB_val k = { key_size, (void *)key };
-    MDB_val v = { sealed_size, sealed };
-    int mrc = mdb_put(batch->txn, batch->store->dbi[db], &k, &v, 0);
+    if (rc == AM2Z_OK)
+        rc = s_write(batch, db, key, key_size, sealed, sealed_size);
     free(sealed);
-    return mrc == 0 ? AM2Z_OK : s_poison(batch, mrc);
+    return rc;
 }
 
 int
@@ -704,35 +1246,44 @@ am2z_batch_put_state(am2z_store_batch_t *batch, const char *session_id,
         return AM2Z_EINVAL;
     if (self->max_state_size && state_size > self->max_state_size)
         return AM2Z_ERESOURCE;
-
-    MDB_dbi dbi = self->dbi[AM2Z_DB_SESSIONS];
     size_t klen = strlen(session_id);
-    MDB_val k = { klen, (void *)session_id }, v;
+    MDB_val v;
+    MDB_txn *rtxn;
     uint64_t created_ms = now_ms;
-    int mrc = mdb_get(batch->txn, dbi, &k, &v);
+    int mrc = s_lookup(batch, AM2Z_DB_SESSIONS, session_id, klen, &v, &rtxn);
+    bool fresh = false;
     if (mrc == MDB_NOTFOUND) {
-        if (expected_version != 0)
-            return AM2Z_ECONFLICT;
-        if (self->max_sessions) {
+        fresh = true;
+        if (expected_version != 0) {
+            rc = AM2Z_ECONFLICT;
+        } else if (self->max_sessions && batch->ws) {
+            if (self->sessions_n + (uint64_t)batch->sessions_delta >= self->max_sessions)
+                rc = AM2Z_ERESOURCE;
+        } else if (self->max_sessions) {
             MDB_stat st;
-            if ((mrc = mdb_stat(batch->txn, dbi, &st)) != 0)
-                return AM2Z_EIO;
-            if (st.ms_entries >= self->max_sessions)
-                return AM2Z_ERESOURCE;
+            if (mdb_stat(batch->txn, self->dbi[AM2Z_DB_SESSIONS], &st) != 0)
+                rc = AM2Z_EIO;
+            else if (st.ms_entries >= self->max_sessions)
+                rc = AM2Z_ERESOURCE;
         }
     } else if (mrc == 0) {
         am2z_envelope_t env;
         rc = am2z_envelope_decode(v.mv_data, v.mv_size, &env);
-        if (rc != AM2Z_OK)
-            return rc;
-        if (expected_version == 0 || env.version != expected_version)
-            return AM2Z_ECONFLICT;
+        if (rc == AM2Z_OK && (expected_version == 0 || env.version != expected_version))
+            rc = AM2Z_ECONFLICT;
         created_ms = env.created_ms;
     } else {
-        return AM2Z_EIO;
+        rc = AM2Z_EIO;
     }
-    return s_put_sealed(batch, AM2Z_DB_SESSIONS, session_id, klen, new_version,
-                        created_ms, now_ms, state, state_size);
+    s_lookup_end(self, rtxn);
+    if (rc != AM2Z_OK)
+        return rc;
+    bool staged = batch->ws != NULL;
+    rc = s_put_sealed(batch, AM2Z_DB_SESSIONS, session_id, klen, new_version,
+                      created_ms, now_ms, state, state_size);
+    if (rc == AM2Z_OK && fresh && staged)
+        batch->sessions_delta++;
+    return rc;
 }
 
 /*  Deletes key from db. */
@@ -742,6 +1293,21 @@ s_del(am2z_store_batch_t *batch, am2z_db_t db, const void *key, size_t key_size)
     int rc = s_reserve(batch, key_size);
     if (rc != AM2Z_OK)
         return rc;
+    if (batch->ws) {
+        MDB_val v;
+        MDB_txn *rtxn;
+        int mrc = s_lookup(batch, db, key, key_size, &v, &rtxn);
+        s_lookup_end(batch->store, rtxn);
+        if (mrc == MDB_NOTFOUND)
+            return AM2Z_ENOTFOUND;
+        if (mrc != 0)
+            return AM2Z_EIO;
+        if (am2z_wset_del(batch->ws, (unsigned)db, key, key_size) != 0)
+            return s_poison(batch, ENOMEM);
+        if (db == AM2Z_DB_SESSIONS)
+            batch->sessions_delta--;
+        return AM2Z_OK;
+    }
     MDB_val k = { key_size, (void *)key };
     int mrc = mdb_del(batch->txn, batch->store->dbi[db], &k, NULL);
     if (mrc == MDB_NOTFOUND)
@@ -776,12 +1342,14 @@ am2z_batch_put_record(am2z_store_batch_t *batch, am2z_db_t db,
     /*  Keep the first write's creation time across overwrites; a corrupt
         old value is simply replaced (this write is unconditional). */
     uint64_t created_ms = now_ms;
-    MDB_val k = { key_size, (void *)key }, v;
-    if (mdb_get(batch->txn, self->dbi[db], &k, &v) == 0) {
+    MDB_val v;
+    MDB_txn *rtxn;
+    if (s_lookup(batch, db, key, key_size, &v, &rtxn) == 0) {
         am2z_envelope_t env;
         if (am2z_envelope_decode(v.mv_data, v.mv_size, &env) == AM2Z_OK)
             created_ms = env.created_ms;
     }
+    s_lookup_end(self, rtxn);
     return s_put_sealed(batch, db, key, key_size, version, created_ms, now_ms,
                         data, size);
 }
@@ -800,10 +1368,7 @@ am2z_batch_put_raw(am2z_store_batch_t *batch, am2z_db_t db,
     rc = s_reserve(batch, key_size + value_size);
     if (rc != AM2Z_OK)
         return rc;
-    MDB_val k = { key_size, (void *)key };
-    MDB_val v = { value_size, (void *)value };
-    int mrc = mdb_put(batch->txn, batch->store->dbi[db], &k, &v, 0);
-    return mrc == 0 ? AM2Z_OK : s_poison(batch, mrc);
+    return s_write(batch, db, key, key_size, value, value_size);
 }
 
 int
@@ -818,6 +1383,19 @@ am2z_batch_del(am2z_store_batch_t *batch, am2z_db_t db,
     return s_del(batch, db, key, key_size);
 }
 
+/*  Reads a sealed record as the batch sees it. */
+static int
+s_batch_get_sealed(am2z_store_batch_t *batch, am2z_db_t db, const void *key,
+                   size_t key_size, am2z_record_t *rec)
+{
+    MDB_val v;
+    MDB_txn *rtxn;
+    int mrc = s_lookup(batch, db, key, key_size, &v, &rtxn);
+    int rc = mrc == MDB_NOTFOUND ? AM2Z_ENOTFOUND : mrc != 0 ? AM2Z_EIO : s_unseal(&v, rec);
+    s_lookup_end(batch->store, rtxn);
+    return rc;
+}
+
 int
 am2z_batch_get_state(am2z_store_batch_t *batch, const char *session_id,
                      am2z_record_t *rec)
@@ -829,8 +1407,7 @@ am2z_batch_get_state(am2z_store_batch_t *batch, const char *session_id,
         return rc;
     if (!rec || !s_session_ok(session_id))
         return AM2Z_EINVAL;
-    return s_get_sealed(batch->store, batch->txn, AM2Z_DB_SESSIONS, session_id,
-                        strlen(session_id), rec);
+    return s_batch_get_sealed(batch, AM2Z_DB_SESSIONS, session_id, strlen(session_id), rec);
 }
 
 bool
@@ -839,13 +1416,29 @@ am2z_batch_state_pending(am2z_store_batch_t *batch, const char *session_id)
     if (s_batch_usable(batch) != AM2Z_OK || !s_session_ok(session_id))
         return batch && batch->open;   /* poisoned: nothing is settled */
     am2z_store_t *self = batch->store;
-    MDB_dbi dbi = self->dbi[AM2Z_DB_SESSIONS];
-    MDB_val k = { strlen(session_id), (void *)session_id }, mine, theirs;
-    int m1 = mdb_get(batch->txn, dbi, &k, &mine);
+    size_t klen = strlen(session_id);
+    MDB_val mine, theirs;
     MDB_txn *rtxn;
-    if (s_read_begin(self, &rtxn) != AM2Z_OK)
-        return true;
-    int m2 = mdb_get(rtxn, dbi, &k, &theirs);
+    int m1, m2;
+    if (batch->ws) {
+        const am2z_wop_t *op;
+        am2z_wset_hit_t hit = am2z_wset_get(batch->ws, AM2Z_DB_SESSIONS, session_id, klen, &op);
+        if (hit == AM2Z_WSET_ABSENT)
+            return false;
+        m1 = hit == AM2Z_WSET_DELETED ? MDB_NOTFOUND : 0;
+        mine.mv_size = op->val_size;
+        mine.mv_data = (void *)op->val;
+        uint64_t from;
+        if (s_read_begin_from(self, &rtxn, &from) != AM2Z_OK)
+            return true;
+        m2 = s_view_get(self, NULL, from, rtxn, AM2Z_DB_SESSIONS, session_id, klen, &theirs);
+    } else {
+        MDB_val k = { klen, (void *)session_id };
+        m1 = mdb_get(batch->txn, self->dbi[AM2Z_DB_SESSIONS], &k, &mine);
+        if (s_read_begin(self, &rtxn) != AM2Z_OK)
+            return true;
+        m2 = mdb_get(rtxn, self->dbi[AM2Z_DB_SESSIONS], &k, &theirs);
+    }
     bool same = (m1 == MDB_NOTFOUND && m2 == MDB_NOTFOUND)
                 || (m1 == 0 && m2 == 0 && mine.mv_size == theirs.mv_size
                     && memcmp(mine.mv_data, theirs.mv_data, mine.mv_size) == 0);
@@ -865,7 +1458,21 @@ am2z_batch_get_record(am2z_store_batch_t *batch, am2z_db_t db,
     if (!rec || !s_db_ok(db) || !am2z_db_sealed(db)
         || !s_key_ok(batch->store, key, key_size))
         return AM2Z_EINVAL;
-    return s_get_sealed(batch->store, batch->txn, db, key, key_size, rec);
+    return s_batch_get_sealed(batch, db, key, key_size, rec);
+}
+
+/*  Copies v out into *value / *value_size. */
+static int
+s_copy_out(const MDB_val *v, void **value, size_t *value_size)
+{
+    void *copy = malloc(v->mv_size ? v->mv_size : 1);
+    if (!copy)
+        return AM2Z_ENOMEM;
+    if (v->mv_size)
+        memcpy(copy, v->mv_data, v->mv_size);
+    *value = copy;
+    *value_size = v->mv_size;
+    return AM2Z_OK;
 }
 
 int
@@ -882,20 +1489,13 @@ am2z_batch_get_raw(am2z_store_batch_t *batch, am2z_db_t db, const void *key,
     if (!value || !value_size || !s_db_ok(db) || am2z_db_sealed(db)
         || !s_key_ok(batch->store, key, key_size))
         return AM2Z_EINVAL;
-    MDB_val k = { key_size, (void *)key }, v;
-    int mrc = mdb_get(batch->txn, batch->store->dbi[db], &k, &v);
-    if (mrc == MDB_NOTFOUND)
-        return AM2Z_ENOTFOUND;
-    if (mrc != 0)
-        return AM2Z_EIO;
-    void *copy = malloc(v.mv_size ? v.mv_size : 1);
-    if (!copy)
-        return AM2Z_ENOMEM;
-    if (v.mv_size)
-        memcpy(copy, v.mv_data, v.mv_size);
-    *value = copy;
-    *value_size = v.mv_size;
-    return AM2Z_OK;
+    MDB_val v;
+    MDB_txn *rtxn;
+    int mrc = s_lookup(batch, db, key, key_size, &v, &rtxn);
+    rc = mrc == MDB_NOTFOUND ? AM2Z_ENOTFOUND : mrc != 0 ? AM2Z_EIO
+         : s_copy_out(&v, value, value_size);
+    s_lookup_end(batch->store, rtxn);
+    return rc;
 }
 
 int
@@ -907,21 +1507,20 @@ am2z_batch_each(am2z_store_batch_t *batch, am2z_db_t db, const void *start,
         return rc;
     if (!fn || !s_db_ok(db) || (start && !s_key_ok(batch->store, start, start_size)))
         return AM2Z_EINVAL;
+    am2z_store_t *self = batch->store;
+    MDB_txn *txn = batch->txn;
+    uint64_t from = UINT64_MAX;       /* a direct txn holds every set handed over */
+    if (batch->ws && (rc = s_read_begin_from(self, &txn, &from)) != AM2Z_OK)
+        return rc;
     MDB_cursor *cur = NULL;
-    if (mdb_cursor_open(batch->txn, batch->store->dbi[db], &cur) != 0)
-        return AM2Z_EIO;
-    MDB_val k = { start_size, (void *)start }, v;
-    int mrc = mdb_cursor_get(cur, &k, &v, start ? MDB_SET_RANGE : MDB_FIRST);
-    rc = AM2Z_OK;
-    while (mrc == 0) {
-        rc = fn(k.mv_data, k.mv_size, v.mv_data, v.mv_size, arg);
-        if (rc != 0)
-            break;
-        mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    if (mdb_cursor_open(txn, self->dbi[db], &cur) != 0) {
+        rc = AM2Z_EIO;
+    } else {
+        rc = s_view_walk(self, batch->ws, from, cur, db, start, start_size, fn, arg);
+        mdb_cursor_close(cur);
     }
-    if (rc == 0)
-        rc = mrc == MDB_NOTFOUND ? AM2Z_OK : AM2Z_EIO;
-    mdb_cursor_close(cur);
+    if (batch->ws)
+        s_read_end(self, txn);
     return rc;
 }
 
@@ -972,10 +1571,13 @@ am2z_store_get_record(am2z_store_t *self, am2z_db_t db,
         || !s_key_ok(self, key, key_size))
         return AM2Z_EINVAL;
     MDB_txn *txn;
-    int rc = s_read_begin(self, &txn);
+    uint64_t from;
+    int rc = s_read_begin_from(self, &txn, &from);
     if (rc != AM2Z_OK)
         return rc;
-    rc = s_get_sealed(self, txn, db, key, key_size, rec);
+    MDB_val v;
+    int mrc = s_view_get(self, NULL, from, txn, db, key, key_size, &v);
+    rc = mrc == MDB_NOTFOUND ? AM2Z_ENOTFOUND : mrc != 0 ? AM2Z_EIO : s_unseal(&v, rec);
     s_read_end(self, txn);
     return rc;
 }
@@ -1004,26 +1606,14 @@ am2z_store_get_raw(am2z_store_t *self, am2z_db_t db, const void *key,
         || !s_key_ok(self, key, key_size))
         return AM2Z_EINVAL;
     MDB_txn *txn;
-    int rc = s_read_begin(self, &txn);
+    uint64_t from;
+    int rc = s_read_begin_from(self, &txn, &from);
     if (rc != AM2Z_OK)
         return rc;
-    MDB_val k = { key_size, (void *)key }, v;
-    int mrc = mdb_get(txn, self->dbi[db], &k, &v);
-    if (mrc == MDB_NOTFOUND) {
-        rc = AM2Z_ENOTFOUND;
-    } else if (mrc != 0) {
-        rc = AM2Z_EIO;
-    } else {
-        void *copy = malloc(v.mv_size ? v.mv_size : 1);
-        if (!copy) {
-            rc = AM2Z_ENOMEM;
-        } else {
-            if (v.mv_size)
-                memcpy(copy, v.mv_data, v.mv_size);
-            *value = copy;
-            *value_size = v.mv_size;
-        }
-    }
+    MDB_val v;
+    int mrc = s_view_get(self, NULL, from, txn, db, key, key_size, &v);
+    rc = mrc == MDB_NOTFOUND ? AM2Z_ENOTFOUND : mrc != 0 ? AM2Z_EIO
+         : s_copy_out(&v, value, value_size);
     s_read_end(self, txn);
     return rc;
 }
@@ -1036,27 +1626,16 @@ am2z_store_each(am2z_store_t *self, am2z_db_t db, const void *start,
         return AM2Z_EINVAL;
     MDB_txn *txn;
     MDB_cursor *cur = NULL;
-    int rc = s_read_begin(self, &txn);
+    uint64_t from;
+    int rc = s_read_begin_from(self, &txn, &from);
     if (rc != AM2Z_OK)
         return rc;
-    int mrc = mdb_cursor_open(txn, self->dbi[db], &cur);
-    if (mrc != 0) {
+    if (mdb_cursor_open(txn, self->dbi[db], &cur) != 0) {
         rc = AM2Z_EIO;
-        goto done;
-    }
-    MDB_val k = { start_size, (void *)start }, v;
-    mrc = mdb_cursor_get(cur, &k, &v, start ? MDB_SET_RANGE : MDB_FIRST);
-    while (mrc == 0) {
-        rc = fn(k.mv_data, k.mv_size, v.mv_data, v.mv_size, arg);
-        if (rc != 0)
-            goto done;
-        mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
-    }
-    rc = mrc == MDB_NOTFOUND ? AM2Z_OK : AM2Z_EIO;
-
-done:
-    if (cur)
+    } else {
+        rc = s_view_walk(self, NULL, from, cur, db, start, start_size, fn, arg);
         mdb_cursor_close(cur);
+    }
     s_read_end(self, txn);
     return rc;
 }
@@ -1102,7 +1681,7 @@ am2z_store_list_sessions(am2z_store_t *self, am2z_store_session_fn *fn,
 int
 am2z_store_defer_meta(am2z_store_t *self)
 {
-    if (!self || self->durability != AM2Z_DURABILITY_SYNC || self->batch.open)
+    if (!self || self->durability != AM2Z_DURABILITY_SYNC || self->batch.open || self->piped)
         return AM2Z_EINVAL;
     if (self->defer_meta)
         return AM2Z_OK;
@@ -1124,7 +1703,104 @@ am2z_store_committed(const am2z_store_t *self)
 uint64_t
 am2z_store_durable(const am2z_store_t *self)
 {
-    return self ? self->durable_txn : 0;
+    if (!self)
+        return 0;
+    return self->piped ? __atomic_load_n(&self->w_durable, __ATOMIC_ACQUIRE)
+                       : self->durable_txn;
+}
+
+int
+am2z_store_pipeline(am2z_store_t *self)
+{
+    if (!self || self->durability != AM2Z_DURABILITY_SYNC || self->batch.open)
+        return AM2Z_EINVAL;
+    if (self->piped)
+        return AM2Z_OK;
+    if (self->defer_meta)
+        return AM2Z_EINVAL;
+    MDB_txn *txn;
+    MDB_stat st;
+    if (mdb_txn_begin(self->env, NULL, MDB_RDONLY, &txn) != 0)
+        return AM2Z_EIO;
+    int mrc = mdb_stat(txn, self->dbi[AM2Z_DB_SESSIONS], &st);
+    mdb_txn_abort(txn);
+    if (mrc != 0)
+        return AM2Z_EIO;
+    self->sessions_n = st.ms_entries;
+    self->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (self->efd < 0)
+        return AM2Z_EIO;
+    if (mdb_env_set_flags(self->env, MDB_NOMETASYNC, 1) != 0)
+        goto fail_fd;
+    self->committed_txn = self->durable_txn = 0;
+    self->w_applied = self->w_durable = 0;
+    self->w_error = 0;
+    self->stop = false;
+    if (pthread_mutex_init(&self->mu, NULL) != 0)
+        goto fail_flags;
+    if (pthread_cond_init(&self->wake, NULL) != 0)
+        goto fail_mu;
+    if (pthread_cond_init(&self->progress, NULL) != 0)
+        goto fail_wake;
+    if (pthread_create(&self->writer, NULL, s_writer, self) != 0)
+        goto fail_progress;
+    self->piped = true;
+    return AM2Z_OK;
+fail_progress:
+    pthread_cond_destroy(&self->progress);
+fail_wake:
+    pthread_cond_destroy(&self->wake);
+fail_mu:
+    pthread_mutex_destroy(&self->mu);
+fail_flags:
+    mdb_env_set_flags(self->env, MDB_NOMETASYNC, 0);
+fail_fd:
+    close(self->efd);
+    self->efd = -1;
+    return AM2Z_EIO;
+}
+
+int
+am2z_store_event_fd(const am2z_store_t *self)
+{
+    return self && self->piped ? self->efd : -1;
+}
+
+int
+am2z_store_poll(am2z_store_t *self)
+{
+    if (!self)
+        return AM2Z_EINVAL;
+    if (!self->piped)
+        return AM2Z_OK;
+    uint64_t n;
+    if (read(self->efd, &n, sizeof n) < 0) {
+        /* EAGAIN: nothing new */
+    }
+    pthread_mutex_lock(&self->mu);
+    int e = self->w_error;
+    pthread_mutex_unlock(&self->mu);
+    s_settle(self, __atomic_load_n(&self->w_applied, __ATOMIC_ACQUIRE));
+    return e ? s_write_error(e) == AM2Z_ERESOURCE ? AM2Z_ERESOURCE : AM2Z_EIO : AM2Z_OK;
+}
+
+/*  Stops the writer after it applied and flushed what it was handed. */
+static void
+s_pipeline_stop(am2z_store_t *self)
+{
+    pthread_mutex_lock(&self->mu);
+    self->stop = true;
+    pthread_cond_signal(&self->wake);
+    pthread_mutex_unlock(&self->mu);
+    pthread_join(self->writer, NULL);
+    pthread_cond_destroy(&self->progress);
+    pthread_cond_destroy(&self->wake);
+    pthread_mutex_destroy(&self->mu);
+    self->walks = 0;
+    s_settle(self, UINT64_MAX);
+    close(self->efd);
+    self->efd = -1;
+    self->piped = false;
 }
 
 int
@@ -1132,6 +1808,8 @@ am2z_store_sync(am2z_store_t *self)
 {
     if (!self)
         return AM2Z_EINVAL;
+    if (self->piped)
+        return s_wait_writer(self, true);
     if (self->defer_meta && self->durable_txn != self->committed_txn) {
         if (mdb_env_sync(self->env, 1) != 0)
             return AM2Z_EIO;
@@ -1146,7 +1824,7 @@ am2z_store_flush(am2z_store_t *self)
 {
     if (!self)
         return AM2Z_EINVAL;
-    if (self->defer_meta && self->durable_txn != self->committed_txn)
+    if (self->piped || (self->defer_meta && self->durable_txn != self->committed_txn))
         return am2z_store_sync(self);
     if (self->unsynced_commits == 0)
         return AM2Z_OK;
@@ -1185,6 +1863,8 @@ am2z_store_stats(am2z_store_t *self, am2z_store_stats_t *stats)
         memset(stats, 0, sizeof *stats);
     if (!self || !stats)
         return AM2Z_EINVAL;
+    if (self->piped)
+        s_wait_writer(self, false);   /* counts of every commit, not of the writer's last */
     MDB_txn *txn;
     int rc = s_read_begin(self, &txn);
     if (rc != AM2Z_OK)
@@ -1207,10 +1887,19 @@ am2z_store_stats(am2z_store_t *self, am2z_store_stats_t *stats)
     stats->map_size = info.me_mapsize;
     stats->used_bytes = ((uint64_t)info.me_last_pgno + 1) * est.ms_psize;
     stats->unsynced_commits = self->unsynced_commits;
-    stats->syncs = self->syncs;
     stats->alloc_bytes = self->alloc_end;
+    int werr = self->last_write_error;
+    if (self->piped) {
+        pthread_mutex_lock(&self->mu);
+        stats->syncs = self->syncs;
+        if (self->w_error)
+            werr = self->w_error;
+        pthread_mutex_unlock(&self->mu);
+    } else {
+        stats->syncs = self->syncs;
+    }
     /* LMDB's own codes (MDB_MAP_FULL, ...) are negative, errno values positive */
-    stats->write_errno = self->last_write_error > 0 ? self->last_write_error : 0;
+    stats->write_errno = werr > 0 ? werr : 0;
 
 done:
     s_read_end(self, txn);

@@ -266,6 +266,35 @@ int am2z_store_flush_due(am2z_store_t *self, uint64_t now_ms, uint64_t *next_ms)
     AM2Z_OK, AM2Z_EINVAL (not sync mode, batch open) or AM2Z_EIO. */
 int am2z_store_defer_meta(am2z_store_t *self);
 
+/*  Sync mode only, before any batch is open and instead of
+    am2z_store_defer_meta(): moves commits to a writer thread. A batch then
+    gathers its writes in memory; am2z_store_commit() hands them to the
+    writer and returns at once (AM2Z_OK, or what the batch already
+    returned), and the writer applies every batch handed over since its
+    last commit in one LMDB txn and flushes it. Every read, batch-level or
+    store-level, sees the batches committed this way at once, as in direct
+    mode; only durability lags: am2z_store_durable() reaches
+    am2z_store_committed() when the writer's flush is done, and
+    am2z_store_event_fd() becomes readable each time it moves. Errors of a
+    write are still returned by the write (a disk full through the blocks
+    allocated ahead; a batch that could fill the map drains the writer and
+    finishes as a direct LMDB txn, so a full map is reported as before).
+    Failures only the writer can meet (an I/O error of the flush) are
+    sticky: am2z_store_poll() returns them, durable() stops, and every
+    later begin returns AM2Z_EIO. am2z_store_committed() / _durable() then
+    count batches (1, 2, ...), not LMDB txn ids. am2z_store_stats() waits
+    for the writer to apply what it was handed. Returns AM2Z_OK, AM2Z_EINVAL
+    (not sync mode, batch open, defer_meta on) or AM2Z_EIO. */
+int am2z_store_pipeline(am2z_store_t *self);
+
+/*  The writer's notification fd (readable when durable() moved or the
+    writer failed), for poll(2); -1 without am2z_store_pipeline(). */
+int am2z_store_event_fd(const am2z_store_t *self);
+
+/*  Clears the notification and frees what the writer finished. Returns
+    AM2Z_OK, or the writer's sticky failure (AM2Z_EIO, AM2Z_ERESOURCE). */
+int am2z_store_poll(am2z_store_t *self);
+
 /*  LMDB txn id of the last commit that wrote something, and of the last
     one known to be on disk (equal unless am2z_store_defer_meta() is on and
     a commit waits for its meta flush). 0 for NULL. */
