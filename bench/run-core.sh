@@ -31,7 +31,9 @@ pids+=($!)
 for _ in $(seq 100); do grep -q ready "$dir/worker.out" && break; sleep 0.1; done
 echo "durability=$mode cores=$(nproc) kernel=$(uname -r)"
 cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{printf "%d", ($14 + $15) * 1000 / hz}' "/proc/$1/stat"; }
-b0=$(cpu_ms "${pids[0]}") w0=$(cpu_ms "${pids[1]}")
+# per thread of the broker (loop, am2z-writer, ZeroMQ's I/O thread), by name
+threads_ms() { for t in /proc/"$1"/task/*; do printf '%s=%s ' "$(tr ' ' _ <"$t/comm")" "$(cpu_ms "${t#/proc/}")"; done; }
+b0=$(cpu_ms "${pids[0]}") w0=$(cpu_ms "${pids[1]}") bt0=$(threads_ms "${pids[0]}")
 # CPU is read as soon as the bench prints its first figure (a blocking
 # read on a FIFO), before it tidies up (the throughput workload then stops
 # its sessions).
@@ -40,13 +42,16 @@ stdbuf -oL "$build/bench/am2z-bench" --broker "$(field frontend)" "$@" >"$dir/be
 bench=$!
 exec {fd}<"$dir/bench.fifo"
 first=""; IFS= read -r first <&"$fd" || true
-b1=$(cpu_ms "${pids[0]}") w1=$(cpu_ms "${pids[1]}")
+b1=$(cpu_ms "${pids[0]}") w1=$(cpu_ms "${pids[1]}") bt1=$(threads_ms "${pids[0]}")
 [ -z "$first" ] || printf '%s\n' "$first"
 cat <&"$fd"
 exec {fd}<&-
 rc=0; wait "$bench" || rc=$?
 [ "$rc" -eq 0 ] || exit "$rc"
 echo "cpu_ms broker=$(( b1 - b0 )) worker=$(( w1 - w0 ))"
+# the broker's threads over the same window (name=ms; a name may repeat)
+echo "cpu_ms_threads broker: $(paste -d' ' <(tr ' ' '\n' <<<"$bt0") <(tr ' ' '\n' <<<"$bt1") \
+  | awk 'NF == 2 { split($1, a, "="); split($2, b, "="); printf "%s=%d ", a[1], b[2] - a[2] }')"
 kb() { sed -n "s/^$2:[[:space:]]*\([0-9]*\).*/\1/p" "/proc/$1/status"; }
 names=(broker worker)
 for i in 0 1; do

@@ -100,6 +100,11 @@ const am2z_cfg_def_t am2z_broker_config_table[] = {
       10000, NULL,
       "while messages come closer together than this, the loop polls without sleeping "
       "for up to this long before it sleeps: lower latency for some CPU (0 = never)" },
+    { "store-writer", AM2Z_CFG_BOOL, offsetof(am2z_broker_config_t, store_writer), 0, "true",
+      0, 0, NULL,
+      "sync durability: commit and fsync on a writer thread while the loop handles the "
+      "next messages (answers still wait until their commit is on disk); "
+      "--no-store-writer commits on the loop" },
     { .name = NULL }
 };
 
@@ -395,6 +400,26 @@ s_outbox_free(am2z_broker_t *self)
     self->out_cap = self->out_head = 0;
 }
 
+/*  The store's writer thread moved durability (or failed): send what it
+    made durable. A failure is fatal to the loop (see am2z_store_pipeline):
+    the file is known good only up to the last durable commit, so nothing
+    held is sent and the broker stops; a restart recovers from the file. */
+static void
+s_store_event(am2z_broker_t *self)
+{
+    int rc = am2z_store_poll(self->store);
+    if (rc != AM2Z_OK) {
+        self->store_failed = rc;
+        self->stopping = true;
+        return;
+    }
+    if (self->out_n) {
+        s_outbox_release(self, false);
+        if (!self->out_n)
+            self->held_turn = false;
+    }
+}
+
 /*  A message is waiting on the frontend or the backend. */
 static bool
 s_input_waiting(am2z_broker_t *self)
@@ -427,6 +452,8 @@ s_outbox_settle(am2z_broker_t *self)
         self->held_turn = true;
         return true;
     }
+    if (self->store_fd >= 0)
+        return true;              /* the writer flushes on its own and says when */
     int rc = am2z_store_sync(self->store);
     if (rc != AM2Z_OK) {
         AM2Z_LOG(self->log, AM2Z_LOG_ERROR, S_COMPONENT, "store sync failed: answers held",
@@ -3044,15 +3071,23 @@ s_poll(am2z_broker_t *self, zmq_pollitem_t *items, int nitems, uint64_t timeout_
 static void
 s_turn(am2z_broker_t *self, zsock_t *pipe, uint64_t timeout_ms)
 {
-    zmq_pollitem_t items[4] = {
+    zmq_pollitem_t items[5] = {
         { self->fe, 0, ZMQ_POLLIN, 0 },
         { self->be, 0, ZMQ_POLLIN, 0 },
-        { self->pub, 0, ZMQ_POLLIN, 0 },
-        { pipe ? zsock_resolve(pipe) : NULL, 0, ZMQ_POLLIN, 0 },
     };
-    if (!self->pub)
-        items[2] = items[3];      /* the pipe moves up; n counts what is set */
-    int nitems = 2 + (self->pub ? 1 : 0) + (pipe ? 1 : 0);
+    int nitems = 2, pub_i = -1, store_i = -1, pipe_i = -1;
+    if (self->pub) {
+        pub_i = nitems;
+        items[nitems++] = (zmq_pollitem_t){ self->pub, 0, ZMQ_POLLIN, 0 };
+    }
+    if (self->store_fd >= 0) {
+        store_i = nitems;
+        items[nitems++] = (zmq_pollitem_t){ NULL, self->store_fd, ZMQ_POLLIN, 0 };
+    }
+    if (pipe) {
+        pipe_i = nitems;
+        items[nitems++] = (zmq_pollitem_t){ zsock_resolve(pipe), 0, ZMQ_POLLIN, 0 };
+    }
     if (timeout_ms > S_POLL_MAX_MS)
         timeout_ms = S_POLL_MAX_MS;
     int rc = s_poll(self, items, nitems, timeout_ms);
@@ -3060,13 +3095,16 @@ s_turn(am2z_broker_t *self, zsock_t *pipe, uint64_t timeout_ms)
         self->stopping = true;
         return;
     }
-    if (self->pub && (items[2].revents & ZMQ_POLLIN)) {
+    if (pub_i >= 0 && (items[pub_i].revents & ZMQ_POLLIN)) {
         s_pub_drain(self);        /* subscriptions changed */
         self->subs_checked_us = am2z_clock_mono_us();
     }
-    zmq_pollitem_t *pipe_item = &items[nitems - 1];
-    if (pipe && (pipe_item->revents & ZMQ_POLLIN) && !s_on_pipe(self, pipe))
+    if (store_i >= 0 && (items[store_i].revents & ZMQ_POLLIN))
+        s_store_event(self);      /* the writer made commits durable */
+    if (pipe_i >= 0 && (items[pipe_i].revents & ZMQ_POLLIN) && !s_on_pipe(self, pipe))
         self->stopping = true;
+    if (self->store_failed)
+        return;
 
     self->batch = NULL;
     self->batch_rc = AM2Z_OK;
@@ -3103,6 +3141,9 @@ s_turn(am2z_broker_t *self, zsock_t *pipe, uint64_t timeout_ms)
         s_co_flush_sock(self, self->be);
     }
     if (self->batch) {
+        /* with the store's writer thread this hands the turn's writes over
+           and returns at once; the outbox holds the answers until the
+           writer reports them durable (s_store_event) */
         int crc = am2z_store_commit(&self->batch);
         if (crc != AM2Z_OK) {
             durable = false;
@@ -3207,6 +3248,15 @@ s_loop(am2z_broker_t *self, volatile int *stop_flag, zsock_t *pipe)
         if (self->out_n)
             next_ms = next_ms > (self->held_turn ? 1 : 10) ? (self->held_turn ? 1 : 10) : next_ms;
         s_co_flush(self);            /* batched answers go before the next poll */
+    }
+    if (self->store_failed) {
+        /* what the outbox holds is not on disk: it is never sent */
+        AM2Z_LOG(self->log, AM2Z_LOG_ERROR, S_COMPONENT,
+                 "stopped: the store's writer failed; a restart recovers every commit "
+                 "that was answered", AM2Z_KS("error", am2z_strerror(self->store_failed)),
+                 AM2Z_KU("unanswered", self->out_n));
+        s_co_flush(self);
+        return self->store_failed;
     }
     am2zb_lc_shutdown(self);         /* stops still waiting: answer now */
     if (am2z_store_flush(self->store) == AM2Z_OK)
@@ -3474,6 +3524,7 @@ am2z_broker_new(const am2z_broker_config_t *cfg, am2z_broker_t **out,
         return AM2Z_ENOMEM;
     }
     self->cfg = *cfg;
+    self->store_fd = -1;
     self->started_ms = am2z_clock_wall_ms();
     self->started_us = am2z_clock_mono_us();
     self->log = am2z_log_new((am2z_log_level_t)cfg->common.log_level,
@@ -3553,12 +3604,16 @@ am2z_broker_new(const am2z_broker_config_t *cfg, am2z_broker_t **out,
         goto fail;
     if (cfg->common.durability == AM2Z_DURABILITY_SYNC) {
         /* one fsync per commit; answers wait for durability (Outbox) */
-        rc = am2z_store_defer_meta(self->store);
+        rc = cfg->store_writer ? am2z_store_pipeline(self->store)
+                               : am2z_store_defer_meta(self->store);
         if (rc != AM2Z_OK) {
-            snprintf(err, err_size, "cannot defer meta flushes: %s", am2z_strerror(rc));
+            snprintf(err, err_size, "cannot %s: %s",
+                     cfg->store_writer ? "start the store's writer thread"
+                                       : "defer meta flushes", am2z_strerror(rc));
             goto fail;
         }
         self->hold_sends = true;
+        self->store_fd = am2z_store_event_fd(self->store);
     }
     self->fe = zsock_resolve(self->frontend);
     self->be = zsock_resolve(self->backend);

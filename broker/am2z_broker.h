@@ -54,6 +54,7 @@ typedef struct {
     uint64_t dlq_max;                      /* dead letters kept; the oldest goes first */
     char cpus[64];                         /* am2z-broker: CPUs to run on ("" = any) */
     uint64_t poll_spin_us;                 /* busy-poll this long before sleeping; 0 = never */
+    bool store_writer;                     /* sync: commits on the store's writer thread */
 } am2z_broker_config_t;
 
 /*  The broker's configuration table (common entries + endpoints), for

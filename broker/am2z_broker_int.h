@@ -297,7 +297,9 @@ struct am2z_broker_t {
     /* session lifecycle + retention (issue 6) */
     struct am2zb_lc_s *lc;        /* owned: session info, stops, retention (am2z_lifecycle.c) */
     /* sync durability with one fsync per commit (issue 7, am2z_broker.c "Outbox") */
-    bool hold_sends;              /* the store defers meta flushes: sends may wait */
+    bool hold_sends;              /* commits become durable later: sends may wait */
+    int store_fd;                 /* the store's writer reports here (sync + writer), or -1 */
+    int store_failed;             /* the writer's failure: the loop stops, answers unsent */
     held_t **outbox;              /* owned ring of held messages, send order */
     size_t out_head;              /* first held message */
     size_t out_n;                 /* held messages */

@@ -59,6 +59,8 @@ typedef struct {
     char *proc;                   /* owned */
     uint64_t count[2];            /* entries in `done` */
     uint64_t oldest_ms[2];        /* finish time of the oldest; UINT64_MAX = none */
+    uint8_t *resume[2];           /* owned: the last key a trim deleted, or NULL */
+    size_t resume_size[2];
 } retain_t;
 
 /*  A stop or an expiry: staged in the turn, answered after its commit
@@ -122,6 +124,8 @@ s_bucket_free(void **item)
     retain_t *b = *item;
     if (b) {
         free(b->proc);
+        free(b->resume[0]);
+        free(b->resume[1]);
         free(b);
     }
     *item = NULL;
@@ -513,9 +517,30 @@ s_trim(am2z_broker_t *self, retain_t *b, int outcome, size_t max, uint64_t befor
     prefix[np + 1] = outcome == 0 ? 'c' : 'f';
     walk_t w = { .prefix = prefix, .prefix_size = np + 2, .max = max,
                  .before_ms = before_ms, .next_ms = UINT64_MAX };
-    am2z_batch_each(batch, AM2Z_DB_DONE, prefix, np + 2, s_walk_fn, &w);
+    /* Trims delete the oldest first, so the next one starts at the last
+       key this bucket deleted rather than at the prefix: the deleted keys
+       in between may still be in the batch or in flight to the store's
+       writer, and a walk would step over each of them again. Keys sort by
+       finish time; one that landed before the resume point (a clock step
+       back) is found by the walk from the prefix that runs whenever the
+       resumed one comes up short. */
+    bool resumed = b->resume[outcome] != NULL;
+    am2z_batch_each(batch, AM2Z_DB_DONE, resumed ? b->resume[outcome] : prefix,
+                    resumed ? b->resume_size[outcome] : np + 2, s_walk_fn, &w);
     for (size_t i = 0; i < w.n; i++)
         s_drop_result(self, batch, w.keys[i], w.key_sizes[i], w.values[i]);
+    if (resumed && w.n < max && w.next_ms == UINT64_MAX) {
+        size_t first = w.n;
+        am2z_batch_each(batch, AM2Z_DB_DONE, prefix, np + 2, s_walk_fn, &w);
+        for (size_t i = first; i < w.n; i++)
+            s_drop_result(self, batch, w.keys[i], w.key_sizes[i], w.values[i]);
+    }
+    free(b->resume[outcome]);
+    b->resume[outcome] = NULL;
+    if (w.n && (b->resume[outcome] = malloc(w.key_sizes[w.n - 1])) != NULL) {
+        memcpy(b->resume[outcome], w.keys[w.n - 1], w.key_sizes[w.n - 1]);
+        b->resume_size[outcome] = w.key_sizes[w.n - 1];
+    }
     size_t n = w.n;
     if (n < max && w.next_ms == UINT64_MAX)
         b->count[outcome] = 0;    /* the walk saw them all: none are left */

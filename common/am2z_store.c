@@ -162,6 +162,8 @@ struct am2z_store_t {
     int efd;                            /* eventfd the writer signals, or -1 */
     s_stage_t *fl_head, *fl_tail;       /* in flight: handed over, not yet settled */
     unsigned walks;                     /* store / batch walks in progress */
+    bool snap_held;                     /* a staged batch holds rtxn open until it ends */
+    uint64_t snap_from;                 /* ... a snapshot holding every set up to this */
     uint64_t sessions_n;                /* sessions in the committed view */
 };
 
@@ -646,6 +648,8 @@ s_settle(am2z_store_t *self, uint64_t applied)
 {
     if (self->walks)
         return;
+    if (self->snap_held && applied > self->snap_from)
+        applied = self->snap_from;    /* the held snapshot reads the rest through them */
     while (self->fl_head && self->fl_head->seq <= applied) {
         s_stage_t *st = self->fl_head;
         self->fl_head = st->next;
@@ -687,6 +691,12 @@ s_read_begin_from(am2z_store_t *self, MDB_txn **txn, uint64_t *from)
 {
     int rc;
     uint64_t applied = 0;
+    if (self->snap_held) {
+        *txn = self->rtxn;
+        if (from)
+            *from = self->snap_from;
+        return AM2Z_OK;
+    }
     if (self->piped) {
         applied = __atomic_load_n(&self->w_applied, __ATOMIC_ACQUIRE);
         s_settle(self, applied);
@@ -764,8 +774,6 @@ s_view_walk(am2z_store_t *self, am2z_wset_t *ws, uint64_t from, MDB_cursor *cur,
     }
     for (size_t i = 0; i < nl; i++) {
         ln[i] = am2z_wset_sorted(sets[i], (unsigned)db, &lv[i]);
-        if (ln[i] == SIZE_MAX)
-            return AM2Z_ENOMEM;
         size_t lo = 0, hi = ln[i];
         while (start && lo < hi) {    /* first key >= start */
             size_t mid = (lo + hi) / 2;
@@ -846,6 +854,8 @@ s_view_walk(am2z_store_t *self, am2z_wset_t *ws, uint64_t from, MDB_cursor *cur,
 static void
 s_read_end(am2z_store_t *self, MDB_txn *txn)
 {
+    if (txn == self->rtxn && self->snap_held)
+        return;                       /* released when its batch ends */
     if (txn == self->rtxn) {
         mdb_txn_reset(txn);
         self->rtxn_busy = false;
@@ -918,6 +928,22 @@ am2z_store_begin(am2z_store_t *self, am2z_store_batch_t **out)
         b->ws = am2z_wset_new();
         if (!b->ws)
             return AM2Z_ENOMEM;
+        /* one snapshot for the whole batch: its reads skip renewing a
+           read txn each (held for a turn, it pins no page for long) */
+        if (!self->rtxn_busy) {       /* (busy: begun inside a walk; reads renew) */
+            MDB_txn *rtxn;
+            uint64_t from;
+            if (s_read_begin_from(self, &rtxn, &from) != AM2Z_OK) {
+                am2z_wset_destroy(&b->ws);
+                return AM2Z_EIO;
+            }
+            if (rtxn == self->rtxn) {
+                self->snap_held = true;
+                self->snap_from = from;
+            } else {
+                s_read_end(self, rtxn);
+            }
+        }
         b->open = true;
         b->poison = 0;
         b->bound = s_staged_base(self);
@@ -1027,6 +1053,11 @@ s_batch_usable(const am2z_store_batch_t *batch)
 static void
 s_batch_close(am2z_store_batch_t *batch)
 {
+    am2z_store_t *self = batch->store;
+    if (self->snap_held) {
+        self->snap_held = false;
+        s_read_end(self, self->rtxn);
+    }
     batch->txn = NULL;
     am2z_wset_destroy(&batch->ws);
     batch->open = false;
@@ -1744,6 +1775,7 @@ am2z_store_pipeline(am2z_store_t *self)
         goto fail_wake;
     if (pthread_create(&self->writer, NULL, s_writer, self) != 0)
         goto fail_progress;
+    pthread_setname_np(self->writer, "am2z-writer");   /* top -H, perf, /proc/PID/task */
     self->piped = true;
     return AM2Z_OK;
 fail_progress:
@@ -1863,10 +1895,16 @@ am2z_store_stats(am2z_store_t *self, am2z_store_stats_t *stats)
         memset(stats, 0, sizeof *stats);
     if (!self || !stats)
         return AM2Z_EINVAL;
-    if (self->piped)
-        s_wait_writer(self, false);   /* counts of every commit, not of the writer's last */
     MDB_txn *txn;
-    int rc = s_read_begin(self, &txn);
+    int rc;
+    if (self->piped) {
+        /* counts of every commit, not of the writer's last: wait for it,
+           then read a snapshot of its own (a batch may hold the cached one) */
+        s_wait_writer(self, false);
+        rc = mdb_txn_begin(self->env, NULL, MDB_RDONLY, &txn) == 0 ? AM2Z_OK : AM2Z_EIO;
+    } else {
+        rc = s_read_begin(self, &txn);
+    }
     if (rc != AM2Z_OK)
         return rc;
     for (int i = 0; i < AM2Z_DB_COUNT_; i++) {
@@ -1902,6 +1940,9 @@ am2z_store_stats(am2z_store_t *self, am2z_store_stats_t *stats)
     stats->write_errno = werr > 0 ? werr : 0;
 
 done:
-    s_read_end(self, txn);
+    if (self->piped)
+        mdb_txn_abort(txn);
+    else
+        s_read_end(self, txn);
     return rc;
 }

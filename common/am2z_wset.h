@@ -62,7 +62,7 @@ const am2z_wop_t *am2z_wset_op(const am2z_wset_t *self, size_t i);
 
 /*  The latest operation of every key of db in key order (deletes
     included), through *ops (borrowed: valid until the next put, del or
-    destroy). Returns the count, or SIZE_MAX when out of memory. */
+    destroy). Returns the count. */
 size_t am2z_wset_sorted(am2z_wset_t *self, unsigned db, const am2z_wop_t *const **ops);
 
 /*  LMDB's default key order: memcmp over the shorter length, then the
