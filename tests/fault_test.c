@@ -695,6 +695,83 @@ START_TEST(test_fault_disk_full_refuses_naming_the_disk_and_keeps_serving)
 END_TEST
 
 /*  The suite; the "diskfull" case only when `diskfull`. */
+/*  The disk stops flushing (fdatasync fails with EIO, through
+    tests/failsync_preload.c) under a sync-mode broker: its store's writer
+    thread fails, and the broker stops with exit status 1 rather than
+    answer anything it cannot prove is on disk. A job submitted then gets
+    no ACCEPTED; every job answered before is there after a restart. */
+START_TEST(test_fault_failed_flush_stops_the_broker_unanswered)
+{
+    char dir[512], flag[600], preload[700], trigger[700];
+    am2z_test_tmpdir("fault-failsync", dir, sizeof dir);
+    snprintf(flag, sizeof flag, "%s/fail-now", dir);
+    snprintf(preload, sizeof preload, "LD_PRELOAD=%s", AM2Z_FAILSYNC_SO);
+    snprintf(trigger, sizeof trigger, "AM2Z_FAILSYNC_FILE=%s", flag);
+    /* the shim is not instrumented: a sanitized broker must not insist on
+       its runtime coming first */
+    const char *wrap[] = { "/usr/bin/env", preload, trigger,
+                           "ASAN_OPTIONS=verify_asan_link_order=0", NULL };
+    am2z_cluster_t b;
+    memset(&b, 0, sizeof b);
+    b.flags = s_flags;
+    b.wrap = wrap;
+    int started = -1;
+    for (int tries = 0; tries < 5 && started != 0; tries++) {
+        am2z_cluster_pick_ports(&b);
+        started = am2z_cluster_try_broker(&b, "fault-failsync-data", NULL);   /* sync */
+    }
+    ck_assert_msg(started == 0, "broker did not start");
+    am2z_testproc_t w;
+    s_worker_start(&w, &b, "worker-f", "4");
+    s_wait_workers(&b, 1, 5000);
+
+    enum { N = 40 };
+    static char ids[N][AM2Z_JOB_ID_MAX + 1];
+    static const char *sessions[N];
+    static const am2z_state_t *states[N];
+    for (int i = 0; i < N; i++)
+        sessions[i] = "failsync";
+    am2z_client_t *c = am2z_cluster_client(&b, 10000);
+    ck_assert_int_eq(am2z_client_submit_many(c, "increment", states, sessions, N, ids), AM2Z_OK);
+    for (int i = 0; i < N; i++) {
+        am2z_result_t *r = NULL;
+        ck_assert_int_eq(am2z_client_wait(c, ids[i], 10000, &r), AM2Z_OK);
+        am2z_result_destroy(&r);
+    }
+    am2z_client_destroy(&c);
+
+    FILE *f = fopen(flag, "w");
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+    c = am2z_cluster_client(&b, 3000);
+    am2z_client_set_timeout(c, 3000);
+    char late[AM2Z_JOB_ID_MAX + 1] = "";
+    int rc = am2z_client_submit(c, "increment", NULL, "failsync", NULL, late);
+    ck_assert_msg(rc != AM2Z_OK, "a job was accepted while no flush could succeed");
+    am2z_client_destroy(&c);
+    int status = am2z_testproc_stop(&b.broker, 0, 15000);    /* no signal: it stops itself */
+    ck_assert_msg(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 1,
+                  "the broker did not stop with status 1 (status %d)", status);
+
+    remove(flag);
+    b.wrap = NULL;
+    am2z_cluster_start_broker(&b, NULL, NULL);
+    s_wait_workers(&b, 1, 10000);
+    c = am2z_cluster_client(&b, 10000);
+    for (int i = 0; i < N; i++) {
+        am2z_result_t *r = NULL;
+        ck_assert_msg(am2z_client_wait(c, ids[i], 10000, &r) == AM2Z_OK, "job %d lost", i);
+        int64_t n = -1;
+        ck_assert_int_eq(am2z_state_get_int(r->state, "count", &n), AM2Z_OK);
+        ck_assert_int_eq(n, i + 1);
+        am2z_result_destroy(&r);
+    }
+    am2z_client_destroy(&c);
+    s_worker_term(&w);
+    am2z_cluster_stop(&b);
+}
+END_TEST
+
 static Suite *
 s_suite(bool diskfull)
 {
@@ -707,6 +784,7 @@ s_suite(bool diskfull)
     tcase_add_test(tc, test_fault_worker_sigterm_past_grace_hands_job_back);
     tcase_add_test(tc, test_fault_rolling_restart_of_workers_loses_nothing);
     tcase_add_test(tc, test_fault_workers_reregister_after_broker_restart);
+    tcase_add_test(tc, test_fault_failed_flush_stops_the_broker_unanswered);
     suite_add_tcase(s, tc);
     if (diskfull) {
         TCase *full = tcase_create("diskfull");
