@@ -738,9 +738,10 @@ s_view_get(am2z_store_t *self, am2z_wset_t *ws, uint64_t from, MDB_txn *txn,
            am2z_db_t db, const void *key, size_t key_size, MDB_val *v)
 {
     const am2z_wop_t *op = NULL;
-    am2z_wset_hit_t hit = am2z_wset_get(ws, (unsigned)db, key, key_size, &op);
+    uint64_t h = am2z_wset_hash((unsigned)db, key, key_size);
+    am2z_wset_hit_t hit = am2z_wset_get_h(ws, (unsigned)db, key, key_size, h, &op);
     for (s_stage_t *st = self->fl_tail; !hit && st && st->seq > from; st = st->prev)
-        hit = am2z_wset_get(st->ws, (unsigned)db, key, key_size, &op);
+        hit = am2z_wset_get_h(st->ws, (unsigned)db, key, key_size, h, &op);
     if (hit == AM2Z_WSET_DELETED)
         return MDB_NOTFOUND;
     if (hit == AM2Z_WSET_PUT) {

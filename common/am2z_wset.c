@@ -7,15 +7,30 @@
     lookup is a binary search and a walk reads the array as it is: a set
     holds a turn's writes (hundreds to a few thousand), and moving pointers
     on insert costs less than re-sorting for every walk of a set that
-    changes between walks.
+    changes between walks. Most lookups miss (a reader asks every set in
+    flight before LMDB), so each set also keeps a small Bloom filter of its
+    keys: a miss costs two bit tests instead of a binary search. Ops come
+    from an arena of 64 KiB blocks, freed with the set.
 */
 #include "am2z_wset.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
+#define S_BLOOM_BITS (1u << 16)           /* 8 KiB: ≈ 2 % false hits at 5,000 keys */
+#define S_BLOCK ((size_t)64 << 10)
+
+typedef struct s_block {
+    struct s_block *next;
+    size_t used, size;
+    max_align_t data[];                   /* size bytes */
+} s_block_t;
+
 struct am2z_wset_t {
-    am2z_wop_t **ops;                     /* in recorded order; owned */
+    uint64_t bloom[S_BLOOM_BITS / 64];
+    s_block_t *blocks;                    /* the arena, newest first */
+    am2z_wop_t **ops;                     /* in recorded order (in the arena) */
     size_t n, cap;
     am2z_wop_t **sorted[AM2Z_WSET_DBS];   /* latest op per key, key order (borrowed ops) */
     size_t sorted_n[AM2Z_WSET_DBS];
@@ -38,14 +53,65 @@ am2z_wset_new(void)
     return calloc(1, sizeof(am2z_wset_t));
 }
 
+uint64_t
+am2z_wset_hash(unsigned db, const void *key, size_t key_size)
+{
+    const uint8_t *p = key;
+    uint64_t h = 1469598103934665603ull ^ db;   /* FNV-1a */
+    for (size_t i = 0; i < key_size; i++) {
+        h ^= p[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static bool
+s_bloom_has(const am2z_wset_t *self, uint64_t h)
+{
+    uint32_t a = (uint32_t)h % S_BLOOM_BITS, b = (uint32_t)(h >> 32) % S_BLOOM_BITS;
+    return (self->bloom[a / 64] >> (a % 64) & 1) && (self->bloom[b / 64] >> (b % 64) & 1);
+}
+
+static void
+s_bloom_add(am2z_wset_t *self, uint64_t h)
+{
+    uint32_t a = (uint32_t)h % S_BLOOM_BITS, b = (uint32_t)(h >> 32) % S_BLOOM_BITS;
+    self->bloom[a / 64] |= (uint64_t)1 << (a % 64);
+    self->bloom[b / 64] |= (uint64_t)1 << (b % 64);
+}
+
+/*  size bytes from the arena (aligned), or NULL. */
+static void *
+s_alloc(am2z_wset_t *self, size_t size)
+{
+    size = (size + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t);
+    s_block_t *bl = self->blocks;
+    if (!bl || bl->size - bl->used < size) {
+        size_t bsize = size > S_BLOCK ? size : S_BLOCK;
+        bl = malloc(sizeof *bl + bsize);
+        if (!bl)
+            return NULL;
+        bl->size = bsize;
+        bl->used = 0;
+        bl->next = self->blocks;
+        self->blocks = bl;
+    }
+    void *p = (uint8_t *)bl->data + bl->used;
+    bl->used += size;
+    return p;
+}
+
 void
 am2z_wset_destroy(am2z_wset_t **self_p)
 {
     if (!self_p || !*self_p)
         return;
     am2z_wset_t *self = *self_p;
-    for (size_t i = 0; i < self->n; i++)
-        free(self->ops[i]);
+    while (self->blocks) {
+        s_block_t *next = self->blocks->next;
+        free(self->blocks);
+        self->blocks = next;
+    }
     free(self->ops);
     for (int d = 0; d < AM2Z_WSET_DBS; d++)
         free(self->sorted[d]);
@@ -72,6 +138,21 @@ s_bsearch(const am2z_wset_t *self, unsigned db, const void *key, size_t key_size
     return lo;
 }
 
+/*  Where key goes in db's sorted array when it is known to be new: at the
+    end when it sorts last (keys that grow with time), else by search. */
+static size_t
+s_bsearch_new(const am2z_wset_t *self, unsigned db, const void *key, size_t key_size)
+{
+    size_t n = self->sorted_n[db];
+    if (n == 0)
+        return 0;
+    const am2z_wop_t *last = self->sorted[db][n - 1];
+    if (am2z_wset_keycmp(last->key, last->key_size, key, key_size) < 0)
+        return n;
+    bool found;
+    return s_bsearch(self, db, key, key_size, &found);
+}
+
 static int
 s_record(am2z_wset_t *self, unsigned db, bool del, const void *key, size_t key_size,
          const void *val, size_t val_size)
@@ -86,8 +167,10 @@ s_record(am2z_wset_t *self, unsigned db, bool del, const void *key, size_t key_s
         self->ops = ops;
         self->cap = cap;
     }
-    bool found;
-    size_t at = s_bsearch(self, db, key, key_size, &found);
+    uint64_t h = am2z_wset_hash(db, key, key_size);
+    bool found = false;
+    size_t at = s_bloom_has(self, h) ? s_bsearch(self, db, key, key_size, &found)
+                                     : s_bsearch_new(self, db, key, key_size);
     if (!found && self->sorted_n[db] == self->sorted_cap[db]) {
         size_t cap = self->sorted_cap[db] ? self->sorted_cap[db] * 2 : 32;
         am2z_wop_t **v = realloc(self->sorted[db], cap * sizeof *v);
@@ -96,9 +179,10 @@ s_record(am2z_wset_t *self, unsigned db, bool del, const void *key, size_t key_s
         self->sorted[db] = v;
         self->sorted_cap[db] = cap;
     }
-    am2z_wop_t *op = malloc(sizeof *op + key_size + val_size);
+    am2z_wop_t *op = s_alloc(self, sizeof *op + key_size + val_size);
     if (!op)
         return -1;
+    s_bloom_add(self, h);
     uint8_t *p = (uint8_t *)(op + 1);
     op->db = db;
     op->del = del;
@@ -137,9 +221,16 @@ am2z_wset_hit_t
 am2z_wset_get(const am2z_wset_t *self, unsigned db, const void *key, size_t key_size,
               const am2z_wop_t **op)
 {
+    return am2z_wset_get_h(self, db, key, key_size, am2z_wset_hash(db, key, key_size), op);
+}
+
+am2z_wset_hit_t
+am2z_wset_get_h(const am2z_wset_t *self, unsigned db, const void *key, size_t key_size,
+                uint64_t hash, const am2z_wop_t **op)
+{
     if (op)
         *op = NULL;
-    if (!self || db >= AM2Z_WSET_DBS || !self->sorted_n[db])
+    if (!self || db >= AM2Z_WSET_DBS || !self->sorted_n[db] || !s_bloom_has(self, hash))
         return AM2Z_WSET_ABSENT;
     bool found;
     size_t at = s_bsearch(self, db, key, key_size, &found);
