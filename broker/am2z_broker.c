@@ -285,7 +285,16 @@ s_co_free(am2z_broker_t *self)
 /* ---------------------------------------------------------------------------
    Outbox (durability sync).
 
-   In sync mode the store defers each commit's meta flush
+   In sync mode the store commits on its writer thread by default
+   (cfg.store_writer, am2z_store_pipeline): the turn's commit hands its
+   writes over and returns, every read still sees them, and the writer
+   applies, commits and flushes them while the loop handles the next turn.
+   What speaks for a commit is held here exactly as below, and released
+   when the writer reports it durable through its eventfd (s_store_event,
+   polled with the sockets); the loop never calls a sync itself. A writer
+   failure (an I/O error of a flush) stops the loop with nothing held sent.
+
+   With --no-store-writer the store defers each commit's meta flush
    (am2z_store_defer_meta, LMDB MDB_NOMETASYNC): a commit fdatasyncs its
    data pages and writes its meta page unflushed, so it is consistent but
    becomes durable only at the next fdatasync of the file. That is the data
@@ -303,8 +312,7 @@ s_co_free(am2z_broker_t *self)
    am2z_store_sync() at once. So under load one fsync per commit instead of
    two (data + meta), and an answer never leaves before its commit is on
    disk; idle, the latency is as before (two flushes before the answer).
-   Everything runs on the loop thread: no syncer thread, no LMDB handle
-   shared across threads.
+   That variant runs everything on the loop thread.
    ------------------------------------------------------------------------ */
 
 /*  Whether a send now must wait behind the outbox. */

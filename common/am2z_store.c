@@ -46,9 +46,12 @@
       am2z_store_sync(). The store tracks this by LMDB txn id
       (committed_txn / durable_txn) so the caller can hold back what it
       promised about a commit until it is durable.
+    - am2z_store_pipeline() (sync mode, the broker's default) moves
+      commits to a writer thread: see "Writer thread" below.
     - Reads outside a batch renew one cached read-only txn and reset it
       when done, so a snapshot never outlives the call (it would pin pages
-      and make the file grow).
+      and make the file grow). A staged batch (writer thread) holds one
+      snapshot from its begin to its commit, a loop turn.
     - A broker's store (cfg->exclusive) holds flock(LOCK_EX) on am2z.lock in
       the data dir for its lifetime. LMDB lets several processes open one
       environment (its own lock.mdb serializes their writers), but a
