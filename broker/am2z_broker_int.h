@@ -511,7 +511,7 @@ void am2zb_lc_shutdown(am2z_broker_t *self);
 void am2zb_lc_query_info(am2z_broker_t *self, const peer_t *peer, const am2z_msg_t *msg,
                          struct am2z_bw_t *w, bool *answered);
 /*  QUERY stats: writes AM2ZB_LC_STATS_FIELDS key/value pairs (store, ...). */
-#define AM2ZB_LC_STATS_FIELDS 5
+#define AM2ZB_LC_STATS_FIELDS 6
 void am2zb_lc_write_stats(am2z_broker_t *self, struct am2z_bw_t *w);
 /*  am2z_broker.c, for the above. */
 void am2zb_event(am2z_broker_t *self, const char *name, const char *session,

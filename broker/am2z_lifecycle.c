@@ -1093,6 +1093,11 @@ am2zb_lc_write_stats(am2z_broker_t *self, am2z_bw_t *w)
     am2z_bw_str(w, "used");      am2z_bw_uint(w, st.used_bytes);
     am2z_bw_str(w, "allocated"); am2z_bw_uint(w, st.alloc_bytes);
     am2z_bw_str(w, "map");       am2z_bw_uint(w, st.map_size);
+    am2z_bw_str(w, "storeWriter");   /* sync + store-writer: its txns, the turns in them */
+    am2z_bw_map(w, 3);
+    am2z_bw_str(w, "commits"); am2z_bw_uint(w, st.writer_commits);
+    am2z_bw_str(w, "turns");   am2z_bw_uint(w, st.writer_sets);
+    am2z_bw_str(w, "flushes"); am2z_bw_uint(w, st.syncs);
     am2z_bw_str(w, "dlqDropped");      am2z_bw_uint(w, lc ? lc->dlq_dropped : 0);
     am2z_bw_str(w, "sessionsExpired"); am2z_bw_uint(w, lc ? lc->expired : 0);
     am2z_bw_str(w, "resultsTrimmed");  am2z_bw_uint(w, lc ? lc->trimmed : 0);

@@ -168,6 +168,7 @@ struct am2z_store_t {
     bool snap_held;                     /* a staged batch holds rtxn open until it ends */
     uint64_t snap_from;                 /* ... a snapshot holding every set up to this */
     uint64_t sessions_n;                /* sessions in the committed view */
+    uint64_t w_commits, w_sets;         /* the writer's LMDB txns, batches in them (mu) */
 };
 
 /*  Allocation ahead of use (MDB_WRITEMAP; see the top of this file). */
@@ -633,6 +634,8 @@ s_writer(void *arg)
             self->w_error = mrc;
         } else {
             /* its data flush put the previous commit's meta page on disk */
+            self->w_sets += last->seq - applied;
+            self->w_commits++;
             durable = applied;
             applied = last->seq;
             __atomic_store_n(&self->w_applied, applied, __ATOMIC_RELEASE);
@@ -1934,6 +1937,8 @@ am2z_store_stats(am2z_store_t *self, am2z_store_stats_t *stats)
     if (self->piped) {
         pthread_mutex_lock(&self->mu);
         stats->syncs = self->syncs;
+        stats->writer_commits = self->w_commits;
+        stats->writer_sets = self->w_sets;
         if (self->w_error)
             werr = self->w_error;
         pthread_mutex_unlock(&self->mu);

@@ -92,7 +92,10 @@ typedef struct {
     uint64_t map_size;          /* configured map size, bytes */
     uint64_t used_bytes;        /* pages in use * page size */
     uint64_t unsynced_commits;  /* periodic mode: commits not yet fsynced */
-    uint64_t syncs;             /* fsyncs done by flush / flush_due so far */
+    uint64_t syncs;             /* fsyncs done by flush / flush_due so far (with the
+                                   writer thread: its flushes when it ran out of work) */
+    uint64_t writer_commits;    /* writer thread: LMDB txns it committed (0 without) */
+    uint64_t writer_sets;       /* ... the batches they carried (>= commits: grouped) */
     uint64_t alloc_bytes;       /* disk blocks allocated for data.mdb (ahead of use) */
     int write_errno;            /* errno of the last failed write when the file system
                                    refused it (ENOSPC, EDQUOT: disk full; EFBIG: file

@@ -813,6 +813,15 @@ START_TEST(test_e2e_sync_leases_early_but_never_on_stale_state)
     s_pipeline_sessions(c, "sync-wide", 40, 6);
     ck_assert_int_gt(s_leased_before_commit(c), early0);   /* the early path ran */
     s_pipeline_sessions(c, "sync-deep", 3, 40);
+    /* the turns went through the store's writer thread (the default) */
+    json_t *j = am2z_cluster_query(c, "stats", NULL);
+    json_t *sw = json_object_get(j, "storeWriter");
+    json_int_t commits = json_integer_value(json_object_get(sw, "commits"));
+    json_int_t turns = json_integer_value(json_object_get(sw, "turns"));
+    ck_assert_msg(json_is_object(sw) && commits > 0 && turns >= commits,
+                  "stats.storeWriter: commits %lld, turns %lld", (long long)commits,
+                  (long long)turns);
+    json_decref(j);
     json_int_t spins, caught;
     s_spins(c, &spins, &caught);
     ck_assert_int_eq(spins, 0);           /* --poll-spin 0: never */
