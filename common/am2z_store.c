@@ -558,6 +558,28 @@ s_signal(am2z_store_t *self)
     }
 }
 
+/*  Replays a write set's operations, in order, into txn. Returns 0 or the
+    LMDB code of the first that failed. */
+static int
+s_replay(am2z_store_t *self, MDB_txn *txn, const am2z_wset_t *ws)
+{
+    int mrc = 0;
+    size_t n = am2z_wset_size(ws);
+    for (size_t i = 0; i < n && mrc == 0; i++) {
+        const am2z_wop_t *op = am2z_wset_op(ws, i);
+        MDB_val k = { op->key_size, (void *)op->key };
+        if (op->del) {
+            mrc = mdb_del(txn, self->dbi[op->db], &k, NULL);
+            if (mrc == MDB_NOTFOUND)
+                mrc = 0;
+        } else {
+            MDB_val v = { op->val_size, (void *)op->val };
+            mrc = mdb_put(txn, self->dbi[op->db], &k, &v, 0);
+        }
+    }
+    return mrc;
+}
+
 /*  Applies the sets from first (linked by wnext) in one LMDB txn.
     Returns 0 or the LMDB / errno code. */
 static int
@@ -567,21 +589,8 @@ s_apply(am2z_store_t *self, s_stage_t *first)
     int mrc = mdb_txn_begin(self->env, NULL, 0, &txn);
     if (mrc != 0)
         return mrc;
-    for (s_stage_t *st = first; st && mrc == 0; st = st->wnext) {
-        size_t n = am2z_wset_size(st->ws);
-        for (size_t i = 0; i < n && mrc == 0; i++) {
-            const am2z_wop_t *op = am2z_wset_op(st->ws, i);
-            MDB_val k = { op->key_size, (void *)op->key };
-            if (op->del) {
-                mrc = mdb_del(txn, self->dbi[op->db], &k, NULL);
-                if (mrc == MDB_NOTFOUND)
-                    mrc = 0;
-            } else {
-                MDB_val v = { op->val_size, (void *)op->val };
-                mrc = mdb_put(txn, self->dbi[op->db], &k, &v, 0);
-            }
-        }
-    }
+    for (s_stage_t *st = first; st && mrc == 0; st = st->wnext)
+        mrc = s_replay(self, txn, st->ws);
     if (mrc != 0) {
         mdb_txn_abort(txn);
         return mrc;
@@ -698,6 +707,21 @@ s_read_begin_from(am2z_store_t *self, MDB_txn **txn, uint64_t *from)
     int rc;
     uint64_t applied = 0;
     if (self->snap_held) {
+        /* the writer committed since the snapshot was taken: move it on
+           (outside walks, which hand out pointers into it), so it does not
+           keep the writer from reusing the pages that commit freed */
+        uint64_t now = __atomic_load_n(&self->w_applied, __ATOMIC_ACQUIRE);
+        if (now > self->snap_from && !self->walks) {
+            mdb_txn_reset(self->rtxn);
+            if (mdb_txn_renew(self->rtxn) != 0) {
+                mdb_txn_abort(self->rtxn);
+                self->rtxn = NULL;
+                self->rtxn_busy = self->snap_held = false;
+                return AM2Z_EIO;
+            }
+            self->snap_from = now;
+            s_settle(self, now);
+        }
         *txn = self->rtxn;
         if (from)
             *from = self->snap_from;
@@ -1005,19 +1029,7 @@ s_go_direct(am2z_store_batch_t *batch)
         batch->txn = NULL;
         return s_poison(batch, mrc);
     }
-    size_t n = am2z_wset_size(batch->ws);
-    for (size_t i = 0; i < n && mrc == 0; i++) {
-        const am2z_wop_t *op = am2z_wset_op(batch->ws, i);
-        MDB_val k = { op->key_size, (void *)op->key };
-        if (op->del) {
-            mrc = mdb_del(batch->txn, self->dbi[op->db], &k, NULL);
-            if (mrc == MDB_NOTFOUND)
-                mrc = 0;
-        } else {
-            MDB_val v = { op->val_size, (void *)op->val };
-            mrc = mdb_put(batch->txn, self->dbi[op->db], &k, &v, 0);
-        }
-    }
+    mrc = s_replay(self, batch->txn, batch->ws);
     if (mrc != 0)
         return s_poison(batch, mrc);
     am2z_wset_destroy(&batch->ws);

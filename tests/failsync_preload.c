@@ -11,31 +11,31 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+/*  Fails (EIO) while the trigger file exists, else calls libc's `name`. */
 static int
-s_failing(void)
+s_flush(const char *name, int fd)
 {
     const char *path = getenv("AM2Z_FAILSYNC_FILE");
-    return path && *path && access(path, F_OK) == 0;
+    if (path && *path && access(path, F_OK) == 0) {
+        errno = EIO;
+        return -1;
+    }
+    int (*real)(int) = (int (*)(int))dlsym(RTLD_NEXT, name);
+    if (!real) {
+        errno = ENOSYS;
+        return -1;
+    }
+    return real(fd);
 }
 
 int
 fdatasync(int fd)
 {
-    if (s_failing()) {
-        errno = EIO;
-        return -1;
-    }
-    int (*real)(int) = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
-    return real ? real(fd) : (errno = ENOSYS, -1);
+    return s_flush("fdatasync", fd);
 }
 
 int
 fsync(int fd)
 {
-    if (s_failing()) {
-        errno = EIO;
-        return -1;
-    }
-    int (*real)(int) = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
-    return real ? real(fd) : (errno = ENOSYS, -1);
+    return s_flush("fsync", fd);
 }
