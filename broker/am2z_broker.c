@@ -509,6 +509,17 @@ s_send_client(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
     s_send_msg(self, self->fe, peer->ident, peer->ident_size, NULL, msg, peer->batch);
 }
 
+/*  The same to a job's submitter. */
+static void
+s_send_jclient(am2z_broker_t *self, const jpeer_t *peer, am2z_msg_t *msg)
+{
+    if (!peer->ident_size)
+        return;
+    msg->req = peer->req;
+    s_send_msg(self, self->fe, am2zb_jpeer_ident(peer), peer->ident_size, NULL, msg,
+               peer->batch);
+}
+
 void
 am2zb_send_worker(am2z_broker_t *self, const worker_t *worker, am2z_msg_t *msg)
 {
@@ -645,7 +656,7 @@ s_event(am2z_broker_t *self, job_t *job, const char *name, const char *session,
             /* EVENT has no req: the job id correlates. Only clients that
                asked (SUBMIT.events) get them: the others would drop them,
                and they were 2 of the ~11 messages of every job. */
-            s_send_frames(self, self->fe, job->client.ident, job->client.ident_size, NULL,
+            s_send_frames(self, self->fe, am2zb_jpeer_ident(&job->client), job->client.ident_size, NULL,
                           AM2Z_CMD_EVENT, body, size, job->client.batch);
         }
         free(body);
@@ -829,7 +840,10 @@ s_effect_free(void **item)
     effect_t *eff = *item;
     if (!eff)
         return;
-    am2z_msg_clear(&eff->result);
+    if (eff->result) {
+        am2z_msg_clear(eff->result);
+        free(eff->result);
+    }
     free(eff->worker);
     free(eff->session);
     if (eff->kind == EFF_FINISH)
@@ -874,14 +888,16 @@ s_finish_v(am2z_broker_t *self, job_t *job, bool ok, uint8_t **state_p, size_t s
     job->worker = NULL;
 
     effect_t *eff = calloc(1, sizeof *eff);
-    if (!eff) {
+    am2z_msg_t *r = eff ? calloc(1, sizeof *r) : NULL;
+    if (!r) {
+        free(eff);
         am2zb_job_destroy(&job);
         return;
     }
     eff->kind = EFF_FINISH;
     eff->job = job;
     eff->version = ok ? version : 0;
-    am2z_msg_t *r = &eff->result;
+    eff->result = r;
     am2z_msg_init(r, AM2Z_CMD_RESULT);
     r->job = strdup(job->id);
     r->processor = strdup(job->proc->name);
@@ -964,11 +980,12 @@ s_job_shadow(job_t *job)
     shadow->attempt = job->attempt;
     shadow->event_seq = job->event_seq;
     shadow->accepted = job->accepted;
-    shadow->client = job->client;
+    shadow->client = job->client;              /* moved: the shadow owns its id */
     shadow->fetchers = job->fetchers;
     shadow->nfetchers = job->nfetchers;
     job->fetchers = NULL;
     job->nfetchers = 0;
+    job->client.ident_long = NULL;
     job->client.ident_size = 0;
     return shadow;
 }
@@ -1236,7 +1253,10 @@ am2zb_submit_job(am2z_broker_t *self, const peer_t *peer, proc_t *proc, am2z_msg
     job->created_ms = now;
     job->not_before_ms = now + job->delay_ms;
     job->seq = ++self->seq;
-    job->client = *peer;
+    if (!am2zb_jpeer_set(&job->client, peer))
+        AM2Z_LOG(self->log, AM2Z_LOG_ERROR, S_COMPONENT,
+                 "out of memory keeping a submitter's id: the job runs, its answers go "
+                 "to nobody (FETCH still finds its result)", AM2Z_KS("job", job->id));
     job->client.events = msg->events;
     /* noack: the RESULT is the answer (an idempotent or repeatable SUBMIT
        is always answered with ACCEPTED: its id is what the caller needs) */
@@ -1418,9 +1438,10 @@ s_on_dlq(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
         return;
     }
     job_t *job = NULL;
-    effect_t *eff = calloc(1, sizeof *eff);
+    effect_t *eff = calloc(1, sizeof *eff + sizeof(peer_t));   /* the peer rides behind it */
     if (!eff)
         goto nomem;
+    eff->peer = (peer_t *)(eff + 1);
     if (retry) {
         proc_t *proc = am2zb_proc_get(self, jr.proc, true);
         if (!proc)
@@ -1486,7 +1507,7 @@ s_on_dlq(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
     }
     eff->kind = EFF_DLQ;
     eff->job = job;
-    eff->peer = *peer;
+    *eff->peer = *peer;
     eff->retry = retry;
     eff->session = strdup(msg->job);  /* the id, for the reply */
     zlistx_add_end(self->effects, eff);
@@ -1514,12 +1535,12 @@ s_apply_dlq(am2z_broker_t *self, effect_t *eff, bool durable, uint64_t now)
         size_t size = 0;
         if (s_map(&data, &size, 3, "job", 's', eff->session ? eff->session : "",
                   "op", 's', eff->retry ? "retry" : "discard", "ok", 'b', 1) == AM2Z_OK)
-            s_send_reply(self, &eff->peer, &data, size);
+            s_send_reply(self, eff->peer, &data, size);
         free(data);
         return;
     }
     am2z_error_t *e = s_resource_error(self);
-    s_send_error(self, &eff->peer, &e);
+    s_send_error(self, eff->peer, &e);
     if (job && job->lane_handle && job->session) {
         session_t *session = job->session;
         am2zb_lane_remove(session, job);
@@ -2324,7 +2345,7 @@ static void
 s_apply_finish(am2z_broker_t *self, effect_t *eff, bool durable)
 {
     job_t *job = eff->job;
-    am2z_msg_t *r = &eff->result;
+    am2z_msg_t *r = eff->result;
     if (!durable) {
         /* the outcome could not be stored: the caller gets a ResourceError
            and the job record is deleted next turn */
@@ -2357,7 +2378,7 @@ s_apply_finish(am2z_broker_t *self, effect_t *eff, bool durable)
     } else {
         s_failed_event(self, job, r->error);
     }
-    s_send_client(self, &job->client, r);
+    s_send_jclient(self, &job->client, r);
     for (size_t i = 0; i < job->nfetchers; i++)
         s_send_client(self, &job->fetchers[i], r);
     s_count(self, job, r->success);
@@ -2382,7 +2403,7 @@ s_apply_effects(am2z_broker_t *self, bool durable)
                 acc.job = job->id;
                 acc.session = job->session_id;
                 if (!job->client.noack)
-                    s_send_client(self, &job->client, &acc);
+                    s_send_jclient(self, &job->client, &acc);
                 if (eff->created) {
                     uint8_t *data = NULL;
                     size_t size = 0;
@@ -2393,7 +2414,8 @@ s_apply_effects(am2z_broker_t *self, bool durable)
                 eff->job = NULL;
             } else {
                 am2z_error_t *e = s_resource_error(self);
-                peer_t peer = job->client;
+                peer_t peer;
+                am2zb_jpeer_load(&job->client, &peer);
                 s_send_error(self, &peer, &e);
                 if (job->lane_handle && job->session) {
                     session_t *session = job->session;

@@ -71,6 +71,21 @@ typedef struct {
     bool noack;                   /* SUBMIT.noack: no ACCEPTED, the RESULT answers */
 } peer_t;
 
+/*  A peer a job keeps for its life (its submitter), compact: a queued job
+    holds one, and a ZeroMQ routing id is 5 bytes unless the client set its
+    own (up to 255). Short ids live inline, longer ones on the heap (owned);
+    am2zb_jpeer_* copy, expand and free them. */
+#define AM2ZB_JPEER_INLINE 22
+typedef struct {
+    uint8_t *ident_long;          /* owned when ident_size > AM2ZB_JPEER_INLINE */
+    uint64_t req;
+    uint16_t ident_size;          /* 0 = nobody */
+    uint8_t ident_inline[AM2ZB_JPEER_INLINE];
+    bool events;
+    bool batch;
+    bool noack;
+} jpeer_t;
+
 typedef enum { JOB_WAITING = 0, JOB_ACTIVE, JOB_FAILING } job_status_t;
 
 struct job_s {
@@ -95,7 +110,7 @@ struct job_s {
     uint64_t input_version;       /* metadata.version of the dispatched input */
     uint64_t expected_version;    /* stored version at dispatch (0 = none) */
     uint64_t event_seq;           /* last EVENT seq sent for this job */
-    peer_t client;                /* the submitter */
+    jpeer_t client;               /* the submitter (am2zb_jpeer_*) */
     peer_t *fetchers;             /* owned array: FETCH callers waiting */
     size_t nfetchers;
     void *lane_handle;            /* zlistx handle in session->lane */
@@ -199,10 +214,12 @@ typedef struct {
     effect_kind_t kind;
     job_t *job;                   /* SUBMIT, DLQ retry: borrowed (in lane); FINISH: owned */
     bool created;                 /* SUBMIT: first job of a new session */
-    am2z_msg_t result;            /* FINISH: the RESULT body (req 0), owned */
+    am2z_msg_t *result;           /* FINISH: the RESULT body (req 0), owned */
     char *worker;                 /* FINISH: worker id for the event, owned */
     uint64_t version;             /* FINISH: version of result.state, 0 = unknown */
-    peer_t peer;                  /* STOP, DLQ: requester */
+    peer_t *peer;                 /* DLQ: requester, in the effect's own allocation
+                                     (a turn's 1,000 SUBMIT effects do not each carry
+                                     280 bytes for it) */
     char *session;                /* STOP: session id; DLQ: job id; owned */
     bool keep;                    /* STOP */
     bool retry;                   /* DLQ: retry (else discard) */
@@ -322,6 +339,18 @@ void am2zb_job_destroy(job_t **job_p);
     per connection (none extra for the submitter's); otherwise (a duplicate
     SUBMIT) one more for this request. */
 void am2zb_job_add_fetcher(job_t *job, const peer_t *peer, bool once);
+
+/*  Job peers. set/copy replace dst's peer (false when out of memory: dst
+    is then nobody); load expands one into a peer_t; clear frees it. */
+bool am2zb_jpeer_set(jpeer_t *dst, const peer_t *src);
+bool am2zb_jpeer_copy(jpeer_t *dst, const jpeer_t *src);
+void am2zb_jpeer_load(const jpeer_t *src, peer_t *dst);
+void am2zb_jpeer_clear(jpeer_t *p);
+static inline const uint8_t *
+am2zb_jpeer_ident(const jpeer_t *p)
+{
+    return p->ident_size > AM2ZB_JPEER_INLINE ? p->ident_long : p->ident_inline;
+}
 void am2zb_lease_begin(am2z_broker_t *self, job_t *job, worker_t *worker, uint64_t now_ms);
 void am2zb_lease_end(job_t *job);
 void am2zb_job_track(am2z_broker_t *self, job_t *job);

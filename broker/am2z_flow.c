@@ -461,7 +461,7 @@ s_step_job(am2z_broker_t *self, flow_t *f, int slot, proc_t *proc, const am2z_st
     job->flow_id = f->id;
     job->flow_slot = slot;
     if (f->root)
-        job->client = f->root->client;      /* its events reach the run's caller */
+        am2zb_jpeer_copy(&job->client, &f->root->client);   /* its events reach the run's caller */
     am2zb_job_track(self, job);
     job->ready_handle = zlistx_add_end(self->flows->ready, job);
     return job;
@@ -1926,7 +1926,7 @@ am2zb_flow_call(am2z_broker_t *self, worker_t *worker, am2z_msg_t *msg)
     job->call = true;
     job->call_req = msg->req;
     snprintf(job->call_worker, sizeof job->call_worker, "%s", worker->id);
-    job->client = parent->client;           /* its events reach the caller's client */
+    am2zb_jpeer_copy(&job->client, &parent->client);   /* its events reach the caller's client */
     am2z_state_destroy(&input);
     am2zb_job_track(self, job);
     job->ready_handle = zlistx_add_start(self->flows->ready, job);   /* first */

@@ -35,12 +35,75 @@ am2zb_job_new(void)
 }
 
 void
+am2zb_jpeer_clear(jpeer_t *p)
+{
+    free(p->ident_long);
+    p->ident_long = NULL;
+    p->ident_size = 0;
+}
+
+/*  Replaces dst's routing id with ident (size bytes). */
+static bool
+s_jpeer_ident(jpeer_t *dst, const uint8_t *ident, size_t size)
+{
+    am2zb_jpeer_clear(dst);
+    if (size > S_IDENT_MAX)
+        size = S_IDENT_MAX;
+    if (size > AM2ZB_JPEER_INLINE) {
+        dst->ident_long = malloc(size);
+        if (!dst->ident_long)
+            return false;
+        memcpy(dst->ident_long, ident, size);
+    } else if (size) {
+        memcpy(dst->ident_inline, ident, size);
+    }
+    dst->ident_size = (uint16_t)size;
+    return true;
+}
+
+bool
+am2zb_jpeer_set(jpeer_t *dst, const peer_t *src)
+{
+    dst->req = src->req;
+    dst->events = src->events;
+    dst->batch = src->batch;
+    dst->noack = src->noack;
+    return s_jpeer_ident(dst, src->ident, src->ident_size);
+}
+
+bool
+am2zb_jpeer_copy(jpeer_t *dst, const jpeer_t *src)
+{
+    if (dst == src)
+        return true;
+    dst->req = src->req;
+    dst->events = src->events;
+    dst->batch = src->batch;
+    dst->noack = src->noack;
+    return s_jpeer_ident(dst, am2zb_jpeer_ident(src), src->ident_size);
+}
+
+void
+am2zb_jpeer_load(const jpeer_t *src, peer_t *dst)
+{
+    memset(dst, 0, sizeof *dst);
+    dst->ident_size = src->ident_size;
+    if (src->ident_size)
+        memcpy(dst->ident, am2zb_jpeer_ident(src), src->ident_size);
+    dst->req = src->req;
+    dst->events = src->events;
+    dst->batch = src->batch;
+    dst->noack = src->noack;
+}
+
+void
 am2zb_job_destroy(job_t **job_p)
 {
     if (!job_p || !*job_p)
         return;
     job_t *job = *job_p;
     am2zb_lease_end(job);
+    am2zb_jpeer_clear(&job->client);
     free(job->session_id);
     free(job->state);
     free(job->fetchers);
@@ -108,7 +171,7 @@ am2zb_job_add_fetcher(job_t *job, const peer_t *peer, bool once)
     if (!once)
         goto add;
     if (job->client.ident_size == peer->ident_size
-        && memcmp(job->client.ident, peer->ident, peer->ident_size) == 0)
+        && memcmp(am2zb_jpeer_ident(&job->client), peer->ident, peer->ident_size) == 0)
         return;
     for (size_t i = 0; i < job->nfetchers; i++) {
         if (job->fetchers[i].ident_size == peer->ident_size

@@ -399,6 +399,49 @@ START_TEST(test_broker_submit_is_accepted_and_dispatched)
 }
 END_TEST
 
+/*  A job keeps its submitter's routing id compactly (inline up to 22
+    bytes, on the heap beyond): clients whose ids are at, just past and far
+    past that edge, up to ZeroMQ's 255, get their ACCEPTED, events and
+    RESULT. */
+START_TEST(test_broker_answers_clients_with_long_routing_ids)
+{
+    fixture_t fx;
+    s_broker_start(&fx, true);
+    zsock_t *w = s_worker(&fx, "w1", "inc", 1);
+    static const size_t lens[] = { 1, 22, 23, 255 };
+    for (size_t i = 0; i < sizeof lens / sizeof *lens; i++) {
+        uint8_t id[255];
+        for (size_t k = 0; k < lens[i]; k++)
+            id[k] = (uint8_t)('A' + (k + i) % 26);
+        zsock_t *c = zsock_new(ZMQ_DEALER);
+        ck_assert_ptr_nonnull(c);
+        ck_assert_int_eq(zmq_setsockopt(zsock_resolve(c), ZMQ_ROUTING_ID, id, lens[i]), 0);
+        ck_assert_int_eq(zsock_connect(c, "%s", fx.ep[0]), 0);
+        s_wait_known(c, "inc");
+        char session[16];
+        snprintf(session, sizeof session, "long-%zu", lens[i]);
+        uint64_t req = s_submit(c, "inc", session);
+        am2z_msg_t j, r, acc;
+        char trace[512] = "";
+        ck_assert_msg(s_recv(c, AM2Z_CMD_ACCEPTED, S_WAIT, &acc, trace, sizeof trace),
+                      "no ACCEPTED for a %zu-byte routing id", lens[i]);
+        s_expect(w, AM2Z_CMD_JOB, &j);
+        s_done_inc(w, &j, j.attempt);
+        ck_assert_msg(s_recv(c, AM2Z_CMD_RESULT, S_WAIT, &r, trace, sizeof trace),
+                      "no RESULT for a %zu-byte routing id", lens[i]);
+        ck_assert_uint_eq(r.req, req);
+        ck_assert_str_eq(r.job, acc.job);
+        ck_assert_str_eq(trace, "session:created,processor:active,processor:job:completed");
+        am2z_msg_clear(&acc);
+        am2z_msg_clear(&j);
+        am2z_msg_clear(&r);
+        zsock_destroy(&c);
+    }
+    zsock_destroy(&w);
+    s_broker_stop(&fx);
+}
+END_TEST
+
 START_TEST(test_broker_result_reaches_submitter_with_version_bump)
 {
     fixture_t fx;
@@ -2352,6 +2395,7 @@ s_suite(void)
     tcase_set_timeout(tc, 20);
     tcase_add_test(tc, test_broker_submit_is_accepted_and_dispatched);
     tcase_add_test(tc, test_broker_result_reaches_submitter_with_version_bump);
+    tcase_add_test(tc, test_broker_answers_clients_with_long_routing_ids);
     tcase_add_test(tc, test_broker_noack_submit_is_answered_by_its_result);
     tcase_add_test(tc, test_broker_submit_takes_the_clients_job_id);
     tcase_add_test(tc, test_broker_state_persists_across_jobs_in_session);
