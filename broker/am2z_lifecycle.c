@@ -86,7 +86,7 @@ struct am2zb_lc_s {
     zhashx_t *buckets;            /* proc name -> retain_t* (owned) */
     zlistx_t *staged;             /* stop_t* of this turn (owned) */
     zlistx_t *pending;            /* stop_t* committed, waiting (owned) */
-    bool dlq_base_known;          /* dlq_base read in this turn */
+    bool dlq_base_known;          /* dlq_base is current (see am2zb_lc_committed) */
     uint64_t dlq_base;            /* committed dead letters at the turn's start */
     int64_t dlq_delta;            /* this turn's puts minus deletions */
     uint64_t dlq_dropped;         /* dead letters dropped since start */
@@ -904,7 +904,20 @@ am2zb_lc_committed(am2z_broker_t *self, bool durable)
     am2zb_lc_t *lc = self->lc;
     if (!lc)
         return;
-    lc->dlq_base_known = false;
+    /* The dead-letter count carries over to the next turn (every change to
+       the DLQ goes through dlq_delta); it is read from the store again only
+       when that costs no wait, i.e. nothing is in flight to the store's
+       writer thread (am2z_store_stats waits for it to apply everything),
+       so a storm of failing jobs does not wait for a commit every turn. */
+    if (durable && lc->dlq_base_known) {
+        int64_t n = (int64_t)lc->dlq_base + lc->dlq_delta;
+        lc->dlq_base = n > 0 ? (uint64_t)n : 0;
+        lc->dlq_delta = 0;
+        if (am2z_store_durable(self->store) >= am2z_store_committed(self->store))
+            lc->dlq_base_known = false;
+    } else {
+        lc->dlq_base_known = false;
+    }
     if (!durable) {
         /* the turn's writes are gone: what memory says of them too.
            Reload from the committed store (no batch is open now). */
