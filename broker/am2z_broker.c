@@ -500,24 +500,29 @@ s_send_msg(am2z_broker_t *self, void *sock, const uint8_t *ident, size_t ident_s
     free(body);
 }
 
+/*  Sends msg to a client on the frontend, answering its request req;
+    nobody (size 0) gets nothing. */
+static void
+s_send_to(am2z_broker_t *self, const uint8_t *ident, size_t size, uint64_t req, bool batch,
+          am2z_msg_t *msg)
+{
+    if (!size)
+        return;
+    msg->req = req;
+    s_send_msg(self, self->fe, ident, size, NULL, msg, batch);
+}
+
 static void
 s_send_client(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
 {
-    if (!peer->ident_size)
-        return;
-    msg->req = peer->req;
-    s_send_msg(self, self->fe, peer->ident, peer->ident_size, NULL, msg, peer->batch);
+    s_send_to(self, peer->ident, peer->ident_size, peer->req, peer->batch, msg);
 }
 
 /*  The same to a job's submitter. */
 static void
 s_send_jclient(am2z_broker_t *self, const jpeer_t *peer, am2z_msg_t *msg)
 {
-    if (!peer->ident_size)
-        return;
-    msg->req = peer->req;
-    s_send_msg(self, self->fe, am2zb_jpeer_ident(peer), peer->ident_size, NULL, msg,
-               peer->batch);
+    s_send_to(self, am2zb_jpeer_ident(peer), peer->ident_size, peer->req, peer->batch, msg);
 }
 
 void

@@ -226,6 +226,14 @@ s_write_error(int rc)
     }
 }
 
+/*  What a failed commit (or flush) returns: a resource error when the map
+    or the disk is full, else an I/O error. */
+static int
+s_fail_code(int rc)
+{
+    return s_write_error(rc) == AM2Z_ERESOURCE ? AM2Z_ERESOURCE : AM2Z_EIO;
+}
+
 /*  Makes sure the data file's blocks below end are allocated, a step
     ahead (never past the map: LMDB stops there with MDB_MAP_FULL).
     Returns 0 or an errno (ENOSPC when the disk is full). */
@@ -420,7 +428,7 @@ am2z_store_open(const am2z_config_t *cfg, am2z_store_t **out,
     if ((mrc = mdb_txn_begin(self->env, NULL, 0, &txn)) != 0) {
         am2z_errbuf(err, err_size, "store: %s: mdb_txn_begin: %s", self->path,
               mdb_strerror(mrc));
-        rc = s_write_error(mrc) == AM2Z_ERESOURCE ? AM2Z_ERESOURCE : AM2Z_EIO;
+        rc = s_fail_code(mrc);
         goto fail;
     }
     for (int i = 0; i < AM2Z_DB_COUNT_; i++) {
@@ -435,7 +443,7 @@ am2z_store_open(const am2z_config_t *cfg, am2z_store_t **out,
         if (mrc != 0) {
             am2z_errbuf(err, err_size, "store: %s: cannot open database %s: %s",
                   self->path, s_db_names[i], mdb_strerror(mrc));
-            rc = s_write_error(mrc) == AM2Z_ERESOURCE ? AM2Z_ERESOURCE : AM2Z_EIO;
+            rc = s_fail_code(mrc);
             goto fail;
         }
     }
@@ -444,7 +452,7 @@ am2z_store_open(const am2z_config_t *cfg, am2z_store_t **out,
     if (mrc != 0) {
         am2z_errbuf(err, err_size, "store: %s: cannot create databases: %s",
               self->path, mdb_strerror(mrc));
-        rc = s_write_error(mrc) == AM2Z_ERESOURCE ? AM2Z_ERESOURCE : AM2Z_EIO;
+        rc = s_fail_code(mrc);
         goto fail;
     }
     *out = self;
@@ -676,6 +684,16 @@ s_settle(am2z_store_t *self, uint64_t applied)
     }
 }
 
+/*  Caller side: the writer's sticky failure as a store code, or AM2Z_OK. */
+static int
+s_writer_failure(am2z_store_t *self)
+{
+    pthread_mutex_lock(&self->mu);
+    int e = self->w_error;
+    pthread_mutex_unlock(&self->mu);
+    return e ? s_fail_code(e) : AM2Z_OK;
+}
+
 /*  Caller side: waits until the writer has applied (durable: and flushed)
     every set handed over. Returns AM2Z_OK or the writer's failure. */
 static int
@@ -685,10 +703,9 @@ s_wait_writer_for(am2z_store_t *self, bool durable, uint64_t target)
     pthread_mutex_lock(&self->mu);
     while (!self->w_error && __atomic_load_n(what, __ATOMIC_ACQUIRE) < target)
         pthread_cond_wait(&self->progress, &self->mu);
-    int e = self->w_error;
     pthread_mutex_unlock(&self->mu);
     s_settle(self, __atomic_load_n(&self->w_applied, __ATOMIC_ACQUIRE));
-    return e ? s_write_error(e) == AM2Z_ERESOURCE ? AM2Z_ERESOURCE : AM2Z_EIO : AM2Z_OK;
+    return s_writer_failure(self);
 }
 
 static int
@@ -768,10 +785,13 @@ s_view_get(am2z_store_t *self, am2z_wset_t *ws, uint64_t from, MDB_txn *txn,
            am2z_db_t db, const void *key, size_t key_size, MDB_val *v)
 {
     const am2z_wop_t *op = NULL;
-    uint64_t h = am2z_wset_hash((unsigned)db, key, key_size);
-    am2z_wset_hit_t hit = am2z_wset_get_h(ws, (unsigned)db, key, key_size, h, &op);
-    for (s_stage_t *st = self->fl_tail; !hit && st && st->seq > from; st = st->prev)
-        hit = am2z_wset_get_h(st->ws, (unsigned)db, key, key_size, h, &op);
+    am2z_wset_hit_t hit = AM2Z_WSET_ABSENT;
+    if (ws || (self->fl_tail && self->fl_tail->seq > from)) {   /* (none: skip the hash) */
+        uint64_t h = am2z_wset_hash((unsigned)db, key, key_size);
+        hit = am2z_wset_get_h(ws, (unsigned)db, key, key_size, h, &op);
+        for (s_stage_t *st = self->fl_tail; !hit && st && st->seq > from; st = st->prev)
+            hit = am2z_wset_get_h(st->ws, (unsigned)db, key, key_size, h, &op);
+    }
     if (hit == AM2Z_WSET_DELETED)
         return MDB_NOTFOUND;
     if (hit == AM2Z_WSET_PUT) {
@@ -950,10 +970,7 @@ am2z_store_begin(am2z_store_t *self, am2z_store_batch_t **out)
     b->growth = 0;
     b->sessions_delta = 0;
     if (self->piped) {
-        pthread_mutex_lock(&self->mu);
-        int e = self->w_error;
-        pthread_mutex_unlock(&self->mu);
-        if (e)
+        if (s_writer_failure(self) != AM2Z_OK)
             return AM2Z_EIO;
         s_settle(self, __atomic_load_n(&self->w_applied, __ATOMIC_ACQUIRE));
         b->ws = am2z_wset_new();
@@ -1147,7 +1164,7 @@ s_commit_direct_piped(am2z_store_batch_t *batch)
     }
     if (mrc != 0) {
         self->last_write_error = mrc;
-        return s_write_error(mrc) == AM2Z_ERESOURCE ? AM2Z_ERESOURCE : AM2Z_EIO;
+        return s_fail_code(mrc);
     }
     uint64_t seq = ++self->committed_txn;
     MDB_txn *rtxn;
@@ -1185,7 +1202,7 @@ am2z_store_commit(am2z_store_batch_t **batch_p)
         int mrc = mdb_txn_commit(batch->txn);   /* frees the txn either way */
         if (mrc != 0) {
             store->last_write_error = mrc;
-            rc = s_write_error(mrc) == AM2Z_ERESOURCE ? AM2Z_ERESOURCE : AM2Z_EIO;
+            rc = s_fail_code(mrc);
         }
         else
             s_note_commit(store);
@@ -1828,11 +1845,8 @@ am2z_store_poll(am2z_store_t *self)
     if (read(self->efd, &n, sizeof n) < 0) {
         /* EAGAIN: nothing new */
     }
-    pthread_mutex_lock(&self->mu);
-    int e = self->w_error;
-    pthread_mutex_unlock(&self->mu);
     s_settle(self, __atomic_load_n(&self->w_applied, __ATOMIC_ACQUIRE));
-    return e ? s_write_error(e) == AM2Z_ERESOURCE ? AM2Z_ERESOURCE : AM2Z_EIO : AM2Z_OK;
+    return s_writer_failure(self);
 }
 
 /*  Stops the writer after it applied and flushed what it was handed. */
