@@ -1087,9 +1087,18 @@ START_TEST(test_store_sync_durability_has_nothing_pending)
     ck_assert_int_eq(am2z_store_flush_due(e.store, am2z_store_now_ms() + 100000, &next), AM2Z_OK);
     ck_assert_uint_eq(next, UINT64_MAX);
     am2z_store_stats_t st;
+    if (s_piped()) {
+        /*  The writer thread flushes once when it runs dry; that flush is
+            what makes the commit durable, and it is counted. Wait for it. */
+        struct pollfd pfd = { am2z_store_event_fd(e.store), POLLIN, 0 };
+        while (am2z_store_durable(e.store) < am2z_store_committed(e.store)) {
+            ck_assert_int_ge(poll(&pfd, 1, 10000), 1);
+            ck_assert_int_eq(am2z_store_poll(e.store), AM2Z_OK);
+        }
+    }
     ck_assert_int_eq(am2z_store_stats(e.store, &st), AM2Z_OK);
     ck_assert_uint_eq(st.unsynced_commits, 0);
-    ck_assert_uint_eq(st.syncs, 0);
+    ck_assert_uint_eq(st.syncs, s_piped() ? 1 : 0);
     s_env_close(&e);
 }
 END_TEST
