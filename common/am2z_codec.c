@@ -1292,7 +1292,8 @@ am2z_frames_decode(const uint8_t *sig, size_t sig_size,
    required, marked S_ALWAYS, or present (non-zero, non-NULL); a value the
    decoder would refuse makes the whole encode fail with AM2Z_EINVAL.
    ------------------------------------------------------------------------ */
-static int s_encode_map(const s_schema_t *sc, const void *base, msgpack_packer *pk);
+static int s_encode_map(const s_schema_t *sc, const void *base, msgpack_packer *pk,
+                        size_t depth);
 
 static bool
 s_present(const s_field_t *f, const void *base)
@@ -1329,8 +1330,13 @@ s_pack_cstr(msgpack_packer *pk, const char *s, size_t len)
     return AM2Z_OK;
 }
 
+/*  depth: how many containers enclose the value (1 for a field of the
+    top-level map). A raw value may nest AM2Z_CODEC_MAX_DEPTH - depth
+    containers deep, so the whole body passes the decoder's depth gate
+    (am2z_msgpack_check with AM2Z_CODEC_MAX_DEPTH) without a second scan:
+    everything else is packed here, structurally valid by construction. */
 static int
-s_encode_value(const s_field_t *f, const void *base, msgpack_packer *pk)
+s_encode_value(const s_field_t *f, const void *base, msgpack_packer *pk, size_t depth)
 {
     switch (f->kind) {
     case K_U64:
@@ -1370,7 +1376,7 @@ s_encode_value(const s_field_t *f, const void *base, msgpack_packer *pk)
     case K_RAW: {
         const uint8_t *p = *CSLOT(base, f, uint8_t *);
         size_t n = *CAUX(base, f);
-        if (!p || n == 0 || am2z_msgpack_check(p, n, AM2Z_CODEC_MAX_DEPTH) != AM2Z_OK
+        if (!p || n == 0 || am2z_msgpack_check(p, n, AM2Z_CODEC_MAX_DEPTH - depth) != AM2Z_OK
             || ((f->flags & S_MAP) && !s_is_map(p[0]))
             || ((f->flags & S_ARRAY) && !s_is_array(p[0])))
             return AM2Z_EINVAL;
@@ -1379,17 +1385,17 @@ s_encode_value(const s_field_t *f, const void *base, msgpack_packer *pk)
     }
     case K_ERROR: {
         const am2z_error_t *e = *CSLOT(base, f, am2z_error_t *);
-        return e ? s_encode_map(f->sub, e, pk) : AM2Z_EINVAL;
+        return e ? s_encode_map(f->sub, e, pk, depth) : AM2Z_EINVAL;
     }
     case K_MAPS: {
         const char *items = *CSLOT(base, f, char *);
         size_t count = *CAUX(base, f);
         size_t esz = f->sub->size;
-        if (!items || count < f->lo || count > f->hi)
+        if (!items || count < f->lo || count > f->hi || depth >= AM2Z_CODEC_MAX_DEPTH)
             return AM2Z_EINVAL;
         PK(msgpack_pack_array(pk, count));
         for (size_t i = 0; i < count; i++) {
-            int rc = s_encode_map(f->sub, items + i * esz, pk);
+            int rc = s_encode_map(f->sub, items + i * esz, pk, depth + 1);
             if (rc != AM2Z_OK)
                 return rc;
             if (!(f->flags & S_UNIQUE))
@@ -1403,7 +1409,7 @@ s_encode_value(const s_field_t *f, const void *base, msgpack_packer *pk)
     case K_STRS: {
         char *const *items = *(char **const *)((const char *)base + f->off);
         size_t count = *CAUX(base, f);
-        if (!items || count < f->lo || count > f->hi)
+        if (!items || count < f->lo || count > f->hi || depth >= AM2Z_CODEC_MAX_DEPTH)
             return AM2Z_EINVAL;
         PK(msgpack_pack_array(pk, count));
         for (size_t i = 0; i < count; i++) {
@@ -1416,14 +1422,16 @@ s_encode_value(const s_field_t *f, const void *base, msgpack_packer *pk)
         return AM2Z_OK;
     }
     case K_NESTED:
-        return s_encode_map(f->sub, CSLOT(base, f, void), pk);
+        return s_encode_map(f->sub, CSLOT(base, f, void), pk, depth);
     }
     return AM2Z_EINVAL;
 }
 
 static int
-s_encode_map(const s_schema_t *sc, const void *base, msgpack_packer *pk)
+s_encode_map(const s_schema_t *sc, const void *base, msgpack_packer *pk, size_t depth)
 {
+    if (depth >= AM2Z_CODEC_MAX_DEPTH)
+        return AM2Z_EINVAL;       /* the map itself would be too deep */
     const bool *ok = NULL;
     for (size_t i = 0; i < sc->count; i++)
         if (strcmp(sc->fields[i].key, "ok") == 0 && sc->fields[i].kind == K_BOOL)
@@ -1448,15 +1456,15 @@ s_encode_map(const s_schema_t *sc, const void *base, msgpack_packer *pk)
         const s_field_t *f = &sc->fields[i];
         int rc = s_pack_cstr(pk, f->key, strlen(f->key));
         if (rc == AM2Z_OK)
-            rc = s_encode_value(f, base, pk);
+            rc = s_encode_value(f, base, pk, depth + 1);
         if (rc != AM2Z_OK)
             return rc;
     }
     return AM2Z_OK;
 }
 
-/*  Encodes base by sc into a fresh buffer that must pass the same
-    structural gate a decoder applies (depth includes raw values). */
+/*  Encodes base by sc into a fresh buffer that passes the same structural
+    gate a decoder applies (depth includes raw values: s_encode_value). */
 static int
 s_encode(const s_schema_t *sc, const void *base, uint8_t **out, size_t *size)
 {
@@ -1465,13 +1473,9 @@ s_encode(const s_schema_t *sc, const void *base, uint8_t **out, size_t *size)
     msgpack_sbuffer_init(&sbuf);
     msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
 
-    int rc = s_encode_map(sc, base, &pk);
+    int rc = s_encode_map(sc, base, &pk, 0);
     if (rc != AM2Z_OK)
         goto fail;
-    if (am2z_msgpack_check((const uint8_t *)sbuf.data, sbuf.size, AM2Z_CODEC_MAX_DEPTH) != AM2Z_OK) {
-        rc = AM2Z_EINVAL;
-        goto fail;
-    }
     *size = sbuf.size;
     *out = (uint8_t *)msgpack_sbuffer_release(&sbuf);
     return AM2Z_OK;

@@ -638,6 +638,29 @@ START_TEST(test_encode_refuses_what_decode_refuses)
     m.session = s_str("ok");
     m.state[0] = 0x90;                                  /* state no longer a map */
     ck_assert_int_eq(am2z_msg_encode(&m, &body, &size), AM2Z_EINVAL);
+    /*  Depth counts across the raw state: the body's map, the state's map
+        and k arrays make 2 + k levels. The encoder takes exactly what the
+        decoder's gate (AM2Z_CODEC_MAX_DEPTH) takes. */
+    for (size_t k = AM2Z_CODEC_MAX_DEPTH - 3; k <= AM2Z_CODEC_MAX_DEPTH - 1; k++) {
+        free(m.state);
+        m.state_size = 3 + k + 1;
+        m.state = malloc(m.state_size);
+        m.state[0] = 0x81;
+        m.state[1] = 0xa1;
+        m.state[2] = 'x';
+        memset(m.state + 3, 0x91, k);
+        m.state[3 + k] = 0x01;
+        bool fits = 2 + k <= AM2Z_CODEC_MAX_DEPTH;
+        ck_assert_int_eq(am2z_msg_encode(&m, &body, &size), (fits ? AM2Z_OK : AM2Z_EINVAL));
+        if (fits) {
+            am2z_msg_t back;
+            ck_assert_int_eq(am2z_msg_decode(AM2Z_CMD_SUBMIT, body, size, MAX_BODY, &back, NULL, 0),
+                             AM2Z_OK);
+            am2z_msg_clear(&back);
+            free(body);
+            body = NULL;
+        }
+    }
     am2z_msg_clear(&m);
 
     s_fill(AM2Z_CMD_RESULT, &m);
