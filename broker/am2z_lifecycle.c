@@ -90,6 +90,8 @@ struct am2zb_lc_s {
     uint64_t dlq_base;            /* committed dead letters at the turn's start */
     int64_t dlq_delta;            /* this turn's puts minus deletions */
     uint64_t dlq_dropped;         /* dead letters dropped since start */
+    char dlq_resume[AM2Z_JOB_ID_MAX + 1]; /* the last key a drop deleted ("" = none):
+                                     no dead letter sorts before it */
     uint64_t expired;             /* sessions expired since start */
     uint64_t trimmed;             /* results deleted by retention since start */
     zlistx_t *dirty;              /* sinfo_t* (borrowed) whose counts changed */
@@ -655,12 +657,26 @@ am2zb_lc_dead_lettered(am2z_broker_t *self, const char *job_id)
         return;
     s_dlq_count(self);
     lc->dlq_delta++;
-    /* key order is age order: ids start with their submission ms */
+    /*  Key order is age order: ids start with their submission ms. A drop
+        walks from the key the last one deleted: the deletes of the turns
+        still in flight to the store's writer are tombstones a walk from
+        the start would step over, one more for every drop. A new dead
+        letter that sorts before that key (submitted earlier, failed
+        later) sends the next walk back to the start. */
+    if (lc->dlq_resume[0] && strcmp(job_id, lc->dlq_resume) < 0)
+        lc->dlq_resume[0] = '\0';
     while (s_dlq_count(self) > self->cfg.dlq_max) {
         char oldest[AM2Z_JOB_ID_MAX + 1] = "";
-        am2z_batch_each(batch, AM2Z_DB_DLQ, NULL, 0, s_first_key, oldest);
+        size_t from = strlen(lc->dlq_resume);
+        am2z_batch_each(batch, AM2Z_DB_DLQ, from ? lc->dlq_resume : NULL, from, s_first_key,
+                        oldest);
+        if (!oldest[0] && from) {
+            lc->dlq_resume[0] = '\0';       /* nothing after it: look from the start */
+            continue;
+        }
         if (!oldest[0] || am2z_batch_del(batch, AM2Z_DB_DLQ, oldest, strlen(oldest)) != AM2Z_OK)
             break;
+        memcpy(lc->dlq_resume, oldest, sizeof oldest);
         lc->dlq_delta--;
         lc->dlq_dropped++;
         AM2Z_LOG(self->log, AM2Z_LOG_WARN, S_COMPONENT,
@@ -918,6 +934,8 @@ am2zb_lc_committed(am2z_broker_t *self, bool durable)
     } else {
         lc->dlq_base_known = false;
     }
+    if (!durable)
+        lc->dlq_resume[0] = '\0';      /* the drops it made are undone */
     if (!durable) {
         /* the turn's writes are gone: what memory says of them too.
            Reload from the committed store (no batch is open now). */

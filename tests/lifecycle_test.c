@@ -594,6 +594,53 @@ START_TEST(test_dlq_bound_drops_the_oldest)
 }
 END_TEST
 
+/*  A drop walks from the key the last drop deleted. A dead letter that
+    sorts before it (submitted earlier, failed later) is the oldest, and
+    the next drop must find it. */
+START_TEST(test_dlq_bound_finds_an_older_late_failure)
+{
+    const char *extra[] = { "--dlq-max", "2", NULL };
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start(&env, "lc-dlq-late", extra);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
+    /* the oldest id, failing after the others */
+    char late[AM2Z_JOB_ID_MAX + 1];
+    am2z_state_t *st = am2z_cluster_state("dlq-late", "category", 0, "business");
+    am2z_submit_opts_t opts = { .delay_ms = 4000 };
+    ck_assert_int_eq(am2z_client_submit(c, "fail", st, "dlq-late", &opts, late), AM2Z_OK);
+    am2z_state_destroy(&st);
+    char jobs[3][AM2Z_JOB_ID_MAX + 1];
+    for (int i = 0; i < 3; i++) {
+        /* one ms apart, so age order is id order */
+        uint64_t t = am2z_clock_wall_ms();
+        for (int k = 0; k < 1000 && am2z_clock_wall_ms() == t; k++)
+            usleep(500);
+        s_fail_job(c, "dlq-1", jobs[i]);
+    }
+    /* jobs[0] was dropped: the next walk starts at its key */
+    am2z_dlq_list_t *list = NULL;
+    ck_assert_int_eq(am2z_client_dlq_list(c, NULL, NULL, &list), AM2Z_OK);
+    ck_assert_uint_eq(list->count, 2);
+    ck_assert_str_eq(list->items[0].job_id, jobs[1]);
+    am2z_dlq_list_destroy(&list);
+    am2z_result_t *r = NULL;
+    ck_assert_int_eq(am2z_client_wait(c, late, 15000, &r), AM2Z_OK);
+    ck_assert(!r->success);
+    am2z_result_destroy(&r);
+    /* the late one sorts first: it is the one dropped */
+    ck_assert_int_eq(am2z_client_dlq_list(c, NULL, NULL, &list), AM2Z_OK);
+    ck_assert_uint_eq(list->count, 2);
+    ck_assert_str_eq(list->items[0].job_id, jobs[1]);
+    ck_assert_str_eq(list->items[1].job_id, jobs[2]);
+    am2z_dlq_list_destroy(&list);
+    json_t *j = s_stats(c);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "dlqDropped")), 2);
+    json_decref(j);
+    am2z_client_destroy(&c);
+    am2z_cluster_stop(&env);
+}
+END_TEST
+
 /* ---------------------------------------------------------------------------
    Leak check
    ------------------------------------------------------------------------ */
@@ -692,6 +739,7 @@ s_suite(void)
     tcase_add_test(tc, test_retention_by_count_keeps_the_newest);
     tcase_add_test(tc, test_retention_by_age);
     tcase_add_test(tc, test_dlq_bound_drops_the_oldest);
+    tcase_add_test(tc, test_dlq_bound_finds_an_older_late_failure);
     suite_add_tcase(s, tc);
     TCase *leak = tcase_create("leak");
     tcase_set_timeout(leak, 150);
