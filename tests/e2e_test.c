@@ -739,6 +739,40 @@ START_TEST(test_e2e_broker_on_one_cpu_does_not_spin)
 }
 END_TEST
 
+/*  --malloc-arenas: a worker whose threads share one malloc arena serves
+    jobs from several slots at once; a value out of range is refused at
+    start with the usage (exit 2). */
+START_TEST(test_e2e_worker_malloc_arenas)
+{
+    char out[8192];
+    char *const bad[] = { AM2Z_EXAMPLE_WORKER_BIN, "--malloc-arenas", "5000", NULL };
+    ck_assert_int_eq(am2z_testproc_run(bad, out, sizeof out, 10000), 2);
+    am2z_cluster_t cl;
+    am2z_client_t *c = s_own_broker(&cl, "e2e-arenas", NULL);
+    const char *const w[] = { "--malloc-arenas", "1", "--concurrency", "8", NULL };
+    am2z_cluster_start_worker(&cl, w);
+    const am2z_state_t *states[40];
+    am2z_state_t *owned[40];
+    for (int i = 0; i < 40; i++) {
+        char session[32];
+        snprintf(session, sizeof session, "arena-%d", i % 8);
+        owned[i] = am2z_cluster_state(session, "count", i, NULL);
+        states[i] = owned[i];
+    }
+    char ids[40][AM2Z_JOB_ID_MAX + 1];
+    ck_assert_int_eq(am2z_client_submit_many(c, "increment", states, NULL, 40, ids), AM2Z_OK);
+    for (int i = 0; i < 40; i++) {
+        am2z_result_t *r = NULL;
+        ck_assert_int_eq(am2z_client_wait(c, ids[i], 15000, &r), AM2Z_OK);
+        ck_assert_msg(r->success, "job %d: %s", i, r->error ? r->error->message : "?");
+        am2z_result_destroy(&r);
+        am2z_state_destroy(&owned[i]);
+    }
+    am2z_client_destroy(&c);
+    am2z_cluster_stop(&cl);
+}
+END_TEST
+
 /*  A broker on its default durability (sync) and one worker with 4 slots;
     poll spin off. */
 static void
@@ -851,6 +885,7 @@ s_suite(void)
     tcase_add_test(tc, test_e2e_broker_spins_only_while_requests_come_close);
     tcase_add_test(tc, test_e2e_second_broker_on_one_data_dir_exits_naming_the_first);
     tcase_add_test(tc, test_e2e_broker_on_one_cpu_does_not_spin);
+    tcase_add_test(tc, test_e2e_worker_malloc_arenas);
     suite_add_tcase(s, tc);
     tc = tcase_create("sync broker+1 worker");
     tcase_add_unchecked_fixture(tc, s_setup_sync, s_teardown);
