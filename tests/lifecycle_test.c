@@ -554,6 +554,32 @@ START_TEST(test_retention_by_age)
 }
 END_TEST
 
+/*  Fails n jobs in `session`, one millisecond apart: ids start with their
+    millisecond, so age order is id order. */
+static void
+s_fail_jobs_apart(am2z_client_t *c, const char *session, char (*jobs)[AM2Z_JOB_ID_MAX + 1],
+                  int n)
+{
+    for (int i = 0; i < n; i++) {
+        uint64_t t = am2z_clock_wall_ms();
+        for (int k = 0; k < 1000 && am2z_clock_wall_ms() == t; k++)
+            usleep(500);
+        s_fail_job(c, session, jobs[i]);
+    }
+}
+
+/*  The DLQ holds exactly these two, in this order. */
+static void
+s_expect_dlq(am2z_client_t *c, const char *first, const char *second)
+{
+    am2z_dlq_list_t *list = NULL;
+    ck_assert_int_eq(am2z_client_dlq_list(c, NULL, NULL, &list), AM2Z_OK);
+    ck_assert_uint_eq(list->count, 2);
+    ck_assert_str_eq(list->items[0].job_id, first);
+    ck_assert_str_eq(list->items[1].job_id, second);
+    am2z_dlq_list_destroy(&list);
+}
+
 START_TEST(test_dlq_bound_drops_the_oldest)
 {
     const char *extra[] = { "--dlq-max", "2", NULL };
@@ -561,19 +587,9 @@ START_TEST(test_dlq_bound_drops_the_oldest)
     am2z_cluster_start(&env, "lc-dlq", extra);
     am2z_client_t *c = am2z_cluster_client(&env, 15000);
     char jobs[4][AM2Z_JOB_ID_MAX + 1];
-    for (int i = 0; i < 4; i++) {
-        /* ids start with their millisecond: one ms apart, age order is id order */
-        uint64_t t = am2z_clock_wall_ms();
-        for (int k = 0; k < 1000 && am2z_clock_wall_ms() == t; k++)
-            usleep(500);
-        s_fail_job(c, "dlq-1", jobs[i]);
-    }
+    s_fail_jobs_apart(c, "dlq-1", jobs, 4);
+    s_expect_dlq(c, jobs[2], jobs[3]);
     am2z_dlq_list_t *list = NULL;
-    ck_assert_int_eq(am2z_client_dlq_list(c, NULL, NULL, &list), AM2Z_OK);
-    ck_assert_uint_eq(list->count, 2);
-    ck_assert_str_eq(list->items[0].job_id, jobs[2]);
-    ck_assert_str_eq(list->items[1].job_id, jobs[3]);
-    am2z_dlq_list_destroy(&list);
     json_t *j = s_stats(c);
     ck_assert_int_eq(json_integer_value(json_object_get(j, "dlqDropped")), 2);
     ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(j, "store"), "dlq")), 2);
@@ -610,29 +626,15 @@ START_TEST(test_dlq_bound_finds_an_older_late_failure)
     ck_assert_int_eq(am2z_client_submit(c, "fail", st, "dlq-late", &opts, late), AM2Z_OK);
     am2z_state_destroy(&st);
     char jobs[3][AM2Z_JOB_ID_MAX + 1];
-    for (int i = 0; i < 3; i++) {
-        /* one ms apart, so age order is id order */
-        uint64_t t = am2z_clock_wall_ms();
-        for (int k = 0; k < 1000 && am2z_clock_wall_ms() == t; k++)
-            usleep(500);
-        s_fail_job(c, "dlq-1", jobs[i]);
-    }
+    s_fail_jobs_apart(c, "dlq-1", jobs, 3);
     /* jobs[0] was dropped: the next walk starts at its key */
-    am2z_dlq_list_t *list = NULL;
-    ck_assert_int_eq(am2z_client_dlq_list(c, NULL, NULL, &list), AM2Z_OK);
-    ck_assert_uint_eq(list->count, 2);
-    ck_assert_str_eq(list->items[0].job_id, jobs[1]);
-    am2z_dlq_list_destroy(&list);
+    s_expect_dlq(c, jobs[1], jobs[2]);
     am2z_result_t *r = NULL;
     ck_assert_int_eq(am2z_client_wait(c, late, 15000, &r), AM2Z_OK);
     ck_assert(!r->success);
     am2z_result_destroy(&r);
     /* the late one sorts first: it is the one dropped */
-    ck_assert_int_eq(am2z_client_dlq_list(c, NULL, NULL, &list), AM2Z_OK);
-    ck_assert_uint_eq(list->count, 2);
-    ck_assert_str_eq(list->items[0].job_id, jobs[1]);
-    ck_assert_str_eq(list->items[1].job_id, jobs[2]);
-    am2z_dlq_list_destroy(&list);
+    s_expect_dlq(c, jobs[1], jobs[2]);
     json_t *j = s_stats(c);
     ck_assert_int_eq(json_integer_value(json_object_get(j, "dlqDropped")), 2);
     json_decref(j);
