@@ -934,11 +934,10 @@ am2zb_lc_committed(am2z_broker_t *self, bool durable)
     } else {
         lc->dlq_base_known = false;
     }
-    if (!durable)
-        lc->dlq_resume[0] = '\0';      /* the drops it made are undone */
     if (!durable) {
         /* the turn's writes are gone: what memory says of them too.
            Reload from the committed store (no batch is open now). */
+        lc->dlq_resume[0] = '\0';      /* its drops are undone */
         zlistx_purge(lc->idle);
         zlistx_purge(lc->dirty);
         zhashx_purge(lc->sessions);
