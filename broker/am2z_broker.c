@@ -1477,7 +1477,7 @@ s_on_dlq(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
         job->attempt = 0;             /* fresh attempts */
         rc = s_put_job_record(self, job);
         if (rc == AM2Z_OK) {
-            am2zb_lc_result_dropped(self, job->session_id, job->id);
+            am2zb_lc_result_dropped(self, job->id);
             am2z_batch_del(batch, AM2Z_DB_RESULTS, job->id, strlen(job->id));
             rc = am2z_batch_del(batch, AM2Z_DB_DLQ, job->id, strlen(job->id));
             if (rc == AM2Z_OK)

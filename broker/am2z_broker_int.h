@@ -499,8 +499,8 @@ void am2zb_send_error(am2z_broker_t *self, const peer_t *peer, am2z_error_t **er
    function runs on the loop thread; "in turn" as for am2z_flow.c. -------- */
 typedef struct am2zb_lc_s am2zb_lc_t;
 struct am2z_bw_t;
-/*  Loads session info (sessinfo, stored states, reloaded lanes) and counts
-    the retention index. After s_reload. AM2Z_OK, AM2Z_ENOMEM, AM2Z_EIO. */
+/*  Loads session info (sessinfo, stored states, reloaded lanes) and the
+    retention index (`done`) into memory. After s_reload. AM2Z_OK, AM2Z_ENOMEM, AM2Z_EIO. */
 int am2zb_lc_new(am2z_broker_t *self);
 /*  NULL-safe. */
 void am2zb_lc_destroy(am2z_broker_t *self);
@@ -509,12 +509,13 @@ void am2zb_lc_destroy(am2z_broker_t *self);
     then. The session is busy: it cannot expire. */
 bool am2zb_lc_touch(am2z_broker_t *self, const char *session, uint64_t now_ms);
 /*  In turn, from s_finish once the result record is in the batch: writes
-    its `done` and `bysession` entries, trims the processor's results beyond
-    retain-completed / retain-failed, counts it for the session; when the
-    session is now idle, stores its info and starts its TTL. */
+    its `done` entry (and indexes it in memory), trims the processor's
+    results beyond retain-completed / retain-failed, counts it for the
+    session; when the session is now idle, stores its info and starts its
+    TTL. */
 void am2zb_lc_finished(am2z_broker_t *self, const job_t *job, bool ok, uint64_t now_ms);
-/*  In turn: a job's result record goes (DLQ retry): its index entries too. */
-void am2zb_lc_result_dropped(am2z_broker_t *self, const char *session, const char *job_id);
+/*  In turn: a job's result record goes (DLQ retry): its `done` entry too. */
+void am2zb_lc_result_dropped(am2z_broker_t *self, const char *job_id);
 /*  In turn: a dead letter was written; drops the oldest beyond dlq-max. */
 void am2zb_lc_dead_lettered(am2z_broker_t *self, const char *job_id);
 /*  In turn: a dead letter was deleted (retry, discard). */
@@ -540,7 +541,7 @@ void am2zb_lc_shutdown(am2z_broker_t *self);
 void am2zb_lc_query_info(am2z_broker_t *self, const peer_t *peer, const am2z_msg_t *msg,
                          struct am2z_bw_t *w, bool *answered);
 /*  QUERY stats: writes AM2ZB_LC_STATS_FIELDS key/value pairs (store, ...). */
-#define AM2ZB_LC_STATS_FIELDS 6
+#define AM2ZB_LC_STATS_FIELDS 7
 void am2zb_lc_write_stats(am2z_broker_t *self, struct am2z_bw_t *w);
 /*  am2z_broker.c, for the above. */
 void am2zb_event(am2z_broker_t *self, const char *name, const char *session,

@@ -7,14 +7,23 @@
 
         sessinfo   session id                     -> info (33 bytes, below)
         done       proc \0 outcome ms(8, BE) job  -> session id
-        bysession  session id \0 job              -> the job's `done` key
 
     outcome is 'c' (completed) or 'f' (failed). A `done` key sorts a
-    processor's results of one outcome oldest first, so trimming reads the
-    head; `bysession` finds a session's results for its cleanup, and its
-    value names the `done` entry to delete with it. Every result record has
-    exactly these two index entries (written with it in s_finish, deleted
-    with it: retention, stop, expiry, DLQ retry).
+    processor's results of one outcome oldest first. Every result record
+    has exactly one `done` entry (written with it in s_finish, deleted with
+    it: retention, stop, expiry, DLQ retry).
+
+    The broker reads `done` once, at start (and after a failed commit), and
+    keeps its mirror in memory (rent_t, below): per processor and outcome
+    a list oldest first, which retention trims from the head; per session
+    a list, which its cleanup deletes; by job id a hash, for a DLQ retry.
+    The store is only written: a finished job costs one `done` put and, at
+    its trim, one delete, each near the B-tree's edge. (Until 2026-11 a
+    `bysession` database indexed results by session on disk: two writes
+    per job at a random leaf each, about half the pages a sync commit
+    wrote. The store drops it when it opens an older data directory.)
+    Memory: one rent_t (≈ 100 bytes and the key) and one hash item per
+    retained result, i.e. bounded by the retain-* settings.
 
     sessinfo value: version byte 1, then created, lastActivity, completed,
     failed as big-endian uint64. It is written when the session is created
@@ -43,6 +52,8 @@
 #define S_INFO_VERSION 1
 #define S_KEY_MAX 512             /* LMDB's key limit (511) + 1 */
 
+typedef struct rent_s rent_t;
+
 /*  What the broker knows of one session besides its lane. */
 typedef struct {
     char *id;                     /* owned; the key in lc->sessions */
@@ -52,16 +63,27 @@ typedef struct {
     uint64_t failed;              /* jobs failed since created */
     void *idle_handle;            /* in lc->idle while idle, else NULL */
     void *dirty_handle;           /* in lc->dirty while its stored info is stale */
+    rent_t *results;              /* its retained results (rent_t.snext), any order */
 } sinfo_t;
 
 /*  Retained results of one processor: [0] completed, [1] failed. */
 typedef struct {
     char *proc;                   /* owned */
-    uint64_t count[2];            /* entries in `done` */
-    uint64_t oldest_ms[2];        /* finish time of the oldest; UINT64_MAX = none */
-    uint8_t *resume[2];           /* owned: the last key a trim deleted, or NULL */
-    size_t resume_size[2];
+    uint64_t count[2];            /* entries in `done` (= in the list) */
+    rent_t *head[2], *tail[2];    /* rent_t.bnext: oldest first, in `done` key order */
 } retain_t;
+
+/*  One retained result: the in-memory mirror of its `done` entry. */
+struct rent_s {
+    rent_t *sprev, *snext;        /* its session's results */
+    rent_t *bprev, *bnext;        /* its bucket's results of the outcome */
+    sinfo_t *si;                  /* borrowed; NULL when the `done` value names none */
+    retain_t *b;                  /* borrowed */
+    uint16_t size;                /* of the `done` key */
+    uint16_t job;                 /* offset of the job id in it */
+    uint8_t outcome;
+    uint8_t key[];                /* the `done` key, then a NUL (the job id is a string) */
+};
 
 /*  A stop or an expiry: staged in the turn, answered after its commit
     (stop: once its running jobs ended or the grace expired). */
@@ -78,12 +100,15 @@ typedef struct {
 /*  Invariants: every sinfo_t with idle_handle is in `idle`, ordered by
     last_ms (oldest first); a session with queued or running jobs is not in
     `idle` (am2zb_lc_touch takes it out; the expiry check re-verifies).
-    bucket counts equal the `done` entries of the committed store plus this
-    turn's batch (a failed commit reloads everything from the store). */
+    `results` holds exactly the `done` entries of the committed store plus
+    this turn's batch, each in its bucket's list (sorted as `done` sorts)
+    and in its session's; bucket counts are the lists' lengths (a failed
+    commit reloads everything from the store). */
 struct am2zb_lc_s {
     zhashx_t *sessions;           /* id -> sinfo_t* (owned) */
     zlistx_t *idle;               /* sinfo_t* (borrowed), by last_ms */
     zhashx_t *buckets;            /* proc name -> retain_t* (owned) */
+    zhashx_t *results;            /* job id -> rent_t* (owned; the key is in it) */
     zlistx_t *staged;             /* stop_t* of this turn (owned) */
     zlistx_t *pending;            /* stop_t* committed, waiting (owned) */
     bool dlq_base_known;          /* dlq_base is current (see am2zb_lc_committed) */
@@ -94,6 +119,7 @@ struct am2zb_lc_s {
                                      no dead letter sorts before it */
     uint64_t expired;             /* sessions expired since start */
     uint64_t trimmed;             /* results deleted by retention since start */
+    uint64_t load_dups;           /* s_load: `done` entries of a job indexed already */
     zlistx_t *dirty;              /* sinfo_t* (borrowed) whose counts changed */
     uint64_t flush_at_ms;         /* wall clock: store the dirty ones then */
 };
@@ -126,8 +152,6 @@ s_bucket_free(void **item)
     retain_t *b = *item;
     if (b) {
         free(b->proc);
-        free(b->resume[0]);
-        free(b->resume[1]);
         free(b);
     }
     *item = NULL;
@@ -201,19 +225,6 @@ s_done_parse(const uint8_t *key, size_t size, size_t *proc_len, int *outcome,
     return true;
 }
 
-/*  `bysession` key: session \0 job. Returns its size, 0 when too long. */
-static size_t
-s_bysession_key(uint8_t *out, const char *session, const uint8_t *job, size_t job_len)
-{
-    size_t ns = strlen(session);
-    if (ns + 1 + job_len >= S_KEY_MAX)
-        return 0;
-    memcpy(out, session, ns);
-    out[ns] = '\0';
-    memcpy(out + ns + 1, job, job_len);
-    return ns + 1 + job_len;
-}
-
 static retain_t *
 s_bucket(am2zb_lc_t *lc, const char *proc, bool create)
 {
@@ -225,7 +236,6 @@ s_bucket(am2zb_lc_t *lc, const char *proc, bool create)
         free(b);
         return NULL;
     }
-    b->oldest_ms[0] = b->oldest_ms[1] = UINT64_MAX;
     zhashx_insert(lc->buckets, proc, b);
     return b;
 }
@@ -388,118 +398,121 @@ am2zb_lc_touch(am2z_broker_t *self, const char *session, uint64_t now_ms)
 }
 
 /* ---------------------------------------------------------------------------
-   Index entries: delete one result with both entries
+   The retention index in memory (rent_t)
    ------------------------------------------------------------------------ */
 
-/*  Deletes result + bysession + done for one `done` entry. */
 static void
-s_drop_result(am2z_broker_t *self, am2z_store_batch_t *batch, const uint8_t *dkey,
-              size_t dkey_size, const char *session)
+s_rent_free(void **item)
 {
-    size_t np, nj;
-    int outcome;
-    uint64_t ms;
-    const uint8_t *job;
-    if (!s_done_parse(dkey, dkey_size, &np, &outcome, &ms, &job, &nj))
-        return;
-    if (am2z_batch_del(batch, AM2Z_DB_DONE, dkey, dkey_size) == AM2Z_OK) {
-        retain_t *b = s_bucket_n(self->lc, dkey, np, false);
-        if (b && b->count[outcome])
-            b->count[outcome]--;
-    }
-    am2z_batch_del(batch, AM2Z_DB_RESULTS, job, nj);
-    uint8_t skey[S_KEY_MAX];
-    size_t ns = session ? s_bysession_key(skey, session, job, nj) : 0;
-    if (ns)
-        am2z_batch_del(batch, AM2Z_DB_BYSESSION, skey, ns);
+    free(*item);
+    *item = NULL;
 }
 
-/*  Collected (key, value) pairs of a walk. */
-typedef struct {
-    const uint8_t *prefix;
-    size_t prefix_size;
-    size_t max;                   /* stop after this many */
-    uint64_t before_ms;           /* done walks: only entries older (0 = any) */
-    size_t n;
-    uint8_t **keys;
-    size_t *key_sizes;
-    char **values;                /* NUL-terminated copies */
-    size_t *value_sizes;
-    uint64_t next_ms;             /* done walks: ms of the first entry not taken */
-} walk_t;
-
-static void
-s_walk_clear(walk_t *w)
+static uint64_t
+s_rent_ms(const rent_t *e)
 {
-    for (size_t i = 0; i < w->n; i++) {
-        free(w->keys[i]);
-        free(w->values[i]);
-    }
-    free(w->keys);
-    free(w->key_sizes);
-    free(w->values);
-    free(w->value_sizes);
-    memset(w, 0, sizeof *w);
+    return s_get_u64(e->key + e->job - 8);
 }
 
+/*  The finish time of the oldest result of (b, outcome), UINT64_MAX = none. */
+static uint64_t
+s_oldest_ms(const retain_t *b, int outcome)
+{
+    return b->head[outcome] ? s_rent_ms(b->head[outcome]) : UINT64_MAX;
+}
+
+/*  LMDB's default key order: bytes, then the shorter first. */
 static int
-s_walk_fn(const void *key, size_t key_size, const void *value, size_t value_size, void *arg)
+s_key_cmp(const rent_t *e, const uint8_t *key, size_t size)
 {
-    walk_t *w = arg;
-    if (key_size < w->prefix_size || memcmp(key, w->prefix, w->prefix_size) != 0)
-        return 1;
-    if (w->before_ms) {
-        size_t np, nj;
-        int outcome;
-        uint64_t ms;
-        const uint8_t *job;
-        if (s_done_parse(key, key_size, &np, &outcome, &ms, &job, &nj) && ms >= w->before_ms) {
-            w->next_ms = ms;
-            return 1;
-        }
+    size_t n = e->size < size ? e->size : size;
+    int c = memcmp(e->key, key, n);
+    return c ? c : e->size < size ? -1 : e->size > size ? 1 : 0;
+}
+
+/*  Adds the entry of `done` key (key, size), whose job id starts at job,
+    to b's list (at its place in key order: from the end, where a new
+    finish goes unless the clock stepped back), to si's list (si may be
+    NULL) and to lc->results. NULL when out of memory or when the job id
+    has an entry already. */
+static rent_t *
+s_rent_add(am2zb_lc_t *lc, retain_t *b, int outcome, sinfo_t *si, const uint8_t *key,
+           size_t size, size_t job)
+{
+    if (size >= S_KEY_MAX || job >= size)
+        return NULL;
+    rent_t *e = malloc(sizeof *e + size + 1);
+    if (!e)
+        return NULL;
+    memset(e, 0, sizeof *e);
+    memcpy(e->key, key, size);
+    e->key[size] = '\0';
+    e->size = (uint16_t)size;
+    e->job = (uint16_t)job;
+    e->outcome = (uint8_t)outcome;
+    e->b = b;
+    e->si = si;
+    if (zhashx_insert(lc->results, e->key + job, e) != 0) {
+        free(e);
+        return NULL;
     }
-    if (w->n >= w->max) {
-        size_t np, nj;
-        int outcome;
-        uint64_t ms;
-        const uint8_t *job;
-        if (s_done_parse(key, key_size, &np, &outcome, &ms, &job, &nj))
-            w->next_ms = ms;
-        return 1;
+    rent_t *at = b->tail[outcome];
+    while (at && s_key_cmp(at, key, size) > 0)
+        at = at->bprev;
+    e->bprev = at;
+    e->bnext = at ? at->bnext : b->head[outcome];
+    if (e->bnext)
+        e->bnext->bprev = e;
+    else
+        b->tail[outcome] = e;
+    if (at)
+        at->bnext = e;
+    else
+        b->head[outcome] = e;
+    b->count[outcome]++;
+    if (si) {
+        e->snext = si->results;
+        if (si->results)
+            si->results->sprev = e;
+        si->results = e;
     }
-    if (w->n % 64 == 0) {
-        size_t cap = w->n + 64;
-        uint8_t **k = realloc(w->keys, cap * sizeof *k);
-        if (k)
-            w->keys = k;
-        size_t *ks = realloc(w->key_sizes, cap * sizeof *ks);
-        if (ks)
-            w->key_sizes = ks;
-        char **v = realloc(w->values, cap * sizeof *v);
-        if (v)
-            w->values = v;
-        size_t *vs = realloc(w->value_sizes, cap * sizeof *vs);
-        if (vs)
-            w->value_sizes = vs;
-        if (!k || !ks || !v || !vs)
-            return 2;
+    return e;
+}
+
+/*  Takes e out of its lists and frees it (nothing in the store). */
+static void
+s_rent_forget(am2zb_lc_t *lc, rent_t *e)
+{
+    retain_t *b = e->b;
+    int o = e->outcome;
+    if (e->bprev)
+        e->bprev->bnext = e->bnext;
+    else
+        b->head[o] = e->bnext;
+    if (e->bnext)
+        e->bnext->bprev = e->bprev;
+    else
+        b->tail[o] = e->bprev;
+    if (b->count[o])
+        b->count[o]--;
+    if (e->si) {
+        if (e->sprev)
+            e->sprev->snext = e->snext;
+        else
+            e->si->results = e->snext;
+        if (e->snext)
+            e->snext->sprev = e->sprev;
     }
-    uint8_t *kc = malloc(key_size);
-    char *vc = malloc(value_size + 1);
-    if (!kc || !vc) {
-        free(kc);
-        free(vc);
-        return 2;
-    }
-    memcpy(kc, key, key_size);
-    memcpy(vc, value, value_size);
-    vc[value_size] = '\0';
-    w->keys[w->n] = kc;
-    w->key_sizes[w->n] = key_size;
-    w->values[w->n] = vc;
-    w->value_sizes[w->n] = value_size;
-    w->n++;
-    return 0;
+    zhashx_delete(lc->results, e->key + e->job);      /* frees e */
+}
+
+/*  Deletes one result with its `done` entry, in the batch and in memory. */
+static void
+s_drop_result(am2z_broker_t *self, am2z_store_batch_t *batch, rent_t *e)
+{
+    am2z_batch_del(batch, AM2Z_DB_DONE, e->key, e->size);
+    am2z_batch_del(batch, AM2Z_DB_RESULTS, e->key + e->job, (size_t)(e->size - e->job));
+    s_rent_forget(self->lc, e);
 }
 
 /*  Deletes up to max of the oldest results of (b, outcome), all of them
@@ -508,51 +521,19 @@ static size_t
 s_trim(am2z_broker_t *self, retain_t *b, int outcome, size_t max, uint64_t before_ms)
 {
     am2z_store_batch_t *batch = am2zb_batch(self);
-    if (!batch || max == 0)
+    if (!batch)
         return 0;
-    uint8_t prefix[AM2Z_NAME_MAX + 2];
-    size_t np = strlen(b->proc);
-    if (np > AM2Z_NAME_MAX)
-        return 0;
-    memcpy(prefix, b->proc, np);
-    prefix[np] = '\0';
-    prefix[np + 1] = outcome == 0 ? 'c' : 'f';
-    walk_t w = { .prefix = prefix, .prefix_size = np + 2, .max = max,
-                 .before_ms = before_ms, .next_ms = UINT64_MAX };
-    /* Trims delete the oldest first, so the next one starts at the last
-       key this bucket deleted rather than at the prefix: the deleted keys
-       in between may still be in the batch or in flight to the store's
-       writer, and a walk would step over each of them again. Keys sort by
-       finish time; one that landed before the resume point (a clock step
-       back) is found by the walk from the prefix that runs whenever the
-       resumed one comes up short. */
-    bool resumed = b->resume[outcome] != NULL;
-    am2z_batch_each(batch, AM2Z_DB_DONE, resumed ? b->resume[outcome] : prefix,
-                    resumed ? b->resume_size[outcome] : np + 2, s_walk_fn, &w);
-    for (size_t i = 0; i < w.n; i++)
-        s_drop_result(self, batch, w.keys[i], w.key_sizes[i], w.values[i]);
-    if (resumed && w.n < max && w.next_ms == UINT64_MAX) {
-        size_t first = w.n;
-        am2z_batch_each(batch, AM2Z_DB_DONE, prefix, np + 2, s_walk_fn, &w);
-        for (size_t i = first; i < w.n; i++)
-            s_drop_result(self, batch, w.keys[i], w.key_sizes[i], w.values[i]);
+    size_t n = 0;
+    rent_t *e;
+    while (n < max && (e = b->head[outcome]) && (!before_ms || s_rent_ms(e) < before_ms)) {
+        s_drop_result(self, batch, e);
+        n++;
     }
-    free(b->resume[outcome]);
-    b->resume[outcome] = NULL;
-    if (w.n && (b->resume[outcome] = malloc(w.key_sizes[w.n - 1])) != NULL) {
-        memcpy(b->resume[outcome], w.keys[w.n - 1], w.key_sizes[w.n - 1]);
-        b->resume_size[outcome] = w.key_sizes[w.n - 1];
-    }
-    size_t n = w.n;
-    if (n < max && w.next_ms == UINT64_MAX)
-        b->count[outcome] = 0;    /* the walk saw them all: none are left */
-    b->oldest_ms[outcome] = b->count[outcome] ? w.next_ms : UINT64_MAX;
     self->lc->trimmed += n;
     if (n)
         AM2Z_LOG(self->log, AM2Z_LOG_DEBUG, S_COMPONENT, "results trimmed",
                  AM2Z_KS("proc", b->proc), AM2Z_KS("outcome", outcome ? "failed" : "completed"),
                  AM2Z_KU("deleted", n), AM2Z_KU("kept", b->count[outcome]));
-    s_walk_clear(&w);
     return n;
 }
 
@@ -563,31 +544,39 @@ am2zb_lc_finished(am2z_broker_t *self, const job_t *job, bool ok, uint64_t now_m
     am2z_store_batch_t *batch = am2zb_batch(self);
     if (!lc || !batch)
         return;
-    uint8_t dkey[S_KEY_MAX], skey[S_KEY_MAX];
+    sinfo_t *si = zhashx_lookup(lc->sessions, job->session_id);
+    if (!si)
+        si = s_sinfo_add(lc, job->session_id, now_ms, now_ms);
+    /* a job that finishes again (its result was just rewritten) keeps one
+       entry: the new one */
+    rent_t *old = zhashx_lookup(lc->results, job->id);
+    if (old) {
+        am2z_batch_del(batch, AM2Z_DB_DONE, old->key, old->size);
+        s_rent_forget(lc, old);
+    }
+    uint8_t dkey[S_KEY_MAX];
     size_t nd = s_done_key(dkey, job->proc->name, ok, now_ms, job->id);
-    size_t ns = s_bysession_key(skey, job->session_id, (const uint8_t *)job->id,
-                                strlen(job->id));
     retain_t *b = s_bucket(lc, job->proc->name, true);
     int outcome = ok ? 0 : 1;
-    if (nd && ns && b
+    if (nd && b
         && am2z_batch_put_raw(batch, AM2Z_DB_DONE, dkey, nd, job->session_id,
-                              strlen(job->session_id)) == AM2Z_OK
-        && am2z_batch_put_raw(batch, AM2Z_DB_BYSESSION, skey, ns, dkey, nd) == AM2Z_OK) {
-        b->count[outcome]++;
-        if (b->oldest_ms[outcome] == UINT64_MAX || now_ms < b->oldest_ms[outcome])
-            b->oldest_ms[outcome] = now_ms;
-        uint64_t keep = s_retain_count(self, outcome);
-        if (b->count[outcome] > keep) {
-            uint64_t over = b->count[outcome] - keep;
-            s_trim(self, b, outcome, over > S_BUDGET ? S_BUDGET : (size_t)over, 0);
+                              strlen(job->session_id)) == AM2Z_OK) {
+        if (!s_rent_add(lc, b, outcome, si, dkey, nd, nd - strlen(job->id))) {
+            /* no memory to index it: no entry, so memory and store agree
+               (the result is kept until its session goes) */
+            am2z_batch_del(batch, AM2Z_DB_DONE, dkey, nd);
+            AM2Z_LOG(self->log, AM2Z_LOG_WARN, S_COMPONENT,
+                     "out of memory: result kept outside retention", AM2Z_KS("job", job->id));
+        } else {
+            uint64_t keep = s_retain_count(self, outcome);
+            if (b->count[outcome] > keep) {
+                uint64_t over = b->count[outcome] - keep;
+                s_trim(self, b, outcome, over > S_BUDGET ? S_BUDGET : (size_t)over, 0);
+            }
         }
     }
-    sinfo_t *si = zhashx_lookup(lc->sessions, job->session_id);
-    if (!si) {
-        si = s_sinfo_add(lc, job->session_id, now_ms, now_ms);
-        if (!si)
-            return;
-    }
+    if (!si)
+        return;
     if (ok)
         si->completed++;
     else
@@ -600,18 +589,14 @@ am2zb_lc_finished(am2z_broker_t *self, const job_t *job, bool ok, uint64_t now_m
 }
 
 void
-am2zb_lc_result_dropped(am2z_broker_t *self, const char *session, const char *job_id)
+am2zb_lc_result_dropped(am2z_broker_t *self, const char *job_id)
 {
     am2z_store_batch_t *batch = am2zb_batch(self);
     if (!self->lc || !batch)
         return;
-    uint8_t skey[S_KEY_MAX];
-    size_t ns = s_bysession_key(skey, session, (const uint8_t *)job_id, strlen(job_id));
-    void *dkey = NULL;
-    size_t nd = 0;
-    if (ns && am2z_batch_get_raw(batch, AM2Z_DB_BYSESSION, skey, ns, &dkey, &nd) == AM2Z_OK)
-        s_drop_result(self, batch, dkey, nd, session);
-    free(dkey);
+    rent_t *e = zhashx_lookup(self->lc->results, job_id);
+    if (e)
+        s_drop_result(self, batch, e);
 }
 
 /* ---------------------------------------------------------------------------
@@ -707,20 +692,12 @@ s_cleanup(am2z_broker_t *self, const char *session)
     am2z_store_batch_t *batch = am2zb_batch(self);
     if (!batch)
         return;
-    uint8_t prefix[AM2Z_SESSION_ID_MAX + 2];
     size_t ns = strlen(session);
     if (ns > AM2Z_SESSION_ID_MAX)
         return;
-    memcpy(prefix, session, ns);
-    prefix[ns] = '\0';
-    walk_t w = { .prefix = prefix, .prefix_size = ns + 1, .max = SIZE_MAX };
-    am2z_batch_each(batch, AM2Z_DB_BYSESSION, prefix, ns + 1, s_walk_fn, &w);
-    for (size_t i = 0; i < w.n; i++) {
-        /* values are `done` keys; s_drop_result deletes this entry too */
-        s_drop_result(self, batch, (const uint8_t *)w.values[i], w.value_sizes[i], session);
-        am2z_batch_del(batch, AM2Z_DB_BYSESSION, w.keys[i], w.key_sizes[i]);  /* a bad value */
-    }
-    s_walk_clear(&w);
+    sinfo_t *si = zhashx_lookup(self->lc->sessions, session);
+    while (si && si->results)
+        s_drop_result(self, batch, si->results);
     am2z_batch_delete_state(batch, session);                 /* ENOTFOUND ok */
     am2z_batch_del(batch, AM2Z_DB_SESSINFO, session, ns);    /* ENOTFOUND ok */
     s_sinfo_remove(self->lc, session);
@@ -892,8 +869,8 @@ s_retain(am2z_broker_t *self, uint64_t now)
                 budget -= s_trim(self, b, o, over > budget ? budget : (size_t)over, 0);
             }
             uint64_t age = s_retain_age(self, o);
-            if (budget && b->count[o] && b->oldest_ms[o] != UINT64_MAX
-                && now >= age && b->oldest_ms[o] <= now - age)
+            uint64_t oldest = s_oldest_ms(b, o);
+            if (budget && oldest != UINT64_MAX && now >= age && oldest <= now - age)
                 budget -= s_trim(self, b, o, budget, now - age + 1);
         }
     }
@@ -938,6 +915,7 @@ am2zb_lc_committed(am2z_broker_t *self, bool durable)
         /* the turn's writes are gone: what memory says of them too.
            Reload from the committed store (no batch is open now). */
         lc->dlq_resume[0] = '\0';      /* its drops are undone */
+        zhashx_purge(lc->results);     /* borrows sessions and buckets: first */
         zlistx_purge(lc->idle);
         zlistx_purge(lc->dirty);
         zhashx_purge(lc->sessions);
@@ -1004,9 +982,10 @@ am2zb_lc_next_ms(am2z_broker_t *self)
         for (int o = 0; o < 2; o++) {
             if (b->count[o] > s_retain_count(self, o))
                 return 1;         /* count trim left over: soon, never spinning */
-            if (!b->count[o] || b->oldest_ms[o] == UINT64_MAX)
+            uint64_t oldest = s_oldest_ms(b, o);
+            if (oldest == UINT64_MAX)
                 continue;
-            uint64_t at = b->oldest_ms[o] + s_retain_age(self, o);
+            uint64_t at = oldest + s_retain_age(self, o);
             uint64_t left = at > now ? at - now : 0;
             if (left < next)
                 next = left;
@@ -1131,6 +1110,7 @@ am2zb_lc_write_stats(am2z_broker_t *self, am2z_bw_t *w)
     am2z_bw_str(w, "dlqDropped");      am2z_bw_uint(w, lc ? lc->dlq_dropped : 0);
     am2z_bw_str(w, "sessionsExpired"); am2z_bw_uint(w, lc ? lc->expired : 0);
     am2z_bw_str(w, "resultsTrimmed");  am2z_bw_uint(w, lc ? lc->trimmed : 0);
+    am2z_bw_str(w, "resultsRetained"); am2z_bw_uint(w, lc ? zhashx_size(lc->results) : 0);
 }
 
 /* ---------------------------------------------------------------------------
@@ -1181,26 +1161,45 @@ s_load_state_session(const char *id, void *arg)
     return s_sinfo_add(self->lc, id, created, updated) ? 0 : 2;
 }
 
+/*  One `done` entry into the index in memory. Its session (the value)
+    gets info when it has none (its info record was lost or never written:
+    it finished jobs, so it exists, and it can be stopped and can expire). */
 static int
 s_load_done(const void *key, size_t key_size, const void *value, size_t value_size,
             void *arg)
 {
-    (void)value;
-    (void)value_size;
     am2z_broker_t *self = arg;
+    am2zb_lc_t *lc = self->lc;
     size_t np, nj;
     int outcome;
     uint64_t ms;
     const uint8_t *job;
     if (!s_done_parse(key, key_size, &np, &outcome, &ms, &job, &nj))
         return 0;
-    retain_t *b = s_bucket_n(self->lc, key, np, true);
+    retain_t *b = s_bucket_n(lc, key, np, true);
     if (!b)
-        return 0;
-    b->count[outcome]++;
-    if (ms < b->oldest_ms[outcome])
-        b->oldest_ms[outcome] = ms;
-    return 0;
+        return 2;
+    char id[AM2Z_SESSION_ID_MAX + 1];
+    sinfo_t *si = NULL;
+    if (value_size >= 1 && value_size <= AM2Z_SESSION_ID_MAX && !memchr(value, '\0', value_size)) {
+        memcpy(id, value, value_size);
+        id[value_size] = '\0';
+        si = zhashx_lookup(lc->sessions, id);
+        if (!si && !(si = s_sinfo_add(lc, id, ms, ms)))
+            return 2;
+        if (ms > si->last_ms)
+            si->last_ms = ms;
+    }
+    char jid[AM2Z_JOB_ID_MAX + 1];
+    if (nj <= AM2Z_JOB_ID_MAX) {
+        memcpy(jid, job, nj);
+        jid[nj] = '\0';
+        if (zhashx_lookup(lc->results, jid)) {
+            lc->load_dups++;                  /* one entry per job: the first stays */
+            return 0;
+        }
+    }
+    return s_rent_add(lc, b, outcome, si, key, key_size, np + 10) ? 0 : 2;
 }
 
 static int
@@ -1216,6 +1215,14 @@ s_load(am2z_broker_t *self)
     for (session_t *s = zhashx_first(self->sessions); s; s = zhashx_next(self->sessions))
         if (!zhashx_lookup(lc->sessions, s->id) && !s_sinfo_add(lc, s->id, now, now))
             return AM2Z_ENOMEM;
+    lc->load_dups = 0;
+    rc = am2z_store_each(self->store, AM2Z_DB_DONE, NULL, 0, s_load_done, self);
+    if (rc != AM2Z_OK)
+        return rc > 0 ? AM2Z_ENOMEM : rc;
+    if (lc->load_dups)
+        AM2Z_LOG(self->log, AM2Z_LOG_WARN, S_COMPONENT,
+                 "retention index: `done` entries naming a job indexed already were ignored",
+                 AM2Z_KU("entries", lc->load_dups));
     zlistx_t *idle = zlistx_new();
     if (!idle)
         return AM2Z_ENOMEM;
@@ -1227,8 +1234,7 @@ s_load(am2z_broker_t *self)
     for (sinfo_t *si = zlistx_first(idle); si; si = zlistx_next(idle))
         si->idle_handle = zlistx_add_end(lc->idle, si);
     zlistx_destroy(&idle);
-    rc = am2z_store_each(self->store, AM2Z_DB_DONE, NULL, 0, s_load_done, self);
-    return rc == AM2Z_OK ? AM2Z_OK : rc > 0 ? AM2Z_ENOMEM : rc;
+    return AM2Z_OK;
 }
 
 int
@@ -1241,12 +1247,16 @@ am2zb_lc_new(am2z_broker_t *self)
     lc->sessions = zhashx_new();
     lc->idle = zlistx_new();
     lc->buckets = zhashx_new();
+    lc->results = zhashx_new();
     lc->staged = zlistx_new();
     lc->pending = zlistx_new();
     lc->dirty = zlistx_new();
-    if (!lc->sessions || !lc->idle || !lc->buckets || !lc->staged || !lc->pending
-        || !lc->dirty)
+    if (!lc->sessions || !lc->idle || !lc->buckets || !lc->results || !lc->staged
+        || !lc->pending || !lc->dirty)
         return AM2Z_ENOMEM;
+    zhashx_set_key_duplicator(lc->results, NULL);    /* keys live in their entries */
+    zhashx_set_key_destructor(lc->results, NULL);
+    zhashx_set_destructor(lc->results, s_rent_free);
     zhashx_set_destructor(lc->sessions, s_sinfo_free);
     zhashx_set_destructor(lc->buckets, s_bucket_free);
     zlistx_set_comparator(lc->idle, s_by_last);
@@ -1256,7 +1266,14 @@ am2zb_lc_new(am2z_broker_t *self)
     if (rc == AM2Z_OK)
         AM2Z_LOG(self->log, AM2Z_LOG_DEBUG, S_COMPONENT, "sessions and retention loaded",
                  AM2Z_KU("sessions", zhashx_size(lc->sessions)),
-                 AM2Z_KU("idle", zlistx_size(lc->idle)));
+                 AM2Z_KU("idle", zlistx_size(lc->idle)),
+                 AM2Z_KU("results", zhashx_size(lc->results)));
+    am2z_store_stats_t st;
+    if (rc == AM2Z_OK && am2z_store_stats(self->store, &st) == AM2Z_OK && st.retired_entries)
+        AM2Z_LOG(self->log, AM2Z_LOG_INFO, S_COMPONENT,
+                 "data dir of an older version: its on-disk `bysession` index was dropped "
+                 "(the index is built in memory from `done`)",
+                 AM2Z_KU("entries", st.retired_entries));
     return rc;
 }
 
@@ -1266,6 +1283,7 @@ am2zb_lc_destroy(am2z_broker_t *self)
     am2zb_lc_t *lc = self->lc;
     if (!lc)
         return;
+    zhashx_destroy(&lc->results);     /* borrow sessions and buckets: first */
     zlistx_destroy(&lc->idle);        /* borrowed items: before the sessions */
     zlistx_destroy(&lc->dirty);
     zhashx_destroy(&lc->sessions);

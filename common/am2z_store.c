@@ -84,6 +84,12 @@
 #include <unistd.h>
 
 static void s_pipeline_stop(am2z_store_t *self);
+static void s_drop_retired(am2z_store_t *self);
+
+/*  Databases older versions kept and this one does not: dropped (with
+    their pages) when the store opens. bysession indexed results by
+    session until the broker kept that index in memory. */
+static const char *const s_retired_dbs[] = { "bysession" };
 
 static const char *const s_db_names[AM2Z_DB_COUNT_] = {
     [AM2Z_DB_SESSIONS] = "sessions",
@@ -95,7 +101,6 @@ static const char *const s_db_names[AM2Z_DB_COUNT_] = {
     [AM2Z_DB_META] = "meta",
     [AM2Z_DB_IDEM] = "idem",
     [AM2Z_DB_DONE] = "done",
-    [AM2Z_DB_BYSESSION] = "bysession",
     [AM2Z_DB_SESSINFO] = "sessinfo",
 };
 
@@ -142,6 +147,7 @@ struct am2z_store_t {
     uint64_t unsynced_commits;          /* commits not yet fsynced */
     uint64_t unsynced_since_ms;         /* mono ms of the oldest of them */
     uint64_t syncs;                     /* fsyncs done by flush / flush_due */
+    uint64_t retired_entries;           /* s_drop_retired: entries it dropped */
     bool defer_meta;                    /* sync mode + MDB_NOMETASYNC (defer_meta) */
     uint64_t committed_txn;             /* LMDB txn id of the last commit that wrote */
     uint64_t durable_txn;               /* ... of the last one known on disk */
@@ -385,7 +391,8 @@ am2z_store_open(const am2z_config_t *cfg, am2z_store_t **out,
         rc = mrc == ENOMEM ? AM2Z_ENOMEM : AM2Z_EIO;
         goto fail;
     }
-    if ((mrc = mdb_env_set_maxdbs(self->env, AM2Z_DB_COUNT_ + 2)) != 0
+    MDB_dbi ndbs = AM2Z_DB_COUNT_ + (MDB_dbi)(sizeof s_retired_dbs / sizeof s_retired_dbs[0]);
+    if ((mrc = mdb_env_set_maxdbs(self->env, ndbs + 2)) != 0
         || (mrc = mdb_env_set_mapsize(self->env, (size_t)self->map_size)) != 0) {
         am2z_errbuf(err, err_size, "store: %s: cannot configure environment: %s",
               self->path, mdb_strerror(mrc));
@@ -455,6 +462,7 @@ am2z_store_open(const am2z_config_t *cfg, am2z_store_t **out,
         rc = s_fail_code(mrc);
         goto fail;
     }
+    s_drop_retired(self);
     *out = self;
     return AM2Z_OK;
 
@@ -467,6 +475,28 @@ fail:
         close(self->lock_fd);
     free(self);
     return rc;
+}
+
+/*  Drops the databases of s_retired_dbs that the file has, in a txn of
+    its own after the open's. Best effort: one that cannot be dropped now
+    (a full disk) stays, unused, and goes at a later open. */
+static void
+s_drop_retired(am2z_store_t *self)
+{
+    for (size_t i = 0; i < sizeof s_retired_dbs / sizeof s_retired_dbs[0]; i++) {
+        MDB_txn *txn;
+        MDB_dbi dbi;
+        MDB_stat st;
+        if (mdb_txn_begin(self->env, NULL, 0, &txn) != 0)
+            return;
+        if (mdb_dbi_open(txn, s_retired_dbs[i], 0, &dbi) != 0 || mdb_stat(txn, dbi, &st) != 0
+            || mdb_drop(txn, dbi, 1) != 0) {
+            mdb_txn_abort(txn);          /* not there (the usual case), or not now */
+            continue;
+        }
+        if (mdb_txn_commit(txn) == 0)    /* frees txn either way */
+            self->retired_entries += st.ms_entries;
+    }
 }
 
 void
@@ -1959,6 +1989,7 @@ am2z_store_stats(am2z_store_t *self, am2z_store_stats_t *stats)
     stats->used_bytes = ((uint64_t)info.me_last_pgno + 1) * est.ms_psize;
     stats->unsynced_commits = self->unsynced_commits;
     stats->alloc_bytes = self->alloc_end;
+    stats->retired_entries = self->retired_entries;
     int werr = self->last_write_error;
     if (self->piped) {
         pthread_mutex_lock(&self->mu);

@@ -64,7 +64,6 @@ typedef enum {
     AM2Z_DB_META,        /* raw */
     AM2Z_DB_IDEM,        /* raw: idempotency key -> first job */
     AM2Z_DB_DONE,        /* raw: retention index (processor, finish time, job) */
-    AM2Z_DB_BYSESSION,   /* raw: session -> its finished jobs */
     AM2Z_DB_SESSINFO,    /* raw: session metadata (created-at, ...) */
     AM2Z_DB_COUNT_
 } am2z_db_t;
@@ -97,6 +96,8 @@ typedef struct {
     uint64_t writer_commits;    /* writer thread: LMDB txns it committed (0 without) */
     uint64_t writer_sets;       /* ... the batches they carried (>= commits: grouped) */
     uint64_t alloc_bytes;       /* disk blocks allocated for data.mdb (ahead of use) */
+    uint64_t retired_entries;   /* entries of databases an older version kept
+                                   (bysession) dropped when this store opened */
     int write_errno;            /* errno of the last failed write when the file system
                                    refused it (ENOSPC, EDQUOT: disk full; EFBIG: file
                                    size limit), 0 when it was LMDB (map full) or none */

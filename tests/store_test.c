@@ -4,6 +4,8 @@
 #include "am2z_store.h"
 #include "am2z_testutil.h"
 
+#include <lmdb.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1180,8 +1182,8 @@ s_wmodel_check(am2z_store_t *store, am2z_store_batch_t *b, s_wmodel_t *m)
         n += m->val[k][0] != '\0';
     m->seen = 0;
     m->bad = false;
-    int rc = b ? am2z_batch_each(b, AM2Z_DB_BYSESSION, NULL, 0, s_wmodel_walk, m)
-               : am2z_store_each(store, AM2Z_DB_BYSESSION, NULL, 0, s_wmodel_walk, m);
+    int rc = b ? am2z_batch_each(b, AM2Z_DB_DONE, NULL, 0, s_wmodel_walk, m)
+               : am2z_store_each(store, AM2Z_DB_DONE, NULL, 0, s_wmodel_walk, m);
     ck_assert_int_eq(rc, AM2Z_OK);
     ck_assert_msg(!m->bad, "a walk returned a value the model does not hold");
     ck_assert_int_eq(m->seen, n);
@@ -1190,8 +1192,8 @@ s_wmodel_check(am2z_store_t *store, am2z_store_batch_t *b, s_wmodel_t *m)
         snprintf(key, sizeof key, "k%03d", k);
         void *v = NULL;
         size_t vs = 0;
-        rc = b ? am2z_batch_get_raw(b, AM2Z_DB_BYSESSION, key, 4, &v, &vs)
-               : am2z_store_get_raw(store, AM2Z_DB_BYSESSION, key, 4, &v, &vs);
+        rc = b ? am2z_batch_get_raw(b, AM2Z_DB_DONE, key, 4, &v, &vs)
+               : am2z_store_get_raw(store, AM2Z_DB_DONE, key, 4, &v, &vs);
         if (m->val[k][0]) {
             ck_assert_int_eq(rc, AM2Z_OK);
             ck_assert_uint_eq(vs, strlen(m->val[k]));
@@ -1222,12 +1224,12 @@ START_TEST(test_store_writer_reads_through_sets_in_flight)
             char key[8];
             snprintf(key, sizeof key, "k%03d", k);
             if (rand_r(&seed) % 3 == 0) {
-                int rc = am2z_batch_del(b, AM2Z_DB_BYSESSION, key, 4);
+                int rc = am2z_batch_del(b, AM2Z_DB_DONE, key, 4);
                 ck_assert_int_eq(rc, m.val[k][0] ? AM2Z_OK : AM2Z_ENOTFOUND);
                 m.val[k][0] = '\0';
             } else {
                 snprintf(m.val[k], sizeof m.val[k], "v%d.%d", round, i);
-                ck_assert_int_eq(am2z_batch_put_raw(b, AM2Z_DB_BYSESSION, key, 4, m.val[k],
+                ck_assert_int_eq(am2z_batch_put_raw(b, AM2Z_DB_DONE, key, 4, m.val[k],
                                                     strlen(m.val[k])), AM2Z_OK);
             }
         }
@@ -1341,6 +1343,62 @@ START_TEST(test_store_db_names_and_kinds)
     ck_assert(!am2z_db_sealed(AM2Z_DB_IDEM));
     ck_assert(!am2z_db_sealed(AM2Z_DB_META));
     am2z_record_clear(NULL);
+}
+END_TEST
+
+/*  A data dir of an older version has a `bysession` database (the
+    broker's result index by session, now kept in memory): the store drops
+    it, entries and pages, at the first open, and says how many entries it
+    had; everything else in the file is untouched. */
+START_TEST(test_store_drops_retired_databases)
+{
+    char dir[512];
+    am2z_test_tmpdir("store-retired", dir, sizeof dir);
+    /* the old layout, written with LMDB directly */
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    MDB_dbi old, keep;
+    ck_assert_int_eq(mdb_env_create(&env), 0);
+    ck_assert_int_eq(mdb_env_set_maxdbs(env, 4), 0);
+    ck_assert_int_eq(mdb_env_set_mapsize(env, 64u << 20), 0);
+    ck_assert_int_eq(mdb_env_open(env, dir, 0, 0644), 0);
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    ck_assert_int_eq(mdb_dbi_open(txn, "bysession", MDB_CREATE, &old), 0);
+    ck_assert_int_eq(mdb_dbi_open(txn, "done", MDB_CREATE, &keep), 0);
+    for (int i = 0; i < 300; i++) {
+        char k[32];
+        snprintf(k, sizeof k, "s%d", i);
+        MDB_val key = { strlen(k), k }, val = { 5, "value" };
+        ck_assert_int_eq(mdb_put(txn, old, &key, &val, 0), 0);
+        if (i < 7)
+            ck_assert_int_eq(mdb_put(txn, keep, &key, &val, 0), 0);
+    }
+    ck_assert_int_eq(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+
+    am2z_config_t cfg;
+    s_cfg(&cfg, dir);
+    am2z_store_t *store = s_open(&cfg);
+    am2z_store_stats_t st;
+    ck_assert_int_eq(am2z_store_stats(store, &st), AM2Z_OK);
+    ck_assert_uint_eq(st.retired_entries, 300);
+    ck_assert_uint_eq(st.entries[AM2Z_DB_DONE], 7);
+    am2z_store_destroy(&store);
+    store = s_open(&cfg);                 /* gone: nothing to drop again */
+    ck_assert_int_eq(am2z_store_stats(store, &st), AM2Z_OK);
+    ck_assert_uint_eq(st.retired_entries, 0);
+    ck_assert_uint_eq(st.entries[AM2Z_DB_DONE], 7);
+    am2z_store_destroy(&store);
+    /* and LMDB's catalogue no longer names it */
+    ck_assert_int_eq(mdb_env_create(&env), 0);
+    ck_assert_int_eq(mdb_env_set_maxdbs(env, 16), 0);
+    ck_assert_int_eq(mdb_env_open(env, dir, MDB_RDONLY, 0644), 0);
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+    ck_assert_int_eq(mdb_dbi_open(txn, "bysession", 0, &old), MDB_NOTFOUND);
+    ck_assert_int_eq(mdb_dbi_open(txn, "sessinfo", 0, &keep), 0);
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    am2z_test_rmtree(dir);
 }
 END_TEST
 
@@ -1492,6 +1550,7 @@ s_suite(bool diskfull)
     tcase_add_test(tc, test_store_stats_count_entries);
     tcase_add_test(tc, test_store_db_names_and_kinds);
     tcase_add_test(tc, test_store_open_creates_dirs_and_reports_errors);
+    tcase_add_test(tc, test_store_drops_retired_databases);
     suite_add_tcase(s, tc);
     if (diskfull) {
         TCase *full = tcase_create("diskfull");
