@@ -775,8 +775,11 @@ s_put_job_record(am2z_broker_t *self, const job_t *job)
     size_t size = 0;
     int rc = am2z_jobrec_encode(&rec, &data, &size);
     if (rc == AM2Z_OK) {
-        rc = am2z_batch_put_record(batch, AM2Z_DB_JOBS, job->id, strlen(job->id),
-                                   job->attempt, data, size, am2z_clock_wall_ms());
+        /* the record says when the job was made: the envelope's created
+           time is that, with no read of the record it replaces */
+        rc = am2z_batch_put_record_at(batch, AM2Z_DB_JOBS, job->id, strlen(job->id),
+                                      job->attempt, data, size, job->created_ms,
+                                      am2z_clock_wall_ms());
         free(data);
     }
     return rc;
@@ -932,14 +935,14 @@ s_finish_v(am2z_broker_t *self, job_t *job, bool ok, uint8_t **state_p, size_t s
         int rc = am2z_msg_encode(r, &body, &size);
         if (rc == AM2Z_OK) {
             uint64_t now = am2z_clock_wall_ms();
-            rc = am2z_batch_put_record(batch, AM2Z_DB_RESULTS, job->id, strlen(job->id),
-                                       job->attempt, body, size, now);
+            rc = am2z_batch_put_record_at(batch, AM2Z_DB_RESULTS, job->id, strlen(job->id),
+                                          job->attempt, body, size, now, now);
             free(body);
         }
         if (rc != AM2Z_OK)
             AM2Z_LOG(self->log, AM2Z_LOG_ERROR, S_COMPONENT, "cannot store result",
                      AM2Z_KS("job", job->id), AM2Z_KS("error", am2z_strerror(rc)));
-        am2z_batch_del(batch, AM2Z_DB_JOBS, job->id, strlen(job->id));  /* ENOTFOUND ok */
+        am2z_batch_del_any(batch, AM2Z_DB_JOBS, job->id, strlen(job->id));
         if (rc == AM2Z_OK)
             am2zb_lc_finished(self, job, ok, am2z_clock_wall_ms());
     }

@@ -511,8 +511,10 @@ s_rent_forget(am2zb_lc_t *lc, rent_t *e)
 static void
 s_drop_result(am2z_broker_t *self, am2z_store_batch_t *batch, rent_t *e)
 {
-    am2z_batch_del(batch, AM2Z_DB_DONE, e->key, e->size);
-    am2z_batch_del(batch, AM2Z_DB_RESULTS, e->key + e->job, (size_t)(e->size - e->job));
+    /* both are there (the index mirrors `done`, and `done` its results):
+       no lookup before the deletes */
+    am2z_batch_del_any(batch, AM2Z_DB_DONE, e->key, e->size);
+    am2z_batch_del_any(batch, AM2Z_DB_RESULTS, e->key + e->job, (size_t)(e->size - e->job));
     s_rent_forget(self->lc, e);
 }
 
@@ -552,7 +554,7 @@ am2zb_lc_finished(am2z_broker_t *self, const job_t *job, bool ok, uint64_t now_m
        entry: the new one */
     rent_t *old = zhashx_lookup(lc->results, job->id);
     if (old) {
-        am2z_batch_del(batch, AM2Z_DB_DONE, old->key, old->size);
+        am2z_batch_del_any(batch, AM2Z_DB_DONE, old->key, old->size);
         s_rent_forget(lc, old);
     }
     uint8_t dkey[S_KEY_MAX];
@@ -565,7 +567,7 @@ am2zb_lc_finished(am2z_broker_t *self, const job_t *job, bool ok, uint64_t now_m
         if (!s_rent_add(lc, b, outcome, si, dkey, nd, nd - strlen(job->id))) {
             /* no memory to index it: no entry, so memory and store agree
                (the result is kept until its session goes) */
-            am2z_batch_del(batch, AM2Z_DB_DONE, dkey, nd);
+            am2z_batch_del_any(batch, AM2Z_DB_DONE, dkey, nd);
             AM2Z_LOG(self->log, AM2Z_LOG_WARN, S_COMPONENT,
                      "out of memory: result kept outside retention", AM2Z_KS("job", job->id));
         } else {

@@ -1452,6 +1452,22 @@ am2z_batch_put_record(am2z_store_batch_t *batch, am2z_db_t db,
 }
 
 int
+am2z_batch_put_record_at(am2z_store_batch_t *batch, am2z_db_t db,
+                         const void *key, size_t key_size, uint64_t version,
+                         const uint8_t *data, size_t size, uint64_t created_ms,
+                         uint64_t now_ms)
+{
+    int rc = s_batch_usable(batch);
+    if (rc != AM2Z_OK)
+        return rc;
+    if (!s_db_ok(db) || !am2z_db_sealed(db) || db == AM2Z_DB_SESSIONS
+        || !s_key_ok(batch->store, key, key_size) || (!data && size > 0))
+        return AM2Z_EINVAL;
+    return s_put_sealed(batch, db, key, key_size, version, created_ms, now_ms,
+                        data, size);
+}
+
+int
 am2z_batch_put_raw(am2z_store_batch_t *batch, am2z_db_t db,
                    const void *key, size_t key_size,
                    const void *value, size_t value_size)
@@ -1478,6 +1494,27 @@ am2z_batch_del(am2z_store_batch_t *batch, am2z_db_t db,
     if (!s_db_ok(db) || !s_key_ok(batch->store, key, key_size))
         return AM2Z_EINVAL;
     return s_del(batch, db, key, key_size);
+}
+
+int
+am2z_batch_del_any(am2z_store_batch_t *batch, am2z_db_t db,
+                   const void *key, size_t key_size)
+{
+    int rc = s_batch_usable(batch);
+    if (rc != AM2Z_OK)
+        return rc;
+    if (!s_db_ok(db) || db == AM2Z_DB_SESSIONS || !s_key_ok(batch->store, key, key_size))
+        return AM2Z_EINVAL;
+    if (!batch->ws) {
+        rc = s_del(batch, db, key, key_size);
+        return rc == AM2Z_ENOTFOUND ? AM2Z_OK : rc;
+    }
+    rc = s_reserve(batch, key_size);
+    if (rc != AM2Z_OK)
+        return rc;
+    if (am2z_wset_del(batch->ws, (unsigned)db, key, key_size) != 0)
+        return s_poison(batch, ENOMEM);
+    return AM2Z_OK;
 }
 
 /*  Reads a sealed record as the batch sees it. */

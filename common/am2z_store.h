@@ -164,6 +164,16 @@ int am2z_batch_put_record(am2z_store_batch_t *batch, am2z_db_t db,
                           const void *key, size_t key_size, uint64_t version,
                           const uint8_t *data, size_t size, uint64_t now_ms);
 
+/*  am2z_batch_put_record with the envelope's created time given by the
+    caller (a new key, or a record whose own data says when it was made):
+    no read of an older record first, which with the writer thread is a
+    lookup through every set in flight and LMDB. Same returns; AM2Z_EINVAL
+    for AM2Z_DB_SESSIONS (states go through am2z_batch_put_state). */
+int am2z_batch_put_record_at(am2z_store_batch_t *batch, am2z_db_t db,
+                             const void *key, size_t key_size, uint64_t version,
+                             const uint8_t *data, size_t size, uint64_t created_ms,
+                             uint64_t now_ms);
+
 /*  Raw index entries. Returns AM2Z_OK, AM2Z_EINVAL (sealed db), AM2Z_ERESOURCE. */
 int am2z_batch_put_raw(am2z_store_batch_t *batch, am2z_db_t db,
                        const void *key, size_t key_size,
@@ -172,6 +182,14 @@ int am2z_batch_put_raw(am2z_store_batch_t *batch, am2z_db_t db,
 /*  Deletes a key from any database. Returns AM2Z_OK or AM2Z_ENOTFOUND. */
 int am2z_batch_del(am2z_store_batch_t *batch, am2z_db_t db,
                    const void *key, size_t key_size);
+
+/*  Deletes a key that may or may not be there, for a caller that does not
+    need to know: never AM2Z_ENOTFOUND, and with the writer thread no
+    lookup first (the delete is one write-set entry; the writer skips a key
+    that is not there). AM2Z_EINVAL for AM2Z_DB_SESSIONS, whose count
+    (max_sessions) needs to know. */
+int am2z_batch_del_any(am2z_store_batch_t *batch, am2z_db_t db,
+                       const void *key, size_t key_size);
 
 /*  Reads inside the batch see its own uncommitted writes. Same contracts as
     the store-level getters below. */

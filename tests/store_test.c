@@ -1333,6 +1333,67 @@ START_TEST(test_store_stats_count_entries)
 }
 END_TEST
 
+/*  The write paths without a read first: put_record_at takes the
+    envelope's created time from the caller (an overwrite does not keep
+    the old one), del_any deletes what is there and is fine with what is
+    not. Both in the batch's own view, after the commit, and refused for
+    the sessions database, whose count needs the lookups. The suite runs
+    with and without the writer thread (s_piped). */
+START_TEST(test_store_put_at_and_del_any_skip_the_lookup)
+{
+    s_env_t e;
+    s_env_open(&e, "store-blind");
+    am2z_store_batch_t *b;
+    ck_assert_int_eq(am2z_store_begin(e.store, &b), AM2Z_OK);
+    ck_assert_int_eq(am2z_batch_put_record(b, AM2Z_DB_JOBS, "j1", 2, 1,
+                                           (const uint8_t *)"one", 3, NOW), AM2Z_OK);
+    ck_assert_int_eq(am2z_store_commit(&b), AM2Z_OK);
+
+    ck_assert_int_eq(am2z_store_begin(e.store, &b), AM2Z_OK);
+    /* an overwrite with a created time of the caller's */
+    ck_assert_int_eq(am2z_batch_put_record_at(b, AM2Z_DB_JOBS, "j1", 2, 2,
+                                              (const uint8_t *)"two", 3, NOW - 5, NOW + 10),
+                     AM2Z_OK);
+    ck_assert_int_eq(am2z_batch_put_record_at(b, AM2Z_DB_RESULTS, "r1", 2, 1,
+                                              (const uint8_t *)"res", 3, NOW + 1, NOW + 1),
+                     AM2Z_OK);
+    am2z_record_t rec;
+    ck_assert_int_eq(am2z_batch_get_record(b, AM2Z_DB_JOBS, "j1", 2, &rec), AM2Z_OK);
+    ck_assert_uint_eq(rec.version, 2);
+    ck_assert_uint_eq(rec.created_ms, NOW - 5);
+    ck_assert_uint_eq(rec.updated_ms, NOW + 10);
+    am2z_record_clear(&rec);
+    ck_assert_int_eq(am2z_batch_put_record_at(b, AM2Z_DB_SESSIONS, "s1", 2, 1,
+                                              (const uint8_t *)"x", 1, NOW, NOW), AM2Z_EINVAL);
+    /* del_any: a key that is not there, one from the last commit, one
+       from this batch */
+    ck_assert_int_eq(am2z_batch_put_raw(b, AM2Z_DB_DONE, "d1", 2, "v", 1), AM2Z_OK);
+    ck_assert_int_eq(am2z_batch_del_any(b, AM2Z_DB_DONE, "nope", 4), AM2Z_OK);
+    ck_assert_int_eq(am2z_batch_del_any(b, AM2Z_DB_RESULTS, "nope", 4), AM2Z_OK);
+    ck_assert_int_eq(am2z_batch_del_any(b, AM2Z_DB_DONE, "d1", 2), AM2Z_OK);
+    ck_assert_int_eq(am2z_batch_del_any(b, AM2Z_DB_RESULTS, "r1", 2), AM2Z_OK);
+    ck_assert_int_eq(am2z_batch_del_any(b, AM2Z_DB_SESSIONS, "s1", 2), AM2Z_EINVAL);
+    ck_assert_int_eq(am2z_batch_del_any(b, AM2Z_DB_DONE, NULL, 0), AM2Z_EINVAL);
+    void *v = NULL;
+    size_t vs = 0;
+    ck_assert_int_eq(am2z_batch_get_raw(b, AM2Z_DB_DONE, "d1", 2, &v, &vs), AM2Z_ENOTFOUND);
+    ck_assert_int_eq(am2z_batch_get_record(b, AM2Z_DB_RESULTS, "r1", 2, &rec), AM2Z_ENOTFOUND);
+    ck_assert_int_eq(am2z_store_commit(&b), AM2Z_OK);
+
+    ck_assert_int_eq(am2z_store_begin(e.store, &b), AM2Z_OK);
+    ck_assert_int_eq(am2z_batch_del_any(b, AM2Z_DB_JOBS, "j1", 2), AM2Z_OK);
+    ck_assert_int_eq(am2z_batch_del_any(b, AM2Z_DB_JOBS, "j1", 2), AM2Z_OK);   /* twice */
+    ck_assert_int_eq(am2z_store_commit(&b), AM2Z_OK);
+    s_env_reopen(&e);
+    am2z_store_stats_t st;
+    ck_assert_int_eq(am2z_store_stats(e.store, &st), AM2Z_OK);
+    ck_assert_uint_eq(st.entries[AM2Z_DB_JOBS], 0);
+    ck_assert_uint_eq(st.entries[AM2Z_DB_RESULTS], 0);
+    ck_assert_uint_eq(st.entries[AM2Z_DB_DONE], 0);
+    s_env_close(&e);
+}
+END_TEST
+
 START_TEST(test_store_db_names_and_kinds)
 {
     ck_assert_str_eq(am2z_db_name(AM2Z_DB_SESSIONS), "sessions");
@@ -1548,6 +1609,7 @@ s_suite(bool diskfull)
     tcase_add_test(tc, test_store_writer_reads_through_sets_in_flight);
     tcase_add_test(tc, test_store_writer_full_map_is_refused_at_the_write);
     tcase_add_test(tc, test_store_stats_count_entries);
+    tcase_add_test(tc, test_store_put_at_and_del_any_skip_the_lookup);
     tcase_add_test(tc, test_store_db_names_and_kinds);
     tcase_add_test(tc, test_store_open_creates_dirs_and_reports_errors);
     tcase_add_test(tc, test_store_drops_retired_databases);
