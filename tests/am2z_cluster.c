@@ -288,3 +288,21 @@ am2z_cluster_query(am2z_client_t *c, const char *what, const char *arg)
     free(data);
     return j;
 }
+
+int64_t
+am2z_cluster_check_retention(am2z_client_t *c)
+{
+    json_t *j = am2z_cluster_query(c, "stats", NULL);
+    json_t *store = json_object_get(j, "store");
+    json_t *kept = json_object_get(j, "resultsRetained");
+    json_t *results = json_object_get(store, "results"), *done = json_object_get(store, "done");
+    ck_assert_msg(json_is_integer(kept) && json_is_integer(results) && json_is_integer(done),
+                  "stats lacks resultsRetained, store.results or store.done");
+    int64_t n = (int64_t)json_integer_value(kept);
+    ck_assert_msg(n == (int64_t)json_integer_value(results)
+                  && n == (int64_t)json_integer_value(done),
+                  "retention index %lld, stored results %lld, done entries %lld", (long long)n,
+                  (long long)json_integer_value(results), (long long)json_integer_value(done));
+    json_decref(j);
+    return n;
+}

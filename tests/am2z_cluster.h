@@ -113,6 +113,11 @@ am2z_client_t *am2z_cluster_client(const am2z_cluster_t *cl, uint64_t timeout_ms
     or NULL) as JSON; fails the test when it is refused. Caller decrefs. */
 json_t *am2z_cluster_query(am2z_client_t *c, const char *what, const char *arg);
 
+/*  QUERY stats: the broker's retention index in memory (resultsRetained)
+    holds exactly the stored results (store.results) and their `done`
+    entries (store.done). Fails the test otherwise. Returns that count. */
+int64_t am2z_cluster_check_retention(am2z_client_t *c);
+
 /*  Runs `am2z ARGS... --broker <frontend>` (args NULL-ended, at most 28) to
     completion (30 s), its stdout in out (NUL-terminated, truncated).
     Returns its exit code, or -1 on failure or timeout. Only in test

@@ -237,6 +237,9 @@ START_TEST(test_rel_dlq_retry_and_discard_through_the_client)
     uint32_t attempt = 0;
     ck_assert(s_in_dlq(c, "fail-retry", id, &attempt));
     ck_assert_uint_eq(attempt, 2);
+    /* the retry dropped the first failed result with its index entry;
+       the second is stored and indexed once */
+    ck_assert_int_eq(am2z_cluster_check_retention(c), 1);
 
     /* discard: gone; its failed result stays fetchable */
     ck_assert_int_eq(am2z_client_dlq_discard(c, id), AM2Z_OK);
