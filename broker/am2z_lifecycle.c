@@ -316,6 +316,13 @@ s_sinfo_remove(am2zb_lc_t *lc, const char *id)
         return;
     s_unidle(lc, si);
     s_clean(lc, si);
+    /* its cleanup dropped its results first; any left keep their place in
+       retention but no longer name the freed info */
+    for (rent_t *e = si->results, *next; e; e = next) {
+        next = e->snext;
+        e->si = NULL;
+        e->sprev = e->snext = NULL;
+    }
     zhashx_delete(lc->sessions, id);      /* frees si */
 }
 

@@ -17,6 +17,7 @@
 
 #include <inttypes.h>
 #include <jansson.h>
+#include <lmdb.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -538,6 +539,60 @@ START_TEST(test_retention_by_count_keeps_the_newest)
 }
 END_TEST
 
+/*  A session known only by its results (its info record lost: a data dir
+    from an older version, or edited by hand) is found through its `done`
+    entries at start: it is listed, and a stop deletes its results. The
+    info record and the state are taken out with LMDB directly while the
+    broker is down. */
+START_TEST(test_results_without_session_info_are_found_at_start)
+{
+    am2z_cluster_t env = { 0 };
+    am2z_cluster_start(&env, "lc-orphan", NULL);
+    am2z_client_t *c = am2z_cluster_client(&env, 15000);
+    uint64_t before = am2z_clock_wall_ms();
+    char ok[AM2Z_JOB_ID_MAX + 1], bad[AM2Z_JOB_ID_MAX + 1], other[AM2Z_JOB_ID_MAX + 1];
+    s_increment(c, "orph-1", ok, NULL);
+    s_fail_job(c, "orph-1", bad);
+    s_increment(c, "orph-2", other, NULL);
+    uint64_t after = am2z_clock_wall_ms();
+    am2z_client_destroy(&c);
+    am2z_cluster_halt(&env);
+
+    MDB_env *mdb = NULL;
+    MDB_txn *txn = NULL;
+    MDB_dbi info, states;
+    ck_assert_int_eq(mdb_env_create(&mdb), 0);
+    ck_assert_int_eq(mdb_env_set_maxdbs(mdb, 32), 0);
+    ck_assert_int_eq(mdb_env_set_mapsize(mdb, 1ull << 30), 0);
+    ck_assert_int_eq(mdb_env_open(mdb, env.dir, 0, 0644), 0);
+    ck_assert_int_eq(mdb_txn_begin(mdb, NULL, 0, &txn), 0);
+    ck_assert_int_eq(mdb_dbi_open(txn, "sessinfo", 0, &info), 0);
+    ck_assert_int_eq(mdb_dbi_open(txn, "sessions", 0, &states), 0);
+    MDB_val key = { 6, "orph-1" };
+    ck_assert_int_eq(mdb_del(txn, info, &key, NULL), 0);
+    ck_assert_int_eq(mdb_del(txn, states, &key, NULL), 0);
+    ck_assert_int_eq(mdb_txn_commit(txn), 0);
+    mdb_env_close(mdb);
+
+    am2z_cluster_start(&env, "lc-orphan", NULL);
+    c = am2z_cluster_client(&env, 15000);
+    ck_assert_int_eq(am2z_cluster_check_retention(c), 3);
+    am2z_session_info_t si;
+    ck_assert_int_eq(am2z_client_session_info(c, "orph-1", &si), AM2Z_OK);
+    ck_assert_uint_ge(si.created_ms, before);           /* its results' finish times */
+    ck_assert_uint_le(si.last_activity_ms, after);
+    ck_assert_uint_le(si.created_ms, si.last_activity_ms);
+    ck_assert_int_eq(am2z_client_stop_session(c, "orph-1", false), AM2Z_OK);
+    ck_assert_int_eq(s_fetch(&env, ok), AM2Z_ENOTFOUND);
+    ck_assert_int_eq(s_fetch(&env, bad), AM2Z_ENOTFOUND);
+    ck_assert_int_eq(s_fetch(&env, other), AM2Z_OK);
+    ck_assert_int_eq(am2z_cluster_check_retention(c), 1);
+    ck_assert_int_eq(am2z_client_session_info(c, "orph-1", &si), AM2Z_ENOTFOUND);
+    am2z_client_destroy(&c);
+    am2z_cluster_stop(&env);
+}
+END_TEST
+
 START_TEST(test_retention_by_age)
 {
     const char *extra[] = { "--retain-completed-age", "1s", NULL };
@@ -754,6 +809,7 @@ s_suite(void)
     tcase_add_test(tc, test_idle_sessions_expire_after_ttl);
     tcase_add_test(tc, test_retention_by_count_keeps_the_newest);
     tcase_add_test(tc, test_retention_by_age);
+    tcase_add_test(tc, test_results_without_session_info_are_found_at_start);
     tcase_add_test(tc, test_dlq_bound_drops_the_oldest);
     tcase_add_test(tc, test_dlq_bound_finds_an_older_late_failure);
     suite_add_tcase(s, tc);
