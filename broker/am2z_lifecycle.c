@@ -86,6 +86,12 @@ struct rent_s {
     uint8_t key[];                /* the `done` key, then a NUL (the job id is a string) */
 };
 
+/*  A `done` key to delete (s_load found a newer entry of its job). */
+typedef struct {
+    size_t size;
+    uint8_t key[];
+} stale_t;
+
 /*  A stop or an expiry: staged in the turn, answered after its commit
     (stop: once its running jobs ended or the grace expired). */
 typedef struct {
@@ -120,7 +126,8 @@ struct am2zb_lc_s {
                                      no dead letter sorts before it */
     uint64_t expired;             /* sessions expired since start */
     uint64_t trimmed;             /* results deleted by retention since start */
-    uint64_t load_dups;           /* s_load: `done` entries of a job indexed already */
+    zlistx_t *stale;              /* s_load: `done` keys (stale_t, owned) of a job that
+                                     has a newer entry: deleted by the next turn */
     zlistx_t *dirty;              /* sinfo_t* (borrowed) whose counts changed */
     uint64_t flush_at_ms;         /* wall clock: store the dirty ones then */
 };
@@ -895,6 +902,18 @@ am2zb_lc_tick(am2z_broker_t *self)
     if (!lc)
         return;
     uint64_t now = am2z_clock_wall_ms();
+    if (zlistx_size(lc->stale)) {
+        am2z_store_batch_t *batch = am2zb_batch(self);
+        size_t n = zlistx_size(lc->stale);
+        for (stale_t *st = zlistx_first(lc->stale); st && batch; st = zlistx_next(lc->stale))
+            am2z_batch_del_any(batch, AM2Z_DB_DONE, st->key, st->size);
+        if (batch) {
+            zlistx_purge(lc->stale);
+            AM2Z_LOG(self->log, AM2Z_LOG_WARN, S_COMPONENT,
+                     "retention index: older `done` entries of jobs indexed twice deleted",
+                     AM2Z_KU("entries", n));
+        }
+    }
     s_expire_sessions(self, now);
     s_retain(self, now);
     if (zlistx_size(lc->dirty) && now >= lc->flush_at_ms)
@@ -926,6 +945,7 @@ am2zb_lc_committed(am2z_broker_t *self, bool durable)
            Reload from the committed store (no batch is open now). */
         lc->dlq_resume[0] = '\0';      /* its drops are undone */
         zhashx_purge(lc->results);     /* borrows sessions and buckets: first */
+        zlistx_purge(lc->stale);
         zlistx_purge(lc->idle);
         zlistx_purge(lc->dirty);
         zhashx_purge(lc->sessions);
@@ -983,6 +1003,8 @@ am2zb_lc_next_ms(am2z_broker_t *self)
         if (left < next)
             next = left;
     }
+    if (zlistx_size(lc->stale))
+        return 0;
     if (zlistx_size(lc->dirty)) {
         uint64_t left = lc->flush_at_ms > now ? lc->flush_at_ms - now : 0;
         if (left < next)
@@ -1171,9 +1193,26 @@ s_load_state_session(const char *id, void *arg)
     return s_sinfo_add(self->lc, id, created, updated) ? 0 : 2;
 }
 
+static bool
+s_stale_add(am2zb_lc_t *lc, const uint8_t *key, size_t size)
+{
+    stale_t *st = malloc(sizeof *st + size);
+    if (!st)
+        return false;
+    st->size = size;
+    memcpy(st->key, key, size);
+    if (!zlistx_add_end(lc->stale, st)) {
+        free(st);
+        return false;
+    }
+    return true;
+}
+
 /*  One `done` entry into the index in memory. Its session (the value)
     gets info when it has none (its info record was lost or never written:
-    it finished jobs, so it exists, and it can be stopped and can expire). */
+    it finished jobs, so it exists, and it can be stopped and can expire).
+    A job has one entry; should the store hold two (data written by an
+    older version), the newer stays and the other is deleted next turn. */
 static int
 s_load_done(const void *key, size_t key_size, const void *value, size_t value_size,
             void *arg)
@@ -1204,9 +1243,13 @@ s_load_done(const void *key, size_t key_size, const void *value, size_t value_si
     if (nj <= AM2Z_JOB_ID_MAX) {
         memcpy(jid, job, nj);
         jid[nj] = '\0';
-        if (zhashx_lookup(lc->results, jid)) {
-            lc->load_dups++;                  /* one entry per job: the first stays */
-            return 0;
+        rent_t *had = zhashx_lookup(lc->results, jid);
+        if (had && s_rent_ms(had) >= ms)
+            return s_stale_add(lc, key, key_size) ? 0 : 2;
+        if (had) {
+            if (!s_stale_add(lc, had->key, had->size))
+                return 2;
+            s_rent_forget(lc, had);
         }
     }
     return s_rent_add(lc, b, outcome, si, key, key_size, np + 10) ? 0 : 2;
@@ -1225,14 +1268,10 @@ s_load(am2z_broker_t *self)
     for (session_t *s = zhashx_first(self->sessions); s; s = zhashx_next(self->sessions))
         if (!zhashx_lookup(lc->sessions, s->id) && !s_sinfo_add(lc, s->id, now, now))
             return AM2Z_ENOMEM;
-    lc->load_dups = 0;
+    zlistx_purge(lc->stale);
     rc = am2z_store_each(self->store, AM2Z_DB_DONE, NULL, 0, s_load_done, self);
     if (rc != AM2Z_OK)
         return rc > 0 ? AM2Z_ENOMEM : rc;
-    if (lc->load_dups)
-        AM2Z_LOG(self->log, AM2Z_LOG_WARN, S_COMPONENT,
-                 "retention index: `done` entries naming a job indexed already were ignored",
-                 AM2Z_KU("entries", lc->load_dups));
     zlistx_t *idle = zlistx_new();
     if (!idle)
         return AM2Z_ENOMEM;
@@ -1258,12 +1297,14 @@ am2zb_lc_new(am2z_broker_t *self)
     lc->idle = zlistx_new();
     lc->buckets = zhashx_new();
     lc->results = zhashx_new();
+    lc->stale = zlistx_new();
     lc->staged = zlistx_new();
     lc->pending = zlistx_new();
     lc->dirty = zlistx_new();
-    if (!lc->sessions || !lc->idle || !lc->buckets || !lc->results || !lc->staged
-        || !lc->pending || !lc->dirty)
+    if (!lc->sessions || !lc->idle || !lc->buckets || !lc->results || !lc->stale
+        || !lc->staged || !lc->pending || !lc->dirty)
         return AM2Z_ENOMEM;
+    zlistx_set_destructor(lc->stale, s_str_free);
     zhashx_set_key_duplicator(lc->results, NULL);    /* keys live in their entries */
     zhashx_set_key_destructor(lc->results, NULL);
     zhashx_set_destructor(lc->results, s_rent_free);
@@ -1294,6 +1335,7 @@ am2zb_lc_destroy(am2z_broker_t *self)
     if (!lc)
         return;
     zhashx_destroy(&lc->results);     /* borrow sessions and buckets: first */
+    zlistx_destroy(&lc->stale);
     zlistx_destroy(&lc->idle);        /* borrowed items: before the sessions */
     zlistx_destroy(&lc->dirty);
     zhashx_destroy(&lc->sessions);
