@@ -123,7 +123,7 @@ struct job_s {
     bool overlay;                 /* state is a batch payload over the stored state */
     bool call;                    /* a nested call's child: no lane, no credit */
     uint64_t call_req;            /* its CALL's req, echoed in the RESULT */
-    char call_worker[AM2Z_JOB_ID_MAX + 1]; /* id of the worker that called */
+    char *call_worker;            /* owned: id of the worker that called (call only) */
     /* idempotency + repeat + progress (issue 6) */
     uint64_t progress;            /* last job:progress value of any attempt */
     bool has_progress;            /* a job:progress event was seen */

@@ -1906,7 +1906,7 @@ am2zb_flow_call(am2z_broker_t *self, worker_t *worker, am2z_msg_t *msg)
     }
     job_t *job = am2zb_job_new();
     if (!job || am2z_id_new(job->id) != AM2Z_OK || !(job->session_id = strdup(parent->session_id))
-        || !(job->state = malloc(msg->state_size))) {
+        || !(job->state = malloc(msg->state_size)) || !(job->call_worker = strdup(worker->id))) {
         am2zb_job_destroy(&job);
         am2z_state_destroy(&input);
         e = s_nomem();
@@ -1925,7 +1925,6 @@ am2zb_flow_call(am2z_broker_t *self, worker_t *worker, am2z_msg_t *msg)
     job->input_version = am2z_state_version(input);
     job->call = true;
     job->call_req = msg->req;
-    snprintf(job->call_worker, sizeof job->call_worker, "%s", worker->id);
     am2zb_jpeer_copy(&job->client, &parent->client);   /* its events reach the caller's client */
     am2z_state_destroy(&input);
     am2zb_job_track(self, job);

@@ -107,6 +107,7 @@ am2zb_job_destroy(job_t **job_p)
     free(job->session_id);
     free(job->state);
     free(job->fetchers);
+    free(job->call_worker);
     free(job);
     *job_p = NULL;
 }
