@@ -43,7 +43,15 @@ am2z_test_run(Suite *suite)
     SRunner *runner = srunner_create(suite);
     srunner_run_all(runner, CK_NORMAL);
     int failed = srunner_ntests_failed(runner);
+    int ran = srunner_ntests_run(runner);
     srunner_free(runner);
+    if (ran == 0) {
+        /* a selection that matches nothing (CK_RUN_SUITE, CK_RUN_CASE,
+           CK_INCLUDE_TAGS / CK_EXCLUDE_TAGS) must not pass as a run */
+        fprintf(stderr, "no checks ran: the CK_RUN_SUITE / CK_RUN_CASE / CK_*_TAGS "
+                        "selection matches nothing in this suite\n");
+        return EXIT_FAILURE;
+    }
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
@@ -97,6 +105,13 @@ s_has_word(const char *list, const char *word)
         if ((p == list || p[-1] == ' ') && (p[n] == '\0' || p[n] == ' '))
             return true;
     return false;
+}
+
+bool
+am2z_test_only_case(const char *tcase)
+{
+    const char *run = getenv("CK_RUN_CASE");
+    return run && strcmp(run, tcase) == 0;
 }
 
 bool

@@ -14,9 +14,15 @@ void am2z_test_tmpdir(const char *tag, char *out, size_t out_size);
 /*  Removes a directory tree (rm -rf). Ignores errors. */
 void am2z_test_rmtree(const char *path);
 
-/*  Runs one suite with CK_ENV-controlled forking and returns the number of
-    failed cases (use as main's exit status). */
+/*  Runs one suite with CK_ENV-controlled forking; returns EXIT_SUCCESS
+    when every check passed, EXIT_FAILURE when one failed or when none ran
+    (a CK_RUN_CASE / CK_*_TAGS selection that matches nothing is a mistake,
+    not a pass). Use as main's exit status. */
 int am2z_test_run(Suite *suite);
+
+/*  True when CK_RUN_CASE selects case `tcase` alone: a suite that has to
+    skip that case returns SKIP_RETURN_CODE instead of running nothing. */
+bool am2z_test_only_case(const char *tcase);
 
 /*  Whether Check's selection from the environment (CK_RUN_CASE,
     CK_INCLUDE_TAGS, CK_EXCLUDE_TAGS) lets case `tcase`, tagged `tag`, run:
