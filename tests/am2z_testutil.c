@@ -107,6 +107,18 @@ s_has_word(const char *list, const char *word)
     return false;
 }
 
+MDB_txn *
+am2z_test_lmdb_begin(const char *dir, MDB_env **env)
+{
+    MDB_txn *txn = NULL;
+    ck_assert_int_eq(mdb_env_create(env), 0);
+    ck_assert_int_eq(mdb_env_set_maxdbs(*env, 32), 0);
+    ck_assert_int_eq(mdb_env_set_mapsize(*env, (size_t)1 << 30), 0);
+    ck_assert_int_eq(mdb_env_open(*env, dir, 0, 0644), 0);
+    ck_assert_int_eq(mdb_txn_begin(*env, NULL, 0, &txn), 0);
+    return txn;
+}
+
 bool
 am2z_test_only_case(const char *tcase)
 {

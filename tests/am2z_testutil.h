@@ -3,6 +3,7 @@
 #define AM2Z_TESTUTIL_H_INCLUDED
 
 #include <check.h>
+#include <lmdb.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -19,6 +20,12 @@ void am2z_test_rmtree(const char *path);
     (a CK_RUN_CASE / CK_*_TAGS selection that matches nothing is a mistake,
     not a pass). Use as main's exit status. */
 int am2z_test_run(Suite *suite);
+
+/*  Opens the LMDB environment in dir (a data dir no broker holds) and
+    begins a write txn on it, for tests that write or edit a store's files
+    directly; fails the test when LMDB refuses. Commit the txn, then
+    mdb_env_close(*env). */
+MDB_txn *am2z_test_lmdb_begin(const char *dir, MDB_env **env);
 
 /*  True when CK_RUN_CASE selects case `tcase` alone: a suite that has to
     skip that case returns SKIP_RETURN_CODE instead of running nothing. */

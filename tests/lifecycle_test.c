@@ -572,13 +572,8 @@ START_TEST(test_results_without_session_info_are_found_at_start)
     am2z_cluster_halt(&env);
 
     MDB_env *mdb = NULL;
-    MDB_txn *txn = NULL;
+    MDB_txn *txn = am2z_test_lmdb_begin(env.dir, &mdb);
     MDB_dbi info, states;
-    ck_assert_int_eq(mdb_env_create(&mdb), 0);
-    ck_assert_int_eq(mdb_env_set_maxdbs(mdb, 32), 0);
-    ck_assert_int_eq(mdb_env_set_mapsize(mdb, 1ull << 30), 0);
-    ck_assert_int_eq(mdb_env_open(mdb, env.dir, 0, 0644), 0);
-    ck_assert_int_eq(mdb_txn_begin(mdb, NULL, 0, &txn), 0);
     ck_assert_int_eq(mdb_dbi_open(txn, "sessinfo", 0, &info), 0);
     ck_assert_int_eq(mdb_dbi_open(txn, "sessions", 0, &states), 0);
     MDB_val key = { 6, "orph-1" };

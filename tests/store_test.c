@@ -1417,13 +1417,8 @@ START_TEST(test_store_drops_retired_databases)
     am2z_test_tmpdir("store-retired", dir, sizeof dir);
     /* the old layout, written with LMDB directly */
     MDB_env *env = NULL;
-    MDB_txn *txn = NULL;
+    MDB_txn *txn = am2z_test_lmdb_begin(dir, &env);
     MDB_dbi old, keep;
-    ck_assert_int_eq(mdb_env_create(&env), 0);
-    ck_assert_int_eq(mdb_env_set_maxdbs(env, 4), 0);
-    ck_assert_int_eq(mdb_env_set_mapsize(env, 64u << 20), 0);
-    ck_assert_int_eq(mdb_env_open(env, dir, 0, 0644), 0);
-    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
     ck_assert_int_eq(mdb_dbi_open(txn, "bysession", MDB_CREATE, &old), 0);
     ck_assert_int_eq(mdb_dbi_open(txn, "done", MDB_CREATE, &keep), 0);
     for (int i = 0; i < 300; i++) {
