@@ -20,8 +20,9 @@
     The store is only written: a finished job costs one `done` put and, at
     its trim, one delete, each near the B-tree's edge. (Until 2026-11 a
     `bysession` database indexed results by session on disk: two writes
-    per job at a random leaf each, about half the pages a sync commit
-    wrote. The store drops it when it opens an older data directory.)
+    per job at a random leaf each, 8-19 % of the bytes a sync run wrote:
+    bench/where-the-time-goes.md. The store drops it when it opens an
+    older data directory.)
     Memory: one rent_t (56 bytes and the key) and one hash item per
     retained result, ≈ 190 bytes measured, i.e. bounded by the retain-*
     settings.
