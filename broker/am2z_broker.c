@@ -3591,9 +3591,17 @@ am2z_broker_new(const am2z_broker_config_t *cfg, am2z_broker_t **out,
         snprintf(err, err_size, "out of memory");
         goto fail;
     }
-    /* jobs: no destructor; a finished job moves to its effect */
+    /* jobs: no destructor; a finished job moves to its effect. The keys of
+       jobs, sessions and procs are their own ids and names (borrowed: an
+       entry leaves its table before its value is freed, and a lookup then
+       compares the key where the value lives instead of in a copy of it). */
     zhashx_set_destructor(self->sessions, s_session_free);
     zhashx_set_destructor(self->procs, s_proc_free);
+    zhashx_t *borrowing[] = { self->jobs, self->sessions, self->procs };
+    for (size_t i = 0; i < sizeof borrowing / sizeof borrowing[0]; i++) {
+        zhashx_set_key_duplicator(borrowing[i], NULL);
+        zhashx_set_key_destructor(borrowing[i], NULL);
+    }
     zlistx_set_destructor(self->effects, s_effect_free);
     zlistx_set_destructor(self->deferred, s_deferred_free);
     zlistx_set_destructor(self->failures, s_failure_free);

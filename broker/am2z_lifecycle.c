@@ -294,7 +294,7 @@ s_sinfo_add(am2zb_lc_t *lc, const char *id, uint64_t created, uint64_t last)
     }
     si->created_ms = created;
     si->last_ms = last;
-    zhashx_insert(lc->sessions, id, si);
+    zhashx_insert(lc->sessions, si->id, si);   /* key borrowed */
     return si;
 }
 
@@ -1309,6 +1309,8 @@ am2zb_lc_new(am2z_broker_t *self)
     zhashx_set_key_duplicator(lc->results, NULL);    /* keys live in their entries */
     zhashx_set_key_destructor(lc->results, NULL);
     zhashx_set_destructor(lc->results, s_rent_free);
+    zhashx_set_key_duplicator(lc->sessions, NULL);   /* keys: the sinfo's id */
+    zhashx_set_key_destructor(lc->sessions, NULL);
     zhashx_set_destructor(lc->sessions, s_sinfo_free);
     zhashx_set_destructor(lc->buckets, s_bucket_free);
     zlistx_set_comparator(lc->idle, s_by_last);

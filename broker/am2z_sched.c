@@ -233,8 +233,11 @@ am2zb_session_get(am2z_broker_t *self, const char *id, bool create)
         return NULL;
     }
     zhashx_set_destructor(session->stats, s_free_item);
+    /* keyed by processor name, borrowed from the proc_t (procs outlive sessions) */
+    zhashx_set_key_duplicator(session->stats, NULL);
+    zhashx_set_key_destructor(session->stats, NULL);
     zlistx_set_comparator(session->lane, s_lane_cmp);
-    zhashx_insert(self->sessions, id, session);
+    zhashx_insert(self->sessions, session->id, session);   /* key borrowed */
     return session;
 }
 
@@ -430,7 +433,7 @@ am2zb_proc_get(am2z_broker_t *self, const char *name, bool create)
         free(proc);
         return NULL;
     }
-    zhashx_insert(self->procs, name, proc);
+    zhashx_insert(self->procs, proc->name, proc);   /* key borrowed: the proc's own */
     self->proc_v[self->proc_n++] = proc;
     return proc;
 }
