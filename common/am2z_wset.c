@@ -119,6 +119,45 @@ am2z_wset_destroy(am2z_wset_t **self_p)
     *self_p = NULL;
 }
 
+/*  Arrays above this many entries are freed rather than kept by a clear:
+    one large turn should not pin its arrays for the sets after it. */
+#define S_KEEP_CAP 8192
+
+void
+am2z_wset_clear(am2z_wset_t *self)
+{
+    if (!self)
+        return;
+    s_block_t *keep = NULL;
+    while (self->blocks) {
+        s_block_t *next = self->blocks->next;
+        if (!keep && self->blocks->size == S_BLOCK) {
+            keep = self->blocks;
+            keep->used = 0;
+            keep->next = NULL;
+        } else {
+            free(self->blocks);
+        }
+        self->blocks = next;
+    }
+    self->blocks = keep;
+    memset(self->bloom, 0, sizeof self->bloom);
+    self->n = 0;
+    if (self->cap > S_KEEP_CAP) {
+        free(self->ops);
+        self->ops = NULL;
+        self->cap = 0;
+    }
+    for (int d = 0; d < AM2Z_WSET_DBS; d++) {
+        self->sorted_n[d] = 0;
+        if (self->sorted_cap[d] > S_KEEP_CAP) {
+            free(self->sorted[d]);
+            self->sorted[d] = NULL;
+            self->sorted_cap[d] = 0;
+        }
+    }
+}
+
 /*  Index of the first entry of db's sorted array whose key is >= key;
     *found tells whether it is equal. */
 static size_t

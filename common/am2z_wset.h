@@ -41,6 +41,11 @@ am2z_wset_t *am2z_wset_new(void);
 /*  NULL-safe, idempotent. */
 void am2z_wset_destroy(am2z_wset_t **self_p);
 
+/*  Empties the set for reuse, as a new one would be: keeps one block of its
+    arena and its arrays (up to a bound), so a caller that recycles sets
+    does not allocate and free them per turn. */
+void am2z_wset_clear(am2z_wset_t *self);
+
 /*  Records a put (val copied) or, with del, a delete of key in db. Returns
     0, or -1 when out of memory (the set is unchanged) or db is out of
     range. */

@@ -80,13 +80,22 @@ END_TEST
 #define M_KEYS 3000
 #define M_DBS 3
 
+/*  Loop test: _i = 0 on a new set; _i = 1 also on the same set after
+    am2z_wset_clear (the store recycles settled sets that way), which must
+    forget every key of the round before it: the model starts empty again. */
 START_TEST(test_wset_matches_a_model_under_many_operations)
 {
     static int model[M_DBS][M_KEYS];       /* 0 absent, -1 deleted, else value */
-    memset(model, 0, sizeof model);
     am2z_wset_t *ws = am2z_wset_new();
-    unsigned seed = 11;
     char key[32];
+    for (int round = 0; round <= _i; round++) {
+    if (round > 0) {
+        am2z_wset_clear(ws);
+        ck_assert_uint_eq(am2z_wset_size(ws), 0);
+        ck_assert_ptr_null(am2z_wset_op(ws, 0));
+    }
+    memset(model, 0, sizeof model);
+    unsigned seed = 11 + (unsigned)round;
     for (int i = 1; i <= 20000; i++) {
         unsigned db = (unsigned)(rand_r(&seed) % M_DBS);
         int k = (int)(rand_r(&seed) % M_KEYS);
@@ -131,6 +140,7 @@ START_TEST(test_wset_matches_a_model_under_many_operations)
             ck_assert_int_lt(am2z_wset_keycmp(v[i - 1]->key, v[i - 1]->key_size, v[i]->key,
                                               v[i]->key_size), 0);
     }
+    }
     am2z_wset_destroy(&ws);
 }
 END_TEST
@@ -152,6 +162,14 @@ START_TEST(test_wset_keeps_values_larger_than_a_block)
     ck_assert(memcmp(op->val, val, big) == 0);
     ck_assert_int_eq(am2z_wset_get(ws, 0, "small", 5, &op), AM2Z_WSET_PUT);
     ck_assert(memcmp(op->val, "s", 1) == 0);
+    /* cleared, the set drops the big block and serves new writes */
+    am2z_wset_clear(ws);
+    ck_assert_int_eq(am2z_wset_get(ws, 0, "big", 3, NULL), AM2Z_WSET_ABSENT);
+    ck_assert_int_eq(am2z_wset_put(ws, 0, "again", 5, val, 1000), 0);
+    ck_assert_int_eq(am2z_wset_get(ws, 0, "again", 5, &op), AM2Z_WSET_PUT);
+    ck_assert_uint_eq(op->val_size, 1000);
+    ck_assert_uint_eq(am2z_wset_size(ws), 1);
+    am2z_wset_clear(NULL);                   /* NULL-safe */
     free(val);
     am2z_wset_destroy(&ws);
 }
@@ -164,7 +182,7 @@ s_suite(void)
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, test_wset_get_sees_the_latest_operation_of_a_key);
     tcase_add_test(tc, test_wset_sorts_keys_as_lmdb_does);
-    tcase_add_test(tc, test_wset_matches_a_model_under_many_operations);
+    tcase_add_loop_test(tc, test_wset_matches_a_model_under_many_operations, 0, 2);
     tcase_add_test(tc, test_wset_keeps_values_larger_than_a_block);
     suite_add_tcase(s, tc);
     return s;
