@@ -3495,8 +3495,7 @@ s_session_free(void **item)
         return;
     zlistx_destroy(&s->lane);
     zhashx_destroy(&s->stats);
-    free(s->id);
-    free(s);
+    free(s);                      /* the id with it */
     *item = NULL;
 }
 

@@ -146,7 +146,7 @@ typedef struct {
 } counts_t;
 
 struct session_s {
-    char *id;                     /* owned */
+    char *id;                     /* in the same allocation, after the struct */
     zlistx_t *lane;               /* job_t* by (prio desc, seq asc) (borrowed) */
     job_t *active;                /* ACTIVE or FAILING job, borrowed */
     proc_t *ring_proc;            /* whose ring holds us, or NULL */

@@ -58,7 +58,7 @@ typedef struct rent_s rent_t;
 
 /*  What the broker knows of one session besides its lane. */
 typedef struct {
-    char *id;                     /* owned; the key in lc->sessions */
+    char *id;                     /* after the struct, same block; the key in lc->sessions */
     uint64_t created_ms;          /* wall clock of its first job */
     uint64_t last_ms;             /* wall clock of its last submit / finish */
     uint64_t completed;           /* jobs completed since created */
@@ -149,8 +149,7 @@ s_sinfo_free(void **item)
 {
     sinfo_t *si = *item;
     if (si) {
-        free(si->id);
-        free(si);
+        free(si);                 /* the id with it */
     }
     *item = NULL;
 }
@@ -287,11 +286,11 @@ s_busy(am2z_broker_t *self, const char *id)
 static sinfo_t *
 s_sinfo_add(am2zb_lc_t *lc, const char *id, uint64_t created, uint64_t last)
 {
-    sinfo_t *si = calloc(1, sizeof *si);
-    if (!si || !(si->id = strdup(id))) {
-        free(si);
+    size_t id_size = strlen(id) + 1;
+    sinfo_t *si = calloc(1, sizeof *si + id_size);   /* the id right after: one block */
+    if (!si)
         return NULL;
-    }
+    si->id = memcpy((char *)(si + 1), id, id_size);
     si->created_ms = created;
     si->last_ms = last;
     zhashx_insert(lc->sessions, si->id, si);   /* key borrowed */

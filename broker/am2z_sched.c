@@ -219,14 +219,14 @@ am2zb_session_get(am2z_broker_t *self, const char *id, bool create)
     session_t *session = zhashx_lookup(self->sessions, id);
     if (session || !create)
         return session;
-    session = calloc(1, sizeof *session);
+    size_t id_size = strlen(id) + 1;
+    session = calloc(1, sizeof *session + id_size);   /* the id right after: one block */
     if (!session)
         return NULL;
-    session->id = strdup(id);
+    session->id = memcpy((char *)(session + 1), id, id_size);
     session->lane = zlistx_new();
     session->stats = zhashx_new();
-    if (!session->id || !session->lane || !session->stats) {
-        free(session->id);
+    if (!session->lane || !session->stats) {
         zlistx_destroy(&session->lane);
         zhashx_destroy(&session->stats);
         free(session);
