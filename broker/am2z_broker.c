@@ -18,6 +18,7 @@
 */
 #include "am2z_broker_int.h"
 #include "am2z_jobrec.h"
+#include "am2z_hash.h"
 #include "am2z_merge.h"
 #include "am2z_retry.h"
 #include "am2z_sys.h"
@@ -3600,6 +3601,7 @@ am2z_broker_new(const am2z_broker_config_t *cfg, am2z_broker_t **out,
     for (size_t i = 0; i < sizeof borrowing / sizeof borrowing[0]; i++) {
         zhashx_set_key_duplicator(borrowing[i], NULL);
         zhashx_set_key_destructor(borrowing[i], NULL);
+        zhashx_set_key_hasher(borrowing[i], am2z_hash_str);   /* ids: 8 bytes a step */
     }
     zlistx_set_destructor(self->effects, s_effect_free);
     zlistx_set_destructor(self->deferred, s_deferred_free);

@@ -38,6 +38,7 @@
     Everything here runs on the broker's loop thread.
 */
 #include "am2z_broker_int.h"
+#include "am2z_hash.h"
 #include "am2z_jobrec.h"
 
 #include <endian.h>
@@ -1305,6 +1306,8 @@ am2zb_lc_new(am2z_broker_t *self)
         || !lc->staged || !lc->pending || !lc->dirty)
         return AM2Z_ENOMEM;
     zlistx_set_destructor(lc->stale, s_str_free);
+    zhashx_set_key_hasher(lc->sessions, am2z_hash_str);   /* ids: 8 bytes a step */
+    zhashx_set_key_hasher(lc->results, am2z_hash_str);
     zhashx_set_key_duplicator(lc->results, NULL);    /* keys live in their entries */
     zhashx_set_key_destructor(lc->results, NULL);
     zhashx_set_destructor(lc->results, s_rent_free);

@@ -14,6 +14,8 @@
 */
 #include "am2z_wset.h"
 
+#include "am2z_hash.h"
+
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,13 +58,7 @@ am2z_wset_new(void)
 uint64_t
 am2z_wset_hash(unsigned db, const void *key, size_t key_size)
 {
-    const uint8_t *p = key;
-    uint64_t h = 1469598103934665603ull ^ db;   /* FNV-1a */
-    for (size_t i = 0; i < key_size; i++) {
-        h ^= p[i];
-        h *= 1099511628211ull;
-    }
-    return h;
+    return am2z_hash_bytes(key, key_size, 0x9e3779b97f4a7c15ull * (db + 1));
 }
 
 static bool

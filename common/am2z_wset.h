@@ -59,7 +59,7 @@ int am2z_wset_del(am2z_wset_t *self, unsigned db, const void *key, size_t key_si
 am2z_wset_hit_t am2z_wset_get(const am2z_wset_t *self, unsigned db, const void *key,
                               size_t key_size, const am2z_wop_t **op);
 
-/*  The key's hash (FNV-1a over db and key), and a lookup that takes it:
+/*  The key's hash (am2z_hash_bytes seeded with db), and a lookup that takes it:
     a reader asking several sets hashes once. */
 uint64_t am2z_wset_hash(unsigned db, const void *key, size_t key_size);
 am2z_wset_hit_t am2z_wset_get_h(const am2z_wset_t *self, unsigned db, const void *key,
