@@ -1074,16 +1074,42 @@ s_decode_field(const s_field_t *f, const uint8_t *p, size_t n, void *base,
 /*  The field of sc whose wire key is the string at p[0..n), or NULL (also
     for keys that are not strings: unknown, hence ignored). */
 static const s_field_t *
-s_lookup(const s_schema_t *sc, const uint8_t *p, size_t n, msgpack_zone *zone)
+s_lookup(const s_schema_t *sc, const uint8_t *p, size_t n, size_t *hint)
 {
-    msgpack_object k;
-    if (!s_is_str(p[0]) || !s_unpack_scalar(p, n, zone, &k) || k.type != MSGPACK_OBJECT_STR)
+    /*  The key is one str object of exactly n bytes (s_skip measured it in
+        bytes that passed am2z_msgpack_check): its header gives where its
+        bytes start and how many there are. */
+    size_t hdr, sz;
+    uint8_t b = p[0];
+    if ((b & 0xe0) == 0xa0) {
+        hdr = 1;
+        sz = b & 0x1f;
+    } else if (b == 0xd9 || b == 0xda || b == 0xdb) {
+        size_t w = b == 0xd9 ? 1 : b == 0xda ? 2 : 4;
+        if (n < 1 + w)
+            return NULL;
+        hdr = 1 + w;
+        sz = (size_t)am2z_be_read(p + 1, w);
+    } else {
+        return NULL;                            /* not a str: no field has it */
+    }
+    if (sz != n - hdr)
         return NULL;
-    for (size_t i = 0; i < sc->count; i++) {
+    const char *k = (const char *)p + hdr;
+    /*  Our encoders write a schema's fields in its order, so the field after
+        the last one found is tried first: one comparison per key instead
+        of a scan. Keys are unique within a schema, so the order of the
+        tries never changes which field matches. */
+    for (size_t j = 0; j < sc->count; j++) {
+        size_t i = *hint + j < sc->count ? *hint + j : *hint + j - sc->count;
         const char *key = sc->fields[i].key;   /* no strlen per field and key */
-        size_t sz = k.via.str.size;             /* (an empty key has no ptr) */
-        if ((sz == 0 || strncmp(key, k.via.str.ptr, sz) == 0) && key[sz] == '\0')
+        /* strnlen first: a wire key may hold NULs, and memcmp must not
+           read past the end of a shorter field name */
+        if (sz == 0 ? key[0] == '\0'
+                    : key[0] == k[0] && strnlen(key, sz + 1) == sz && memcmp(key, k, sz) == 0) {
+            *hint = i + 1 < sc->count ? i + 1 : 0;
             return &sc->fields[i];
+        }
     }
     return NULL;
 }
@@ -1105,7 +1131,7 @@ static int
 s_decode_map(const s_schema_t *sc, const uint8_t *p, size_t n, void *base,
              const char *prefix, s_diag_t *d, uint32_t *seen_out)
 {
-    size_t pos = 0;
+    size_t pos = 0, hint = 0;
     uint64_t pairs = 0;
     uint32_t seen = 0;
     char name[S_PATH_MAX];
@@ -1118,7 +1144,7 @@ s_decode_map(const s_schema_t *sc, const uint8_t *p, size_t n, void *base,
         size_t vstart = pos;
         if (!s_skip(p, n, &pos))
             return s_fail(d, AM2Z_EPROTO, "malformed map");
-        const s_field_t *f = s_lookup(sc, p + kstart, vstart - kstart, d->zone);
+        const s_field_t *f = s_lookup(sc, p + kstart, vstart - kstart, &hint);
         if (!f)
             continue;                   /* unknown key: newer peer, same /1 */
         uint32_t bit = 1u << (f - sc->fields);

@@ -1161,6 +1161,48 @@ START_TEST(test_unknown_keys_ignored_duplicates_refused)
 }
 END_TEST
 
+/*  Keys are matched by their bytes, whatever their header and order: a
+    str8 header names the same field as a fixstr; a key with NULs past a
+    field's name is another key (and the match must not read past the end
+    of the shorter name: ASan in CI); keys in any order decode the same. */
+START_TEST(test_keys_match_by_bytes_in_any_order)
+{
+    am2z_msg_t a, b;
+    const uint8_t plain[] = { 0x82, 0xa7, 'a', 't', 't', 'e', 'm', 'p', 't', 0x07,
+                              0xa3, 'j', 'o', 'b', 0xa1, 'j' };
+    const uint8_t turned[] = { 0x82, 0xa3, 'j', 'o', 'b', 0xa1, 'j',
+                               0xa7, 'a', 't', 't', 'e', 'm', 'p', 't', 0x07 };
+    const uint8_t str8[] = { 0x82, 0xd9, 0x03, 'j', 'o', 'b', 0xa1, 'j', 0xda, 0x00, 0x07,
+                             'a', 't', 't', 'e', 'm', 'p', 't', 0x07 };
+    ck_assert_int_eq(am2z_msg_decode(AM2Z_CMD_CANCEL, plain, sizeof plain, MAX_BODY, &a, NULL, 0),
+                     AM2Z_OK);
+    const uint8_t *other[] = { turned, str8 };
+    const size_t other_size[] = { sizeof turned, sizeof str8 };
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(am2z_msg_decode(AM2Z_CMD_CANCEL, other[i], other_size[i], MAX_BODY, &b,
+                                         NULL, 0), AM2Z_OK);
+        s_msg_eq(&a, &b);
+        am2z_msg_clear(&b);
+    }
+    ck_assert_uint_eq(a.attempt, 7);
+    am2z_msg_clear(&a);
+
+    /* "job" then 29 NULs (str8): not the field "job", so ignored */
+    uint8_t nul[64] = { 0x82, 0xd9, 32, 'j', 'o', 'b' };
+    size_t at = 6 + 29;
+    nul[at++] = 0xa1;
+    nul[at++] = 'x';
+    memcpy(nul + at, (const uint8_t[]){ 0xa3, 'j', 'o', 'b', 0xa1, 'j' }, 6);
+    at += 6;
+    ck_assert_int_eq(am2z_msg_decode(AM2Z_CMD_CANCEL, nul, at, MAX_BODY, &b, NULL, 0), AM2Z_OK);
+    ck_assert_str_eq(b.job, "j");
+    am2z_msg_clear(&b);
+    /* and a key that is a field's name cut short is not that field either */
+    const uint8_t cut[] = { 0x81, 0xa2, 'j', 'o', 0xa1, 'j' };
+    s_expect_refused(AM2Z_CMD_CANCEL, cut, sizeof cut, "missing required field 'job'");
+}
+END_TEST
+
 START_TEST(test_peek_req_reads_req_from_refused_bodies)
 {
     uint64_t req = 0;
@@ -1514,6 +1556,7 @@ s_suite(void)
     tcase_add_test(tc, test_done_select_only_with_ok);
     tcase_add_test(tc, test_body_must_be_one_map_within_the_limit);
     tcase_add_test(tc, test_unknown_keys_ignored_duplicates_refused);
+    tcase_add_test(tc, test_keys_match_by_bytes_in_any_order);
     tcase_add_test(tc, test_frames_check_signature_and_command);
     tcase_add_test(tc, test_peek_req_reads_req_from_refused_bodies);
     tcase_add_test(tc, test_huge_declared_lengths_are_refused);
