@@ -29,6 +29,7 @@
 #include "am2z_client.h"
 
 #include "am2z_codec.h"
+#include "am2z_hash.h"
 #include "am2z_reply.h"
 
 #include <czmq.h>
@@ -118,10 +119,16 @@ s_remaining_ms(uint64_t deadline)
     return ms > INT_MAX ? INT_MAX : (long)ms;
 }
 
+/*  Copies src into dst, cut to fit, always terminated (as snprintf "%s"
+    would, without its format parsing: this runs per job). */
 static void
 s_copy(char *dst, size_t dst_size, const char *src)
 {
-    snprintf(dst, dst_size, "%s", src ? src : "");
+    if (dst_size == 0)
+        return;
+    size_t n = src ? strnlen(src, dst_size - 1) : 0;
+    memcpy(dst, src ? src : "", n);
+    dst[n] = '\0';
 }
 
 /*  A failed result carrying `error` (taken). NULL when out of memory. */
@@ -673,6 +680,11 @@ am2z_client_connect(const char *endpoint, am2z_client_t **out)
         return AM2Z_ENOMEM;
     }
     zhashx_set_destructor(self->jobs, s_entry_destroy);
+    /* keyed by each entry's own job id (borrowed: an entry leaves the table
+       as it is freed), hashed 8 bytes a step */
+    zhashx_set_key_duplicator(self->jobs, NULL);
+    zhashx_set_key_destructor(self->jobs, NULL);
+    zhashx_set_key_hasher(self->jobs, am2z_hash_str);
     self->sock = zsock_new(ZMQ_DEALER);
     if (!self->sock) {
         am2z_client_destroy(&self);
