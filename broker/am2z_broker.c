@@ -1105,16 +1105,22 @@ s_client_job_id_ok(am2z_broker_t *self, const peer_t *peer, const am2z_msg_t *ms
 
 /*  The limits a SUBMIT must pass before it costs anything: queue bounds
     per processor and per session, and max-sessions for a new session.
-    Returns NULL when it may go on, else the refusal (caller owns it). */
+    Returns NULL when it may go on, else the refusal (caller owns it).
+    *found (may be NULL) is the session in memory, or NULL when there is
+    none: the caller's next lookup of it, saved. */
 static am2z_error_t *
-s_submit_limits(am2z_broker_t *self, proc_t *proc, const char *session_id)
+s_submit_limits(am2z_broker_t *self, proc_t *proc, const char *session_id, session_t **found)
 {
+    if (found)
+        *found = NULL;
     char what[AM2Z_NAME_MAX + AM2Z_SESSION_ID_MAX + 64];
     if (proc->queued >= self->cfg.max_queued_per_proc) {
         snprintf(what, sizeof what, "queue:%s (max-queued-per-processor)", proc->name);
         return am2z_error_resource(what, self->cfg.max_queued_per_proc, proc->queued);
     }
     session_t *session = am2zb_session_get(self, session_id, false);
+    if (found)
+        *found = session;
     if (session) {
         uint64_t n = zlistx_size(session->lane) + (session->active ? 1u : 0u);
         if (n >= self->cfg.max_queued_per_session) {
@@ -1219,7 +1225,8 @@ s_on_submit(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
 job_t *
 am2zb_submit_job(am2z_broker_t *self, const peer_t *peer, proc_t *proc, am2z_msg_t *msg)
 {
-    am2z_error_t *limit = s_submit_limits(self, proc, msg->session);
+    session_t *session = NULL;    /* in memory now; the lines below change no session */
+    am2z_error_t *limit = s_submit_limits(self, proc, msg->session, &session);
     if (limit) {
         AM2Z_LOG(self->log, AM2Z_LOG_INFO, S_COMPONENT, "submit refused",
                  AM2Z_KS("session", msg->session), AM2Z_KS("proc", proc->name),
@@ -1282,7 +1289,6 @@ am2zb_submit_job(am2z_broker_t *self, const peer_t *peer, proc_t *proc, am2z_msg
         free(eff);
         return NULL;
     }
-    session_t *session = am2zb_session_get(self, job->session_id, false);
     bool created = false;
     if (!session) {
         am2z_record_t rec;
@@ -1455,7 +1461,7 @@ s_on_dlq(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
         proc_t *proc = am2zb_proc_get(self, jr.proc, true);
         if (!proc)
             goto nomem;
-        am2z_error_t *limit = s_submit_limits(self, proc, jr.session);
+        am2z_error_t *limit = s_submit_limits(self, proc, jr.session, NULL);
         if (limit) {
             s_send_error(self, peer, &limit);
             free(eff);

@@ -131,6 +131,10 @@ typedef struct s_stage {
 /*  Invariants: rtxn, when not NULL, is a read-only txn that is reset
     (holding no snapshot) unless rtxn_busy. unsynced_commits > 0 only in
     periodic mode. */
+/*  Settled write sets kept for reuse: as many as are usually in flight
+    (the writer's queue runs 1-4 deep), so a turn's set comes from here. */
+#define S_SPARE_SETS 4
+
 struct am2z_store_t {
     MDB_env *env;                       /* owned */
     MDB_dbi dbi[AM2Z_DB_COUNT_];        /* handles of the named databases */
@@ -173,7 +177,8 @@ struct am2z_store_t {
     unsigned walks;                     /* store / batch walks in progress */
     bool snap_held;                     /* a staged batch holds rtxn open until it ends */
     uint64_t snap_from;                 /* ... a snapshot holding every set up to this */
-    am2z_wset_t *spare;                 /* a settled set, cleared, for the next begin */
+    am2z_wset_t *spare[S_SPARE_SETS];   /* settled sets, cleared, for the next begins */
+    unsigned nspare;
     uint64_t sessions_n;                /* sessions in the committed view */
     uint64_t w_commits, w_sets;         /* the writer's LMDB txns, batches in them (mu) */
 };
@@ -510,7 +515,8 @@ am2z_store_destroy(am2z_store_t **self_p)
     am2z_store_abort(&batch);
     if (self->piped)
         s_pipeline_stop(self);
-    am2z_wset_destroy(&self->spare);
+    while (self->nspare)
+        am2z_wset_destroy(&self->spare[--self->nspare]);
     if (self->rtxn)
         mdb_txn_abort(self->rtxn);
     if (self->unsynced_commits > 0 || self->durable_txn != self->committed_txn)
@@ -712,9 +718,9 @@ s_settle(am2z_store_t *self, uint64_t applied)
             self->fl_head->prev = NULL;
         else
             self->fl_tail = NULL;
-        if (!self->spare) {           /* recycled: a set per turn, no malloc per turn */
+        if (self->nspare < S_SPARE_SETS) {   /* recycled: no malloc per turn */
             am2z_wset_clear(st->ws);
-            self->spare = st->ws;
+            self->spare[self->nspare++] = st->ws;
             st->ws = NULL;
         }
         s_stage_free(st);
@@ -1010,8 +1016,7 @@ am2z_store_begin(am2z_store_t *self, am2z_store_batch_t **out)
         if (s_writer_failure(self) != AM2Z_OK)
             return AM2Z_EIO;
         s_settle(self, __atomic_load_n(&self->w_applied, __ATOMIC_ACQUIRE));
-        b->ws = self->spare ? self->spare : am2z_wset_new();
-        self->spare = NULL;
+        b->ws = self->nspare ? self->spare[--self->nspare] : am2z_wset_new();
         if (!b->ws)
             return AM2Z_ENOMEM;
         /* one snapshot for the whole batch: its reads skip renewing a
