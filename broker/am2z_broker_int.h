@@ -105,6 +105,7 @@ struct job_s {
     uint32_t attempt;             /* leases granted so far */
     job_status_t status;
     bool accepted;                /* its record is committed */
+    bool tracked;                 /* it is the one in broker->jobs under its id */
     bool stopped;                 /* session stopped while leased */
     worker_t *worker;             /* lease holder when ACTIVE */
     uint64_t input_version;       /* metadata.version of the dispatched input */

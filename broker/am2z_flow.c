@@ -2078,7 +2078,8 @@ am2zb_flow_job_finished(am2z_broker_t *self, const job_t *job, bool ok,
                         const uint8_t *state, size_t state_size, const am2z_error_t *error)
 {
     am2zb_flows_t *fl = self->flows;
-    ref_t *ref = fl ? zhashx_lookup(fl->foreign, job->id) : NULL;
+    /* (most jobs are not a flow's: no lookup while no flow waits on any) */
+    ref_t *ref = fl && zhashx_size(fl->foreign) ? zhashx_lookup(fl->foreign, job->id) : NULL;
     if (!ref)
         return;
     uint64_t flow = ref->flow;

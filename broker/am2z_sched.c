@@ -147,16 +147,18 @@ am2zb_lease_end(job_t *job)
 void
 am2zb_job_track(am2z_broker_t *self, job_t *job)
 {
-    zhashx_insert(self->jobs, job->id, job);
+    job->tracked = zhashx_insert(self->jobs, job->id, job) == 0;
     job->proc->queued++;
 }
 
-/*  Only when the job is the one in the table (a shadow is not). */
+/*  Only when the job is the one in the table (a shadow is not: it never
+    was inserted, nor was a job whose id was already there). */
 void
 am2zb_job_untrack(am2z_broker_t *self, job_t *job)
 {
-    if (zhashx_lookup(self->jobs, job->id) != job)
+    if (!job->tracked)
         return;
+    job->tracked = false;
     zhashx_delete(self->jobs, job->id);
     if (job->proc->queued)
         job->proc->queued--;
