@@ -131,9 +131,10 @@ typedef struct s_stage {
 /*  Invariants: rtxn, when not NULL, is a read-only txn that is reset
     (holding no snapshot) unless rtxn_busy. unsynced_commits > 0 only in
     periodic mode. */
-/*  Settled write sets kept for reuse: as many as are usually in flight
-    (the writer's queue runs 1-4 deep), so a turn's set comes from here. */
-#define S_SPARE_SETS 4
+/*  Settled write sets kept for reuse, so most turns take their set from
+    here instead of allocating it. Two: each spare keeps a 64 KiB block and
+    its arrays (≈ 100 KB), and the broker's RSS has little room to spare. */
+#define S_SPARE_SETS 2
 
 struct am2z_store_t {
     MDB_env *env;                       /* owned */

@@ -117,7 +117,7 @@ am2z_wset_destroy(am2z_wset_t **self_p)
 
 /*  Arrays above this many entries are freed rather than kept by a clear:
     one large turn should not pin its arrays for the sets after it. */
-#define S_KEEP_CAP 8192
+#define S_KEEP_CAP 2048
 
 void
 am2z_wset_clear(am2z_wset_t *self)
