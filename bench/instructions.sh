@@ -3,10 +3,12 @@
 #
 #   bash bench/instructions.sh [JOBS] [DURABILITY]
 #
-# Runs am2z-broker and am2z-example-worker (100 slots) each under
-# valgrind --tool=callgrind, pipelines JOBS jobs (default 5000) with
-# am2z-bench, then does the same with one job, and prints the user-space
-# instructions (Ir) each process spent per job: (Ir(JOBS) - Ir(1)) / (JOBS - 1).
+# Runs am2z-broker, am2z-example-worker (100 slots) and am2z-bench (the
+# client, pipelining JOBS jobs, default 5000) each under valgrind
+# --tool=callgrind, then does the same with one job, and prints the
+# user-space instructions (Ir) each process spent per job:
+# (Ir(JOBS) - Ir(1)) / (JOBS - 1). The client's figure includes its
+# workload's closing stop_session calls (one per 5 jobs).
 # Wall-clock figures on a shared VM move by ±15 % from run to run; these
 # counts move by about 1 %, so they tell whether a change to the code does
 # less work. They leave out the kernel, cache misses and waiting, and
@@ -50,7 +52,8 @@ run() {
     "$build/client/am2z" --broker "$fe" processors 2>/dev/null | grep -q increment && break
     sleep 0.2
   done
-  "$build/bench/am2z-bench" --broker "$fe" --workload tp --jobs "$n" >"$work/bench.out" 2>&1 \
+  "${vg[@]}" --callgrind-out-file="$out/client$tag.callgrind" \
+    "$build/bench/am2z-bench" --broker "$fe" --workload tp --jobs "$n" >"$work/bench.out" 2>&1 \
     || { cat "$work/bench.out" "$work/broker.out" "$work/worker.out" >&2; exit 1; }
   stop_all
 }
@@ -59,7 +62,7 @@ total() { callgrind_annotate "$1" 2>/dev/null | awk '/PROGRAM TOTALS/ && !done {
 run 1 .one
 run "$jobs" ""
 echo "durability=$dur jobs=$jobs (callgrind, user-space instructions per job)"
-for p in broker worker; do
+for p in broker worker client; do
   a=$(total "$out/$p.callgrind"); b=$(total "$out/$p.one.callgrind")
   echo "$p Ir_per_job=$(( (a - b) / (jobs - 1) )) total=$a one_job=$b"
 done
