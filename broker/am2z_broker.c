@@ -945,7 +945,7 @@ s_finish_v(am2z_broker_t *self, job_t *job, bool ok, uint8_t **state_p, size_t s
                      AM2Z_KS("job", job->id), AM2Z_KS("error", am2z_strerror(rc)));
         am2z_batch_del_any(batch, AM2Z_DB_JOBS, job->id, strlen(job->id));
         if (rc == AM2Z_OK)
-            am2zb_lc_finished(self, job, ok, am2z_clock_wall_ms());
+            am2zb_lc_finished(self, job, session, ok, am2z_clock_wall_ms());
     }
     zlistx_add_end(self->effects, eff);
     if (session)

@@ -513,8 +513,10 @@ bool am2zb_lc_touch(am2z_broker_t *self, const char *session, uint64_t now_ms);
     its `done` entry (and indexes it in memory), trims the processor's
     results beyond retain-completed / retain-failed, counts it for the
     session; when the session is now idle, stores its info and starts its
-    TTL. */
-void am2zb_lc_finished(am2z_broker_t *self, const job_t *job, bool ok, uint64_t now_ms);
+    TTL. session: the job's session in memory when the caller has it (one
+    lookup fewer), or NULL. */
+void am2zb_lc_finished(am2z_broker_t *self, const job_t *job, session_t *session, bool ok,
+                       uint64_t now_ms);
 /*  In turn: a job's result record goes (DLQ retry): its `done` entry too. */
 void am2zb_lc_result_dropped(am2z_broker_t *self, const char *job_id);
 /*  In turn: a dead letter was written; drops the oldest beyond dlq-max. */

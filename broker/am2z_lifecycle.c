@@ -556,7 +556,8 @@ s_trim(am2z_broker_t *self, retain_t *b, int outcome, size_t max, uint64_t befor
 }
 
 void
-am2zb_lc_finished(am2z_broker_t *self, const job_t *job, bool ok, uint64_t now_ms)
+am2zb_lc_finished(am2z_broker_t *self, const job_t *job, session_t *session, bool ok,
+                  uint64_t now_ms)
 {
     am2zb_lc_t *lc = self->lc;
     am2z_store_batch_t *batch = am2zb_batch(self);
@@ -602,7 +603,8 @@ am2zb_lc_finished(am2z_broker_t *self, const job_t *job, bool ok, uint64_t now_m
     if (now_ms > si->last_ms)
         si->last_ms = now_ms;
     s_dirty(self, si);
-    if (!s_busy(self, si->id))
+    bool busy = session ? session->active || zlistx_size(session->lane) > 0 : s_busy(self, si->id);
+    if (!busy)
         s_idle(lc, si);
 }
 
