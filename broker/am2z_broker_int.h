@@ -358,6 +358,8 @@ void am2zb_job_track(am2z_broker_t *self, job_t *job);
 void am2zb_job_untrack(am2z_broker_t *self, job_t *job);
 session_t *am2zb_session_get(am2z_broker_t *self, const char *id, bool create);
 void am2zb_session_remove(am2z_broker_t *self, session_t *session);
+/*  proc must be a proc_t's own name: the session's table keeps the pointer
+    as its key (procs outlive sessions). */
 counts_t *am2zb_session_counts(session_t *session, const char *proc);
 proc_t *am2zb_proc_get(am2z_broker_t *self, const char *name, bool create);
 void am2zb_session_unready(am2z_broker_t *self, session_t *session);

@@ -128,14 +128,14 @@ typedef struct s_stage {
     struct s_stage *wnext;        /* the writer's queue (under mu) */
 } s_stage_t;
 
-/*  Invariants: rtxn, when not NULL, is a read-only txn that is reset
-    (holding no snapshot) unless rtxn_busy. unsynced_commits > 0 only in
-    periodic mode. */
 /*  Settled write sets kept for reuse, so most turns take their set from
     here instead of allocating it. Two: each spare keeps a 64 KiB block and
     its arrays (≈ 100 KB), and the broker's RSS has little room to spare. */
 #define S_SPARE_SETS 2
 
+/*  Invariants: rtxn, when not NULL, is a read-only txn that is reset
+    (holding no snapshot) unless rtxn_busy. unsynced_commits > 0 only in
+    periodic mode. */
 struct am2z_store_t {
     MDB_env *env;                       /* owned */
     MDB_dbi dbi[AM2Z_DB_COUNT_];        /* handles of the named databases */
