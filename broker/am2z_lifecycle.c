@@ -272,12 +272,17 @@ s_retain_age(const am2z_broker_t *self, int outcome)
     return outcome == 0 ? self->cfg.retain_completed_ms : self->cfg.retain_failed_ms;
 }
 
-/*  True when the session has queued or running jobs. */
+/*  True when the session (may be NULL) has queued or running jobs. */
+static bool
+s_session_busy(session_t *s)
+{
+    return s && (s->active || zlistx_size(s->lane) > 0);
+}
+
 static bool
 s_busy(am2z_broker_t *self, const char *id)
 {
-    session_t *s = am2zb_session_get(self, id, false);
-    return s && (s->active || zlistx_size(s->lane) > 0);
+    return s_session_busy(am2zb_session_get(self, id, false));
 }
 
 /* ---------------------------------------------------------------------------
@@ -603,8 +608,7 @@ am2zb_lc_finished(am2z_broker_t *self, const job_t *job, session_t *session, boo
     if (now_ms > si->last_ms)
         si->last_ms = now_ms;
     s_dirty(self, si);
-    bool busy = session ? session->active || zlistx_size(session->lane) > 0 : s_busy(self, si->id);
-    if (!busy)
+    if (!(session ? s_session_busy(session) : s_busy(self, si->id)))
         s_idle(lc, si);
 }
 
