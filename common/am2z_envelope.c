@@ -96,6 +96,12 @@ s_ctx(void)
 }
 
 int
+am2z_crypto_init_without_config(void)
+{
+    return OPENSSL_init_crypto(OPENSSL_INIT_NO_LOAD_CONFIG, NULL) == 1 ? AM2Z_OK : AM2Z_ECRYPTO;
+}
+
+int
 am2z_sha256(const uint8_t *data, size_t size, uint8_t out[AM2Z_SHA256_LEN])
 {
     static const uint8_t empty[1] = { 0 };

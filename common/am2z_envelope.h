@@ -47,6 +47,15 @@ typedef struct {
     Returns AM2Z_OK, AM2Z_EINVAL or AM2Z_ECRYPTO. */
 int am2z_sha256(const uint8_t *data, size_t size, uint8_t out[AM2Z_SHA256_LEN]);
 
+/*  For a program that owns its process (am2z-broker): initialises OpenSSL
+    without reading the system's OpenSSL configuration (openssl.cnf, or
+    $OPENSSL_CONF). Sealing our own records needs only the default
+    provider's SHA-256, and the configuration's loading keeps ≈ 0.6 MB more
+    of libcrypto resident (bench/where-the-time-goes.md). Call it before
+    anything else uses OpenSSL; a library must not call it, since it decides
+    for every OpenSSL user in the process. Returns AM2Z_OK or AM2Z_ECRYPTO. */
+int am2z_crypto_init_without_config(void);
+
 /*  Lowercase hex of a digest into out (2 * AM2Z_SHA256_LEN + 1 bytes). */
 void am2z_sha256_hex(const uint8_t digest[AM2Z_SHA256_LEN],
                      char out[2 * AM2Z_SHA256_LEN + 1]);

@@ -5,8 +5,11 @@
 #include "am2z_testutil.h"
 
 #include <msgpack.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /*  Field indexes for the hand-built envelopes below. */
 enum { F_FORMAT, F_VERSION, F_SHA, F_CREATED, F_UPDATED, F_PAYLOAD, F_COUNT };
@@ -140,6 +143,60 @@ START_TEST(test_sha256_known_vector)
     am2z_sha256_hex(d, hex);
     ck_assert_str_eq(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
     ck_assert_int_eq(am2z_sha256(NULL, 1, d), AM2Z_EINVAL);
+}
+END_TEST
+
+/*  An OpenSSL configuration that loads only the "base" provider: with it,
+    SHA-256 cannot be fetched. */
+static const char *
+s_write_base_only_conf(char *path, size_t size)
+{
+    const char *tmp = getenv("AM2Z_TEST_TMP");
+    snprintf(path, size, "%s/envelope-openssl-%d.cnf", tmp && *tmp ? tmp : "/tmp", (int)getpid());
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("openssl_conf = openssl_init\n[openssl_init]\nproviders = provider_sect\n"
+          "[provider_sect]\nbase = base_sect\n[base_sect]\nactivate = 1\n", f);
+    ck_assert_int_eq(fclose(f), 0);
+    return path;
+}
+
+/*  The case runs in its own process (CK_FORK=yes): OpenSSL is initialised
+    once per process, and the runner has not touched it. */
+static bool
+s_forked(void)
+{
+    const char *fork_mode = getenv("CK_FORK");
+    return !fork_mode || strcmp(fork_mode, "no") != 0;
+}
+
+START_TEST(test_sha256_ignores_openssl_config_when_told)
+{
+    if (!s_forked())
+        return;
+    char path[512];
+    setenv("OPENSSL_CONF", s_write_base_only_conf(path, sizeof path), 1);
+    ck_assert_int_eq(am2z_crypto_init_without_config(), AM2Z_OK);
+    uint8_t d[AM2Z_SHA256_LEN];
+    char hex[2 * AM2Z_SHA256_LEN + 1];
+    ck_assert_int_eq(am2z_sha256((const uint8_t *)"abc", 3, d), AM2Z_OK);
+    am2z_sha256_hex(d, hex);
+    ck_assert_str_eq(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    unlink(path);
+}
+END_TEST
+
+/*  The control: without the call, the same configuration is read, and
+    SHA-256 is refused, so the case above shows the file was not read. */
+START_TEST(test_sha256_reads_openssl_config_by_default)
+{
+    if (!s_forked())
+        return;
+    char path[512];
+    setenv("OPENSSL_CONF", s_write_base_only_conf(path, sizeof path), 1);
+    uint8_t d[AM2Z_SHA256_LEN];
+    ck_assert_int_eq(am2z_sha256((const uint8_t *)"abc", 3, d), AM2Z_ECRYPTO);
+    unlink(path);
 }
 END_TEST
 
@@ -440,6 +497,8 @@ s_suite(void)
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_sha256_known_vector);
+    tcase_add_test(tc, test_sha256_ignores_openssl_config_when_told);
+    tcase_add_test(tc, test_sha256_reads_openssl_config_by_default);
     tcase_add_test(tc, test_envelope_round_trip_borrows_payload);
     tcase_add_test(tc, test_envelope_encode_rejects_bad_arguments);
     tcase_add_test(tc, test_envelope_detects_every_payload_byte_flip);
