@@ -2805,49 +2805,55 @@ s_resolve_input(am2z_broker_t *self, job_t *job, am2z_state_t **out)
     uint64_t now = am2z_clock_wall_ms();
     am2z_record_t rec;
     memset(&rec, 0, sizeof rec);
-    am2z_state_t *stored = NULL;
     uint64_t stored_version = 0;
+    bool have_stored = false;
     int rc = am2z_store_get_state(self->store, job->session_id, &rec);
     if (rc == AM2Z_OK) {
         stored_version = rec.version;
-        rc = am2z_state_decode(rec.data, rec.size, &stored);
-        am2z_record_clear(&rec);
-        if (rc != AM2Z_OK)
-            return AM2Z_EINTEGRITY;
+        have_stored = true;
     } else if (rc != AM2Z_ENOTFOUND) {
         return rc;
     }
-    if (job->state && job->overlay) {
-        /* a batch payload in this session: set on the state it finds */
-        am2z_state_t *base = stored;
-        stored = NULL;
-        rc = base ? AM2Z_OK : am2z_state_new(job->session_id, now, &base);
-        if (rc == AM2Z_OK)
-            rc = am2z_state_overlay(base, job->state, job->state_size, true,
-                                    self->cfg.common.max_state_size, out);
-        am2z_state_destroy(&base);
-    } else if (job->state) {
+    if (job->state && !job->overlay) {
+        /* the submitted state replaces the stored one, whose metadata
+           (version, createdAt) alone carry over: read, not built */
         uint64_t version = 1, created = now;
-        am2z_state_t *sub = NULL, *base = NULL;
-        if (stored) {
-            version = am2z_state_version(stored);
-            created = am2z_state_created_at(stored);
-        } else if (am2z_state_decode(job->state, job->state_size, &sub) == AM2Z_OK) {
+        if (have_stored) {
+            rc = am2z_state_meta_read(rec.data, rec.size, &version, &created);
+            am2z_record_clear(&rec);
+            if (rc != AM2Z_OK)
+                return AM2Z_EINTEGRITY;
+        } else if (am2z_state_meta_read(job->state, job->state_size, &version, &created)
+                   != AM2Z_OK) {
             /* only without a stored state does the submitted one's metadata count */
-            version = am2z_state_version(sub);
-            created = am2z_state_created_at(sub);
+            version = 1;
+            created = now;
         }
-        am2z_state_destroy(&sub);
-        rc = am2z_state_from_map(job->session_id, job->state, job->state_size, now, &base);
-        if (rc == AM2Z_OK)
-            rc = am2z_state_with_metadata(base, job->session_id, version, created, now, out);
-        am2z_state_destroy(&base);
-        am2z_state_destroy(&stored);
-    } else if (stored) {
-        *out = stored;
-        rc = AM2Z_OK;
+        rc = am2z_state_from_map_meta(job->session_id, job->state, job->state_size, version,
+                                      created, now, out);
     } else {
-        rc = am2z_state_new(job->session_id, now, out);
+        am2z_state_t *stored = NULL;
+        if (have_stored) {
+            rc = am2z_state_decode(rec.data, rec.size, &stored);
+            am2z_record_clear(&rec);
+            if (rc != AM2Z_OK)
+                return AM2Z_EINTEGRITY;
+        }
+        if (job->state) {
+            /* a batch payload in this session: set on the state it finds */
+            am2z_state_t *base = stored;
+            stored = NULL;
+            rc = base ? AM2Z_OK : am2z_state_new(job->session_id, now, &base);
+            if (rc == AM2Z_OK)
+                rc = am2z_state_overlay(base, job->state, job->state_size, true,
+                                        self->cfg.common.max_state_size, out);
+            am2z_state_destroy(&base);
+        } else if (stored) {
+            *out = stored;
+            rc = AM2Z_OK;
+        } else {
+            rc = am2z_state_new(job->session_id, now, out);
+        }
     }
     if (rc != AM2Z_OK)
         return rc;

@@ -698,16 +698,28 @@ s_find_meta(const uint8_t *p, size_t n, size_t *at, size_t *len)
     return AM2Z_OK;
 }
 
+/*  What a state's metadata map says, read from its encoded bytes. */
+typedef struct {
+    size_t at, len;             /* where the metadata map (the value) is */
+    uint64_t version, created_at, last_updated;
+    const char *session_id;     /* borrowed from the bytes, not terminated */
+    size_t session_id_len;
+} s_meta_read_t;
+
+/*  Reads and checks the metadata of the encoded map p[0..n), which
+    am2z_msgpack_check() accepted: a "metadata" map once, with version
+    (>= 1), sessionId (valid), createdAt and lastUpdated each once, the
+    numbers unsigned. Returns AM2Z_OK or AM2Z_EPROTO. */
 static int
-s_read_metadata(am2z_state_t *self)
+s_parse_metadata(const uint8_t *p, size_t n, s_meta_read_t *m)
 {
-    const uint8_t *p = S_DATA(self);
+    memset(m, 0, sizeof *m);
     size_t at, meta_n;
-    if (s_find_meta(p, self->size, &at, &meta_n) != AM2Z_OK || meta_n == 0)
+    if (s_find_meta(p, n, &at, &meta_n) != AM2Z_OK || meta_n == 0)
         return AM2Z_EPROTO;
     const uint8_t *meta = p + at;
-    self->meta_at = at;
-    self->meta_len = meta_n;
+    m->at = at;
+    m->len = meta_n;
     s_head_t mh;
     if (s_head(meta, meta_n, &mh) != 0 || mh.type != AM2Z_VT_MAP)
         return AM2Z_EPROTO;
@@ -739,8 +751,8 @@ s_read_metadata(am2z_state_t *self)
                 const char *s = (const char *)val + vh.hdr;
                 if (vh.type != AM2Z_VT_STR || !am2z_session_id_valid(s, (size_t)vh.len))
                     return AM2Z_EPROTO;
-                memcpy(self->session_id, s, (size_t)vh.len);
-                self->session_id[vh.len] = '\0';
+                m->session_id = s;
+                m->session_id_len = (size_t)vh.len;
                 continue;
             }
             bool neg;
@@ -752,15 +764,44 @@ s_read_metadata(am2z_state_t *self)
             if (neg)
                 return AM2Z_EPROTO;
             if (k == 0)
-                self->version = u;
+                m->version = u;
             else if (k == 2)
-                self->created_at = u;
+                m->created_at = u;
             else
-                self->last_updated = u;
+                m->last_updated = u;
         }
     }
-    if (seen != 0xf || self->version == 0)
+    if (seen != 0xf || m->version == 0)
         return AM2Z_EPROTO;
+    return AM2Z_OK;
+}
+
+/*  The checks of am2z_state_decode on data[0..size): one msgpack map, at
+    most AM2Z_STATE_DEPTH_MAX deep, with valid metadata. */
+static int
+s_check_encoded(const uint8_t *data, size_t size, s_meta_read_t *m)
+{
+    if (!data || size == 0)
+        return AM2Z_EPROTO;
+    if (am2z_msgpack_check(data, size, AM2Z_STATE_DEPTH_MAX) != AM2Z_OK
+        || data[0] < 0x80 || (data[0] > 0x8f && data[0] != 0xde && data[0] != 0xdf))
+        return AM2Z_EPROTO;
+    return s_parse_metadata(data, size, m);
+}
+
+int
+am2z_state_meta_read(const uint8_t *data, size_t size, uint64_t *version,
+                     uint64_t *created_at)
+{
+    if (!version || !created_at)
+        return AM2Z_EINVAL;
+    *version = *created_at = 0;
+    s_meta_read_t m;
+    int rc = s_check_encoded(data, size, &m);
+    if (rc != AM2Z_OK)
+        return rc;
+    *version = m.version;
+    *created_at = m.created_at;
     return AM2Z_OK;
 }
 
@@ -834,20 +875,21 @@ am2z_state_decode(const uint8_t *data, size_t size, am2z_state_t **out)
     if (!out)
         return AM2Z_EINVAL;
     *out = NULL;
-    if (!data || size == 0)
-        return AM2Z_EPROTO;
-    if (am2z_msgpack_check(data, size, AM2Z_STATE_DEPTH_MAX) != AM2Z_OK
-        || data[0] < 0x80 || (data[0] > 0x8f && data[0] != 0xde && data[0] != 0xdf))
-        return AM2Z_EPROTO;
+    s_meta_read_t m;
+    int rc = s_check_encoded(data, size, &m);
+    if (rc != AM2Z_OK)
+        return rc;
     am2z_state_t *self = s_state_alloc(size);
     if (!self)
         return AM2Z_ENOMEM;
     memcpy((uint8_t *)(self + 1), data, size);
-    int rc = s_read_metadata(self);
-    if (rc != AM2Z_OK) {
-        am2z_state_destroy(&self);
-        return rc;
-    }
+    self->meta_at = m.at;
+    self->meta_len = m.len;
+    self->version = m.version;
+    self->created_at = m.created_at;
+    self->last_updated = m.last_updated;
+    memcpy(self->session_id, m.session_id, m.session_id_len);
+    self->session_id[m.session_id_len] = '\0';
     *out = self;
     return AM2Z_OK;
 }

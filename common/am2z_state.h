@@ -106,6 +106,14 @@ int am2z_state_from_map_meta(const char *session_id, const uint8_t *user_map,
     mistyped, version 0, invalid sessionId / too deep) or AM2Z_ENOMEM. */
 int am2z_state_decode(const uint8_t *data, size_t size, am2z_state_t **out);
 
+/*  Checks data[0..size) exactly as am2z_state_decode does and reads its
+    metadata.version and metadata.createdAt, without building a state (no
+    allocation, no copy). Returns AM2Z_OK, AM2Z_EPROTO (what decode
+    refuses) or AM2Z_EINVAL (NULL version / created_at); on error both are
+    0. */
+int am2z_state_meta_read(const uint8_t *data, size_t size, uint64_t *version,
+                         uint64_t *created_at);
+
 /*  Checks what a state decode would check of its structure without
     building one: data is one msgpack map nested at most
     AM2Z_STATE_DEPTH_MAX deep. *version is its metadata.version when the

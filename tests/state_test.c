@@ -96,15 +96,24 @@ s_pack_state(msgpack_sbuffer *sb, int64_t version, const char *sid)
     msgpack_pack_uint64(&pk, 20);
 }
 
+/*  Decodes, and checks that am2z_state_meta_read judges the bytes alike
+    and reads the same version and createdAt. */
 static int
 s_decode_rc(const void *bytes, size_t size)
 {
     am2z_state_t *st = NULL;
     int rc = am2z_state_decode(bytes, size, &st);
-    if (rc == AM2Z_OK)
+    uint64_t version = 99, created = 99;
+    ck_assert_int_eq(am2z_state_meta_read(bytes, size, &version, &created), rc);
+    if (rc == AM2Z_OK) {
+        ck_assert_uint_eq(version, am2z_state_version(st));
+        ck_assert_uint_eq(created, am2z_state_created_at(st));
         am2z_state_destroy(&st);
-    else
+    } else {
         ck_assert_ptr_null(st);
+        ck_assert_uint_eq(version, 0);
+        ck_assert_uint_eq(created, 0);
+    }
     return rc;
 }
 
@@ -1134,6 +1143,9 @@ START_TEST(test_state_decode_rejects_garbage)
 
     ck_assert_int_eq(s_decode_rc(NULL, 0), AM2Z_EPROTO);
     ck_assert_int_eq(am2z_state_decode(BYTES(0x80), NULL), AM2Z_EINVAL);
+    uint64_t u;
+    ck_assert_int_eq(am2z_state_meta_read(BYTES(0x80), NULL, &u), AM2Z_EINVAL);
+    ck_assert_int_eq(am2z_state_meta_read(BYTES(0x80), &u, NULL), AM2Z_EINVAL);
     ck_assert_int_eq(s_decode_rc(BYTES(0x80)), AM2Z_EPROTO);                 /* {} */
     ck_assert_int_eq(s_decode_rc(BYTES(0x91, 0x80)), AM2Z_EPROTO);           /* [{}] */
     ck_assert_int_eq(s_decode_rc(BYTES(0x81, 0xa8, 'm', 'e', 't', 'a', 'd', 'a', 't', 'a', 0x01)),
