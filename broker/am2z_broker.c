@@ -853,6 +853,7 @@ s_effect_free(void **item)
         am2z_msg_clear(eff->result);
         free(eff->result);
     }
+    free(eff->rbody);
     free(eff->worker);
     free(eff->session);
     if (eff->kind == EFF_FINISH)
@@ -938,7 +939,8 @@ s_finish_v(am2z_broker_t *self, job_t *job, bool ok, uint8_t **state_p, size_t s
             uint64_t now = am2z_clock_wall_ms();
             rc = am2z_batch_put_record_at(batch, AM2Z_DB_RESULTS, job->id, strlen(job->id),
                                           job->attempt, body, size, now, now);
-            free(body);
+            eff->rbody = body;          /* its recipients get these bytes */
+            eff->rbody_size = size;
         }
         if (rc != AM2Z_OK)
             AM2Z_LOG(self->log, AM2Z_LOG_ERROR, S_COMPONENT, "cannot store result",
@@ -2356,6 +2358,35 @@ s_count(am2z_broker_t *self, const job_t *job, bool ok)
     }
 }
 
+/*  A FINISH effect's RESULT to one recipient (nobody when size is 0): the
+    stored bytes with its req spliced in (am2z_body_with_req), or encoded
+    afresh when there are none. */
+static void
+s_send_result(am2z_broker_t *self, const uint8_t *ident, size_t size, uint64_t req,
+              bool batch, effect_t *eff)
+{
+    if (!size)
+        return;
+    if (!eff->rbody) {
+        s_send_to(self, ident, size, req, batch, eff->result);
+        return;
+    }
+    if (!req) {
+        s_send_frames(self, self->fe, ident, size, NULL, AM2Z_CMD_RESULT, eff->rbody,
+                      eff->rbody_size, batch);
+        return;
+    }
+    uint8_t *body = NULL;
+    size_t body_size = 0;
+    if (am2z_body_with_req(AM2Z_CMD_RESULT, eff->rbody, eff->rbody_size, req, &body,
+                           &body_size) != AM2Z_OK) {
+        s_send_to(self, ident, size, req, batch, eff->result);
+        return;
+    }
+    s_send_frames(self, self->fe, ident, size, NULL, AM2Z_CMD_RESULT, body, body_size, batch);
+    free(body);
+}
+
 static void
 s_apply_finish(am2z_broker_t *self, effect_t *eff, bool durable)
 {
@@ -2364,6 +2395,8 @@ s_apply_finish(am2z_broker_t *self, effect_t *eff, bool durable)
     if (!durable) {
         /* the outcome could not be stored: the caller gets a ResourceError
            and the job record is deleted next turn */
+        free(eff->rbody);
+        eff->rbody = NULL;
         r->success = false;
         free(r->state);
         r->state = NULL;
@@ -2393,9 +2426,11 @@ s_apply_finish(am2z_broker_t *self, effect_t *eff, bool durable)
     } else {
         s_failed_event(self, job, r->error);
     }
-    s_send_jclient(self, &job->client, r);
+    s_send_result(self, am2zb_jpeer_ident(&job->client), job->client.ident_size,
+                  job->client.req, job->client.batch, eff);
     for (size_t i = 0; i < job->nfetchers; i++)
-        s_send_client(self, &job->fetchers[i], r);
+        s_send_result(self, job->fetchers[i].ident, job->fetchers[i].ident_size,
+                      job->fetchers[i].req, job->fetchers[i].batch, eff);
     s_count(self, job, r->success);
     AM2Z_LOG(self->log, AM2Z_LOG_DEBUG, S_COMPONENT, "job finished",
              AM2Z_KS("job", job->id), AM2Z_KB("ok", r->success),

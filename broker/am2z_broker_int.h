@@ -216,6 +216,9 @@ typedef struct {
     job_t *job;                   /* SUBMIT, DLQ retry: borrowed (in lane); FINISH: owned */
     bool created;                 /* SUBMIT: first job of a new session */
     am2z_msg_t *result;           /* FINISH: the RESULT body (req 0), owned */
+    uint8_t *rbody;               /* FINISH: result encoded (req 0) as stored, owned;
+                                     sent with each recipient's req spliced in */
+    size_t rbody_size;
     char *worker;                 /* FINISH: worker id for the event, owned */
     uint64_t version;             /* FINISH: version of result.state, 0 = unknown */
     peer_t *peer;                 /* DLQ: requester, in the effect's own allocation

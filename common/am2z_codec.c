@@ -1522,6 +1522,55 @@ am2z_msg_encode(const am2z_msg_t *msg, uint8_t **body, size_t *size)
 }
 
 int
+am2z_body_with_req(am2z_cmd_t cmd, const uint8_t *body, size_t size, uint64_t req,
+                   uint8_t **out, size_t *out_size)
+{
+    if (out)
+        *out = NULL;
+    if (out_size)
+        *out_size = 0;
+    if (!out || !out_size || !body || size == 0 || req == 0 || cmd <= AM2Z_CMD_INVALID
+        || cmd >= AM2Z_CMD_COUNT_)
+        return AM2Z_EINVAL;
+    const s_schema_t *sc = &s_cmd_schemas[cmd];
+    if (sc->count == 0 || strcmp(sc->fields[0].key, "req") != 0
+        || (sc->fields[0].flags & S_REQ) || sc->fields[0].kind != K_U64)
+        return AM2Z_EINVAL;
+    size_t hdr;
+    uint64_t pairs;
+    if ((body[0] & 0xf0) == 0x80) {
+        hdr = 1;
+        pairs = body[0] & 0x0f;
+    } else if (body[0] == 0xde && size >= 3) {
+        hdr = 3;
+        pairs = (uint64_t)body[1] << 8 | body[2];
+    } else if (body[0] == 0xdf && size >= 5) {
+        hdr = 5;
+        pairs = (uint64_t)body[1] << 24 | (uint64_t)body[2] << 16 | (uint64_t)body[3] << 8
+                | body[4];
+    } else {
+        return AM2Z_EINVAL;
+    }
+    /* the encoder writes req first when it is set: a body with it already */
+    if (pairs >= UINT32_MAX
+        || (pairs > 0 && size - hdr >= 4 && memcmp(body + hdr, "\xa3req", 4) == 0))
+        return AM2Z_EINVAL;
+    msgpack_sbuffer sbuf;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sbuf);
+    msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
+    if (msgpack_pack_map(&pk, (size_t)pairs + 1) != 0 || s_pack_cstr(&pk, "req", 3) != AM2Z_OK
+        || msgpack_pack_uint64(&pk, req) != 0
+        || msgpack_sbuffer_write(&sbuf, (const char *)body + hdr, size - hdr) != 0) {
+        msgpack_sbuffer_destroy(&sbuf);
+        return AM2Z_ENOMEM;
+    }
+    *out_size = sbuf.size;
+    *out = (uint8_t *)msgpack_sbuffer_release(&sbuf);
+    return AM2Z_OK;
+}
+
+int
 am2z_error_encode(const am2z_error_t *error, uint8_t **data, size_t *size)
 {
     if (!error || !data || !size)

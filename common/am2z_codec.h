@@ -267,6 +267,17 @@ int am2z_frames_decode(const uint8_t *sig, size_t sig_size,
                        size_t max_size, am2z_msg_t *msg,
                        char *err, size_t err_size);
 
+/*  A body am2z_msg_encode() wrote for cmd with req 0, rewritten with req
+    set: byte for byte what am2z_msg_encode() writes with that req, without
+    encoding (and checking) the other fields again. For commands whose
+    schema starts with an optional req (RESULT, ERROR): the
+    broker stores a RESULT and sends the same body to each recipient with
+    its own req. *out is the caller's (free()). Returns AM2Z_OK, AM2Z_EINVAL
+    (another command, req 0, or a body that is not a map or already has a
+    req) or AM2Z_ENOMEM. */
+int am2z_body_with_req(am2z_cmd_t cmd, const uint8_t *body, size_t size, uint64_t req,
+                       uint8_t **out, size_t *out_size);
+
 /*  Best effort for error replies: reads the top-level "req" of a body that
     am2z_msg_decode() refused, so the ERROR can still echo it. Returns
     AM2Z_OK (*req set), AM2Z_ENOTFOUND (no unsigned "req" key) or

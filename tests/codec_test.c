@@ -1165,6 +1165,110 @@ END_TEST
     str8 header names the same field as a fixstr; a key with NULs past a
     field's name is another key (and the match must not read past the end
     of the shorter name: ASan in CI); keys in any order decode the same. */
+/*  A stored RESULT (req 0) resent with each recipient's req: the splice
+    gives exactly what a fresh encode with that req gives. */
+START_TEST(test_body_with_req_equals_encode_with_req)
+{
+    static const uint64_t reqs[] = { 1, 127, 128, 255, 256, 65535, 65536, UINT32_MAX,
+                                     (uint64_t)UINT32_MAX + 1, UINT64_MAX };
+    static const am2z_cmd_t cmds[] = { AM2Z_CMD_RESULT, AM2Z_CMD_ERROR };
+    for (size_t c = 0; c < sizeof cmds / sizeof cmds[0]; c++) {
+        for (int ok = 0; ok < 2; ok++) {
+            am2z_msg_t m;
+            s_fill(cmds[c], &m);
+            if (cmds[c] == AM2Z_CMD_RESULT && ok) {
+                m.success = true;
+                am2z_error_destroy(&m.error);
+            }
+            m.req = 0;
+            uint8_t *base, *want, *got;
+            size_t base_n, want_n, got_n;
+            ck_assert_int_eq(am2z_msg_encode(&m, &base, &base_n), AM2Z_OK);
+            for (size_t i = 0; i < sizeof reqs / sizeof reqs[0]; i++) {
+                m.req = reqs[i];
+                ck_assert_int_eq(am2z_msg_encode(&m, &want, &want_n), AM2Z_OK);
+                ck_assert_int_eq(am2z_body_with_req(cmds[c], base, base_n, reqs[i], &got,
+                                                    &got_n), AM2Z_OK);
+                ck_assert_uint_eq(got_n, want_n);
+                ck_assert_mem_eq(got, want, want_n);
+                /*  and a body that has its req already is refused */
+                uint8_t *again = (uint8_t *)"x";
+                size_t again_n = 1;
+                ck_assert_int_eq(am2z_body_with_req(cmds[c], want, want_n, 5, &again, &again_n),
+                                 AM2Z_EINVAL);
+                ck_assert_ptr_null(again);
+                ck_assert_uint_eq(again_n, 0);
+                free(want);
+                free(got);
+            }
+            free(base);
+            am2z_msg_clear(&m);
+        }
+    }
+}
+END_TEST
+
+/*  Map headers: 15 pairs grow into a map16 of 16, a map16 stays one; and
+    what the function refuses. */
+START_TEST(test_body_with_req_map_headers_and_refusals)
+{
+    const size_t counts[] = { 0, 14, 15, 20 };
+    for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
+        msgpack_sbuffer in, want;
+        msgpack_packer pi, pw;
+        msgpack_sbuffer_init(&in);
+        msgpack_sbuffer_init(&want);
+        msgpack_packer_init(&pi, &in, msgpack_sbuffer_write);
+        msgpack_packer_init(&pw, &want, msgpack_sbuffer_write);
+        if (counts[i] == 14)        /* a map16 header for a small map: kept as map16 */
+            msgpack_sbuffer_write(&in, "\xde\x00\x0e", 3);
+        else
+            msgpack_pack_map(&pi, counts[i]);
+        msgpack_pack_map(&pw, counts[i] + 1);
+        msgpack_pack_str_with_body(&pw, "req", 3);
+        msgpack_pack_uint64(&pw, 77);
+        for (size_t k = 0; k < counts[i]; k++) {
+            char key[8];
+            int n = snprintf(key, sizeof key, "k%zu", k);
+            msgpack_pack_str_with_body(&pi, key, (size_t)n);
+            msgpack_pack_uint64(&pi, k);
+            msgpack_pack_str_with_body(&pw, key, (size_t)n);
+            msgpack_pack_uint64(&pw, k);
+        }
+        uint8_t *got;
+        size_t got_n;
+        ck_assert_int_eq(am2z_body_with_req(AM2Z_CMD_RESULT, (uint8_t *)in.data, in.size, 77,
+                                            &got, &got_n), AM2Z_OK);
+        ck_assert_uint_eq(got_n, want.size);
+        ck_assert_mem_eq(got, want.data, want.size);
+        free(got);
+        msgpack_sbuffer_destroy(&in);
+        msgpack_sbuffer_destroy(&want);
+    }
+    const uint8_t map[] = { 0x80 };
+    const uint8_t arr[] = { 0x90 };
+    const uint8_t cut16[] = { 0xde, 0x00 };
+    const uint8_t cut32[] = { 0xdf, 0x00, 0x00, 0x01 };
+    uint8_t *out;
+    size_t out_n;
+    ck_assert_int_eq(am2z_body_with_req(AM2Z_CMD_SUBMIT, map, 1, 1, &out, &out_n), AM2Z_EINVAL);
+    ck_assert_int_eq(am2z_body_with_req(AM2Z_CMD_ACCEPTED, map, 1, 1, &out, &out_n), AM2Z_EINVAL);
+    ck_assert_int_eq(am2z_body_with_req(AM2Z_CMD_EVENT, map, 1, 1, &out, &out_n), AM2Z_EINVAL);
+    ck_assert_int_eq(am2z_body_with_req(AM2Z_CMD_INVALID, map, 1, 1, &out, &out_n), AM2Z_EINVAL);
+    ck_assert_int_eq(am2z_body_with_req(AM2Z_CMD_COUNT_, map, 1, 1, &out, &out_n), AM2Z_EINVAL);
+    ck_assert_int_eq(am2z_body_with_req(AM2Z_CMD_RESULT, map, 1, 0, &out, &out_n), AM2Z_EINVAL);
+    ck_assert_int_eq(am2z_body_with_req(AM2Z_CMD_RESULT, map, 0, 1, &out, &out_n), AM2Z_EINVAL);
+    ck_assert_int_eq(am2z_body_with_req(AM2Z_CMD_RESULT, NULL, 1, 1, &out, &out_n), AM2Z_EINVAL);
+    ck_assert_int_eq(am2z_body_with_req(AM2Z_CMD_RESULT, arr, 1, 1, &out, &out_n), AM2Z_EINVAL);
+    ck_assert_int_eq(am2z_body_with_req(AM2Z_CMD_RESULT, cut16, sizeof cut16, 1, &out, &out_n),
+                     AM2Z_EINVAL);
+    ck_assert_int_eq(am2z_body_with_req(AM2Z_CMD_RESULT, cut32, sizeof cut32, 1, &out, &out_n),
+                     AM2Z_EINVAL);
+    ck_assert_int_eq(am2z_body_with_req(AM2Z_CMD_RESULT, map, 1, 1, NULL, &out_n), AM2Z_EINVAL);
+    ck_assert_int_eq(am2z_body_with_req(AM2Z_CMD_RESULT, map, 1, 1, &out, NULL), AM2Z_EINVAL);
+}
+END_TEST
+
 START_TEST(test_keys_match_by_bytes_in_any_order)
 {
     am2z_msg_t a, b;
@@ -1557,6 +1661,8 @@ s_suite(void)
     tcase_add_test(tc, test_body_must_be_one_map_within_the_limit);
     tcase_add_test(tc, test_unknown_keys_ignored_duplicates_refused);
     tcase_add_test(tc, test_keys_match_by_bytes_in_any_order);
+    tcase_add_test(tc, test_body_with_req_equals_encode_with_req);
+    tcase_add_test(tc, test_body_with_req_map_headers_and_refusals);
     tcase_add_test(tc, test_frames_check_signature_and_command);
     tcase_add_test(tc, test_peek_req_reads_req_from_refused_bodies);
     tcase_add_test(tc, test_huge_declared_lengths_are_refused);
