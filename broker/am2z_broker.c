@@ -106,6 +106,11 @@ const am2z_cfg_def_t am2z_broker_config_table[] = {
       "sync durability: commit and fsync on a writer thread while the loop handles the "
       "next messages (answers still wait until their commit is on disk); "
       "--no-store-writer commits on the loop" },
+    { "openssl-config", AM2Z_CFG_BOOL, offsetof(am2z_broker_config_t, openssl_config), 0,
+      "false", 0, 0, NULL,
+      "am2z-broker reads the host's OpenSSL configuration (openssl.cnf or $OPENSSL_CONF) "
+      "at start, e.g. to seal records with a FIPS provider's SHA-256; off: the default "
+      "provider, and about 0.5 MB less resident" },
     { .name = NULL }
 };
 

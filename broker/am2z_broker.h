@@ -55,6 +55,7 @@ typedef struct {
     char cpus[64];                         /* am2z-broker: CPUs to run on ("" = any) */
     uint64_t poll_spin_us;                 /* busy-poll this long before sleeping; 0 = never */
     bool store_writer;                     /* sync: commits on the store's writer thread */
+    bool openssl_config;                   /* am2z-broker: read the host's OpenSSL config */
 } am2z_broker_config_t;
 
 /*  The broker's configuration table (common entries + endpoints), for

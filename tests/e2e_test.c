@@ -739,6 +739,55 @@ START_TEST(test_e2e_broker_on_one_cpu_does_not_spin)
 }
 END_TEST
 
+/*  The broker skips the host's OpenSSL configuration unless told
+    (--openssl-config). With a configuration that loads only OpenSSL's
+    "base" provider (no SHA-256): a default broker seals and serves jobs;
+    one told to read it refuses to start, exit 1, naming the setting. */
+START_TEST(test_e2e_broker_openssl_config)
+{
+    const char *tmp = getenv("AM2Z_TEST_TMP");
+    char conf[512], dir[512];
+    snprintf(conf, sizeof conf, "%s/e2e-openssl-%d.cnf", tmp && *tmp ? tmp : "/tmp",
+             (int)getpid());
+    snprintf(dir, sizeof dir, "%s/e2e-openssl-%d.data", tmp && *tmp ? tmp : "/tmp",
+             (int)getpid());
+    FILE *f = fopen(conf, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("openssl_conf = openssl_init\n[openssl_init]\nproviders = provider_sect\n"
+          "[provider_sect]\nbase = base_sect\n[base_sect]\nactivate = 1\n", f);
+    ck_assert_int_eq(fclose(f), 0);
+    ck_assert_int_eq(setenv("OPENSSL_CONF", conf, 1), 0);   /* the children inherit it */
+
+    am2z_cluster_t cl;
+    am2z_client_t *c = s_own_broker(&cl, "e2e-openssl", NULL);
+    const char *const w[] = { "--concurrency", "1", NULL };
+    am2z_cluster_start_worker(&cl, w);
+    am2z_state_t *st = am2z_cluster_state("ossl", "count", 1, NULL);
+    am2z_result_t *r = NULL;
+    ck_assert_int_eq(am2z_client_execute(c, "increment", st, "ossl", NULL, &r), AM2Z_OK);
+    ck_assert_msg(r->success, "%s", r->error ? r->error->message : "?");
+    am2z_result_destroy(&r);
+    am2z_state_destroy(&st);
+    am2z_client_destroy(&c);
+    am2z_cluster_stop(&cl);
+
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "exec '%s' --openssl-config --data-dir '%s' --frontend 'tcp://127.0.0.1:*' "
+             "--backend 'tcp://127.0.0.1:*' --events '' 2>&1", AM2Z_BROKER_BIN, dir);
+    char *const argv[] = { "/bin/sh", "-c", cmd, NULL };
+    char out[4096] = "";
+    ck_assert_int_eq(am2z_testproc_run(argv, out, sizeof out, 10000), 1);
+    ck_assert_msg(strstr(out, "cannot compute SHA-256") && strstr(out, "--openssl-config"),
+                  "%s", out);
+    unsetenv("OPENSSL_CONF");
+    unlink(conf);
+    char rm[600];
+    snprintf(rm, sizeof rm, "rm -rf '%s'", dir);
+    ck_assert_int_eq(system(rm), 0);
+}
+END_TEST
+
 /*  --malloc-arenas: a worker whose threads share one malloc arena serves
     jobs from several slots at once; a value out of range is refused at
     start with the usage (exit 2). */
@@ -886,6 +935,7 @@ s_suite(void)
     tcase_add_test(tc, test_e2e_second_broker_on_one_data_dir_exits_naming_the_first);
     tcase_add_test(tc, test_e2e_broker_on_one_cpu_does_not_spin);
     tcase_add_test(tc, test_e2e_worker_malloc_arenas);
+    tcase_add_test(tc, test_e2e_broker_openssl_config);
     suite_add_tcase(s, tc);
     tc = tcase_create("sync broker+1 worker");
     tcase_add_unchecked_fixture(tc, s_setup_sync, s_teardown);
