@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <ftw.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,11 +41,31 @@ am2z_test_tmpdir(const char *tag, char *out, size_t out_size)
 int
 am2z_test_run(Suite *suite)
 {
+    /*  Every scratch dir of this run (am2z_test_tmpdir, LMDB files of up
+        to tens of MB each) goes under one of its own, removed when every
+        check passed and kept, named on stderr, when one failed. The cases
+        (forked, and the daemons they start) inherit it through the
+        environment. */
+    const char *base = getenv("AM2Z_TEST_TMP");
+    if (!base || !*base)
+        base = "/tmp";
+    mkdir(base, 0755);
+    char scratch[1024];
+    int n = snprintf(scratch, sizeof scratch, "%s/run-%d-XXXXXX", base, (int)getpid());
+    bool own = n > 0 && (size_t)n < sizeof scratch && mkdtemp(scratch) != NULL
+               && setenv("AM2Z_TEST_TMP", scratch, 1) == 0;
+
     SRunner *runner = srunner_create(suite);
     srunner_run_all(runner, CK_NORMAL);
     int failed = srunner_ntests_failed(runner);
     int ran = srunner_ntests_run(runner);
     srunner_free(runner);
+    if (own) {
+        if (failed == 0 && ran > 0)
+            am2z_test_rmtree(scratch);
+        else
+            fprintf(stderr, "scratch files of this run kept in %s\n", scratch);
+    }
     if (ran == 0) {
         /* a selection that matches nothing (CK_RUN_SUITE, CK_RUN_CASE,
            CK_INCLUDE_TAGS / CK_EXCLUDE_TAGS) must not pass as a run */

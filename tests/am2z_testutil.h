@@ -18,7 +18,10 @@ void am2z_test_rmtree(const char *path);
 /*  Runs one suite with CK_ENV-controlled forking; returns EXIT_SUCCESS
     when every check passed, EXIT_FAILURE when one failed or when none ran
     (a CK_RUN_CASE / CK_*_TAGS selection that matches nothing is a mistake,
-    not a pass). Use as main's exit status. */
+    not a pass). Use as main's exit status. Points AM2Z_TEST_TMP at a
+    directory of the run's own (run-PID-XXXXXX under it) for the cases,
+    and removes it afterwards when every check passed (kept and named on
+    stderr otherwise). */
 int am2z_test_run(Suite *suite);
 
 /*  Opens the LMDB environment in dir (a data dir no broker holds) and
