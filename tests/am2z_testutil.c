@@ -38,6 +38,21 @@ am2z_test_tmpdir(const char *tag, char *out, size_t out_size)
     ck_assert_msg(mkdtemp(out) != NULL, "mkdtemp(%s): %s", out, strerror(errno));
 }
 
+const char *
+am2z_test_openssl_base_only(const char *tag, char *out, size_t out_size)
+{
+    const char *base = getenv("AM2Z_TEST_TMP");
+    int n = snprintf(out, out_size, "%s/%s-openssl-%d.cnf", base && *base ? base : "/tmp",
+                     tag, (int)getpid());
+    ck_assert_int_lt(n, (int)out_size);
+    FILE *f = fopen(out, "w");
+    ck_assert_msg(f != NULL, "fopen(%s): %s", out, strerror(errno));
+    fputs("openssl_conf = openssl_init\n[openssl_init]\nproviders = provider_sect\n"
+          "[provider_sect]\nbase = base_sect\n[base_sect]\nactivate = 1\n", f);
+    ck_assert_int_eq(fclose(f), 0);
+    return out;
+}
+
 int
 am2z_test_run(Suite *suite)
 {

@@ -12,6 +12,12 @@
     after `tag`, and writes its path into out. Fails the test on error. */
 void am2z_test_tmpdir(const char *tag, char *out, size_t out_size);
 
+/*  Writes an OpenSSL configuration that loads only OpenSSL's "base"
+    provider (so SHA-256 cannot be fetched where it is read) to a file
+    named after `tag` under $AM2Z_TEST_TMP (or /tmp), and returns its path
+    in out. Fails the test on error. */
+const char *am2z_test_openssl_base_only(const char *tag, char *out, size_t out_size);
+
 /*  Removes a directory tree (rm -rf). Ignores errors. */
 void am2z_test_rmtree(const char *path);
 

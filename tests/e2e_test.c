@@ -747,15 +747,9 @@ START_TEST(test_e2e_broker_openssl_config)
 {
     const char *tmp = getenv("AM2Z_TEST_TMP");
     char conf[512], dir[512];
-    snprintf(conf, sizeof conf, "%s/e2e-openssl-%d.cnf", tmp && *tmp ? tmp : "/tmp",
-             (int)getpid());
     snprintf(dir, sizeof dir, "%s/e2e-openssl-%d.data", tmp && *tmp ? tmp : "/tmp",
              (int)getpid());
-    FILE *f = fopen(conf, "w");
-    ck_assert_ptr_nonnull(f);
-    fputs("openssl_conf = openssl_init\n[openssl_init]\nproviders = provider_sect\n"
-          "[provider_sect]\nbase = base_sect\n[base_sect]\nactivate = 1\n", f);
-    ck_assert_int_eq(fclose(f), 0);
+    am2z_test_openssl_base_only("e2e", conf, sizeof conf);
     ck_assert_int_eq(setenv("OPENSSL_CONF", conf, 1), 0);   /* the children inherit it */
 
     am2z_cluster_t cl;

@@ -146,21 +146,6 @@ START_TEST(test_sha256_known_vector)
 }
 END_TEST
 
-/*  An OpenSSL configuration that loads only the "base" provider: with it,
-    SHA-256 cannot be fetched. */
-static const char *
-s_write_base_only_conf(char *path, size_t size)
-{
-    const char *tmp = getenv("AM2Z_TEST_TMP");
-    snprintf(path, size, "%s/envelope-openssl-%d.cnf", tmp && *tmp ? tmp : "/tmp", (int)getpid());
-    FILE *f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    fputs("openssl_conf = openssl_init\n[openssl_init]\nproviders = provider_sect\n"
-          "[provider_sect]\nbase = base_sect\n[base_sect]\nactivate = 1\n", f);
-    ck_assert_int_eq(fclose(f), 0);
-    return path;
-}
-
 /*  The case runs in its own process (CK_FORK=yes): OpenSSL is initialised
     once per process, and the runner has not touched it. */
 static bool
@@ -175,7 +160,7 @@ START_TEST(test_sha256_ignores_openssl_config_when_told)
     if (!s_forked())
         return;
     char path[512];
-    setenv("OPENSSL_CONF", s_write_base_only_conf(path, sizeof path), 1);
+    setenv("OPENSSL_CONF", am2z_test_openssl_base_only("envelope", path, sizeof path), 1);
     ck_assert_int_eq(am2z_crypto_init_without_config(), AM2Z_OK);
     uint8_t d[AM2Z_SHA256_LEN];
     char hex[2 * AM2Z_SHA256_LEN + 1];
@@ -193,7 +178,7 @@ START_TEST(test_sha256_reads_openssl_config_by_default)
     if (!s_forked())
         return;
     char path[512];
-    setenv("OPENSSL_CONF", s_write_base_only_conf(path, sizeof path), 1);
+    setenv("OPENSSL_CONF", am2z_test_openssl_base_only("envelope", path, sizeof path), 1);
     uint8_t d[AM2Z_SHA256_LEN];
     ck_assert_int_eq(am2z_sha256((const uint8_t *)"abc", 3, d), AM2Z_ECRYPTO);
     unlink(path);
