@@ -1086,7 +1086,7 @@ s_client_job_id_ok(am2z_broker_t *self, const peer_t *peer, const am2z_msg_t *ms
         why = "a job id chosen by the client must be 32 lowercase hex characters (am2z_id_new)";
     else if (msg->every_ms)
         why = "a repeatable job cannot take a job id: each run gets its own";
-    if (!why && zhashx_lookup(self->jobs, id))
+    if (!why && am2z_idmap_lookup(self->jobs, id))
         why = "job id already in use";
     am2z_store_batch_t *batch = why ? NULL : s_batch(self);
     if (!why && !batch) {
@@ -1147,8 +1147,8 @@ s_submit_limits(am2z_broker_t *self, proc_t *proc, const char *session_id, sessi
     am2z_store_stats_t st;
     memset(&st, 0, sizeof st);
     am2z_store_stats(self->store, &st);
-    uint64_t held = st.sessions > zhashx_size(self->sessions) ? st.sessions
-                                                              : zhashx_size(self->sessions);
+    uint64_t held = st.sessions > am2z_idmap_size(self->sessions) ? st.sessions
+                                                              : am2z_idmap_size(self->sessions);
     if (held >= self->cfg.common.max_sessions)
         return am2z_error_resource("sessions (max-sessions)", self->cfg.common.max_sessions,
                                    held);
@@ -1431,7 +1431,7 @@ s_on_dlq(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
         s_send_error(self, peer, &e);
         return;
     }
-    if (zhashx_lookup(self->jobs, msg->job)) {
+    if (am2z_idmap_lookup(self->jobs, msg->job)) {
         s_send_error_fmt(self, peer, AM2Z_CAT_CONFLICT, "JOB_QUEUED",
                          "job %s is queued or running, not a dead letter", msg->job);
         return;
@@ -1997,7 +1997,7 @@ s_on_stale_done(am2z_broker_t *self, worker_t *worker, const am2z_msg_t *msg)
 static void
 s_on_done(am2z_broker_t *self, worker_t *worker, am2z_msg_t *msg)
 {
-    job_t *job = msg->job ? zhashx_lookup(self->jobs, msg->job) : NULL;
+    job_t *job = msg->job ? am2z_idmap_lookup(self->jobs, msg->job) : NULL;
     if (!job || job->status != JOB_ACTIVE || job->worker != worker
         || job->attempt != msg->attempt) {
         s_on_stale_done(self, worker, msg);
@@ -2068,7 +2068,7 @@ s_on_done(am2z_broker_t *self, worker_t *worker, am2z_msg_t *msg)
 static void
 s_on_worker_event(am2z_broker_t *self, worker_t *worker, am2z_msg_t *msg)
 {
-    job_t *job = msg->job ? zhashx_lookup(self->jobs, msg->job) : NULL;
+    job_t *job = msg->job ? am2z_idmap_lookup(self->jobs, msg->job) : NULL;
     if (!job || job->worker != worker || job->status != JOB_ACTIVE || job->stopped
         || !msg->name || !am2z_name_valid(msg->name, strlen(msg->name))) {
         AM2Z_LOG(self->log, AM2Z_LOG_DEBUG, S_COMPONENT, "worker event dropped",
@@ -2515,7 +2515,7 @@ s_active_sessions(am2z_broker_t *self)
     if (!set)
         return NULL;
     am2z_store_list_sessions(self->store, s_collect_session, set);
-    for (session_t *s = zhashx_first(self->sessions); s; s = zhashx_next(self->sessions))
+    for (session_t *s = am2z_idmap_first(self->sessions); s; s = am2z_idmap_next(self->sessions))
         if (s->active || zlistx_size(s->lane))
             zhashx_insert(set, s->id, (void *)1);
     return set;
@@ -2530,7 +2530,7 @@ static qcount_t
 s_queue_count(am2z_broker_t *self, const proc_t *proc, const char *session, uint64_t now)
 {
     qcount_t q = { 0, 0, 0 };
-    for (job_t *job = zhashx_first(self->jobs); job; job = zhashx_next(self->jobs)) {
+    for (job_t *job = am2z_idmap_first(self->jobs); job; job = am2z_idmap_next(self->jobs)) {
         if (job->proc != proc || job->stopped)
             continue;
         if (session && strcmp(job->session_id, session) != 0)
@@ -2578,7 +2578,7 @@ s_write_queues(am2z_broker_t *self, am2z_bw_t *w, const char *session_id)
 static void
 s_query_job(am2z_broker_t *self, const peer_t *peer, const char *id, am2z_bw_t *w)
 {
-    job_t *job = zhashx_lookup(self->jobs, id);
+    job_t *job = am2z_idmap_lookup(self->jobs, id);
     if (job && !job->stopped) {
         am2z_bw_map(w, 8 + (job->has_progress ? 1u : 0u));
         if (job->has_progress) {
@@ -2633,7 +2633,7 @@ s_on_query(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
     bool answered = false;       /* an ERROR was sent instead */
     if (strcmp(what, "stats") == 0) {
         uint64_t running = 0, waiting = 0;
-        for (job_t *j = zhashx_first(self->jobs); j; j = zhashx_next(self->jobs)) {
+        for (job_t *j = am2z_idmap_first(self->jobs); j; j = am2z_idmap_next(self->jobs)) {
             if (j->stopped)
                 continue;
             if (j->status == JOB_WAITING)
@@ -2777,7 +2777,7 @@ s_on_query(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
 static void
 s_on_fetch(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
 {
-    job_t *job = msg->job ? zhashx_lookup(self->jobs, msg->job) : NULL;
+    job_t *job = msg->job ? am2z_idmap_lookup(self->jobs, msg->job) : NULL;
     if (job && !job->stopped) {
         uint8_t *data = NULL;
         size_t size = 0;
@@ -3019,7 +3019,7 @@ s_stage_dirty(am2z_broker_t *self)
     char *id;
     while ((id = zlistx_first(self->dirty))) {
         zlistx_detach_cur(self->dirty);
-        job_t *job = zhashx_lookup(self->jobs, id);
+        job_t *job = am2z_idmap_lookup(self->jobs, id);
         if (job && job->accepted && !job->stopped)
             s_put_job_record(self, job);
         free(id);
@@ -3034,7 +3034,7 @@ s_stage_leftovers(am2z_broker_t *self)
     failure_t *f;
     while ((f = zlistx_first(self->failures))) {
         zlistx_detach_cur(self->failures);
-        job_t *job = zhashx_lookup(self->jobs, f->id);
+        job_t *job = am2z_idmap_lookup(self->jobs, f->id);
         if (job && job->status == JOB_FAILING && job->session)
             s_finish(self, job, false, NULL, 0, &f->error, 0, 0, NULL);
         am2z_error_destroy(&f->error);
@@ -3265,7 +3265,7 @@ static size_t
 s_running(am2z_broker_t *self)
 {
     size_t n = 0;
-    for (job_t *job = zhashx_first(self->jobs); job; job = zhashx_next(self->jobs))
+    for (job_t *job = am2z_idmap_first(self->jobs); job; job = am2z_idmap_next(self->jobs))
         if (job->status == JOB_ACTIVE)
             n++;
     return n;
@@ -3276,7 +3276,7 @@ s_running(am2z_broker_t *self)
 static void
 s_cancel_running(am2z_broker_t *self)
 {
-    for (job_t *job = zhashx_first(self->jobs); job; job = zhashx_next(self->jobs)) {
+    for (job_t *job = am2z_idmap_first(self->jobs); job; job = am2z_idmap_next(self->jobs)) {
         if (job->status != JOB_ACTIVE || !job->worker)
             continue;
         am2z_msg_t cancel;
@@ -3300,7 +3300,7 @@ s_drain_step(am2z_broker_t *self)
         self->drain_deadline_us = now + self->cfg.grace_ms * 1000;
         AM2Z_LOG(self->log, AM2Z_LOG_INFO, S_COMPONENT, "stopping: draining running jobs",
                  AM2Z_KU("running", s_running(self)), AM2Z_KU("grace_ms", self->cfg.grace_ms),
-                 AM2Z_KU("pending", zhashx_size(self->jobs)));
+                 AM2Z_KU("pending", am2z_idmap_size(self->jobs)));
     }
     size_t running = s_running(self);
     if (running == 0 && !zlistx_size(self->failures) && !zlistx_size(self->dirty)
@@ -3523,14 +3523,14 @@ s_reload(am2z_broker_t *self)
     zlistx_t *order = zlistx_new();
     if (order) {
         zlistx_set_comparator(order, s_head_seq_cmp);
-        for (session_t *s = zhashx_first(self->sessions); s; s = zhashx_next(self->sessions))
+        for (session_t *s = am2z_idmap_first(self->sessions); s; s = am2z_idmap_next(self->sessions))
             zlistx_add_end(order, s);
         zlistx_sort(order);
         for (session_t *s = zlistx_first(order); s; s = zlistx_next(order))
             am2zb_session_kick(self, s, now);
         zlistx_destroy(&order);
     } else {
-        for (session_t *s = zhashx_first(self->sessions); s; s = zhashx_next(self->sessions))
+        for (session_t *s = am2z_idmap_first(self->sessions); s; s = am2z_idmap_next(self->sessions))
             am2zb_session_kick(self, s, now);
     }
     zlistx_destroy(&r.keys);
@@ -3626,8 +3626,8 @@ am2z_broker_new(const am2z_broker_config_t *cfg, am2z_broker_t **out,
         AM2Z_LOG(self->log, AM2Z_LOG_INFO, S_COMPONENT, "poll-spin off: the broker has one CPU");
     }
     int rc = AM2Z_ENOMEM;
-    self->jobs = zhashx_new();
-    self->sessions = zhashx_new();
+    self->jobs = am2z_idmap_new(NULL);         /* a finished job moves to its effect */
+    self->sessions = am2z_idmap_new(s_session_free);
     self->procs = zhashx_new();
     self->workers_by_key = zhashx_new();
     self->delayed = zlistx_new();
@@ -3643,18 +3643,14 @@ am2z_broker_new(const am2z_broker_config_t *cfg, am2z_broker_t **out,
         snprintf(err, err_size, "out of memory");
         goto fail;
     }
-    /* jobs: no destructor; a finished job moves to its effect. The keys of
-       jobs, sessions and procs are their own ids and names (borrowed: an
-       entry leaves its table before its value is freed, and a lookup then
-       compares the key where the value lives instead of in a copy of it). */
-    zhashx_set_destructor(self->sessions, s_session_free);
+    /* The keys of jobs, sessions and procs are their own ids and names
+       (borrowed: an entry leaves its table before its value is freed, and
+       a lookup then compares the key where the value lives instead of in a
+       copy of it). */
     zhashx_set_destructor(self->procs, s_proc_free);
-    zhashx_t *borrowing[] = { self->jobs, self->sessions, self->procs };
-    for (size_t i = 0; i < sizeof borrowing / sizeof borrowing[0]; i++) {
-        zhashx_set_key_duplicator(borrowing[i], NULL);
-        zhashx_set_key_destructor(borrowing[i], NULL);
-        zhashx_set_key_hasher(borrowing[i], am2z_hash_str);   /* ids: 8 bytes a step */
-    }
+    zhashx_set_key_duplicator(self->procs, NULL);
+    zhashx_set_key_destructor(self->procs, NULL);
+    zhashx_set_key_hasher(self->procs, am2z_hash_str);   /* 8 bytes a step */
     zlistx_set_destructor(self->effects, s_effect_free);
     zlistx_set_destructor(self->deferred, s_deferred_free);
     zlistx_set_destructor(self->failures, s_failure_free);
@@ -3721,7 +3717,7 @@ am2z_broker_new(const am2z_broker_config_t *cfg, am2z_broker_t **out,
     AM2Z_LOG(self->log, AM2Z_LOG_INFO, S_COMPONENT, "started",
              AM2Z_KS("frontend", self->endpoint[0]), AM2Z_KS("backend", self->endpoint[1]),
              AM2Z_KS("events", self->endpoint[2]), AM2Z_KS("data_dir", cfg->common.data_dir),
-             AM2Z_KU("pending", zhashx_size(self->jobs)));
+             AM2Z_KU("pending", am2z_idmap_size(self->jobs)));
     *out = self;
     return AM2Z_OK;
 fail:
@@ -3760,12 +3756,12 @@ am2z_broker_destroy(am2z_broker_t **self_p)
     am2zb_repeat_destroy(self);      /* idempotency + repeat + progress (issue 6) */
     am2zb_lc_destroy(self);
     if (self->jobs) {
-        for (job_t *job = zhashx_first(self->jobs); job; job = zhashx_next(self->jobs))
+        for (job_t *job = am2z_idmap_first(self->jobs); job; job = am2z_idmap_next(self->jobs))
             am2zb_job_destroy(&job);
     }
-    zhashx_destroy(&self->jobs);
+    am2z_idmap_destroy(&self->jobs);
     zlistx_destroy(&self->leases);   /* after the jobs: they unlink themselves */
-    zhashx_destroy(&self->sessions);
+    am2z_idmap_destroy(&self->sessions);
     zhashx_destroy(&self->procs);
     free(self->proc_v);
     zhashx_destroy(&self->workers_by_key);

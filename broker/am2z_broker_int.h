@@ -49,6 +49,7 @@
 #include "am2z_clock.h"
 #include "am2z_codec.h"
 #include "am2z_error.h"
+#include "am2z_idmap.h"
 #include "am2z_log.h"
 #include "am2z_state.h"
 #include "am2z_store.h"
@@ -284,8 +285,8 @@ struct am2z_broker_t {
     uint8_t rnd_pool[640];        /* getrandom bytes for job ids (s_make_job_id) */
     size_t rnd_left;              /* unused bytes at the end of rnd_pool */
     char endpoint[3][AM2Z_ENDPOINT_MAX];
-    zhashx_t *jobs;               /* id -> job_t* (owned) */
-    zhashx_t *sessions;           /* id -> session_t* (owned) */
+    am2z_idmap_t *jobs;           /* id -> job_t* (owned) */
+    am2z_idmap_t *sessions;       /* id -> session_t* (owned) */
     zhashx_t *procs;              /* name -> proc_t* (owned) */
     proc_t **proc_v;              /* the same procs in creation order (borrowed;
                                      the loop walks this: a zhashx walk scans

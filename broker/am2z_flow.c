@@ -592,7 +592,7 @@ s_resume_foreign(am2z_broker_t *self, flow_t *f, size_t i)
     snprintf(id, sizeof id, "%s", u->foreign);
     u->foreign[0] = '\0';
     u->status = U_RUNNING;
-    if (zhashx_lookup(self->jobs, id)) {
+    if (am2z_idmap_lookup(self->jobs, id)) {
         ref_t *ref = calloc(1, sizeof *ref);
         if (ref) {
             ref->flow = f->id;
@@ -1868,7 +1868,7 @@ s_call_result(am2z_broker_t *self, const char *worker_id, uint64_t req, const jo
 void
 am2zb_flow_call(am2z_broker_t *self, worker_t *worker, am2z_msg_t *msg)
 {
-    job_t *parent = zhashx_lookup(self->jobs, msg->job);
+    job_t *parent = am2z_idmap_lookup(self->jobs, msg->job);
     am2z_error_t *e = NULL;
     am2z_state_t *input = NULL;
     proc_t *proc = am2zb_proc_get(self, msg->processor, false);

@@ -114,10 +114,10 @@ typedef struct {
     and in its session's; bucket counts are the lists' lengths (a failed
     commit reloads everything from the store). */
 struct am2zb_lc_s {
-    zhashx_t *sessions;           /* id -> sinfo_t* (owned) */
+    am2z_idmap_t *sessions;       /* id -> sinfo_t* (owned) */
     zlistx_t *idle;               /* sinfo_t* (borrowed), by last_ms */
     zhashx_t *buckets;            /* proc name -> retain_t* (owned) */
-    zhashx_t *results;            /* job id -> rent_t* (owned; the key is in it) */
+    am2z_idmap_t *results;        /* job id -> rent_t* (owned; the key is in it) */
     zlistx_t *staged;             /* stop_t* of this turn (owned) */
     zlistx_t *pending;            /* stop_t* committed, waiting (owned) */
     bool dlq_base_known;          /* dlq_base is current (see am2zb_lc_committed) */
@@ -299,7 +299,7 @@ s_sinfo_add(am2zb_lc_t *lc, const char *id, uint64_t created, uint64_t last)
     si->id = memcpy((char *)(si + 1), id, id_size);
     si->created_ms = created;
     si->last_ms = last;
-    zhashx_insert(lc->sessions, si->id, si);   /* key borrowed */
+    am2z_idmap_insert(lc->sessions, si->id, si);   /* key borrowed */
     return si;
 }
 
@@ -324,7 +324,7 @@ static void s_clean(am2zb_lc_t *lc, sinfo_t *si);
 static void
 s_sinfo_remove(am2zb_lc_t *lc, const char *id)
 {
-    sinfo_t *si = zhashx_lookup(lc->sessions, id);
+    sinfo_t *si = am2z_idmap_lookup(lc->sessions, id);
     if (!si)
         return;
     s_unidle(lc, si);
@@ -336,7 +336,7 @@ s_sinfo_remove(am2zb_lc_t *lc, const char *id)
         e->si = NULL;
         e->sprev = e->snext = NULL;
     }
-    zhashx_delete(lc->sessions, id);      /* frees si */
+    am2z_idmap_delete(lc->sessions, id);      /* frees si */
 }
 
 static int
@@ -403,7 +403,7 @@ bool
 am2zb_lc_touch(am2z_broker_t *self, const char *session, uint64_t now_ms)
 {
     am2zb_lc_t *lc = self->lc;
-    sinfo_t *si = zhashx_lookup(lc->sessions, session);
+    sinfo_t *si = am2z_idmap_lookup(lc->sessions, session);
     bool created = false;
     if (!si) {
         si = s_sinfo_add(lc, session, now_ms, now_ms);
@@ -473,7 +473,7 @@ s_rent_add(am2zb_lc_t *lc, retain_t *b, int outcome, sinfo_t *si, const uint8_t 
     e->outcome = (uint8_t)outcome;
     e->b = b;
     e->si = si;
-    if (zhashx_insert(lc->results, e->key + job, e) != 0) {
+    if (am2z_idmap_insert(lc->results, (const char *)e->key + job, e) != 0) {
         free(e);
         return NULL;
     }
@@ -524,7 +524,7 @@ s_rent_forget(am2zb_lc_t *lc, rent_t *e)
         if (e->snext)
             e->snext->sprev = e->sprev;
     }
-    zhashx_delete(lc->results, e->key + e->job);      /* frees e */
+    am2z_idmap_delete(lc->results, (const char *)e->key + e->job);   /* frees e */
 }
 
 /*  Deletes one result with its `done` entry, in the batch and in memory. */
@@ -568,12 +568,12 @@ am2zb_lc_finished(am2z_broker_t *self, const job_t *job, session_t *session, boo
     am2z_store_batch_t *batch = am2zb_batch(self);
     if (!lc || !batch)
         return;
-    sinfo_t *si = zhashx_lookup(lc->sessions, job->session_id);
+    sinfo_t *si = am2z_idmap_lookup(lc->sessions, job->session_id);
     if (!si)
         si = s_sinfo_add(lc, job->session_id, now_ms, now_ms);
     /* a job that finishes again (its result was just rewritten) keeps one
        entry: the new one */
-    rent_t *old = zhashx_lookup(lc->results, job->id);
+    rent_t *old = am2z_idmap_lookup(lc->results, job->id);
     if (old) {
         am2z_batch_del_any(batch, AM2Z_DB_DONE, old->key, old->size);
         s_rent_forget(lc, old);
@@ -618,7 +618,7 @@ am2zb_lc_result_dropped(am2z_broker_t *self, const char *job_id)
     am2z_store_batch_t *batch = am2zb_batch(self);
     if (!self->lc || !batch)
         return;
-    rent_t *e = zhashx_lookup(self->lc->results, job_id);
+    rent_t *e = am2z_idmap_lookup(self->lc->results, job_id);
     if (e)
         s_drop_result(self, batch, e);
 }
@@ -719,7 +719,7 @@ s_cleanup(am2z_broker_t *self, const char *session)
     size_t ns = strlen(session);
     if (ns > AM2Z_SESSION_ID_MAX)
         return;
-    sinfo_t *si = zhashx_lookup(self->lc->sessions, session);
+    sinfo_t *si = am2z_idmap_lookup(self->lc->sessions, session);
     while (si && si->results)
         s_drop_result(self, batch, si->results);
     am2z_batch_delete_state(batch, session);                 /* ENOTFOUND ok */
@@ -762,7 +762,7 @@ am2zb_lc_stop(am2z_broker_t *self, const peer_t *peer, const char *session, bool
 {
     am2zb_lc_t *lc = self->lc;
     if (keep) {
-        sinfo_t *si = zhashx_lookup(lc->sessions, session);
+        sinfo_t *si = am2z_idmap_lookup(lc->sessions, session);
         if (si) {
             uint64_t now = am2z_clock_wall_ms();
             if (now > si->last_ms)
@@ -784,7 +784,7 @@ am2zb_lc_stop(am2z_broker_t *self, const peer_t *peer, const char *session, bool
         s_wait_for(st, wait_job);
     if (wait_all) {
         /* a composite: its leased steps were stopped with it */
-        for (job_t *j = zhashx_first(self->jobs); j; j = zhashx_next(self->jobs))
+        for (job_t *j = am2z_idmap_first(self->jobs); j; j = am2z_idmap_next(self->jobs))
             if (j->stopped && j->status == JOB_ACTIVE && strcmp(j->session_id, session) == 0)
                 s_wait_for(st, j->id);
     }
@@ -798,7 +798,7 @@ s_complete(am2z_broker_t *self, stop_t *st)
     am2zb_lc_t *lc = self->lc;
     uint64_t abandoned = 0;
     for (char *id = zlistx_first(st->wait); id; id = zlistx_next(st->wait))
-        if (zhashx_lookup(self->jobs, id))
+        if (am2z_idmap_lookup(self->jobs, id))
             abandoned++;
     am2z_bw_t *w = am2z_bw_new();
     uint8_t *data = NULL;
@@ -838,7 +838,7 @@ s_stop_done(am2z_broker_t *self, stop_t *st)
 {
     char *id = zlistx_first(st->wait);
     while (id) {
-        if (zhashx_lookup(self->jobs, id))
+        if (am2z_idmap_lookup(self->jobs, id))
             return false;
         zlistx_delete(st->wait, zlistx_cursor(st->wait));
         id = zlistx_first(st->wait);
@@ -951,11 +951,11 @@ am2zb_lc_committed(am2z_broker_t *self, bool durable)
         /* the turn's writes are gone: what memory says of them too.
            Reload from the committed store (no batch is open now). */
         lc->dlq_resume[0] = '\0';      /* its drops are undone */
-        zhashx_purge(lc->results);     /* borrows sessions and buckets: first */
+        am2z_idmap_purge(lc->results);     /* borrows sessions and buckets: first */
         zlistx_purge(lc->stale);
         zlistx_purge(lc->idle);
         zlistx_purge(lc->dirty);
-        zhashx_purge(lc->sessions);
+        am2z_idmap_purge(lc->sessions);
         zhashx_purge(lc->buckets);
         int rc = s_load(self);
         if (rc != AM2Z_OK)
@@ -1091,7 +1091,7 @@ am2zb_lc_query_info(am2z_broker_t *self, const peer_t *peer, const am2z_msg_t *m
 {
     am2zb_lc_t *lc = self->lc;
     if (msg->session) {
-        sinfo_t *si = zhashx_lookup(lc->sessions, msg->session);
+        sinfo_t *si = am2z_idmap_lookup(lc->sessions, msg->session);
         if (!si && !am2zb_session_get(self, msg->session, false)) {
             am2z_error_t *e = am2z_error_new(AM2Z_CAT_NOT_FOUND, "NOT_FOUND",
                                              "no session %s", msg->session);
@@ -1107,9 +1107,9 @@ am2zb_lc_query_info(am2z_broker_t *self, const peer_t *peer, const am2z_msg_t *m
         am2z_bw_array(w, 0);
         return;
     }
-    for (sinfo_t *si = zhashx_first(lc->sessions); si; si = zhashx_next(lc->sessions))
+    for (sinfo_t *si = am2z_idmap_first(lc->sessions); si; si = am2z_idmap_next(lc->sessions))
         zhashx_insert(set, si->id, (void *)1);
-    for (session_t *s = zhashx_first(self->sessions); s; s = zhashx_next(self->sessions))
+    for (session_t *s = am2z_idmap_first(self->sessions); s; s = am2z_idmap_next(self->sessions))
         zhashx_insert(set, s->id, (void *)1);
     zlistx_t *keys = zhashx_keys(set);
     if (keys) {
@@ -1118,7 +1118,7 @@ am2zb_lc_query_info(am2z_broker_t *self, const peer_t *peer, const am2z_msg_t *m
     }
     am2z_bw_array(w, keys ? (uint32_t)zlistx_size(keys) : 0);
     for (const char *k = keys ? zlistx_first(keys) : NULL; k; k = zlistx_next(keys))
-        s_write_info(self, w, k, zhashx_lookup(lc->sessions, k));
+        s_write_info(self, w, k, am2z_idmap_lookup(lc->sessions, k));
     zlistx_destroy(&keys);
     zhashx_destroy(&set);
 }
@@ -1149,7 +1149,7 @@ am2zb_lc_write_stats(am2z_broker_t *self, am2z_bw_t *w)
     am2z_bw_str(w, "dlqDropped");      am2z_bw_uint(w, lc ? lc->dlq_dropped : 0);
     am2z_bw_str(w, "sessionsExpired"); am2z_bw_uint(w, lc ? lc->expired : 0);
     am2z_bw_str(w, "resultsTrimmed");  am2z_bw_uint(w, lc ? lc->trimmed : 0);
-    am2z_bw_str(w, "resultsRetained"); am2z_bw_uint(w, lc ? zhashx_size(lc->results) : 0);
+    am2z_bw_str(w, "resultsRetained"); am2z_bw_uint(w, lc ? am2z_idmap_size(lc->results) : 0);
 }
 
 /* ---------------------------------------------------------------------------
@@ -1186,7 +1186,7 @@ static int
 s_load_state_session(const char *id, void *arg)
 {
     am2z_broker_t *self = arg;
-    if (zhashx_lookup(self->lc->sessions, id))
+    if (am2z_idmap_lookup(self->lc->sessions, id))
         return 0;
     /* stored before session info existed: its envelope's times */
     am2z_record_t rec;
@@ -1240,7 +1240,7 @@ s_load_done(const void *key, size_t key_size, const void *value, size_t value_si
     if (value_size >= 1 && value_size <= AM2Z_SESSION_ID_MAX && !memchr(value, '\0', value_size)) {
         memcpy(id, value, value_size);
         id[value_size] = '\0';
-        si = zhashx_lookup(lc->sessions, id);
+        si = am2z_idmap_lookup(lc->sessions, id);
         if (!si && !(si = s_sinfo_add(lc, id, ms, ms)))
             return 2;
         if (ms > si->last_ms)
@@ -1250,7 +1250,7 @@ s_load_done(const void *key, size_t key_size, const void *value, size_t value_si
     if (nj <= AM2Z_JOB_ID_MAX) {
         memcpy(jid, job, nj);
         jid[nj] = '\0';
-        rent_t *had = zhashx_lookup(lc->results, jid);
+        rent_t *had = am2z_idmap_lookup(lc->results, jid);
         if (had && s_rent_ms(had) >= ms)
             return s_stale_add(lc, key, key_size) ? 0 : 2;
         if (had) {
@@ -1272,8 +1272,8 @@ s_load(am2z_broker_t *self)
     if (rc != AM2Z_OK)
         return rc > 0 ? AM2Z_ENOMEM : rc;
     uint64_t now = am2z_clock_wall_ms();
-    for (session_t *s = zhashx_first(self->sessions); s; s = zhashx_next(self->sessions))
-        if (!zhashx_lookup(lc->sessions, s->id) && !s_sinfo_add(lc, s->id, now, now))
+    for (session_t *s = am2z_idmap_first(self->sessions); s; s = am2z_idmap_next(self->sessions))
+        if (!am2z_idmap_lookup(lc->sessions, s->id) && !s_sinfo_add(lc, s->id, now, now))
             return AM2Z_ENOMEM;
     zlistx_purge(lc->stale);
     rc = am2z_store_each(self->store, AM2Z_DB_DONE, NULL, 0, s_load_done, self);
@@ -1283,7 +1283,7 @@ s_load(am2z_broker_t *self)
     if (!idle)
         return AM2Z_ENOMEM;
     zlistx_set_comparator(idle, s_by_last);
-    for (sinfo_t *si = zhashx_first(lc->sessions); si; si = zhashx_next(lc->sessions))
+    for (sinfo_t *si = am2z_idmap_first(lc->sessions); si; si = am2z_idmap_next(lc->sessions))
         if (!s_busy(self, si->id))
             zlistx_add_end(idle, si);
     zlistx_sort(idle);
@@ -1300,10 +1300,10 @@ am2zb_lc_new(am2z_broker_t *self)
     if (!lc)
         return AM2Z_ENOMEM;
     self->lc = lc;
-    lc->sessions = zhashx_new();
+    lc->sessions = am2z_idmap_new(s_sinfo_free);   /* keys: the sinfo's id */
     lc->idle = zlistx_new();
     lc->buckets = zhashx_new();
-    lc->results = zhashx_new();
+    lc->results = am2z_idmap_new(s_rent_free);     /* keys live in their entries */
     lc->stale = zlistx_new();
     lc->staged = zlistx_new();
     lc->pending = zlistx_new();
@@ -1312,14 +1312,6 @@ am2zb_lc_new(am2z_broker_t *self)
         || !lc->staged || !lc->pending || !lc->dirty)
         return AM2Z_ENOMEM;
     zlistx_set_destructor(lc->stale, s_str_free);
-    zhashx_set_key_hasher(lc->sessions, am2z_hash_str);   /* ids: 8 bytes a step */
-    zhashx_set_key_hasher(lc->results, am2z_hash_str);
-    zhashx_set_key_duplicator(lc->results, NULL);    /* keys live in their entries */
-    zhashx_set_key_destructor(lc->results, NULL);
-    zhashx_set_destructor(lc->results, s_rent_free);
-    zhashx_set_key_duplicator(lc->sessions, NULL);   /* keys: the sinfo's id */
-    zhashx_set_key_destructor(lc->sessions, NULL);
-    zhashx_set_destructor(lc->sessions, s_sinfo_free);
     zhashx_set_destructor(lc->buckets, s_bucket_free);
     zlistx_set_comparator(lc->idle, s_by_last);
     zlistx_set_destructor(lc->staged, s_stop_free);
@@ -1327,9 +1319,9 @@ am2zb_lc_new(am2z_broker_t *self)
     int rc = s_load(self);
     if (rc == AM2Z_OK)
         AM2Z_LOG(self->log, AM2Z_LOG_DEBUG, S_COMPONENT, "sessions and retention loaded",
-                 AM2Z_KU("sessions", zhashx_size(lc->sessions)),
+                 AM2Z_KU("sessions", am2z_idmap_size(lc->sessions)),
                  AM2Z_KU("idle", zlistx_size(lc->idle)),
-                 AM2Z_KU("results", zhashx_size(lc->results)));
+                 AM2Z_KU("results", am2z_idmap_size(lc->results)));
     am2z_store_stats_t st;
     if (rc == AM2Z_OK && am2z_store_stats(self->store, &st) == AM2Z_OK && st.retired_entries)
         AM2Z_LOG(self->log, AM2Z_LOG_INFO, S_COMPONENT,
@@ -1345,11 +1337,11 @@ am2zb_lc_destroy(am2z_broker_t *self)
     am2zb_lc_t *lc = self->lc;
     if (!lc)
         return;
-    zhashx_destroy(&lc->results);     /* borrow sessions and buckets: first */
+    am2z_idmap_destroy(&lc->results);     /* borrow sessions and buckets: first */
     zlistx_destroy(&lc->stale);
     zlistx_destroy(&lc->idle);        /* borrowed items: before the sessions */
     zlistx_destroy(&lc->dirty);
-    zhashx_destroy(&lc->sessions);
+    am2z_idmap_destroy(&lc->sessions);
     zhashx_destroy(&lc->buckets);
     zlistx_destroy(&lc->staged);
     zlistx_destroy(&lc->pending);

@@ -672,7 +672,7 @@ am2zb_repeat_timer(am2z_broker_t *self, uint64_t now_ms, uint64_t *next_ms)
 static void
 s_answer_dup(am2z_broker_t *self, const answer_t *a)
 {
-    job_t *job = a->repeat ? NULL : zhashx_lookup(self->jobs, a->id);
+    job_t *job = a->repeat ? NULL : am2z_idmap_lookup(self->jobs, a->id);
     if (job && job->stopped)
         job = NULL;
     am2z_msg_t r;

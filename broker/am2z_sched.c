@@ -147,7 +147,7 @@ am2zb_lease_end(job_t *job)
 void
 am2zb_job_track(am2z_broker_t *self, job_t *job)
 {
-    job->tracked = zhashx_insert(self->jobs, job->id, job) == 0;
+    job->tracked = am2z_idmap_insert(self->jobs, job->id, job) == 0;
     job->proc->queued++;
 }
 
@@ -159,7 +159,7 @@ am2zb_job_untrack(am2z_broker_t *self, job_t *job)
     if (!job->tracked)
         return;
     job->tracked = false;
-    zhashx_delete(self->jobs, job->id);
+    am2z_idmap_delete(self->jobs, job->id);
     if (job->proc->queued)
         job->proc->queued--;
 }
@@ -218,7 +218,7 @@ s_lane_cmp(const void *a, const void *b)
 session_t *
 am2zb_session_get(am2z_broker_t *self, const char *id, bool create)
 {
-    session_t *session = zhashx_lookup(self->sessions, id);
+    session_t *session = am2z_idmap_lookup(self->sessions, id);
     if (session || !create)
         return session;
     size_t id_size = strlen(id) + 1;
@@ -239,7 +239,7 @@ am2zb_session_get(am2z_broker_t *self, const char *id, bool create)
     zhashx_set_key_duplicator(session->stats, NULL);
     zhashx_set_key_destructor(session->stats, NULL);
     zlistx_set_comparator(session->lane, s_lane_cmp);
-    zhashx_insert(self->sessions, session->id, session);   /* key borrowed */
+    am2z_idmap_insert(self->sessions, session->id, session);   /* key borrowed */
     return session;
 }
 
@@ -248,7 +248,7 @@ void
 am2zb_session_remove(am2z_broker_t *self, session_t *session)
 {
     am2zb_session_unready(self, session);
-    zhashx_delete(self->sessions, session->id);   /* calls s_session_free */
+    am2z_idmap_delete(self->sessions, session->id);   /* calls s_session_free */
 }
 
 counts_t *
@@ -594,7 +594,7 @@ am2zb_worker_forget(am2z_broker_t *self, worker_t *worker, const char *why)
     uint64_t now = am2z_clock_wall_ms();
     zlistx_t *drop = zlistx_new();
     size_t returned = 0;
-    for (job_t *job = zhashx_first(self->jobs); job; job = zhashx_next(self->jobs)) {
+    for (job_t *job = am2z_idmap_first(self->jobs); job; job = am2z_idmap_next(self->jobs)) {
         if (job->worker != worker || job->status != JOB_ACTIVE)
             continue;
         job->worker = NULL;

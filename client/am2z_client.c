@@ -29,7 +29,7 @@
 #include "am2z_client.h"
 
 #include "am2z_codec.h"
-#include "am2z_hash.h"
+#include "am2z_idmap.h"
 #include "am2z_reply.h"
 
 #include <czmq.h>
@@ -68,7 +68,7 @@ struct am2z_client_t {
     uint64_t timeout_ms;          /* default wait; 0 = forever */
     uint64_t next_req;            /* last req number used */
     char last_error[512];
-    zhashx_t *jobs;               /* job id -> s_entry_t*, owned */
+    am2z_idmap_t *jobs;           /* job id -> s_entry_t*, owned */
     size_t finished;              /* entries with a result */
     uint64_t finished_seq;        /* counter for s_entry_t.finished_seq */
     s_sub_t subs[S_MAX_SUBS];
@@ -211,7 +211,7 @@ s_entry_destroy(void **item)
 static s_entry_t *
 s_entry_find(am2z_client_t *self, const char *job_id)
 {
-    return zhashx_lookup(self->jobs, job_id);
+    return am2z_idmap_lookup(self->jobs, job_id);
 }
 
 /*  The entry for job_id, created pending when absent. NULL when out of
@@ -226,7 +226,7 @@ s_entry_get(am2z_client_t *self, const char *job_id)
     if (!e)
         return NULL;
     s_copy(e->job_id, sizeof e->job_id, job_id);
-    if (zhashx_insert(self->jobs, e->job_id, e) != 0) {
+    if (am2z_idmap_insert(self->jobs, e->job_id, e) != 0) {
         free(e);
         return NULL;
     }
@@ -241,7 +241,7 @@ s_entry_take(am2z_client_t *self, s_entry_t *e)
     e->result = NULL;
     if (r)
         self->finished--;
-    zhashx_delete(self->jobs, e->job_id);
+    am2z_idmap_delete(self->jobs, e->job_id);
     return r;
 }
 
@@ -252,7 +252,7 @@ s_evict(am2z_client_t *self)
 {
     while (self->finished > S_MAX_KEPT) {
         s_entry_t *oldest = NULL;
-        for (s_entry_t *e = zhashx_first(self->jobs); e; e = zhashx_next(self->jobs))
+        for (s_entry_t *e = am2z_idmap_first(self->jobs); e; e = am2z_idmap_next(self->jobs))
             if (e->result && (!oldest || e->finished_seq < oldest->finished_seq))
                 oldest = e;
         if (!oldest)
@@ -674,17 +674,13 @@ am2z_client_connect(const char *endpoint, am2z_client_t **out)
     }
     s_copy(self->endpoint, sizeof self->endpoint, endpoint);
     self->timeout_ms = S_DEFAULT_TIMEOUT;
-    self->jobs = zhashx_new();
+    /* keyed by each entry's own job id (borrowed: an entry leaves the table
+       as it is freed) */
+    self->jobs = am2z_idmap_new(s_entry_destroy);
     if (!self->jobs) {
         free(self);
         return AM2Z_ENOMEM;
     }
-    zhashx_set_destructor(self->jobs, s_entry_destroy);
-    /* keyed by each entry's own job id (borrowed: an entry leaves the table
-       as it is freed), hashed 8 bytes a step */
-    zhashx_set_key_duplicator(self->jobs, NULL);
-    zhashx_set_key_destructor(self->jobs, NULL);
-    zhashx_set_key_hasher(self->jobs, am2z_hash_str);
     self->sock = zsock_new(ZMQ_DEALER);
     if (!self->sock) {
         am2z_client_destroy(&self);
@@ -708,7 +704,7 @@ am2z_client_destroy(am2z_client_t **self_p)
         return;
     am2z_client_t *self = *self_p;
     zsock_destroy(&self->sock);
-    zhashx_destroy(&self->jobs);
+    am2z_idmap_destroy(&self->jobs);
     free(self);
     *self_p = NULL;
 }
