@@ -653,7 +653,6 @@ typedef struct {
     const char *what;             /* "SUBMIT", "error", ... */
     char *err;                    /* caller's buffer or NULL */
     size_t err_size;
-    msgpack_zone *zone;           /* one zone for the whole decode, or NULL */
 } s_diag_t;
 
 static int
@@ -831,28 +830,116 @@ s_skip(const uint8_t *p, size_t size, size_t *pos)
     return true;
 }
 
-/*  Unpacks one scalar or string occupying exactly p[0..n). The caller has
-    made sure it is not a container, so msgpack-c builds no element arrays;
-    strings point into p, so *out stays valid after the unpacked is freed. */
+/*  Reads one scalar or string occupying exactly p[0..n) into *out, as
+    msgpack-c would unpack it (a signed int that is not negative is a
+    POSITIVE_INTEGER; str, bin and ext point into p). The caller has made
+    sure it is not a container. By hand: msgpack_unpack costs a zone and
+    its dispatch for what is one header read, on every field of every
+    message. False when the bytes are not exactly one such object. */
 static bool
-s_unpack_scalar(const uint8_t *p, size_t n, msgpack_zone *zone, msgpack_object *out)
+s_unpack_scalar(const uint8_t *p, size_t n, msgpack_object *out)
 {
-    if (zone) {
-        /*  msgpack_unpack into the decode's zone: msgpack_unpack_next would
-            make (malloc) and free a zone for every key and value */
-        size_t off = 0;
-        return msgpack_unpack((const char *)p, n, &off, zone, out) == MSGPACK_UNPACK_SUCCESS
-               && off == n;
+    if (n == 0)
+        return false;
+    uint8_t b = p[0];
+    size_t need = 1;              /* bytes the object takes */
+    memset(out, 0, sizeof *out);
+    if (b <= 0x7f) {
+        out->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+        out->via.u64 = b;
+    } else if (b >= 0xe0) {
+        out->type = MSGPACK_OBJECT_NEGATIVE_INTEGER;
+        out->via.i64 = (int8_t)b;
+    } else if (b == 0xc0) {
+        out->type = MSGPACK_OBJECT_NIL;
+    } else if (b == 0xc2 || b == 0xc3) {
+        out->type = MSGPACK_OBJECT_BOOLEAN;
+        out->via.boolean = b == 0xc3;
+    } else if (b >= 0xcc && b <= 0xcf) {
+        size_t w = (size_t)1 << (b - 0xcc);
+        need = 1 + w;
+        if (n < need)
+            return false;
+        out->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+        out->via.u64 = am2z_be_read(p + 1, w);
+    } else if (b >= 0xd0 && b <= 0xd3) {
+        size_t w = (size_t)1 << (b - 0xd0);
+        need = 1 + w;
+        if (n < need)
+            return false;
+        uint64_t u = am2z_be_read(p + 1, w);
+        int64_t v = w == 1 ? (int8_t)u : w == 2 ? (int16_t)u : w == 4 ? (int32_t)u : (int64_t)u;
+        if (v < 0) {
+            out->type = MSGPACK_OBJECT_NEGATIVE_INTEGER;
+            out->via.i64 = v;
+        } else {
+            out->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+            out->via.u64 = (uint64_t)v;
+        }
+    } else if (b == 0xca || b == 0xcb) {
+        size_t w = b == 0xca ? 4 : 8;
+        need = 1 + w;
+        if (n < need)
+            return false;
+        uint64_t u = am2z_be_read(p + 1, w);
+        if (w == 4) {
+            uint32_t u32 = (uint32_t)u;
+            float fv;
+            memcpy(&fv, &u32, sizeof fv);
+            out->type = MSGPACK_OBJECT_FLOAT32;
+            out->via.f64 = fv;
+        } else {
+            double dv;
+            memcpy(&dv, &u, sizeof dv);
+            out->type = MSGPACK_OBJECT_FLOAT64;
+            out->via.f64 = dv;
+        }
+    } else if ((b & 0xe0) == 0xa0 || (b >= 0xd9 && b <= 0xdb) || (b >= 0xc4 && b <= 0xc6)) {
+        size_t w, len;
+        if ((b & 0xe0) == 0xa0) {
+            w = 0;
+            len = b & 0x1f;
+        } else {
+            w = b >= 0xd9 ? (size_t)1 << (b - 0xd9) : (size_t)1 << (b - 0xc4);
+            if (n < 1 + w)
+                return false;
+            len = (size_t)am2z_be_read(p + 1, w);
+        }
+        if (len > n - 1 - w)
+            return false;
+        need = 1 + w + len;
+        bool str = (b & 0xe0) == 0xa0 || b >= 0xd9;
+        out->type = str ? MSGPACK_OBJECT_STR : MSGPACK_OBJECT_BIN;
+        if (str) {
+            out->via.str.size = (uint32_t)len;
+            out->via.str.ptr = (const char *)p + 1 + w;
+        } else {
+            out->via.bin.size = (uint32_t)len;
+            out->via.bin.ptr = (const char *)p + 1 + w;
+        }
+    } else if ((b >= 0xd4 && b <= 0xd8) || (b >= 0xc7 && b <= 0xc9)) {
+        size_t hdr, len;
+        if (b >= 0xd4) {
+            hdr = 2;
+            len = (size_t)1 << (b - 0xd4);
+        } else {
+            size_t w = (size_t)1 << (b - 0xc7);
+            if (n < 2 + w)
+                return false;
+            hdr = 2 + w;
+            len = (size_t)am2z_be_read(p + 1, w);
+        }
+        if (n < hdr || len > n - hdr)
+            return false;
+        need = hdr + len;
+        out->type = MSGPACK_OBJECT_EXT;
+        out->via.ext.type = (int8_t)p[hdr - 1];
+        out->via.ext.size = (uint32_t)len;
+        out->via.ext.ptr = (const char *)p + hdr;
+    } else {
+        return false;             /* 0xc1, or a container */
     }
-    msgpack_unpacked up;
-    msgpack_unpacked_init(&up);
-    size_t off = 0;
-    bool ok = msgpack_unpack_next(&up, (const char *)p, n, &off) == MSGPACK_UNPACK_SUCCESS
-              && off == n;
-    if (ok)
-        *out = up.data;
-    msgpack_unpacked_destroy(&up);
-    return ok;
+    return need == n;
 }
 
 /* ---------------------------------------------------------------------------
@@ -949,7 +1036,7 @@ s_decode_strs(const s_field_t *f, const uint8_t *p, size_t n, void *base,
         size_t start = pos;
         msgpack_object o;
         if (!s_skip(p, n, &pos) || !s_is_str(p[start])
-            || !s_unpack_scalar(p + start, pos - start, d->zone, &o)
+            || !s_unpack_scalar(p + start, pos - start, &o)
             || o.type != MSGPACK_OBJECT_STR
             || !f->str->valid(o.via.str.ptr, o.via.str.size))
             return s_fail(d, AM2Z_EPROTO, "field '%s' must be %s", elem, f->str->expect);
@@ -965,7 +1052,7 @@ s_decode_scalar(const s_field_t *f, const uint8_t *p, size_t n, void *base,
                 const char *name, s_diag_t *d)
 {
     msgpack_object o;
-    if (s_is_map(p[0]) || s_is_array(p[0]) || !s_unpack_scalar(p, n, d->zone, &o))
+    if (s_is_map(p[0]) || s_is_array(p[0]) || !s_unpack_scalar(p, n, &o))
         return s_fail_type(d, f, name);
 
     switch (f->kind) {
@@ -1205,18 +1292,13 @@ am2z_msg_decode(am2z_cmd_t cmd, const uint8_t *body, size_t size,
     if (!msg)
         return AM2Z_EINVAL;
     am2z_msg_init(msg, cmd);
-    s_diag_t d = { am2z_cmd_name(cmd), err, err_size, NULL };
+    s_diag_t d = { am2z_cmd_name(cmd), err, err_size };
     if (cmd <= AM2Z_CMD_INVALID || cmd >= AM2Z_CMD_COUNT_)
         return s_fail(&d, AM2Z_EPROTO, "no such command");
 
     int rc = s_check_body(body, size, max_size, &d);
-    msgpack_zone zone;
-    if (rc == AM2Z_OK && msgpack_zone_init(&zone, 256))
-        d.zone = &zone;
     if (rc == AM2Z_OK)
         rc = s_decode_map(&s_cmd_schemas[cmd], body, size, msg, "", &d, NULL);
-    if (d.zone)
-        msgpack_zone_destroy(&zone);
     if (rc != AM2Z_OK)
         goto fail;
     return AM2Z_OK;
@@ -1229,7 +1311,7 @@ fail:
 int
 am2z_body_peek_req(const uint8_t *body, size_t size, size_t max_size, uint64_t *req)
 {
-    s_diag_t d = { "", NULL, 0, NULL };
+    s_diag_t d = { "", NULL, 0 };
     if (!req)
         return AM2Z_EINVAL;
     if (s_check_body(body, size, max_size, &d) != AM2Z_OK)
@@ -1246,11 +1328,11 @@ am2z_body_peek_req(const uint8_t *body, size_t size, size_t max_size, uint64_t *
         if (!s_skip(body, size, &pos))
             return AM2Z_EPROTO;
         msgpack_object k, v;
-        if (s_is_str(body[kstart]) && s_unpack_scalar(body + kstart, vstart - kstart, NULL, &k)
+        if (s_is_str(body[kstart]) && s_unpack_scalar(body + kstart, vstart - kstart, &k)
             && k.type == MSGPACK_OBJECT_STR && k.via.str.size == 3
             && memcmp(k.via.str.ptr, "req", 3) == 0) {
             if (s_is_map(body[vstart]) || s_is_array(body[vstart])
-                || !s_unpack_scalar(body + vstart, pos - vstart, NULL, &v)
+                || !s_unpack_scalar(body + vstart, pos - vstart, &v)
                 || v.type != MSGPACK_OBJECT_POSITIVE_INTEGER)
                 return AM2Z_ENOTFOUND;
             *req = v.via.u64;
@@ -1589,7 +1671,7 @@ am2z_error_decode(const uint8_t *data, size_t size, am2z_error_t **out,
     if (!out)
         return AM2Z_EINVAL;
     *out = NULL;
-    s_diag_t d = { "error", err, err_size, NULL };
+    s_diag_t d = { "error", err, err_size };
     am2z_error_t *e = NULL;
     /* an error map alone has no frame limit of its own: its size is bounded
        by whoever holds the bytes, so only the structure is checked here */
@@ -1631,7 +1713,7 @@ am2z_comp_desc_decode(const uint8_t *data, size_t size, am2z_comp_desc_t *out,
     if (!out)
         return AM2Z_EINVAL;
     memset(out, 0, sizeof *out);
-    s_diag_t d = { "composite", err, err_size, NULL };
+    s_diag_t d = { "composite", err, err_size };
     int rc = s_check_body(data, size, SIZE_MAX, &d);
     if (rc == AM2Z_OK)
         rc = s_decode_map(&s_comp_schema, data, size, out, "", &d, NULL);

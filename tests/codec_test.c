@@ -803,6 +803,134 @@ START_TEST(test_wrong_types_are_refused_naming_the_field)
 }
 END_TEST
 
+/*  Scalars are read by hand (s_unpack_scalar), not by msgpack_unpack: for
+    every scalar encoding — each type byte, widths, boundaries, signed
+    values that are not negative, floats, str / bin / ext of each header
+    width, truncations — a SUBMIT carrying it as prio (int64), timeout
+    (uint, at most 10 years), noack (bool) and idem (str 1..128) must be
+    accepted exactly when msgpack-c's reading of the same bytes fits the
+    field, and with msgpack-c's value. */
+static void
+s_expect_scalar_as_msgpack_c(const uint8_t *v, size_t vn)
+{
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    size_t off = 0;
+    bool one = msgpack_unpack_next(&up, (const char *)v, vn, &off) == MSGPACK_UNPACK_SUCCESS
+               && off == vn;
+    msgpack_object o = up.data;
+    static const char *const keys[] = { "prio", "timeout", "noack", "idem" };
+    for (size_t k = 0; k < 4; k++) {
+        uint8_t *body, *edited;
+        size_t size, esize;
+        s_encode_sample(AM2Z_CMD_SUBMIT, &body, &size);
+        s_edit(body, size, keys[k], v, vn, &edited, &esize);
+        am2z_msg_t m;
+        char err[256];
+        int rc = am2z_msg_decode(AM2Z_CMD_SUBMIT, edited, esize, MAX_BODY, &m, err, sizeof err);
+        bool fits = false;
+        if (one && k == 0)
+            fits = (o.type == MSGPACK_OBJECT_POSITIVE_INTEGER && o.via.u64 <= INT64_MAX)
+                   || o.type == MSGPACK_OBJECT_NEGATIVE_INTEGER;
+        else if (one && k == 1)
+            fits = o.type == MSGPACK_OBJECT_POSITIVE_INTEGER
+                   && o.via.u64 <= AM2Z_CODEC_MAX_DURATION_MS;
+        else if (one && k == 2)
+            fits = o.type == MSGPACK_OBJECT_BOOLEAN;
+        else if (one && k == 3)
+            fits = o.type == MSGPACK_OBJECT_STR && o.via.str.size >= 1 && o.via.str.size <= 128;
+        ck_assert_msg((rc == AM2Z_OK) == fits, "%s = 0x%02x (%zu bytes): %s", keys[k], v[0], vn,
+                      rc == AM2Z_OK ? "accepted" : err);
+        if (rc == AM2Z_OK) {
+            if (k == 0)
+                ck_assert_int_eq(m.priority, o.type == MSGPACK_OBJECT_NEGATIVE_INTEGER
+                                                 ? o.via.i64 : (int64_t)o.via.u64);
+            else if (k == 1)
+                ck_assert_uint_eq(m.timeout_ms, o.via.u64);
+            else if (k == 2)
+                ck_assert_int_eq(m.noack, o.via.boolean);
+            else
+                ck_assert(strlen(m.idem_key) == o.via.str.size
+                          && memcmp(m.idem_key, o.via.str.ptr, o.via.str.size) == 0);
+            am2z_msg_clear(&m);
+        }
+        free(body);
+        free(edited);
+    }
+    msgpack_unpacked_destroy(&up);
+}
+
+START_TEST(test_scalars_read_as_msgpack_c_reads_them)
+{
+    uint8_t v[1 + 4 + 200];
+    /* one-byte objects: fixints, nil, bools, 0xc1, empty fixstr */
+    for (int b = 0; b < 256; b++) {
+        if ((b >= 0x80 && b <= 0x9f) || b == 0xdc || b == 0xdd || b == 0xde || b == 0xdf)
+            continue;                 /* containers: not scalars */
+        v[0] = (uint8_t)b;
+        s_expect_scalar_as_msgpack_c(v, 1);
+    }
+    /* ints of every width: 0, 1, 0x7f.., all ones, the sign bit alone */
+    static const uint64_t pats[] = { 0, 1, 0x7f, 0x80, 0xff, 0x7fff, 0x8000, 0xffff,
+                                     0x7fffffff, 0x80000000u, 0xffffffffu,
+                                     0x7fffffffffffffffull, 0x8000000000000000ull,
+                                     0xffffffffffffffffull, 0x0123456789abcdefull,
+                                     315360000000ull, 315360000001ull };
+    for (int b = 0xcc; b <= 0xd3; b++) {
+        if (b == 0xd4)
+            break;
+        size_t w = (size_t)1 << ((b >= 0xd0 ? b - 0xd0 : b - 0xcc));
+        for (size_t i = 0; i < sizeof pats / sizeof pats[0]; i++) {
+            v[0] = (uint8_t)b;
+            for (size_t j = 0; j < w; j++)
+                v[1 + j] = (uint8_t)(pats[i] >> (8 * (w - 1 - j)));
+            s_expect_scalar_as_msgpack_c(v, 1 + w);
+            s_expect_scalar_as_msgpack_c(v, w);          /* truncated */
+        }
+    }
+    /* floats: 1.0, NaN */
+    s_expect_scalar_as_msgpack_c((const uint8_t[]){ 0xca, 0x3f, 0x80, 0, 0 }, 5);
+    s_expect_scalar_as_msgpack_c((const uint8_t[]){ 0xcb, 0x7f, 0xf8, 0, 0, 0, 0, 0, 0 }, 9);
+    /* str, bin, ext: each header width, lengths 0, 1, 128, 129 */
+    static const size_t lens[] = { 0, 1, 3, 128, 129 };
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        size_t len = lens[i];
+        static const uint8_t heads[] = { 0xa0, 0xd9, 0xda, 0xdb, 0xc4, 0xc5, 0xc6, 0xc7, 0xc8, 0xc9 };
+        for (size_t h = 0; h < sizeof heads / sizeof heads[0]; h++) {
+            uint8_t b = heads[h];
+            size_t n = 0;
+            if (b == 0xa0) {
+                if (len > 31)
+                    continue;
+                v[n++] = (uint8_t)(0xa0 | len);
+            } else {
+                size_t w = b >= 0xd9 ? (size_t)1 << (b - 0xd9)
+                         : b >= 0xc7 ? (size_t)1 << (b - 0xc7) : (size_t)1 << (b - 0xc4);
+                if (w == 1 && len > 255)
+                    continue;
+                v[n++] = b;
+                for (size_t j = 0; j < w; j++)
+                    v[n++] = (uint8_t)(len >> (8 * (w - 1 - j)));
+                if (b >= 0xc7)
+                    v[n++] = 0x05;    /* ext type */
+            }
+            memset(v + n, 'x', len);
+            s_expect_scalar_as_msgpack_c(v, n + len);
+            if (n + len > 1)
+                s_expect_scalar_as_msgpack_c(v, n + len - 1);   /* truncated */
+        }
+    }
+    /* fixext 1..16 */
+    for (int b = 0xd4; b <= 0xd8; b++) {
+        size_t len = (size_t)1 << (b - 0xd4);
+        v[0] = (uint8_t)b;
+        v[1] = 0x01;
+        memset(v + 2, 0, len);
+        s_expect_scalar_as_msgpack_c(v, 2 + len);
+    }
+}
+END_TEST
+
 /*  A duration past 10 years would wrap the broker's clock sums (a
     timeout of 2^64-1 ms expired at once, a delay of 2^64-1 ms ran at
     once): every duration field stops at AM2Z_CODEC_MAX_DURATION_MS. */
@@ -1651,6 +1779,7 @@ s_suite(void)
     tcase_add_test(tc, test_required_fields_missing_are_refused);
     tcase_add_test(tc, test_encode_refuses_what_decode_refuses);
     tcase_add_test(tc, test_wrong_types_are_refused_naming_the_field);
+    tcase_add_test(tc, test_scalars_read_as_msgpack_c_reads_them);
     tcase_add_test(tc, test_durations_are_at_most_ten_years);
     tcase_add_test(tc, test_dlq_command_and_query_decode);
     tcase_add_test(tc, test_invalid_ids_and_names_are_refused);
