@@ -1,8 +1,9 @@
 /*  am2z_envelope.c — see am2z_envelope.h.
 
-    Encoding goes through msgpack-c's packer, writing into one buffer sized
-    up front (payload + a fixed bound on the map's overhead), so a 1 MiB
-    state costs one allocation and no realloc copies.
+    Encoding writes the map by hand into one buffer sized up front (payload
+    + a fixed bound on the map's overhead): the caller's
+    (am2z_envelope_encode_to, e.g. on its stack) or one allocation, and no
+    realloc copies for a 1 MiB state.
 
     Decoding does not use msgpack_unpack: the envelope is a flat map of
     scalars, and walking it by hand lets the payload slice point straight
@@ -136,32 +137,91 @@ am2z_sha256_hex(const uint8_t digest[AM2Z_SHA256_LEN],
    Encoding
    ------------------------------------------------------------------------ */
 
-/*  A fixed-capacity sink for msgpack_packer: refuses to grow, so the size
-    bound above is checked rather than trusted. */
-typedef struct {
-    uint8_t *data;      /* owned until handed to the caller */
-    size_t size;        /* bytes written */
-    size_t capacity;    /* bytes allocated */
-} s_sink_t;
+/*  The envelope is written by hand: six fixed keys around three numbers,
+    a digest and the payload, in the bytes msgpack-c's packer writes for
+    them (envelope_test compares the two over every width of every field),
+    without a packer call and a sink callback per item. */
 
-static int
-s_sink_write(void *data, const char *buf, size_t len)
+/*  Appends v as msgpack_pack_uint64 does: the shortest of positive fixint,
+    uint8, uint16, uint32, uint64. */
+static uint8_t *
+s_put_uint(uint8_t *p, uint64_t v)
 {
-    s_sink_t *sink = data;
-    if (len > sink->capacity - sink->size)
-        return -1;
-    memcpy(sink->data + sink->size, buf, len);
-    sink->size += len;
-    return 0;
+    size_t w;
+    if (v < 0x80) {
+        *p++ = (uint8_t)v;
+        return p;
+    }
+    if (v <= 0xff) {
+        *p++ = 0xcc;
+        w = 1;
+    } else if (v <= 0xffff) {
+        *p++ = 0xcd;
+        w = 2;
+    } else if (v <= 0xffffffffu) {
+        *p++ = 0xce;
+        w = 4;
+    } else {
+        *p++ = 0xcf;
+        w = 8;
+    }
+    for (size_t i = 0; i < w; i++)
+        *p++ = (uint8_t)(v >> (8 * (w - 1 - i)));
+    return p;
 }
 
-static int
-s_pack_key(msgpack_packer *pk, const char *key)
+/*  Appends a short key (fixstr). */
+#define S_KEY(p, k) (*(p)++ = (uint8_t)(0xa0 | (sizeof(k) - 1)), \
+                     memcpy((p), (k), sizeof(k) - 1), (p) += sizeof(k) - 1)
+
+size_t
+am2z_envelope_size_max(size_t payload_size)
 {
-    size_t len = strlen(key);
-    if (msgpack_pack_str(pk, len) != 0)
-        return -1;
-    return msgpack_pack_str_body(pk, key, len);
+    return payload_size + S_OVERHEAD_MAX;
+}
+
+int
+am2z_envelope_encode_to(uint64_t version, uint64_t created_ms, uint64_t updated_ms,
+                        const uint8_t *payload, size_t payload_size, uint8_t *out,
+                        size_t capacity, size_t *out_size)
+{
+    if (out_size)
+        *out_size = 0;
+    if (!out || !out_size || (!payload && payload_size > 0) || payload_size > UINT32_MAX
+        || capacity < am2z_envelope_size_max(payload_size))
+        return AM2Z_EINVAL;
+    uint8_t digest[AM2Z_SHA256_LEN];
+    int rc = am2z_sha256(payload, payload_size, digest);
+    if (rc != AM2Z_OK)
+        return rc;
+
+    uint8_t *p = out;
+    *p++ = 0x86;                                  /* map of 6 */
+    S_KEY(p, "format");
+    *p++ = (uint8_t)(0xa0 | (sizeof AM2Z_ENVELOPE_FORMAT - 1));
+    memcpy(p, AM2Z_ENVELOPE_FORMAT, sizeof AM2Z_ENVELOPE_FORMAT - 1);
+    p += sizeof AM2Z_ENVELOPE_FORMAT - 1;
+    S_KEY(p, "version");
+    p = s_put_uint(p, version);
+    S_KEY(p, "sha256");
+    *p++ = 0xc4;                                  /* bin 8 */
+    *p++ = AM2Z_SHA256_LEN;
+    memcpy(p, digest, AM2Z_SHA256_LEN);
+    p += AM2Z_SHA256_LEN;
+    S_KEY(p, "created");
+    p = s_put_uint(p, created_ms);
+    S_KEY(p, "updated");
+    p = s_put_uint(p, updated_ms);
+    S_KEY(p, "payload");
+    size_t w = payload_size <= 0xff ? 1 : payload_size <= 0xffff ? 2 : 4;
+    *p++ = w == 1 ? 0xc4 : w == 2 ? 0xc5 : 0xc6;  /* bin 8 / 16 / 32 */
+    for (size_t i = 0; i < w; i++)
+        *p++ = (uint8_t)(payload_size >> (8 * (w - 1 - i)));
+    if (payload_size)
+        memcpy(p, payload, payload_size);
+    p += payload_size;
+    *out_size = (size_t)(p - out);
+    return AM2Z_OK;
 }
 
 int
@@ -176,45 +236,18 @@ am2z_envelope_encode(uint64_t version, uint64_t created_ms,
     if (!out || !out_size || (!payload && payload_size > 0)
         || payload_size > UINT32_MAX)
         return AM2Z_EINVAL;
-
-    uint8_t digest[AM2Z_SHA256_LEN];
-    int rc = am2z_sha256(payload, payload_size, digest);
-    if (rc != AM2Z_OK)
-        return rc;
-
-    s_sink_t sink = { NULL, 0, payload_size + S_OVERHEAD_MAX };
-    sink.data = malloc(sink.capacity);
-    if (!sink.data)
+    size_t cap = am2z_envelope_size_max(payload_size);
+    uint8_t *buf = malloc(cap);
+    if (!buf)
         return AM2Z_ENOMEM;
-
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sink, s_sink_write);
-    const size_t flen = strlen(AM2Z_ENVELOPE_FORMAT);
-    if (msgpack_pack_map(&pk, 6) != 0
-        || s_pack_key(&pk, "format") != 0
-        || msgpack_pack_str(&pk, flen) != 0
-        || msgpack_pack_str_body(&pk, AM2Z_ENVELOPE_FORMAT, flen) != 0
-        || s_pack_key(&pk, "version") != 0
-        || msgpack_pack_uint64(&pk, version) != 0
-        || s_pack_key(&pk, "sha256") != 0
-        || msgpack_pack_bin(&pk, AM2Z_SHA256_LEN) != 0
-        || msgpack_pack_bin_body(&pk, digest, AM2Z_SHA256_LEN) != 0
-        || s_pack_key(&pk, "created") != 0
-        || msgpack_pack_uint64(&pk, created_ms) != 0
-        || s_pack_key(&pk, "updated") != 0
-        || msgpack_pack_uint64(&pk, updated_ms) != 0
-        || s_pack_key(&pk, "payload") != 0
-        || msgpack_pack_bin(&pk, payload_size) != 0
-        || (payload_size > 0 && msgpack_pack_bin_body(&pk, payload, payload_size) != 0))
-        goto fail;      /* only the sink can fail: S_OVERHEAD_MAX is wrong */
-
-    *out = sink.data;
-    *out_size = sink.size;
+    int rc = am2z_envelope_encode_to(version, created_ms, updated_ms, payload, payload_size,
+                                     buf, cap, out_size);
+    if (rc != AM2Z_OK) {
+        free(buf);
+        return rc;
+    }
+    *out = buf;
     return AM2Z_OK;
-
-fail:
-    free(sink.data);
-    return AM2Z_ENOMEM;
 }
 
 /* ---------------------------------------------------------------------------

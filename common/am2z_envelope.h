@@ -67,6 +67,17 @@ int am2z_envelope_encode(uint64_t version, uint64_t created_ms,
                          uint64_t updated_ms, const uint8_t *payload,
                          size_t payload_size, uint8_t **out, size_t *out_size);
 
+/*  The most bytes an envelope of a payload_size-byte payload takes. */
+size_t am2z_envelope_size_max(size_t payload_size);
+
+/*  am2z_envelope_encode into the caller's out[0..capacity), which must hold
+    am2z_envelope_size_max(payload_size) bytes; *out_size gets the bytes
+    written. Returns AM2Z_OK, AM2Z_ECRYPTO or AM2Z_EINVAL (also for a
+    capacity under that bound). */
+int am2z_envelope_encode_to(uint64_t version, uint64_t created_ms, uint64_t updated_ms,
+                            const uint8_t *payload, size_t payload_size, uint8_t *out,
+                            size_t capacity, size_t *out_size);
+
 /*  Decodes and verifies. On AM2Z_OK *env describes the envelope, its payload
     borrowed from data. Returns AM2Z_EINTEGRITY for any malformed envelope or
     hash mismatch, AM2Z_ECRYPTO if OpenSSL fails, AM2Z_EINVAL if env is

@@ -1330,16 +1330,22 @@ s_put_sealed(am2z_store_batch_t *batch, am2z_db_t db, const void *key,
              size_t key_size, uint64_t version, uint64_t created_ms,
              uint64_t updated_ms, const uint8_t *data, size_t size)
 {
-    uint8_t *sealed = NULL;
+    /* the usual record (a state, a job, a result: hundreds of bytes) is
+       sealed on the stack, s_write copying it where it goes */
+    uint8_t local[4096];
+    size_t cap = am2z_envelope_size_max(size);
+    uint8_t *sealed = cap <= sizeof local ? local : malloc(cap);
+    if (!sealed)
+        return AM2Z_ENOMEM;
     size_t sealed_size = 0;
-    int rc = am2z_envelope_encode(version, created_ms, updated_ms, data, size,
-                                  &sealed, &sealed_size);
-    if (rc != AM2Z_OK)
-        return rc;
-    rc = s_reserve(batch, key_size + sealed_size);
+    int rc = am2z_envelope_encode_to(version, created_ms, updated_ms, data, size, sealed, cap,
+                                     &sealed_size);
+    if (rc == AM2Z_OK)
+        rc = s_reserve(batch, key_size + sealed_size);
     if (rc == AM2Z_OK)
         rc = s_write(batch, db, key, key_size, sealed, sealed_size);
-    free(sealed);
+    if (sealed != local)
+        free(sealed);
     return rc;
 }
 

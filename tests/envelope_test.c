@@ -232,6 +232,88 @@ START_TEST(test_envelope_encode_rejects_bad_arguments)
 }
 END_TEST
 
+/*  The envelope is written by hand: it must be, byte for byte, what
+    msgpack-c's packer writes for the same six fields, for numbers at every
+    width boundary and payloads of every bin header width. Data dirs
+    written by the packer keep decoding, and the decoder's strictness
+    (shortest encodings) is what both produce. */
+static void
+s_packer_envelope(msgpack_sbuffer *sb, uint64_t version, uint64_t created, uint64_t updated,
+                  const uint8_t *payload, size_t n)
+{
+    uint8_t digest[AM2Z_SHA256_LEN];
+    ck_assert_int_eq(am2z_sha256(payload, n, digest), AM2Z_OK);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 6);
+    const uint64_t nums[3] = { version, created, updated };
+    for (int f = 0; f < F_COUNT; f++) {
+        msgpack_pack_str(&pk, strlen(s_keys[f]));
+        msgpack_pack_str_body(&pk, s_keys[f], strlen(s_keys[f]));
+        if (f == F_FORMAT) {
+            msgpack_pack_str(&pk, strlen(AM2Z_ENVELOPE_FORMAT));
+            msgpack_pack_str_body(&pk, AM2Z_ENVELOPE_FORMAT, strlen(AM2Z_ENVELOPE_FORMAT));
+        } else if (f == F_SHA) {
+            msgpack_pack_bin(&pk, AM2Z_SHA256_LEN);
+            msgpack_pack_bin_body(&pk, digest, AM2Z_SHA256_LEN);
+        } else if (f == F_PAYLOAD) {
+            msgpack_pack_bin(&pk, n);
+            msgpack_pack_bin_body(&pk, payload, n);
+        } else {
+            msgpack_pack_uint64(&pk, nums[f == F_VERSION ? 0 : f == F_CREATED ? 1 : 2]);
+        }
+    }
+}
+
+START_TEST(test_envelope_bytes_are_what_msgpack_c_packs)
+{
+    static const uint64_t nums[] = { 0, 1, 0x7f, 0x80, 0xff, 0x100, 0xffff, 0x10000,
+                                     0xffffffffull, 0x100000000ull, 1732500000000ull,
+                                     UINT64_MAX };
+    static const size_t sizes[] = { 0, 1, 255, 256, 65535, 65536, 70000 };
+    uint8_t *payload = malloc(70000);
+    ck_assert_ptr_nonnull(payload);
+    for (size_t i = 0; i < 70000; i++)
+        payload[i] = (uint8_t)(i * 31 + 7);
+    size_t nn = sizeof nums / sizeof nums[0];
+    for (size_t a = 0; a < nn; a++)
+        for (size_t z = 0; z < sizeof sizes / sizeof sizes[0]; z++) {
+            uint64_t v = nums[a], c = nums[(a + 3) % nn], u = nums[(a + 7) % nn];
+            size_t n = sizes[z];
+            msgpack_sbuffer sb;
+            msgpack_sbuffer_init(&sb);
+            s_packer_envelope(&sb, v, c, u, payload, n);
+            uint8_t *out;
+            size_t size;
+            ck_assert_int_eq(am2z_envelope_encode(v, c, u, payload, n, &out, &size), AM2Z_OK);
+            ck_assert_uint_eq(size, sb.size);
+            ck_assert_msg(memcmp(out, sb.data, size) == 0, "version %llu, payload %zu",
+                          (unsigned long long)v, n);
+            ck_assert_uint_le(size, am2z_envelope_size_max(n));
+            /* into the caller's buffer: the same bytes; too small: refused */
+            size_t cap = am2z_envelope_size_max(n), got = 1;
+            uint8_t *buf = malloc(cap);
+            ck_assert_int_eq(am2z_envelope_encode_to(v, c, u, payload, n, buf, cap, &got),
+                             AM2Z_OK);
+            ck_assert_uint_eq(got, size);
+            ck_assert(memcmp(buf, out, size) == 0);
+            ck_assert_int_eq(am2z_envelope_encode_to(v, c, u, payload, n, buf, cap - 1, &got),
+                             AM2Z_EINVAL);
+            ck_assert_uint_eq(got, 0);
+            am2z_envelope_t env;
+            ck_assert_int_eq(am2z_envelope_decode(out, size, &env), AM2Z_OK);
+            ck_assert_uint_eq(env.version, v);
+            ck_assert_uint_eq(env.created_ms, c);
+            ck_assert_uint_eq(env.updated_ms, u);
+            ck_assert_uint_eq(env.payload_size, n);
+            free(buf);
+            free(out);
+            msgpack_sbuffer_destroy(&sb);
+        }
+    free(payload);
+}
+END_TEST
+
 /*  Seals a fixed record for the corruption tests. */
 static void
 s_seal(uint8_t **sealed, size_t *size, const uint8_t **payload_at, size_t *payload_size)
@@ -486,6 +568,7 @@ s_suite(void)
     tcase_add_test(tc, test_sha256_reads_openssl_config_by_default);
     tcase_add_test(tc, test_envelope_round_trip_borrows_payload);
     tcase_add_test(tc, test_envelope_encode_rejects_bad_arguments);
+    tcase_add_test(tc, test_envelope_bytes_are_what_msgpack_c_packs);
     tcase_add_test(tc, test_envelope_detects_every_payload_byte_flip);
     tcase_add_test(tc, test_envelope_detects_flips_anywhere_but_the_unhashed_numbers);
     tcase_add_test(tc, test_envelope_detects_hash_flip);
