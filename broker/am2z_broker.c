@@ -855,8 +855,11 @@ s_effect_free(void **item)
     if (!eff)
         return;
     if (eff->result) {
+        /* FINISH: the strings it borrows from the job are not its own */
+        eff->result->job = NULL;
+        eff->result->processor = NULL;
+        eff->result->session = NULL;
         am2z_msg_clear(eff->result);
-        free(eff->result);
     }
     free(eff->rbody);
     free(eff->worker);
@@ -902,21 +905,23 @@ s_finish_v(am2z_broker_t *self, job_t *job, bool ok, uint8_t **state_p, size_t s
     job->session = NULL;
     job->worker = NULL;
 
-    effect_t *eff = calloc(1, sizeof *eff);
-    am2z_msg_t *r = eff ? calloc(1, sizeof *r) : NULL;
-    if (!r) {
-        free(eff);
+    /* the RESULT rides behind the effect, and names the job, processor and
+       session with the job's own strings: the effect owns the job until
+       it is freed (s_effect_free) */
+    effect_t *eff = calloc(1, sizeof *eff + sizeof(am2z_msg_t));
+    if (!eff) {
         am2zb_job_destroy(&job);
         return;
     }
+    am2z_msg_t *r = (am2z_msg_t *)(eff + 1);
     eff->kind = EFF_FINISH;
     eff->job = job;
     eff->version = ok ? version : 0;
     eff->result = r;
     am2z_msg_init(r, AM2Z_CMD_RESULT);
-    r->job = strdup(job->id);
-    r->processor = strdup(job->proc->name);
-    r->session = strdup(job->session_id);
+    r->job = job->id;
+    r->processor = job->proc->name;
+    r->session = job->session_id;
     r->worker = strdup(worker_id ? worker_id : S_BROKER_WORKER);
     r->success = ok;
     r->attempt = job->attempt;

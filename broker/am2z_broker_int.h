@@ -216,7 +216,9 @@ typedef struct {
     effect_kind_t kind;
     job_t *job;                   /* SUBMIT, DLQ retry: borrowed (in lane); FINISH: owned */
     bool created;                 /* SUBMIT: first job of a new session */
-    am2z_msg_t *result;           /* FINISH: the RESULT body (req 0), owned */
+    am2z_msg_t *result;           /* FINISH: the RESULT body (req 0), in the effect's own
+                                     allocation; its job, processor and session point
+                                     into the job (borrowed), the rest is owned */
     uint8_t *rbody;               /* FINISH: result encoded (req 0) as stored, owned;
                                      sent with each recipient's req spliced in */
     size_t rbody_size;
