@@ -870,6 +870,19 @@ s_effect_free(void **item)
     *item = NULL;
 }
 
+/*  Queues eff (owned) after the turn's other effects. */
+static void
+s_effect_push(am2z_broker_t *self, effect_t *eff)
+{
+    eff->next = NULL;
+    if (self->effects_tail)
+        self->effects_tail->next = eff;
+    else
+        self->effects = eff;
+    self->effects_tail = eff;
+    self->neffects++;
+}
+
 /*  Takes the job out of every table (unless it is a shadow), records its
     final outcome in the batch (result put, job record delete) and queues a
     FINISH effect owning it. Takes *state_p and *error_p. */
@@ -959,7 +972,7 @@ s_finish_v(am2z_broker_t *self, job_t *job, bool ok, uint8_t **state_p, size_t s
         if (rc == AM2Z_OK)
             am2zb_lc_finished(self, job, session, ok, am2z_clock_wall_ms());
     }
-    zlistx_add_end(self->effects, eff);
+    s_effect_push(self, eff);
     if (session)
         am2zb_session_kick(self, session, am2z_clock_wall_ms());
 }
@@ -1323,7 +1336,7 @@ am2zb_submit_job(am2z_broker_t *self, const peer_t *peer, proc_t *proc, am2z_msg
     eff->kind = EFF_SUBMIT;
     eff->job = job;
     eff->created = created;
-    zlistx_add_end(self->effects, eff);
+    s_effect_push(self, eff);
     AM2Z_LOG(self->log, AM2Z_LOG_DEBUG, S_COMPONENT, "job submitted",
              AM2Z_KS("job", job->id), AM2Z_KS("proc", proc->name),
              AM2Z_KS("session", job->session_id));
@@ -1537,7 +1550,7 @@ s_on_dlq(am2z_broker_t *self, const peer_t *peer, am2z_msg_t *msg)
     *eff->peer = *peer;
     eff->retry = retry;
     eff->session = strdup(msg->job);  /* the id, for the reply */
-    zlistx_add_end(self->effects, eff);
+    s_effect_push(self, eff);
     AM2Z_LOG(self->log, AM2Z_LOG_INFO, S_COMPONENT,
              retry ? "dead letter re-enqueued" : "dead letter discarded",
              AM2Z_KS("job", msg->job), AM2Z_KS("proc", jr.proc));
@@ -2452,8 +2465,11 @@ s_apply_effects(am2z_broker_t *self, bool durable)
 {
     uint64_t now = am2z_clock_wall_ms();
     effect_t *eff;
-    while ((eff = zlistx_first(self->effects))) {
-        zlistx_detach_cur(self->effects);
+    while ((eff = self->effects)) {
+        self->effects = eff->next;
+        if (!self->effects)
+            self->effects_tail = NULL;
+        self->neffects--;
         if (eff->kind == EFF_SUBMIT) {
             job_t *job = eff->job;
             if (durable) {
@@ -3245,7 +3261,7 @@ s_turn(am2z_broker_t *self, zsock_t *pipe, uint64_t timeout_ms)
             durable = false;
             AM2Z_LOG(self->log, AM2Z_LOG_ERROR, S_COMPONENT, "store commit failed",
                      AM2Z_KS("error", am2z_strerror(crc)),
-                     AM2Z_KU("effects", zlistx_size(self->effects)));
+                     AM2Z_KU("effects", self->neffects));
         }
     } else if (self->batch_rc != AM2Z_OK) {
         durable = false;
@@ -3636,14 +3652,13 @@ am2z_broker_new(const am2z_broker_config_t *cfg, am2z_broker_t **out,
     self->procs = zhashx_new();
     self->workers_by_key = zhashx_new();
     self->delayed = zlistx_new();
-    self->effects = zlistx_new();
     self->deferred = zlistx_new();
     self->failures = zlistx_new();
     self->dirty = zlistx_new();
     self->cleanup = zlistx_new();
     self->leases = zlistx_new();
     if (!self->leases || !self->jobs || !self->sessions || !self->procs || !self->workers_by_key
-        || !self->delayed || !self->effects || !self->deferred || !self->failures
+        || !self->delayed || !self->deferred || !self->failures
         || !self->dirty || !self->cleanup) {
         snprintf(err, err_size, "out of memory");
         goto fail;
@@ -3656,7 +3671,6 @@ am2z_broker_new(const am2z_broker_config_t *cfg, am2z_broker_t **out,
     zhashx_set_key_duplicator(self->procs, NULL);
     zhashx_set_key_destructor(self->procs, NULL);
     zhashx_set_key_hasher(self->procs, am2z_hash_str);   /* 8 bytes a step */
-    zlistx_set_destructor(self->effects, s_effect_free);
     zlistx_set_destructor(self->deferred, s_deferred_free);
     zlistx_set_destructor(self->failures, s_failure_free);
     zlistx_set_destructor(self->dirty, s_str_free);
@@ -3749,7 +3763,11 @@ am2z_broker_destroy(am2z_broker_t **self_p)
     while (self->nworkers)
         am2zb_worker_forget(self, self->workers[self->nworkers - 1], "broker stopping");
     free(self->workers);
-    zlistx_destroy(&self->effects);
+    while (self->effects) {
+        void *item = self->effects;
+        self->effects = self->effects->next;
+        s_effect_free(&item);
+    }
     zlistx_destroy(&self->deferred);
     zlistx_destroy(&self->failures);
     zlistx_destroy(&self->dirty);

@@ -212,7 +212,8 @@ struct worker_s {
 /*  What a turn's commit decides: the sends that wait for durability. */
 typedef enum { EFF_SUBMIT = 0, EFF_FINISH, EFF_STOP, EFF_DLQ } effect_kind_t;
 
-typedef struct {
+typedef struct effect_s {
+    struct effect_s *next;        /* the turn's effects, in order (broker->effects) */
     effect_kind_t kind;
     job_t *job;                   /* SUBMIT, DLQ retry: borrowed (in lane); FINISH: owned */
     bool created;                 /* SUBMIT: first job of a new session */
@@ -299,7 +300,9 @@ struct am2z_broker_t {
     size_t nworkers;
     size_t workers_cap;
     zlistx_t *delayed;            /* session_t* whose head is not yet due */
-    zlistx_t *effects;            /* effect_t* of this turn (owned) */
+    effect_t *effects, *effects_tail;  /* this turn's effects, in order (owned; a list
+                                     through effect_t.next: no node to allocate) */
+    size_t neffects;
     zlistx_t *deferred;           /* deferred_t* of this turn (owned) */
     zlistx_t *failures;           /* failure_t* for the next turn (owned) */
     zlistx_t *dirty;              /* char* job ids whose record needs a rewrite */
