@@ -86,9 +86,10 @@ if ((peer)); then
   elif [[ ! -d $peerdir/node_modules/bullmq ]] \
        && ! (cd "$peerdir" && { npm ci --no-audit --no-fund >"$work/npm.log" 2>&1 \
                                 || npm install --no-audit --no-fund >>"$work/npm.log" 2>&1; }); then
-    # npm 11's `ci` refuses a lock that lacks msgpackr-extract's binaries for
-    # other platforms (the registry here serves none); `install` takes the
-    # same pinned versions from the lock and leaves it unchanged.
+    # `ci` installs exactly the lock; the lock lists msgpackr-extract's
+    # optional per-platform binaries, without which npm 11's `ci` refuses
+    # it. `install` is the fallback for an npm that still does (it may add
+    # entries to the lock; the versions stay the pinned ones).
     notes+=("BullMQ peer skipped: npm could not install bench/peers/bullmq ($(tail -1 "$work/npm.log")).")
     peer=0
   fi
