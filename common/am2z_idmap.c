@@ -156,14 +156,11 @@ am2z_idmap_lookup(const am2z_idmap_t *self, const char *key)
     return slot->key ? slot->item : NULL;
 }
 
-void
-am2z_idmap_delete(am2z_idmap_t *self, const char *key)
+/*  Marks slot (an entry) deleted, then destroys its item: a destructor
+    that looks in the table no longer finds it. */
+static void
+s_remove(am2z_idmap_t *self, s_slot_t *slot)
 {
-    if (!self || !key)
-        return;
-    s_slot_t *slot = &self->slots[s_find(self, key, s_hash(key))];
-    if (!slot->key)
-        return;
     void *item = slot->item;
     *slot = (s_slot_t){ 0, s_tomb, NULL };
     self->size--;
@@ -173,20 +170,23 @@ am2z_idmap_delete(am2z_idmap_t *self, const char *key)
 }
 
 void
+am2z_idmap_delete(am2z_idmap_t *self, const char *key)
+{
+    if (!self || !key)
+        return;
+    s_slot_t *slot = &self->slots[s_find(self, key, s_hash(key))];
+    if (slot->key)
+        s_remove(self, slot);
+}
+
+void
 am2z_idmap_purge(am2z_idmap_t *self)
 {
     if (!self)
         return;
     for (size_t i = 0; i <= self->mask; i++) {
-        s_slot_t *slot = &self->slots[i];
-        if (!s_live(slot))
-            continue;
-        void *item = slot->item;
-        *slot = (s_slot_t){ 0, s_tomb, NULL };
-        self->size--;
-        self->tombs++;
-        if (self->destructor)
-            self->destructor(&item);
+        if (s_live(&self->slots[i]))
+            s_remove(self, &self->slots[i]);
     }
     memset(self->slots, 0, (self->mask + 1) * sizeof *self->slots);
     self->tombs = 0;
