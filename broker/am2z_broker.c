@@ -1165,8 +1165,8 @@ s_submit_limits(am2z_broker_t *self, proc_t *proc, const char *session_id, sessi
     am2z_store_stats_t st;
     memset(&st, 0, sizeof st);
     am2z_store_stats(self->store, &st);
-    uint64_t held = st.sessions > am2z_idmap_size(self->sessions) ? st.sessions
-                                                              : am2z_idmap_size(self->sessions);
+    uint64_t in_memory = am2z_idmap_size(self->sessions);
+    uint64_t held = st.sessions > in_memory ? st.sessions : in_memory;
     if (held >= self->cfg.common.max_sessions)
         return am2z_error_resource("sessions (max-sessions)", self->cfg.common.max_sessions,
                                    held);

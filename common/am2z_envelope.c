@@ -24,7 +24,6 @@
 #include "am2z_error.h"
 #include "am2z_mpcheck.h"
 
-#include <msgpack.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <pthread.h>
