@@ -8,6 +8,7 @@
 #include "am2z_clock.h"
 #include "am2z_error.h"
 #include "am2z_mpcheck.h"
+#include "am2z_sbuf.h"
 
 #define S_MAX_DEPTH 64
 
@@ -18,14 +19,20 @@ struct am2z_bw_t {
 };
 
 am2z_bw_t *
-am2z_bw_new(void)
+am2z_bw_new_cap(size_t cap)
 {
     am2z_bw_t *self = calloc(1, sizeof *self);
     if (!self)
         return NULL;
-    msgpack_sbuffer_init(&self->sbuf);
+    am2z_sbuf_init(&self->sbuf, cap);
     msgpack_packer_init(&self->pk, &self->sbuf, msgpack_sbuffer_write);
     return self;
+}
+
+am2z_bw_t *
+am2z_bw_new(void)
+{
+    return am2z_bw_new_cap(256);
 }
 
 void
@@ -112,7 +119,8 @@ am2z_jobrec_encode(const am2z_jobrec_t *rec, uint8_t **out, size_t *size)
 {
     if (!rec || !rec->proc || !rec->session)
         return AM2Z_EINVAL;
-    am2z_bw_t *w = am2z_bw_new();
+    /* the fields' keys and values besides the state: about 200 bytes */
+    am2z_bw_t *w = am2z_bw_new_cap(256 + rec->state_size);
     if (!w)
         return AM2Z_ENOMEM;
     am2z_bw_map(w, 9 + (rec->state ? 1u : 0u) + (rec->error ? 1u : 0u)

@@ -20,8 +20,11 @@
    ------------------------------------------------------------------------ */
 typedef struct am2z_bw_t am2z_bw_t;
 
-/*  Returns NULL only when out of memory. Caller owns it. */
+/*  Returns NULL only when out of memory. Caller owns it. The buffer starts
+    with room for 256 bytes (am2z_bw_new) or cap bytes, and doubles as it
+    fills. */
 am2z_bw_t *am2z_bw_new(void);
+am2z_bw_t *am2z_bw_new_cap(size_t cap);
 /*  NULL-safe, idempotent. */
 void am2z_bw_destroy(am2z_bw_t **self_p);
 

@@ -19,6 +19,7 @@
 #include "am2z_codec.h"
 
 #include "am2z_clock.h"
+#include "am2z_sbuf.h"
 
 #include <float.h>
 #include <math.h>
@@ -1571,14 +1572,19 @@ s_encode_map(const s_schema_t *sc, const void *base, msgpack_packer *pk, size_t 
     return AM2Z_OK;
 }
 
+/*  What a body takes besides its raw bytes, usually: ids, names and
+    numbers (a JOB or RESULT of the throughput workload is 200-300 bytes
+    with its 100-byte state). Only where the buffer starts. */
+#define S_ENCODE_HINT 256
+
 /*  Encodes base by sc into a fresh buffer that passes the same structural
     gate a decoder applies (depth includes raw values: s_encode_value). */
 static int
-s_encode(const s_schema_t *sc, const void *base, uint8_t **out, size_t *size)
+s_encode(const s_schema_t *sc, const void *base, size_t hint, uint8_t **out, size_t *size)
 {
     msgpack_sbuffer sbuf;
     msgpack_packer pk;
-    msgpack_sbuffer_init(&sbuf);
+    am2z_sbuf_init(&sbuf, hint);
     msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
 
     int rc = s_encode_map(sc, base, &pk, 0);
@@ -1600,7 +1606,10 @@ am2z_msg_encode(const am2z_msg_t *msg, uint8_t **body, size_t *size)
         return AM2Z_EINVAL;
     *body = NULL;
     *size = 0;
-    return s_encode(&s_cmd_schemas[msg->cmd], msg, body, size);
+    /* room for the typed fields and the raw bytes: one allocation for
+       the usual body */
+    size_t hint = S_ENCODE_HINT + msg->state_size + msg->data_size;
+    return s_encode(&s_cmd_schemas[msg->cmd], msg, hint, body, size);
 }
 
 int
@@ -1639,7 +1648,7 @@ am2z_body_with_req(am2z_cmd_t cmd, const uint8_t *body, size_t size, uint64_t re
         return AM2Z_EINVAL;
     msgpack_sbuffer sbuf;
     msgpack_packer pk;
-    msgpack_sbuffer_init(&sbuf);
+    am2z_sbuf_init(&sbuf, size + 16);      /* map header, "req", uint64 */
     msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
     if (msgpack_pack_map(&pk, (size_t)pairs + 1) != 0 || s_pack_cstr(&pk, "req", 3) != AM2Z_OK
         || msgpack_pack_uint64(&pk, req) != 0
@@ -1659,7 +1668,7 @@ am2z_error_encode(const am2z_error_t *error, uint8_t **data, size_t *size)
         return AM2Z_EINVAL;
     *data = NULL;
     *size = 0;
-    return s_encode(&s_error_schema, error, data, size);
+    return s_encode(&s_error_schema, error, S_ENCODE_HINT + error->details_size, data, size);
 }
 
 int
@@ -1701,7 +1710,7 @@ am2z_comp_desc_encode(const am2z_comp_desc_t *d, uint8_t **data, size_t *size)
         return AM2Z_EINVAL;
     *data = NULL;
     *size = 0;
-    return s_encode(&s_comp_schema, d, data, size);
+    return s_encode(&s_comp_schema, d, S_ENCODE_HINT, data, size);
 }
 
 int

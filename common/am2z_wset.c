@@ -10,7 +10,8 @@
     changes between walks. Most lookups miss (a reader asks every set in
     flight before LMDB), so each set also keeps a small Bloom filter of its
     keys: a miss costs two bit tests instead of a binary search. Ops come
-    from an arena of 64 KiB blocks, freed with the set.
+    from an arena of 64 KiB blocks, freed with the set; a clear keeps a
+    few emptied blocks for the set's next use.
 */
 #include "am2z_wset.h"
 
@@ -32,6 +33,7 @@ typedef struct s_block {
 struct am2z_wset_t {
     uint64_t bloom[S_BLOOM_BITS / 64];
     s_block_t *blocks;                    /* the arena, newest first */
+    s_block_t *spare;                     /* emptied blocks a clear kept */
     am2z_wop_t **ops;                     /* in recorded order (in the arena) */
     size_t n, cap;
     am2z_wop_t **sorted[AM2Z_WSET_DBS];   /* latest op per key, key order (borrowed ops) */
@@ -83,11 +85,16 @@ s_alloc(am2z_wset_t *self, size_t size)
     size = (size + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t);
     s_block_t *bl = self->blocks;
     if (!bl || bl->size - bl->used < size) {
-        size_t bsize = size > S_BLOCK ? size : S_BLOCK;
-        bl = malloc(sizeof *bl + bsize);
-        if (!bl)
-            return NULL;
-        bl->size = bsize;
+        if (self->spare && size <= S_BLOCK) {
+            bl = self->spare;
+            self->spare = bl->next;
+        } else {
+            size_t bsize = size > S_BLOCK ? size : S_BLOCK;
+            bl = malloc(sizeof *bl + bsize);
+            if (!bl)
+                return NULL;
+            bl->size = bsize;
+        }
         bl->used = 0;
         bl->next = self->blocks;
         self->blocks = bl;
@@ -103,11 +110,13 @@ am2z_wset_destroy(am2z_wset_t **self_p)
     if (!self_p || !*self_p)
         return;
     am2z_wset_t *self = *self_p;
-    while (self->blocks) {
-        s_block_t *next = self->blocks->next;
-        free(self->blocks);
-        self->blocks = next;
-    }
+    s_block_t *lists[] = { self->blocks, self->spare };
+    for (size_t i = 0; i < 2; i++)
+        while (lists[i]) {
+            s_block_t *next = lists[i]->next;
+            free(lists[i]);
+            lists[i] = next;
+        }
     free(self->ops);
     for (int d = 0; d < AM2Z_WSET_DBS; d++)
         free(self->sorted[d]);
@@ -118,25 +127,29 @@ am2z_wset_destroy(am2z_wset_t **self_p)
 /*  Arrays above this many entries are freed rather than kept by a clear:
     one large turn should not pin its arrays for the sets after it. */
 #define S_KEEP_CAP 2048
+/*  Arena blocks a clear keeps (the rest are freed): a turn of the
+    throughput workload fills two or three. */
+#define S_KEEP_BLOCKS 4
 
 void
 am2z_wset_clear(am2z_wset_t *self)
 {
     if (!self)
         return;
-    s_block_t *keep = NULL;
+    unsigned kept = 0;
+    for (s_block_t *bl = self->spare; bl; bl = bl->next)
+        kept++;
     while (self->blocks) {
         s_block_t *next = self->blocks->next;
-        if (!keep && self->blocks->size == S_BLOCK) {
-            keep = self->blocks;
-            keep->used = 0;
-            keep->next = NULL;
+        if (kept < S_KEEP_BLOCKS && self->blocks->size == S_BLOCK) {
+            self->blocks->next = self->spare;
+            self->spare = self->blocks;
+            kept++;
         } else {
             free(self->blocks);
         }
         self->blocks = next;
     }
-    self->blocks = keep;
     memset(self->bloom, 0, sizeof self->bloom);
     self->n = 0;
     if (self->cap > S_KEEP_CAP) {
