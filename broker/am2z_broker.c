@@ -2923,6 +2923,30 @@ s_resolve_input(am2z_broker_t *self, job_t *job, am2z_state_t **out)
     return AM2Z_OK;
 }
 
+/*  The dirty array keeps up to this many slots between turns (a lease
+    burst past it gets an array of its own, freed after its turn). */
+#define S_DIRTY_KEEP 4096
+
+/*  Notes that job id's record needs its attempt count rewritten in this
+    turn's batch (s_stage_dirty). Without memory the rewrite is skipped:
+    a crash would then run the job again as the same attempt, as one
+    before the next commit does (docs/RELIABILITY.md). */
+static void
+s_dirty_add(am2z_broker_t *self, const char *id)
+{
+    if (self->dirty_n == self->dirty_cap) {
+        size_t cap = self->dirty_cap ? self->dirty_cap * 2 : 256;
+        void *v = realloc(self->dirty, cap * sizeof *self->dirty);
+        if (!v)
+            return;
+        self->dirty = v;
+        self->dirty_cap = cap;
+    }
+    size_t n = strnlen(id, AM2Z_ID_LEN);
+    memcpy(self->dirty[self->dirty_n], id, n);
+    self->dirty[self->dirty_n++][n] = '\0';
+}
+
 static void
 s_lease(am2z_broker_t *self, worker_t *worker, session_t *session, job_t *job)
 {
@@ -2970,9 +2994,7 @@ s_lease(am2z_broker_t *self, worker_t *worker, session_t *session, job_t *job)
                    "dispatched", 'u', (uint64_t)job->dispatched_ms) == AM2Z_OK)
         am2zb_job_event(self, job, "processor:active", data, size);
     free(data);
-    char *id = strdup(job->id);
-    if (id)
-        zlistx_add_end(self->dirty, id);
+    s_dirty_add(self, job->id);
 }
 
 /*  Leases what may go now: per processor, sessions of the highest
@@ -3037,13 +3059,17 @@ s_str_free(void **item)
 static void
 s_stage_dirty(am2z_broker_t *self)
 {
-    char *id;
-    while ((id = zlistx_first(self->dirty))) {
-        zlistx_detach_cur(self->dirty);
-        job_t *job = am2z_idmap_lookup(self->jobs, id);
+    for (size_t i = 0; i < self->dirty_n; i++) {
+        job_t *job = am2z_idmap_lookup(self->jobs, self->dirty[i]);
         if (job && job->accepted && !job->stopped)
             s_put_job_record(self, job);
-        free(id);
+    }
+    self->dirty_n = 0;
+    if (self->dirty_cap > S_DIRTY_KEEP) {
+        /* a burst's array is not kept for the turns after it */
+        free(self->dirty);
+        self->dirty = NULL;
+        self->dirty_cap = 0;
     }
 }
 
@@ -3324,7 +3350,7 @@ s_drain_step(am2z_broker_t *self)
                  AM2Z_KU("pending", am2z_idmap_size(self->jobs)));
     }
     size_t running = s_running(self);
-    if (running == 0 && !zlistx_size(self->failures) && !zlistx_size(self->dirty)
+    if (running == 0 && !zlistx_size(self->failures) && !self->dirty_n
         && !zlistx_size(self->cleanup)) {
         self->stopping = true;
     } else if (now >= self->drain_deadline_us) {
@@ -3351,7 +3377,7 @@ s_loop(am2z_broker_t *self, volatile int *stop_flag, zsock_t *pipe)
             next_ms = flow_ms;
         if (zlistx_size(self->failures))
             next_ms = 0;
-        else if (zlistx_size(self->dirty) || zlistx_size(self->cleanup))
+        else if (self->dirty_n || zlistx_size(self->cleanup))
             next_ms = next_ms > 10 ? 10 : next_ms;
         if (stop_flag && *stop_flag && !self->stopping) {
             s_drain_step(self);
@@ -3654,12 +3680,11 @@ am2z_broker_new(const am2z_broker_config_t *cfg, am2z_broker_t **out,
     self->delayed = zlistx_new();
     self->deferred = zlistx_new();
     self->failures = zlistx_new();
-    self->dirty = zlistx_new();
     self->cleanup = zlistx_new();
     self->leases = zlistx_new();
     if (!self->leases || !self->jobs || !self->sessions || !self->procs || !self->workers_by_key
         || !self->delayed || !self->deferred || !self->failures
-        || !self->dirty || !self->cleanup) {
+        || !self->cleanup) {
         snprintf(err, err_size, "out of memory");
         goto fail;
     }
@@ -3673,7 +3698,6 @@ am2z_broker_new(const am2z_broker_config_t *cfg, am2z_broker_t **out,
     zhashx_set_key_hasher(self->procs, am2z_hash_str);   /* 8 bytes a step */
     zlistx_set_destructor(self->deferred, s_deferred_free);
     zlistx_set_destructor(self->failures, s_failure_free);
-    zlistx_set_destructor(self->dirty, s_str_free);
     zlistx_set_destructor(self->cleanup, s_str_free);
 
     char idbuf[AM2Z_ID_LEN + 1];
@@ -3770,7 +3794,7 @@ am2z_broker_destroy(am2z_broker_t **self_p)
     }
     zlistx_destroy(&self->deferred);
     zlistx_destroy(&self->failures);
-    zlistx_destroy(&self->dirty);
+    free(self->dirty);
     zlistx_destroy(&self->cleanup);
     /* rings and lanes hold borrowed pointers: free sessions and procs after
        jobs, each container without walking the others */

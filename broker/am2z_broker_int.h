@@ -305,7 +305,10 @@ struct am2z_broker_t {
     size_t neffects;
     zlistx_t *deferred;           /* deferred_t* of this turn (owned) */
     zlistx_t *failures;           /* failure_t* for the next turn (owned) */
-    zlistx_t *dirty;              /* char* job ids whose record needs a rewrite */
+    /* ids of jobs whose record needs a rewrite (a lease's attempt count),
+       in lease order: inline, so a lease allocates nothing for it */
+    char (*dirty)[AM2Z_ID_LEN + 1];
+    size_t dirty_n, dirty_cap;
     zlistx_t *cleanup;            /* char* job ids whose record must go */
     am2z_store_batch_t *batch;    /* this turn's batch, opened on demand */
     int batch_rc;                 /* first failure to open it */
