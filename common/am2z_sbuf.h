@@ -1,12 +1,12 @@
 /*  am2z_sbuf.h — a msgpack-c sbuffer that starts at a size of our choosing.
 
     msgpack_sbuffer_write allocates MSGPACK_SBUFFER_INIT_SIZE (8 KiB) at the
-    first write. glibc serves any request above 1 KiB from its large bins,
-    and such a request first consolidates every small freed chunk waiting in
-    the fast bins: one per encoded message was a steady malloc_consolidate +
-    unlink_chunk cost in the broker's loop (bench/where-the-time-goes.md,
-    seventeenth pass). Starting at the size the caller expects keeps the
-    usual body in a small allocation; a larger one still grows by doubling.
+    first write (a realloc from NULL), for a body that is usually 200-400
+    bytes: every encoded message, RESULT splice and job record went through
+    one (bench/where-the-time-goes.md, seventeenth pass: 79-86 k reallocs a
+    second on the broker's loop thread, 30-33 k after). Starting at the size
+    the caller expects keeps the usual body in one small allocation; a
+    larger one still grows by doubling.
 */
 #ifndef AM2Z_SBUF_H
 #define AM2Z_SBUF_H
